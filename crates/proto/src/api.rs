@@ -1,0 +1,336 @@
+//! Request and response bodies of the HTTP API.
+use crate::ids::{DeviceId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Default `encryption_algorithm` of 1:1 messages.
+pub const OLM_ALGORITHM: &str = "m.olm.v1.curve25519-aes-sha2";
+
+/// A device's public identity keys, self-signed with its Ed25519 key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceKeys {
+    /// The device's id.
+    pub device_id: DeviceId,
+    /// Ed25519 signing key, unpadded standard base64 (vodozemac's encoding).
+    pub ed25519: String,
+    /// Curve25519 identity key, unpadded standard base64.
+    pub curve25519: String,
+    /// Ed25519 signature over [`DeviceKeys::signing_payload`].
+    pub signature: String,
+}
+
+impl DeviceKeys {
+    /// The bytes the device signs to bind its keys to its user and device id.
+    pub fn signing_payload(&self, user_id: &UserId) -> String {
+        format!(
+            "atlas-device-keys-v1\n{}\n{}\n{}\n{}",
+            user_id, self.device_id, self.ed25519, self.curve25519
+        )
+    }
+}
+
+/// `POST /users`: register a user with a first device, or (with a link token) add a device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The user to create, or to add a device to.
+    pub user_id: UserId,
+    /// The new device's keys.
+    pub device: DeviceKeys,
+    /// A token from `POST /devices/link-tokens`; required to add a device to an existing user.
+    #[serde(default)]
+    pub link_token: Option<String>,
+}
+
+/// Answer to a registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The user.
+    pub user_id: UserId,
+    /// The registered device.
+    pub device_id: DeviceId,
+}
+
+/// Answer to `POST /devices/link-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkTokenResponse {
+    /// Single-use token that lets a new device join this user.
+    pub link_token: String,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+}
+
+/// One device as listed by `GET /users/{user_id}/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// The device's keys.
+    #[serde(flatten)]
+    pub keys: DeviceKeys,
+    /// `active` or `revoked`.
+    pub status: String,
+    /// RFC 3339 registration time.
+    pub created_at: String,
+    /// One-time keys still unclaimed.
+    pub one_time_keys_available: u64,
+    /// Whether an active fallback key is published.
+    pub fallback_key: bool,
+}
+
+/// Answer to `GET /users/{user_id}/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceListResponse {
+    /// The user.
+    pub user_id: UserId,
+    /// Every device, active or not.
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// `POST /token` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "grant_type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenRequest {
+    /// The device signs [`token_signing_payload`] with its Ed25519 key.
+    DeviceSignature {
+        /// The user.
+        user_id: UserId,
+        /// The device.
+        device_id: DeviceId,
+        /// Unix seconds when signed.
+        iat: i64,
+        /// Ed25519 signature, unpadded standard base64.
+        signature: String,
+    },
+    /// A refresh token from an earlier grant (single use; a new one is returned).
+    RefreshToken {
+        /// The refresh token.
+        refresh_token: String,
+    },
+}
+
+/// What a device signs at `POST /token`: binds its identity to the DPoP key thumbprint.
+pub fn token_signing_payload(user_id: &UserId, device_id: &DeviceId, jkt: &str, iat: i64) -> String {
+    format!("atlas-token-v1\n{user_id}\n{device_id}\n{jkt}\n{iat}")
+}
+
+/// Answer to `POST /token` (RFC 6749 §5.1 with `token_type` DPoP).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// DPoP-bound access token.
+    pub access_token: String,
+    /// Always `DPoP`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Single-use refresh token, bound to the same DPoP key.
+    pub refresh_token: String,
+}
+
+/// A public one-time or fallback key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKey {
+    /// The key's id as the device's account names it.
+    pub key_id: String,
+    /// Curve25519 public key, unpadded standard base64.
+    pub key: String,
+}
+
+/// `POST /keys/upload` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysUploadRequest {
+    /// New one-time keys.
+    #[serde(default)]
+    pub one_time_keys: Vec<PublicKey>,
+    /// A new fallback key; the previous one becomes `rotated`.
+    #[serde(default)]
+    pub fallback_key: Option<PublicKey>,
+}
+
+/// Key stock of the calling device, so it knows when to top up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyCounts {
+    /// Unclaimed one-time keys.
+    pub one_time_keys: u64,
+    /// Whether an active fallback key is published.
+    pub fallback_key: bool,
+}
+
+/// `POST /keys/claim` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysClaimRequest {
+    /// The user whose every active device gets one key claimed.
+    pub user_id: UserId,
+}
+
+/// A claimed key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedKey {
+    /// The key id.
+    pub key_id: String,
+    /// Curve25519 public key.
+    pub key: String,
+    /// True when the device had no one-time key left and this is its fallback key.
+    pub fallback: bool,
+}
+
+/// One device's keys in a claim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimedDevice {
+    /// The device's identity keys.
+    #[serde(flatten)]
+    pub keys: DeviceKeys,
+    /// The claimed key, or none when the device has neither one-time nor fallback keys.
+    pub one_time_key: Option<ClaimedKey>,
+}
+
+/// Answer to `POST /keys/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysClaimResponse {
+    /// The user.
+    pub user_id: UserId,
+    /// One entry per active device.
+    pub devices: Vec<ClaimedDevice>,
+}
+
+/// One recipient device's ciphertext in a send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutgoingEnvelope {
+    /// Recipient device.
+    pub device_id: DeviceId,
+    /// Olm message type: 0 pre-key, 1 normal.
+    pub msg_type: u8,
+    /// Ciphertext, unpadded standard base64 as vodozemac encodes it.
+    pub body: String,
+}
+
+/// `POST /messages` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Recipient user.
+    pub recipient_id: UserId,
+    /// Client-chosen id that makes the send idempotent (per sending device).
+    pub client_message_id: String,
+    /// Algorithm of the ciphertexts.
+    #[serde(default = "default_algorithm")]
+    pub encryption_algorithm: String,
+    /// Exactly one envelope per current device of the recipient.
+    pub envelopes: Vec<OutgoingEnvelope>,
+}
+
+fn default_algorithm() -> String {
+    OLM_ALGORITHM.to_owned()
+}
+
+/// Sequence number given to one recipient device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Recipient device.
+    pub device_id: DeviceId,
+    /// Its per-device sequence number.
+    pub seq: u64,
+}
+
+/// Answer to `POST /messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendResponse {
+    /// Server-assigned id of the message.
+    pub message_id: String,
+    /// RFC 3339 time the server accepted (and durably stored) it.
+    pub accepted_at: String,
+    /// One per recipient device.
+    pub deliveries: Vec<Delivery>,
+    /// True when this answers a retry of an earlier identical send.
+    pub duplicate: bool,
+}
+
+/// `details` of a `device_list_mismatch` error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceListMismatch {
+    /// Current devices that got no envelope.
+    pub missing: Vec<DeviceId>,
+    /// Envelopes for devices that are not current (or duplicated).
+    pub extra: Vec<DeviceId>,
+    /// The recipient's current devices.
+    pub current: Vec<DeviceId>,
+}
+
+/// One message waiting for the calling device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    /// Per-device sequence number (1, 2, 3 … without gaps).
+    pub seq: u64,
+    /// The message id (shared by the copies for the recipient's other devices).
+    pub message_id: String,
+    /// Sender user.
+    pub sender_id: UserId,
+    /// Sender device.
+    pub sender_device_id: DeviceId,
+    /// Algorithm of the ciphertext.
+    pub encryption_algorithm: String,
+    /// Olm message type.
+    pub msg_type: u8,
+    /// Ciphertext.
+    pub body: String,
+    /// RFC 3339 acceptance time.
+    pub created_at: String,
+}
+
+/// Answer to `GET /messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxResponse {
+    /// Messages in sequence order.
+    pub messages: Vec<InboxMessage>,
+    /// Pass as `after` to get the next page.
+    pub next_after: u64,
+    /// Whether more messages wait beyond this page.
+    pub more: bool,
+}
+
+/// `POST /messages/ack` body: everything up to and including `up_to_seq` was processed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Highest processed sequence number.
+    pub up_to_seq: u64,
+}
+
+/// Answer to `POST /messages/ack`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckResponse {
+    /// How many messages this ack removed from the queue.
+    pub acknowledged: u64,
+}
+
+/// A frame the server pushes over `GET /ws`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PushEvent {
+    /// A new message for this device.
+    Message(InboxMessage),
+}
+
+/// Answer to `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// Storage backend and whether it answered.
+    pub storage: StorageHealth,
+    /// Server version.
+    pub version: String,
+}
+
+/// Storage part of the health answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StorageHealth {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// Whether a round trip succeeded.
+    pub ok: bool,
+    /// Round-trip time in milliseconds.
+    pub latency_ms: f64,
+}

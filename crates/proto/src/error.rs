@@ -1,0 +1,108 @@
+//! Stable error codes: the `error` field of every error response. Clients and
+//! operators may match on them; renaming one is a breaking change.
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable reason for a refused request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body or a parameter is malformed or has the wrong type.
+    InvalidRequest,
+    /// The body exceeds a configured size limit.
+    PayloadTooLarge,
+    /// The user does not exist.
+    UnknownUser,
+    /// The device does not exist or is not active.
+    UnknownDevice,
+    /// The message does not exist or is not visible to the caller.
+    UnknownMessage,
+    /// The user id is already registered.
+    UserExists,
+    /// The device id is already registered for that user.
+    DeviceExists,
+    /// A signature made by a device key does not verify.
+    InvalidSignature,
+    /// A device link token is unknown, used or expired.
+    InvalidLinkToken,
+    /// RFC 6749: the grant (device signature or refresh token) is not valid.
+    InvalidGrant,
+    /// RFC 6749: the grant type is not supported.
+    UnsupportedGrantType,
+    /// RFC 6750 / 9449: the access token is missing, expired, forged or not bound to the proof key.
+    InvalidToken,
+    /// RFC 9449: the DPoP proof is malformed, invalid or replayed.
+    InvalidDpopProof,
+    /// RFC 9449: the server requires a fresh nonce in the proof.
+    UseDpopNonce,
+    /// The send does not cover exactly the recipient's current devices.
+    DeviceListMismatch,
+    /// The same client message id was used for a different message.
+    IdempotencyConflict,
+    /// The caller is authenticated but not allowed to do this.
+    Forbidden,
+    /// The route does not exist.
+    NotFound,
+    /// The method is not allowed on this route.
+    MethodNotAllowed,
+    /// Too many requests from this caller.
+    RateLimited,
+    /// The server failed; the request may be retried.
+    Internal,
+    /// Storage is unreachable.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnknownUser => "unknown_user",
+            Self::UnknownDevice => "unknown_device",
+            Self::UnknownMessage => "unknown_message",
+            Self::UserExists => "user_exists",
+            Self::DeviceExists => "device_exists",
+            Self::InvalidSignature => "invalid_signature",
+            Self::InvalidLinkToken => "invalid_link_token",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidToken => "invalid_token",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
+            Self::DeviceListMismatch => "device_list_mismatch",
+            Self::IdempotencyConflict => "idempotency_conflict",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The JSON body of every error response (OAuth style, so DPoP clients read it too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub error: ErrorCode,
+    /// Human-readable explanation.
+    pub error_description: String,
+    /// Extra structured data, e.g. the device lists of a mismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_name_matches_serde() {
+        for code in [ErrorCode::InvalidDpopProof, ErrorCode::DeviceListMismatch, ErrorCode::UseDpopNonce] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}
