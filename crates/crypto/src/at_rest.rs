@@ -1,6 +1,6 @@
 //! Encryption of local secrets at rest (XChaCha20-Poly1305, random 192-bit nonces).
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 
 /// Why an at-rest blob could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,7 +20,9 @@ const NONCE_LEN: usize = 24;
 impl SecretBox {
     /// A box under `key`.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { cipher: XChaCha20Poly1305::new(key.into()) }
+        Self {
+            cipher: XChaCha20Poly1305::new(key.into()),
+        }
     }
 
     /// Encrypts `plaintext`; `context` (e.g. a table and row id) must match on open.
@@ -29,8 +31,16 @@ impl SecretBox {
         let mut out = nonce.to_vec();
         let sealed = self
             .cipher
-            .encrypt(&nonce.into(), Payload { msg: plaintext, aad: context })
-            .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers"));
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
+            .unwrap_or_else(|_| {
+                unreachable!("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers")
+            });
         out.extend_from_slice(&sealed);
         out
     }
@@ -43,7 +53,13 @@ impl SecretBox {
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Corrupted)?;
         self.cipher
-            .decrypt(&nonce.into(), Payload { msg: body, aad: context })
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: body,
+                    aad: context,
+                },
+            )
             .map_err(|_| SealError::Corrupted)
     }
 }
@@ -61,7 +77,10 @@ mod tests {
         let mut bad = sealed.clone();
         bad[30] ^= 1;
         assert_eq!(sb.open(b"outbox/1", &bad), Err(SealError::Corrupted));
-        assert_eq!(SecretBox::new(&[2; 32]).open(b"outbox/1", &sealed), Err(SealError::Corrupted));
+        assert_eq!(
+            SecretBox::new(&[2; 32]).open(b"outbox/1", &sealed),
+            Err(SealError::Corrupted)
+        );
         assert_eq!(sb.open(b"x", b"short"), Err(SealError::Corrupted));
     }
 }

@@ -69,7 +69,10 @@ pub struct IatWindow {
 
 impl Default for IatWindow {
     fn default() -> Self {
-        Self { max_age_secs: 120, max_skew_secs: 30 }
+        Self {
+            max_age_secs: 120,
+            max_skew_secs: 30,
+        }
     }
 }
 
@@ -112,7 +115,11 @@ pub fn normalise_htu(url: &str) -> &str {
 
 /// Verifies everything about a proof that needs no state: structure, `typ`, `alg`,
 /// key, signature, `htm`, `htu`, `iat` window, `jti` shape and `ath`.
-pub fn verify_proof(proof: &str, expected: &ExpectedRequest<'_>, window: IatWindow) -> Result<VerifiedProof, DpopError> {
+pub fn verify_proof(
+    proof: &str,
+    expected: &ExpectedRequest<'_>,
+    window: IatWindow,
+) -> Result<VerifiedProof, DpopError> {
     let jws = CompactJws::parse(proof).map_err(|e| match e {
         crate::jws::JwsError::Malformed(what) => DpopError::Malformed(what),
         _ => DpopError::Malformed("not a JWS"),
@@ -123,13 +130,18 @@ pub fn verify_proof(proof: &str, expected: &ExpectedRequest<'_>, window: IatWind
     if !matches!(jws.alg(), Some("EdDSA" | "ES256")) {
         return Err(DpopError::UnsupportedAlg);
     }
-    let jwk = jws.header.get("jwk").ok_or(DpopError::BadJwk(crate::jwk::JwkError::Malformed("jwk")))?;
+    let jwk = jws
+        .header
+        .get("jwk")
+        .ok_or(DpopError::BadJwk(crate::jwk::JwkError::Malformed("jwk")))?;
     let key = PublicJwk::from_json(jwk).map_err(DpopError::BadJwk)?;
     jws.verify(&key).map_err(|e| match e {
         crate::jws::JwsError::Alg => DpopError::UnsupportedAlg,
         _ => DpopError::BadSignature,
     })?;
-    let claims = jws.claims().map_err(|_| DpopError::Malformed("payload is not a JSON object"))?;
+    let claims = jws
+        .claims()
+        .map_err(|_| DpopError::Malformed("payload is not a JSON object"))?;
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
 
     if text("htm") != Some(expected.htm) {
@@ -139,7 +151,10 @@ pub fn verify_proof(proof: &str, expected: &ExpectedRequest<'_>, window: IatWind
         Some(htu) if normalise_htu(htu) == normalise_htu(expected.htu) => {}
         _ => return Err(DpopError::UrlMismatch),
     }
-    let iat = claims.get("iat").and_then(Value::as_i64).ok_or(DpopError::Malformed("iat missing"))?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .ok_or(DpopError::Malformed("iat missing"))?;
     if iat < expected.now.saturating_sub(window.max_age_secs) {
         return Err(DpopError::Stale);
     }
@@ -157,7 +172,12 @@ pub fn verify_proof(proof: &str, expected: &ExpectedRequest<'_>, window: IatWind
             Some(_) => {}
         }
     }
-    Ok(VerifiedProof { jkt: key.thumbprint(), jti, iat, nonce: text("nonce").map(str::to_owned) })
+    Ok(VerifiedProof {
+        jkt: key.thumbprint(),
+        jti,
+        iat,
+        nonce: text("nonce").map(str::to_owned),
+    })
 }
 
 /// Builds a proof for one request.
@@ -170,7 +190,8 @@ pub fn create_proof(
     nonce: Option<&str>,
 ) -> String {
     let header = json!({ "typ": "dpop+jwt", "jwk": signer.public_jwk().to_json() });
-    let mut claims = json!({ "jti": crate::random_id(), "htm": htm, "htu": normalise_htu(htu), "iat": iat });
+    let mut claims =
+        json!({ "jti": crate::random_id(), "htm": htm, "htu": normalise_htu(htu), "iat": iat });
     if let Some(token) = access_token {
         claims["ath"] = Value::from(access_token_hash(token));
     }
@@ -195,7 +216,8 @@ impl NonceIssuer {
     }
 
     fn mac(&self, issued: i64) -> HmacSha256 {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(&issued.to_be_bytes());
         mac
     }
@@ -217,7 +239,9 @@ impl NonceIssuer {
         let mut issued = [0u8; 8];
         issued.copy_from_slice(&raw[..8]);
         let issued = i64::from_be_bytes(issued);
-        self.mac(issued).verify_truncated_left(&raw[8..]).map_err(|_| DpopError::NonceInvalid)?;
+        self.mac(issued)
+            .verify_truncated_left(&raw[8..])
+            .map_err(|_| DpopError::NonceInvalid)?;
         if now < issued.saturating_sub(5) || now > issued.saturating_add(self.lifetime_secs) {
             return Err(DpopError::NonceInvalid);
         }
@@ -239,7 +263,10 @@ mod tests {
     }
 
     fn rfc9449() -> (Vec<Vector>, String) {
-        let path = format!("{}/../../../shared/test-vectors/rfc9449-dpop.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../../shared/test-vectors/rfc9449-dpop.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let proofs = v["proofs"]
             .as_array()
@@ -258,7 +285,12 @@ mod tests {
     }
 
     fn expected(v: &Vector, now: i64) -> ExpectedRequest<'_> {
-        ExpectedRequest { htm: &v.htm, htu: &v.htu, access_token: v.token.as_deref(), now }
+        ExpectedRequest {
+            htm: &v.htm,
+            htu: &v.htu,
+            access_token: v.token.as_deref(),
+            now,
+        }
     }
 
     #[test]
@@ -278,23 +310,41 @@ mod tests {
         let v = &vectors[2];
         let mut e = expected(v, v.iat);
         e.htm = "POST";
-        assert_eq!(verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(), DpopError::MethodMismatch);
+        assert_eq!(
+            verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(),
+            DpopError::MethodMismatch
+        );
         let mut e = expected(v, v.iat);
         e.htu = "https://resource.example.org/other";
-        assert_eq!(verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(), DpopError::UrlMismatch);
+        assert_eq!(
+            verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(),
+            DpopError::UrlMismatch
+        );
         let mut e = expected(v, v.iat);
         e.access_token = Some("another-token");
-        assert_eq!(verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(), DpopError::AthMismatch);
+        assert_eq!(
+            verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(),
+            DpopError::AthMismatch
+        );
         // Today's clock: the 2019 proof is stale.
         let e = expected(v, 1_790_000_000);
-        assert_eq!(verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(), DpopError::Stale);
+        assert_eq!(
+            verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(),
+            DpopError::Stale
+        );
         let e = expected(v, v.iat - 3600);
-        assert_eq!(verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(), DpopError::FromTheFuture);
+        assert_eq!(
+            verify_proof(&v.proof, &e, IatWindow::default()).unwrap_err(),
+            DpopError::FromTheFuture
+        );
         // A token presented with a proof that has no ath.
         let v0 = &vectors[0];
         let mut e = expected(v0, v0.iat);
         e.access_token = Some("token");
-        assert_eq!(verify_proof(&v0.proof, &e, IatWindow::default()).unwrap_err(), DpopError::MissingAth);
+        assert_eq!(
+            verify_proof(&v0.proof, &e, IatWindow::default()).unwrap_err(),
+            DpopError::MissingAth
+        );
     }
 
     #[test]
@@ -305,30 +355,63 @@ mod tests {
         let mut sig = b64::decode(&parts[2]).unwrap();
         sig[10] ^= 1;
         parts[2] = b64::encode(sig);
-        assert_eq!(verify_proof(&parts.join("."), &expected(v, v.iat), IatWindow::default()).unwrap_err(), DpopError::BadSignature);
+        assert_eq!(
+            verify_proof(&parts.join("."), &expected(v, v.iat), IatWindow::default()).unwrap_err(),
+            DpopError::BadSignature
+        );
 
         let signer = JwsSigner::generate_ed25519();
-        let jwt = signer.sign_compact(json!({"typ": "JWT", "jwk": signer.public_jwk().to_json()}), b"{}");
-        assert_eq!(verify_proof(&jwt, &expected(v, v.iat), IatWindow::default()).unwrap_err(), DpopError::WrongType);
+        let jwt = signer.sign_compact(
+            json!({"typ": "JWT", "jwk": signer.public_jwk().to_json()}),
+            b"{}",
+        );
+        assert_eq!(
+            verify_proof(&jwt, &expected(v, v.iat), IatWindow::default()).unwrap_err(),
+            DpopError::WrongType
+        );
         let no_jwk = signer.sign_compact(json!({"typ": "dpop+jwt"}), b"{}");
-        assert!(matches!(verify_proof(&no_jwk, &expected(v, v.iat), IatWindow::default()), Err(DpopError::BadJwk(_))));
+        assert!(matches!(
+            verify_proof(&no_jwk, &expected(v, v.iat), IatWindow::default()),
+            Err(DpopError::BadJwk(_))
+        ));
         // Header claims ES256 but the key is Ed25519.
         let other = JwsSigner::generate_p256();
         let mismatched = format!(
             "{}.{}.{}",
-            b64::encode(json!({"typ":"dpop+jwt","alg":"ES256","jwk":signer.public_jwk().to_json()}).to_string()),
+            b64::encode(
+                json!({"typ":"dpop+jwt","alg":"ES256","jwk":signer.public_jwk().to_json()})
+                    .to_string()
+            ),
             b64::encode("{}"),
             b64::encode(other.sign_raw(b"x"))
         );
-        assert_eq!(verify_proof(&mismatched, &expected(v, v.iat), IatWindow::default()).unwrap_err(), DpopError::UnsupportedAlg);
-        assert!(matches!(verify_proof("garbage", &expected(v, v.iat), IatWindow::default()), Err(DpopError::Malformed(_))));
+        assert_eq!(
+            verify_proof(&mismatched, &expected(v, v.iat), IatWindow::default()).unwrap_err(),
+            DpopError::UnsupportedAlg
+        );
+        assert!(matches!(
+            verify_proof("garbage", &expected(v, v.iat), IatWindow::default()),
+            Err(DpopError::Malformed(_))
+        ));
     }
 
     #[test]
     fn own_proofs_round_trip_for_both_algorithms() {
         for signer in [JwsSigner::generate_ed25519(), JwsSigner::generate_p256()] {
-            let proof = create_proof(&signer, "POST", "https://atlas.test/messages?x=1", 1000, Some("tok"), Some("n1"));
-            let e = ExpectedRequest { htm: "POST", htu: "https://atlas.test/messages", access_token: Some("tok"), now: 1000 };
+            let proof = create_proof(
+                &signer,
+                "POST",
+                "https://atlas.test/messages?x=1",
+                1000,
+                Some("tok"),
+                Some("n1"),
+            );
+            let e = ExpectedRequest {
+                htm: "POST",
+                htu: "https://atlas.test/messages",
+                access_token: Some("tok"),
+                now: 1000,
+            };
             let ok = verify_proof(&proof, &e, IatWindow::default()).unwrap();
             assert_eq!(ok.jkt, signer.public_jwk().thumbprint());
             assert_eq!(ok.nonce.as_deref(), Some("n1"));

@@ -30,8 +30,13 @@ pub enum PublicJwk {
     P256(p256::ecdsa::VerifyingKey),
 }
 
-fn member<'a>(obj: &'a serde_json::Map<String, Value>, name: &'static str) -> Result<&'a str, JwkError> {
-    obj.get(name).and_then(Value::as_str).ok_or(JwkError::Malformed(name))
+fn member<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, JwkError> {
+    obj.get(name)
+        .and_then(Value::as_str)
+        .ok_or(JwkError::Malformed(name))
 }
 
 fn coordinate<const N: usize>(text: &str) -> Result<[u8; N], JwkError> {
@@ -42,7 +47,9 @@ fn coordinate<const N: usize>(text: &str) -> Result<[u8; N], JwkError> {
 impl PublicJwk {
     /// Parses a public JWK, refusing private members and unknown key types.
     pub fn from_json(value: &Value) -> Result<Self, JwkError> {
-        let obj = value.as_object().ok_or(JwkError::Malformed("not an object"))?;
+        let obj = value
+            .as_object()
+            .ok_or(JwkError::Malformed("not an object"))?;
         if obj.contains_key("d") {
             return Err(JwkError::PrivateKey);
         }
@@ -100,7 +107,9 @@ impl PublicJwk {
 
 /// RFC 7638 thumbprint of any JWK whose required members we know (EC, OKP, RSA, oct).
 pub fn thumbprint(jwk: &Value) -> Result<String, JwkError> {
-    let obj = jwk.as_object().ok_or(JwkError::Malformed("not an object"))?;
+    let obj = jwk
+        .as_object()
+        .ok_or(JwkError::Malformed("not an object"))?;
     let required: &[&'static str] = match member(obj, "kty")? {
         "EC" => &["crv", "kty", "x", "y"],
         "OKP" => &["crv", "kty", "x"],
@@ -128,14 +137,21 @@ mod tests {
     use super::*;
 
     fn vectors(name: &str) -> Value {
-        let path = format!("{}/../../../shared/test-vectors/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(path).expect("test vector file")).expect("json")
+        let path = format!(
+            "{}/../../../shared/test-vectors/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).expect("test vector file"))
+            .expect("json")
     }
 
     #[test]
     fn rfc7638_rsa_example_thumbprint() {
         let v = vectors("rfc7638-rfc8037-jose.json");
-        assert_eq!(thumbprint(&v["rfc7638"]["jwk"]).unwrap(), v["rfc7638"]["thumbprint_sha256"]);
+        assert_eq!(
+            thumbprint(&v["rfc7638"]["jwk"]).unwrap(),
+            v["rfc7638"]["thumbprint_sha256"]
+        );
     }
 
     #[test]
@@ -156,12 +172,21 @@ mod tests {
     #[test]
     fn refuses_private_and_bogus_keys() {
         let v = vectors("rfc7638-rfc8037-jose.json");
-        assert_eq!(PublicJwk::from_json(&v["rfc8037"]["private_jwk"]), Err(JwkError::PrivateKey));
-        assert_eq!(PublicJwk::from_json(&v["rfc7638"]["jwk"]), Err(JwkError::Unsupported));
+        assert_eq!(
+            PublicJwk::from_json(&v["rfc8037"]["private_jwk"]),
+            Err(JwkError::PrivateKey)
+        );
+        assert_eq!(
+            PublicJwk::from_json(&v["rfc7638"]["jwk"]),
+            Err(JwkError::Unsupported)
+        );
         let short = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"AAAA"});
         assert_eq!(PublicJwk::from_json(&short), Err(JwkError::InvalidKey));
         let off_curve = serde_json::json!({"kty":"EC","crv":"P-256","x":b64::encode([1u8;32]),"y":b64::encode([2u8;32])});
         assert_eq!(PublicJwk::from_json(&off_curve), Err(JwkError::InvalidKey));
-        assert_eq!(PublicJwk::from_json(&serde_json::json!("x")), Err(JwkError::Malformed("not an object")));
+        assert_eq!(
+            PublicJwk::from_json(&serde_json::json!("x")),
+            Err(JwkError::Malformed("not an object"))
+        );
     }
 }

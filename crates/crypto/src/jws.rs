@@ -52,7 +52,9 @@ impl JwsSigner {
             "EdDSA" => Some(Self::Ed25519(ed25519_dalek::SigningKey::from_bytes(
                 &secret.try_into().ok()?,
             ))),
-            "ES256" => p256::ecdsa::SigningKey::from_slice(secret).ok().map(Self::P256),
+            "ES256" => p256::ecdsa::SigningKey::from_slice(secret)
+                .ok()
+                .map(Self::P256),
             _ => None,
         }
     }
@@ -95,7 +97,11 @@ impl JwsSigner {
     /// Signs `payload` under `header` (whose `alg` is set here) as a compact JWS.
     pub fn sign_compact(&self, mut header: Value, payload: &[u8]) -> String {
         header["alg"] = Value::from(self.alg());
-        let signing_input = format!("{}.{}", b64::encode(header.to_string()), b64::encode(payload));
+        let signing_input = format!(
+            "{}.{}",
+            b64::encode(header.to_string()),
+            b64::encode(payload)
+        );
         let signature = self.sign_raw(signing_input.as_bytes());
         format!("{signing_input}.{}", b64::encode(signature))
     }
@@ -118,19 +124,32 @@ impl<'a> CompactJws<'a> {
         if token.len() > MAX_COMPACT_LEN {
             return Err(JwsError::Malformed("too long"));
         }
-        let (signing_input, signature) = token.rsplit_once('.').ok_or(JwsError::Malformed("not three parts"))?;
-        let (header_b64, payload_b64) = signing_input.split_once('.').ok_or(JwsError::Malformed("not three parts"))?;
+        let (signing_input, signature) = token
+            .rsplit_once('.')
+            .ok_or(JwsError::Malformed("not three parts"))?;
+        let (header_b64, payload_b64) = signing_input
+            .split_once('.')
+            .ok_or(JwsError::Malformed("not three parts"))?;
         if payload_b64.contains('.') {
             return Err(JwsError::Malformed("not three parts"));
         }
-        let header_bytes = b64::decode(header_b64).map_err(|_| JwsError::Malformed("header is not base64url"))?;
-        let header: Value = serde_json::from_slice(&header_bytes).map_err(|_| JwsError::Malformed("header is not JSON"))?;
+        let header_bytes =
+            b64::decode(header_b64).map_err(|_| JwsError::Malformed("header is not base64url"))?;
+        let header: Value = serde_json::from_slice(&header_bytes)
+            .map_err(|_| JwsError::Malformed("header is not JSON"))?;
         if !header.is_object() {
             return Err(JwsError::Malformed("header is not an object"));
         }
-        let payload = b64::decode(payload_b64).map_err(|_| JwsError::Malformed("payload is not base64url"))?;
-        let signature = b64::decode(signature).map_err(|_| JwsError::Malformed("signature is not base64url"))?;
-        Ok(Self { header, payload, signing_input, signature })
+        let payload = b64::decode(payload_b64)
+            .map_err(|_| JwsError::Malformed("payload is not base64url"))?;
+        let signature = b64::decode(signature)
+            .map_err(|_| JwsError::Malformed("signature is not base64url"))?;
+        Ok(Self {
+            header,
+            payload,
+            signing_input,
+            signature,
+        })
     }
 
     /// The header's `alg`, if it is a string.
@@ -159,11 +178,14 @@ impl<'a> CompactJws<'a> {
 pub fn verify_raw(key: &PublicJwk, input: &[u8], signature: &[u8]) -> Result<(), JwsError> {
     match key {
         PublicJwk::Ed25519(vk) => {
-            let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| JwsError::BadSignature)?;
-            vk.verify_strict(input, &sig).map_err(|_| JwsError::BadSignature)
+            let sig = ed25519_dalek::Signature::from_slice(signature)
+                .map_err(|_| JwsError::BadSignature)?;
+            vk.verify_strict(input, &sig)
+                .map_err(|_| JwsError::BadSignature)
         }
         PublicJwk::P256(vk) => {
-            let sig = p256::ecdsa::Signature::from_slice(signature).map_err(|_| JwsError::BadSignature)?;
+            let sig = p256::ecdsa::Signature::from_slice(signature)
+                .map_err(|_| JwsError::BadSignature)?;
             vk.verify(input, &sig).map_err(|_| JwsError::BadSignature)
         }
     }
@@ -174,7 +196,10 @@ mod tests {
     use super::*;
 
     fn jose() -> Value {
-        let path = format!("{}/../../../shared/test-vectors/rfc7638-rfc8037-jose.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../../shared/test-vectors/rfc7638-rfc8037-jose.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
@@ -202,10 +227,22 @@ mod tests {
         let other_payload = b64::encode("Example of Ed25519 signinG");
         parts[1] = &other_payload;
         let tampered = parts.join(".");
-        assert_eq!(CompactJws::parse(&tampered).unwrap().verify(&key), Err(JwsError::BadSignature));
-        assert!(matches!(CompactJws::parse("a.b"), Err(JwsError::Malformed(_))));
-        assert!(matches!(CompactJws::parse("a.b.c.d"), Err(JwsError::Malformed(_))));
-        assert!(matches!(CompactJws::parse("!!.e30.AA"), Err(JwsError::Malformed(_))));
+        assert_eq!(
+            CompactJws::parse(&tampered).unwrap().verify(&key),
+            Err(JwsError::BadSignature)
+        );
+        assert!(matches!(
+            CompactJws::parse("a.b"),
+            Err(JwsError::Malformed(_))
+        ));
+        assert!(matches!(
+            CompactJws::parse("a.b.c.d"),
+            Err(JwsError::Malformed(_))
+        ));
+        assert!(matches!(
+            CompactJws::parse("!!.e30.AA"),
+            Err(JwsError::Malformed(_))
+        ));
     }
 
     #[test]

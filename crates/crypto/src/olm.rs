@@ -2,8 +2,8 @@
 //! the rest of Atlas speaks: base64 strings, message types, signed key bundles.
 use atlas_proto::api::{DeviceKeys, PublicKey};
 use atlas_proto::{DeviceId, UserId};
-use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
 use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
 
 /// Why an Olm operation failed. The variants name causes a user could be told about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +55,10 @@ pub struct Ciphertext {
 impl Ciphertext {
     fn from_olm(message: OlmMessage) -> Self {
         let (msg_type, bytes) = message.to_parts();
-        Self { msg_type: msg_type as u8, body: vodozemac::base64_encode(bytes) }
+        Self {
+            msg_type: msg_type as u8,
+            body: vodozemac::base64_encode(bytes),
+        }
     }
 
     fn to_olm(&self) -> Result<OlmMessage, OlmError> {
@@ -83,7 +86,9 @@ impl Default for OlmAccount {
 impl OlmAccount {
     /// A fresh account with new identity keys.
     pub fn new() -> Self {
-        Self { account: Account::new() }
+        Self {
+            account: Account::new(),
+        }
     }
 
     /// Ed25519 identity key, base64.
@@ -120,7 +125,10 @@ impl OlmAccount {
         self.account
             .one_time_keys()
             .into_iter()
-            .map(|(id, key)| PublicKey { key_id: id.to_base64(), key: key.to_base64() })
+            .map(|(id, key)| PublicKey {
+                key_id: id.to_base64(),
+                key: key.to_base64(),
+            })
             .collect()
     }
 
@@ -141,7 +149,10 @@ impl OlmAccount {
             .fallback_key()
             .into_iter()
             .next()
-            .map(|(id, key)| PublicKey { key_id: id.to_base64(), key: key.to_base64() })
+            .map(|(id, key)| PublicKey {
+                key_id: id.to_base64(),
+                key: key.to_base64(),
+            })
     }
 
     /// Forgets the previous fallback key once its grace period is over.
@@ -155,8 +166,13 @@ impl OlmAccount {
     }
 
     /// Starts a session to a peer device from its identity key and a claimed one-time key.
-    pub fn create_outbound_session(&self, their_curve25519: &str, one_time_key: &str) -> Result<OlmSession, OlmError> {
-        let identity = Curve25519PublicKey::from_base64(their_curve25519).map_err(|_| OlmError::BadKey)?;
+    pub fn create_outbound_session(
+        &self,
+        their_curve25519: &str,
+        one_time_key: &str,
+    ) -> Result<OlmSession, OlmError> {
+        let identity =
+            Curve25519PublicKey::from_base64(their_curve25519).map_err(|_| OlmError::BadKey)?;
         let otk = Curve25519PublicKey::from_base64(one_time_key).map_err(|_| OlmError::BadKey)?;
         self.account
             .create_outbound_session(SessionConfig::version_1(), identity, otk)
@@ -166,14 +182,27 @@ impl OlmAccount {
 
     /// Creates a session from a received pre-key message and returns its plaintext.
     /// The used one-time key is removed: persist the account afterwards.
-    pub fn create_inbound_session(&mut self, their_curve25519: &str, message: &Ciphertext) -> Result<(OlmSession, Vec<u8>), OlmError> {
-        let identity = Curve25519PublicKey::from_base64(their_curve25519).map_err(|_| OlmError::BadKey)?;
+    pub fn create_inbound_session(
+        &mut self,
+        their_curve25519: &str,
+        message: &Ciphertext,
+    ) -> Result<(OlmSession, Vec<u8>), OlmError> {
+        let identity =
+            Curve25519PublicKey::from_base64(their_curve25519).map_err(|_| OlmError::BadKey)?;
         let OlmMessage::PreKey(prekey) = message.to_olm()? else {
             return Err(OlmError::BadMessage);
         };
         use vodozemac::olm::SessionCreationError as E;
-        match self.account.create_inbound_session(SessionConfig::version_1(), identity, &prekey) {
-            Ok(result) => Ok((OlmSession { session: result.session }, result.plaintext)),
+        match self
+            .account
+            .create_inbound_session(SessionConfig::version_1(), identity, &prekey)
+        {
+            Ok(result) => Ok((
+                OlmSession {
+                    session: result.session,
+                },
+                result.plaintext,
+            )),
             Err(E::MissingOneTimeKey(_)) => Err(OlmError::KeyNotFound),
             Err(E::Decryption(e)) => Err(decryption_error(e)),
             Err(e) => Err(OlmError::Session(e.to_string())),
@@ -187,8 +216,11 @@ impl OlmAccount {
 
     /// Restores an account from [`OlmAccount::pickle`].
     pub fn from_pickle(pickle: &str, key: &[u8; 32]) -> Result<Self, OlmError> {
-        let pickle = AccountPickle::from_encrypted(pickle, key).map_err(|_| OlmError::CorruptedState)?;
-        Ok(Self { account: Account::from_pickle(pickle) })
+        let pickle =
+            AccountPickle::from_encrypted(pickle, key).map_err(|_| OlmError::CorruptedState)?;
+        Ok(Self {
+            account: Account::from_pickle(pickle),
+        })
     }
 }
 
@@ -213,7 +245,9 @@ impl OlmSession {
 
     /// Decrypts one message of this session.
     pub fn decrypt(&mut self, message: &Ciphertext) -> Result<Vec<u8>, OlmError> {
-        self.session.decrypt(&message.to_olm()?).map_err(decryption_error)
+        self.session
+            .decrypt(&message.to_olm()?)
+            .map_err(decryption_error)
     }
 
     /// Encrypted snapshot of the session.
@@ -223,8 +257,11 @@ impl OlmSession {
 
     /// Restores a session from [`OlmSession::pickle`].
     pub fn from_pickle(pickle: &str, key: &[u8; 32]) -> Result<Self, OlmError> {
-        let pickle = SessionPickle::from_encrypted(pickle, key).map_err(|_| OlmError::CorruptedState)?;
-        Ok(Self { session: Session::from_pickle(pickle) })
+        let pickle =
+            SessionPickle::from_encrypted(pickle, key).map_err(|_| OlmError::CorruptedState)?;
+        Ok(Self {
+            session: Session::from_pickle(pickle),
+        })
     }
 }
 
@@ -239,14 +276,21 @@ mod tests {
         let otk = bob.generate_one_time_keys(1).pop().unwrap();
         bob.mark_published();
 
-        let mut a = alice.create_outbound_session(&bob.curve25519(), &otk.key).unwrap();
+        let mut a = alice
+            .create_outbound_session(&bob.curve25519(), &otk.key)
+            .unwrap();
         let m1 = a.encrypt(b"hi bob").unwrap();
         assert!(m1.is_prekey());
-        let (mut b, plain) = bob.create_inbound_session(&alice.curve25519(), &m1).unwrap();
+        let (mut b, plain) = bob
+            .create_inbound_session(&alice.curve25519(), &m1)
+            .unwrap();
         assert_eq!(plain, b"hi bob");
         assert_eq!(a.session_id(), b.session_id());
         // The one-time key is gone: a second pre-key message with it fails.
-        assert_eq!(bob.create_inbound_session(&alice.curve25519(), &m1).err(), Some(OlmError::KeyNotFound));
+        assert_eq!(
+            bob.create_inbound_session(&alice.curve25519(), &m1).err(),
+            Some(OlmError::KeyNotFound)
+        );
 
         let r1 = b.encrypt(b"hi alice").unwrap();
         assert_eq!(a.decrypt(&r1).unwrap(), b"hi alice");
@@ -264,7 +308,10 @@ mod tests {
         let pickle = account.pickle(&[9; 32]);
         let back = OlmAccount::from_pickle(&pickle, &[9; 32]).unwrap();
         assert_eq!(back.curve25519(), account.curve25519());
-        assert_eq!(OlmAccount::from_pickle(&pickle, &[8; 32]).err(), Some(OlmError::CorruptedState));
+        assert_eq!(
+            OlmAccount::from_pickle(&pickle, &[8; 32]).err(),
+            Some(OlmError::CorruptedState)
+        );
     }
 
     #[test]
@@ -275,9 +322,20 @@ mod tests {
         crate::device::verify_device_keys(&user, &keys).unwrap();
         let other = UserId::new("mallory").unwrap();
         assert!(crate::device::verify_device_keys(&other, &keys).is_err());
-        let bad = Ciphertext { msg_type: 1, body: "%%%".into() };
-        let mut s = account.create_outbound_session(&OlmAccount::new().curve25519(), &OlmAccount::new().curve25519()).unwrap();
+        let bad = Ciphertext {
+            msg_type: 1,
+            body: "%%%".into(),
+        };
+        let mut s = account
+            .create_outbound_session(
+                &OlmAccount::new().curve25519(),
+                &OlmAccount::new().curve25519(),
+            )
+            .unwrap();
         assert_eq!(s.decrypt(&bad), Err(OlmError::BadMessage));
-        assert_eq!(account.create_outbound_session("nope", "nope").err(), Some(OlmError::BadKey));
+        assert_eq!(
+            account.create_outbound_session("nope", "nope").err(),
+            Some(OlmError::BadKey)
+        );
     }
 }

@@ -108,7 +108,12 @@ pub enum TokenRequest {
 }
 
 /// What a device signs at `POST /token`: binds its identity to the DPoP key thumbprint.
-pub fn token_signing_payload(user_id: &UserId, device_id: &DeviceId, jkt: &str, iat: i64) -> String {
+pub fn token_signing_payload(
+    user_id: &UserId,
+    device_id: &DeviceId,
+    jkt: &str,
+    iat: i64,
+) -> String {
     format!("atlas-token-v1\n{user_id}\n{device_id}\n{jkt}\n{iat}")
 }
 

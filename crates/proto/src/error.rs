@@ -100,7 +100,11 @@ mod tests {
 
     #[test]
     fn wire_name_matches_serde() {
-        for code in [ErrorCode::InvalidDpopProof, ErrorCode::DeviceListMismatch, ErrorCode::UseDpopNonce] {
+        for code in [
+            ErrorCode::InvalidDpopProof,
+            ErrorCode::DeviceListMismatch,
+            ErrorCode::UseDpopNonce,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

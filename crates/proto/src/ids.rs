@@ -130,7 +130,10 @@ mod tests {
         assert!(UserId::new("alice").is_ok());
         assert!(UserId::new("bob.smith-2_x").is_ok());
         assert_eq!(UserId::new(""), Err(IdError::Length { max: 64 }));
-        assert_eq!(UserId::new("a".repeat(65)), Err(IdError::Length { max: 64 }));
+        assert_eq!(
+            UserId::new("a".repeat(65)),
+            Err(IdError::Length { max: 64 })
+        );
         assert_eq!(UserId::new("al ice"), Err(IdError::Charset));
         assert_eq!(UserId::new("a/b"), Err(IdError::Charset));
         assert_eq!(UserId::new("ünï"), Err(IdError::Charset));

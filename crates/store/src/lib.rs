@@ -1,1 +1,166 @@
-//! placeholder
+//! Server storage: the [`Store`] trait, its records and errors, and two
+//! backends (SQLite, the embedded default, and PostgreSQL) sharing one schema
+//! whose table and column names the operator runbooks query verbatim.
+#![forbid(unsafe_code)]
+
+mod migrations;
+mod postgres;
+mod records;
+mod sql;
+mod sqlite;
+pub mod testdb;
+
+pub use postgres::PostgresStore;
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use atlas_proto::api::{DeviceKeys, InboxMessage, KeyCounts, KeysUploadRequest};
+use atlas_proto::{DeviceId, UserId};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// Why a storage operation failed: a client's mistake, or the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The user id is taken.
+    #[error("user already exists")]
+    UserExists,
+    /// The device id is taken for that user.
+    #[error("device already exists")]
+    DeviceExists,
+    /// No such user.
+    #[error("unknown user")]
+    UnknownUser,
+    /// No such active device.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// The link token is unknown, used or expired.
+    #[error("link token invalid")]
+    InvalidLinkToken,
+    /// The envelopes do not match the recipient's current devices.
+    #[error("device list mismatch")]
+    DeviceListMismatch(atlas_proto::api::DeviceListMismatch),
+    /// A client message id was reused for different content.
+    #[error("client message id reused for a different message")]
+    IdempotencyConflict,
+    /// The database failed (our side, not the client's).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value could not be read back (corruption or a bug).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// Result of storage operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the server persists. Every method that returns `Ok` after a
+/// write has committed it durably.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// One round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates a user with its first device and the device's identity keys.
+    async fn create_user(
+        &self,
+        user_id: &UserId,
+        device: &DeviceKeys,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Records a single-use token (hashed) that lets a new device join `user_id`.
+    async fn create_link_token(
+        &self,
+        user_id: &UserId,
+        token_hash: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Adds a device to an existing user, consuming a link token in the same transaction.
+    async fn add_device(
+        &self,
+        user_id: &UserId,
+        device: &DeviceKeys,
+        link_token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// One device, active or not.
+    async fn device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> StoreResult<Option<DeviceRecord>>;
+    /// All devices of a user with their key stock; `UnknownUser` if there is no such user.
+    async fn devices(&self, user_id: &UserId) -> StoreResult<Vec<DeviceRecord>>;
+
+    /// Publishes one-time keys and optionally a new fallback key (the old one becomes `rotated`).
+    async fn upload_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        keys: &KeysUploadRequest,
+        now: OffsetDateTime,
+    ) -> StoreResult<KeyCounts>;
+    /// The device's unclaimed key stock.
+    async fn key_counts(&self, user_id: &UserId, device_id: &DeviceId) -> StoreResult<KeyCounts>;
+    /// Claims one one-time key (or the fallback key) for every active device of `user_id`.
+    /// A one-time key is handed out at most once, also under concurrent claims.
+    async fn claim_keys(
+        &self,
+        user_id: &UserId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<ClaimedDeviceRecord>>;
+
+    /// Stores a send durably: one row per recipient device, each with the next
+    /// sequence number of that device. Idempotent on the sender's client message id.
+    async fn store_message(&self, message: &NewMessage) -> StoreResult<StoredSend>;
+    /// Unacknowledged messages of a device with `seq > after`, in order.
+    async fn inbox(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<InboxMessage>>;
+    /// Marks messages up to `up_to_seq` delivered and drops their ciphertext; returns how many.
+    async fn ack(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        up_to_seq: u64,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+
+    /// Stores a refresh token (hashed) bound to a device and DPoP key.
+    async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()>;
+    /// Consumes a refresh token: returns it if it was unused and unexpired, and marks it used.
+    async fn use_refresh_token(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<RefreshTokenRecord>>;
+
+    /// The active server key for `purpose`, creating it with `make` if there is none.
+    async fn server_key(
+        &self,
+        purpose: &str,
+        make: &(dyn Fn() -> ServerKeyRecord + Send + Sync),
+    ) -> StoreResult<ServerKeyRecord>;
+
+    /// Persists seen DPoP `jti`s (write-behind from the in-memory cache).
+    async fn save_jtis(&self, entries: &[(String, OffsetDateTime)]) -> StoreResult<()>;
+    /// Unexpired `jti`s, loaded at start-up; expired ones are deleted.
+    async fn load_jtis(&self, now: OffsetDateTime) -> StoreResult<Vec<(String, OffsetDateTime)>>;
+    /// Forgets one `jti` (operator clearing a replay false positive).
+    async fn delete_jti(&self, jti: &str) -> StoreResult<bool>;
+}
+
+/// Opens the store a database URL names (`sqlite://…` or `postgres://…`) and migrates it.
+pub async fn open(database_url: &str) -> StoreResult<Arc<dyn Store>> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(database_url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(database_url).await?))
+    }
+}

@@ -1,0 +1,120 @@
+//! Rows as the store hands them out.
+use atlas_proto::api::{ClaimedKey, DeviceKeys, OutgoingEnvelope};
+use atlas_proto::{DeviceId, UserId};
+use time::OffsetDateTime;
+
+/// A device as stored.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    /// Owner.
+    pub user_id: UserId,
+    /// Its public keys.
+    pub keys: DeviceKeys,
+    /// `active` or `revoked`.
+    pub status: String,
+    /// Registration time.
+    pub created_at: OffsetDateTime,
+    /// Unclaimed one-time keys.
+    pub one_time_keys: u64,
+    /// Whether an active fallback key is published.
+    pub fallback_key: bool,
+}
+
+/// One device's answer in a key claim.
+#[derive(Debug, Clone)]
+pub struct ClaimedDeviceRecord {
+    /// The device's identity keys.
+    pub keys: DeviceKeys,
+    /// The key claimed for it, if it had any.
+    pub key: Option<ClaimedKey>,
+}
+
+/// A send to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Server-assigned id.
+    pub message_id: String,
+    /// Sender user.
+    pub sender_id: UserId,
+    /// Sender device.
+    pub sender_device_id: DeviceId,
+    /// Recipient user.
+    pub recipient_id: UserId,
+    /// Sender's idempotency key.
+    pub client_message_id: String,
+    /// Hash of the request body, to tell a retry from a reuse of the idempotency key.
+    pub request_hash: Vec<u8>,
+    /// Algorithm of the ciphertexts.
+    pub encryption_algorithm: String,
+    /// One ciphertext per recipient device.
+    pub envelopes: Vec<OutgoingEnvelope>,
+    /// Acceptance time.
+    pub now: OffsetDateTime,
+}
+
+/// What storing a send produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSend {
+    /// The message id (the original one for a retried send).
+    pub message_id: String,
+    /// When it was accepted.
+    pub accepted_at: OffsetDateTime,
+    /// Sequence number per recipient device.
+    pub deliveries: Vec<(DeviceId, u64)>,
+    /// True when this was a retry of an already stored send.
+    pub duplicate: bool,
+}
+
+/// A refresh token's stored form.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    /// SHA-256 of the token.
+    pub token_hash: Vec<u8>,
+    /// Owner.
+    pub user_id: UserId,
+    /// Device.
+    pub device_id: DeviceId,
+    /// DPoP key thumbprint it is bound to.
+    pub jkt: String,
+    /// Expiry.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A server-held key (token signing, nonce MAC, …).
+#[derive(Debug, Clone)]
+pub struct ServerKeyRecord {
+    /// Key id.
+    pub kid: String,
+    /// What it is for.
+    pub purpose: String,
+    /// Algorithm name.
+    pub alg: String,
+    /// Secret bytes.
+    pub secret: Vec<u8>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// Compares the envelopes of a send with the recipient's current devices.
+pub(crate) fn device_list_mismatch(
+    current: &[DeviceId],
+    envelopes: &[OutgoingEnvelope],
+) -> Option<atlas_proto::api::DeviceListMismatch> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut extra = Vec::new();
+    for e in envelopes {
+        if !current.contains(&e.device_id) || !seen.insert(e.device_id.clone()) {
+            extra.push(e.device_id.clone());
+        }
+    }
+    let missing: Vec<DeviceId> = current
+        .iter()
+        .filter(|d| !seen.contains(*d))
+        .cloned()
+        .collect();
+    (!missing.is_empty() || !extra.is_empty()).then(|| atlas_proto::api::DeviceListMismatch {
+        missing,
+        extra,
+        current: current.to_vec(),
+    })
+}

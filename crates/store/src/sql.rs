@@ -1,0 +1,545 @@
+//! The SQL both backends share. SQLite and PostgreSQL accept the same `$N`
+//! placeholders and, for these statements, the same dialect; the few
+//! differences are macro parameters. Timestamps are compared in Rust, not in
+//! SQL, because SQLite stores them as RFC 3339 text whose order is not numeric.
+
+use crate::StoreError;
+use atlas_proto::{DeviceId, UserId};
+
+pub(crate) fn user(value: String) -> Result<UserId, StoreError> {
+    UserId::new(value).map_err(|e| StoreError::Corrupt(format!("user id: {e}")))
+}
+
+pub(crate) fn device(value: String) -> Result<DeviceId, StoreError> {
+    DeviceId::new(value).map_err(|e| StoreError::Corrupt(format!("device id: {e}")))
+}
+
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Implements [`crate::Store`] for a backend struct with `writer` and `reader` pools.
+macro_rules! impl_store {
+    ($store:ty, $db:ty, backend = $backend:literal, skip_locked = $skip_locked:literal) => {
+        type Conn = <$db as sqlx::Database>::Connection;
+
+        impl $store {
+            async fn insert_device(
+                conn: &mut Conn,
+                user_id: &atlas_proto::UserId,
+                keys: &atlas_proto::api::DeviceKeys,
+                now: time::OffsetDateTime,
+            ) -> $crate::StoreResult<()> {
+                let inserted = sqlx::query(
+                    "INSERT INTO devices (user_id, device_id, ed25519, curve25519, signature, status, created_at, next_seq) \
+                     VALUES ($1, $2, $3, $4, $5, 'active', $6, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(user_id.as_str())
+                .bind(keys.device_id.as_str())
+                .bind(&keys.ed25519)
+                .bind(&keys.curve25519)
+                .bind(&keys.signature)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err($crate::StoreError::DeviceExists);
+                }
+                for (kind, key) in [("ed25519", &keys.ed25519), ("curve25519", &keys.curve25519)] {
+                    sqlx::query(
+                        "INSERT INTO user_keys (user_id, device_id, key_id, key_type, public_key, status, last_rotated, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'active', $6, $6)",
+                    )
+                    .bind(user_id.as_str())
+                    .bind(keys.device_id.as_str())
+                    .bind(format!("{kind}:{}", keys.device_id))
+                    .bind(kind)
+                    .bind(key)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn counts(conn: &mut Conn, user_id: &str, device_id: &str) -> $crate::StoreResult<atlas_proto::api::KeyCounts> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM user_keys WHERE user_id = $1 AND device_id = $2 AND key_type = 'one_time' AND status = 'active') AS otk, \
+                       (SELECT COUNT(*) FROM user_keys WHERE user_id = $1 AND device_id = $2 AND key_type = 'fallback' AND status = 'active') AS fb",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(atlas_proto::api::KeyCounts {
+                    one_time_keys: row.try_get::<i64, _>("otk")?.max(0) as u64,
+                    fallback_key: row.try_get::<i64, _>("fb")? > 0,
+                })
+            }
+
+            async fn user_exists(conn: &mut Conn, user_id: &str) -> $crate::StoreResult<bool> {
+                Ok(sqlx::query("SELECT 1 FROM users WHERE user_id = $1").bind(user_id).fetch_optional(&mut *conn).await?.is_some())
+            }
+
+            async fn active_device(conn: &mut Conn, user_id: &str, device_id: &str) -> $crate::StoreResult<()> {
+                let found = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2 AND status = 'active'")
+                    .bind(user_id)
+                    .bind(device_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                found.map(|_| ()).ok_or($crate::StoreError::UnknownDevice)
+            }
+
+            async fn device_rows(
+                conn: &mut Conn,
+                user_id: &str,
+                device_id: Option<&str>,
+            ) -> $crate::StoreResult<Vec<$crate::DeviceRecord>> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT d.user_id, d.device_id, d.ed25519, d.curve25519, d.signature, d.status, d.created_at, \
+                       (SELECT COUNT(*) FROM user_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id \
+                          AND k.key_type = 'one_time' AND k.status = 'active') AS otk, \
+                       (SELECT COUNT(*) FROM user_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id \
+                          AND k.key_type = 'fallback' AND k.status = 'active') AS fb \
+                     FROM devices d WHERE d.user_id = $1 AND ($2 IS NULL OR d.device_id = $2) ORDER BY d.created_at, d.device_id",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.into_iter()
+                    .map(|row| {
+                        Ok($crate::DeviceRecord {
+                            user_id: $crate::sql::user(row.try_get("user_id")?)?,
+                            keys: atlas_proto::api::DeviceKeys {
+                                device_id: $crate::sql::device(row.try_get("device_id")?)?,
+                                ed25519: row.try_get("ed25519")?,
+                                curve25519: row.try_get("curve25519")?,
+                                signature: row.try_get("signature")?,
+                            },
+                            status: row.try_get("status")?,
+                            created_at: row.try_get("created_at")?,
+                            one_time_keys: row.try_get::<i64, _>("otk")?.max(0) as u64,
+                            fallback_key: row.try_get::<i64, _>("fb")? > 0,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn deliveries_of(conn: &mut Conn, message_id: &str) -> $crate::StoreResult<(time::OffsetDateTime, Vec<(atlas_proto::DeviceId, u64)>)> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT recipient_device_id, seq, created_at FROM messages WHERE message_id = $1 ORDER BY recipient_device_id")
+                    .bind(message_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut accepted = time::OffsetDateTime::UNIX_EPOCH;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    accepted = row.try_get("created_at")?;
+                    out.push(($crate::sql::device(row.try_get("recipient_device_id")?)?, row.try_get::<i64, _>("seq")? as u64));
+                }
+                Ok((accepted, out))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> $crate::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.reader).await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, user_id: &atlas_proto::UserId, device: &atlas_proto::api::DeviceKeys, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                let inserted = sqlx::query("INSERT INTO users (user_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(user_id.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err($crate::StoreError::UserExists);
+                }
+                Self::insert_device(&mut tx, user_id, device, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_link_token(&self, user_id: &atlas_proto::UserId, token_hash: &[u8], expires_at: time::OffsetDateTime) -> $crate::StoreResult<()> {
+                sqlx::query("INSERT INTO link_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+                    .bind(token_hash)
+                    .bind(user_id.as_str())
+                    .bind(expires_at)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn add_device(&self, user_id: &atlas_proto::UserId, device: &atlas_proto::api::DeviceKeys, link_token_hash: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+                use sqlx::Row;
+                let mut tx = self.writer.begin().await?;
+                let row = sqlx::query(
+                    "UPDATE link_tokens SET used_at = $1 WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL RETURNING expires_at",
+                )
+                .bind(now)
+                .bind(link_token_hash)
+                .bind(user_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let expires_at: time::OffsetDateTime = match row {
+                    Some(row) => row.try_get("expires_at")?,
+                    None => return Err($crate::StoreError::InvalidLinkToken),
+                };
+                if expires_at <= now {
+                    return Err($crate::StoreError::InvalidLinkToken);
+                }
+                Self::insert_device(&mut tx, user_id, device, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn device(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId) -> $crate::StoreResult<Option<$crate::DeviceRecord>> {
+                let mut conn = self.reader.acquire().await?;
+                Ok(Self::device_rows(&mut conn, user_id.as_str(), Some(device_id.as_str())).await?.pop())
+            }
+
+            async fn devices(&self, user_id: &atlas_proto::UserId) -> $crate::StoreResult<Vec<$crate::DeviceRecord>> {
+                let mut conn = self.reader.acquire().await?;
+                let rows = Self::device_rows(&mut conn, user_id.as_str(), None).await?;
+                if rows.is_empty() && !Self::user_exists(&mut conn, user_id.as_str()).await? {
+                    return Err($crate::StoreError::UnknownUser);
+                }
+                Ok(rows)
+            }
+
+            async fn upload_keys(
+                &self,
+                user_id: &atlas_proto::UserId,
+                device_id: &atlas_proto::DeviceId,
+                keys: &atlas_proto::api::KeysUploadRequest,
+                now: time::OffsetDateTime,
+            ) -> $crate::StoreResult<atlas_proto::api::KeyCounts> {
+                let mut tx = self.writer.begin().await?;
+                Self::active_device(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+                for key in &keys.one_time_keys {
+                    sqlx::query(
+                        "INSERT INTO user_keys (user_id, device_id, key_id, key_type, public_key, status, created_at) \
+                         VALUES ($1, $2, $3, 'one_time', $4, 'active', $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(&key.key_id)
+                    .bind(&key.key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(fallback) = &keys.fallback_key {
+                    sqlx::query(
+                        "UPDATE user_keys SET status = 'rotated', last_rotated = $1 \
+                         WHERE user_id = $2 AND device_id = $3 AND key_type = 'fallback' AND status = 'active' AND key_id <> $4",
+                    )
+                    .bind(now)
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(&fallback.key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO user_keys (user_id, device_id, key_id, key_type, public_key, status, last_rotated, created_at) \
+                         VALUES ($1, $2, $3, 'fallback', $4, 'active', $5, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(&fallback.key_id)
+                    .bind(&fallback.key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let counts = Self::counts(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+                tx.commit().await?;
+                Ok(counts)
+            }
+
+            async fn key_counts(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId) -> $crate::StoreResult<atlas_proto::api::KeyCounts> {
+                let mut conn = self.reader.acquire().await?;
+                Self::counts(&mut conn, user_id.as_str(), device_id.as_str()).await
+            }
+
+            async fn claim_keys(&self, user_id: &atlas_proto::UserId, now: time::OffsetDateTime) -> $crate::StoreResult<Vec<$crate::ClaimedDeviceRecord>> {
+                use sqlx::Row;
+                let mut tx = self.writer.begin().await?;
+                let devices = Self::device_rows(&mut tx, user_id.as_str(), None).await?;
+                if devices.is_empty() && !Self::user_exists(&mut tx, user_id.as_str()).await? {
+                    return Err($crate::StoreError::UnknownUser);
+                }
+                let mut out = Vec::new();
+                for device in devices.into_iter().filter(|d| d.status == "active") {
+                    let did = device.keys.device_id.as_str();
+                    let one_time = sqlx::query(concat!(
+                        "UPDATE user_keys SET status = 'consumed', consumed_at = $1 \
+                         WHERE user_id = $2 AND device_id = $3 AND status = 'active' AND key_type = 'one_time' AND key_id = ( \
+                           SELECT key_id FROM user_keys WHERE user_id = $2 AND device_id = $3 AND key_type = 'one_time' \
+                           AND status = 'active' ORDER BY created_at, key_id LIMIT 1",
+                        $skip_locked,
+                        ") RETURNING key_id, public_key"
+                    ))
+                    .bind(now)
+                    .bind(user_id.as_str())
+                    .bind(did)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let key = match one_time {
+                        Some(row) => Some(atlas_proto::api::ClaimedKey { key_id: row.try_get("key_id")?, key: row.try_get("public_key")?, fallback: false }),
+                        None => sqlx::query(
+                            "SELECT key_id, public_key FROM user_keys WHERE user_id = $1 AND device_id = $2 \
+                             AND key_type = 'fallback' AND status = 'active' ORDER BY created_at DESC LIMIT 1",
+                        )
+                        .bind(user_id.as_str())
+                        .bind(did)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|row| -> $crate::StoreResult<_> {
+                            Ok(atlas_proto::api::ClaimedKey { key_id: row.try_get("key_id")?, key: row.try_get("public_key")?, fallback: true })
+                        })
+                        .transpose()?,
+                    };
+                    out.push($crate::ClaimedDeviceRecord { keys: device.keys, key });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn store_message(&self, m: &$crate::NewMessage) -> $crate::StoreResult<$crate::StoredSend> {
+                use sqlx::Row;
+                let mut tx = self.writer.begin().await?;
+                let previous = sqlx::query(
+                    "SELECT message_id, request_hash FROM send_log WHERE sender_id = $1 AND sender_device_id = $2 AND client_message_id = $3",
+                )
+                .bind(m.sender_id.as_str())
+                .bind(m.sender_device_id.as_str())
+                .bind(&m.client_message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = previous {
+                    let hash: Vec<u8> = row.try_get("request_hash")?;
+                    if hash != m.request_hash {
+                        return Err($crate::StoreError::IdempotencyConflict);
+                    }
+                    let message_id: String = row.try_get("message_id")?;
+                    let (accepted_at, deliveries) = Self::deliveries_of(&mut tx, &message_id).await?;
+                    return Ok($crate::StoredSend { message_id, accepted_at, deliveries, duplicate: true });
+                }
+
+                let current: Vec<String> = sqlx::query_scalar(
+                    "SELECT device_id FROM devices WHERE user_id = $1 AND status = 'active' ORDER BY device_id",
+                )
+                .bind(m.recipient_id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                if current.is_empty() && !Self::user_exists(&mut tx, m.recipient_id.as_str()).await? {
+                    return Err($crate::StoreError::UnknownUser);
+                }
+                let current: Vec<atlas_proto::DeviceId> = current.into_iter().map($crate::sql::device).collect::<Result<_, _>>()?;
+                if let Some(mismatch) = $crate::records::device_list_mismatch(&current, &m.envelopes) {
+                    return Err($crate::StoreError::DeviceListMismatch(mismatch));
+                }
+
+                let mut deliveries = Vec::with_capacity(m.envelopes.len());
+                for envelope in &m.envelopes {
+                    let seq: i64 = sqlx::query_scalar(
+                        "UPDATE devices SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq",
+                    )
+                    .bind(m.recipient_id.as_str())
+                    .bind(envelope.device_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
+                           encryption_algorithm, msg_type, body, seq, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(&m.message_id)
+                    .bind(envelope.device_id.as_str())
+                    .bind(m.recipient_id.as_str())
+                    .bind(m.sender_id.as_str())
+                    .bind(m.sender_device_id.as_str())
+                    .bind(&m.encryption_algorithm)
+                    .bind(i64::from(envelope.msg_type))
+                    .bind(&envelope.body)
+                    .bind(seq)
+                    .bind(m.now)
+                    .execute(&mut *tx)
+                    .await?;
+                    deliveries.push((envelope.device_id.clone(), seq as u64));
+                }
+                sqlx::query(
+                    "INSERT INTO send_log (sender_id, sender_device_id, client_message_id, message_id, request_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(m.sender_id.as_str())
+                .bind(m.sender_device_id.as_str())
+                .bind(&m.client_message_id)
+                .bind(&m.message_id)
+                .bind(&m.request_hash)
+                .bind(m.now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok($crate::StoredSend { message_id: m.message_id.clone(), accepted_at: m.now, deliveries, duplicate: false })
+            }
+
+            async fn inbox(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, after: u64, limit: u32) -> $crate::StoreResult<Vec<atlas_proto::api::InboxMessage>> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT seq, message_id, sender_id, sender_device_id, encryption_algorithm, msg_type, body, created_at FROM messages \
+                     WHERE recipient_id = $1 AND recipient_device_id = $2 AND seq > $3 AND delivered_at IS NULL ORDER BY seq LIMIT $4",
+                )
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+                rows.into_iter()
+                    .map(|row| {
+                        Ok(atlas_proto::api::InboxMessage {
+                            seq: row.try_get::<i64, _>("seq")? as u64,
+                            message_id: row.try_get("message_id")?,
+                            sender_id: $crate::sql::user(row.try_get("sender_id")?)?,
+                            sender_device_id: $crate::sql::device(row.try_get("sender_device_id")?)?,
+                            encryption_algorithm: row.try_get("encryption_algorithm")?,
+                            msg_type: u8::try_from(row.try_get::<i64, _>("msg_type")?).unwrap_or(u8::MAX),
+                            body: row.try_get("body")?,
+                            created_at: $crate::sql::rfc3339(row.try_get("created_at")?),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ack(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, up_to_seq: u64, now: time::OffsetDateTime) -> $crate::StoreResult<u64> {
+                let done = sqlx::query(
+                    "UPDATE messages SET delivered_at = $1, body = '' \
+                     WHERE recipient_id = $2 AND recipient_device_id = $3 AND seq <= $4 AND delivered_at IS NULL",
+                )
+                .bind(now)
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(i64::try_from(up_to_seq).unwrap_or(i64::MAX))
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn insert_refresh_token(&self, t: &$crate::RefreshTokenRecord) -> $crate::StoreResult<()> {
+                sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, device_id, jkt, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&t.token_hash)
+                    .bind(t.user_id.as_str())
+                    .bind(t.device_id.as_str())
+                    .bind(&t.jkt)
+                    .bind(t.expires_at)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn use_refresh_token(&self, token_hash: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<Option<$crate::RefreshTokenRecord>> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+                     RETURNING user_id, device_id, jkt, expires_at",
+                )
+                .bind(now)
+                .bind(token_hash)
+                .fetch_optional(&self.writer)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let record = $crate::RefreshTokenRecord {
+                    token_hash: token_hash.to_vec(),
+                    user_id: $crate::sql::user(row.try_get("user_id")?)?,
+                    device_id: $crate::sql::device(row.try_get("device_id")?)?,
+                    jkt: row.try_get("jkt")?,
+                    expires_at: row.try_get("expires_at")?,
+                };
+                Ok((record.expires_at > now).then_some(record))
+            }
+
+            async fn server_key(&self, purpose: &str, make: &(dyn Fn() -> $crate::ServerKeyRecord + Send + Sync)) -> $crate::StoreResult<$crate::ServerKeyRecord> {
+                use sqlx::Row;
+                // The oldest active key wins, so replicas racing to create one converge on the same key.
+                const SELECT: &str = "SELECT kid, purpose, alg, secret, created_at FROM server_keys \
+                                      WHERE purpose = $1 AND status = 'active' ORDER BY created_at, kid LIMIT 1";
+                let existing = sqlx::query(SELECT).bind(purpose).fetch_optional(&self.writer).await?;
+                let row = match existing {
+                    Some(row) => row,
+                    None => {
+                        let key = make();
+                        sqlx::query(
+                            "INSERT INTO server_keys (kid, purpose, alg, secret, status, created_at) VALUES ($1, $2, $3, $4, 'active', $5) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&key.kid)
+                        .bind(purpose)
+                        .bind(&key.alg)
+                        .bind(&key.secret)
+                        .bind(key.created_at)
+                        .execute(&self.writer)
+                        .await?;
+                        sqlx::query(SELECT).bind(purpose).fetch_one(&self.writer).await?
+                    }
+                };
+                Ok($crate::ServerKeyRecord {
+                    kid: row.try_get("kid")?,
+                    purpose: row.try_get("purpose")?,
+                    alg: row.try_get("alg")?,
+                    secret: row.try_get("secret")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            async fn save_jtis(&self, entries: &[(String, time::OffsetDateTime)]) -> $crate::StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                for (jti, expires_at) in entries {
+                    sqlx::query("INSERT INTO dpop_jti (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(jti)
+                        .bind(*expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn load_jtis(&self, now: time::OffsetDateTime) -> $crate::StoreResult<Vec<(String, time::OffsetDateTime)>> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT jti, expires_at FROM dpop_jti").fetch_all(&self.writer).await?;
+                let mut live = Vec::new();
+                let mut expired = Vec::new();
+                for row in rows {
+                    let jti: String = row.try_get("jti")?;
+                    let expires_at: time::OffsetDateTime = row.try_get("expires_at")?;
+                    if expires_at > now { live.push((jti, expires_at)) } else { expired.push(jti) }
+                }
+                for jti in expired {
+                    sqlx::query("DELETE FROM dpop_jti WHERE jti = $1").bind(jti).execute(&self.writer).await?;
+                }
+                Ok(live)
+            }
+
+            async fn delete_jti(&self, jti: &str) -> $crate::StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM dpop_jti WHERE jti = $1").bind(jti).execute(&self.writer).await?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

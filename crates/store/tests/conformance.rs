@@ -1,0 +1,552 @@
+//! One conformance suite, run against SQLite and against PostgreSQL (each test
+//! in its own fresh database).
+use atlas_crypto::olm::OlmAccount;
+use atlas_proto::api::{DeviceKeys, KeysUploadRequest, OutgoingEnvelope, PublicKey};
+use atlas_proto::{DeviceId, UserId};
+use atlas_store::testdb::{TempDir, TempPostgres};
+use atlas_store::{NewMessage, RefreshTokenRecord, ServerKeyRecord, Store, StoreError};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+enum Db {
+    Sqlite(TempDir),
+    Postgres(TempPostgres),
+}
+
+impl Db {
+    async fn sqlite() -> Self {
+        Db::Sqlite(TempDir::new("atlas-store-test").unwrap())
+    }
+    async fn postgres() -> Self {
+        Db::Postgres(
+            TempPostgres::create()
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432 (set ATLAS_TEST_POSTGRES_URL)"),
+        )
+    }
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(dir) => dir.sqlite_url("atlas.db"),
+            Db::Postgres(pg) => pg.url.clone(),
+        }
+    }
+    async fn open(&self) -> Arc<dyn Store> {
+        atlas_store::open(&self.url()).await.unwrap()
+    }
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+fn did(s: &str) -> DeviceId {
+    DeviceId::new(s).unwrap()
+}
+fn now() -> OffsetDateTime {
+    // Whole microseconds, as PostgreSQL stores them, so round trips compare equal.
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
+}
+fn keys(user: &str, device: &str) -> DeviceKeys {
+    OlmAccount::new().device_keys(&uid(user), &did(device))
+}
+fn envelope(device: &str, body: &str) -> OutgoingEnvelope {
+    OutgoingEnvelope {
+        device_id: did(device),
+        msg_type: 1,
+        body: body.into(),
+    }
+}
+fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>) -> NewMessage {
+    NewMessage {
+        message_id: format!("m-{client_id}"),
+        sender_id: uid(from),
+        sender_device_id: did("D1"),
+        recipient_id: uid(to),
+        client_message_id: client_id.into(),
+        request_hash: client_id.as_bytes().to_vec(),
+        encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
+        envelopes,
+        now: now(),
+    }
+}
+
+async fn users_and_devices(db: Db) {
+    let store = db.open().await;
+    store
+        .create_user(&uid("alice"), &keys("alice", "D1"), now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_user(&uid("alice"), &keys("alice", "D9"), now())
+            .await,
+        Err(StoreError::UserExists)
+    ));
+    // The failed registration left nothing behind.
+    assert_eq!(store.devices(&uid("alice")).await.unwrap().len(), 1);
+    assert!(matches!(
+        store.devices(&uid("nobody")).await,
+        Err(StoreError::UnknownUser)
+    ));
+
+    let t = now();
+    store
+        .create_link_token(&uid("alice"), b"link-1", t + Duration::minutes(5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_device(&uid("alice"), &keys("alice", "D2"), b"wrong", t)
+            .await,
+        Err(StoreError::InvalidLinkToken)
+    ));
+    store
+        .add_device(&uid("alice"), &keys("alice", "D2"), b"link-1", t)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_device(&uid("alice"), &keys("alice", "D3"), b"link-1", t)
+            .await,
+        Err(StoreError::InvalidLinkToken)
+    ));
+    store
+        .create_link_token(&uid("alice"), b"link-2", t - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_device(&uid("alice"), &keys("alice", "D3"), b"link-2", t)
+            .await,
+        Err(StoreError::InvalidLinkToken)
+    ));
+    store
+        .create_link_token(&uid("alice"), b"link-3", t + Duration::minutes(5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_device(&uid("alice"), &keys("alice", "D2"), b"link-3", t)
+            .await,
+        Err(StoreError::DeviceExists)
+    ));
+
+    let devices = store.devices(&uid("alice")).await.unwrap();
+    let ids: Vec<&str> = devices.iter().map(|d| d.keys.device_id.as_str()).collect();
+    assert_eq!(ids, ["D1", "D2"]);
+    assert!(devices.iter().all(|d| d.status == "active"));
+    let d2 = store
+        .device(&uid("alice"), &did("D2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d2.keys, devices[1].keys);
+}
+
+async fn one_time_keys_are_claimed_once(db: Db) {
+    let store = db.open().await;
+    store
+        .create_user(&uid("bob"), &keys("bob", "D1"), now())
+        .await
+        .unwrap();
+    let otks: Vec<PublicKey> = (0..10)
+        .map(|i| PublicKey {
+            key_id: format!("k{i}"),
+            key: format!("pub{i}"),
+        })
+        .collect();
+    let upload = KeysUploadRequest {
+        one_time_keys: otks,
+        fallback_key: Some(PublicKey {
+            key_id: "f1".into(),
+            key: "fpub1".into(),
+        }),
+    };
+    let counts = store
+        .upload_keys(&uid("bob"), &did("D1"), &upload, now())
+        .await
+        .unwrap();
+    assert_eq!(counts.one_time_keys, 10);
+    assert!(counts.fallback_key);
+    // Re-uploading the same keys is idempotent.
+    assert_eq!(
+        store
+            .upload_keys(&uid("bob"), &did("D1"), &upload, now())
+            .await
+            .unwrap()
+            .one_time_keys,
+        10
+    );
+    assert!(matches!(
+        store
+            .upload_keys(&uid("bob"), &did("NOPE"), &upload, now())
+            .await,
+        Err(StoreError::UnknownDevice)
+    ));
+
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_keys(&uid("bob"), now()).await.unwrap()
+        }));
+    }
+    let mut one_time = Vec::new();
+    let mut fallbacks = 0;
+    for t in tasks {
+        let claimed = t.await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        let key = claimed[0].key.clone().unwrap();
+        if key.fallback {
+            assert_eq!(key.key_id, "f1");
+            fallbacks += 1;
+        } else {
+            one_time.push(key.key_id);
+        }
+    }
+    one_time.sort();
+    let before = one_time.len();
+    one_time.dedup();
+    assert_eq!(
+        before,
+        one_time.len(),
+        "a one-time key was handed out twice"
+    );
+    assert_eq!(one_time.len(), 10);
+    assert_eq!(fallbacks, 6);
+    assert_eq!(
+        store
+            .key_counts(&uid("bob"), &did("D1"))
+            .await
+            .unwrap()
+            .one_time_keys,
+        0
+    );
+    assert!(matches!(
+        store.claim_keys(&uid("nobody"), now()).await,
+        Err(StoreError::UnknownUser)
+    ));
+
+    // Rotating the fallback key keeps the old one as 'rotated'.
+    let rotate = KeysUploadRequest {
+        one_time_keys: vec![],
+        fallback_key: Some(PublicKey {
+            key_id: "f2".into(),
+            key: "fpub2".into(),
+        }),
+    };
+    store
+        .upload_keys(&uid("bob"), &did("D1"), &rotate, now())
+        .await
+        .unwrap();
+    let claimed = store.claim_keys(&uid("bob"), now()).await.unwrap();
+    assert_eq!(claimed[0].key.as_ref().unwrap().key_id, "f2");
+}
+
+async fn messages_are_sequenced_idempotent_and_durable(db: Db) {
+    let store = db.open().await;
+    store
+        .create_user(&uid("alice"), &keys("alice", "D1"), now())
+        .await
+        .unwrap();
+    store
+        .create_user(&uid("carol"), &keys("carol", "P"), now())
+        .await
+        .unwrap();
+    store
+        .create_link_token(&uid("carol"), b"t", now() + Duration::minutes(1))
+        .await
+        .unwrap();
+    store
+        .add_device(&uid("carol"), &keys("carol", "L"), b"t", now())
+        .await
+        .unwrap();
+
+    let Err(StoreError::DeviceListMismatch(m)) = store
+        .store_message(&send(
+            "alice",
+            "carol",
+            "c0",
+            vec![envelope("P", "x"), envelope("Z", "y")],
+        ))
+        .await
+    else {
+        panic!("expected a mismatch");
+    };
+    assert_eq!(m.missing, [did("L")]);
+    assert_eq!(m.extra, [did("Z")]);
+    assert_eq!(m.current, [did("L"), did("P")]);
+    let Err(StoreError::DeviceListMismatch(m)) = store
+        .store_message(&send(
+            "alice",
+            "carol",
+            "c0",
+            vec![envelope("P", "x"), envelope("P", "x"), envelope("L", "x")],
+        ))
+        .await
+    else {
+        panic!("expected a mismatch for a duplicated device");
+    };
+    assert_eq!(m.extra, [did("P")]);
+    assert!(matches!(
+        store
+            .store_message(&send("alice", "nobody", "c0", vec![]))
+            .await,
+        Err(StoreError::UnknownUser)
+    ));
+
+    for i in 1..=5 {
+        let s = store
+            .store_message(&send(
+                "alice",
+                "carol",
+                &format!("c{i}"),
+                vec![
+                    envelope("P", &format!("p{i}")),
+                    envelope("L", &format!("l{i}")),
+                ],
+            ))
+            .await
+            .unwrap();
+        assert!(!s.duplicate);
+        assert!(s.deliveries.contains(&(did("P"), i)));
+        assert!(s.deliveries.contains(&(did("L"), i)));
+    }
+    // A retry returns the original; reusing the id for other content is refused.
+    let retry = store
+        .store_message(&send(
+            "alice",
+            "carol",
+            "c3",
+            vec![envelope("P", "p3"), envelope("L", "l3")],
+        ))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message_id, "m-c3");
+    let mut other = send(
+        "alice",
+        "carol",
+        "c3",
+        vec![envelope("P", "zz"), envelope("L", "zz")],
+    );
+    other.request_hash = b"different".to_vec();
+    assert!(matches!(
+        store.store_message(&other).await,
+        Err(StoreError::IdempotencyConflict)
+    ));
+
+    let page = store.inbox(&uid("carol"), &did("P"), 0, 2).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(page[0].body, "p1");
+    assert_eq!(page[0].sender_id, uid("alice"));
+    let page = store.inbox(&uid("carol"), &did("P"), 2, 10).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(
+        store.ack(&uid("carol"), &did("P"), 3, now()).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store.ack(&uid("carol"), &did("P"), 3, now()).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .inbox(&uid("carol"), &did("P"), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // The other device's queue is independent.
+    assert_eq!(
+        store
+            .inbox(&uid("carol"), &did("L"), 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+
+    drop(store);
+    let reopened = db.open().await;
+    let left = reopened
+        .inbox(&uid("carol"), &did("P"), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(left.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
+    let next = reopened
+        .store_message(&send(
+            "alice",
+            "carol",
+            "c6",
+            vec![envelope("P", "p6"), envelope("L", "l6")],
+        ))
+        .await
+        .unwrap();
+    assert!(next.deliveries.contains(&(did("P"), 6)));
+}
+
+async fn concurrent_sends_get_distinct_sequence_numbers(db: Db) {
+    let store = db.open().await;
+    store
+        .create_user(&uid("alice"), &keys("alice", "D1"), now())
+        .await
+        .unwrap();
+    store
+        .create_user(&uid("dave"), &keys("dave", "X"), now())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .store_message(&send(
+                    "alice",
+                    "dave",
+                    &format!("c{i}"),
+                    vec![envelope("X", "b")],
+                ))
+                .await
+                .unwrap()
+                .deliveries[0]
+                .1
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+}
+
+async fn tokens_keys_and_jtis(db: Db) {
+    let store = db.open().await;
+    store
+        .create_user(&uid("alice"), &keys("alice", "D1"), now())
+        .await
+        .unwrap();
+    let t = now();
+    let record = RefreshTokenRecord {
+        token_hash: b"h1".to_vec(),
+        user_id: uid("alice"),
+        device_id: did("D1"),
+        jkt: "jkt".into(),
+        expires_at: t + Duration::days(1),
+    };
+    store.insert_refresh_token(&record).await.unwrap();
+    let used = store.use_refresh_token(b"h1", t).await.unwrap().unwrap();
+    assert_eq!(used.jkt, "jkt");
+    assert!(
+        store.use_refresh_token(b"h1", t).await.unwrap().is_none(),
+        "refresh tokens are single use"
+    );
+    let expired = RefreshTokenRecord {
+        token_hash: b"h2".to_vec(),
+        expires_at: t - Duration::seconds(1),
+        ..record
+    };
+    store.insert_refresh_token(&expired).await.unwrap();
+    assert!(store.use_refresh_token(b"h2", t).await.unwrap().is_none());
+
+    let make = || ServerKeyRecord {
+        kid: format!("k-{}", now().unix_timestamp_nanos()),
+        purpose: "token".into(),
+        alg: "EdDSA".into(),
+        secret: vec![1; 32],
+        created_at: now(),
+    };
+    let first = store.server_key("token", &make).await.unwrap();
+    let second = store.server_key("token", &make).await.unwrap();
+    assert_eq!(first.kid, second.kid);
+    assert_eq!(second.secret, vec![1; 32]);
+
+    store
+        .save_jtis(&[
+            ("j1".into(), t + Duration::minutes(5)),
+            ("j2".into(), t - Duration::minutes(5)),
+        ])
+        .await
+        .unwrap();
+    let live = store.load_jtis(t).await.unwrap();
+    assert_eq!(
+        live.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>(),
+        ["j1"]
+    );
+    assert!(store.delete_jti("j1").await.unwrap());
+    assert!(!store.delete_jti("j1").await.unwrap());
+}
+
+/// The runbook's diagnosis queries run verbatim.
+async fn runbook_queries_run_verbatim(db: Db) {
+    let store = db.open().await;
+    store
+        .create_user(&uid("alice"), &keys("alice", "D1"), now())
+        .await
+        .unwrap();
+    store
+        .create_user(&uid("bob"), &keys("bob", "B"), now())
+        .await
+        .unwrap();
+    let sent = store
+        .store_message(&send("alice", "bob", "c1", vec![envelope("B", "x")]))
+        .await
+        .unwrap();
+    let q1 = "SELECT user_id, key_id, status, last_rotated FROM user_keys WHERE user_id='alice';";
+    let q2 = format!(
+        "SELECT message_id, sender_id, recipient_id, encryption_algorithm, created_at FROM messages WHERE message_id='{}';",
+        sent.message_id
+    );
+    match &db {
+        Db::Postgres(pg) => {
+            for q in [q1.to_string(), q2] {
+                let out = std::process::Command::new("psql")
+                    .arg(&pg.url)
+                    .arg("-c")
+                    .arg(&q)
+                    .output()
+                    .expect("psql");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "{q}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(text.contains("alice"), "{q} printed {text}");
+            }
+        }
+        Db::Sqlite(_) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&db.url()).await.unwrap();
+            for q in [q1.to_string(), q2] {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                assert!(!rows.is_empty());
+            }
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::sqlite().await).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::postgres().await).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    users_and_devices,
+    one_time_keys_are_claimed_once,
+    messages_are_sequenced_idempotent_and_durable,
+    concurrent_sends_get_distinct_sequence_numbers,
+    tokens_keys_and_jtis,
+    runbook_queries_run_verbatim,
+);
