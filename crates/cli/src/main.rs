@@ -1,1 +1,76 @@
-fn main() {}
+//! `atlas`: runs the server, acts as a client device, and carries the operator procedures.
+#![forbid(unsafe_code)]
+
+mod client_cmd;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Atlas: end-to-end-encrypted messaging.
+#[derive(Parser)]
+#[command(name = "atlas", version, about, propagate_version = true)]
+struct Cli {
+    /// Client profile (one device) to act as.
+    #[arg(long, global = true, default_value = "default", env = "ATLAS_PROFILE")]
+    profile: String,
+    /// Where client profiles live (default: the user's data dir, e.g. ~/.local/share/atlas).
+    #[arg(long, global = true, env = "ATLAS_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the delivery server.
+    Serve(serve::ServeArgs),
+    /// Register this profile as a new user (or, with --link-code, as a new device of a user).
+    Register(client_cmd::RegisterArgs),
+    /// Send an end-to-end-encrypted text message.
+    Send(client_cmd::SendArgs),
+    /// Fetch, decrypt, print and acknowledge new messages.
+    Inbox(client_cmd::InboxArgs),
+    /// List a user's devices and their key status.
+    Devices(client_cmd::DevicesArgs),
+    /// Manage this user's devices.
+    #[command(subcommand)]
+    Device(client_cmd::DeviceCommand),
+    /// Show this profile's user, device and server.
+    Whoami,
+}
+
+fn home(cli_home: Option<PathBuf>) -> PathBuf {
+    cli_home.unwrap_or_else(|| dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("atlas"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATLAS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let json_logs = matches!(&cli.command, Command::Serve(args) if args.log_json);
+    if json_logs {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    let profile_dir = home(cli.home).join("profiles").join(&cli.profile);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Register(args) => client_cmd::register(&profile_dir, args).await,
+        Command::Send(args) => client_cmd::send(&profile_dir, args).await,
+        Command::Inbox(args) => client_cmd::inbox(&profile_dir, args).await,
+        Command::Devices(args) => client_cmd::devices(&profile_dir, args).await,
+        Command::Device(cmd) => client_cmd::device(&profile_dir, cmd).await,
+        Command::Whoami => client_cmd::whoami(&profile_dir).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

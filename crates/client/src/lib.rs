@@ -1,1 +1,15 @@
-//! placeholder
+//! The Atlas client SDK: a device's Olm account and sessions, DPoP-authenticated
+//! transport, local state encrypted at rest, and the send/receive logic
+//! (automatic session creation, in-order processing, an outbox for resends).
+#![forbid(unsafe_code)]
+
+mod client;
+mod error;
+mod local;
+mod payload;
+mod push;
+mod transport;
+
+pub use client::{Client, Received};
+pub use error::ClientError;
+pub use payload::Payload;

@@ -339,3 +339,19 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    #[test]
+    fn fallback_key_is_published_once_and_rotates() {
+        let mut account = OlmAccount::new();
+        let first = account.rotate_fallback_key().expect("a new fallback key");
+        assert_eq!(account.unpublished_fallback_key(), Some(first.clone()));
+        account.mark_published();
+        assert_eq!(account.unpublished_fallback_key(), None);
+        let second = account.rotate_fallback_key().expect("a rotated fallback key");
+        assert_ne!(first, second);
+    }
+}

@@ -165,8 +165,11 @@ pub struct KeyCounts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysClaimRequest {
-    /// The user whose every active device gets one key claimed.
+    /// The user whose devices get one key claimed each.
     pub user_id: UserId,
+    /// Only these devices (all active devices when empty).
+    #[serde(default)]
+    pub device_ids: Vec<DeviceId>,
 }
 
 /// A claimed key.

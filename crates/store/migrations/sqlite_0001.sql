@@ -26,7 +26,7 @@ CREATE TABLE user_keys (
     last_rotated TEXT,
     created_at   TEXT NOT NULL,
     consumed_at  TEXT,
-    PRIMARY KEY (user_id, device_id, key_id),
+    PRIMARY KEY (user_id, device_id, key_type, key_id),
     FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id)
 );
 CREATE INDEX user_keys_claim ON user_keys (user_id, device_id, key_type, status, created_at);

@@ -104,11 +104,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<KeyCounts>;
     /// The device's unclaimed key stock.
     async fn key_counts(&self, user_id: &UserId, device_id: &DeviceId) -> StoreResult<KeyCounts>;
-    /// Claims one one-time key (or the fallback key) for every active device of `user_id`.
-    /// A one-time key is handed out at most once, also under concurrent claims.
+    /// Claims one one-time key (or the fallback key) for each active device of `user_id`
+    /// (only those in `devices` unless it is empty). A one-time key is handed out at
+    /// most once, also under concurrent claims.
     async fn claim_keys(
         &self,
         user_id: &UserId,
+        devices: &[DeviceId],
         now: OffsetDateTime,
     ) -> StoreResult<Vec<ClaimedDeviceRecord>>;
 

@@ -274,7 +274,7 @@ macro_rules! impl_store {
                 Self::counts(&mut conn, user_id.as_str(), device_id.as_str()).await
             }
 
-            async fn claim_keys(&self, user_id: &atlas_proto::UserId, now: time::OffsetDateTime) -> $crate::StoreResult<Vec<$crate::ClaimedDeviceRecord>> {
+            async fn claim_keys(&self, user_id: &atlas_proto::UserId, only: &[atlas_proto::DeviceId], now: time::OffsetDateTime) -> $crate::StoreResult<Vec<$crate::ClaimedDeviceRecord>> {
                 use sqlx::Row;
                 let mut tx = self.writer.begin().await?;
                 let devices = Self::device_rows(&mut tx, user_id.as_str(), None).await?;
@@ -282,7 +282,7 @@ macro_rules! impl_store {
                     return Err($crate::StoreError::UnknownUser);
                 }
                 let mut out = Vec::new();
-                for device in devices.into_iter().filter(|d| d.status == "active") {
+                for device in devices.into_iter().filter(|d| d.status == "active" && (only.is_empty() || only.contains(&d.keys.device_id))) {
                     let did = device.keys.device_id.as_str();
                     let one_time = sqlx::query(concat!(
                         "UPDATE user_keys SET status = 'consumed', consumed_at = $1 \

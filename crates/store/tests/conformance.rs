@@ -158,7 +158,7 @@ async fn one_time_keys_are_claimed_once(db: Db) {
     let upload = KeysUploadRequest {
         one_time_keys: otks,
         fallback_key: Some(PublicKey {
-            key_id: "f1".into(),
+            key_id: "k0".into(),
             key: "fpub1".into(),
         }),
     };
@@ -188,7 +188,7 @@ async fn one_time_keys_are_claimed_once(db: Db) {
     for _ in 0..16 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.claim_keys(&uid("bob"), now()).await.unwrap()
+            store.claim_keys(&uid("bob"), &[], now()).await.unwrap()
         }));
     }
     let mut one_time = Vec::new();
@@ -198,7 +198,7 @@ async fn one_time_keys_are_claimed_once(db: Db) {
         assert_eq!(claimed.len(), 1);
         let key = claimed[0].key.clone().unwrap();
         if key.fallback {
-            assert_eq!(key.key_id, "f1");
+            assert_eq!(key.key_id, "k0", "one-time and fallback keys may share an id");
             fallbacks += 1;
         } else {
             one_time.push(key.key_id);
@@ -223,7 +223,7 @@ async fn one_time_keys_are_claimed_once(db: Db) {
         0
     );
     assert!(matches!(
-        store.claim_keys(&uid("nobody"), now()).await,
+        store.claim_keys(&uid("nobody"), &[], now()).await,
         Err(StoreError::UnknownUser)
     ));
 
@@ -239,7 +239,7 @@ async fn one_time_keys_are_claimed_once(db: Db) {
         .upload_keys(&uid("bob"), &did("D1"), &rotate, now())
         .await
         .unwrap();
-    let claimed = store.claim_keys(&uid("bob"), now()).await.unwrap();
+    let claimed = store.claim_keys(&uid("bob"), &[], now()).await.unwrap();
     assert_eq!(claimed[0].key.as_ref().unwrap().key_id, "f2");
 }
 

@@ -1,0 +1,200 @@
+//! Client commands: `register`, `send`, `inbox`, `devices`, `device link-code`, `whoami`.
+use anyhow::Context;
+use atlas_client::{Client, Received};
+use atlas_proto::UserId;
+use std::path::Path;
+
+/// Flags of `atlas register`.
+#[derive(clap::Args)]
+pub struct RegisterArgs {
+    /// The user id to register (letters, digits, '.', '_', '-').
+    user_id: UserId,
+    /// Server URL.
+    #[arg(long, env = "ATLAS_SERVER")]
+    server: String,
+    /// Link code from `atlas device link-code` on an existing device: adds this profile as a new device of USER_ID.
+    #[arg(long)]
+    link_code: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `atlas send`.
+#[derive(clap::Args)]
+pub struct SendArgs {
+    /// Recipient user id.
+    user_id: UserId,
+    /// The text.
+    text: String,
+    /// Print the server's answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `atlas inbox`.
+#[derive(clap::Args)]
+pub struct InboxArgs {
+    /// Print messages as a JSON array.
+    #[arg(long)]
+    json: bool,
+    /// Keep listening (WebSocket push) after printing the backlog; one JSON object per line with --json.
+    #[arg(long)]
+    follow: bool,
+}
+
+/// Flags of `atlas devices`.
+#[derive(clap::Args)]
+pub struct DevicesArgs {
+    /// User whose devices to list (default: this profile's user).
+    user_id: Option<UserId>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `atlas device …`.
+#[derive(clap::Subcommand)]
+pub enum DeviceCommand {
+    /// Print a single-use code that lets another profile join this user as a new device (valid 10 minutes).
+    LinkCode,
+}
+
+async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
+    Client::open(profile_dir).await.with_context(|| format!("opening profile {} (register it first)", profile_dir.display()))
+}
+
+/// `atlas register`.
+pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<()> {
+    let client = Client::register(profile_dir, &args.server, args.user_id, args.link_code).await?;
+    if args.json {
+        println!("{}", serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() }));
+    } else {
+        println!("registered {}/{} on {}", client.user_id(), client.device_id(), client.server());
+    }
+    Ok(())
+}
+
+/// `atlas send`.
+pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
+    let client = open(profile_dir).await?;
+    let sent = client.send_text(&args.user_id, &args.text).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&sent)?);
+    } else {
+        println!("sent {} to {} device(s) of {}", sent.message_id, sent.deliveries.len(), args.user_id);
+    }
+    Ok(())
+}
+
+fn print_line(m: &Received) {
+    match (&m.text, &m.error) {
+        (Some(text), _) => println!("[{}] {}/{}: {}", m.created_at, m.sender_id, m.sender_device_id, text),
+        (None, error) => println!(
+            "[{}] {}/{}: Unable to decrypt message {} ({})",
+            m.created_at,
+            m.sender_id,
+            m.sender_device_id,
+            m.message_id,
+            error.as_deref().unwrap_or("unknown error")
+        ),
+    }
+}
+
+/// `atlas inbox`.
+pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
+    let client = open(profile_dir).await?;
+    let received = client.sync().await?;
+    if args.json && !args.follow {
+        println!("{}", serde_json::to_string_pretty(&received)?);
+    } else {
+        for m in &received {
+            if args.json {
+                println!("{}", serde_json::to_string(m)?);
+            } else {
+                print_line(m);
+            }
+        }
+    }
+    if args.follow {
+        let json = args.json;
+        loop {
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let mut interrupted = true;
+            client
+                .listen(
+                    |m| {
+                        if json {
+                            println!("{}", serde_json::to_string(&m).unwrap_or_default());
+                        } else {
+                            print_line(&m);
+                        }
+                    },
+                    async {
+                        stop.await;
+                    },
+                )
+                .await?;
+            // listen returns when the token expired (reconnect) or on Ctrl-C.
+            if tokio::time::timeout(std::time::Duration::from_millis(10), tokio::signal::ctrl_c()).await.is_err() {
+                interrupted = false;
+            }
+            if interrupted {
+                return Ok(());
+            }
+        }
+    } else if received.is_empty() && !args.json {
+        println!("no new messages");
+    }
+    Ok(())
+}
+
+/// `atlas devices`.
+pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()> {
+    let client = open(profile_dir).await?;
+    let user = args.user_id.unwrap_or_else(|| client.user_id().clone());
+    let list = client.devices(&user).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!("{:<14} {:<8} {:>9} {:<8} {}", "DEVICE", "STATUS", "ONE-TIME", "FALLBACK", "REGISTERED");
+    for d in list.devices {
+        println!(
+            "{:<14} {:<8} {:>9} {:<8} {}",
+            d.keys.device_id,
+            d.status,
+            d.one_time_keys_available,
+            if d.fallback_key { "yes" } else { "no" },
+            d.created_at
+        );
+    }
+    Ok(())
+}
+
+/// `atlas device …`.
+pub async fn device(profile_dir: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
+    let client = open(profile_dir).await?;
+    match cmd {
+        DeviceCommand::LinkCode => {
+            let token = client.create_link_token().await?;
+            println!("{}", token.link_token);
+            eprintln!(
+                "valid until {}. On the new device: atlas --profile NEW register {} --server {} --link-code <code>",
+                token.expires_at,
+                client.user_id(),
+                client.server()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `atlas whoami`.
+pub async fn whoami(profile_dir: &Path) -> anyhow::Result<()> {
+    let client = open(profile_dir).await?;
+    println!("{}", serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() }));
+    Ok(())
+}

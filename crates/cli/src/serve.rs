@@ -1,0 +1,79 @@
+//! `atlas serve`.
+use anyhow::Context;
+use atlas_server::ServerConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags of `atlas serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "ATLAS_LISTEN")]
+    listen: SocketAddr,
+    /// Directory for the embedded database.
+    #[arg(long, default_value = "./atlas-data", env = "ATLAS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Database URL: postgres://… for PostgreSQL; default is SQLite in --data-dir.
+    #[arg(long, env = "ATLAS_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Public origin clients use (DPoP htu is checked against it); default http://<listen>.
+    #[arg(long, env = "ATLAS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Largest ciphertext per recipient device in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_envelope_bytes: usize,
+    /// Require server-issued DPoP nonces in every proof.
+    #[arg(long)]
+    require_dpop_nonce: bool,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let database_url = match args.database_url {
+        Some(url) => url,
+        None => {
+            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+            format!("sqlite://{}", args.data_dir.join("atlas.db").display())
+        }
+    };
+    let mut config = ServerConfig::new(database_url);
+    config.listen = args.listen;
+    config.public_url = args.public_url;
+    config.max_body_bytes = args.max_body_bytes;
+    config.max_envelope_bytes = args.max_envelope_bytes;
+    config.require_dpop_nonce = args.require_dpop_nonce;
+    let server = atlas_server::start(config).await.context("starting the server")?;
+    eprintln!("atlas listening on {} (public URL {})", server.addr, server.public_url);
+    let stop = server.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested, finishing in-flight requests");
+        let _ = stop.send(true);
+    });
+    server.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! Errors of the client SDK.
+use atlas_proto::ErrorBody;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the server: {0}")]
+    Network(#[from] reqwest::Error),
+    /// The server refused the request.
+    #[error("server refused ({status}): {} — {}", body.error.as_str(), body.error_description)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        body: ErrorBody,
+    },
+    /// The server answered something that is not our protocol.
+    #[error("unexpected server answer ({status}): {detail}")]
+    Protocol {
+        /// HTTP status.
+        status: u16,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The local state database failed.
+    #[error("local state: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// Local state is missing or corrupted.
+    #[error("local state: {0}")]
+    State(String),
+    /// A cryptographic operation failed.
+    #[error("crypto: {0}")]
+    Crypto(#[from] atlas_crypto::olm::OlmError),
+    /// A peer's published keys are not validly signed.
+    #[error("keys of {0} are not validly signed")]
+    UntrustedKeys(String),
+    /// The recipient has a device without any prekey left.
+    #[error("device {0} has no prekeys left")]
+    NoPrekeys(String),
+    /// WebSocket failure.
+    #[error("push connection: {0}")]
+    Push(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the server refused the request.
+    pub fn code(&self) -> Option<atlas_proto::ErrorCode> {
+        match self {
+            Self::Api { body, .. } => Some(body.error),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Live delivery over `GET /ws`: messages are processed as they arrive, in
+//! sequence order (a gap is filled from the server's queue first).
+use crate::client::{Client, Received};
+use crate::error::ClientError;
+use atlas_proto::api::PushEvent;
+use futures_util::StreamExt;
+use reqwest::Method;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+impl Client {
+    /// Receives pushed messages until the server closes the socket (e.g. when
+    /// the access token expires) or `stop` resolves; calls `on_message` for each.
+    pub async fn listen(&self, mut on_message: impl FnMut(Received), stop: impl std::future::Future<Output = ()>) -> Result<(), ClientError> {
+        let after = self.last_seq().await?;
+        let token = self.transport.access_token().await?;
+        let proof = self.transport.proof(&Method::GET, "/ws", Some(&token));
+        let url = format!("{}/ws?after={after}", self.server().replacen("http", "ws", 1));
+        let mut request = url.into_client_request().map_err(|e| ClientError::Push(e.to_string()))?;
+        let headers = request.headers_mut();
+        headers.insert("authorization", format!("DPoP {token}").parse().map_err(|_| ClientError::Push("bad token header".into()))?);
+        headers.insert("dpop", proof.parse().map_err(|_| ClientError::Push("bad proof header".into()))?);
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| ClientError::Push(e.to_string()))?;
+        tokio::pin!(stop);
+        loop {
+            let frame = tokio::select! {
+                frame = socket.next() => frame,
+                () = &mut stop => return Ok(()),
+            };
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(_))) | None => return Ok(()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ClientError::Push(e.to_string())),
+            };
+            let Ok(PushEvent::Message(message)) = serde_json::from_str::<PushEvent>(&text) else {
+                return Err(ClientError::Push("server pushed an unknown event".into()));
+            };
+            for received in self.process(vec![message]).await? {
+                on_message(received);
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! HTTP to the server with DPoP: every request carries a fresh proof bound to
+//! the access token; tokens are obtained with the device's signature and
+//! renewed with the refresh token; server nonces are picked up and retried.
+use crate::error::ClientError;
+use atlas_crypto::dpop::create_proof;
+use atlas_crypto::jws::JwsSigner;
+use atlas_crypto::olm::OlmAccount;
+use atlas_proto::api::{TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::{DeviceId, ErrorBody, ErrorCode, UserId};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Renew the access token this many seconds before it expires.
+const RENEW_MARGIN: i64 = 30;
+
+#[derive(Default)]
+struct Tokens {
+    access: Option<(String, i64)>,
+    refresh: Option<String>,
+}
+
+/// Authenticated HTTP transport of one device.
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    pub(crate) base: String,
+    dpop: JwsSigner,
+    /// A copy of the account used only to sign token requests (identity keys never change).
+    device_signer: OlmAccount,
+    user_id: UserId,
+    device_id: DeviceId,
+    tokens: tokio::sync::Mutex<Tokens>,
+    nonce: std::sync::Mutex<Option<String>>,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// An HTTP client; installs the ring TLS provider once.
+pub(crate) fn http_client() -> Result<reqwest::Client, ClientError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?)
+}
+
+/// Turns a non-success response into a `ClientError`.
+pub(crate) async fn refusal(response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => ClientError::Api { status, body },
+        Err(_) => ClientError::Protocol { status, detail: text.chars().take(200).collect() },
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(base: String, dpop: JwsSigner, device_signer: OlmAccount, user_id: UserId, device_id: DeviceId) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: http_client()?,
+            base: base.trim_end_matches('/').to_owned(),
+            dpop,
+            device_signer,
+            user_id,
+            device_id,
+            tokens: Default::default(),
+            nonce: Default::default(),
+        })
+    }
+
+    fn remember_nonce(&self, response: &reqwest::Response) {
+        if let Some(nonce) = response.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+            *self.nonce.lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce.to_owned());
+        }
+    }
+
+    /// A DPoP proof for a request (with `ath` when a token is given).
+    pub(crate) fn proof(&self, method: &Method, path: &str, token: Option<&str>) -> String {
+        let nonce = self.nonce.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        create_proof(&self.dpop, method.as_str(), &format!("{}{path}", self.base), now(), token, nonce.as_deref())
+    }
+
+    async fn request_token(&self, grant: TokenRequest) -> Result<TokenResponse, ClientError> {
+        for _ in 0..2 {
+            let proof = self.proof(&Method::POST, "/token", None);
+            let response = self.http.post(format!("{}/token", self.base)).header("DPoP", proof).json(&grant).send().await?;
+            self.remember_nonce(&response);
+            if response.status().is_success() {
+                return Ok(response.json().await?);
+            }
+            let error = refusal(response).await;
+            if error.code() != Some(ErrorCode::UseDpopNonce) {
+                return Err(error);
+            }
+        }
+        Err(ClientError::Protocol { status: 401, detail: "server keeps refusing the DPoP nonce".into() })
+    }
+
+    /// A valid access token, obtained or renewed as needed.
+    pub(crate) async fn access_token(&self) -> Result<String, ClientError> {
+        let mut tokens = self.tokens.lock().await;
+        if let Some((token, exp)) = &tokens.access {
+            if *exp > now() + RENEW_MARGIN {
+                return Ok(token.clone());
+            }
+        }
+        let renewed = match tokens.refresh.take() {
+            Some(refresh_token) => self.request_token(TokenRequest::RefreshToken { refresh_token }).await.ok(),
+            None => None,
+        };
+        let response = match renewed {
+            Some(r) => r,
+            None => {
+                let iat = now();
+                let jkt = self.dpop.public_jwk().thumbprint();
+                let signature = self.device_signer.sign(&token_signing_payload(&self.user_id, &self.device_id, &jkt, iat));
+                self.request_token(TokenRequest::DeviceSignature { user_id: self.user_id.clone(), device_id: self.device_id.clone(), iat, signature }).await?
+            }
+        };
+        tokens.access = Some((response.access_token.clone(), now() + response.expires_in as i64));
+        tokens.refresh = Some(response.refresh_token);
+        Ok(response.access_token)
+    }
+
+    async fn forget_access_token(&self) {
+        self.tokens.lock().await.access = None;
+    }
+
+    /// An authenticated request; retries once for a nonce challenge or a rejected token.
+    pub(crate) async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(&self, method: Method, path: &str, query: &str, body: Option<&B>) -> Result<T, ClientError> {
+        let mut last_error = None;
+        for _ in 0..3 {
+            let token = self.access_token().await?;
+            let proof = self.proof(&method, path, Some(&token));
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}{query}", self.base))
+                .header("Authorization", format!("DPoP {token}"))
+                .header("DPoP", proof);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await?;
+            self.remember_nonce(&response);
+            if response.status().is_success() {
+                return response.json().await.map_err(ClientError::from);
+            }
+            let retryable = response.status() == StatusCode::UNAUTHORIZED;
+            let error = refusal(response).await;
+            match error.code() {
+                Some(ErrorCode::UseDpopNonce) if retryable => {}
+                Some(ErrorCode::InvalidToken) if retryable => self.forget_access_token().await,
+                _ => return Err(error),
+            }
+            last_error = Some(error);
+        }
+        Err(last_error.unwrap_or(ClientError::Protocol { status: 401, detail: "authentication keeps failing".into() }))
+    }
+}

@@ -1,0 +1,36 @@
+//! In-process fan-out: pushes each stored envelope to the WebSocket of its
+//! recipient device, if connected. Lossy by design (a lagging socket re-reads
+//! from the store), so it never holds up a send.
+use atlas_proto::api::InboxMessage;
+use atlas_proto::{DeviceId, UserId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+
+type DeviceKey = (UserId, DeviceId);
+
+/// Channels of connected devices.
+#[derive(Default)]
+pub struct Fanout {
+    channels: Mutex<HashMap<DeviceKey, broadcast::Sender<InboxMessage>>>,
+}
+
+impl Fanout {
+    /// Subscribes a connection of `device` to its new messages.
+    pub fn subscribe(&self, user: &UserId, device: &DeviceId) -> broadcast::Receiver<InboxMessage> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.entry((user.clone(), device.clone())).or_insert_with(|| broadcast::channel(256).0).subscribe()
+    }
+
+    /// Pushes a message to the device's connections (no-op when none is connected).
+    pub fn publish(&self, user: &UserId, device: &DeviceId, message: InboxMessage) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (user.clone(), device.clone());
+        if let Some(sender) = channels.get(&key) {
+            if sender.send(message).is_err() {
+                // Nobody listens any more.
+                channels.remove(&key);
+            }
+        }
+    }
+}

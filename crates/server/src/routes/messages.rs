@@ -1,0 +1,109 @@
+//! 1:1 messages: send (one ciphertext per recipient device), fetch, ack.
+use crate::auth::DeviceAuth;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+use atlas_proto::api::{AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse};
+use atlas_store::NewMessage;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Most envelopes (recipient devices) in one send.
+pub const MAX_ENVELOPES: usize = 64;
+/// Default and largest page of `GET /messages`.
+pub const PAGE: u32 = 100;
+const MAX_PAGE: u32 = 500;
+
+fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError> {
+    if req.client_message_id.is_empty() || req.client_message_id.len() > 128 {
+        return Err(ApiError::invalid("client_message_id must be 1 to 128 characters"));
+    }
+    if req.encryption_algorithm.is_empty() || req.encryption_algorithm.len() > 64 {
+        return Err(ApiError::invalid("encryption_algorithm must be 1 to 64 characters"));
+    }
+    if req.envelopes.is_empty() {
+        return Err(ApiError::invalid("at least one envelope is required"));
+    }
+    if req.envelopes.len() > MAX_ENVELOPES {
+        return Err(ApiError::too_large(format!("at most {MAX_ENVELOPES} envelopes per send")));
+    }
+    for e in &req.envelopes {
+        if e.msg_type > 1 {
+            return Err(ApiError::invalid("msg_type must be 0 (pre-key) or 1 (normal)"));
+        }
+        if e.body.len() > max_envelope_bytes {
+            return Err(ApiError::too_large(format!("ciphertext exceeds {max_envelope_bytes} bytes")));
+        }
+        if e.body.is_empty() || !e.body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')) {
+            return Err(ApiError::invalid("body must be base64"));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /messages`: stores the send durably, then pushes to connected devices.
+pub async fn send(State(state): State<AppState>, auth: DeviceAuth, ApiJson(req): ApiJson<SendRequest>) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
+    validate(&req, state.config.max_envelope_bytes)?;
+    let request_hash = Sha256::digest(serde_json::to_vec(&req).map_err(ApiError::internal)?).to_vec();
+    let message = NewMessage {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        sender_id: auth.user_id,
+        sender_device_id: auth.device_id,
+        recipient_id: req.recipient_id,
+        client_message_id: req.client_message_id,
+        request_hash,
+        encryption_algorithm: req.encryption_algorithm,
+        envelopes: req.envelopes,
+        now: state.clock.now(),
+    };
+    let stored = state.store.store_message(&message).await?;
+    let accepted_at = stored.accepted_at.format(&time::format_description::well_known::Rfc3339).map_err(ApiError::internal)?;
+    if !stored.duplicate {
+        for (envelope, (device_id, seq)) in message.envelopes.iter().zip(&stored.deliveries) {
+            let pushed = InboxMessage {
+                seq: *seq,
+                message_id: stored.message_id.clone(),
+                sender_id: message.sender_id.clone(),
+                sender_device_id: message.sender_device_id.clone(),
+                encryption_algorithm: message.encryption_algorithm.clone(),
+                msg_type: envelope.msg_type,
+                body: envelope.body.clone(),
+                created_at: accepted_at.clone(),
+            };
+            state.fanout.publish(&message.recipient_id, device_id, pushed);
+        }
+    }
+    let deliveries = stored.deliveries.into_iter().map(|(device_id, seq)| Delivery { device_id, seq }).collect();
+    let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(SendResponse { message_id: stored.message_id, accepted_at, deliveries, duplicate: stored.duplicate })))
+}
+
+/// Query of `GET /messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxQuery {
+    /// Return messages with a greater sequence number.
+    #[serde(default)]
+    pub after: u64,
+    /// Page size (default 100, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// `GET /messages`: the caller's unacknowledged messages in sequence order.
+pub async fn inbox(State(state): State<AppState>, auth: DeviceAuth, ApiQuery(q): ApiQuery<InboxQuery>) -> Result<Json<InboxResponse>, ApiError> {
+    let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let mut messages = state.store.inbox(&auth.user_id, &auth.device_id, q.after, limit + 1).await?;
+    let more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    let next_after = messages.last().map_or(q.after, |m| m.seq);
+    Ok(Json(InboxResponse { messages, next_after, more }))
+}
+
+/// `POST /messages/ack`: everything up to `up_to_seq` was processed.
+pub async fn ack(State(state): State<AppState>, auth: DeviceAuth, ApiJson(req): ApiJson<AckRequest>) -> Result<Json<AckResponse>, ApiError> {
+    let acknowledged = state.store.ack(&auth.user_id, &auth.device_id, req.up_to_seq, state.clock.now()).await?;
+    Ok(Json(AckResponse { acknowledged }))
+}

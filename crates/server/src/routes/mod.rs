@@ -1,0 +1,36 @@
+//! HTTP routes, one file per resource.
+pub mod health;
+pub mod keys;
+pub mod messages;
+pub mod token;
+pub mod users;
+pub mod ws;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use atlas_proto::ErrorCode;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+/// The full API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/users", post(users::register))
+        .route("/users/{user_id}/devices", get(users::devices))
+        .route("/devices/link-tokens", post(users::link_token))
+        .route("/token", post(token::token))
+        .route("/keys/upload", post(keys::upload))
+        .route("/keys/count", get(keys::count))
+        .route("/keys/claim", post(keys::claim))
+        .route("/messages", post(messages::send).get(messages::inbox))
+        .route("/messages/ack", post(messages::ack))
+        .route("/ws", get(ws::connect))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "method not allowed on this route")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,85 @@
+//! `GET /ws?after=N`: the device's backlog after `N`, then every new message as
+//! it is stored. The socket closes when the access token expires; the client
+//! reconnects with a fresh token and its last processed sequence number.
+use crate::auth::DeviceAuth;
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+use atlas_proto::api::{InboxMessage, PushEvent};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Query of `GET /ws`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsQuery {
+    /// Last sequence number the device has processed.
+    #[serde(default)]
+    pub after: u64,
+}
+
+/// Upgrades an authenticated request to a push socket.
+pub async fn connect(State(state): State<AppState>, auth: DeviceAuth, ApiQuery(q): ApiQuery<WsQuery>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    Ok(ws.on_upgrade(move |socket| push(state, auth, q.after, socket)))
+}
+
+async fn send(socket: &mut WebSocket, message: InboxMessage) -> bool {
+    match serde_json::to_string(&PushEvent::Message(message)) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Sends stored messages after `last`; returns the new `last`, or `None` if the socket failed.
+async fn catch_up(state: &AppState, auth: &DeviceAuth, socket: &mut WebSocket, mut last: u64) -> Option<u64> {
+    loop {
+        let page = state.store.inbox(&auth.user_id, &auth.device_id, last, 100).await.ok()?;
+        let done = page.len() < 100;
+        for message in page {
+            last = message.seq;
+            if !send(socket, message).await {
+                return None;
+            }
+        }
+        if done {
+            return Some(last);
+        }
+    }
+}
+
+async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSocket) {
+    // Subscribe before reading the backlog so nothing stored in between is missed.
+    let mut live = state.fanout.subscribe(&auth.user_id, &auth.device_id);
+    let Some(mut last) = catch_up(&state, &auth, &mut socket, after).await else { return };
+    let expires_in = (auth.expires_at - state.clock.unix()).max(0) as u64;
+    let expiry = tokio::time::sleep(std::time::Duration::from_secs(expires_in));
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            event = live.recv() => match event {
+                Ok(message) if message.seq <= last => {}
+                Ok(message) if message.seq == last + 1 => {
+                    last = message.seq;
+                    if !send(&mut socket, message).await { return }
+                }
+                // A gap (or a lagging channel): the store has everything in order.
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    let Some(l) = catch_up(&state, &auth, &mut socket, last).await else { return };
+                    last = l;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            () = &mut expiry => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared server state, configuration and the injectable clock.
+use crate::auth::jti::JtiCache;
+use crate::auth::tokens::AccessTokens;
+use crate::fanout::Fanout;
+use atlas_crypto::dpop::{IatWindow, NonceIssuer};
+use atlas_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// How the server is configured (the `atlas serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The origin clients use, which DPoP `htu` is checked against; default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest single ciphertext in a send, bytes of base64.
+    pub max_envelope_bytes: usize,
+    /// Access token lifetime, seconds.
+    pub access_token_ttl_secs: i64,
+    /// Refresh token lifetime, seconds.
+    pub refresh_token_ttl_secs: i64,
+    /// Require a server-issued nonce in every DPoP proof.
+    pub require_dpop_nonce: bool,
+    /// Accepted age and clock skew of proofs.
+    pub iat_window: IatWindow,
+}
+
+impl ServerConfig {
+    /// Defaults for a database URL: 127.0.0.1:8080, 1 MiB bodies, 64 KiB ciphertexts, 10 min tokens.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            database_url: database_url.into(),
+            max_body_bytes: 1024 * 1024,
+            max_envelope_bytes: 64 * 1024,
+            access_token_ttl_secs: 600,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            require_dpop_nonce: false,
+            iat_window: IatWindow::default(),
+        }
+    }
+}
+
+/// Configuration with the public URL resolved.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Public origin without a trailing slash.
+    pub public_url: String,
+    /// See [`ServerConfig::max_envelope_bytes`].
+    pub max_envelope_bytes: usize,
+    /// See [`ServerConfig::access_token_ttl_secs`].
+    pub access_token_ttl_secs: i64,
+    /// See [`ServerConfig::refresh_token_ttl_secs`].
+    pub refresh_token_ttl_secs: i64,
+    /// See [`ServerConfig::require_dpop_nonce`].
+    pub require_dpop_nonce: bool,
+    /// See [`ServerConfig::iat_window`].
+    pub iat_window: IatWindow,
+}
+
+/// Where the server gets the time (tests replace it).
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> OffsetDateTime;
+    /// Now in Unix seconds.
+    fn unix(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
+}
+
+/// The system clock, truncated to microseconds (what PostgreSQL keeps).
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        let t = OffsetDateTime::now_utc();
+        t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+    }
+}
+
+/// Everything a handler needs.
+pub struct Inner {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Resolved configuration.
+    pub config: RuntimeConfig,
+    /// Access token signer/verifier.
+    pub tokens: AccessTokens,
+    /// DPoP replay cache.
+    pub jti: Arc<dyn JtiCache>,
+    /// DPoP nonce issuer.
+    pub nonces: NonceIssuer,
+    /// Live delivery to connected devices.
+    pub fanout: Fanout,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Handler state.
+pub type AppState = Arc<Inner>;
