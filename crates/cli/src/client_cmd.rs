@@ -61,16 +61,29 @@ pub enum DeviceCommand {
 }
 
 async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
-    Client::open(profile_dir).await.with_context(|| format!("opening profile {} (register it first)", profile_dir.display()))
+    Client::open(profile_dir).await.with_context(|| {
+        format!(
+            "opening profile {} (register it first)",
+            profile_dir.display()
+        )
+    })
 }
 
 /// `atlas register`.
 pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<()> {
     let client = Client::register(profile_dir, &args.server, args.user_id, args.link_code).await?;
     if args.json {
-        println!("{}", serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() }));
+        println!(
+            "{}",
+            serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() })
+        );
     } else {
-        println!("registered {}/{} on {}", client.user_id(), client.device_id(), client.server());
+        println!(
+            "registered {}/{} on {}",
+            client.user_id(),
+            client.device_id(),
+            client.server()
+        );
     }
     Ok(())
 }
@@ -82,14 +95,22 @@ pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&sent)?);
     } else {
-        println!("sent {} to {} device(s) of {}", sent.message_id, sent.deliveries.len(), args.user_id);
+        println!(
+            "sent {} to {} device(s) of {}",
+            sent.message_id,
+            sent.deliveries.len(),
+            args.user_id
+        );
     }
     Ok(())
 }
 
 fn print_line(m: &Received) {
     match (&m.text, &m.error) {
-        (Some(text), _) => println!("[{}] {}/{}: {}", m.created_at, m.sender_id, m.sender_device_id, text),
+        (Some(text), _) => println!(
+            "[{}] {}/{}: {}",
+            m.created_at, m.sender_id, m.sender_device_id, text
+        ),
         (None, error) => println!(
             "[{}] {}/{}: Unable to decrypt message {} ({})",
             m.created_at,
@@ -138,7 +159,13 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             // listen returns when the token expired (reconnect) or on Ctrl-C.
-            if tokio::time::timeout(std::time::Duration::from_millis(10), tokio::signal::ctrl_c()).await.is_err() {
+            if tokio::time::timeout(
+                std::time::Duration::from_millis(10),
+                tokio::signal::ctrl_c(),
+            )
+            .await
+            .is_err()
+            {
                 interrupted = false;
             }
             if interrupted {
@@ -160,7 +187,10 @@ pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("{:<14} {:<8} {:>9} {:<8} {}", "DEVICE", "STATUS", "ONE-TIME", "FALLBACK", "REGISTERED");
+    println!(
+        "{:<14} {:<8} {:>9} {:<8} {}",
+        "DEVICE", "STATUS", "ONE-TIME", "FALLBACK", "REGISTERED"
+    );
     for d in list.devices {
         println!(
             "{:<14} {:<8} {:>9} {:<8} {}",
@@ -195,6 +225,9 @@ pub async fn device(profile_dir: &Path, cmd: DeviceCommand) -> anyhow::Result<()
 /// `atlas whoami`.
 pub async fn whoami(profile_dir: &Path) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
-    println!("{}", serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() }));
+    println!(
+        "{}",
+        serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() })
+    );
     Ok(())
 }

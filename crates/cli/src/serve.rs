@@ -37,10 +37,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -55,7 +56,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let database_url = match args.database_url {
         Some(url) => url,
         None => {
-            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating {}", args.data_dir.display()))?;
             format!("sqlite://{}", args.data_dir.join("atlas.db").display())
         }
     };
@@ -65,8 +67,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body_bytes = args.max_body_bytes;
     config.max_envelope_bytes = args.max_envelope_bytes;
     config.require_dpop_nonce = args.require_dpop_nonce;
-    let server = atlas_server::start(config).await.context("starting the server")?;
-    eprintln!("atlas listening on {} (public URL {})", server.addr, server.public_url);
+    let server = atlas_server::start(config)
+        .await
+        .context("starting the server")?;
+    eprintln!(
+        "atlas listening on {} (public URL {})",
+        server.addr, server.public_url
+    );
     let stop = server.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

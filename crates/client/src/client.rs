@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Keep at least this many one-time keys published.
-const MIN_ONE_TIME_KEYS: u64 = 25;
+const MIN_ONE_TIME_KEYS: u64 = 10;
 /// How many one-time keys to publish at registration and top-up.
 const ONE_TIME_KEY_BATCH: usize = 50;
 
@@ -58,7 +58,10 @@ pub struct Client {
 fn random_device_id() -> DeviceId {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let bytes: [u8; 10] = atlas_crypto::random_bytes();
-    let id: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let id: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     DeviceId::new(id).unwrap_or_else(|_| unreachable!("letters are valid device id characters"))
 }
 
@@ -69,24 +72,52 @@ fn path_segment(id: &str) -> &str {
 
 impl Client {
     /// Registers a new device in `profile_dir`: a new user, or with `link_token` a new device of an existing user.
-    pub async fn register(profile_dir: &Path, server: &str, user_id: UserId, link_token: Option<String>) -> Result<Self, ClientError> {
+    pub async fn register(
+        profile_dir: &Path,
+        server: &str,
+        user_id: UserId,
+        link_token: Option<String>,
+    ) -> Result<Self, ClientError> {
         let local = LocalState::open(profile_dir).await?;
         if local.get("profile").await?.is_some() {
-            return Err(ClientError::State(format!("profile in {} is already registered", profile_dir.display())));
+            return Err(ClientError::State(format!(
+                "profile in {} is already registered",
+                profile_dir.display()
+            )));
         }
         let account = OlmAccount::new();
         let device_id = random_device_id();
         let server = server.trim_end_matches('/').to_owned();
-        let request = RegisterRequest { user_id: user_id.clone(), device: account.device_keys(&user_id, &device_id), link_token };
-        let response = http_client()?.post(format!("{server}/users")).json(&request).send().await?;
+        let request = RegisterRequest {
+            user_id: user_id.clone(),
+            device: account.device_keys(&user_id, &device_id),
+            link_token,
+        };
+        let response = http_client()?
+            .post(format!("{server}/users"))
+            .json(&request)
+            .send()
+            .await?;
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }
         let dpop = JwsSigner::generate_ed25519();
-        let profile = Profile { server: server.clone(), user_id: user_id.clone(), device_id: device_id.clone(), dpop_alg: dpop.alg().into() };
+        let profile = Profile {
+            server: server.clone(),
+            user_id: user_id.clone(),
+            device_id: device_id.clone(),
+            dpop_alg: dpop.alg().into(),
+        };
         local.put("dpop", &dpop.secret_bytes()).await?;
-        local.put("account", account.pickle(&local.key).as_bytes()).await?;
-        local.put("profile", &serde_json::to_vec(&profile).map_err(|e| ClientError::State(e.to_string()))?).await?;
+        local
+            .put("account", account.pickle(&local.key).as_bytes())
+            .await?;
+        local
+            .put(
+                "profile",
+                &serde_json::to_vec(&profile).map_err(|e| ClientError::State(e.to_string()))?,
+            )
+            .await?;
         let client = Self::assemble(local, profile, account, dpop)?;
         client.top_up_keys(true).await?;
         Ok(client)
@@ -95,19 +126,49 @@ impl Client {
     /// Opens a registered profile.
     pub async fn open(profile_dir: &Path) -> Result<Self, ClientError> {
         let local = LocalState::open(profile_dir).await?;
-        let profile = local.get("profile").await?.ok_or_else(|| ClientError::State(format!("no registered profile in {}", profile_dir.display())))?;
-        let profile: Profile = serde_json::from_slice(&profile).map_err(|e| ClientError::State(format!("profile: {e}")))?;
-        let pickle = local.get_text("account").await?.ok_or_else(|| ClientError::State("account missing".into()))?;
+        let profile = local.get("profile").await?.ok_or_else(|| {
+            ClientError::State(format!(
+                "no registered profile in {}",
+                profile_dir.display()
+            ))
+        })?;
+        let profile: Profile = serde_json::from_slice(&profile)
+            .map_err(|e| ClientError::State(format!("profile: {e}")))?;
+        let pickle = local
+            .get_text("account")
+            .await?
+            .ok_or_else(|| ClientError::State("account missing".into()))?;
         let account = OlmAccount::from_pickle(&pickle, &local.key)?;
-        let dpop = local.get("dpop").await?.ok_or_else(|| ClientError::State("DPoP key missing".into()))?;
-        let dpop = JwsSigner::from_secret(&profile.dpop_alg, &dpop).ok_or_else(|| ClientError::State("DPoP key corrupted".into()))?;
+        let dpop = local
+            .get("dpop")
+            .await?
+            .ok_or_else(|| ClientError::State("DPoP key missing".into()))?;
+        let dpop = JwsSigner::from_secret(&profile.dpop_alg, &dpop)
+            .ok_or_else(|| ClientError::State("DPoP key corrupted".into()))?;
         Self::assemble(local, profile, account, dpop)
     }
 
-    fn assemble(local: LocalState, profile: Profile, account: OlmAccount, dpop: JwsSigner) -> Result<Self, ClientError> {
+    fn assemble(
+        local: LocalState,
+        profile: Profile,
+        account: OlmAccount,
+        dpop: JwsSigner,
+    ) -> Result<Self, ClientError> {
         let signer = OlmAccount::from_pickle(&account.pickle(&local.key), &local.key)?;
-        let transport = Transport::new(profile.server, dpop, signer, profile.user_id.clone(), profile.device_id.clone())?;
-        Ok(Self { transport, local, account: tokio::sync::Mutex::new(account), user_id: profile.user_id, device_id: profile.device_id })
+        let transport = Transport::new(
+            profile.server,
+            dpop,
+            signer,
+            profile.user_id.clone(),
+            profile.device_id.clone(),
+        )?;
+        Ok(Self {
+            transport,
+            local,
+            account: tokio::sync::Mutex::new(account),
+            user_id: profile.user_id,
+            device_id: profile.device_id,
+        })
     }
 
     /// This device's user.
@@ -127,7 +188,10 @@ impl Client {
 
     /// Publishes one-time keys when the server's stock runs low (and a fallback key if none).
     pub async fn top_up_keys(&self, force: bool) -> Result<KeyCounts, ClientError> {
-        let counts: KeyCounts = self.transport.call::<(), _>(Method::GET, "/keys/count", "", None).await?;
+        let counts: KeyCounts = self
+            .transport
+            .call::<(), _>(Method::GET, "/keys/count", "", None)
+            .await?;
         if !force && counts.one_time_keys >= MIN_ONE_TIME_KEYS && counts.fallback_key {
             return Ok(counts);
         }
@@ -135,22 +199,43 @@ impl Client {
         let wanted = (ONE_TIME_KEY_BATCH as u64).saturating_sub(counts.one_time_keys) as usize;
         let most = account.max_one_time_keys() / 2;
         let one_time_keys = account.generate_one_time_keys(wanted.min(most));
-        let fallback_key = if counts.fallback_key { None } else { account.rotate_fallback_key() };
-        let upload = KeysUploadRequest { one_time_keys, fallback_key };
-        let counts: KeyCounts = self.transport.call(Method::POST, "/keys/upload", "", Some(&upload)).await?;
+        let fallback_key = if counts.fallback_key {
+            None
+        } else {
+            account.rotate_fallback_key()
+        };
+        let upload = KeysUploadRequest {
+            one_time_keys,
+            fallback_key,
+        };
+        let counts: KeyCounts = self
+            .transport
+            .call(Method::POST, "/keys/upload", "", Some(&upload))
+            .await?;
         account.mark_published();
-        self.local.put("account", account.pickle(&self.local.key).as_bytes()).await?;
+        self.local
+            .put("account", account.pickle(&self.local.key).as_bytes())
+            .await?;
         Ok(counts)
     }
 
     /// Creates a single-use token that lets a new device join this user.
     pub async fn create_link_token(&self) -> Result<LinkTokenResponse, ClientError> {
-        self.transport.call::<(), _>(Method::POST, "/devices/link-tokens", "", None).await
+        self.transport
+            .call::<(), _>(Method::POST, "/devices/link-tokens", "", None)
+            .await
     }
 
     /// A user's devices, as the server lists them.
     pub async fn devices(&self, user_id: &UserId) -> Result<DeviceListResponse, ClientError> {
-        self.transport.call::<(), _>(Method::GET, &format!("/users/{}/devices", path_segment(user_id.as_str())), "", None).await
+        self.transport
+            .call::<(), _>(
+                Method::GET,
+                &format!("/users/{}/devices", path_segment(user_id.as_str())),
+                "",
+                None,
+            )
+            .await
     }
 
     /// Refreshes the locally known, signature-checked device list of a user.
@@ -158,7 +243,9 @@ impl Client {
         let listed = self.devices(user_id).await?;
         let mut active = Vec::new();
         for device in listed.devices.iter().filter(|d| d.status == "active") {
-            atlas_crypto::device::verify_device_keys(user_id, &device.keys).map_err(|_| ClientError::UntrustedKeys(format!("{user_id}/{}", device.keys.device_id)))?;
+            atlas_crypto::device::verify_device_keys(user_id, &device.keys).map_err(|_| {
+                ClientError::UntrustedKeys(format!("{user_id}/{}", device.keys.device_id))
+            })?;
             let did = device.keys.device_id.as_str();
             if let Some((ed, _)) = self.local.peer(user_id.as_str(), did).await? {
                 if ed != device.keys.ed25519 {
@@ -166,7 +253,14 @@ impl Client {
                     self.local.forget_peer(user_id.as_str(), did).await?;
                 }
             }
-            self.local.save_peer(user_id.as_str(), did, &device.keys.ed25519, &device.keys.curve25519).await?;
+            self.local
+                .save_peer(
+                    user_id.as_str(),
+                    did,
+                    &device.keys.ed25519,
+                    &device.keys.curve25519,
+                )
+                .await?;
             active.push(did.to_owned());
         }
         for known in self.local.peer_devices(user_id.as_str()).await? {
@@ -177,7 +271,11 @@ impl Client {
         Ok(active)
     }
 
-    async fn load_session(&self, user: &str, device: &str) -> Result<Option<OlmSession>, ClientError> {
+    async fn load_session(
+        &self,
+        user: &str,
+        device: &str,
+    ) -> Result<Option<OlmSession>, ClientError> {
         match self.local.sessions(user, device).await?.into_iter().next() {
             Some((_, pickle)) => Ok(Some(OlmSession::from_pickle(&pickle, &self.local.key)?)),
             None => Ok(None),
@@ -185,34 +283,56 @@ impl Client {
     }
 
     /// Sessions for every device of `recipient`, claiming keys for those that have none.
-    async fn outbound_sessions(&self, account: &OlmAccount, recipient: &UserId, devices: &[String]) -> Result<Vec<(String, OlmSession)>, ClientError> {
+    async fn outbound_sessions(
+        &self,
+        account: &OlmAccount,
+        recipient: &UserId,
+        devices: &[String],
+    ) -> Result<Vec<(String, OlmSession)>, ClientError> {
         let mut sessions = Vec::new();
         let mut missing = Vec::new();
         for device in devices {
             match self.load_session(recipient.as_str(), device).await? {
                 Some(session) => sessions.push((device.clone(), session)),
-                None => missing.push(DeviceId::new(device.as_str()).map_err(|e| ClientError::State(e.to_string()))?),
+                None => missing.push(
+                    DeviceId::new(device.as_str())
+                        .map_err(|e| ClientError::State(e.to_string()))?,
+                ),
             }
         }
         if missing.is_empty() {
             return Ok(sessions);
         }
-        let claim = KeysClaimRequest { user_id: recipient.clone(), device_ids: missing };
-        let claimed: KeysClaimResponse = self.transport.call(Method::POST, "/keys/claim", "", Some(&claim)).await?;
+        let claim = KeysClaimRequest {
+            user_id: recipient.clone(),
+            device_ids: missing,
+        };
+        let claimed: KeysClaimResponse = self
+            .transport
+            .call(Method::POST, "/keys/claim", "", Some(&claim))
+            .await?;
         for device in claimed.devices {
             let did = device.keys.device_id.to_string();
-            let Some((ed, curve)) = self.local.peer(recipient.as_str(), &did).await? else { continue };
+            let Some((ed, curve)) = self.local.peer(recipient.as_str(), &did).await? else {
+                continue;
+            };
             if ed != device.keys.ed25519 || curve != device.keys.curve25519 {
                 return Err(ClientError::UntrustedKeys(format!("{recipient}/{did}")));
             }
-            let key = device.one_time_key.ok_or_else(|| ClientError::NoPrekeys(format!("{recipient}/{did}")))?;
+            let key = device
+                .one_time_key
+                .ok_or_else(|| ClientError::NoPrekeys(format!("{recipient}/{did}")))?;
             sessions.push((did, account.create_outbound_session(&curve, &key.key)?));
         }
         Ok(sessions)
     }
 
     /// Encrypts `text` for every device of `recipient` and sends it; returns the server's answer.
-    pub async fn send_text(&self, recipient: &UserId, text: &str) -> Result<SendResponse, ClientError> {
+    pub async fn send_text(
+        &self,
+        recipient: &UserId,
+        text: &str,
+    ) -> Result<SendResponse, ClientError> {
         let account = self.account.lock().await;
         let client_message_id = atlas_crypto::random_id();
         let mut devices = self.local.peer_devices(recipient.as_str()).await?;
@@ -221,20 +341,37 @@ impl Client {
         }
         for _attempt in 0..3 {
             let mut envelopes = Vec::new();
-            for (device, mut session) in self.outbound_sessions(&account, recipient, &devices).await? {
+            for (device, mut session) in self
+                .outbound_sessions(&account, recipient, &devices)
+                .await?
+            {
                 let payload = Payload {
                     kind: "text".into(),
                     body: text.into(),
                     sender: self.user_id.clone(),
                     sender_device: self.device_id.clone(),
                     recipient: recipient.clone(),
-                    recipient_device: DeviceId::new(device.as_str()).map_err(|e| ClientError::State(e.to_string()))?,
+                    recipient_device: DeviceId::new(device.as_str())
+                        .map_err(|e| ClientError::State(e.to_string()))?,
                 };
-                let plaintext = serde_json::to_vec(&payload).map_err(|e| ClientError::State(e.to_string()))?;
+                let plaintext =
+                    serde_json::to_vec(&payload).map_err(|e| ClientError::State(e.to_string()))?;
                 let ciphertext = session.encrypt(&plaintext)?;
                 // Persist the advanced ratchet before the ciphertext leaves, so a crash cannot reuse a message key.
-                self.local.save_session(recipient.as_str(), &device, &session.session_id(), &session.pickle(&self.local.key), None).await?;
-                envelopes.push(OutgoingEnvelope { device_id: payload.recipient_device, msg_type: ciphertext.msg_type, body: ciphertext.body });
+                self.local
+                    .save_session(
+                        recipient.as_str(),
+                        &device,
+                        &session.session_id(),
+                        &session.pickle(&self.local.key),
+                        None,
+                    )
+                    .await?;
+                envelopes.push(OutgoingEnvelope {
+                    device_id: payload.recipient_device,
+                    msg_type: ciphertext.msg_type,
+                    body: ciphertext.body,
+                });
             }
             let request = SendRequest {
                 recipient_id: recipient.clone(),
@@ -242,9 +379,15 @@ impl Client {
                 encryption_algorithm: OLM_ALGORITHM.into(),
                 envelopes,
             };
-            match self.transport.call::<_, SendResponse>(Method::POST, "/messages", "", Some(&request)).await {
+            match self
+                .transport
+                .call::<_, SendResponse>(Method::POST, "/messages", "", Some(&request))
+                .await
+            {
                 Ok(sent) => {
-                    self.local.remember_sent(&sent.message_id, recipient.as_str(), text).await?;
+                    self.local
+                        .remember_sent(&sent.message_id, recipient.as_str(), text)
+                        .await?;
                     return Ok(sent);
                 }
                 Err(e) if e.code() == Some(ErrorCode::DeviceListMismatch) => {
@@ -253,7 +396,10 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        Err(ClientError::Protocol { status: 409, detail: "recipient's device list keeps changing".into() })
+        Err(ClientError::Protocol {
+            status: 409,
+            detail: "recipient's device list keeps changing".into(),
+        })
     }
 
     /// The text of a message this device sent, while it is in the outbox.
@@ -263,10 +409,19 @@ impl Client {
 
     /// Highest sequence number processed on this device.
     pub async fn last_seq(&self) -> Result<u64, ClientError> {
-        Ok(self.local.get_text("last_seq").await?.and_then(|s| s.parse().ok()).unwrap_or(0))
+        Ok(self
+            .local
+            .get_text("last_seq")
+            .await?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
     }
 
-    async fn sender_curve25519(&self, sender: &UserId, device: &DeviceId) -> Result<String, ClientError> {
+    async fn sender_curve25519(
+        &self,
+        sender: &UserId,
+        device: &DeviceId,
+    ) -> Result<String, ClientError> {
         if let Some((_, curve)) = self.local.peer(sender.as_str(), device.as_str()).await? {
             return Ok(curve);
         }
@@ -280,14 +435,29 @@ impl Client {
 
     /// Decrypts one message; on success the session (and account) are persisted.
     /// Returns the text and whether a new inbound session consumed a one-time key.
-    async fn decrypt(&self, account: &mut OlmAccount, message: &InboxMessage) -> Result<(String, bool), String> {
-        let ciphertext = Ciphertext { msg_type: message.msg_type, body: message.body.clone() };
-        let (sender, device) = (message.sender_id.as_str(), message.sender_device_id.as_str());
-        let sessions = self.local.sessions(sender, device).await.map_err(|e| e.to_string())?;
+    async fn decrypt(
+        &self,
+        account: &mut OlmAccount,
+        message: &InboxMessage,
+    ) -> Result<(String, bool), String> {
+        let ciphertext = Ciphertext {
+            msg_type: message.msg_type,
+            body: message.body.clone(),
+        };
+        let (sender, device) = (
+            message.sender_id.as_str(),
+            message.sender_device_id.as_str(),
+        );
+        let sessions = self
+            .local
+            .sessions(sender, device)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut last_error = String::from("KeyNotFound: no session with the sender");
         let mut decrypted = None;
         for (_, pickle) in sessions {
-            let mut session = OlmSession::from_pickle(&pickle, &self.local.key).map_err(|_| "KeyCorrupted: stored session unreadable".to_string())?;
+            let mut session = OlmSession::from_pickle(&pickle, &self.local.key)
+                .map_err(|_| "KeyCorrupted: stored session unreadable".to_string())?;
             match session.decrypt(&ciphertext) {
                 Ok(plain) => {
                     decrypted = Some((session, plain, false));
@@ -297,27 +467,46 @@ impl Client {
             }
         }
         if decrypted.is_none() && ciphertext.is_prekey() {
-            let curve = self.sender_curve25519(&message.sender_id, &message.sender_device_id).await.map_err(|e| format!("KeyNotFound: {e}"))?;
+            let curve = self
+                .sender_curve25519(&message.sender_id, &message.sender_device_id)
+                .await
+                .map_err(|e| format!("KeyNotFound: {e}"))?;
             match account.create_inbound_session(&curve, &ciphertext) {
                 Ok((session, plain)) => decrypted = Some((session, plain, true)),
                 Err(e) => last_error = failure_code(&e),
             }
         }
         let (session, plain, inbound) = decrypted.ok_or(last_error)?;
-        let payload: Payload = serde_json::from_slice(&plain).map_err(|_| "Malformed: plaintext is not an Atlas payload".to_string())?;
-        if payload.sender != message.sender_id || payload.sender_device != message.sender_device_id || payload.recipient != self.user_id || payload.recipient_device != self.device_id {
-            return Err("Forged: envelope labels do not match the encrypted sender/recipient".into());
+        let payload: Payload = serde_json::from_slice(&plain)
+            .map_err(|_| "Malformed: plaintext is not an Atlas payload".to_string())?;
+        if payload.sender != message.sender_id
+            || payload.sender_device != message.sender_device_id
+            || payload.recipient != self.user_id
+            || payload.recipient_device != self.device_id
+        {
+            return Err(
+                "Forged: envelope labels do not match the encrypted sender/recipient".into(),
+            );
         }
         let account_pickle = inbound.then(|| account.pickle(&self.local.key));
         self.local
-            .save_session(sender, device, &session.session_id(), &session.pickle(&self.local.key), account_pickle.as_deref())
+            .save_session(
+                sender,
+                device,
+                &session.session_id(),
+                &session.pickle(&self.local.key),
+                account_pickle.as_deref(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok((payload.body, inbound))
     }
 
     /// Processes messages in sequence order (fetching any gap first), acks them, and returns them.
-    pub async fn process(&self, mut messages: Vec<InboxMessage>) -> Result<Vec<Received>, ClientError> {
+    pub async fn process(
+        &self,
+        mut messages: Vec<InboxMessage>,
+    ) -> Result<Vec<Received>, ClientError> {
         messages.sort_by_key(|m| m.seq);
         let mut last = self.last_seq().await?;
         if messages.first().is_some_and(|m| m.seq > last + 1) {
@@ -348,8 +537,18 @@ impl Client {
         }
         drop(account);
         if !out.is_empty() {
-            self.local.put("last_seq", last.to_string().as_bytes()).await?;
-            let _: AckResponse = self.transport.call(Method::POST, "/messages/ack", "", Some(&AckRequest { up_to_seq: last })).await?;
+            self.local
+                .put("last_seq", last.to_string().as_bytes())
+                .await?;
+            let _: AckResponse = self
+                .transport
+                .call(
+                    Method::POST,
+                    "/messages/ack",
+                    "",
+                    Some(&AckRequest { up_to_seq: last }),
+                )
+                .await?;
         }
         if created_inbound {
             self.top_up_keys(false).await?;
@@ -357,12 +556,25 @@ impl Client {
         Ok(out)
     }
 
+    /// The next page of messages waiting for this device, without processing them.
+    pub async fn pending(&self) -> Result<Vec<InboxMessage>, ClientError> {
+        let after = self.last_seq().await?;
+        let page: InboxResponse = self
+            .transport
+            .call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None)
+            .await?;
+        Ok(page.messages)
+    }
+
     /// Fetches, decrypts and acknowledges everything waiting for this device.
     pub async fn sync(&self) -> Result<Vec<Received>, ClientError> {
         let mut all = Vec::new();
         loop {
             let after = self.last_seq().await?;
-            let page: InboxResponse = self.transport.call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None).await?;
+            let page: InboxResponse = self
+                .transport
+                .call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None)
+                .await?;
             let more = page.more;
             if page.messages.is_empty() {
                 break;

@@ -13,3 +13,4 @@ mod transport;
 pub use client::{Client, Received};
 pub use error::ClientError;
 pub use payload::Payload;
+pub use transport::http_client;

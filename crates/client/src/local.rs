@@ -3,8 +3,8 @@
 //! plaintext) are sealed with XChaCha20-Poly1305; the key lives in a `0600` file.
 use crate::error::ClientError;
 use atlas_crypto::at_rest::SecretBox;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::path::Path;
 
 const SCHEMA: &[&str] = &[
@@ -29,24 +29,33 @@ pub(crate) struct LocalState {
 
 fn read_or_create_key(path: &Path) -> Result<[u8; 32], ClientError> {
     if path.exists() {
-        let bytes = std::fs::read(path).map_err(|e| ClientError::State(format!("cannot read key file {}: {e}", path.display())))?;
-        return bytes.try_into().map_err(|_| ClientError::State(format!("key file {} is corrupted", path.display())));
+        let bytes = std::fs::read(path).map_err(|e| {
+            ClientError::State(format!("cannot read key file {}: {e}", path.display()))
+        })?;
+        return bytes
+            .try_into()
+            .map_err(|_| ClientError::State(format!("key file {} is corrupted", path.display())));
     }
     let key: [u8; 32] = atlas_crypto::random_bytes();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| ClientError::State(format!("cannot create key file {}: {e}", path.display())))?;
-    std::io::Write::write_all(&mut file, &key).map_err(|e| ClientError::State(format!("cannot write key file: {e}")))?;
-    file.sync_all().map_err(|e| ClientError::State(format!("cannot sync key file: {e}")))?;
+    let mut file = options.open(path).map_err(|e| {
+        ClientError::State(format!("cannot create key file {}: {e}", path.display()))
+    })?;
+    std::io::Write::write_all(&mut file, &key)
+        .map_err(|e| ClientError::State(format!("cannot write key file: {e}")))?;
+    file.sync_all()
+        .map_err(|e| ClientError::State(format!("cannot sync key file: {e}")))?;
     Ok(key)
 }
 
 impl LocalState {
     /// Opens (creating) the profile in `dir`.
     pub(crate) async fn open(dir: &Path) -> Result<Self, ClientError> {
-        std::fs::create_dir_all(dir).map_err(|e| ClientError::State(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ClientError::State(format!("cannot create {}: {e}", dir.display())))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -57,51 +66,86 @@ impl LocalState {
             .filename(dir.join("state.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&pool).await?;
         }
-        Ok(Self { pool, key, sealer: SecretBox::new(&key) })
+        Ok(Self {
+            pool,
+            key,
+            sealer: SecretBox::new(&key),
+        })
     }
 
     /// A sealed value.
     pub(crate) async fn get(&self, k: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        let row = sqlx::query("SELECT v FROM kv WHERE k = $1").bind(k).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT v FROM kv WHERE k = $1")
+            .bind(k)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             let sealed: Vec<u8> = r.try_get("v")?;
-            self.sealer.open(format!("kv/{k}").as_bytes(), &sealed).map_err(|_| ClientError::State(format!("stored '{k}' is corrupted or under another key")))
+            self.sealer
+                .open(format!("kv/{k}").as_bytes(), &sealed)
+                .map_err(|_| {
+                    ClientError::State(format!("stored '{k}' is corrupted or under another key"))
+                })
         })
         .transpose()
     }
 
     /// A sealed value as text.
     pub(crate) async fn get_text(&self, k: &str) -> Result<Option<String>, ClientError> {
-        self.get(k).await?.map(|v| String::from_utf8(v).map_err(|_| ClientError::State(format!("stored '{k}' is not text")))).transpose()
+        self.get(k)
+            .await?
+            .map(|v| {
+                String::from_utf8(v)
+                    .map_err(|_| ClientError::State(format!("stored '{k}' is not text")))
+            })
+            .transpose()
     }
 
     /// Stores a value sealed.
     pub(crate) async fn put(&self, k: &str, v: &[u8]) -> Result<(), ClientError> {
         let sealed = self.sealer.seal(format!("kv/{k}").as_bytes(), v);
-        sqlx::query("INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v")
-            .bind(k)
-            .bind(sealed)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        )
+        .bind(k)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Pickles of the sessions with a peer device, most recently used first.
-    pub(crate) async fn sessions(&self, peer_user: &str, peer_device: &str) -> Result<Vec<(String, String)>, ClientError> {
+    pub(crate) async fn sessions(
+        &self,
+        peer_user: &str,
+        peer_device: &str,
+    ) -> Result<Vec<(String, String)>, ClientError> {
         let rows = sqlx::query("SELECT session_id, pickle FROM sessions WHERE peer_user = $1 AND peer_device = $2 ORDER BY last_used DESC")
             .bind(peer_user)
             .bind(peer_device)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(|r| Ok((r.try_get("session_id")?, r.try_get("pickle")?))).collect()
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("session_id")?, r.try_get("pickle")?)))
+            .collect()
     }
 
     /// Saves a session and, in the same transaction, the account when it changed (an inbound session consumes a one-time key).
-    pub(crate) async fn save_session(&self, peer_user: &str, peer_device: &str, session_id: &str, pickle: &str, account: Option<&str>) -> Result<(), ClientError> {
+    pub(crate) async fn save_session(
+        &self,
+        peer_user: &str,
+        peer_device: &str,
+        session_id: &str,
+        pickle: &str,
+        account: Option<&str>,
+    ) -> Result<(), ClientError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO sessions (session_id, peer_user, peer_device, pickle, last_used) VALUES ($1, $2, $3, $4, $5) \
@@ -124,35 +168,66 @@ impl LocalState {
 
     /// Forgets every session with a peer device.
     async fn drop_sessions(&self, peer_user: &str, peer_device: &str) -> Result<(), ClientError> {
-        sqlx::query("DELETE FROM sessions WHERE peer_user = $1 AND peer_device = $2").bind(peer_user).bind(peer_device).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE peer_user = $1 AND peer_device = $2")
+            .bind(peer_user)
+            .bind(peer_device)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// A peer device's verified identity keys `(ed25519, curve25519)`.
-    pub(crate) async fn peer(&self, peer_user: &str, peer_device: &str) -> Result<Option<(String, String)>, ClientError> {
-        let row = sqlx::query("SELECT ed25519, curve25519 FROM peers WHERE peer_user = $1 AND peer_device = $2")
-            .bind(peer_user)
-            .bind(peer_device)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Ok((r.try_get("ed25519")?, r.try_get("curve25519")?))).transpose()
+    pub(crate) async fn peer(
+        &self,
+        peer_user: &str,
+        peer_device: &str,
+    ) -> Result<Option<(String, String)>, ClientError> {
+        let row = sqlx::query(
+            "SELECT ed25519, curve25519 FROM peers WHERE peer_user = $1 AND peer_device = $2",
+        )
+        .bind(peer_user)
+        .bind(peer_device)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("ed25519")?, r.try_get("curve25519")?)))
+            .transpose()
     }
 
     /// The known devices of a peer user.
     pub(crate) async fn peer_devices(&self, peer_user: &str) -> Result<Vec<String>, ClientError> {
-        let rows = sqlx::query("SELECT peer_device FROM peers WHERE peer_user = $1 ORDER BY peer_device").bind(peer_user).fetch_all(&self.pool).await?;
-        rows.into_iter().map(|r| Ok(r.try_get("peer_device")?)).collect()
+        let rows =
+            sqlx::query("SELECT peer_device FROM peers WHERE peer_user = $1 ORDER BY peer_device")
+                .bind(peer_user)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|r| Ok(r.try_get("peer_device")?))
+            .collect()
     }
 
     /// Forgets a peer device and its sessions (it is no longer one of the user's devices).
-    pub(crate) async fn forget_peer(&self, peer_user: &str, peer_device: &str) -> Result<(), ClientError> {
+    pub(crate) async fn forget_peer(
+        &self,
+        peer_user: &str,
+        peer_device: &str,
+    ) -> Result<(), ClientError> {
         self.drop_sessions(peer_user, peer_device).await?;
-        sqlx::query("DELETE FROM peers WHERE peer_user = $1 AND peer_device = $2").bind(peer_user).bind(peer_device).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM peers WHERE peer_user = $1 AND peer_device = $2")
+            .bind(peer_user)
+            .bind(peer_device)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Remembers a peer device's verified identity keys.
-    pub(crate) async fn save_peer(&self, peer_user: &str, peer_device: &str, ed25519: &str, curve25519: &str) -> Result<(), ClientError> {
+    pub(crate) async fn save_peer(
+        &self,
+        peer_user: &str,
+        peer_device: &str,
+        ed25519: &str,
+        curve25519: &str,
+    ) -> Result<(), ClientError> {
         sqlx::query(
             "INSERT INTO peers (peer_user, peer_device, ed25519, curve25519) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (peer_user, peer_device) DO UPDATE SET ed25519 = excluded.ed25519, curve25519 = excluded.curve25519",
@@ -167,8 +242,16 @@ impl LocalState {
     }
 
     /// Keeps a sent plaintext (sealed) so it can be re-encrypted for a resend.
-    pub(crate) async fn remember_sent(&self, message_id: &str, recipient: &str, plaintext: &str) -> Result<(), ClientError> {
-        let sealed = self.sealer.seal(format!("outbox/{message_id}").as_bytes(), plaintext.as_bytes());
+    pub(crate) async fn remember_sent(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        plaintext: &str,
+    ) -> Result<(), ClientError> {
+        let sealed = self.sealer.seal(
+            format!("outbox/{message_id}").as_bytes(),
+            plaintext.as_bytes(),
+        );
         sqlx::query("INSERT INTO outbox (message_id, recipient, sealed, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
             .bind(message_id)
             .bind(recipient)
@@ -184,14 +267,23 @@ impl LocalState {
     }
 
     /// A sent plaintext still in the outbox.
-    pub(crate) async fn sent(&self, message_id: &str) -> Result<Option<(String, String)>, ClientError> {
-        let row = sqlx::query("SELECT recipient, sealed FROM outbox WHERE message_id = $1").bind(message_id).fetch_optional(&self.pool).await?;
+    pub(crate) async fn sent(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<(String, String)>, ClientError> {
+        let row = sqlx::query("SELECT recipient, sealed FROM outbox WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Vec<u8> = row.try_get("sealed")?;
         let plain = self
             .sealer
             .open(format!("outbox/{message_id}").as_bytes(), &sealed)
             .map_err(|_| ClientError::State("outbox entry corrupted".into()))?;
-        Ok(Some((row.try_get("recipient")?, String::from_utf8_lossy(&plain).into_owned())))
+        Ok(Some((
+            row.try_get("recipient")?,
+            String::from_utf8_lossy(&plain).into_owned(),
+        )))
     }
 }

@@ -11,16 +11,37 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 impl Client {
     /// Receives pushed messages until the server closes the socket (e.g. when
     /// the access token expires) or `stop` resolves; calls `on_message` for each.
-    pub async fn listen(&self, mut on_message: impl FnMut(Received), stop: impl std::future::Future<Output = ()>) -> Result<(), ClientError> {
+    pub async fn listen(
+        &self,
+        mut on_message: impl FnMut(Received),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
         let after = self.last_seq().await?;
         let token = self.transport.access_token().await?;
         let proof = self.transport.proof(&Method::GET, "/ws", Some(&token));
-        let url = format!("{}/ws?after={after}", self.server().replacen("http", "ws", 1));
-        let mut request = url.into_client_request().map_err(|e| ClientError::Push(e.to_string()))?;
+        let url = format!(
+            "{}/ws?after={after}",
+            self.server().replacen("http", "ws", 1)
+        );
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::Push(e.to_string()))?;
         let headers = request.headers_mut();
-        headers.insert("authorization", format!("DPoP {token}").parse().map_err(|_| ClientError::Push("bad token header".into()))?);
-        headers.insert("dpop", proof.parse().map_err(|_| ClientError::Push("bad proof header".into()))?);
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| ClientError::Push(e.to_string()))?;
+        headers.insert(
+            "authorization",
+            format!("DPoP {token}")
+                .parse()
+                .map_err(|_| ClientError::Push("bad token header".into()))?,
+        );
+        headers.insert(
+            "dpop",
+            proof
+                .parse()
+                .map_err(|_| ClientError::Push("bad proof header".into()))?,
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| ClientError::Push(e.to_string()))?;
         tokio::pin!(stop);
         loop {
             let frame = tokio::select! {

@@ -38,9 +38,11 @@ fn now() -> i64 {
 }
 
 /// An HTTP client; installs the ring TLS provider once.
-pub(crate) fn http_client() -> Result<reqwest::Client, ClientError> {
+pub fn http_client() -> Result<reqwest::Client, ClientError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Ok(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?)
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?)
 }
 
 /// Turns a non-success response into a `ClientError`.
@@ -49,12 +51,21 @@ pub(crate) async fn refusal(response: reqwest::Response) -> ClientError {
     let text = response.text().await.unwrap_or_default();
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(body) => ClientError::Api { status, body },
-        Err(_) => ClientError::Protocol { status, detail: text.chars().take(200).collect() },
+        Err(_) => ClientError::Protocol {
+            status,
+            detail: text.chars().take(200).collect(),
+        },
     }
 }
 
 impl Transport {
-    pub(crate) fn new(base: String, dpop: JwsSigner, device_signer: OlmAccount, user_id: UserId, device_id: DeviceId) -> Result<Self, ClientError> {
+    pub(crate) fn new(
+        base: String,
+        dpop: JwsSigner,
+        device_signer: OlmAccount,
+        user_id: UserId,
+        device_id: DeviceId,
+    ) -> Result<Self, ClientError> {
         Ok(Self {
             http: http_client()?,
             base: base.trim_end_matches('/').to_owned(),
@@ -68,7 +79,11 @@ impl Transport {
     }
 
     fn remember_nonce(&self, response: &reqwest::Response) {
-        if let Some(nonce) = response.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+        if let Some(nonce) = response
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+        {
             *self.nonce.lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce.to_owned());
         }
     }
@@ -76,13 +91,26 @@ impl Transport {
     /// A DPoP proof for a request (with `ath` when a token is given).
     pub(crate) fn proof(&self, method: &Method, path: &str, token: Option<&str>) -> String {
         let nonce = self.nonce.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        create_proof(&self.dpop, method.as_str(), &format!("{}{path}", self.base), now(), token, nonce.as_deref())
+        create_proof(
+            &self.dpop,
+            method.as_str(),
+            &format!("{}{path}", self.base),
+            now(),
+            token,
+            nonce.as_deref(),
+        )
     }
 
     async fn request_token(&self, grant: TokenRequest) -> Result<TokenResponse, ClientError> {
         for _ in 0..2 {
             let proof = self.proof(&Method::POST, "/token", None);
-            let response = self.http.post(format!("{}/token", self.base)).header("DPoP", proof).json(&grant).send().await?;
+            let response = self
+                .http
+                .post(format!("{}/token", self.base))
+                .header("DPoP", proof)
+                .json(&grant)
+                .send()
+                .await?;
             self.remember_nonce(&response);
             if response.status().is_success() {
                 return Ok(response.json().await?);
@@ -92,7 +120,10 @@ impl Transport {
                 return Err(error);
             }
         }
-        Err(ClientError::Protocol { status: 401, detail: "server keeps refusing the DPoP nonce".into() })
+        Err(ClientError::Protocol {
+            status: 401,
+            detail: "server keeps refusing the DPoP nonce".into(),
+        })
     }
 
     /// A valid access token, obtained or renewed as needed.
@@ -104,7 +135,10 @@ impl Transport {
             }
         }
         let renewed = match tokens.refresh.take() {
-            Some(refresh_token) => self.request_token(TokenRequest::RefreshToken { refresh_token }).await.ok(),
+            Some(refresh_token) => self
+                .request_token(TokenRequest::RefreshToken { refresh_token })
+                .await
+                .ok(),
             None => None,
         };
         let response = match renewed {
@@ -112,11 +146,25 @@ impl Transport {
             None => {
                 let iat = now();
                 let jkt = self.dpop.public_jwk().thumbprint();
-                let signature = self.device_signer.sign(&token_signing_payload(&self.user_id, &self.device_id, &jkt, iat));
-                self.request_token(TokenRequest::DeviceSignature { user_id: self.user_id.clone(), device_id: self.device_id.clone(), iat, signature }).await?
+                let signature = self.device_signer.sign(&token_signing_payload(
+                    &self.user_id,
+                    &self.device_id,
+                    &jkt,
+                    iat,
+                ));
+                self.request_token(TokenRequest::DeviceSignature {
+                    user_id: self.user_id.clone(),
+                    device_id: self.device_id.clone(),
+                    iat,
+                    signature,
+                })
+                .await?
             }
         };
-        tokens.access = Some((response.access_token.clone(), now() + response.expires_in as i64));
+        tokens.access = Some((
+            response.access_token.clone(),
+            now() + response.expires_in as i64,
+        ));
         tokens.refresh = Some(response.refresh_token);
         Ok(response.access_token)
     }
@@ -126,7 +174,13 @@ impl Transport {
     }
 
     /// An authenticated request; retries once for a nonce challenge or a rejected token.
-    pub(crate) async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(&self, method: Method, path: &str, query: &str, body: Option<&B>) -> Result<T, ClientError> {
+    pub(crate) async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let mut last_error = None;
         for _ in 0..3 {
             let token = self.access_token().await?;
@@ -153,6 +207,9 @@ impl Transport {
             }
             last_error = Some(error);
         }
-        Err(last_error.unwrap_or(ClientError::Protocol { status: 401, detail: "authentication keeps failing".into() }))
+        Err(last_error.unwrap_or(ClientError::Protocol {
+            status: 401,
+            detail: "authentication keeps failing".into(),
+        }))
     }
 }

@@ -40,5 +40,7 @@ pub fn verify_device_keys(user_id: &UserId, keys: &DeviceKeys) -> Result<(), Dev
 
 /// Checks that `key` is a Curve25519 public key in base64.
 pub fn check_curve25519(key: &str) -> Result<(), DeviceSignatureError> {
-    vodozemac::Curve25519PublicKey::from_base64(key).map(|_| ()).map_err(|_| DeviceSignatureError::BadCurveKey)
+    vodozemac::Curve25519PublicKey::from_base64(key)
+        .map(|_| ())
+        .map_err(|_| DeviceSignatureError::BadCurveKey)
 }

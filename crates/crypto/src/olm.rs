@@ -351,7 +351,9 @@ mod fallback_tests {
         assert_eq!(account.unpublished_fallback_key(), Some(first.clone()));
         account.mark_published();
         assert_eq!(account.unpublished_fallback_key(), None);
-        let second = account.rotate_fallback_key().expect("a rotated fallback key");
+        let second = account
+            .rotate_fallback_key()
+            .expect("a rotated fallback key");
         assert_ne!(first, second);
     }
 }

@@ -19,28 +19,50 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status, code and description.
     pub fn new(status: StatusCode, code: ErrorCode, description: impl Into<String>) -> Self {
-        Self { status, code, description: description.into(), details: None, www_authenticate: false, nonce: None }
+        Self {
+            status,
+            code,
+            description: description.into(),
+            details: None,
+            www_authenticate: false,
+            nonce: None,
+        }
     }
 
     /// 400 `invalid_request`.
     pub fn invalid(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            description,
+        )
     }
 
     /// 413 `payload_too_large`.
     pub fn too_large(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge, description)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            description,
+        )
     }
 
     /// 401 with a `WWW-Authenticate: DPoP …` challenge (RFC 9449 §7.1).
     pub fn unauthorized(code: ErrorCode, description: impl Into<String>) -> Self {
-        Self { www_authenticate: true, ..Self::new(StatusCode::UNAUTHORIZED, code, description) }
+        Self {
+            www_authenticate: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, code, description)
+        }
     }
 
     /// 500 `internal`; the cause is logged, not shown to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal server error",
+        )
     }
 
     /// Attaches structured details.
@@ -67,18 +89,36 @@ impl From<StoreError> for ApiError {
         use StatusCode as S;
         match e {
             StoreError::UserExists => Self::new(S::CONFLICT, C::UserExists, "user already exists"),
-            StoreError::DeviceExists => Self::new(S::CONFLICT, C::DeviceExists, "device already exists"),
-            StoreError::UnknownUser => Self::new(S::NOT_FOUND, C::UnknownUser, "unknown user"),
-            StoreError::UnknownDevice => Self::new(S::NOT_FOUND, C::UnknownDevice, "unknown device"),
-            StoreError::InvalidLinkToken => Self::new(S::FORBIDDEN, C::InvalidLinkToken, "link token is unknown, used or expired"),
-            StoreError::DeviceListMismatch(m) => Self::new(S::CONFLICT, C::DeviceListMismatch, "envelopes do not match the recipient's current devices")
-                .with_details(serde_json::to_value(m).unwrap_or_default()),
-            StoreError::IdempotencyConflict => {
-                Self::new(S::CONFLICT, C::IdempotencyConflict, "client_message_id was already used for a different message")
+            StoreError::DeviceExists => {
+                Self::new(S::CONFLICT, C::DeviceExists, "device already exists")
             }
+            StoreError::UnknownUser => Self::new(S::NOT_FOUND, C::UnknownUser, "unknown user"),
+            StoreError::UnknownDevice => {
+                Self::new(S::NOT_FOUND, C::UnknownDevice, "unknown device")
+            }
+            StoreError::InvalidLinkToken => Self::new(
+                S::FORBIDDEN,
+                C::InvalidLinkToken,
+                "link token is unknown, used or expired",
+            ),
+            StoreError::DeviceListMismatch(m) => Self::new(
+                S::CONFLICT,
+                C::DeviceListMismatch,
+                "envelopes do not match the recipient's current devices",
+            )
+            .with_details(serde_json::to_value(m).unwrap_or_default()),
+            StoreError::IdempotencyConflict => Self::new(
+                S::CONFLICT,
+                C::IdempotencyConflict,
+                "client_message_id was already used for a different message",
+            ),
             StoreError::Database(sqlx_error) => {
                 tracing::error!(error = %sqlx_error, "database error");
-                Self::new(S::SERVICE_UNAVAILABLE, C::Unavailable, "storage unavailable, retry later")
+                Self::new(
+                    S::SERVICE_UNAVAILABLE,
+                    C::Unavailable,
+                    "storage unavailable, retry later",
+                )
             }
             e @ StoreError::Corrupt(_) => Self::internal(e),
         }
@@ -87,7 +127,11 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.code, error_description: self.description.clone(), details: self.details };
+        let body = ErrorBody {
+            error: self.code,
+            error_description: self.description.clone(),
+            details: self.details,
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if self.www_authenticate {

@@ -19,7 +19,10 @@ impl Fanout {
     /// Subscribes a connection of `device` to its new messages.
     pub fn subscribe(&self, user: &UserId, device: &DeviceId) -> broadcast::Receiver<InboxMessage> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        channels.entry((user.clone(), device.clone())).or_insert_with(|| broadcast::channel(256).0).subscribe()
+        channels
+            .entry((user.clone(), device.clone()))
+            .or_insert_with(|| broadcast::channel(256).0)
+            .subscribe()
     }
 
     /// Pushes a message to the device's connections (no-op when none is connected).

@@ -66,7 +66,11 @@ impl RunningServer {
     }
 }
 
-fn server_key(purpose: &'static str, alg: &'static str, now: time::OffsetDateTime) -> impl Fn() -> ServerKeyRecord + Send + Sync {
+fn server_key(
+    purpose: &'static str,
+    alg: &'static str,
+    now: time::OffsetDateTime,
+) -> impl Fn() -> ServerKeyRecord + Send + Sync {
     move || ServerKeyRecord {
         kid: format!("{purpose}-{}", atlas_crypto::random_id()),
         purpose: purpose.into(),
@@ -82,17 +86,33 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 }
 
 /// [`start`] with an injected clock (tests).
-pub async fn start_with_clock(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+pub async fn start_with_clock(
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
     let store = atlas_store::open(&config.database_url).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_owned();
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
 
     let now = clock.now();
-    let token_key = store.server_key("access-token", &server_key("access-token", "EdDSA", now)).await?;
-    let signer = JwsSigner::from_secret(&token_key.alg, &token_key.secret).ok_or(StartError::BadServerKey("access-token"))?;
-    let nonce_key = store.server_key("dpop-nonce", &server_key("dpop-nonce", "HS256", now)).await?;
-    let nonce_key: [u8; 32] = nonce_key.secret.try_into().map_err(|_| StartError::BadServerKey("dpop-nonce"))?;
+    let token_key = store
+        .server_key("access-token", &server_key("access-token", "EdDSA", now))
+        .await?;
+    let signer = JwsSigner::from_secret(&token_key.alg, &token_key.secret)
+        .ok_or(StartError::BadServerKey("access-token"))?;
+    let nonce_key = store
+        .server_key("dpop-nonce", &server_key("dpop-nonce", "HS256", now))
+        .await?;
+    let nonce_key: [u8; 32] = nonce_key
+        .secret
+        .try_into()
+        .map_err(|_| StartError::BadServerKey("dpop-nonce"))?;
     let jti = Arc::new(EmbeddedJtiCache::load(store.clone(), now).await?);
 
     let state = Arc::new(Inner {
@@ -146,5 +166,10 @@ pub async fn start_with_clock(config: ServerConfig, clock: Arc<dyn Clock>) -> Re
         }
     });
     tracing::info!(%addr, %public_url, backend = store.backend(), "atlas server listening");
-    Ok(RunningServer { addr, public_url, shutdown, task })
+    Ok(RunningServer {
+        addr,
+        public_url,
+        shutdown,
+        task,
+    })
 }

@@ -81,7 +81,8 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         let t = OffsetDateTime::now_utc();
-        t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+        t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+            .unwrap_or(t)
     }
 }
 

@@ -198,7 +198,10 @@ async fn one_time_keys_are_claimed_once(db: Db) {
         assert_eq!(claimed.len(), 1);
         let key = claimed[0].key.clone().unwrap();
         if key.fallback {
-            assert_eq!(key.key_id, "k0", "one-time and fallback keys may share an id");
+            assert_eq!(
+                key.key_id, "k0",
+                "one-time and fallback keys may share an id"
+            );
             fallbacks += 1;
         } else {
             one_time.push(key.key_id);

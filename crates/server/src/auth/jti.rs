@@ -52,9 +52,21 @@ fn to_time(unix: i64) -> OffsetDateTime {
 impl EmbeddedJtiCache {
     /// Loads the unexpired `jti`s saved before the last shutdown.
     pub async fn load(store: Arc<dyn Store>, now: OffsetDateTime) -> Result<Self, JtiCacheError> {
-        let saved = store.load_jtis(now).await.map_err(|e| JtiCacheError::Backend(e.to_string()))?;
-        let live = saved.into_iter().map(|(jti, exp)| (jti, exp.unix_timestamp())).collect();
-        Ok(Self { entries: Mutex::new(Entries { live, unsaved: Vec::new() }), store })
+        let saved = store
+            .load_jtis(now)
+            .await
+            .map_err(|e| JtiCacheError::Backend(e.to_string()))?;
+        let live = saved
+            .into_iter()
+            .map(|(jti, exp)| (jti, exp.unix_timestamp()))
+            .collect();
+        Ok(Self {
+            entries: Mutex::new(Entries {
+                live,
+                unsaved: Vec::new(),
+            }),
+            store,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -90,19 +102,27 @@ impl JtiCache for EmbeddedJtiCache {
             entries.unsaved.retain(|(j, _)| j != jti);
             entries.live.remove(jti).is_some()
         };
-        let stored = self.store.delete_jti(jti).await.map_err(|e| JtiCacheError::Backend(e.to_string()))?;
+        let stored = self
+            .store
+            .delete_jti(jti)
+            .await
+            .map_err(|e| JtiCacheError::Backend(e.to_string()))?;
         Ok(was || stored)
     }
 
     async fn flush(&self) -> Result<(), JtiCacheError> {
-        let batch: Vec<(String, OffsetDateTime)> =
-            std::mem::take(&mut self.lock().unsaved).into_iter().map(|(j, e)| (j, to_time(e))).collect();
+        let batch: Vec<(String, OffsetDateTime)> = std::mem::take(&mut self.lock().unsaved)
+            .into_iter()
+            .map(|(j, e)| (j, to_time(e)))
+            .collect();
         if batch.is_empty() {
             return Ok(());
         }
         if let Err(e) = self.store.save_jtis(&batch).await {
             // Keep them for the next flush rather than forgetting them.
-            self.lock().unsaved.extend(batch.into_iter().map(|(j, e)| (j, e.unix_timestamp())));
+            self.lock()
+                .unsaved
+                .extend(batch.into_iter().map(|(j, e)| (j, e.unix_timestamp())));
             return Err(JtiCacheError::Backend(e.to_string()));
         }
         Ok(())

@@ -30,7 +30,8 @@ pub struct DeviceAuth {
 fn proof_error(state: &AppState, e: DpopError) -> ApiError {
     match e {
         DpopError::NonceRequired | DpopError::NonceInvalid => {
-            ApiError::unauthorized(ErrorCode::UseDpopNonce, format!("{INVALID_PROOF}: {e}")).with_nonce(state.nonces.issue(state.clock.unix()))
+            ApiError::unauthorized(ErrorCode::UseDpopNonce, format!("{INVALID_PROOF}: {e}"))
+                .with_nonce(state.nonces.issue(state.clock.unix()))
         }
         e => ApiError::unauthorized(ErrorCode::InvalidDpopProof, format!("{INVALID_PROOF}: {e}")),
     }
@@ -38,26 +39,63 @@ fn proof_error(state: &AppState, e: DpopError) -> ApiError {
 
 /// Checks the `DPoP` header of a request: signature, method, URL, time, `ath`,
 /// nonce, and finally replay (last, so a bad proof cannot poison the cache).
-pub async fn check_proof(state: &AppState, method: &Method, path: &str, headers: &HeaderMap, access_token: Option<&str>) -> Result<VerifiedProof, ApiError> {
+pub async fn check_proof(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    access_token: Option<&str>,
+) -> Result<VerifiedProof, ApiError> {
     let mut values = headers.get_all("dpop").iter();
     let proof = match (values.next(), values.next()) {
-        (Some(v), None) => v.to_str().map_err(|_| proof_error(state, DpopError::Malformed("header is not ASCII")))?,
-        (None, _) => return Err(proof_error(state, DpopError::Malformed("DPoP header missing"))),
-        (Some(_), Some(_)) => return Err(proof_error(state, DpopError::Malformed("more than one DPoP header"))),
+        (Some(v), None) => v
+            .to_str()
+            .map_err(|_| proof_error(state, DpopError::Malformed("header is not ASCII")))?,
+        (None, _) => {
+            return Err(proof_error(
+                state,
+                DpopError::Malformed("DPoP header missing"),
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(proof_error(
+                state,
+                DpopError::Malformed("more than one DPoP header"),
+            ));
+        }
     };
     let htu = format!("{}{}", state.config.public_url, path);
     let now = state.clock.unix();
-    let expected = ExpectedRequest { htm: method.as_str(), htu: &htu, access_token, now };
-    let verified = dpop::verify_proof(proof, &expected, state.config.iat_window).map_err(|e| proof_error(state, e))?;
+    let expected = ExpectedRequest {
+        htm: method.as_str(),
+        htu: &htu,
+        access_token,
+        now,
+    };
+    let verified = dpop::verify_proof(proof, &expected, state.config.iat_window)
+        .map_err(|e| proof_error(state, e))?;
     match &verified.nonce {
-        Some(nonce) => state.nonces.check(nonce, now).map_err(|e| proof_error(state, e))?,
-        None if state.config.require_dpop_nonce => return Err(proof_error(state, DpopError::NonceRequired)),
+        Some(nonce) => state
+            .nonces
+            .check(nonce, now)
+            .map_err(|e| proof_error(state, e))?,
+        None if state.config.require_dpop_nonce => {
+            return Err(proof_error(state, DpopError::NonceRequired));
+        }
         None => {}
     }
-    let remember_until = verified.iat + state.config.iat_window.max_age_secs + state.config.iat_window.max_skew_secs;
-    let fresh = state.jti.insert_new(&verified.jti, remember_until.max(now + 1)).await.map_err(ApiError::internal)?;
+    let remember_until =
+        verified.iat + state.config.iat_window.max_age_secs + state.config.iat_window.max_skew_secs;
+    let fresh = state
+        .jti
+        .insert_new(&verified.jti, remember_until.max(now + 1))
+        .await
+        .map_err(ApiError::internal)?;
     if !fresh {
-        return Err(ApiError::unauthorized(ErrorCode::InvalidDpopProof, format!("{INVALID_PROOF}: jti was already used (replay)")));
+        return Err(ApiError::unauthorized(
+            ErrorCode::InvalidDpopProof,
+            format!("{INVALID_PROOF}: jti was already used (replay)"),
+        ));
     }
     Ok(verified)
 }
@@ -70,23 +108,48 @@ impl FromRequestParts<AppState> for DeviceAuth {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized(ErrorCode::InvalidToken, "missing Authorization: DPoP <token>"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    ErrorCode::InvalidToken,
+                    "missing Authorization: DPoP <token>",
+                )
+            })?;
         let (scheme, token) = authorization.split_once(' ').unwrap_or((authorization, ""));
         let token = token.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::unauthorized(ErrorCode::InvalidToken, "DPoP-bound token presented as Bearer: use Authorization: DPoP"));
+            return Err(ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                "DPoP-bound token presented as Bearer: use Authorization: DPoP",
+            ));
         }
         if !scheme.eq_ignore_ascii_case("dpop") || token.is_empty() {
-            return Err(ApiError::unauthorized(ErrorCode::InvalidToken, "unsupported authorization scheme"));
+            return Err(ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                "unsupported authorization scheme",
+            ));
         }
         let claims = state
             .tokens
             .verify(token, state.clock.unix())
             .map_err(|e| ApiError::unauthorized(ErrorCode::InvalidToken, e.to_string()))?;
-        let proof = check_proof(state, &parts.method, parts.uri.path(), &parts.headers, Some(token)).await?;
+        let proof = check_proof(
+            state,
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            Some(token),
+        )
+        .await?;
         if proof.jkt != claims.cnf.jkt {
-            return Err(ApiError::unauthorized(ErrorCode::InvalidToken, BINDING_FAILED));
+            return Err(ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                BINDING_FAILED,
+            ));
         }
-        Ok(DeviceAuth { user_id: claims.sub, device_id: claims.did, expires_at: claims.exp })
+        Ok(DeviceAuth {
+            user_id: claims.sub,
+            device_id: claims.did,
+            expires_at: claims.exp,
+        })
     }
 }

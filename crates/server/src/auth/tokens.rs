@@ -50,13 +50,18 @@ pub struct AccessTokens {
 impl AccessTokens {
     /// Tokens signed by `signer` (key id `kid`), issued by `issuer`.
     pub fn new(signer: JwsSigner, kid: String, issuer: String) -> Self {
-        Self { signer, kid, issuer }
+        Self {
+            signer,
+            kid,
+            issuer,
+        }
     }
 
     /// Signs a token for these claims.
     pub fn issue(&self, claims: &AccessClaims) -> String {
         let header = serde_json::json!({ "typ": "at+jwt", "kid": self.kid });
-        self.signer.sign_compact(header, &serde_json::to_vec(claims).unwrap_or_default())
+        self.signer
+            .sign_compact(header, &serde_json::to_vec(claims).unwrap_or_default())
     }
 
     /// Verifies a token's signature, issuer and expiry.
@@ -65,8 +70,10 @@ impl AccessTokens {
         if jws.header.get("kid").and_then(|k| k.as_str()) != Some(self.kid.as_str()) {
             return Err(TokenError::Invalid);
         }
-        jws.verify(&self.signer.public_jwk()).map_err(|_| TokenError::Invalid)?;
-        let claims: AccessClaims = serde_json::from_slice(&jws.payload).map_err(|_| TokenError::Invalid)?;
+        jws.verify(&self.signer.public_jwk())
+            .map_err(|_| TokenError::Invalid)?;
+        let claims: AccessClaims =
+            serde_json::from_slice(&jws.payload).map_err(|_| TokenError::Invalid)?;
         if claims.iss != self.issuer {
             return Err(TokenError::Invalid);
         }
@@ -94,16 +101,31 @@ mod tests {
 
     #[test]
     fn issue_verify_expire_and_forge() {
-        let tokens = AccessTokens::new(JwsSigner::generate_ed25519(), "k1".into(), "https://atlas.test".into());
+        let tokens = AccessTokens::new(
+            JwsSigner::generate_ed25519(),
+            "k1".into(),
+            "https://atlas.test".into(),
+        );
         let token = tokens.issue(&claims(100));
         assert_eq!(tokens.verify(&token, 50).unwrap().cnf.jkt, "abc");
         assert_eq!(tokens.verify(&token, 100).unwrap_err(), TokenError::Expired);
 
-        let other = AccessTokens::new(JwsSigner::generate_ed25519(), "k1".into(), "https://atlas.test".into());
+        let other = AccessTokens::new(
+            JwsSigner::generate_ed25519(),
+            "k1".into(),
+            "https://atlas.test".into(),
+        );
         assert_eq!(other.verify(&token, 50).unwrap_err(), TokenError::Invalid);
-        let foreign_issuer = AccessTokens::new(JwsSigner::generate_ed25519(), "k1".into(), "https://evil.test".into());
+        let foreign_issuer = AccessTokens::new(
+            JwsSigner::generate_ed25519(),
+            "k1".into(),
+            "https://evil.test".into(),
+        );
         let forged = foreign_issuer.issue(&claims(100));
         assert_eq!(tokens.verify(&forged, 50).unwrap_err(), TokenError::Invalid);
-        assert_eq!(tokens.verify("not.a.token", 50).unwrap_err(), TokenError::Invalid);
+        assert_eq!(
+            tokens.verify("not.a.token", 50).unwrap_err(),
+            TokenError::Invalid
+        );
     }
 }

@@ -11,8 +11,19 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     let ok = state.store.ping().await.is_ok();
     let body = HealthResponse {
         status: if ok { "ok" } else { "unavailable" }.into(),
-        storage: StorageHealth { backend: state.store.backend().into(), ok, latency_ms: started.elapsed().as_secs_f64() * 1000.0 },
+        storage: StorageHealth {
+            backend: state.store.backend().into(),
+            ok,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        },
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }

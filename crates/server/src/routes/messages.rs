@@ -3,7 +3,9 @@ use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use atlas_proto::api::{AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse};
+use atlas_proto::api::{
+    AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
+};
 use atlas_store::NewMessage;
 use axum::Json;
 use axum::extract::State;
@@ -19,25 +21,40 @@ const MAX_PAGE: u32 = 500;
 
 fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError> {
     if req.client_message_id.is_empty() || req.client_message_id.len() > 128 {
-        return Err(ApiError::invalid("client_message_id must be 1 to 128 characters"));
+        return Err(ApiError::invalid(
+            "client_message_id must be 1 to 128 characters",
+        ));
     }
     if req.encryption_algorithm.is_empty() || req.encryption_algorithm.len() > 64 {
-        return Err(ApiError::invalid("encryption_algorithm must be 1 to 64 characters"));
+        return Err(ApiError::invalid(
+            "encryption_algorithm must be 1 to 64 characters",
+        ));
     }
     if req.envelopes.is_empty() {
         return Err(ApiError::invalid("at least one envelope is required"));
     }
     if req.envelopes.len() > MAX_ENVELOPES {
-        return Err(ApiError::too_large(format!("at most {MAX_ENVELOPES} envelopes per send")));
+        return Err(ApiError::too_large(format!(
+            "at most {MAX_ENVELOPES} envelopes per send"
+        )));
     }
     for e in &req.envelopes {
         if e.msg_type > 1 {
-            return Err(ApiError::invalid("msg_type must be 0 (pre-key) or 1 (normal)"));
+            return Err(ApiError::invalid(
+                "msg_type must be 0 (pre-key) or 1 (normal)",
+            ));
         }
         if e.body.len() > max_envelope_bytes {
-            return Err(ApiError::too_large(format!("ciphertext exceeds {max_envelope_bytes} bytes")));
+            return Err(ApiError::too_large(format!(
+                "ciphertext exceeds {max_envelope_bytes} bytes"
+            )));
         }
-        if e.body.is_empty() || !e.body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')) {
+        if e.body.is_empty()
+            || !e
+                .body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        {
             return Err(ApiError::invalid("body must be base64"));
         }
     }
@@ -45,9 +62,14 @@ fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError
 }
 
 /// `POST /messages`: stores the send durably, then pushes to connected devices.
-pub async fn send(State(state): State<AppState>, auth: DeviceAuth, ApiJson(req): ApiJson<SendRequest>) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
+pub async fn send(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
     validate(&req, state.config.max_envelope_bytes)?;
-    let request_hash = Sha256::digest(serde_json::to_vec(&req).map_err(ApiError::internal)?).to_vec();
+    let request_hash =
+        Sha256::digest(serde_json::to_vec(&req).map_err(ApiError::internal)?).to_vec();
     let message = NewMessage {
         message_id: uuid::Uuid::now_v7().to_string(),
         sender_id: auth.user_id,
@@ -60,7 +82,10 @@ pub async fn send(State(state): State<AppState>, auth: DeviceAuth, ApiJson(req):
         now: state.clock.now(),
     };
     let stored = state.store.store_message(&message).await?;
-    let accepted_at = stored.accepted_at.format(&time::format_description::well_known::Rfc3339).map_err(ApiError::internal)?;
+    let accepted_at = stored
+        .accepted_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(ApiError::internal)?;
     if !stored.duplicate {
         for (envelope, (device_id, seq)) in message.envelopes.iter().zip(&stored.deliveries) {
             let pushed = InboxMessage {
@@ -73,12 +98,30 @@ pub async fn send(State(state): State<AppState>, auth: DeviceAuth, ApiJson(req):
                 body: envelope.body.clone(),
                 created_at: accepted_at.clone(),
             };
-            state.fanout.publish(&message.recipient_id, device_id, pushed);
+            state
+                .fanout
+                .publish(&message.recipient_id, device_id, pushed);
         }
     }
-    let deliveries = stored.deliveries.into_iter().map(|(device_id, seq)| Delivery { device_id, seq }).collect();
-    let status = if stored.duplicate { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(SendResponse { message_id: stored.message_id, accepted_at, deliveries, duplicate: stored.duplicate })))
+    let deliveries = stored
+        .deliveries
+        .into_iter()
+        .map(|(device_id, seq)| Delivery { device_id, seq })
+        .collect();
+    let status = if stored.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(SendResponse {
+            message_id: stored.message_id,
+            accepted_at,
+            deliveries,
+            duplicate: stored.duplicate,
+        }),
+    ))
 }
 
 /// Query of `GET /messages`.
@@ -93,17 +136,40 @@ pub struct InboxQuery {
 }
 
 /// `GET /messages`: the caller's unacknowledged messages in sequence order.
-pub async fn inbox(State(state): State<AppState>, auth: DeviceAuth, ApiQuery(q): ApiQuery<InboxQuery>) -> Result<Json<InboxResponse>, ApiError> {
+pub async fn inbox(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiQuery(q): ApiQuery<InboxQuery>,
+) -> Result<Json<InboxResponse>, ApiError> {
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
-    let mut messages = state.store.inbox(&auth.user_id, &auth.device_id, q.after, limit + 1).await?;
+    let mut messages = state
+        .store
+        .inbox(&auth.user_id, &auth.device_id, q.after, limit + 1)
+        .await?;
     let more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
     let next_after = messages.last().map_or(q.after, |m| m.seq);
-    Ok(Json(InboxResponse { messages, next_after, more }))
+    Ok(Json(InboxResponse {
+        messages,
+        next_after,
+        more,
+    }))
 }
 
 /// `POST /messages/ack`: everything up to `up_to_seq` was processed.
-pub async fn ack(State(state): State<AppState>, auth: DeviceAuth, ApiJson(req): ApiJson<AckRequest>) -> Result<Json<AckResponse>, ApiError> {
-    let acknowledged = state.store.ack(&auth.user_id, &auth.device_id, req.up_to_seq, state.clock.now()).await?;
+pub async fn ack(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiJson(req): ApiJson<AckRequest>,
+) -> Result<Json<AckResponse>, ApiError> {
+    let acknowledged = state
+        .store
+        .ack(
+            &auth.user_id,
+            &auth.device_id,
+            req.up_to_seq,
+            state.clock.now(),
+        )
+        .await?;
     Ok(Json(AckResponse { acknowledged }))
 }

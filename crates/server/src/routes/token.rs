@@ -14,20 +14,42 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
 fn invalid_grant(description: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, description)
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidGrant,
+        description,
+    )
 }
 
 /// Issues an access token and a refresh token.
-pub async fn token(State(state): State<AppState>, method: Method, headers: HeaderMap, ApiJson(req): ApiJson<TokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
+pub async fn token(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
     let proof = check_proof(&state, &method, "/token", &headers, None).await?;
     let now = state.clock.now();
     let (user_id, device_id) = match req {
-        TokenRequest::DeviceSignature { user_id, device_id, iat, signature } => {
+        TokenRequest::DeviceSignature {
+            user_id,
+            device_id,
+            iat,
+            signature,
+        } => {
             let window = state.config.iat_window;
-            if iat < now.unix_timestamp() - window.max_age_secs || iat > now.unix_timestamp() + window.max_skew_secs {
-                return Err(invalid_grant("device signature is stale or from the future"));
+            if iat < now.unix_timestamp() - window.max_age_secs
+                || iat > now.unix_timestamp() + window.max_skew_secs
+            {
+                return Err(invalid_grant(
+                    "device signature is stale or from the future",
+                ));
             }
-            let device = state.store.device(&user_id, &device_id).await?.filter(|d| d.status == "active");
+            let device = state
+                .store
+                .device(&user_id, &device_id)
+                .await?
+                .filter(|d| d.status == "active");
             let device = device.ok_or_else(|| invalid_grant("unknown or inactive device"))?;
             let payload = token_signing_payload(&user_id, &device_id, &proof.jkt, iat);
             atlas_crypto::device::verify(&device.keys.ed25519, payload.as_bytes(), &signature)
@@ -35,10 +57,18 @@ pub async fn token(State(state): State<AppState>, method: Method, headers: Heade
             (user_id, device_id)
         }
         TokenRequest::RefreshToken { refresh_token } => {
-            let record = state.store.use_refresh_token(&Sha256::digest(refresh_token.as_bytes()), now).await?;
-            let record = record.ok_or_else(|| invalid_grant("refresh token is unknown, used or expired"))?;
+            let record = state
+                .store
+                .use_refresh_token(&Sha256::digest(refresh_token.as_bytes()), now)
+                .await?;
+            let record =
+                record.ok_or_else(|| invalid_grant("refresh token is unknown, used or expired"))?;
             if record.jkt != proof.jkt {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, BINDING_FAILED));
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidGrant,
+                    BINDING_FAILED,
+                ));
             }
             (record.user_id, record.device_id)
         }
@@ -46,7 +76,12 @@ pub async fn token(State(state): State<AppState>, method: Method, headers: Heade
     issue(&state, user_id, device_id, proof.jkt).await.map(Json)
 }
 
-async fn issue(state: &AppState, user_id: UserId, device_id: DeviceId, jkt: String) -> Result<TokenResponse, ApiError> {
+async fn issue(
+    state: &AppState,
+    user_id: UserId,
+    device_id: DeviceId,
+    jkt: String,
+) -> Result<TokenResponse, ApiError> {
     let now = state.clock.now();
     let ttl = state.config.access_token_ttl_secs;
     let claims = AccessClaims {
@@ -68,5 +103,10 @@ async fn issue(state: &AppState, user_id: UserId, device_id: DeviceId, jkt: Stri
             expires_at: now + time::Duration::seconds(state.config.refresh_token_ttl_secs),
         })
         .await?;
-    Ok(TokenResponse { access_token: state.tokens.issue(&claims), token_type: "DPoP".into(), expires_in: ttl.max(0) as u64, refresh_token })
+    Ok(TokenResponse {
+        access_token: state.tokens.issue(&claims),
+        token_type: "DPoP".into(),
+        expires_in: ttl.max(0) as u64,
+        refresh_token,
+    })
 }

@@ -3,7 +3,9 @@ use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
-use atlas_proto::api::{DeviceInfo, DeviceListResponse, LinkTokenResponse, RegisterRequest, RegisterResponse};
+use atlas_proto::api::{
+    DeviceInfo, DeviceListResponse, LinkTokenResponse, RegisterRequest, RegisterResponse,
+};
 use atlas_proto::{ErrorCode, UserId};
 use axum::Json;
 use axum::extract::State;
@@ -14,36 +16,86 @@ use sha2::{Digest, Sha256};
 const LINK_TOKEN_TTL: time::Duration = time::Duration::minutes(10);
 
 /// `POST /users`: a new user with its first device, or (with `link_token`) a new device.
-pub async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterRequest>) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    atlas_crypto::device::verify_device_keys(&req.user_id, &req.device)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidSignature, format!("device keys rejected: {e}")))?;
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    atlas_crypto::device::verify_device_keys(&req.user_id, &req.device).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidSignature,
+            format!("device keys rejected: {e}"),
+        )
+    })?;
     let now = state.clock.now();
     match &req.link_token {
-        None => state.store.create_user(&req.user_id, &req.device, now).await?,
-        Some(token) => state.store.add_device(&req.user_id, &req.device, &Sha256::digest(token.as_bytes()), now).await?,
+        None => {
+            state
+                .store
+                .create_user(&req.user_id, &req.device, now)
+                .await?
+        }
+        Some(token) => {
+            state
+                .store
+                .add_device(
+                    &req.user_id,
+                    &req.device,
+                    &Sha256::digest(token.as_bytes()),
+                    now,
+                )
+                .await?
+        }
     }
     tracing::info!(user_id = %req.user_id, device_id = %req.device.device_id, "device registered");
-    Ok((StatusCode::CREATED, Json(RegisterResponse { user_id: req.user_id, device_id: req.device.device_id })))
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse {
+            user_id: req.user_id,
+            device_id: req.device.device_id,
+        }),
+    ))
 }
 
 /// `POST /devices/link-tokens`: a single-use token for adding a device to the caller's user.
-pub async fn link_token(State(state): State<AppState>, auth: DeviceAuth) -> Result<(StatusCode, Json<LinkTokenResponse>), ApiError> {
+pub async fn link_token(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+) -> Result<(StatusCode, Json<LinkTokenResponse>), ApiError> {
     let token = atlas_proto::b64::encode(atlas_crypto::random_bytes::<32>());
     let expires_at = state.clock.now() + LINK_TOKEN_TTL;
-    state.store.create_link_token(&auth.user_id, &Sha256::digest(token.as_bytes()), expires_at).await?;
-    let expires_at = expires_at.format(&time::format_description::well_known::Rfc3339).map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(LinkTokenResponse { link_token: token, expires_at })))
+    state
+        .store
+        .create_link_token(&auth.user_id, &Sha256::digest(token.as_bytes()), expires_at)
+        .await?;
+    let expires_at = expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(LinkTokenResponse {
+            link_token: token,
+            expires_at,
+        }),
+    ))
 }
 
 /// `GET /users/{user_id}/devices`: every device of a user with its key status.
-pub async fn devices(State(state): State<AppState>, _auth: DeviceAuth, ApiPath(user_id): ApiPath<UserId>) -> Result<Json<DeviceListResponse>, ApiError> {
+pub async fn devices(
+    State(state): State<AppState>,
+    _auth: DeviceAuth,
+    ApiPath(user_id): ApiPath<UserId>,
+) -> Result<Json<DeviceListResponse>, ApiError> {
     let devices = state.store.devices(&user_id).await?;
     let devices = devices
         .into_iter()
         .map(|d| DeviceInfo {
             keys: d.keys,
             status: d.status,
-            created_at: d.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            created_at: d
+                .created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             one_time_keys_available: d.one_time_keys,
             fallback_key: d.fallback_key,
         })

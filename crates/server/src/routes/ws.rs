@@ -22,7 +22,12 @@ pub struct WsQuery {
 }
 
 /// Upgrades an authenticated request to a push socket.
-pub async fn connect(State(state): State<AppState>, auth: DeviceAuth, ApiQuery(q): ApiQuery<WsQuery>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn connect(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiQuery(q): ApiQuery<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     Ok(ws.on_upgrade(move |socket| push(state, auth, q.after, socket)))
 }
 
@@ -34,9 +39,18 @@ async fn send(socket: &mut WebSocket, message: InboxMessage) -> bool {
 }
 
 /// Sends stored messages after `last`; returns the new `last`, or `None` if the socket failed.
-async fn catch_up(state: &AppState, auth: &DeviceAuth, socket: &mut WebSocket, mut last: u64) -> Option<u64> {
+async fn catch_up(
+    state: &AppState,
+    auth: &DeviceAuth,
+    socket: &mut WebSocket,
+    mut last: u64,
+) -> Option<u64> {
     loop {
-        let page = state.store.inbox(&auth.user_id, &auth.device_id, last, 100).await.ok()?;
+        let page = state
+            .store
+            .inbox(&auth.user_id, &auth.device_id, last, 100)
+            .await
+            .ok()?;
         let done = page.len() < 100;
         for message in page {
             last = message.seq;
@@ -53,7 +67,9 @@ async fn catch_up(state: &AppState, auth: &DeviceAuth, socket: &mut WebSocket, m
 async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSocket) {
     // Subscribe before reading the backlog so nothing stored in between is missed.
     let mut live = state.fanout.subscribe(&auth.user_id, &auth.device_id);
-    let Some(mut last) = catch_up(&state, &auth, &mut socket, after).await else { return };
+    let Some(mut last) = catch_up(&state, &auth, &mut socket, after).await else {
+        return;
+    };
     let expires_in = (auth.expires_at - state.clock.unix()).max(0) as u64;
     let expiry = tokio::time::sleep(std::time::Duration::from_secs(expires_in));
     tokio::pin!(expiry);

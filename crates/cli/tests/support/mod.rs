@@ -1,0 +1,272 @@
+//! Shared helpers of the end-to-end tests: a server on port 0 over SQLite or a
+//! fresh PostgreSQL database, a controllable clock, and a raw device that
+//! builds its own requests (to send what a real client never would).
+#![allow(dead_code)]
+
+use atlas_crypto::dpop::create_proof;
+use atlas_crypto::jws::JwsSigner;
+use atlas_crypto::olm::OlmAccount;
+use atlas_proto::api::{RegisterRequest, TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::{DeviceId, UserId};
+use atlas_server::{Clock, RunningServer, ServerConfig};
+use atlas_store::testdb::{TempDir, TempPostgres};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use time::OffsetDateTime;
+
+/// The system clock plus an offset the test can move.
+#[derive(Default)]
+pub struct TestClock {
+    offset_secs: AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance(&self, secs: i64) {
+        self.offset_secs.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> OffsetDateTime {
+        let t = OffsetDateTime::now_utc()
+            + time::Duration::seconds(self.offset_secs.load(Ordering::SeqCst));
+        t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
+    }
+}
+
+pub enum Backend {
+    Sqlite(TempDir),
+    Postgres(TempPostgres),
+}
+
+/// A database, a clock and (while running) a server.
+pub struct Harness {
+    pub backend: Backend,
+    pub clock: Arc<TestClock>,
+    pub server: Option<RunningServer>,
+    pub addr: Option<SocketAddr>,
+    pub homes: TempDir,
+}
+
+impl Harness {
+    pub async fn sqlite() -> Self {
+        Self::with(Backend::Sqlite(TempDir::new("atlas-e2e").unwrap())).await
+    }
+
+    pub async fn postgres() -> Self {
+        Self::with(Backend::Postgres(
+            TempPostgres::create()
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432 (ATLAS_TEST_POSTGRES_URL)"),
+        ))
+        .await
+    }
+
+    async fn with(backend: Backend) -> Self {
+        let mut h = Self {
+            backend,
+            clock: Arc::new(TestClock::default()),
+            server: None,
+            addr: None,
+            homes: TempDir::new("atlas-e2e-homes").unwrap(),
+        };
+        h.start().await;
+        h
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(dir) => dir.sqlite_url("atlas.db"),
+            Backend::Postgres(pg) => pg.url.clone(),
+        }
+    }
+
+    pub fn config(&self) -> ServerConfig {
+        let mut config = ServerConfig::new(self.database_url());
+        config.listen = self.addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        config.max_body_bytes = 256 * 1024;
+        config.max_envelope_bytes = 16 * 1024;
+        config
+    }
+
+    /// Starts the server (on the same port as before, after a restart).
+    pub async fn start(&mut self) {
+        let server = atlas_server::start_with_clock(self.config(), self.clock.clone())
+            .await
+            .expect("server starts");
+        self.addr = Some(server.addr);
+        self.server = Some(server);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.unwrap())
+    }
+
+    pub fn profile(&self, name: &str) -> std::path::PathBuf {
+        self.homes.path.join(name)
+    }
+}
+
+/// A device that crafts its own requests.
+pub struct RawDevice {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub account: OlmAccount,
+    pub dpop: JwsSigner,
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+}
+
+pub fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl RawDevice {
+    pub async fn register(base: &str, user: &str) -> Self {
+        let account = OlmAccount::new();
+        let user_id = UserId::new(user).unwrap();
+        let device_id = DeviceId::new("RAW").unwrap();
+        let http = atlas_client::http_client().unwrap();
+        let request = RegisterRequest {
+            user_id: user_id.clone(),
+            device: account.device_keys(&user_id, &device_id),
+            link_token: None,
+        };
+        let r = http
+            .post(format!("{base}/users"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        Self {
+            base: base.to_owned(),
+            http,
+            account,
+            dpop: JwsSigner::generate_ed25519(),
+            user_id,
+            device_id,
+        }
+    }
+
+    pub fn proof(&self, method: &str, path: &str, token: Option<&str>, iat: i64) -> String {
+        create_proof(
+            &self.dpop,
+            method,
+            &format!("{}{path}", self.base),
+            iat,
+            token,
+            None,
+        )
+    }
+
+    pub async fn token_with(&self, dpop: &JwsSigner) -> TokenResponse {
+        let iat = now();
+        let jkt = dpop.public_jwk().thumbprint();
+        let grant = TokenRequest::DeviceSignature {
+            user_id: self.user_id.clone(),
+            device_id: self.device_id.clone(),
+            iat,
+            signature: self.account.sign(&token_signing_payload(
+                &self.user_id,
+                &self.device_id,
+                &jkt,
+                iat,
+            )),
+        };
+        let proof = create_proof(
+            dpop,
+            "POST",
+            &format!("{}/token", self.base),
+            iat,
+            None,
+            None,
+        );
+        let r = self
+            .http
+            .post(format!("{}/token", self.base))
+            .header("DPoP", proof)
+            .json(&grant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    pub async fn token(&self) -> String {
+        self.token_with(&self.dpop).await.access_token
+    }
+
+    /// A request with explicit Authorization and DPoP headers; returns status, headers and JSON body.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<String>,
+        proof: Option<String>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(a) = authorization {
+            request = request.header("Authorization", a);
+        }
+        if let Some(p) = proof {
+            request = request.header("DPoP", p);
+        }
+        if let Some(b) = body {
+            request = request.header("Content-Type", "application/json").body(b);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// An authenticated request with a fresh, correct proof.
+    pub async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let proof = self.proof(method, path.split('?').next().unwrap(), Some(token), now());
+        let (status, _, json) = self
+            .send_raw(
+                method,
+                path,
+                Some(format!("DPoP {token}")),
+                Some(proof),
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await;
+        (status, json)
+    }
+}
+
+/// Declares each test once for SQLite and once for PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::support::Harness::sqlite().await).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::support::Harness::postgres().await).await } )*
+        }
+    };
+}
