@@ -139,36 +139,23 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
     }
     if args.follow {
         let json = args.json;
+        let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
-            let stop = async {
+            let flag = interrupted.clone();
+            let stop = async move {
                 let _ = tokio::signal::ctrl_c().await;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
             };
-            let mut interrupted = true;
-            client
-                .listen(
-                    |m| {
-                        if json {
-                            println!("{}", serde_json::to_string(&m).unwrap_or_default());
-                        } else {
-                            print_line(&m);
-                        }
-                    },
-                    async {
-                        stop.await;
-                    },
-                )
-                .await?;
-            // listen returns when the token expired (reconnect) or on Ctrl-C.
-            if tokio::time::timeout(
-                std::time::Duration::from_millis(10),
-                tokio::signal::ctrl_c(),
-            )
-            .await
-            .is_err()
-            {
-                interrupted = false;
-            }
-            if interrupted {
+            let print = |m: Received| {
+                if json {
+                    println!("{}", serde_json::to_string(&m).unwrap_or_default());
+                } else {
+                    print_line(&m);
+                }
+            };
+            client.listen(print, stop).await?;
+            // The server closes the socket when the access token expires: reconnect with a fresh one.
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(());
             }
         }
@@ -188,8 +175,8 @@ pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()
         return Ok(());
     }
     println!(
-        "{:<14} {:<8} {:>9} {:<8} {}",
-        "DEVICE", "STATUS", "ONE-TIME", "FALLBACK", "REGISTERED"
+        "{:<14} {:<8} {:>9} {:<8} REGISTERED",
+        "DEVICE", "STATUS", "ONE-TIME", "FALLBACK"
     );
     for d in list.devices {
         println!(

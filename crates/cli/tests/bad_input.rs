@@ -1,5 +1,7 @@
 //! Replayed, forged, misdirected and malformed requests: each gets a clear 4xx
 //! with a stable code, nothing stored changes, and the server keeps serving.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 mod support;
 
 use atlas_crypto::jws::JwsSigner;

@@ -247,11 +247,11 @@ impl Client {
                 ClientError::UntrustedKeys(format!("{user_id}/{}", device.keys.device_id))
             })?;
             let did = device.keys.device_id.as_str();
-            if let Some((ed, _)) = self.local.peer(user_id.as_str(), did).await? {
-                if ed != device.keys.ed25519 {
-                    // Same device id, new identity: the old sessions belong to keys that are gone.
-                    self.local.forget_peer(user_id.as_str(), did).await?;
-                }
+            if let Some((ed, _)) = self.local.peer(user_id.as_str(), did).await?
+                && ed != device.keys.ed25519
+            {
+                // Same device id, new identity: the old sessions belong to keys that are gone.
+                self.local.forget_peer(user_id.as_str(), did).await?;
             }
             self.local
                 .save_peer(

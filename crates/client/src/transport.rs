@@ -129,10 +129,10 @@ impl Transport {
     /// A valid access token, obtained or renewed as needed.
     pub(crate) async fn access_token(&self) -> Result<String, ClientError> {
         let mut tokens = self.tokens.lock().await;
-        if let Some((token, exp)) = &tokens.access {
-            if *exp > now() + RENEW_MARGIN {
-                return Ok(token.clone());
-            }
+        if let Some((token, exp)) = &tokens.access
+            && *exp > now() + RENEW_MARGIN
+        {
+            return Ok(token.clone());
         }
         let renewed = match tokens.refresh.take() {
             Some(refresh_token) => self

@@ -29,11 +29,11 @@ impl Fanout {
     pub fn publish(&self, user: &UserId, device: &DeviceId, message: InboxMessage) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let key = (user.clone(), device.clone());
-        if let Some(sender) = channels.get(&key) {
-            if sender.send(message).is_err() {
-                // Nobody listens any more.
-                channels.remove(&key);
-            }
+        if let Some(sender) = channels.get(&key)
+            && sender.send(message).is_err()
+        {
+            // Nobody listens any more.
+            channels.remove(&key);
         }
     }
 }

@@ -13,7 +13,7 @@ pub struct PostgresStore {
 }
 
 /// Advisory lock id held while migrating, so replicas starting together migrate once.
-const MIGRATION_LOCK: i64 = 0x4154_4c41_53;
+const MIGRATION_LOCK: i64 = 0x0041_544c_4153;
 
 impl PostgresStore {
     /// Connects to `url` and migrates the database.

@@ -1,5 +1,7 @@
 //! One conformance suite, run against SQLite and against PostgreSQL (each test
 //! in its own fresh database).
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use atlas_crypto::olm::OlmAccount;
 use atlas_proto::api::{DeviceKeys, KeysUploadRequest, OutgoingEnvelope, PublicKey};
 use atlas_proto::{DeviceId, UserId};
