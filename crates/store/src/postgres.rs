@@ -29,6 +29,14 @@ impl PostgresStore {
         })
     }
 
+    /// One transaction per send; row locks order concurrent sends to a device.
+    async fn store_message_durably(&self, m: &crate::NewMessage) -> StoreResult<crate::StoredSend> {
+        let mut tx = self.writer.begin().await?;
+        let stored = Self::store_message_in(&mut tx, m).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
     async fn migrate(pool: &PgPool) -> StoreResult<()> {
         let mut conn = pool.acquire().await?;
         sqlx::query("SELECT pg_advisory_lock($1)")

@@ -146,6 +146,92 @@ macro_rules! impl_store {
             }
         }
 
+        impl $store {
+            /// Stores one send inside the caller's transaction (the caller commits).
+            async fn store_message_in(tx: &mut Conn, m: &$crate::NewMessage) -> $crate::StoreResult<$crate::StoredSend> {
+                use sqlx::Row;
+                // One round trip for both the idempotency record and the recipient's devices:
+                // this runs once per send on the single SQLite writer, where round trips are the cost.
+                let rows = sqlx::query(
+                    "SELECT 's' AS kind, message_id AS value, request_hash AS hash FROM send_log \
+                       WHERE sender_id = $1 AND sender_device_id = $2 AND client_message_id = $3 \
+                     UNION ALL \
+                     SELECT 'd', device_id, NULL FROM devices WHERE user_id = $4 AND status = 'active' \
+                     ORDER BY 1 DESC, 2",
+                )
+                .bind(m.sender_id.as_str())
+                .bind(m.sender_device_id.as_str())
+                .bind(&m.client_message_id)
+                .bind(m.recipient_id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut current = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let value: String = row.try_get("value")?;
+                    if row.try_get::<String, _>("kind")? == "d" {
+                        current.push(value);
+                        continue;
+                    }
+                    let hash: Vec<u8> = row.try_get("hash")?;
+                    if hash != m.request_hash {
+                        return Err($crate::StoreError::IdempotencyConflict);
+                    }
+                    let (accepted_at, deliveries) = Self::deliveries_of(tx, &value).await?;
+                    return Ok($crate::StoredSend { message_id: value, accepted_at, deliveries, duplicate: true });
+                }
+                if current.is_empty() && !Self::user_exists(tx, m.recipient_id.as_str()).await? {
+                    return Err($crate::StoreError::UnknownUser);
+                }
+                let current: Vec<atlas_proto::DeviceId> = current.into_iter().map($crate::sql::device).collect::<Result<_, _>>()?;
+                if let Some(mismatch) = $crate::records::device_list_mismatch(&current, &m.envelopes) {
+                    return Err($crate::StoreError::DeviceListMismatch(mismatch));
+                }
+
+                let mut deliveries = Vec::with_capacity(m.envelopes.len());
+                for envelope in &m.envelopes {
+                    let seq: i64 = sqlx::query_scalar(
+                        "UPDATE devices SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq",
+                    )
+                    .bind(m.recipient_id.as_str())
+                    .bind(envelope.device_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
+                           encryption_algorithm, msg_type, body, seq, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(&m.message_id)
+                    .bind(envelope.device_id.as_str())
+                    .bind(m.recipient_id.as_str())
+                    .bind(m.sender_id.as_str())
+                    .bind(m.sender_device_id.as_str())
+                    .bind(&m.encryption_algorithm)
+                    .bind(i64::from(envelope.msg_type))
+                    .bind(&envelope.body)
+                    .bind(seq)
+                    .bind(m.now)
+                    .execute(&mut *tx)
+                    .await?;
+                    deliveries.push((envelope.device_id.clone(), seq as u64));
+                }
+                sqlx::query(
+                    "INSERT INTO send_log (sender_id, sender_device_id, client_message_id, message_id, request_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(m.sender_id.as_str())
+                .bind(m.sender_device_id.as_str())
+                .bind(&m.client_message_id)
+                .bind(&m.message_id)
+                .bind(&m.request_hash)
+                .bind(m.now)
+                .execute(&mut *tx)
+                .await?;
+                Ok($crate::StoredSend { message_id: m.message_id.clone(), accepted_at: m.now, deliveries, duplicate: false })
+            }
+
+        }
+
         #[async_trait::async_trait]
         impl $crate::Store for $store {
             fn backend(&self) -> &'static str {
@@ -319,82 +405,7 @@ macro_rules! impl_store {
             }
 
             async fn store_message(&self, m: &$crate::NewMessage) -> $crate::StoreResult<$crate::StoredSend> {
-                use sqlx::Row;
-                let mut tx = self.writer.begin().await?;
-                let previous = sqlx::query(
-                    "SELECT message_id, request_hash FROM send_log WHERE sender_id = $1 AND sender_device_id = $2 AND client_message_id = $3",
-                )
-                .bind(m.sender_id.as_str())
-                .bind(m.sender_device_id.as_str())
-                .bind(&m.client_message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = previous {
-                    let hash: Vec<u8> = row.try_get("request_hash")?;
-                    if hash != m.request_hash {
-                        return Err($crate::StoreError::IdempotencyConflict);
-                    }
-                    let message_id: String = row.try_get("message_id")?;
-                    let (accepted_at, deliveries) = Self::deliveries_of(&mut tx, &message_id).await?;
-                    return Ok($crate::StoredSend { message_id, accepted_at, deliveries, duplicate: true });
-                }
-
-                let current: Vec<String> = sqlx::query_scalar(
-                    "SELECT device_id FROM devices WHERE user_id = $1 AND status = 'active' ORDER BY device_id",
-                )
-                .bind(m.recipient_id.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-                if current.is_empty() && !Self::user_exists(&mut tx, m.recipient_id.as_str()).await? {
-                    return Err($crate::StoreError::UnknownUser);
-                }
-                let current: Vec<atlas_proto::DeviceId> = current.into_iter().map($crate::sql::device).collect::<Result<_, _>>()?;
-                if let Some(mismatch) = $crate::records::device_list_mismatch(&current, &m.envelopes) {
-                    return Err($crate::StoreError::DeviceListMismatch(mismatch));
-                }
-
-                let mut deliveries = Vec::with_capacity(m.envelopes.len());
-                for envelope in &m.envelopes {
-                    let seq: i64 = sqlx::query_scalar(
-                        "UPDATE devices SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq",
-                    )
-                    .bind(m.recipient_id.as_str())
-                    .bind(envelope.device_id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
-                           encryption_algorithm, msg_type, body, seq, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    )
-                    .bind(&m.message_id)
-                    .bind(envelope.device_id.as_str())
-                    .bind(m.recipient_id.as_str())
-                    .bind(m.sender_id.as_str())
-                    .bind(m.sender_device_id.as_str())
-                    .bind(&m.encryption_algorithm)
-                    .bind(i64::from(envelope.msg_type))
-                    .bind(&envelope.body)
-                    .bind(seq)
-                    .bind(m.now)
-                    .execute(&mut *tx)
-                    .await?;
-                    deliveries.push((envelope.device_id.clone(), seq as u64));
-                }
-                sqlx::query(
-                    "INSERT INTO send_log (sender_id, sender_device_id, client_message_id, message_id, request_hash, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(m.sender_id.as_str())
-                .bind(m.sender_device_id.as_str())
-                .bind(&m.client_message_id)
-                .bind(&m.message_id)
-                .bind(&m.request_hash)
-                .bind(m.now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok($crate::StoredSend { message_id: m.message_id.clone(), accepted_at: m.now, deliveries, duplicate: false })
+                self.store_message_durably(m).await
             }
 
             async fn inbox(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, after: u64, limit: u32) -> $crate::StoreResult<Vec<atlas_proto::api::InboxMessage>> {

@@ -1,19 +1,28 @@
 //! SQLite backend: the embedded default. WAL with `synchronous = FULL`, so an
 //! acknowledged write survives power loss; one writer connection (SQLite
 //! serialises writers anyway, and this avoids busy-retries), several readers.
-use crate::StoreResult;
+//! Sends are group-committed: concurrent sends share one transaction and one
+//! fsync, and each is answered after the commit.
 use crate::migrations;
 use crate::sql::impl_store;
+use crate::{NewMessage, StoreError, StoreResult, StoredSend};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most sends committed together.
+const MAX_BATCH: usize = 512;
+
+type Pending = (NewMessage, oneshot::Sender<StoreResult<StoredSend>>);
 
 /// The SQLite store.
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    sends: mpsc::Sender<Pending>,
 }
 
 impl SqliteStore {
@@ -39,7 +48,24 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Self { writer, reader })
+        let (sends, queue) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(group_commit(writer.clone(), queue));
+        Ok(Self {
+            writer,
+            reader,
+            sends,
+        })
+    }
+
+    async fn store_message_durably(&self, m: &NewMessage) -> StoreResult<StoredSend> {
+        let (answer, answered) = oneshot::channel();
+        self.sends
+            .send((m.clone(), answer))
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
     }
 
     async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
@@ -70,6 +96,55 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Commits whatever sends are queued, together, until the store is dropped.
+async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&writer, &batch).await {
+            Ok(results) => {
+                for ((_, answer), result) in batch.into_iter().zip(results) {
+                    let _ = answer.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, sends = batch.len(), "group commit failed");
+                let reason = e.to_string();
+                for (_, answer) in batch {
+                    let _ = answer.send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                        "batch not committed: {reason}"
+                    )))));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch. A send refused for a client reason
+/// (device list, idempotency, unknown user) is refused before it writes
+/// anything, so it needs no savepoint; a database error fails the batch, and
+/// every sender retries (sends are idempotent).
+async fn commit_batch(
+    writer: &SqlitePool,
+    batch: &[Pending],
+) -> Result<Vec<StoreResult<StoredSend>>, StoreError> {
+    let mut tx = writer.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (message, _) in batch {
+        match SqliteStore::store_message_in(&mut tx, message).await {
+            Err(e @ (StoreError::Database(_) | StoreError::Corrupt(_))) => return Err(e),
+            result => results.push(result),
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
 }
 
 impl_store!(
