@@ -18,6 +18,55 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
     let token = mallory.token().await;
     let auth = Some(format!("DPoP {token}"));
 
+    // Every authenticated route refuses a missing token, a Bearer token and a replayed proof.
+    for (method, path) in [
+        ("GET", "/keys/count"),
+        ("POST", "/keys/upload"),
+        ("POST", "/keys/claim"),
+        ("POST", "/messages"),
+        ("GET", "/messages"),
+        ("POST", "/messages/ack"),
+        ("GET", "/users/mallory/devices"),
+        ("POST", "/devices/link-tokens"),
+        ("GET", "/ws"),
+    ] {
+        let (s, _, b) = mallory
+            .send_raw(method, path, None, None, Some(b"{}".to_vec()))
+            .await;
+        assert_eq!(
+            (s, code(&b)),
+            (401, "invalid_token"),
+            "{method} {path} without a token"
+        );
+        let p = mallory.proof(method, path, Some(&token), now());
+        let (s, _, b) = mallory
+            .send_raw(method, path, Some(format!("Bearer {token}")), Some(p), None)
+            .await;
+        assert_eq!(
+            (s, code(&b)),
+            (401, "invalid_token"),
+            "{method} {path} with Bearer"
+        );
+        let p = mallory.proof(method, path, Some(&token), now());
+        let _ = mallory
+            .send_raw(
+                method,
+                path,
+                auth.clone(),
+                Some(p.clone()),
+                Some(b"{}".to_vec()),
+            )
+            .await;
+        let (s, _, b) = mallory
+            .send_raw(method, path, auth.clone(), Some(p), Some(b"{}".to_vec()))
+            .await;
+        assert_eq!(
+            (s, code(&b)),
+            (401, "invalid_dpop_proof"),
+            "{method} {path} replayed"
+        );
+    }
+
     // A correct request works.
     let (status, body) = mallory.call(&token, "GET", "/keys/count", None).await;
     assert_eq!(status, 200, "{body}");

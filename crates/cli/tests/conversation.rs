@@ -172,4 +172,67 @@ async fn three_users_converse(mut h: Harness) {
     h.stop().await;
 }
 
-on_both_backends!(three_users_converse);
+/// The runbook's first cause of "Unable to decrypt": the recipient's key
+/// rotated before the message arrived. Within the grace period it still decrypts.
+async fn rotated_fallback_key_still_decrypts(mut h: Harness) {
+    let url = h.url();
+    let alice = Client::register(&h.profile("alice"), &url, uid("alice"), None)
+        .await
+        .unwrap();
+    let bob = Client::register(&h.profile("bob"), &url, uid("bob"), None)
+        .await
+        .unwrap();
+    // Someone claims all of alice's one-time keys: only her fallback key is left.
+    let drain = support::RawDevice::register(&url, "drain").await;
+    let token = drain.token().await;
+    let mut fallback_claims = 0;
+    for _ in 0..40 {
+        let (status, claimed) = drain
+            .call(
+                &token,
+                "POST",
+                "/keys/claim",
+                Some(serde_json::json!({"user_id": "alice"})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        if claimed["devices"][0]["one_time_key"]["fallback"] == true {
+            fallback_claims += 1;
+        }
+    }
+    assert!(
+        fallback_claims >= 15,
+        "the fallback key is handed out once one-time keys run out"
+    );
+
+    bob.send_text(&uid("alice"), "encrypted to your fallback key")
+        .await
+        .unwrap();
+    alice.rotate_fallback_key().await.unwrap();
+    assert_eq!(
+        texts(&alice.sync().await.unwrap()),
+        ["encrypted to your fallback key"]
+    );
+    alice.send_text(&uid("bob"), "got it").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["got it"]);
+
+    // Sent text stays in the outbox for resends, and nothing on disk holds it in the clear.
+    let sent = alice
+        .send_text(&uid("bob"), "secret words in the outbox")
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.sent_text(&sent.message_id).await.unwrap().as_deref(),
+        Some("secret words in the outbox")
+    );
+    for entry in std::fs::read_dir(h.profile("alice")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"secret words"),
+            "plaintext found in the profile on disk"
+        );
+    }
+    h.stop().await;
+}
+
+on_both_backends!(three_users_converse, rotated_fallback_key_still_decrypts);

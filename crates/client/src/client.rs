@@ -15,8 +15,13 @@ use std::path::Path;
 
 /// Keep at least this many one-time keys published.
 const MIN_ONE_TIME_KEYS: u64 = 10;
-/// How many one-time keys to publish at registration and top-up.
-const ONE_TIME_KEY_BATCH: usize = 50;
+/// How many one-time keys to keep published. vodozemac keeps the private halves
+/// of at most 50; the other half of that room holds keys claimed by senders
+/// whose first message has not arrived yet.
+const ONE_TIME_KEY_BATCH: usize = 25;
+/// How long the previous fallback key keeps working after a rotation, so
+/// messages encrypted to it before the sender saw the new one still decrypt.
+pub const FALLBACK_GRACE: time::Duration = time::Duration::days(7);
 
 #[derive(Serialize, Deserialize)]
 struct Profile {
@@ -192,6 +197,7 @@ impl Client {
             .transport
             .call::<(), _>(Method::GET, "/keys/count", "", None)
             .await?;
+        self.forget_expired_fallback_key().await?;
         if !force && counts.one_time_keys >= MIN_ONE_TIME_KEYS && counts.fallback_key {
             return Ok(counts);
         }
@@ -217,6 +223,56 @@ impl Client {
             .put("account", account.pickle(&self.local.key).as_bytes())
             .await?;
         Ok(counts)
+    }
+
+    /// Publishes a new fallback key. The server marks the previous one `rotated`;
+    /// this device keeps its private half for [`FALLBACK_GRACE`].
+    pub async fn rotate_fallback_key(&self) -> Result<KeyCounts, ClientError> {
+        let mut account = self.account.lock().await;
+        let upload = KeysUploadRequest {
+            one_time_keys: vec![],
+            fallback_key: account.rotate_fallback_key(),
+        };
+        // Persist before publishing: the server must never hand out a key whose private half we could lose.
+        self.local
+            .put("account", account.pickle(&self.local.key).as_bytes())
+            .await?;
+        let counts: KeyCounts = self
+            .transport
+            .call(Method::POST, "/keys/upload", "", Some(&upload))
+            .await?;
+        account.mark_published();
+        self.local
+            .put("account", account.pickle(&self.local.key).as_bytes())
+            .await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.local
+            .put("fallback_rotated_at", now.to_string().as_bytes())
+            .await?;
+        Ok(counts)
+    }
+
+    /// Drops the previous fallback key once its grace period is over.
+    async fn forget_expired_fallback_key(&self) -> Result<(), ClientError> {
+        let Some(rotated_at) = self
+            .local
+            .get_text("fallback_rotated_at")
+            .await?
+            .and_then(|t| t.parse::<i64>().ok())
+        else {
+            return Ok(());
+        };
+        if time::OffsetDateTime::now_utc().unix_timestamp()
+            < rotated_at + FALLBACK_GRACE.whole_seconds()
+        {
+            return Ok(());
+        }
+        let mut account = self.account.lock().await;
+        account.forget_previous_fallback_key();
+        self.local
+            .put("account", account.pickle(&self.local.key).as_bytes())
+            .await?;
+        self.local.delete("fallback_rotated_at").await
     }
 
     /// Creates a single-use token that lets a new device join this user.

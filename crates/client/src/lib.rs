@@ -10,7 +10,7 @@ mod payload;
 mod push;
 mod transport;
 
-pub use client::{Client, Received};
+pub use client::{Client, FALLBACK_GRACE, Received};
 pub use error::ClientError;
 pub use payload::Payload;
 pub use transport::http_client;

@@ -121,6 +121,15 @@ impl LocalState {
         Ok(())
     }
 
+    /// Removes a value.
+    pub(crate) async fn delete(&self, k: &str) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM kv WHERE k = $1")
+            .bind(k)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Pickles of the sessions with a peer device, most recently used first.
     pub(crate) async fn sessions(
         &self,

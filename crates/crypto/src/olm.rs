@@ -356,4 +356,34 @@ mod fallback_tests {
             .expect("a rotated fallback key");
         assert_ne!(first, second);
     }
+
+    #[test]
+    fn previous_fallback_key_works_until_forgotten() {
+        let mut bob = OlmAccount::new();
+        let old = bob.rotate_fallback_key().unwrap();
+        bob.mark_published();
+        let alice = OlmAccount::new();
+        // Alice encrypts to the old fallback key; bob rotates before the message arrives.
+        let mut a = alice
+            .create_outbound_session(&bob.curve25519(), &old.key)
+            .unwrap();
+        let first = a.encrypt(b"sent before the rotation").unwrap();
+        bob.rotate_fallback_key().unwrap();
+        bob.mark_published();
+        let (_, plain) = bob
+            .create_inbound_session(&alice.curve25519(), &first)
+            .unwrap();
+        assert_eq!(plain, b"sent before the rotation");
+        // After the grace period the old key is forgotten: a new session on it fails.
+        let mut late = alice
+            .create_outbound_session(&bob.curve25519(), &old.key)
+            .unwrap();
+        let second = late.encrypt(b"too late").unwrap();
+        assert!(bob.forget_previous_fallback_key());
+        assert_eq!(
+            bob.create_inbound_session(&alice.curve25519(), &second)
+                .err(),
+            Some(OlmError::KeyNotFound)
+        );
+    }
 }

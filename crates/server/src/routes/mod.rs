@@ -10,7 +10,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use atlas_proto::ErrorCode;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 /// The full API.
@@ -38,5 +40,21 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            offer_nonce,
+        ))
         .with_state(state)
+}
+
+/// When nonces are required, every response carries a fresh one, so clients
+/// rarely need the extra round trip of a `use_dpop_nonce` challenge.
+async fn offer_nonce(State(state): State<AppState>, mut response: Response) -> Response {
+    if state.config.require_dpop_nonce
+        && !response.headers().contains_key("dpop-nonce")
+        && let Ok(nonce) = HeaderValue::from_str(&state.nonces.issue(state.clock.unix()))
+    {
+        response.headers_mut().insert("dpop-nonce", nonce);
+    }
+    response
 }

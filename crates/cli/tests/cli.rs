@@ -1,0 +1,183 @@
+//! The `atlas` binary as a user runs it: the README quickstart with the exact
+//! command forms, JSON output, a server that demands DPoP nonces, and a
+//! graceful stop on SIGTERM.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use atlas_store::testdb::TempDir;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed test must not leave a server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &TempDir, listen: &str, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(&data.path)
+        .args(extra)
+        .env("ATLAS_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("server prints its address").unwrap();
+        if let Some(rest) = line.strip_prefix("atlas listening on ") {
+            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+fn atlas(home: &TempDir, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .env("ATLAS_HOME", &home.path)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(home: &TempDir, args: &[&str]) -> String {
+    let (success, stdout, stderr) = atlas(home, args);
+    assert!(success, "atlas {args:?} failed: {stderr}");
+    stdout
+}
+
+fn quickstart(server: &Server, home: &TempDir) {
+    let url = server.url.as_str();
+    ok(
+        home,
+        &["--profile", "alice", "register", "alice", "--server", url],
+    );
+    ok(
+        home,
+        &["--profile", "bob", "register", "bob", "--server", url],
+    );
+    let sent: serde_json::Value = serde_json::from_str(&ok(
+        home,
+        &["--profile", "alice", "send", "bob", "hello bob", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(sent["deliveries"].as_array().unwrap().len(), 1);
+    let inbox = ok(home, &["--profile", "bob", "inbox"]);
+    assert!(
+        inbox.contains("alice/") && inbox.contains(": hello bob"),
+        "{inbox}"
+    );
+    ok(home, &["--profile", "bob", "send", "alice", "hi alice"]);
+    let received: serde_json::Value =
+        serde_json::from_str(&ok(home, &["--profile", "alice", "inbox", "--json"])).unwrap();
+    assert_eq!(received[0]["text"], "hi alice");
+    assert_eq!(received[0]["sender_id"], "bob");
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(home, &["--profile", "alice", "inbox", "--json"])).unwrap();
+    assert_eq!(
+        again,
+        serde_json::json!([]),
+        "acknowledged messages are gone"
+    );
+
+    // A second device through a link code.
+    let code = ok(home, &["--profile", "alice", "device", "link-code"]);
+    ok(
+        home,
+        &[
+            "--profile",
+            "alice2",
+            "register",
+            "alice",
+            "--server",
+            url,
+            "--link-code",
+            code.trim(),
+        ],
+    );
+    let devices: serde_json::Value = serde_json::from_str(&ok(
+        home,
+        &["--profile", "bob", "devices", "alice", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 2);
+    ok(
+        home,
+        &["--profile", "bob", "send", "alice", "to both of you"],
+    );
+    assert!(ok(home, &["--profile", "alice2", "inbox"]).contains("to both of you"));
+    assert!(ok(home, &["--profile", "alice", "inbox"]).contains("to both of you"));
+
+    // Mistakes get a clear error and a non-zero exit.
+    let (success, _, stderr) = atlas(home, &["--profile", "alice", "send", "nobody", "x"]);
+    assert!(!success);
+    assert!(stderr.contains("unknown_user"), "{stderr}");
+    let (success, _, stderr) = atlas(home, &["--profile", "ghost", "inbox"]);
+    assert!(!success && stderr.contains("register it first"), "{stderr}");
+    let (success, _, stderr) = atlas(
+        home,
+        &["--profile", "alice", "register", "alice", "--server", url],
+    );
+    assert!(
+        !success && stderr.contains("already registered"),
+        "{stderr}"
+    );
+    let (success, _, stderr) = atlas(
+        home,
+        &["--profile", "x", "register", "bad user", "--server", url],
+    );
+    assert!(!success && stderr.contains("invalid value"), "{stderr}");
+}
+
+fn stop(server: &mut Server) {
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop, got {status}");
+}
+
+#[test]
+fn readme_quickstart_works_and_sigterm_stops_cleanly() {
+    let data = TempDir::new("atlas-cli-data").unwrap();
+    let home = TempDir::new("atlas-cli-home").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &[]);
+    quickstart(&server, &home);
+    stop(&mut server);
+    // The data survived the stop: a new server process on the same address serves the same users.
+    let mut server = serve(&data, server.url.trim_start_matches("http://"), &[]);
+    ok(
+        &home,
+        &["--profile", "alice", "send", "bob", "after restart"],
+    );
+    assert!(ok(&home, &["--profile", "bob", "inbox"]).contains("after restart"));
+    stop(&mut server);
+}
+
+#[test]
+fn clients_follow_server_dpop_nonces() {
+    let data = TempDir::new("atlas-cli-nonce").unwrap();
+    let home = TempDir::new("atlas-cli-nonce-home").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &["--require-dpop-nonce"]);
+    quickstart(&server, &home);
+    stop(&mut server);
+}
