@@ -6,7 +6,18 @@ mod support;
 
 use atlas_crypto::jws::JwsSigner;
 use serde_json::{Value, json};
-use support::{Harness, RawDevice, now};
+use support::{Harness, RawDevice, fresh_keys, now};
+
+/// `GET /keys/count` with the given proof and mallory's token.
+async fn keys_count(
+    device: &RawDevice,
+    auth: &Option<String>,
+    proof: String,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    device
+        .send_raw("GET", "/keys/count", auth.clone(), Some(proof), None)
+        .await
+}
 
 fn code(body: &Value) -> &str {
     body["error"].as_str().unwrap_or("<none>")
@@ -73,25 +84,9 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
 
     // Replay: the same proof twice.
     let proof = mallory.proof("GET", "/keys/count", Some(&token), now());
-    let (s1, _, _) = mallory
-        .send_raw(
-            "GET",
-            "/keys/count",
-            auth.clone(),
-            Some(proof.clone()),
-            None,
-        )
-        .await;
+    let (s1, _, _) = keys_count(&mallory, &auth, proof.clone()).await;
     assert_eq!(s1, 200);
-    let (s2, headers, body) = mallory
-        .send_raw(
-            "GET",
-            "/keys/count",
-            auth.clone(),
-            Some(proof.clone()),
-            None,
-        )
-        .await;
+    let (s2, headers, body) = keys_count(&mallory, &auth, proof.clone()).await;
     assert_eq!((s2, code(&body)), (401, "invalid_dpop_proof"));
     assert!(
         body["error_description"]
@@ -109,9 +104,7 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
     // A proof for another method, another URL, another origin.
     for (method, path) in [("POST", "/keys/count"), ("GET", "/messages")] {
         let p = mallory.proof(method, path, Some(&token), now());
-        let (s, _, b) = mallory
-            .send_raw("GET", "/keys/count", auth.clone(), Some(p), None)
-            .await;
+        let (s, _, b) = keys_count(&mallory, &auth, p).await;
         assert_eq!(
             (s, code(&b)),
             (401, "invalid_dpop_proof"),
@@ -126,34 +119,22 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
         Some(&token),
         None,
     );
-    let (s, _, b) = mallory
-        .send_raw("GET", "/keys/count", auth.clone(), Some(foreign), None)
-        .await;
+    let (s, _, b) = keys_count(&mallory, &auth, foreign).await;
     assert_eq!((s, code(&b)), (401, "invalid_dpop_proof"));
 
     // Stale and future iat.
     for iat in [now() - 3600, now() + 3600] {
         let p = mallory.proof("GET", "/keys/count", Some(&token), iat);
-        let (s, _, b) = mallory
-            .send_raw("GET", "/keys/count", auth.clone(), Some(p), None)
-            .await;
+        let (s, _, b) = keys_count(&mallory, &auth, p).await;
         assert_eq!((s, code(&b)), (401, "invalid_dpop_proof"), "iat {iat}");
     }
 
-    // Missing proof, two proofs, garbage proof.
+    // Missing proof, garbage proof.
     let (s, _, b) = mallory
         .send_raw("GET", "/keys/count", auth.clone(), None, None)
         .await;
     assert_eq!((s, code(&b)), (401, "invalid_dpop_proof"));
-    let (s, _, b) = mallory
-        .send_raw(
-            "GET",
-            "/keys/count",
-            auth.clone(),
-            Some("not-a-jwt".into()),
-            None,
-        )
-        .await;
+    let (s, _, b) = keys_count(&mallory, &auth, "not-a-jwt".into()).await;
     assert_eq!((s, code(&b)), (401, "invalid_dpop_proof"));
 
     // Forged token: signature flipped.
@@ -182,9 +163,7 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
         Some(&token),
         None,
     );
-    let (s, _, b) = mallory
-        .send_raw("GET", "/keys/count", auth.clone(), Some(p), None)
-        .await;
+    let (s, _, b) = keys_count(&mallory, &auth, p).await;
     assert_eq!((s, code(&b)), (401, "invalid_token"));
     assert_eq!(b["error_description"], "Token binding failed");
 
@@ -292,30 +271,18 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
         Some(&token),
         None,
     );
-    let (s, _, b) = mallory
-        .send_raw("GET", "/keys/count", auth.clone(), Some(p), None)
-        .await;
+    let (s, _, b) = keys_count(&mallory, &auth, p).await;
     assert_eq!((s, code(&b)), (401, "invalid_token"));
     assert!(b["error_description"].as_str().unwrap().contains("expired"));
     h.clock.advance(-601);
 
     // The replay cache survives a restart: a proof used before is still refused after.
     let proof = mallory.proof("GET", "/keys/count", Some(&token), now());
-    let (s, _, _) = mallory
-        .send_raw(
-            "GET",
-            "/keys/count",
-            auth.clone(),
-            Some(proof.clone()),
-            None,
-        )
-        .await;
+    let (s, _, _) = keys_count(&mallory, &auth, proof.clone()).await;
     assert_eq!(s, 200);
     h.stop().await;
     h.start().await;
-    let (s, _, b) = mallory
-        .send_raw("GET", "/keys/count", auth.clone(), Some(proof), None)
-        .await;
+    let (s, _, b) = keys_count(&mallory, &auth, proof).await;
     assert_eq!(
         (s, code(&b)),
         (401, "invalid_dpop_proof"),
@@ -352,42 +319,18 @@ async fn malformed_requests_change_nothing(mut h: Harness) {
             .await;
         assert_eq!((s, code(&b)), (400, expected), "{b}");
     }
-    let mut keys = atlas_crypto::olm::OlmAccount::new().device_keys(
-        &atlas_proto::UserId::new("eve").unwrap(),
-        &atlas_proto::DeviceId::new("E").unwrap(),
-    );
+    let mut keys = fresh_keys("eve", "E");
     keys.signature = keys
         .signature
         .replace(|c: char| c.is_ascii_lowercase(), "A");
-    let (s, _, b) = alice
-        .send_raw(
-            "POST",
-            "/users",
-            None,
-            None,
-            Some(
-                json!({"user_id": "eve", "device": keys})
-                    .to_string()
-                    .into_bytes(),
-            ),
-        )
+    let (s, b) = alice
+        .post_json("/users", json!({"user_id": "eve", "device": keys}))
         .await;
     assert_eq!((s, code(&b)), (400, "invalid_signature"));
-    let dup = atlas_crypto::olm::OlmAccount::new().device_keys(
-        &atlas_proto::UserId::new("bob").unwrap(),
-        &atlas_proto::DeviceId::new("X").unwrap(),
-    );
-    let (s, _, b) = alice
-        .send_raw(
-            "POST",
+    let (s, b) = alice
+        .post_json(
             "/users",
-            None,
-            None,
-            Some(
-                json!({"user_id": "bob", "device": dup})
-                    .to_string()
-                    .into_bytes(),
-            ),
+            json!({"user_id": "bob", "device": fresh_keys("bob", "X")}),
         )
         .await;
     assert_eq!((s, code(&b)), (409, "user_exists"));
@@ -428,60 +371,25 @@ async fn malformed_requests_change_nothing(mut h: Harness) {
         (400, "invalid_request"),
         "the runbook's test body is refused cleanly"
     );
-    let (s, b) = alice
-        .call(
-            &token,
-            "POST",
-            "/messages",
-            Some(send(
-                "bob",
-                "m3",
-                vec![json!({"device_id": "RAW", "msg_type": 7, "body": "AAAA"})],
-            )),
-        )
-        .await;
-    assert_eq!((s, code(&b)), (400, "invalid_request"));
-    let (s, b) = alice
-        .call(
-            &token,
-            "POST",
-            "/messages",
-            Some(send(
-                "bob",
-                "m4",
-                vec![json!({"device_id": "RAW", "msg_type": 1, "body": "<script>"})],
-            )),
-        )
-        .await;
-    assert_eq!((s, code(&b)), (400, "invalid_request"));
     let big = "A".repeat(20 * 1024);
-    let (s, b) = alice
-        .call(
-            &token,
-            "POST",
-            "/messages",
-            Some(send(
-                "bob",
-                "m5",
-                vec![json!({"device_id": "RAW", "msg_type": 1, "body": big})],
-            )),
-        )
-        .await;
-    assert_eq!((s, code(&b)), (413, "payload_too_large"));
     let huge = "A".repeat(300 * 1024);
-    let (s, b) = alice
-        .call(
-            &token,
-            "POST",
-            "/messages",
-            Some(send(
-                "bob",
-                "m6",
-                vec![json!({"device_id": "RAW", "msg_type": 1, "body": huge})],
-            )),
-        )
-        .await;
-    assert_eq!((s, code(&b)), (413, "payload_too_large"));
+    for (id, msg_type, body, status, expected) in [
+        ("m3", 7, "AAAA", 400, "invalid_request"),
+        ("m4", 1, "<script>", 400, "invalid_request"),
+        ("m5", 1, big.as_str(), 413, "payload_too_large"),
+        ("m6", 1, huge.as_str(), 413, "payload_too_large"),
+    ] {
+        let envelope = json!({"device_id": "RAW", "msg_type": msg_type, "body": body});
+        let (s, b) = alice
+            .call(
+                &token,
+                "POST",
+                "/messages",
+                Some(send("bob", id, vec![envelope])),
+            )
+            .await;
+        assert_eq!((s, code(&b)), (status, expected), "{id}");
+    }
 
     // Nothing of that reached bob's queue.
     let (s, b) = bob.call(&bob_token, "GET", "/messages", None).await;
@@ -573,23 +481,9 @@ async fn malformed_requests_change_nothing(mut h: Harness) {
     assert_eq!((s, code(&b)), (405, "method_not_allowed"));
 
     // Device linking needs a valid link token.
-    let newcomer = atlas_crypto::olm::OlmAccount::new().device_keys(
-        &atlas_proto::UserId::new("alice").unwrap(),
-        &atlas_proto::DeviceId::new("NEW").unwrap(),
-    );
-    let (s, _, b) = alice
-        .send_raw(
-            "POST",
-            "/users",
-            None,
-            None,
-            Some(
-                json!({"user_id": "alice", "device": newcomer, "link_token": "guess"})
-                    .to_string()
-                    .into_bytes(),
-            ),
-        )
-        .await;
+    let newcomer =
+        json!({"user_id": "alice", "device": fresh_keys("alice", "NEW"), "link_token": "guess"});
+    let (s, b) = alice.post_json("/users", newcomer).await;
     assert_eq!((s, code(&b)), (403, "invalid_link_token"));
     let (_, b) = alice
         .call(&token, "GET", "/users/alice/devices", None)

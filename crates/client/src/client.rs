@@ -210,10 +210,26 @@ impl Client {
         } else {
             account.rotate_fallback_key()
         };
-        let upload = KeysUploadRequest {
-            one_time_keys,
-            fallback_key,
-        };
+        self.publish(
+            &mut account,
+            KeysUploadRequest {
+                one_time_keys,
+                fallback_key,
+            },
+        )
+        .await
+    }
+
+    /// Uploads new keys. The account is persisted before the upload, so the
+    /// server never hands out a key whose private half this device could lose.
+    async fn publish(
+        &self,
+        account: &mut OlmAccount,
+        upload: KeysUploadRequest,
+    ) -> Result<KeyCounts, ClientError> {
+        self.local
+            .put("account", account.pickle(&self.local.key).as_bytes())
+            .await?;
         let counts: KeyCounts = self
             .transport
             .call(Method::POST, "/keys/upload", "", Some(&upload))
@@ -229,21 +245,15 @@ impl Client {
     /// this device keeps its private half for [`FALLBACK_GRACE`].
     pub async fn rotate_fallback_key(&self) -> Result<KeyCounts, ClientError> {
         let mut account = self.account.lock().await;
-        let upload = KeysUploadRequest {
-            one_time_keys: vec![],
-            fallback_key: account.rotate_fallback_key(),
-        };
-        // Persist before publishing: the server must never hand out a key whose private half we could lose.
-        self.local
-            .put("account", account.pickle(&self.local.key).as_bytes())
-            .await?;
-        let counts: KeyCounts = self
-            .transport
-            .call(Method::POST, "/keys/upload", "", Some(&upload))
-            .await?;
-        account.mark_published();
-        self.local
-            .put("account", account.pickle(&self.local.key).as_bytes())
+        let fallback_key = account.rotate_fallback_key();
+        let counts = self
+            .publish(
+                &mut account,
+                KeysUploadRequest {
+                    one_time_keys: vec![],
+                    fallback_key,
+                },
+            )
             .await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.local

@@ -1,11 +1,17 @@
 //! Schema migrations, embedded in the binary and applied in order at start-up.
-//! Each backend has its own SQL (types differ), with the same tables and columns.
+//! One source per migration, in PostgreSQL types; SQLite's dialect is derived
+//! from it, so the two backends cannot drift apart.
 
-/// `(version, sql)` pairs for SQLite.
-pub(crate) const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite_0001.sql"))];
+/// `(version, sql)` pairs in PostgreSQL dialect.
+pub(crate) const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/0001_initial.sql"))];
 
-/// `(version, sql)` pairs for PostgreSQL.
-pub(crate) const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres_0001.sql"))];
+/// The same migration with SQLite's types.
+pub(crate) fn for_sqlite(sql: &str) -> String {
+    sql.replace("TIMESTAMPTZ", "TEXT")
+        .replace("BYTEA", "BLOB")
+        .replace("BIGINT", "INTEGER")
+}
 
 /// Splits a migration into statements (our migrations have no `;` inside literals or comments).
 pub(crate) fn statements(sql: &str) -> impl Iterator<Item = &str> {

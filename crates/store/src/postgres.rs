@@ -47,7 +47,7 @@ impl PostgresStore {
             sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
                 .execute(&mut *conn)
                 .await?;
-            for (version, sql) in migrations::POSTGRES {
+            for (version, sql) in migrations::MIGRATIONS {
                 let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1").bind(version).fetch_optional(&mut *conn).await?;
                 if done.is_some() {
                     continue;

@@ -73,7 +73,8 @@ impl SqliteStore {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
             .execute(&mut *tx)
             .await?;
-        for (version, sql) in migrations::SQLITE {
+        for (version, sql) in migrations::MIGRATIONS {
+            let sql = migrations::for_sqlite(sql);
             let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
                 .bind(version)
                 .fetch_optional(&mut *tx)
@@ -81,7 +82,7 @@ impl SqliteStore {
             if done.is_some() {
                 continue;
             }
-            for statement in migrations::statements(sql) {
+            for statement in migrations::statements(&sql) {
                 sqlx::query(sqlx::AssertSqlSafe(statement))
                     .execute(&mut *tx)
                     .await?;

@@ -51,6 +51,12 @@ fn now() -> OffsetDateTime {
 fn keys(user: &str, device: &str) -> DeviceKeys {
     OlmAccount::new().device_keys(&uid(user), &did(device))
 }
+async fn add_user(store: &Arc<dyn Store>, user: &str, device: &str) {
+    store
+        .create_user(&uid(user), &keys(user, device), now())
+        .await
+        .unwrap();
+}
 fn envelope(device: &str, body: &str) -> OutgoingEnvelope {
     OutgoingEnvelope {
         device_id: did(device),
@@ -74,10 +80,7 @@ fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>)
 
 async fn users_and_devices(db: Db) {
     let store = db.open().await;
-    store
-        .create_user(&uid("alice"), &keys("alice", "D1"), now())
-        .await
-        .unwrap();
+    add_user(&store, "alice", "D1").await;
     assert!(matches!(
         store
             .create_user(&uid("alice"), &keys("alice", "D9"), now())
@@ -147,10 +150,7 @@ async fn users_and_devices(db: Db) {
 
 async fn one_time_keys_are_claimed_once(db: Db) {
     let store = db.open().await;
-    store
-        .create_user(&uid("bob"), &keys("bob", "D1"), now())
-        .await
-        .unwrap();
+    add_user(&store, "bob", "D1").await;
     let otks: Vec<PublicKey> = (0..10)
         .map(|i| PublicKey {
             key_id: format!("k{i}"),
@@ -250,14 +250,8 @@ async fn one_time_keys_are_claimed_once(db: Db) {
 
 async fn messages_are_sequenced_idempotent_and_durable(db: Db) {
     let store = db.open().await;
-    store
-        .create_user(&uid("alice"), &keys("alice", "D1"), now())
-        .await
-        .unwrap();
-    store
-        .create_user(&uid("carol"), &keys("carol", "P"), now())
-        .await
-        .unwrap();
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "carol", "P").await;
     store
         .create_link_token(&uid("carol"), b"t", now() + Duration::minutes(1))
         .await
@@ -394,14 +388,8 @@ async fn messages_are_sequenced_idempotent_and_durable(db: Db) {
 
 async fn concurrent_sends_get_distinct_sequence_numbers(db: Db) {
     let store = db.open().await;
-    store
-        .create_user(&uid("alice"), &keys("alice", "D1"), now())
-        .await
-        .unwrap();
-    store
-        .create_user(&uid("dave"), &keys("dave", "X"), now())
-        .await
-        .unwrap();
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "dave", "X").await;
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();
@@ -429,10 +417,7 @@ async fn concurrent_sends_get_distinct_sequence_numbers(db: Db) {
 
 async fn tokens_keys_and_jtis(db: Db) {
     let store = db.open().await;
-    store
-        .create_user(&uid("alice"), &keys("alice", "D1"), now())
-        .await
-        .unwrap();
+    add_user(&store, "alice", "D1").await;
     let t = now();
     let record = RefreshTokenRecord {
         token_hash: b"h1".to_vec(),
@@ -487,14 +472,8 @@ async fn tokens_keys_and_jtis(db: Db) {
 /// The runbook's diagnosis queries run verbatim.
 async fn runbook_queries_run_verbatim(db: Db) {
     let store = db.open().await;
-    store
-        .create_user(&uid("alice"), &keys("alice", "D1"), now())
-        .await
-        .unwrap();
-    store
-        .create_user(&uid("bob"), &keys("bob", "B"), now())
-        .await
-        .unwrap();
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "bob", "B").await;
     let sent = store
         .store_message(&send("alice", "bob", "c1", vec![envelope("B", "x")]))
         .await

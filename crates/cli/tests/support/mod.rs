@@ -236,6 +236,20 @@ impl RawDevice {
         )
     }
 
+    /// An unauthenticated JSON POST.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, _, json) = self
+            .send_raw(
+                "POST",
+                path,
+                None,
+                None,
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        (status, json)
+    }
+
     /// An authenticated request with a fresh, correct proof.
     pub async fn call(
         &self,
@@ -256,6 +270,11 @@ impl RawDevice {
             .await;
         (status, json)
     }
+}
+
+/// A new, validly self-signed key bundle for `user`'s device `device`.
+pub fn fresh_keys(user: &str, device: &str) -> atlas_proto::api::DeviceKeys {
+    OlmAccount::new().device_keys(&UserId::new(user).unwrap(), &DeviceId::new(device).unwrap())
 }
 
 /// Declares each test once for SQLite and once for PostgreSQL.

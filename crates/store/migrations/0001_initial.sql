@@ -1,6 +1,10 @@
+-- Written in PostgreSQL types. SQLite gets the same schema with TIMESTAMPTZ as TEXT
+-- (RFC 3339), BYTEA as BLOB and BIGINT as INTEGER (see src/migrations.rs).
+-- No semicolon inside comments or literals: statements are split on it.
+
 CREATE TABLE users (
     user_id     TEXT PRIMARY KEY,
-    created_at  TEXT NOT NULL
+    created_at  TIMESTAMPTZ NOT NULL
 );
 
 CREATE TABLE devices (
@@ -10,8 +14,8 @@ CREATE TABLE devices (
     curve25519  TEXT NOT NULL,
     signature   TEXT NOT NULL,
     status      TEXT NOT NULL DEFAULT 'active',
-    created_at  TEXT NOT NULL,
-    next_seq    INTEGER NOT NULL DEFAULT 0,
+    created_at  TIMESTAMPTZ NOT NULL,
+    next_seq    BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, device_id)
 );
 
@@ -23,9 +27,9 @@ CREATE TABLE user_keys (
     key_type     TEXT NOT NULL,
     public_key   TEXT NOT NULL,
     status       TEXT NOT NULL,
-    last_rotated TEXT,
-    created_at   TEXT NOT NULL,
-    consumed_at  TEXT,
+    last_rotated TIMESTAMPTZ,
+    created_at   TIMESTAMPTZ NOT NULL,
+    consumed_at  TIMESTAMPTZ,
     PRIMARY KEY (user_id, device_id, key_type, key_id),
     FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id)
 );
@@ -39,11 +43,11 @@ CREATE TABLE messages (
     sender_id            TEXT NOT NULL,
     sender_device_id     TEXT NOT NULL,
     encryption_algorithm TEXT NOT NULL,
-    msg_type             INTEGER NOT NULL,
+    msg_type             BIGINT NOT NULL,
     body                 TEXT NOT NULL,
-    seq                  INTEGER NOT NULL,
-    created_at           TEXT NOT NULL,
-    delivered_at         TEXT,
+    seq                  BIGINT NOT NULL,
+    created_at           TIMESTAMPTZ NOT NULL,
+    delivered_at         TIMESTAMPTZ,
     PRIMARY KEY (message_id, recipient_device_id),
     UNIQUE (recipient_id, recipient_device_id, seq)
 );
@@ -53,37 +57,37 @@ CREATE TABLE send_log (
     sender_device_id  TEXT NOT NULL,
     client_message_id TEXT NOT NULL,
     message_id        TEXT NOT NULL,
-    request_hash      BLOB NOT NULL,
-    created_at        TEXT NOT NULL,
+    request_hash      BYTEA NOT NULL,
+    created_at        TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (sender_id, sender_device_id, client_message_id)
 );
 
 CREATE TABLE refresh_tokens (
-    token_hash  BLOB PRIMARY KEY,
+    token_hash  BYTEA PRIMARY KEY,
     user_id     TEXT NOT NULL,
     device_id   TEXT NOT NULL,
     jkt         TEXT NOT NULL,
-    expires_at  TEXT NOT NULL,
-    used_at     TEXT
+    expires_at  TIMESTAMPTZ NOT NULL,
+    used_at     TIMESTAMPTZ
 );
 
 CREATE TABLE link_tokens (
-    token_hash  BLOB PRIMARY KEY,
+    token_hash  BYTEA PRIMARY KEY,
     user_id     TEXT NOT NULL REFERENCES users(user_id),
-    expires_at  TEXT NOT NULL,
-    used_at     TEXT
+    expires_at  TIMESTAMPTZ NOT NULL,
+    used_at     TIMESTAMPTZ
 );
 
 CREATE TABLE server_keys (
     kid         TEXT PRIMARY KEY,
     purpose     TEXT NOT NULL,
     alg         TEXT NOT NULL,
-    secret      BLOB NOT NULL,
+    secret      BYTEA NOT NULL,
     status      TEXT NOT NULL,
-    created_at  TEXT NOT NULL
+    created_at  TIMESTAMPTZ NOT NULL
 );
 
 CREATE TABLE dpop_jti (
     jti         TEXT PRIMARY KEY,
-    expires_at  TEXT NOT NULL
+    expires_at  TIMESTAMPTZ NOT NULL
 );
