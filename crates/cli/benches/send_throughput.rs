@@ -82,6 +82,15 @@ async fn sender(base: &str, i: usize) -> Sender {
     }
 }
 
+/// CPU seconds (user + system) this process has used, from /proc (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -108,6 +117,7 @@ async fn main() {
     let body = "A".repeat(256);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let warmup_end = Instant::now() + Duration::from_secs(1);
+    let cpu_before = cpu_seconds();
     let mut tasks = Vec::new();
     for (i, s) in all.into_iter().enumerate() {
         let base = base.clone();
@@ -153,6 +163,9 @@ async fn main() {
     for t in tasks {
         latencies.extend(t.await.unwrap());
     }
+    let cpu = cpu_before
+        .zip(cpu_seconds())
+        .map(|(before, after)| after - before);
     latencies.sort_unstable();
     let measured = (seconds - 1) as f64;
     let pct = |p: f64| {
@@ -172,5 +185,13 @@ async fn main() {
         pct(0.99),
         pct(1.0)
     );
+    if let Some(cpu) = cpu {
+        // Server and load generator share the machine: this is both sides' CPU per message.
+        let messages = latencies.len() as f64 * seconds as f64 / measured;
+        println!(
+            "  CPU per message (server + load generator): {:.0} us",
+            cpu / messages * 1e6
+        );
+    }
     server.stop().await;
 }

@@ -12,7 +12,7 @@ pub mod state;
 use crate::auth::jti::{EmbeddedJtiCache, JtiCache};
 use crate::auth::tokens::AccessTokens;
 use atlas_crypto::dpop::NonceIssuer;
-use atlas_crypto::jws::JwsSigner;
+use atlas_crypto::jws::HmacJwsKey;
 use atlas_store::ServerKeyRecord;
 pub use state::{Clock, ServerConfig, SystemClock};
 use state::{Inner, RuntimeConfig};
@@ -102,10 +102,12 @@ pub async fn start_with_clock(
 
     let now = clock.now();
     let token_key = store
-        .server_key("access-token", &server_key("access-token", "EdDSA", now))
+        .server_key("access-token", &server_key("access-token", "HS256", now))
         .await?;
-    let signer = JwsSigner::from_secret(&token_key.alg, &token_key.secret)
-        .ok_or(StartError::BadServerKey("access-token"))?;
+    let token_secret: [u8; 32] = token_key
+        .secret
+        .try_into()
+        .map_err(|_| StartError::BadServerKey("access-token"))?;
     let nonce_key = store
         .server_key("dpop-nonce", &server_key("dpop-nonce", "HS256", now))
         .await?;
@@ -125,7 +127,11 @@ pub async fn start_with_clock(
             require_dpop_nonce: config.require_dpop_nonce,
             iat_window: config.iat_window,
         },
-        tokens: AccessTokens::new(signer, token_key.kid, public_url.clone()),
+        tokens: AccessTokens::new(
+            HmacJwsKey::new(token_secret),
+            token_key.kid,
+            public_url.clone(),
+        ),
         jti: jti.clone(),
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout: Default::default(),

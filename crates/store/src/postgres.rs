@@ -1,9 +1,10 @@
 //! PostgreSQL backend, for several server processes sharing one database.
 //! Concurrent claims and sends are made safe by row locks (`FOR UPDATE SKIP
 //! LOCKED` on key claims, the device row on sequence numbers).
-use crate::StoreResult;
 use crate::migrations;
+use crate::records::{CheckRow, SendCheck};
 use crate::sql::impl_store;
+use crate::{NewMessage, StoreError, StoreResult, StoredSend};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// The PostgreSQL store.
@@ -29,12 +30,86 @@ impl PostgresStore {
         })
     }
 
-    /// One transaction per send; row locks order concurrent sends to a device.
-    async fn store_message_durably(&self, m: &crate::NewMessage) -> StoreResult<crate::StoredSend> {
+    /// One transaction per send; the device row lock orders concurrent sends to a device.
+    async fn store_message_durably(&self, m: &NewMessage) -> StoreResult<StoredSend> {
+        match self.store_message_once(m).await {
+            // A concurrent copy of this send committed first: this attempt rolled
+            // back, and the next one finds the stored original (or the conflict).
+            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                self.store_message_once(m).await
+            }
+            result => result,
+        }
+    }
+
+    async fn store_message_once(&self, m: &NewMessage) -> StoreResult<StoredSend> {
         let mut tx = self.writer.begin().await?;
-        let stored = Self::store_message_in(&mut tx, m).await?;
+        if let SendCheck::Duplicate(stored) = Self::check_send(&mut tx, m).await? {
+            return Ok(stored);
+        }
+        let mut deliveries = Vec::with_capacity(m.envelopes.len());
+        for envelope in &m.envelopes {
+            let seq: i64 = sqlx::query_scalar("UPDATE devices SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq")
+                .bind(m.recipient_id.as_str())
+                .bind(envelope.device_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
+                   encryption_algorithm, msg_type, body, seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&m.message_id)
+            .bind(envelope.device_id.as_str())
+            .bind(m.recipient_id.as_str())
+            .bind(m.sender_id.as_str())
+            .bind(m.sender_device_id.as_str())
+            .bind(&m.encryption_algorithm)
+            .bind(i64::from(envelope.msg_type))
+            .bind(&envelope.body)
+            .bind(seq)
+            .bind(m.now)
+            .execute(&mut *tx)
+            .await?;
+            deliveries.push((envelope.device_id.clone(), seq as u64));
+        }
+        sqlx::query(
+            "INSERT INTO send_log (sender_id, sender_device_id, client_message_id, message_id, request_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(m.sender_id.as_str())
+        .bind(m.sender_device_id.as_str())
+        .bind(&m.client_message_id)
+        .bind(&m.message_id)
+        .bind(&m.request_hash)
+        .bind(m.now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(stored)
+        Ok(StoredSend {
+            message_id: m.message_id.clone(),
+            accepted_at: m.now,
+            deliveries,
+            duplicate: false,
+        })
+    }
+
+    /// Decides whether a send is a retry, is refused, or may be stored (then
+    /// with the recipient's current devices and their last sequence numbers).
+    async fn check_send(tx: &mut sqlx::PgConnection, m: &NewMessage) -> StoreResult<SendCheck> {
+        // One round trip for both the idempotency record and the recipient's devices.
+        let rows: Vec<CheckRow> = sqlx::query_as(
+            "SELECT 's' AS kind, message_id AS value, request_hash AS hash, 0 AS next_seq FROM send_log \
+               WHERE sender_id = $1 AND sender_device_id = $2 AND client_message_id = $3 \
+             UNION ALL \
+             SELECT 'd', device_id, NULL, next_seq FROM devices WHERE user_id = $4 AND status = 'active'",
+        )
+        .bind(m.sender_id.as_str())
+        .bind(m.sender_device_id.as_str())
+        .bind(&m.client_message_id)
+        .bind(m.recipient_id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        Self::judge(tx, m, rows).await
     }
 
     async fn migrate(pool: &PgPool) -> StoreResult<()> {

@@ -95,6 +95,18 @@ pub struct ServerKeyRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// One row of a send check: `("s", message_id, request_hash, 0)` for an earlier
+/// send with the same client message id, `("d", device_id, None, next_seq)` per active recipient device.
+pub(crate) type CheckRow = (String, String, Option<Vec<u8>>, i64);
+
+/// The verdict on a send before anything is written.
+pub(crate) enum SendCheck {
+    /// A retry of a stored send: answer with the original.
+    Duplicate(StoredSend),
+    /// New and matching the recipient's devices, listed with their last sequence numbers.
+    Accept(Vec<(DeviceId, i64)>),
+}
+
 /// Compares the envelopes of a send with the recipient's current devices.
 pub(crate) fn device_list_mismatch(
     current: &[DeviceId],

@@ -19,6 +19,27 @@ pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// Statement sizes (sends per check, rows per insert). Batches are cut into
+/// these sizes so that SQLite prepares a handful of statements once and reuses
+/// them, instead of compiling a new statement for every batch length.
+pub(crate) const SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// Cuts `items` into chunks whose lengths are all in [`SIZES`].
+pub(crate) fn chunks_of_known_size<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let size = SIZES
+            .iter()
+            .copied()
+            .find(|s| *s <= items.len())
+            .unwrap_or(1);
+        let (chunk, rest) = items.split_at(size);
+        out.push(chunk);
+        items = rest;
+    }
+    out
+}
+
 /// Implements [`crate::Store`] for a backend struct with `writer` and `reader` pools.
 macro_rules! impl_store {
     ($store:ty, $db:ty, backend = $backend:literal, skip_locked = $skip_locked:literal) => {
@@ -147,88 +168,32 @@ macro_rules! impl_store {
         }
 
         impl $store {
-            /// Stores one send inside the caller's transaction (the caller commits).
-            async fn store_message_in(tx: &mut Conn, m: &$crate::NewMessage) -> $crate::StoreResult<$crate::StoredSend> {
-                use sqlx::Row;
-                // One round trip for both the idempotency record and the recipient's devices:
-                // this runs once per send on the single SQLite writer, where round trips are the cost.
-                let rows = sqlx::query(
-                    "SELECT 's' AS kind, message_id AS value, request_hash AS hash FROM send_log \
-                       WHERE sender_id = $1 AND sender_device_id = $2 AND client_message_id = $3 \
-                     UNION ALL \
-                     SELECT 'd', device_id, NULL FROM devices WHERE user_id = $4 AND status = 'active' \
-                     ORDER BY 1 DESC, 2",
-                )
-                .bind(m.sender_id.as_str())
-                .bind(m.sender_device_id.as_str())
-                .bind(&m.client_message_id)
-                .bind(m.recipient_id.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
+            /// The verdict on a send from its check rows; queries only in the rare cases
+            /// (a retry needs the original's deliveries, no devices needs the user checked).
+            async fn judge(tx: &mut Conn, m: &$crate::NewMessage, rows: Vec<$crate::records::CheckRow>) -> $crate::StoreResult<$crate::records::SendCheck> {
                 let mut current = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let value: String = row.try_get("value")?;
-                    if row.try_get::<String, _>("kind")? == "d" {
-                        current.push(value);
+                for (kind, value, hash, next_seq) in rows {
+                    if kind == "d" {
+                        current.push(($crate::sql::device(value)?, next_seq));
                         continue;
                     }
-                    let hash: Vec<u8> = row.try_get("hash")?;
-                    if hash != m.request_hash {
+                    if hash.as_deref() != Some(m.request_hash.as_slice()) {
                         return Err($crate::StoreError::IdempotencyConflict);
                     }
                     let (accepted_at, deliveries) = Self::deliveries_of(tx, &value).await?;
-                    return Ok($crate::StoredSend { message_id: value, accepted_at, deliveries, duplicate: true });
+                    return Ok($crate::records::SendCheck::Duplicate($crate::StoredSend { message_id: value, accepted_at, deliveries, duplicate: true }));
                 }
                 if current.is_empty() && !Self::user_exists(tx, m.recipient_id.as_str()).await? {
                     return Err($crate::StoreError::UnknownUser);
                 }
-                let current: Vec<atlas_proto::DeviceId> = current.into_iter().map($crate::sql::device).collect::<Result<_, _>>()?;
-                if let Some(mismatch) = $crate::records::device_list_mismatch(&current, &m.envelopes) {
+                current.sort();
+                let ids: Vec<atlas_proto::DeviceId> = current.iter().map(|(d, _)| d.clone()).collect();
+                if let Some(mismatch) = $crate::records::device_list_mismatch(&ids, &m.envelopes) {
                     return Err($crate::StoreError::DeviceListMismatch(mismatch));
                 }
-
-                let mut deliveries = Vec::with_capacity(m.envelopes.len());
-                for envelope in &m.envelopes {
-                    let seq: i64 = sqlx::query_scalar(
-                        "UPDATE devices SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq",
-                    )
-                    .bind(m.recipient_id.as_str())
-                    .bind(envelope.device_id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
-                           encryption_algorithm, msg_type, body, seq, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    )
-                    .bind(&m.message_id)
-                    .bind(envelope.device_id.as_str())
-                    .bind(m.recipient_id.as_str())
-                    .bind(m.sender_id.as_str())
-                    .bind(m.sender_device_id.as_str())
-                    .bind(&m.encryption_algorithm)
-                    .bind(i64::from(envelope.msg_type))
-                    .bind(&envelope.body)
-                    .bind(seq)
-                    .bind(m.now)
-                    .execute(&mut *tx)
-                    .await?;
-                    deliveries.push((envelope.device_id.clone(), seq as u64));
-                }
-                sqlx::query(
-                    "INSERT INTO send_log (sender_id, sender_device_id, client_message_id, message_id, request_hash, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(m.sender_id.as_str())
-                .bind(m.sender_device_id.as_str())
-                .bind(&m.client_message_id)
-                .bind(&m.message_id)
-                .bind(&m.request_hash)
-                .bind(m.now)
-                .execute(&mut *tx)
-                .await?;
-                Ok($crate::StoredSend { message_id: m.message_id.clone(), accepted_at: m.now, deliveries, duplicate: false })
+                Ok($crate::records::SendCheck::Accept(current))
             }
+
 
         }
 
@@ -518,12 +483,13 @@ macro_rules! impl_store {
 
             async fn save_jtis(&self, entries: &[(String, time::OffsetDateTime)]) -> $crate::StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
-                for (jti, expires_at) in entries {
-                    sqlx::query("INSERT INTO dpop_jti (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                        .bind(jti)
-                        .bind(*expires_at)
-                        .execute(&mut *tx)
-                        .await?;
+                for chunk in $crate::sql::chunks_of_known_size(entries) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO dpop_jti (jti, expires_at) ");
+                    insert.push_values(chunk, |mut row, (jti, expires_at)| {
+                        row.push_bind(jti.as_str()).push_bind(*expires_at);
+                    });
+                    insert.push(" ON CONFLICT DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

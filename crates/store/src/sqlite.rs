@@ -4,11 +4,15 @@
 //! Sends are group-committed: concurrent sends share one transaction and one
 //! fsync, and each is answered after the commit.
 use crate::migrations;
+use crate::records::{CheckRow, SendCheck};
 use crate::sql::impl_store;
 use crate::{NewMessage, StoreError, StoreResult, StoredSend};
+use atlas_proto::api::OutgoingEnvelope;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Sqlite};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -49,7 +53,18 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let (sends, queue) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(group_commit(writer.clone(), queue));
+        // The committer gets a thread of its own: on the shared runtime each of its
+        // many small awaits would queue behind request handlers, and the single
+        // writer, not the CPU, would set the pace.
+        let committer = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(sqlx::Error::Io)?;
+        let pool = writer.clone();
+        std::thread::Builder::new()
+            .name("atlas-sqlite-commit".into())
+            .spawn(move || committer.block_on(group_commit(pool, queue)))
+            .map_err(sqlx::Error::Io)?;
         Ok(Self {
             writer,
             reader,
@@ -128,21 +143,159 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
     }
 }
 
-/// One transaction for the whole batch. A send refused for a client reason
-/// (device list, idempotency, unknown user) is refused before it writes
-/// anything, so it needs no savepoint; a database error fails the batch, and
-/// every sender retries (sends are idempotent).
+/// A [`CheckRow`] with the index of the send in its batch in front.
+type IndexedCheckRow = (i64, String, String, Option<Vec<u8>>, i64);
+
+/// The check rows of many sends, in one round trip per chunk.
+async fn check_rows(
+    tx: &mut sqlx::SqliteConnection,
+    batch: &[Pending],
+) -> Result<Vec<Vec<CheckRow>>, StoreError> {
+    let mut out = vec![Vec::new(); batch.len()];
+    let mut offset = 0;
+    for chunk in crate::sql::chunks_of_known_size(batch) {
+        let mut query = QueryBuilder::<Sqlite>::new("");
+        for (j, (m, _)) in chunk.iter().enumerate() {
+            if j > 0 {
+                query.push(" UNION ALL ");
+            }
+            // The index is bound too, so the statement text depends only on the chunk size.
+            query
+                .push("SELECT ")
+                .push_bind((offset + j) as i64)
+                .push(" AS idx, 's' AS kind, message_id AS value, request_hash AS hash, 0 AS next_seq FROM send_log WHERE sender_id = ")
+                .push_bind(m.sender_id.as_str())
+                .push(" AND sender_device_id = ")
+                .push_bind(m.sender_device_id.as_str())
+                .push(" AND client_message_id = ")
+                .push_bind(m.client_message_id.as_str())
+                .push(" UNION ALL SELECT ")
+                .push_bind((offset + j) as i64)
+                .push(", 'd', device_id, NULL, next_seq FROM devices WHERE user_id = ")
+                .push_bind(m.recipient_id.as_str())
+                .push(" AND status = 'active'");
+        }
+        offset += chunk.len();
+        let rows: Vec<IndexedCheckRow> =
+            query.build_query_as().fetch_all(&mut *tx).await?;
+        for (idx, kind, value, hash, next_seq) in rows {
+            let slot = usize::try_from(idx)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| StoreError::Corrupt("check row index".into()))?;
+            slot.push((kind, value, hash, next_seq));
+        }
+    }
+    Ok(out)
+}
+
+/// One transaction for the whole batch, in a handful of round trips: one query
+/// checks every send, then the writes of all accepted sends go out as a few
+/// multi-row statements, with sequence numbers assigned here, since this task
+/// is the only writer. A send refused for a client reason writes nothing; a database
+/// error fails the batch and every sender retries (sends are idempotent).
 async fn commit_batch(
     writer: &SqlitePool,
     batch: &[Pending],
 ) -> Result<Vec<StoreResult<StoredSend>>, StoreError> {
     let mut tx = writer.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for (message, _) in batch {
-        match SqliteStore::store_message_in(&mut tx, message).await {
-            Err(e @ (StoreError::Database(_) | StoreError::Corrupt(_))) => return Err(e),
-            result => results.push(result),
+    let mut results: Vec<StoreResult<StoredSend>> = Vec::with_capacity(batch.len());
+    let mut next_seq: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut accepted: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut rows: Vec<(&NewMessage, &OutgoingEnvelope, i64)> = Vec::new();
+    let mut logged: Vec<&NewMessage> = Vec::new();
+    let checks = check_rows(&mut tx, batch).await?;
+    for ((m, _), checked) in batch.iter().zip(checks) {
+        let key = (
+            m.sender_id.as_str(),
+            m.sender_device_id.as_str(),
+            m.client_message_id.as_str(),
+        );
+        if let Some(&first) = accepted.get(&key) {
+            // A retry that arrived in the same batch as the original.
+            let same = batch
+                .get(first)
+                .is_some_and(|(original, _)| original.request_hash == m.request_hash);
+            results.push(match (same, results.get(first)) {
+                (true, Some(Ok(stored))) => Ok(StoredSend {
+                    duplicate: true,
+                    ..stored.clone()
+                }),
+                _ => Err(StoreError::IdempotencyConflict),
+            });
+            continue;
         }
+        match SqliteStore::judge(&mut tx, m, checked).await {
+            Ok(SendCheck::Duplicate(stored)) => results.push(Ok(stored)),
+            Ok(SendCheck::Accept(devices)) => {
+                let mut deliveries = Vec::with_capacity(m.envelopes.len());
+                for envelope in &m.envelopes {
+                    let stored_seq = devices
+                        .iter()
+                        .find(|(d, _)| *d == envelope.device_id)
+                        .map_or(0, |(_, seq)| *seq);
+                    let seq = next_seq
+                        .entry((m.recipient_id.as_str(), envelope.device_id.as_str()))
+                        .or_insert(stored_seq);
+                    *seq += 1;
+                    rows.push((m, envelope, *seq));
+                    deliveries.push((envelope.device_id.clone(), *seq as u64));
+                }
+                logged.push(m);
+                accepted.insert(key, results.len());
+                results.push(Ok(StoredSend {
+                    message_id: m.message_id.clone(),
+                    accepted_at: m.now,
+                    deliveries,
+                    duplicate: false,
+                }));
+            }
+            Err(e @ (StoreError::Database(_) | StoreError::Corrupt(_))) => return Err(e),
+            Err(refused) => results.push(Err(refused)),
+        }
+    }
+    for chunk in crate::sql::chunks_of_known_size(&rows) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
+             encryption_algorithm, msg_type, body, seq, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, (m, envelope, seq)| {
+            row.push_bind(m.message_id.as_str())
+                .push_bind(envelope.device_id.as_str())
+                .push_bind(m.recipient_id.as_str())
+                .push_bind(m.sender_id.as_str())
+                .push_bind(m.sender_device_id.as_str())
+                .push_bind(m.encryption_algorithm.as_str())
+                .push_bind(i64::from(envelope.msg_type))
+                .push_bind(envelope.body.as_str())
+                .push_bind(*seq)
+                .push_bind(m.now);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    for chunk in crate::sql::chunks_of_known_size(&logged) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO send_log (sender_id, sender_device_id, client_message_id, message_id, request_hash, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, m| {
+            row.push_bind(m.sender_id.as_str())
+                .push_bind(m.sender_device_id.as_str())
+                .push_bind(m.client_message_id.as_str())
+                .push_bind(m.message_id.as_str())
+                .push_bind(m.request_hash.as_slice())
+                .push_bind(m.now);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    let counters: Vec<_> = next_seq.into_iter().collect();
+    for chunk in crate::sql::chunks_of_known_size(&counters) {
+        let mut update =
+            QueryBuilder::<Sqlite>::new("UPDATE devices SET next_seq = v.column3 FROM (");
+        update.push_values(chunk, |mut row, ((user, device), seq)| {
+            row.push_bind(*user).push_bind(*device).push_bind(*seq);
+        });
+        update.push(") AS v WHERE devices.user_id = v.column1 AND devices.device_id = v.column2");
+        update.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(results)

@@ -415,6 +415,54 @@ async fn concurrent_sends_get_distinct_sequence_numbers(db: Db) {
     assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
 }
 
+async fn concurrent_retries_store_one_message(db: Db) {
+    let store = db.open().await;
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "erin", "E").await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let store = store.clone();
+        // Ten copies each of three sends, interleaved, all at once; the third reuses an id with other content.
+        let (client_id, body, hash) = match i % 3 {
+            0 => ("same", "b", b"h-same".to_vec()),
+            1 => ("other", "c", b"h-other".to_vec()),
+            _ => ("same", "x", b"h-conflict".to_vec()),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut m = send("alice", "erin", client_id, vec![envelope("E", body)]);
+            m.message_id = format!("m-{i}");
+            m.request_hash = hash;
+            store.store_message(&m).await
+        }));
+    }
+    let mut stored = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(s) => stored.push(s),
+            Err(StoreError::IdempotencyConflict) => conflicts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let originals: Vec<_> = stored.iter().filter(|s| !s.duplicate).collect();
+    // "same" was stored once by its first arrival: either the b or the x content wins, never both.
+    assert_eq!(originals.len(), 2, "one original per client message id");
+    assert_eq!(stored.len() + conflicts, 30);
+    assert_eq!(
+        conflicts, 10,
+        "the losing content of 'same' is refused every time"
+    );
+    let queue = store.inbox(&uid("erin"), &did("E"), 0, 100).await.unwrap();
+    assert_eq!(queue.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    for s in &stored {
+        let original = originals
+            .iter()
+            .find(|o| o.deliveries == s.deliveries)
+            .expect("duplicates answer with the original");
+        assert_eq!(original.message_id, s.message_id);
+    }
+}
+
 async fn tokens_keys_and_jtis(db: Db) {
     let store = db.open().await;
     add_user(&store, "alice", "D1").await;
@@ -531,6 +579,7 @@ on_both_backends!(
     one_time_keys_are_claimed_once,
     messages_are_sequenced_idempotent_and_durable,
     concurrent_sends_get_distinct_sequence_numbers,
+    concurrent_retries_store_one_message,
     tokens_keys_and_jtis,
     runbook_queries_run_verbatim,
 );

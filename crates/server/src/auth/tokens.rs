@@ -1,7 +1,9 @@
-//! DPoP-bound access tokens: compact JWS (EdDSA) signed by the server's token
-//! key, carrying the device and the proof key thumbprint (`cnf.jkt`), so a
-//! request is authenticated without a database read.
-use atlas_crypto::jws::{CompactJws, JwsSigner};
+//! DPoP-bound access tokens: compact JWS (HS256) under the server's token key,
+//! carrying the device and the proof key thumbprint (`cnf.jkt`), so a request
+//! is authenticated without a database read. Only the server (and its replicas,
+//! which share the key through the database) issues and checks them, so a MAC
+//! serves, at a fraction of the cost of a signature on every request.
+use atlas_crypto::jws::{CompactJws, HmacJwsKey};
 use atlas_proto::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -42,36 +44,31 @@ pub struct AccessClaims {
 
 /// Issues and verifies access tokens with one server key.
 pub struct AccessTokens {
-    signer: JwsSigner,
+    key: HmacJwsKey,
     kid: String,
     issuer: String,
 }
 
 impl AccessTokens {
-    /// Tokens signed by `signer` (key id `kid`), issued by `issuer`.
-    pub fn new(signer: JwsSigner, kid: String, issuer: String) -> Self {
-        Self {
-            signer,
-            kid,
-            issuer,
-        }
+    /// Tokens under `key` (key id `kid`), issued by `issuer`.
+    pub fn new(key: HmacJwsKey, kid: String, issuer: String) -> Self {
+        Self { key, kid, issuer }
     }
 
-    /// Signs a token for these claims.
+    /// Issues a token for these claims.
     pub fn issue(&self, claims: &AccessClaims) -> String {
         let header = serde_json::json!({ "typ": "at+jwt", "kid": self.kid });
-        self.signer
+        self.key
             .sign_compact(header, &serde_json::to_vec(claims).unwrap_or_default())
     }
 
-    /// Verifies a token's signature, issuer and expiry.
+    /// Verifies a token's MAC, issuer and expiry.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
         let jws = CompactJws::parse(token).map_err(|_| TokenError::Invalid)?;
         if jws.header.get("kid").and_then(|k| k.as_str()) != Some(self.kid.as_str()) {
             return Err(TokenError::Invalid);
         }
-        jws.verify(&self.signer.public_jwk())
-            .map_err(|_| TokenError::Invalid)?;
+        self.key.verify(&jws).map_err(|_| TokenError::Invalid)?;
         let claims: AccessClaims =
             serde_json::from_slice(&jws.payload).map_err(|_| TokenError::Invalid)?;
         if claims.iss != self.issuer {
@@ -102,7 +99,7 @@ mod tests {
     #[test]
     fn issue_verify_expire_and_forge() {
         let tokens = AccessTokens::new(
-            JwsSigner::generate_ed25519(),
+            HmacJwsKey::new(atlas_crypto::random_bytes()),
             "k1".into(),
             "https://atlas.test".into(),
         );
@@ -111,13 +108,13 @@ mod tests {
         assert_eq!(tokens.verify(&token, 100).unwrap_err(), TokenError::Expired);
 
         let other = AccessTokens::new(
-            JwsSigner::generate_ed25519(),
+            HmacJwsKey::new(atlas_crypto::random_bytes()),
             "k1".into(),
             "https://atlas.test".into(),
         );
         assert_eq!(other.verify(&token, 50).unwrap_err(), TokenError::Invalid);
         let foreign_issuer = AccessTokens::new(
-            JwsSigner::generate_ed25519(),
+            HmacJwsKey::new(atlas_crypto::random_bytes()),
             "k1".into(),
             "https://evil.test".into(),
         );
