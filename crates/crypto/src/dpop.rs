@@ -4,7 +4,7 @@
 use crate::jwk::PublicJwk;
 use crate::jws::{CompactJws, JwsSigner};
 use atlas_proto::b64;
-use hmac::{KeyInit, Mac};
+use hmac::Mac;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -207,19 +207,14 @@ pub struct NonceIssuer {
     lifetime_secs: i64,
 }
 
-type HmacSha256 = hmac::Hmac<Sha256>;
-
 impl NonceIssuer {
     /// A nonce issuer with a server-held key; nonces live `lifetime_secs`.
     pub fn new(key: [u8; 32], lifetime_secs: i64) -> Self {
         Self { key, lifetime_secs }
     }
 
-    fn mac(&self, issued: i64) -> HmacSha256 {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(&issued.to_be_bytes());
-        mac
+    fn mac(&self, issued: i64) -> hmac::Hmac<Sha256> {
+        crate::hmac_sha256(&self.key, &issued.to_be_bytes())
     }
 
     /// A nonce valid from `now` for the configured lifetime.

@@ -115,20 +115,10 @@ pub struct HmacJwsKey {
     key: [u8; 32],
 }
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
 impl HmacJwsKey {
     /// A key from 32 secret bytes.
     pub fn new(key: [u8; 32]) -> Self {
         Self { key }
-    }
-
-    fn mac(&self, input: &[u8]) -> HmacSha256 {
-        use hmac::{KeyInit, Mac};
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(input);
-        mac
     }
 
     /// Signs `payload` under `header` (whose `alg` is set to HS256) as a compact JWS.
@@ -140,7 +130,9 @@ impl HmacJwsKey {
             b64::encode(header.to_string()),
             b64::encode(payload)
         );
-        let tag = self.mac(signing_input.as_bytes()).finalize().into_bytes();
+        let tag = crate::hmac_sha256(&self.key, signing_input.as_bytes())
+            .finalize()
+            .into_bytes();
         format!("{signing_input}.{}", b64::encode(tag))
     }
 
@@ -150,7 +142,7 @@ impl HmacJwsKey {
         if jws.alg() != Some("HS256") {
             return Err(JwsError::Alg);
         }
-        self.mac(jws.signing_input.as_bytes())
+        crate::hmac_sha256(&self.key, jws.signing_input.as_bytes())
             .verify_slice(&jws.signature)
             .map_err(|_| JwsError::BadSignature)
     }

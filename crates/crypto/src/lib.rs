@@ -15,6 +15,15 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     rand::random()
 }
 
+/// HMAC-SHA256 under a 32-byte server key, fed with `input` (finish with `finalize` or `verify_*`).
+pub(crate) fn hmac_sha256(key: &[u8; 32], input: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(input);
+    mac
+}
+
 /// A random identifier: 16 random bytes, base64url.
 pub fn random_id() -> String {
     atlas_proto::b64::encode(random_bytes::<16>())

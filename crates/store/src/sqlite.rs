@@ -176,8 +176,7 @@ async fn check_rows(
                 .push(" AND status = 'active'");
         }
         offset += chunk.len();
-        let rows: Vec<IndexedCheckRow> =
-            query.build_query_as().fetch_all(&mut *tx).await?;
+        let rows: Vec<IndexedCheckRow> = query.build_query_as().fetch_all(&mut *tx).await?;
         for (idx, kind, value, hash, next_seq) in rows {
             let slot = usize::try_from(idx)
                 .ok()
