@@ -20,9 +20,13 @@ pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Statement sizes (sends per check, rows per insert). Batches are cut into
-/// these sizes so that SQLite prepares a handful of statements once and reuses
-/// them, instead of compiling a new statement for every batch length.
-pub(crate) const SIZES: [usize; 4] = [64, 16, 4, 1];
+/// these sizes so that the database prepares a bounded set of statements once
+/// and reuses them, instead of compiling one for every batch length. Every
+/// size up to 16 is there, so a typical batch takes one statement per table:
+/// under load each round trip to SQLite's worker thread costs more than the work.
+pub(crate) const SIZES: [usize; 20] = [
+    256, 128, 64, 32, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1,
+];
 
 /// Cuts `items` into chunks whose lengths are all in [`SIZES`].
 pub(crate) fn chunks_of_known_size<T>(mut items: &[T]) -> Vec<&[T]> {

@@ -42,7 +42,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Room for the batch statements of every size (crate::sql::SIZES) besides the fixed ones.
+            .statement_cache_capacity(256);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
