@@ -3,6 +3,7 @@
 
 mod client_cmd;
 mod serve;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     Device(client_cmd::DeviceCommand),
     /// Show this profile's user, device and server.
     Whoami,
+    /// Dissect a DPoP proof: signature, key thumbprint vs the token's cnf.jkt, ath, htm/htu, iat.
+    VerifyDpop(verify::VerifyDpopArgs),
 }
 
 fn home(cli_home: Option<PathBuf>) -> PathBuf {
@@ -81,6 +84,7 @@ async fn main() -> ExitCode {
         Command::Devices(args) => client_cmd::devices(&profile_dir, args).await,
         Command::Device(cmd) => client_cmd::device(&profile_dir, cmd).await,
         Command::Whoami => client_cmd::whoami(&profile_dir).await,
+        Command::VerifyDpop(args) => verify::verify_dpop(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,8 @@
 //! graceful stop on SIGTERM.
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
+mod support;
+
 use atlas_store::testdb::TempDir;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -180,4 +182,92 @@ fn clients_follow_server_dpop_nonces() {
     let mut server = serve(&data, "127.0.0.1:0", &["--require-dpop-nonce"]);
     quickstart(&server, &home);
     stop(&mut server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_dpop_dissects_real_proofs() {
+    let mut h = support::Harness::sqlite().await;
+    let url = h.url();
+    let device = support::RawDevice::register(&url, "ops").await;
+    let token = device.token().await;
+    let proof = device.proof("POST", "/messages", Some(&token), support::now());
+    let messages_url = format!("{url}/messages");
+    let run = |args: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_atlas"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let base = |proof: &str| {
+        vec![
+            "verify-dpop".to_string(),
+            "--proof".into(),
+            proof.into(),
+            "--token".into(),
+            format!("DPoP {token}"),
+        ]
+    };
+    let mut args = base(&proof);
+    args.extend([
+        "--method".into(),
+        "POST".into(),
+        "--url".into(),
+        messages_url.clone(),
+    ]);
+    let out = run(args.clone());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("PASS token binding") && stdout.contains("PASS signature"),
+        "{stdout}"
+    );
+    args.push("--json".into());
+    let report: serde_json::Value = serde_json::from_slice(&run(args).stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["claims"]["htm"], "POST");
+
+    // A proof made with another key than the token's: binding fails, exit status says so.
+    let thief = atlas_crypto::jws::JwsSigner::generate_p256();
+    let stolen = atlas_crypto::dpop::create_proof(
+        &thief,
+        "GET",
+        &messages_url,
+        support::now(),
+        Some(&token),
+        None,
+    );
+    let mut args = base(&stolen);
+    args.extend(["--method".into(), "POST".into()]);
+    let out = run(args);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL token binding") && stdout.contains("FAIL htm"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Invalid DPoP proof: failed token binding, htm")
+    );
+
+    // Garbage, and a proof read from a file.
+    let out = run(base("not-a-proof"));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("FAIL structure")
+    );
+    let dir = TempDir::new("atlas-verify-dpop").unwrap();
+    let file = dir.path.join("proof.txt");
+    std::fs::write(&file, format!("{proof}\n")).unwrap();
+    let out = run(base(&format!("@{}", file.display())));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    h.stop().await;
 }

@@ -6,6 +6,7 @@
 pub mod at_rest;
 pub mod device;
 pub mod dpop;
+pub mod dpop_inspect;
 pub mod jwk;
 pub mod jws;
 pub mod olm;
