@@ -235,4 +235,36 @@ async fn rotated_fallback_key_still_decrypts(mut h: Harness) {
     h.stop().await;
 }
 
-on_both_backends!(three_users_converse, rotated_fallback_key_still_decrypts);
+/// A message whose processing hits a network failure (here: the sender's keys
+/// cannot be fetched because the server is down) is neither acknowledged nor
+/// reported as undecryptable; the next sync decrypts it.
+async fn a_network_failure_mid_processing_loses_nothing(mut h: Harness) {
+    let url = h.url();
+    let alice = Client::register(&h.profile("alice"), &url, uid("alice"), None)
+        .await
+        .unwrap();
+    let carol = Client::register(&h.profile("carol"), &url, uid("carol"), None)
+        .await
+        .unwrap();
+    alice
+        .send_text(&uid("carol"), "first contact")
+        .await
+        .unwrap();
+    let pending = carol.pending().await.unwrap();
+    h.stop().await;
+    let error = carol.process(pending).await.unwrap_err();
+    assert!(
+        matches!(error, atlas_client::ClientError::Network(_)),
+        "{error}"
+    );
+    assert_eq!(carol.last_seq().await.unwrap(), 0);
+    h.start().await;
+    assert_eq!(texts(&carol.sync().await.unwrap()), ["first contact"]);
+    h.stop().await;
+}
+
+on_both_backends!(
+    three_users_converse,
+    rotated_fallback_key_still_decrypts,
+    a_network_failure_mid_processing_loses_nothing,
+);

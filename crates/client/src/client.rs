@@ -31,6 +31,14 @@ struct Profile {
     dpop_alg: String,
 }
 
+/// Why a message did not decrypt.
+enum Undecryptable {
+    /// It cannot be decrypted as things stand (a failure code and reason): reported, acknowledged.
+    Failed(String),
+    /// Something local or the network failed: retry later, do not acknowledge.
+    Transient(ClientError),
+}
+
 /// One received message, decrypted or not.
 #[derive(Debug, Clone, Serialize)]
 pub struct Received {
@@ -505,7 +513,8 @@ impl Client {
         &self,
         account: &mut OlmAccount,
         message: &InboxMessage,
-    ) -> Result<(String, bool), String> {
+    ) -> Result<(String, bool), Undecryptable> {
+        use Undecryptable::{Failed, Transient};
         let ciphertext = Ciphertext {
             msg_type: message.msg_type,
             body: message.body.clone(),
@@ -518,12 +527,12 @@ impl Client {
             .local
             .sessions(sender, device)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Transient)?;
         let mut last_error = String::from("KeyNotFound: no session with the sender");
         let mut decrypted = None;
         for (_, pickle) in sessions {
             let mut session = OlmSession::from_pickle(&pickle, &self.local.key)
-                .map_err(|_| "KeyCorrupted: stored session unreadable".to_string())?;
+                .map_err(|_| Failed("KeyCorrupted: stored session unreadable".into()))?;
             match session.decrypt(&ciphertext) {
                 Ok(plain) => {
                     decrypted = Some((session, plain, false));
@@ -536,23 +545,32 @@ impl Client {
             let curve = self
                 .sender_curve25519(&message.sender_id, &message.sender_device_id)
                 .await
-                .map_err(|e| format!("KeyNotFound: {e}"))?;
+                .map_err(|e| match e {
+                    // The sender's keys could not be fetched now: try again later, do not give up on the message.
+                    ClientError::Network(_) | ClientError::Storage(_) => Transient(e),
+                    ClientError::Api { status, .. } | ClientError::Protocol { status, .. }
+                        if status >= 500 =>
+                    {
+                        Transient(e)
+                    }
+                    e => Failed(format!("KeyNotFound: {e}")),
+                })?;
             match account.create_inbound_session(&curve, &ciphertext) {
                 Ok((session, plain)) => decrypted = Some((session, plain, true)),
                 Err(e) => last_error = failure_code(&e),
             }
         }
-        let (session, plain, inbound) = decrypted.ok_or(last_error)?;
+        let (session, plain, inbound) = decrypted.ok_or(Failed(last_error))?;
         let payload: Payload = serde_json::from_slice(&plain)
-            .map_err(|_| "Malformed: plaintext is not an Atlas payload".to_string())?;
+            .map_err(|_| Failed("Malformed: plaintext is not an Atlas payload".into()))?;
         if payload.sender != message.sender_id
             || payload.sender_device != message.sender_device_id
             || payload.recipient != self.user_id
             || payload.recipient_device != self.device_id
         {
-            return Err(
+            return Err(Failed(
                 "Forged: envelope labels do not match the encrypted sender/recipient".into(),
-            );
+            ));
         }
         let account_pickle = inbound.then(|| account.pickle(&self.local.key));
         self.local
@@ -564,7 +582,7 @@ impl Client {
                 account_pickle.as_deref(),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Transient)?;
         Ok((payload.body, inbound))
     }
 
@@ -582,14 +600,24 @@ impl Client {
         let mut account = self.account.lock().await;
         let mut out = Vec::new();
         let mut created_inbound = false;
+        let mut interrupted = None;
         let start = last;
         for message in messages.into_iter().filter(|m| m.seq > start) {
-            let result = self.decrypt(&mut account, &message).await;
-            created_inbound |= matches!(result, Ok((_, true)));
-            let result = result.map(|(text, _)| text);
-            if let Err(error) = &result {
-                tracing::warn!(message_id = %message.message_id, sender = %message.sender_id, error = %error, "decrypt error");
-            }
+            let result = match self.decrypt(&mut account, &message).await {
+                Ok((text, inbound)) => {
+                    created_inbound |= inbound;
+                    Ok(text)
+                }
+                Err(Undecryptable::Failed(error)) => {
+                    tracing::warn!(message_id = %message.message_id, sender = %message.sender_id, error = %error, "decrypt error");
+                    Err(error)
+                }
+                Err(Undecryptable::Transient(e)) => {
+                    // Stop here without acknowledging this message: it is processed again on the next sync.
+                    interrupted = Some(e);
+                    break;
+                }
+            };
             last = message.seq;
             out.push(Received {
                 seq: message.seq,
@@ -615,6 +643,9 @@ impl Client {
                     Some(&AckRequest { up_to_seq: last }),
                 )
                 .await?;
+        }
+        if let Some(e) = interrupted {
+            return Err(e);
         }
         if created_inbound {
             self.top_up_keys(false).await?;
