@@ -117,15 +117,13 @@ async fn three_users_converse(mut h: Harness) {
 
     // Live push over WebSocket.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let listener = {
         let bob_dir = h.profile("bob");
         tokio::spawn(async move {
             let bob = Client::open(&bob_dir).await.unwrap();
-            bob.listen(move |m| tx.send(m).unwrap(), async {
-                stop_rx.await.unwrap_or(())
-            })
-            .await
+            // The client never stops it: only the server's close ends it.
+            bob.listen(move |m| tx.send(m).unwrap(), std::future::pending())
+                .await
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -135,8 +133,14 @@ async fn three_users_converse(mut h: Harness) {
         .expect("push arrives")
         .unwrap();
     assert_eq!(pushed.text.as_deref(), Some("pushed to you"));
-    stop_tx.send(()).unwrap();
-    listener.await.unwrap().unwrap();
+    // Stopping the server closes the push socket: the listener returns instead of hanging.
+    h.stop().await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), listener)
+        .await
+        .expect("listener ends when the server stops")
+        .unwrap()
+        .unwrap();
+    h.start().await;
 
     // Server restart mid-conversation: queued messages, sessions and tokens survive.
     alice

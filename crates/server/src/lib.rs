@@ -117,6 +117,7 @@ pub async fn start_with_clock(
         .map_err(|_| StartError::BadServerKey("dpop-nonce"))?;
     let jti = Arc::new(EmbeddedJtiCache::load(store.clone(), now).await?);
 
+    let (shutdown, mut stopped) = watch::channel(false);
     let state = Arc::new(Inner {
         store: store.clone(),
         config: RuntimeConfig {
@@ -136,9 +137,9 @@ pub async fn start_with_clock(
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout: Default::default(),
         clock: clock.clone(),
+        shutdown: shutdown.subscribe(),
     });
     let app = routes::router(state, config.max_body_bytes);
-    let (shutdown, mut stopped) = watch::channel(false);
     let mut flusher_stop = shutdown.subscribe();
     let task = tokio::spawn(async move {
         let flusher = tokio::spawn({

@@ -102,6 +102,8 @@ pub struct Inner {
     pub fanout: Fanout,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Becomes true when the server stops; long-lived connections close then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Handler state.

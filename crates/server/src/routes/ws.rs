@@ -73,6 +73,7 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
     let expires_in = (auth.expires_at - state.clock.unix()).max(0) as u64;
     let expiry = tokio::time::sleep(std::time::Duration::from_secs(expires_in));
     tokio::pin!(expiry);
+    let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
             event = live.recv() => match event {
@@ -92,7 +93,12 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
+            // The token expired or the server stops: the client reconnects and resumes from its last sequence number.
             () = &mut expiry => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            _ = async { shutdown.wait_for(|stopping| *stopping).await.is_ok() } => {
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
