@@ -9,77 +9,21 @@
 //! the server, so a fixed 256-byte body stands in for Olm output here.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: fail loudly.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use atlas_crypto::dpop::create_proof;
-use atlas_crypto::jws::JwsSigner;
-use atlas_crypto::olm::OlmAccount;
-use atlas_proto::api::{RegisterRequest, TokenRequest, TokenResponse, token_signing_payload};
-use atlas_proto::{DeviceId, UserId};
 use atlas_store::testdb::TempDir;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use support::{RawDevice, now};
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-struct Sender {
-    http: reqwest::Client,
-    dpop: JwsSigner,
-    token: String,
-}
-
-async fn register(
-    http: &reqwest::Client,
-    base: &str,
-    user: &str,
-) -> (OlmAccount, UserId, DeviceId) {
-    let account = OlmAccount::new();
-    let user_id = UserId::new(user).unwrap();
-    let device_id = DeviceId::new("D").unwrap();
-    let req = RegisterRequest {
-        user_id: user_id.clone(),
-        device: account.device_keys(&user_id, &device_id),
-        link_token: None,
-    };
-    let r = http
-        .post(format!("{base}/users"))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    (account, user_id, device_id)
-}
-
-async fn sender(base: &str, i: usize) -> Sender {
-    let http = atlas_client::http_client().unwrap();
-    let (account, user_id, device_id) = register(&http, base, &format!("sender{i}")).await;
-    register(&http, base, &format!("recipient{i}")).await;
-    let dpop = JwsSigner::generate_ed25519();
-    let iat = now();
-    let jkt = dpop.public_jwk().thumbprint();
-    let grant = TokenRequest::DeviceSignature {
-        user_id: user_id.clone(),
-        device_id: device_id.clone(),
-        iat,
-        signature: account.sign(&token_signing_payload(&user_id, &device_id, &jkt, iat)),
-    };
-    let proof = create_proof(&dpop, "POST", &format!("{base}/token"), iat, None, None);
-    let token: TokenResponse = http
-        .post(format!("{base}/token"))
-        .header("DPoP", proof)
-        .json(&grant)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    Sender {
-        http,
-        dpop,
-        token: token.access_token,
-    }
+/// A registered sender with its token, and a recipient of its own.
+async fn sender(base: &str, i: usize) -> (RawDevice, String) {
+    let device = RawDevice::register(base, &format!("sender{i}")).await;
+    RawDevice::register(base, &format!("recipient{i}")).await;
+    let token = device.token().await;
+    (device, token)
 }
 
 /// CPU seconds (user + system) this process has used, from /proc (Linux).
@@ -119,7 +63,7 @@ async fn main() {
     let warmup_end = Instant::now() + Duration::from_secs(1);
     let cpu_before = cpu_seconds();
     let mut tasks = Vec::new();
-    for (i, s) in all.into_iter().enumerate() {
+    for (i, (s, token)) in all.into_iter().enumerate() {
         let base = base.clone();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
@@ -129,7 +73,7 @@ async fn main() {
                 let request = json!({
                     "recipient_id": format!("recipient{i}"),
                     "client_message_id": format!("c{n}"),
-                    "envelopes": [{"device_id": "D", "msg_type": 1, "body": body}],
+                    "envelopes": [{"device_id": "RAW", "msg_type": 1, "body": body}],
                 });
                 n += 1;
                 let started = Instant::now();
@@ -138,13 +82,13 @@ async fn main() {
                     "POST",
                     &format!("{base}/messages"),
                     now(),
-                    Some(&s.token),
+                    Some(&token),
                     None,
                 );
                 let r = s
                     .http
                     .post(format!("{base}/messages"))
-                    .header("Authorization", format!("DPoP {}", s.token))
+                    .header("Authorization", format!("DPoP {token}"))
                     .header("DPoP", proof)
                     .json(&request)
                     .send()

@@ -66,18 +66,25 @@ impl RunningServer {
     }
 }
 
-fn server_key(
+/// The server's 256-bit HMAC key for `purpose` (created on first start), with its key id.
+async fn hmac_key(
+    store: &dyn atlas_store::Store,
     purpose: &'static str,
-    alg: &'static str,
     now: time::OffsetDateTime,
-) -> impl Fn() -> ServerKeyRecord + Send + Sync {
-    move || ServerKeyRecord {
+) -> Result<(String, [u8; 32]), StartError> {
+    let make = move || ServerKeyRecord {
         kid: format!("{purpose}-{}", atlas_crypto::random_id()),
         purpose: purpose.into(),
-        alg: alg.into(),
+        alg: "HS256".into(),
         secret: atlas_crypto::random_bytes::<32>().to_vec(),
         created_at: now,
-    }
+    };
+    let key = store.server_key(purpose, &make).await?;
+    let secret = key
+        .secret
+        .try_into()
+        .map_err(|_| StartError::BadServerKey(purpose))?;
+    Ok((key.kid, secret))
 }
 
 /// Opens storage, binds, and serves until stopped.
@@ -101,20 +108,8 @@ pub async fn start_with_clock(
         .to_owned();
 
     let now = clock.now();
-    let token_key = store
-        .server_key("access-token", &server_key("access-token", "HS256", now))
-        .await?;
-    let token_secret: [u8; 32] = token_key
-        .secret
-        .try_into()
-        .map_err(|_| StartError::BadServerKey("access-token"))?;
-    let nonce_key = store
-        .server_key("dpop-nonce", &server_key("dpop-nonce", "HS256", now))
-        .await?;
-    let nonce_key: [u8; 32] = nonce_key
-        .secret
-        .try_into()
-        .map_err(|_| StartError::BadServerKey("dpop-nonce"))?;
+    let (token_kid, token_secret) = hmac_key(store.as_ref(), "access-token", now).await?;
+    let (_, nonce_key) = hmac_key(store.as_ref(), "dpop-nonce", now).await?;
     let jti = Arc::new(EmbeddedJtiCache::load(store.clone(), now).await?);
 
     let (shutdown, mut stopped) = watch::channel(false);
@@ -128,11 +123,7 @@ pub async fn start_with_clock(
             require_dpop_nonce: config.require_dpop_nonce,
             iat_window: config.iat_window,
         },
-        tokens: AccessTokens::new(
-            HmacJwsKey::new(token_secret),
-            token_key.kid,
-            public_url.clone(),
-        ),
+        tokens: AccessTokens::new(HmacJwsKey::new(token_secret), token_kid, public_url.clone()),
         jti: jti.clone(),
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout: Default::default(),
