@@ -1,6 +1,7 @@
 //! `atlas`: runs the server, acts as a client device, and carries the operator procedures.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod client_cmd;
 mod serve;
 mod verify;
@@ -40,6 +41,12 @@ enum Command {
     Device(client_cmd::DeviceCommand),
     /// Show this profile's user, device and server.
     Whoami,
+    /// Operator administration on the server host (operator tokens).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// The server's DPoP replay cache (admin API, operator token).
+    #[command(subcommand)]
+    Dpop(admin::DpopCommand),
     /// Dissect a DPoP proof: signature, key thumbprint vs the token's cnf.jkt, ath, htm/htu, iat.
     VerifyDpop(verify::VerifyDpopArgs),
 }
@@ -85,6 +92,8 @@ async fn main() -> ExitCode {
         Command::Device(cmd) => client_cmd::device(&profile_dir, cmd).await,
         Command::Whoami => client_cmd::whoami(&profile_dir).await,
         Command::VerifyDpop(args) => verify::verify_dpop(args),
+        Command::Admin(cmd) => admin::admin(cmd).await,
+        Command::Dpop(cmd) => admin::dpop(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -271,3 +271,156 @@ async fn verify_dpop_dissects_real_proofs() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_inspect_and_clear_the_replay_cache() {
+    let mut h = support::Harness::sqlite().await;
+    let url = h.url();
+    let db = h.database_url();
+    let atlas = |args: &[&str], token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
+        cmd.args(args).env_remove("ATLAS_ADMIN_TOKEN");
+        if let Some(token) = token {
+            cmd.env("ATLAS_ADMIN_TOKEN", token);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, stdout, stderr) = atlas(
+        &[
+            "admin",
+            "token",
+            "create",
+            "--scope",
+            "dpop",
+            "--label",
+            "on-call",
+            "--database-url",
+            &db,
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let op_token = created["token"].as_str().unwrap().to_owned();
+    let (ok, _, stderr) = atlas(
+        &[
+            "admin",
+            "token",
+            "create",
+            "--scope",
+            "everything",
+            "--database-url",
+            &db,
+        ],
+        None,
+    );
+    assert!(!ok && stderr.contains("unknown scope"), "{stderr}");
+
+    // A proof is used, then replayed: refused.
+    let device = support::RawDevice::register(&url, "ops").await;
+    let token = device.token().await;
+    let proof = device.proof("GET", "/keys/count", Some(&token), support::now());
+    let jti = atlas_crypto::jws::CompactJws::parse(&proof)
+        .unwrap()
+        .claims()
+        .unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = |proof: String| {
+        device.send_raw(
+            "GET",
+            "/keys/count",
+            Some(format!("DPoP {token}")),
+            Some(proof),
+            None,
+        )
+    };
+    assert_eq!(send(proof.clone()).await.0, 200);
+    assert_eq!(send(proof.clone()).await.0, 401);
+
+    // The operator looks it up and clears it (the runbook's false-positive repair); the proof works again.
+    let (ok, stdout, stderr) = atlas(
+        &["dpop", "jti", "show", &jti, "--server", &url],
+        Some(&op_token),
+    );
+    assert!(
+        ok && stdout.contains(&format!("dpop:jti:{jti}: seen")),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, _) = atlas(
+        &["dpop", "jti", "clear", &jti, "--server", &url, "--json"],
+        Some(&op_token),
+    );
+    let cleared: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(ok && cleared["cleared"] == true, "{stdout}");
+    assert_eq!(send(proof.clone()).await.0, 200);
+    let (_, stdout, _) = atlas(
+        &["dpop", "jti", "clear", "never-seen", "--server", &url],
+        Some(&op_token),
+    );
+    assert!(stdout.contains("was not in the cache"), "{stdout}");
+
+    // Unauthorised: no token, a made-up token, a device's DPoP token as Bearer, an oversized jti.
+    let (ok, _, stderr) = atlas(&["dpop", "jti", "show", &jti, "--server", &url], None);
+    assert!(!ok && stderr.contains("--token"), "{stderr}");
+    let (ok, _, stderr) = atlas(
+        &["dpop", "jti", "show", &jti, "--server", &url],
+        Some("atlas-op.nope.nope"),
+    );
+    assert!(!ok && stderr.contains("invalid_token"), "{stderr}");
+    let (status, headers, body) = device
+        .send_raw(
+            "GET",
+            &format!("/admin/dpop/jti/{jti}"),
+            Some(format!("Bearer {token}")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=")
+    );
+    let long = "x".repeat(200);
+    let (ok, _, stderr) = atlas(
+        &["dpop", "jti", "show", &long, "--server", &url],
+        Some(&op_token),
+    );
+    assert!(!ok && stderr.contains("invalid_request"), "{stderr}");
+
+    // Revoked tokens stop working.
+    let token_id = created["token_id"].as_str().unwrap();
+    let (ok, _, stderr) = atlas(
+        &["admin", "token", "revoke", token_id, "--database-url", &db],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = atlas(
+        &["dpop", "jti", "show", &jti, "--server", &url],
+        Some(&op_token),
+    );
+    assert!(!ok && stderr.contains("unknown or revoked"), "{stderr}");
+    let (ok, _, stderr) = atlas(
+        &["admin", "token", "revoke", token_id, "--database-url", &db],
+        None,
+    );
+    assert!(
+        !ok && stderr.contains("no active operator token"),
+        "{stderr}"
+    );
+    h.stop().await;
+}

@@ -6,6 +6,7 @@
 mod client;
 mod error;
 mod local;
+pub mod operator;
 mod payload;
 mod push;
 mod transport;

@@ -342,3 +342,19 @@ pub struct StorageHealth {
     /// Round-trip time in milliseconds.
     pub latency_ms: f64,
 }
+
+/// Answer of the admin routes on `dpop:jti:<JTI>` (the embedded replay cache).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JtiStatus {
+    /// The proof id.
+    pub jti: String,
+    /// Its cache key, the same as in Redis.
+    pub key: String,
+    /// Whether the server remembers it (a proof with it would be refused as a replay).
+    pub seen: bool,
+    /// Until when it is remembered (Unix seconds), if seen.
+    pub expires_at: Option<i64>,
+    /// For a clear: whether it was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared: Option<bool>,
+}

@@ -40,6 +40,8 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// The caller is authenticated but not allowed to do this.
     Forbidden,
+    /// RFC 6750: the operator token lacks the scope this route needs.
+    InsufficientScope,
     /// The route does not exist.
     NotFound,
     /// The method is not allowed on this route.
@@ -73,6 +75,7 @@ impl ErrorCode {
             Self::DeviceListMismatch => "device_list_mismatch",
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::Forbidden => "forbidden",
+            Self::InsufficientScope => "insufficient_scope",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",

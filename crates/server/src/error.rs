@@ -12,7 +12,7 @@ pub struct ApiError {
     code: ErrorCode,
     description: String,
     details: Option<serde_json::Value>,
-    www_authenticate: bool,
+    www_authenticate: Option<&'static str>,
     nonce: Option<String>,
 }
 
@@ -24,7 +24,7 @@ impl ApiError {
             code,
             description: description.into(),
             details: None,
-            www_authenticate: false,
+            www_authenticate: None,
             nonce: None,
         }
     }
@@ -50,7 +50,15 @@ impl ApiError {
     /// 401 with a `WWW-Authenticate: DPoP …` challenge (RFC 9449 §7.1).
     pub fn unauthorized(code: ErrorCode, description: impl Into<String>) -> Self {
         Self {
-            www_authenticate: true,
+            www_authenticate: Some("DPoP"),
+            ..Self::new(StatusCode::UNAUTHORIZED, code, description)
+        }
+    }
+
+    /// 401 with a `WWW-Authenticate: Bearer …` challenge (RFC 6750, operator routes).
+    pub fn bearer_challenge(code: ErrorCode, description: impl Into<String>) -> Self {
+        Self {
+            www_authenticate: Some("Bearer"),
             ..Self::new(StatusCode::UNAUTHORIZED, code, description)
         }
     }
@@ -134,9 +142,14 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        if self.www_authenticate {
+        if let Some(scheme) = self.www_authenticate {
+            let algs = if scheme == "DPoP" {
+                ", algs=\"EdDSA ES256\""
+            } else {
+                ""
+            };
             let challenge = format!(
-                "DPoP error=\"{}\", error_description=\"{}\", algs=\"EdDSA ES256\"",
+                "{scheme} error=\"{}\", error_description=\"{}\"{algs}",
                 self.code.as_str(),
                 self.description.replace('"', "'")
             );

@@ -150,6 +150,14 @@ pub trait Store: Send + Sync + 'static {
         make: &(dyn Fn() -> ServerKeyRecord + Send + Sync),
     ) -> StoreResult<ServerKeyRecord>;
 
+    /// Stores a new operator token (hashed).
+    async fn create_operator_token(&self, token: &OperatorTokenRecord) -> StoreResult<()>;
+    /// The unrevoked operator token with this hash.
+    async fn operator_token(&self, token_hash: &[u8]) -> StoreResult<Option<OperatorTokenRecord>>;
+    /// Revokes an operator token; false if there was no such unrevoked token.
+    async fn revoke_operator_token(&self, token_id: &str, now: OffsetDateTime)
+    -> StoreResult<bool>;
+
     /// Persists seen DPoP `jti`s (write-behind from the in-memory cache).
     async fn save_jtis(&self, entries: &[(String, OffsetDateTime)]) -> StoreResult<()>;
     /// Unexpired `jti`s, loaded at start-up; expired ones are deleted.

@@ -3,8 +3,10 @@
 //! from it, so the two backends cannot drift apart.
 
 /// `(version, sql)` pairs in PostgreSQL dialect.
-pub(crate) const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/0001_initial.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_operator_tokens.sql")),
+];
 
 /// The same migration with SQLite's types.
 pub(crate) fn for_sqlite(sql: &str) -> String {

@@ -80,6 +80,21 @@ pub struct RefreshTokenRecord {
     pub expires_at: OffsetDateTime,
 }
 
+/// An operator token as stored (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorTokenRecord {
+    /// Public id, used to revoke it.
+    pub token_id: String,
+    /// SHA-256 of the token.
+    pub token_hash: Vec<u8>,
+    /// What it may do.
+    pub scopes: Vec<String>,
+    /// Who or what it is for.
+    pub label: String,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
 /// A server-held key (token signing, nonce MAC, …).
 #[derive(Debug, Clone)]
 pub struct ServerKeyRecord {

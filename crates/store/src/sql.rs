@@ -485,6 +485,47 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn create_operator_token(&self, t: &$crate::OperatorTokenRecord) -> $crate::StoreResult<()> {
+                sqlx::query("INSERT INTO operator_tokens (token_id, token_hash, scopes, label, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&t.token_id)
+                    .bind(&t.token_hash)
+                    .bind(t.scopes.join(" "))
+                    .bind(&t.label)
+                    .bind(t.created_at)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn operator_token(&self, token_hash: &[u8]) -> $crate::StoreResult<Option<$crate::OperatorTokenRecord>> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT token_id, scopes, label, created_at FROM operator_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|row| {
+                    Ok($crate::OperatorTokenRecord {
+                        token_id: row.try_get("token_id")?,
+                        token_hash: token_hash.to_vec(),
+                        scopes: row.try_get::<String, _>("scopes")?.split_whitespace().map(str::to_owned).collect(),
+                        label: row.try_get("label")?,
+                        created_at: row.try_get("created_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn revoke_operator_token(&self, token_id: &str, now: time::OffsetDateTime) -> $crate::StoreResult<bool> {
+                let done = sqlx::query("UPDATE operator_tokens SET revoked_at = $1 WHERE token_id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(token_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn save_jtis(&self, entries: &[(String, time::OffsetDateTime)]) -> $crate::StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
                 for chunk in $crate::sql::chunks_of_known_size(entries) {

@@ -517,6 +517,34 @@ async fn tokens_keys_and_jtis(db: Db) {
     assert!(!store.delete_jti("j1").await.unwrap());
 }
 
+async fn operator_tokens_are_hashed_and_revocable(db: Db) {
+    let store = db.open().await;
+    let record = atlas_store::OperatorTokenRecord {
+        token_id: "op1".into(),
+        token_hash: b"hash-1".to_vec(),
+        scopes: vec!["dpop".into(), "receipts".into()],
+        label: "on-call".into(),
+        created_at: now(),
+    };
+    store.create_operator_token(&record).await.unwrap();
+    assert_eq!(
+        store.operator_token(b"hash-1").await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(store.operator_token(b"other").await.unwrap(), None);
+    assert!(
+        store.create_operator_token(&record).await.is_err(),
+        "ids are unique"
+    );
+    assert!(store.revoke_operator_token("op1", now()).await.unwrap());
+    assert!(!store.revoke_operator_token("op1", now()).await.unwrap());
+    assert_eq!(
+        store.operator_token(b"hash-1").await.unwrap(),
+        None,
+        "a revoked token no longer authenticates"
+    );
+}
+
 /// The runbook's diagnosis queries run verbatim.
 async fn runbook_queries_run_verbatim(db: Db) {
     let store = db.open().await;
@@ -581,5 +609,6 @@ on_both_backends!(
     concurrent_sends_get_distinct_sequence_numbers,
     concurrent_retries_store_one_message,
     tokens_keys_and_jtis,
+    operator_tokens_are_hashed_and_revocable,
     runbook_queries_run_verbatim,
 );

@@ -1,6 +1,7 @@
 //! Authentication: RFC 9449 DPoP proofs on every client request, bound access
 //! tokens, and replay detection.
 pub mod jti;
+pub mod operator;
 pub mod tokens;
 
 use crate::error::ApiError;

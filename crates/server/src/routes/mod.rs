@@ -1,4 +1,5 @@
 //! HTTP routes, one file per resource.
+pub mod admin;
 pub mod health;
 pub mod keys;
 pub mod messages;
@@ -29,6 +30,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/messages", post(messages::send).get(messages::inbox))
         .route("/messages/ack", post(messages::ack))
         .route("/ws", get(ws::connect))
+        .route(
+            "/admin/dpop/jti/{jti}",
+            get(admin::show_jti).delete(admin::clear_jti),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
         })

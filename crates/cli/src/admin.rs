@@ -1,0 +1,209 @@
+//! Operator commands: `atlas admin token …` (on the server host, against its
+//! store) and `atlas dpop jti …` (against the admin API with a Bearer token).
+use anyhow::Context;
+use atlas_client::operator::OperatorClient;
+use atlas_proto::api::JtiStatus;
+use std::path::PathBuf;
+
+/// Where the server's store is, for commands run on the server host.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// The server's data directory (its SQLite database).
+    #[arg(long, default_value = "./atlas-data", env = "ATLAS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The server's database URL (overrides --data-dir).
+    #[arg(long, env = "ATLAS_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn atlas_store::Store>> {
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let file = self.data_dir.join("atlas.db");
+                anyhow::ensure!(
+                    file.exists(),
+                    "no database at {} (use --data-dir or --database-url)",
+                    file.display()
+                );
+                format!("sqlite://{}", file.display())
+            }
+        };
+        atlas_store::open(&url)
+            .await
+            .context("opening the server's store")
+    }
+}
+
+/// `atlas admin …`.
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Operator tokens for the admin API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `atlas admin token …`.
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create an operator token and print it (shown once; only its hash is stored).
+    Create {
+        /// A scope the token gets (repeatable): dpop, or all.
+        #[arg(long = "scope", default_values_t = vec!["all".to_string()])]
+        scopes: Vec<String>,
+        /// Who or what the token is for.
+        #[arg(long, default_value = "operator")]
+        label: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print token id, token and scopes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an operator token by its id.
+    Revoke {
+        /// The token id (`atlas-op.<ID>.…`).
+        token_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the admin API is and the token to use.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Server URL.
+    #[arg(long, env = "ATLAS_SERVER")]
+    server: String,
+    /// Operator token (default: $ATLAS_ADMIN_TOKEN).
+    #[arg(long, env = "ATLAS_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `atlas dpop …`.
+#[derive(clap::Subcommand)]
+pub enum DpopCommand {
+    /// The server's DPoP replay cache (`dpop:jti:<JTI>`).
+    #[command(subcommand)]
+    Jti(JtiCommand),
+}
+
+/// `atlas dpop jti …`.
+#[derive(clap::Subcommand)]
+pub enum JtiCommand {
+    /// Is this proof id remembered (would a proof with it be refused as a replay)?
+    Show {
+        /// The proof's jti.
+        jti: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Forget a proof id (clear a replay false positive).
+    Clear {
+        /// The proof's jti.
+        jti: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+const SCOPES: &[&str] = &["all", "dpop"];
+
+/// `atlas admin …`.
+pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
+    let AdminCommand::Token(cmd) = cmd;
+    match cmd {
+        TokenCommand::Create {
+            scopes,
+            label,
+            store,
+            json,
+        } => {
+            if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+                anyhow::bail!("unknown scope '{unknown}' (known: {})", SCOPES.join(", "));
+            }
+            let (token, record) = atlas_server::auth::operator::new_token(
+                scopes,
+                label,
+                time::OffsetDateTime::now_utc(),
+            );
+            store.open().await?.create_operator_token(&record).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "token_id": record.token_id, "token": token, "scopes": record.scopes, "label": record.label })
+                );
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "token id {} with scopes {}; export ATLAS_ADMIN_TOKEN=<token> to use it",
+                    record.token_id,
+                    record.scopes.join(" ")
+                );
+            }
+        }
+        TokenCommand::Revoke { token_id, store } => {
+            let revoked = store
+                .open()
+                .await?
+                .revoke_operator_token(&token_id, time::OffsetDateTime::now_utc())
+                .await?;
+            anyhow::ensure!(revoked, "no active operator token with id {token_id}");
+            println!("revoked operator token {token_id}");
+        }
+    }
+    Ok(())
+}
+
+/// `atlas dpop …`.
+pub async fn dpop(cmd: DpopCommand) -> anyhow::Result<()> {
+    let DpopCommand::Jti(cmd) = cmd;
+    let (method, jti, server) = match cmd {
+        JtiCommand::Show { jti, server } => (reqwest::Method::GET, jti, server),
+        JtiCommand::Clear { jti, server } => (reqwest::Method::DELETE, jti, server),
+    };
+    let client = OperatorClient::new(&server.server, &server.token)?;
+    let status: JtiStatus = client
+        .call(method, &format!("/admin/dpop/jti/{}", percent_encode(&jti)))
+        .await?;
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else if let Some(cleared) = status.cleared {
+        println!(
+            "{}: {}",
+            status.key,
+            if cleared {
+                "cleared"
+            } else {
+                "was not in the cache"
+            }
+        );
+    } else if status.seen {
+        println!(
+            "{}: seen, remembered until {} (a proof with this jti is refused as a replay)",
+            status.key,
+            status.expires_at.unwrap_or_default()
+        );
+    } else {
+        println!("{}: not in the cache", status.key);
+    }
+    Ok(())
+}
+
+/// Path-segment encoding for a jti (any printable text is allowed in one).
+fn percent_encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
