@@ -101,22 +101,23 @@ pub async fn check_proof(
     Ok(verified)
 }
 
+/// The `Authorization` header split into scheme and (trimmed) credentials.
+pub fn authorization(parts: &Parts) -> Option<(&str, &str)> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    Some((scheme, token.trim()))
+}
+
 impl FromRequestParts<AppState> for DeviceAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    ErrorCode::InvalidToken,
-                    "missing Authorization: DPoP <token>",
-                )
-            })?;
-        let (scheme, token) = authorization.split_once(' ').unwrap_or((authorization, ""));
-        let token = token.trim();
+        let (scheme, token) = authorization(parts).ok_or_else(|| {
+            ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                "missing Authorization: DPoP <token>",
+            )
+        })?;
         if scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::unauthorized(
                 ErrorCode::InvalidToken,

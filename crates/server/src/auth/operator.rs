@@ -5,8 +5,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use atlas_proto::ErrorCode;
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use sha2::{Digest, Sha256};
 
 /// Prefix of every operator token, so one pasted in the wrong place is recognisable.
@@ -74,20 +74,16 @@ impl FromRequestParts<AppState> for OperatorAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let (scheme, token) = super::authorization(parts)
             .ok_or_else(|| bearer_error("missing Authorization: Bearer <operator token>"))?;
-        let (scheme, token) = authorization.split_once(' ').unwrap_or((authorization, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") || !token.trim().starts_with(TOKEN_PREFIX) {
+        if !scheme.eq_ignore_ascii_case("bearer") || !token.starts_with(TOKEN_PREFIX) {
             return Err(bearer_error(
                 "admin routes need an operator token (atlas admin token create) as Bearer",
             ));
         }
         let record = state
             .store
-            .operator_token(&Sha256::digest(token.trim().as_bytes()))
+            .operator_token(&Sha256::digest(token.as_bytes()))
             .await?;
         let record = record.ok_or_else(|| bearer_error("operator token is unknown or revoked"))?;
         tracing::info!(token_id = %record.token_id, path = %parts.uri.path(), method = %parts.method, "operator request");

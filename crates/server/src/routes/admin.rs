@@ -21,14 +21,19 @@ fn checked(jti: String) -> Result<String, ApiError> {
     Ok(jti)
 }
 
+/// The operator's jti, checked against scope and length.
+fn authorised_jti(operator: &OperatorAuth, jti: String) -> Result<String, ApiError> {
+    operator.require(SCOPE_DPOP)?;
+    checked(jti)
+}
+
 /// `GET /admin/dpop/jti/{jti}`: is this proof id remembered (would a proof with it be a replay)?
 pub async fn show_jti(
     State(state): State<AppState>,
     operator: OperatorAuth,
     ApiPath(jti): ApiPath<String>,
 ) -> Result<Json<JtiStatus>, ApiError> {
-    operator.require(SCOPE_DPOP)?;
-    let jti = checked(jti)?;
+    let jti = authorised_jti(&operator, jti)?;
     let expires_at = state.jti.get(&jti).await.map_err(ApiError::internal)?;
     Ok(Json(JtiStatus {
         key: cache_key(&jti),
@@ -45,8 +50,7 @@ pub async fn clear_jti(
     operator: OperatorAuth,
     ApiPath(jti): ApiPath<String>,
 ) -> Result<Json<JtiStatus>, ApiError> {
-    operator.require(SCOPE_DPOP)?;
-    let jti = checked(jti)?;
+    let jti = authorised_jti(&operator, jti)?;
     let cleared = state.jti.remove(&jti).await.map_err(ApiError::internal)?;
     tracing::warn!(token_id = %operator.token_id, %jti, cleared, "operator cleared a DPoP jti");
     Ok(Json(JtiStatus {
