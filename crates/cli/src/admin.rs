@@ -49,7 +49,7 @@ pub enum AdminCommand {
 pub enum TokenCommand {
     /// Create an operator token and print it (shown once; only its hash is stored).
     Create {
-        /// A scope the token gets (repeatable): dpop, or all.
+        /// A scope the token gets (repeatable): dpop, keys, receipts, or all.
         #[arg(long = "scope", default_values_t = vec!["all".to_string()])]
         scopes: Vec<String>,
         /// Who or what the token is for.
@@ -81,7 +81,14 @@ pub struct ServerArgs {
     token: String,
     /// Print the answer as JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+impl ServerArgs {
+    /// A Bearer client for the admin API.
+    pub(crate) fn client(&self) -> anyhow::Result<OperatorClient> {
+        Ok(OperatorClient::new(&self.server, &self.token)?)
+    }
 }
 
 /// `atlas dpop …`.
@@ -111,7 +118,7 @@ pub enum JtiCommand {
     },
 }
 
-const SCOPES: &[&str] = &["all", "dpop"];
+const SCOPES: &[&str] = &["all", "dpop", "keys", "receipts"];
 
 /// `atlas admin …`.
 pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
@@ -166,7 +173,7 @@ pub async fn dpop(cmd: DpopCommand) -> anyhow::Result<()> {
         JtiCommand::Show { jti, server } => (reqwest::Method::GET, jti, server),
         JtiCommand::Clear { jti, server } => (reqwest::Method::DELETE, jti, server),
     };
-    let client = OperatorClient::new(&server.server, &server.token)?;
+    let client = server.client()?;
     let status: JtiStatus = client
         .call(method, &format!("/admin/dpop/jti/{}", percent_encode(&jti)))
         .await?;
@@ -195,7 +202,7 @@ pub async fn dpop(cmd: DpopCommand) -> anyhow::Result<()> {
 }
 
 /// Path-segment encoding for a jti (any printable text is allowed in one).
-fn percent_encode(segment: &str) -> String {
+pub(crate) fn percent_encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| {

@@ -101,6 +101,55 @@ pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
             sent.deliveries.len(),
             args.user_id
         );
+        println!(
+            "receipt {} signed by {}, valid until {} (atlas receipt {})",
+            sent.receipt.receipt_id, sent.receipt.kid, sent.receipt.expires_at, sent.message_id
+        );
+    }
+    Ok(())
+}
+
+/// Flags of `atlas receipt`.
+#[derive(clap::Args)]
+pub struct ReceiptArgs {
+    /// The message id (as `send` printed it).
+    message_id: String,
+    /// Have the server sign the receipts again with its current key (sender only).
+    #[arg(long)]
+    reissue: bool,
+    /// Print the receipts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `atlas receipt`: the latest signed receipts of a message this user sent or received.
+pub async fn receipt(profile_dir: &Path, args: ReceiptArgs) -> anyhow::Result<()> {
+    let client = open(profile_dir).await?;
+    let answer = if args.reissue {
+        client.reissue_receipts(&args.message_id).await?
+    } else {
+        client.receipts(&args.message_id).await?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    for r in &answer.receipts {
+        let device = r
+            .device_id
+            .as_ref()
+            .map(|d| format!(" by {d}"))
+            .unwrap_or_default();
+        println!(
+            "{} {}{device}: receipt {} kid {} issued {} valid until {}",
+            answer.message_id,
+            r.receipt_type.as_str(),
+            r.receipt_id,
+            r.kid,
+            r.issued_at,
+            r.expires_at
+        );
+        println!("{}", r.base64);
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_cmd;
+mod keys_cmd;
 mod serve;
 mod verify;
 
@@ -41,6 +42,11 @@ enum Command {
     Device(client_cmd::DeviceCommand),
     /// Show this profile's user, device and server.
     Whoami,
+    /// The signed receipts of a message (with --reissue: signed again with the current key).
+    Receipt(client_cmd::ReceiptArgs),
+    /// The server's receipt-signing keys: list, rotate, revoke (admin API, operator token).
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Operator administration on the server host (operator tokens).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -49,6 +55,8 @@ enum Command {
     Dpop(admin::DpopCommand),
     /// Dissect a DPoP proof: signature, key thumbprint vs the token's cnf.jkt, ath, htm/htu, iat.
     VerifyDpop(verify::VerifyDpopArgs),
+    /// Verify a signed receipt: structure, kid in the JWKS, signature, timestamps, expiry.
+    VerifyReceipt(verify::VerifyReceiptArgs),
 }
 
 fn home(cli_home: Option<PathBuf>) -> PathBuf {
@@ -91,7 +99,10 @@ async fn main() -> ExitCode {
         Command::Devices(args) => client_cmd::devices(&profile_dir, args).await,
         Command::Device(cmd) => client_cmd::device(&profile_dir, cmd).await,
         Command::Whoami => client_cmd::whoami(&profile_dir).await,
+        Command::Receipt(args) => client_cmd::receipt(&profile_dir, args).await,
+        Command::Keys(cmd) => keys_cmd::keys(cmd).await,
         Command::VerifyDpop(args) => verify::verify_dpop(args),
+        Command::VerifyReceipt(args) => verify::verify_receipt_cmd(args).await,
         Command::Admin(cmd) => admin::admin(cmd).await,
         Command::Dpop(cmd) => admin::dpop(cmd).await,
     };

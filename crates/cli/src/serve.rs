@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Largest ciphertext per recipient device in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_envelope_bytes: usize,
+    /// Validity of signed receipts, days (also the default overlap of a signing-key rotation).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    receipt_ttl_days: u32,
     /// Require server-issued DPoP nonces in every proof.
     #[arg(long)]
     require_dpop_nonce: bool,
@@ -67,6 +70,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body_bytes = args.max_body_bytes;
     config.max_envelope_bytes = args.max_envelope_bytes;
     config.require_dpop_nonce = args.require_dpop_nonce;
+    config.receipt_ttl_secs = i64::from(args.receipt_ttl_days) * 24 * 3600;
     let server = atlas_server::start(config)
         .await
         .context("starting the server")?;

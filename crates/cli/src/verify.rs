@@ -1,7 +1,9 @@
-//! Offline verification tools for operators: `atlas verify-dpop`.
+//! Verification tools for operators and users: `atlas verify-dpop` and `atlas verify-receipt`.
 use anyhow::Context;
 use atlas_crypto::dpop::IatWindow;
-use atlas_crypto::dpop_inspect::{Inspection, inspect_proof};
+use atlas_crypto::dpop_inspect::{Check, Inspection, inspect_proof};
+use atlas_crypto::receipt::{claims_of, decode_receipt};
+use atlas_crypto::receipt_inspect::verify_receipt;
 
 /// Flags of `atlas verify-dpop`.
 #[derive(clap::Args)]
@@ -23,14 +25,119 @@ pub struct VerifyDpopArgs {
     json: bool,
 }
 
-/// Reads `@FILE` arguments; anything else is the value itself.
+/// Reads `@FILE` and `-` (stdin) arguments; anything else is the value itself.
 fn value(arg: &str) -> anyhow::Result<String> {
-    match arg.strip_prefix('@') {
-        Some(path) => Ok(std::fs::read_to_string(path)
-            .with_context(|| format!("reading {path}"))?
-            .trim()
-            .to_owned()),
-        None => Ok(arg.trim().to_owned()),
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None if arg == "-" => std::io::read_to_string(std::io::stdin()).context("reading stdin")?,
+        None => arg.to_owned(),
+    };
+    Ok(text.trim().to_owned())
+}
+
+fn print_checks(checks: &[Check]) {
+    for c in checks {
+        let mark = match c.ok {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "SKIP",
+        };
+        println!("{mark} {:<14} {}", c.name, c.detail);
+    }
+}
+
+/// Flags of `atlas verify-receipt`.
+#[derive(clap::Args)]
+pub struct VerifyReceiptArgs {
+    /// The receipt: its JSON, base64 of its JSON, @FILE, or - for stdin.
+    #[arg(long)]
+    receipt: String,
+    /// JWKS to verify against: a URL or a file (default: <iss>/.well-known/jwks.json from the receipt).
+    #[arg(long)]
+    jwks: Option<String>,
+    /// Verify as of this time (RFC 3339) instead of now, e.g. to ask whether it was valid then.
+    #[arg(long)]
+    at: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where the JWKS comes from: the flag, else the issuer the receipt names (read unverified,
+/// which is safe: a forged issuer can only point at keys that fail the signature check).
+fn jwks_source(flag: Option<String>, receipt: &str) -> anyhow::Result<String> {
+    if let Some(source) = flag {
+        return Ok(source);
+    }
+    let (jws, _) = decode_receipt(receipt).context("Invalid receipt")?;
+    let claims = claims_of(&jws).context("Invalid receipt")?;
+    Ok(format!(
+        "{}/.well-known/jwks.json",
+        claims.iss.trim_end_matches('/')
+    ))
+}
+
+async fn load_jwks(source: &str) -> anyhow::Result<serde_json::Value> {
+    let text = if source.starts_with("http://") || source.starts_with("https://") {
+        let response = atlas_client::http_client()?
+            .get(source)
+            .send()
+            .await
+            .with_context(|| format!("fetching JWKS {source}"))?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "fetching JWKS {source}: HTTP {}",
+            response.status()
+        );
+        response.text().await?
+    } else {
+        std::fs::read_to_string(source).with_context(|| format!("reading JWKS {source}"))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("JWKS {source} is not JSON"))
+}
+
+/// `atlas verify-receipt`: prints every check; fails with the first failed one's reason.
+pub async fn verify_receipt_cmd(args: VerifyReceiptArgs) -> anyhow::Result<()> {
+    let receipt = value(&args.receipt)?;
+    let now = match &args.at {
+        Some(at) => time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("--at {at} is not RFC 3339"))?,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    let report = match jwks_source(args.jwks, &receipt) {
+        Ok(source) => {
+            let jwks = load_jwks(&source).await?;
+            if !args.json {
+                println!("jwks:   {source}");
+            }
+            verify_receipt(&receipt, &jwks, now.unix_timestamp())
+        }
+        // Undecodable: the report says why, without a JWKS.
+        Err(_) => verify_receipt(
+            &receipt,
+            &serde_json::json!({"keys": []}),
+            now.unix_timestamp(),
+        ),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if let Some(kid) = &report.kid {
+            println!("kid:    {kid}");
+        }
+        if let Some(claims) = &report.claims {
+            println!("claims: {}", serde_json::to_string(claims)?);
+        }
+        print_checks(&report.checks);
+    }
+    match report.failure() {
+        None => {
+            if !args.json {
+                println!("result: the receipt is valid");
+            }
+            Ok(())
+        }
+        Some(reason) => anyhow::bail!("Invalid receipt: {reason}"),
     }
 }
 
@@ -65,14 +172,7 @@ pub fn verify_dpop(args: VerifyDpopArgs) -> anyhow::Result<()> {
         if let Some(jkt) = &report.jkt {
             println!("jkt:    {jkt}");
         }
-        for c in &report.checks {
-            let mark = match c.ok {
-                Some(true) => "PASS",
-                Some(false) => "FAIL",
-                None => "SKIP",
-            };
-            println!("{mark} {:<14} {}", c.name, c.detail);
-        }
+        print_checks(&report.checks);
     }
     let failed: Vec<&str> = report
         .checks

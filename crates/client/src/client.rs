@@ -8,6 +8,7 @@ use crate::transport::{Transport, http_client, refusal};
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::{Ciphertext, OlmAccount, OlmSession};
 use atlas_proto::api::*;
+use atlas_proto::receipt::ReceiptsResponse;
 use atlas_proto::{DeviceId, ErrorCode, UserId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -476,6 +477,25 @@ impl Client {
         })
     }
 
+    /// The latest signed receipts of a message this user sent or received.
+    pub async fn receipts(&self, message_id: &str) -> Result<ReceiptsResponse, ClientError> {
+        let path = receipt_path(message_id)?;
+        self.transport
+            .call::<(), _>(Method::GET, &path, "", None)
+            .await
+    }
+
+    /// Has the server sign this user's sent message's receipts again with its current key.
+    pub async fn reissue_receipts(
+        &self,
+        message_id: &str,
+    ) -> Result<ReceiptsResponse, ClientError> {
+        let path = format!("{}/reissue", receipt_path(message_id)?);
+        self.transport
+            .call::<(), _>(Method::POST, &path, "", None)
+            .await
+    }
+
     /// The text of a message this device sent, while it is in the outbox.
     pub async fn sent_text(&self, message_id: &str) -> Result<Option<String>, ClientError> {
         Ok(self.local.sent(message_id).await?.map(|(_, text)| text))
@@ -696,4 +716,19 @@ fn failure_code(e: &atlas_crypto::olm::OlmError) -> String {
         E::Session(_) => "RatchetDesync",
     };
     format!("{code}: {e}")
+}
+
+/// `/receipts/<id>`, for an id that needs no escaping (server ids are UUIDs).
+fn receipt_path(message_id: &str) -> Result<String, ClientError> {
+    let plain = !message_id.is_empty()
+        && message_id.len() <= 64
+        && message_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !plain {
+        return Err(ClientError::Input(format!(
+            "{message_id:?} is not a message id"
+        )));
+    }
+    Ok(format!("/receipts/{message_id}"))
 }

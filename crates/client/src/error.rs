@@ -38,6 +38,9 @@ pub enum ClientError {
     /// The recipient has a device without any prekey left.
     #[error("device {0} has no prekeys left")]
     NoPrekeys(String),
+    /// The caller passed something unusable (a malformed id, …).
+    #[error("{0}")]
+    Input(String),
     /// WebSocket failure.
     #[error("push connection: {0}")]
     Push(String),

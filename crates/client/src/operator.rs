@@ -2,6 +2,7 @@
 use crate::error::ClientError;
 use crate::transport::{http_client, refusal};
 use reqwest::Method;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// An operator's connection to one server.
@@ -21,18 +22,30 @@ impl OperatorClient {
         })
     }
 
-    /// One admin request; the JSON answer, or the server's refusal.
+    /// One admin request without a body; the JSON answer, or the server's refusal.
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
     ) -> Result<T, ClientError> {
-        let response = self
+        self.call_with::<(), T>(method, path, None).await
+    }
+
+    /// One admin request with an optional JSON body.
+    pub async fn call_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }

@@ -10,6 +10,8 @@ pub mod dpop_inspect;
 pub mod jwk;
 pub mod jws;
 pub mod olm;
+pub mod receipt;
+pub mod receipt_inspect;
 
 /// Fills a fresh array from the operating system's CSPRNG (through `rand`'s thread RNG).
 pub fn random_bytes<const N: usize>() -> [u8; N] {

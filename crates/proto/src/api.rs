@@ -253,6 +253,8 @@ pub struct SendResponse {
     pub deliveries: Vec<Delivery>,
     /// True when this answers a retry of an earlier identical send.
     pub duplicate: bool,
+    /// The signed `accepted` receipt.
+    pub receipt: crate::receipt::ReceiptView,
 }
 
 /// `details` of a `device_list_mismatch` error.

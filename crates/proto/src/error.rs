@@ -42,6 +42,10 @@ pub enum ErrorCode {
     Forbidden,
     /// RFC 6750: the operator token lacks the scope this route needs.
     InsufficientScope,
+    /// The receipt's validity (`receipts.expires_at`) has ended; extend it before reissuing.
+    ReceiptExpired,
+    /// No such server signing key (or it is already revoked).
+    UnknownKey,
     /// The route does not exist.
     NotFound,
     /// The method is not allowed on this route.
@@ -76,6 +80,8 @@ impl ErrorCode {
             Self::IdempotencyConflict => "idempotency_conflict",
             Self::Forbidden => "forbidden",
             Self::InsufficientScope => "insufficient_scope",
+            Self::ReceiptExpired => "receipt_expired",
+            Self::UnknownKey => "unknown_key",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",

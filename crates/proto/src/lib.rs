@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod ids;
+pub mod receipt;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{DeviceId, IdError, MemberRef, UserId};
@@ -32,5 +33,15 @@ pub mod b64 {
     /// Decodes padded standard base64.
     pub fn decode_std(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
         STANDARD.decode(text)
+    }
+
+    /// Decodes standard base64 with or without padding (vodozemac writes it unpadded).
+    pub fn decode_std_lenient(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        const LENIENT: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
+        LENIENT.decode(text)
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod receipts;
 pub mod routes;
 pub mod state;
 
@@ -128,6 +129,11 @@ pub async fn start_with_clock(
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout: Default::default(),
         clock: clock.clone(),
+        signing_keys: receipts::SigningKeys::new(store.clone()),
+        receipts: receipts::ReceiptPolicy {
+            issuer: public_url.clone(),
+            ttl: time::Duration::seconds(config.receipt_ttl_secs),
+        },
         shutdown: shutdown.subscribe(),
     });
     let app = routes::router(state, config.max_body_bytes);

@@ -29,10 +29,13 @@ pub struct ServerConfig {
     pub require_dpop_nonce: bool,
     /// Accepted age and clock skew of proofs.
     pub iat_window: IatWindow,
+    /// Validity of a new receipt, seconds (also the default overlap of a signing-key rotation).
+    pub receipt_ttl_secs: i64,
 }
 
 impl ServerConfig {
-    /// Defaults for a database URL: 127.0.0.1:8080, 1 MiB bodies, 64 KiB ciphertexts, 10 min tokens.
+    /// Defaults for a database URL: 127.0.0.1:8080, 1 MiB bodies, 64 KiB ciphertexts,
+    /// 10 min tokens, 30-day receipts.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -44,6 +47,7 @@ impl ServerConfig {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             require_dpop_nonce: false,
             iat_window: IatWindow::default(),
+            receipt_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -102,6 +106,10 @@ pub struct Inner {
     pub fanout: Fanout,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// The receipt-signing key in use.
+    pub signing_keys: crate::receipts::SigningKeys,
+    /// Issuer and lifetime of receipts.
+    pub receipts: crate::receipts::ReceiptPolicy,
     /// Becomes true when the server stops; long-lived connections close then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -125,14 +125,27 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> StoreResult<Vec<InboxMessage>>;
-    /// Marks messages up to `up_to_seq` delivered and drops their ciphertext; returns how many.
+    /// Marks messages up to `up_to_seq` delivered, drops their ciphertext and
+    /// stores the `delivered` receipt `receipt` builds for each, all in one
+    /// transaction; returns how many.
     async fn ack(
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
         up_to_seq: u64,
         now: OffsetDateTime,
+        receipt: DeliveredReceipts<'_>,
     ) -> StoreResult<u64>;
+    /// The receipts of a message, `accepted` first, then `delivered` by device.
+    async fn receipts(&self, message_id: &str) -> StoreResult<Vec<ReceiptRecord>>;
+    /// Replaces a receipt's signature after a reissue; false if there is no such receipt.
+    async fn update_receipt(
+        &self,
+        receipt_id: &str,
+        kid: &str,
+        jws: &str,
+        issued_at: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     /// Stores a refresh token (hashed) bound to a device and DPoP key.
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()>;
@@ -149,6 +162,26 @@ pub trait Store: Send + Sync + 'static {
         purpose: &str,
         make: &(dyn Fn() -> ServerKeyRecord + Send + Sync),
     ) -> StoreResult<ServerKeyRecord>;
+
+    /// Every key for `purpose` with its lifecycle, newest first.
+    async fn server_keys(&self, purpose: &str) -> StoreResult<Vec<ServerKeyState>>;
+    /// Makes `next` the active key of its purpose; the active one is retired and
+    /// stays published until `publish_until`.
+    async fn rotate_server_key(
+        &self,
+        next: &ServerKeyRecord,
+        publish_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Revokes a key of `purpose`; if it was the active one, `replacement` becomes
+    /// active in the same transaction. False if there is no such unrevoked key.
+    async fn revoke_server_key(
+        &self,
+        purpose: &str,
+        kid: &str,
+        replacement: &ServerKeyRecord,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     /// Stores a new operator token (hashed).
     async fn create_operator_token(&self, token: &OperatorTokenRecord) -> StoreResult<()>;

@@ -6,6 +6,7 @@
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_operator_tokens.sql")),
+    (3, include_str!("../migrations/0003_receipts.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -84,6 +84,7 @@ impl PostgresStore {
         .bind(m.now)
         .execute(&mut *tx)
         .await?;
+        Self::insert_receipts(&mut tx, &[&m.receipt]).await?;
         tx.commit().await?;
         Ok(StoredSend {
             message_id: m.message_id.clone(),
@@ -150,5 +151,6 @@ impl_store!(
     PostgresStore,
     sqlx::Postgres,
     backend = "postgres",
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    lock_rows = " FOR UPDATE"
 );

@@ -50,7 +50,53 @@ pub struct NewMessage {
     pub envelopes: Vec<OutgoingEnvelope>,
     /// Acceptance time.
     pub now: OffsetDateTime,
+    /// The signed `accepted` receipt, stored in the same transaction.
+    pub receipt: ReceiptRecord,
 }
+
+/// A signed receipt as stored. `expires_at` is the source of truth for its
+/// validity: a reissue signs the same claims with it and the current key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptRecord {
+    /// Receipt id (kept across reissues).
+    pub receipt_id: String,
+    /// The message.
+    pub message_id: String,
+    /// `accepted` or `delivered`.
+    pub receipt_type: atlas_proto::receipt::ReceiptType,
+    /// The acknowledging device (`delivered` only).
+    pub device_id: Option<DeviceId>,
+    /// Sending user (who may read and reissue it).
+    pub sender_id: UserId,
+    /// Recipient user (who may read it).
+    pub recipient_id: UserId,
+    /// Signing key id.
+    pub kid: String,
+    /// The flattened JWS JSON.
+    pub jws: String,
+    /// Signing time.
+    pub issued_at: OffsetDateTime,
+    /// End of validity.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A message a device is acknowledging, as the `delivered` receipt needs it.
+#[derive(Debug, Clone)]
+pub struct AckedMessage {
+    /// The message.
+    pub message_id: String,
+    /// Sending user.
+    pub sender_id: UserId,
+    /// Sending device.
+    pub sender_device_id: DeviceId,
+    /// Its ciphertext for the acknowledging device (base64).
+    pub body: String,
+    /// When it was accepted.
+    pub accepted_at: OffsetDateTime,
+}
+
+/// Builds the `delivered` receipt of an acknowledged message (the store calls it inside the ack transaction).
+pub type DeliveredReceipts<'a> = &'a (dyn Fn(&AckedMessage) -> ReceiptRecord + Send + Sync);
 
 /// What storing a send produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +154,32 @@ pub struct ServerKeyRecord {
     pub secret: Vec<u8>,
     /// Creation time.
     pub created_at: OffsetDateTime,
+}
+
+/// A server key with its lifecycle (receipt-signing keys rotate and are revoked).
+#[derive(Debug, Clone)]
+pub struct ServerKeyState {
+    /// The key.
+    pub key: ServerKeyRecord,
+    /// `active`, `retired` or `revoked`.
+    pub status: String,
+    /// When it stopped being the active key.
+    pub retired_at: Option<OffsetDateTime>,
+    /// When a retired key leaves the published key set.
+    pub publish_until: Option<OffsetDateTime>,
+    /// When it was revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl ServerKeyState {
+    /// Whether verifiers should still find it: active, or retired within its overlap.
+    pub fn published(&self, now: OffsetDateTime) -> bool {
+        match self.status.as_str() {
+            "active" => true,
+            "retired" => self.publish_until.is_some_and(|until| until > now),
+            _ => false,
+        }
+    }
 }
 
 /// One row of a send check: `("s", message_id, request_hash, 0)` for an earlier

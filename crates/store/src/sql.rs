@@ -46,7 +46,7 @@ pub(crate) fn chunks_of_known_size<T>(mut items: &[T]) -> Vec<&[T]> {
 
 /// Implements [`crate::Store`] for a backend struct with `writer` and `reader` pools.
 macro_rules! impl_store {
-    ($store:ty, $db:ty, backend = $backend:literal, skip_locked = $skip_locked:literal) => {
+    ($store:ty, $db:ty, backend = $backend:literal, skip_locked = $skip_locked:literal, lock_rows = $lock_rows:literal) => {
         type Conn = <$db as sqlx::Database>::Connection;
 
         impl $store {
@@ -172,6 +172,64 @@ macro_rules! impl_store {
         }
 
         impl $store {
+            /// Inserts receipts in a few multi-row statements.
+            async fn insert_receipts(conn: &mut Conn, receipts: &[&$crate::ReceiptRecord]) -> $crate::StoreResult<()> {
+                for chunk in $crate::sql::chunks_of_known_size(receipts) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO receipts (receipt_id, message_id, receipt_type, device_id, sender_id, recipient_id, \
+                         kid, jws, issued_at, expires_at, created_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, r| {
+                        row.push_bind(r.receipt_id.as_str())
+                            .push_bind(r.message_id.as_str())
+                            .push_bind(r.receipt_type.as_str())
+                            .push_bind(r.device_id.as_ref().map_or("", |d| d.as_str()))
+                            .push_bind(r.sender_id.as_str())
+                            .push_bind(r.recipient_id.as_str())
+                            .push_bind(r.kid.as_str())
+                            .push_bind(r.jws.as_str())
+                            .push_bind(r.issued_at)
+                            .push_bind(r.expires_at)
+                            .push_bind(r.issued_at);
+                    });
+                    insert.push(" ON CONFLICT DO NOTHING");
+                    insert.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            fn key_state(row: &<$db as sqlx::Database>::Row) -> $crate::StoreResult<$crate::ServerKeyState> {
+                use sqlx::Row;
+                Ok($crate::ServerKeyState {
+                    key: $crate::ServerKeyRecord {
+                        kid: row.try_get("kid")?,
+                        purpose: row.try_get("purpose")?,
+                        alg: row.try_get("alg")?,
+                        secret: row.try_get("secret")?,
+                        created_at: row.try_get("created_at")?,
+                    },
+                    status: row.try_get("status")?,
+                    retired_at: row.try_get("retired_at")?,
+                    publish_until: row.try_get("publish_until")?,
+                    revoked_at: row.try_get("revoked_at")?,
+                })
+            }
+
+            async fn insert_server_key(conn: &mut Conn, key: &$crate::ServerKeyRecord) -> $crate::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO server_keys (kid, purpose, alg, secret, status, created_at) VALUES ($1, $2, $3, $4, 'active', $5) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&key.kid)
+                .bind(&key.purpose)
+                .bind(&key.alg)
+                .bind(&key.secret)
+                .bind(key.created_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
             /// The verdict on a send from its check rows; queries only in the rare cases
             /// (a retry needs the original's deliveries, no devices needs the user checked).
             async fn judge(tx: &mut Conn, m: &$crate::NewMessage, rows: Vec<$crate::records::CheckRow>) -> $crate::StoreResult<$crate::records::SendCheck> {
@@ -405,18 +463,92 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn ack(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, up_to_seq: u64, now: time::OffsetDateTime) -> $crate::StoreResult<u64> {
-                let done = sqlx::query(
+            async fn ack(
+                &self,
+                user_id: &atlas_proto::UserId,
+                device_id: &atlas_proto::DeviceId,
+                up_to_seq: u64,
+                now: time::OffsetDateTime,
+                receipt: $crate::DeliveredReceipts<'_>,
+            ) -> $crate::StoreResult<u64> {
+                use sqlx::Row;
+                let up_to = i64::try_from(up_to_seq).unwrap_or(i64::MAX);
+                let mut tx = self.writer.begin().await?;
+                let rows = sqlx::query(concat!(
+                    "SELECT message_id, sender_id, sender_device_id, body, created_at FROM messages \
+                     WHERE recipient_id = $1 AND recipient_device_id = $2 AND seq <= $3 AND delivered_at IS NULL ORDER BY seq",
+                    $lock_rows
+                ))
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(up_to)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut receipts = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    receipts.push(receipt(&$crate::AckedMessage {
+                        message_id: row.try_get("message_id")?,
+                        sender_id: $crate::sql::user(row.try_get("sender_id")?)?,
+                        sender_device_id: $crate::sql::device(row.try_get("sender_device_id")?)?,
+                        body: row.try_get("body")?,
+                        accepted_at: row.try_get("created_at")?,
+                    }));
+                }
+                sqlx::query(
                     "UPDATE messages SET delivered_at = $1, body = '' \
                      WHERE recipient_id = $2 AND recipient_device_id = $3 AND seq <= $4 AND delivered_at IS NULL",
                 )
                 .bind(now)
                 .bind(user_id.as_str())
                 .bind(device_id.as_str())
-                .bind(i64::try_from(up_to_seq).unwrap_or(i64::MAX))
-                .execute(&self.writer)
+                .bind(up_to)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected())
+                let refs: Vec<&$crate::ReceiptRecord> = receipts.iter().collect();
+                Self::insert_receipts(&mut tx, &refs).await?;
+                tx.commit().await?;
+                Ok(rows.len() as u64)
+            }
+
+            async fn receipts(&self, message_id: &str) -> $crate::StoreResult<Vec<$crate::ReceiptRecord>> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT receipt_id, message_id, receipt_type, device_id, sender_id, recipient_id, kid, jws, issued_at, expires_at \
+                     FROM receipts WHERE message_id = $1 ORDER BY receipt_type, device_id",
+                )
+                .bind(message_id)
+                .fetch_all(&self.reader)
+                .await?;
+                rows.into_iter()
+                    .map(|row| {
+                        let kind: String = row.try_get("receipt_type")?;
+                        let device: String = row.try_get("device_id")?;
+                        Ok($crate::ReceiptRecord {
+                            receipt_id: row.try_get("receipt_id")?,
+                            message_id: row.try_get("message_id")?,
+                            receipt_type: atlas_proto::receipt::ReceiptType::parse(&kind)
+                                .ok_or_else(|| $crate::StoreError::Corrupt(format!("receipt type {kind}")))?,
+                            device_id: if device.is_empty() { None } else { Some($crate::sql::device(device)?) },
+                            sender_id: $crate::sql::user(row.try_get("sender_id")?)?,
+                            recipient_id: $crate::sql::user(row.try_get("recipient_id")?)?,
+                            kid: row.try_get("kid")?,
+                            jws: row.try_get("jws")?,
+                            issued_at: row.try_get("issued_at")?,
+                            expires_at: row.try_get("expires_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn update_receipt(&self, receipt_id: &str, kid: &str, jws: &str, issued_at: time::OffsetDateTime) -> $crate::StoreResult<bool> {
+                let done = sqlx::query("UPDATE receipts SET kid = $1, jws = $2, issued_at = $3 WHERE receipt_id = $4")
+                    .bind(kid)
+                    .bind(jws)
+                    .bind(issued_at)
+                    .bind(receipt_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn insert_refresh_token(&self, t: &$crate::RefreshTokenRecord) -> $crate::StoreResult<()> {
@@ -462,18 +594,9 @@ macro_rules! impl_store {
                     Some(row) => row,
                     None => {
                         let key = make();
-                        sqlx::query(
-                            "INSERT INTO server_keys (kid, purpose, alg, secret, status, created_at) VALUES ($1, $2, $3, $4, 'active', $5) \
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&key.kid)
-                        .bind(purpose)
-                        .bind(&key.alg)
-                        .bind(&key.secret)
-                        .bind(key.created_at)
-                        .execute(&self.writer)
-                        .await?;
-                        sqlx::query(SELECT).bind(purpose).fetch_one(&self.writer).await?
+                        let mut conn = self.writer.acquire().await?;
+                        Self::insert_server_key(&mut conn, &key).await?;
+                        sqlx::query(SELECT).bind(purpose).fetch_one(&mut *conn).await?
                     }
                 };
                 Ok($crate::ServerKeyRecord {
@@ -483,6 +606,56 @@ macro_rules! impl_store {
                     secret: row.try_get("secret")?,
                     created_at: row.try_get("created_at")?,
                 })
+            }
+
+            async fn server_keys(&self, purpose: &str) -> $crate::StoreResult<Vec<$crate::ServerKeyState>> {
+                let rows = sqlx::query(
+                    "SELECT kid, purpose, alg, secret, status, created_at, retired_at, publish_until, revoked_at \
+                     FROM server_keys WHERE purpose = $1 ORDER BY created_at DESC, kid",
+                )
+                .bind(purpose)
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter().map(Self::key_state).collect()
+            }
+
+            async fn rotate_server_key(&self, next: &$crate::ServerKeyRecord, publish_until: time::OffsetDateTime, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query(
+                    "UPDATE server_keys SET status = 'retired', retired_at = $1, publish_until = $2 WHERE purpose = $3 AND status = 'active'",
+                )
+                .bind(now)
+                .bind(publish_until)
+                .bind(&next.purpose)
+                .execute(&mut *tx)
+                .await?;
+                Self::insert_server_key(&mut tx, next).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revoke_server_key(&self, purpose: &str, kid: &str, replacement: &$crate::ServerKeyRecord, now: time::OffsetDateTime) -> $crate::StoreResult<bool> {
+                let mut tx = self.writer.begin().await?;
+                let status: Option<String> = sqlx::query_scalar(concat!(
+                    "SELECT status FROM server_keys WHERE purpose = $1 AND kid = $2 AND status <> 'revoked'",
+                    $lock_rows
+                ))
+                .bind(purpose)
+                .bind(kid)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(status) = status else { return Ok(false) };
+                sqlx::query("UPDATE server_keys SET status = 'revoked', revoked_at = $1 WHERE purpose = $2 AND kid = $3")
+                    .bind(now)
+                    .bind(purpose)
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await?;
+                if status == "active" {
+                    Self::insert_server_key(&mut tx, replacement).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn create_operator_token(&self, t: &$crate::OperatorTokenRecord) -> $crate::StoreResult<()> {

@@ -288,6 +288,8 @@ async fn commit_batch(
         });
         insert.build().execute(&mut *tx).await?;
     }
+    let receipts: Vec<_> = logged.iter().map(|m| &m.receipt).collect();
+    SqliteStore::insert_receipts(&mut tx, &receipts).await?;
     let counters: Vec<_> = next_seq.into_iter().collect();
     for chunk in crate::sql::chunks_of_known_size(&counters) {
         let mut update =
@@ -306,5 +308,6 @@ impl_store!(
     SqliteStore,
     sqlx::Sqlite,
     backend = "sqlite",
-    skip_locked = ""
+    skip_locked = "",
+    lock_rows = ""
 );

@@ -4,9 +4,12 @@
 
 use atlas_crypto::olm::OlmAccount;
 use atlas_proto::api::{DeviceKeys, KeysUploadRequest, OutgoingEnvelope, PublicKey};
+use atlas_proto::receipt::ReceiptType;
 use atlas_proto::{DeviceId, UserId};
 use atlas_store::testdb::{TempDir, TempPostgres};
-use atlas_store::{NewMessage, RefreshTokenRecord, ServerKeyRecord, Store, StoreError};
+use atlas_store::{
+    AckedMessage, NewMessage, ReceiptRecord, RefreshTokenRecord, ServerKeyRecord, Store, StoreError,
+};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
@@ -75,7 +78,31 @@ fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>)
         encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
         envelopes,
         now: now(),
+        receipt: receipt(&format!("m-{client_id}"), from, to, None),
     }
+}
+fn receipt(message_id: &str, from: &str, to: &str, device: Option<&str>) -> ReceiptRecord {
+    let kind = if device.is_some() {
+        ReceiptType::Delivered
+    } else {
+        ReceiptType::Accepted
+    };
+    ReceiptRecord {
+        receipt_id: format!("r-{message_id}-{}", device.unwrap_or("")),
+        message_id: message_id.into(),
+        receipt_type: kind,
+        device_id: device.map(did),
+        sender_id: uid(from),
+        recipient_id: uid(to),
+        kid: "k1".into(),
+        jws: format!("{{\"signed\":\"{message_id}\"}}"),
+        issued_at: now(),
+        expires_at: now() + Duration::days(30),
+    }
+}
+/// Builds the delivered receipt of each acknowledged message, as the server does.
+fn delivered(device: &'static str) -> impl Fn(&AckedMessage) -> ReceiptRecord + Send + Sync {
+    move |m| receipt(&m.message_id, m.sender_id.as_str(), "carol", Some(device))
 }
 
 async fn users_and_devices(db: Db) {
@@ -342,11 +369,17 @@ async fn messages_are_sequenced_idempotent_and_durable(db: Db) {
     let page = store.inbox(&uid("carol"), &did("P"), 2, 10).await.unwrap();
     assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4, 5]);
     assert_eq!(
-        store.ack(&uid("carol"), &did("P"), 3, now()).await.unwrap(),
+        store
+            .ack(&uid("carol"), &did("P"), 3, now(), &delivered("P"))
+            .await
+            .unwrap(),
         3
     );
     assert_eq!(
-        store.ack(&uid("carol"), &did("P"), 3, now()).await.unwrap(),
+        store
+            .ack(&uid("carol"), &did("P"), 3, now(), &delivered("P"))
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(
@@ -591,6 +624,191 @@ async fn runbook_queries_run_verbatim(db: Db) {
     }
 }
 
+/// The accepted receipt is stored with the send, a delivered one with each ack,
+/// and a reissue replaces the signature but keeps the id and expiry.
+async fn receipts_follow_sends_and_acks(db: Db) {
+    let store = db.open().await;
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "carol", "P").await;
+    let m = send("alice", "carol", "c1", vec![envelope("P", "cGF5bG9hZA==")]);
+    store.store_message(&m).await.unwrap();
+    // A retry stores nothing new.
+    store.store_message(&m).await.unwrap();
+    assert_eq!(
+        store.receipts("m-c1").await.unwrap(),
+        vec![m.receipt.clone()]
+    );
+
+    let seen = std::sync::Mutex::new(Vec::new());
+    let build = |acked: &AckedMessage| {
+        seen.lock().unwrap().push((
+            acked.message_id.clone(),
+            acked.body.clone(),
+            acked.sender_device_id.clone(),
+        ));
+        receipt(
+            &acked.message_id,
+            acked.sender_id.as_str(),
+            "carol",
+            Some("P"),
+        )
+    };
+    assert_eq!(
+        store
+            .ack(&uid("carol"), &did("P"), 1, now(), &build)
+            .await
+            .unwrap(),
+        1
+    );
+    // The builder saw the ciphertext before it was dropped.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("m-c1".to_owned(), "cGF5bG9hZA==".to_owned(), did("D1"))]
+    );
+    let all = store.receipts("m-c1").await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.receipt_type, r.device_id.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (ReceiptType::Accepted, None),
+            (ReceiptType::Delivered, Some(did("P")))
+        ]
+    );
+
+    let later = now() + Duration::minutes(1);
+    assert!(
+        store
+            .update_receipt(&m.receipt.receipt_id, "k2", "{\"resigned\":1}", later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_receipt("nope", "k2", "{}", later)
+            .await
+            .unwrap()
+    );
+    let reissued = &store.receipts("m-c1").await.unwrap()[0];
+    assert_eq!(
+        (
+            reissued.kid.as_str(),
+            reissued.jws.as_str(),
+            reissued.issued_at
+        ),
+        ("k2", "{\"resigned\":1}", later)
+    );
+    assert_eq!(reissued.expires_at, m.receipt.expires_at);
+    assert!(store.receipts("unknown").await.unwrap().is_empty());
+
+    if let Db::Postgres(pg) = &db {
+        // The runbook's emergency extension, verbatim, then read back.
+        let q = format!(
+            "UPDATE receipts SET expires_at=NOW() + INTERVAL '7 days' WHERE receipt_id='{}';",
+            m.receipt.receipt_id
+        );
+        let out = std::process::Command::new("psql")
+            .arg(&pg.url)
+            .arg("-c")
+            .arg(&q)
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "UPDATE 1");
+        let extended = store.receipts("m-c1").await.unwrap()[0].expires_at;
+        let days = (extended - now()).whole_hours();
+        assert!((167..=168).contains(&days), "{days} h");
+    }
+}
+
+async fn signing_keys_rotate_with_overlap_and_revoke(db: Db) {
+    let store = db.open().await;
+    let t = now();
+    let key = |kid: &str| ServerKeyRecord {
+        kid: kid.into(),
+        purpose: "receipt-signing".into(),
+        alg: "EdDSA".into(),
+        secret: vec![2; 32],
+        created_at: t,
+    };
+    let first = store
+        .server_key("receipt-signing", &|| key("k1"))
+        .await
+        .unwrap();
+    assert_eq!(first.kid, "k1");
+    let mut k2 = key("k2");
+    k2.created_at = t + Duration::seconds(1);
+    store
+        .rotate_server_key(&k2, t + Duration::days(7), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .server_key("receipt-signing", &|| key("x"))
+            .await
+            .unwrap()
+            .kid,
+        "k2"
+    );
+    let states = store.server_keys("receipt-signing").await.unwrap();
+    let summary: Vec<_> = states
+        .iter()
+        .map(|s| (s.key.kid.as_str(), s.status.as_str(), s.published(t)))
+        .collect();
+    assert_eq!(summary, [("k2", "active", true), ("k1", "retired", true)]);
+    assert!(
+        !states[1].published(t + Duration::days(8)),
+        "the overlap ends"
+    );
+
+    // Revoking a retired key needs no replacement; revoking the active one installs it.
+    assert!(
+        store
+            .revoke_server_key("receipt-signing", "k1", &key("unused"), t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_server_key("receipt-signing", "k1", &key("unused"), t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_server_key("receipt-signing", "nope", &key("unused"), t)
+            .await
+            .unwrap()
+    );
+    let mut k3 = key("k3");
+    k3.created_at = t + Duration::seconds(2);
+    assert!(
+        store
+            .revoke_server_key("receipt-signing", "k2", &k3, t)
+            .await
+            .unwrap()
+    );
+    let states = store.server_keys("receipt-signing").await.unwrap();
+    let summary: Vec<_> = states
+        .iter()
+        .map(|s| (s.key.kid.as_str(), s.status.as_str(), s.published(t)))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("k3", "active", true),
+            ("k2", "revoked", false),
+            ("k1", "revoked", false)
+        ]
+    );
+    assert!(states[1].revoked_at.is_some());
+    assert!(store.server_keys("other").await.unwrap().is_empty());
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -611,4 +829,6 @@ on_both_backends!(
     tokens_keys_and_jtis,
     operator_tokens_are_hashed_and_revocable,
     runbook_queries_run_verbatim,
+    receipts_follow_sends_and_acks,
+    signing_keys_rotate_with_overlap_and_revoke,
 );

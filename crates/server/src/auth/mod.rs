@@ -155,3 +155,31 @@ impl FromRequestParts<AppState> for DeviceAuth {
         })
     }
 }
+
+/// A request from a device (DPoP) or an operator (Bearer), for routes both may use.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A device of a user.
+    Device(DeviceAuth),
+    /// An operator token.
+    Operator(operator::OperatorAuth),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = authorization(parts).is_some_and(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && token.starts_with(operator::TOKEN_PREFIX)
+        });
+        if bearer {
+            operator::OperatorAuth::from_request_parts(parts, state)
+                .await
+                .map(Self::Operator)
+        } else {
+            DeviceAuth::from_request_parts(parts, state)
+                .await
+                .map(Self::Device)
+        }
+    }
+}

@@ -2,11 +2,13 @@
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::receipts::{MessageFacts, ciphertext_digest, view};
 use crate::state::AppState;
 use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
-use atlas_store::NewMessage;
+use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
+use atlas_store::{AckedMessage, NewMessage};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -61,17 +63,53 @@ fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError
     Ok(())
 }
 
-/// `POST /messages`: stores the send durably, then pushes to connected devices.
+/// A UUIDv7 from the server clock, so a message id carries its acceptance time
+/// (receipt verifiers check the two agree).
+fn message_id(now: time::OffsetDateTime) -> String {
+    let nanos = now.unix_timestamp_nanos().max(0);
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(nanos / 1_000_000_000).unwrap_or(0),
+        u32::try_from(nanos % 1_000_000_000).unwrap_or(0),
+    );
+    uuid::Uuid::new_v7(ts).to_string()
+}
+
+/// `POST /messages`: stores the send and its signed `accepted` receipt durably,
+/// then pushes to connected devices.
 pub async fn send(
     State(state): State<AppState>,
     auth: DeviceAuth,
     ApiJson(req): ApiJson<SendRequest>,
 ) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
     validate(&req, state.config.max_envelope_bytes)?;
+    let digests = req
+        .envelopes
+        .iter()
+        .map(|e| {
+            ciphertext_digest(&e.body)
+                .map(|sha256| CiphertextDigest {
+                    device_id: e.device_id.clone(),
+                    sha256,
+                })
+                .ok_or_else(|| ApiError::invalid("body must be base64"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let request_hash =
         Sha256::digest(serde_json::to_vec(&req).map_err(ApiError::internal)?).to_vec();
+    let now = state.clock.now();
+    let message_id = message_id(now);
+    let signer = state.signing_keys.current(now).await?;
+    let facts = MessageFacts {
+        message_id: &message_id,
+        sender_id: &auth.user_id,
+        sender_device_id: &auth.device_id,
+        recipient_id: &req.recipient_id,
+        accepted_at: now,
+    };
+    let receipt = state.receipts.issue(&signer, &facts, digests, None, now);
     let message = NewMessage {
-        message_id: uuid::Uuid::now_v7().to_string(),
+        message_id,
         sender_id: auth.user_id,
         sender_device_id: auth.device_id,
         recipient_id: req.recipient_id,
@@ -79,7 +117,8 @@ pub async fn send(
         request_hash,
         encryption_algorithm: req.encryption_algorithm,
         envelopes: req.envelopes,
-        now: state.clock.now(),
+        now,
+        receipt,
     };
     let stored = state.store.store_message(&message).await?;
     let accepted_at = stored
@@ -108,10 +147,15 @@ pub async fn send(
         .into_iter()
         .map(|(device_id, seq)| Delivery { device_id, seq })
         .collect();
-    let status = if stored.duplicate {
-        StatusCode::OK
+    let (status, receipt) = if stored.duplicate {
+        let stored_receipts = state.store.receipts(&stored.message_id).await?;
+        let accepted = stored_receipts
+            .iter()
+            .find(|r| r.receipt_type == ReceiptType::Accepted)
+            .ok_or_else(|| ApiError::internal("stored send without its accepted receipt"))?;
+        (StatusCode::OK, view(accepted)?)
     } else {
-        StatusCode::CREATED
+        (StatusCode::CREATED, view(&message.receipt)?)
     };
     Ok((
         status,
@@ -120,6 +164,7 @@ pub async fn send(
             accepted_at,
             deliveries,
             duplicate: stored.duplicate,
+            receipt,
         }),
     ))
 }
@@ -156,19 +201,44 @@ pub async fn inbox(
     }))
 }
 
-/// `POST /messages/ack`: everything up to `up_to_seq` was processed.
+/// `POST /messages/ack`: everything up to `up_to_seq` was processed; each
+/// message gets a signed `delivered` receipt for this device.
 pub async fn ack(
     State(state): State<AppState>,
     auth: DeviceAuth,
     ApiJson(req): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
+    let now = state.clock.now();
+    let signer = state.signing_keys.current(now).await?;
+    let delivered = |m: &AckedMessage| {
+        let facts = MessageFacts {
+            message_id: &m.message_id,
+            sender_id: &m.sender_id,
+            sender_device_id: &m.sender_device_id,
+            recipient_id: &auth.user_id,
+            accepted_at: m.accepted_at,
+        };
+        // Stored bodies passed the base64 check at send time.
+        let digest = CiphertextDigest {
+            device_id: auth.device_id.clone(),
+            sha256: ciphertext_digest(&m.body).unwrap_or_default(),
+        };
+        state.receipts.issue(
+            &signer,
+            &facts,
+            vec![digest],
+            Some((&auth.device_id, now)),
+            now,
+        )
+    };
     let acknowledged = state
         .store
         .ack(
             &auth.user_id,
             &auth.device_id,
             req.up_to_seq,
-            state.clock.now(),
+            now,
+            &delivered,
         )
         .await?;
     Ok(Json(AckResponse { acknowledged }))

@@ -3,6 +3,8 @@ pub mod admin;
 pub mod health;
 pub mod keys;
 pub mod messages;
+pub mod receipts;
+pub mod signing_keys;
 pub mod token;
 pub mod users;
 pub mod ws;
@@ -30,6 +32,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/messages", post(messages::send).get(messages::inbox))
         .route("/messages/ack", post(messages::ack))
         .route("/ws", get(ws::connect))
+        .route("/.well-known/jwks.json", get(receipts::jwks))
+        .route("/receipts/{message_id}", get(receipts::latest))
+        .route("/receipts/{message_id}/reissue", post(receipts::reissue))
+        .route("/admin/signing-keys", get(signing_keys::list))
+        .route("/admin/signing-keys/rotate", post(signing_keys::rotate))
+        .route(
+            "/admin/signing-keys/{kid}/revoke",
+            post(signing_keys::revoke),
+        )
         .route(
             "/admin/dpop/jti/{jti}",
             get(admin::show_jti).delete(admin::clear_jti),

@@ -1,0 +1,112 @@
+//! `atlas keys …`: the server's receipt-signing keys (admin API, operator token).
+use crate::admin::{ServerArgs, percent_encode};
+use atlas_proto::receipt::{RotateSigningRequest, SigningKeysResponse};
+use reqwest::Method;
+
+/// `atlas keys …`.
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// List the receipt-signing keys: active, retired (published during the overlap), revoked.
+    Signing {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Start signing receipts with a new key; the old one stays in the JWKS for the overlap.
+    RotateSigning {
+        /// How long the previous key stays published: 90s, 30m, 12h, 7d (default: the receipt lifetime).
+        #[arg(long, value_parser = parse_duration)]
+        overlap: Option<u64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove a key from the JWKS at once; receipts it signed stop verifying until reissued.
+    RevokeSigning {
+        /// The key id (`kid`).
+        kid: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Seconds from `90`, `90s`, `30m`, `12h` or `7d`.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| "duration too large".into())
+}
+
+/// `atlas keys …`.
+pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let (server, answer): (ServerArgs, SigningKeysResponse) = match cmd {
+        KeysCommand::Signing { server } => {
+            let answer = server
+                .client()?
+                .call(Method::GET, "/admin/signing-keys")
+                .await?;
+            (server, answer)
+        }
+        KeysCommand::RotateSigning { overlap, server } => {
+            let body = RotateSigningRequest {
+                overlap_seconds: overlap,
+            };
+            let answer = server
+                .client()?
+                .call_with(Method::POST, "/admin/signing-keys/rotate", Some(&body))
+                .await?;
+            (server, answer)
+        }
+        KeysCommand::RevokeSigning { kid, server } => {
+            let path = format!("/admin/signing-keys/{}/revoke", percent_encode(&kid));
+            let answer = server.client()?.call(Method::POST, &path).await?;
+            (server, answer)
+        }
+    };
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    for k in &answer.keys {
+        let until = match (k.status.as_str(), &k.publish_until, &k.revoked_at) {
+            ("retired", Some(until), _) => format!(", published until {until}"),
+            ("revoked", _, Some(at)) => format!(", revoked {at}"),
+            _ => String::new(),
+        };
+        println!(
+            "{} {:<8} {} created {}{until}{}",
+            k.kid,
+            k.status,
+            k.alg,
+            k.created_at,
+            if k.published { " [in JWKS]" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1_800));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

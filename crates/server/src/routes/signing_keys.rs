@@ -1,0 +1,118 @@
+//! The admin API of receipt-signing keys: list, rotate with overlap, revoke.
+use crate::auth::operator::OperatorAuth;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::receipts::{SIGNING_PURPOSE, new_signing_key};
+use crate::state::AppState;
+use atlas_proto::ErrorCode;
+use atlas_proto::receipt::{RotateSigningRequest, SigningKeyView, SigningKeysResponse};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use time::format_description::well_known::Rfc3339;
+
+/// Scope of the signing-key routes.
+pub const SCOPE_KEYS: &str = "keys";
+
+/// Longest overlap accepted (one year): beyond it, revoke and reissue instead.
+const MAX_OVERLAP_SECS: u64 = 366 * 24 * 3600;
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+async fn listing(state: &AppState) -> Result<Json<SigningKeysResponse>, ApiError> {
+    let now = state.clock.now();
+    let keys = state
+        .store
+        .server_keys(SIGNING_PURPOSE)
+        .await?
+        .into_iter()
+        .map(|k| SigningKeyView {
+            published: k.published(now),
+            kid: k.key.kid,
+            alg: k.key.alg,
+            status: k.status,
+            created_at: rfc3339(k.key.created_at),
+            retired_at: k.retired_at.map(rfc3339),
+            publish_until: k.publish_until.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
+        })
+        .collect();
+    Ok(Json(SigningKeysResponse { keys }))
+}
+
+/// `GET /admin/signing-keys`.
+pub async fn list(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+) -> Result<Json<SigningKeysResponse>, ApiError> {
+    operator.require(SCOPE_KEYS)?;
+    state.signing_keys.current(state.clock.now()).await?;
+    listing(&state).await
+}
+
+/// `POST /admin/signing-keys/rotate`: a new key signs from now on; the previous
+/// one stays in the JWKS for the overlap (default: the receipt lifetime, so
+/// every receipt it signed keeps verifying until it expires).
+pub async fn rotate(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    body: axum::body::Bytes,
+) -> Result<Json<SigningKeysResponse>, ApiError> {
+    operator.require(SCOPE_KEYS)?;
+    // The body is optional: an empty POST rotates with the default overlap.
+    let request: RotateSigningRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSigningRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid rotate request: {e}")))?
+    };
+    let overlap = match request.overlap_seconds {
+        Some(s) if s > MAX_OVERLAP_SECS => {
+            return Err(ApiError::invalid(format!(
+                "overlap_seconds must be at most {MAX_OVERLAP_SECS}"
+            )));
+        }
+        Some(s) => time::Duration::seconds(i64::try_from(s).unwrap_or(0)),
+        None => state.receipts.ttl,
+    };
+    let now = state.clock.now();
+    let next = new_signing_key(now);
+    state
+        .store
+        .rotate_server_key(&next, now + overlap, now)
+        .await?;
+    state.signing_keys.invalidate();
+    tracing::warn!(token_id = %operator.token_id, kid = %next.kid, overlap_secs = overlap.whole_seconds(), "receipt-signing key rotated");
+    listing(&state).await
+}
+
+/// `POST /admin/signing-keys/{kid}/revoke`: the key leaves the JWKS at once, so
+/// receipts it signed stop verifying until reissued; revoking the active key
+/// installs a new one in the same transaction.
+pub async fn revoke(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath(kid): ApiPath<String>,
+) -> Result<Json<SigningKeysResponse>, ApiError> {
+    operator.require(SCOPE_KEYS)?;
+    if kid.is_empty() || kid.len() > 128 {
+        return Err(ApiError::invalid("kid must be 1 to 128 characters"));
+    }
+    let now = state.clock.now();
+    let revoked = state
+        .store
+        .revoke_server_key(SIGNING_PURPOSE, &kid, &new_signing_key(now), now)
+        .await?;
+    if !revoked {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownKey,
+            format!("no unrevoked receipt-signing key {kid}"),
+        ));
+    }
+    state.signing_keys.invalidate();
+    tracing::warn!(token_id = %operator.token_id, %kid, "receipt-signing key revoked");
+    listing(&state).await
+}
