@@ -78,7 +78,7 @@ pub struct ServerArgs {
     server: String,
     /// Operator token (default: $ATLAS_ADMIN_TOKEN).
     #[arg(long, env = "ATLAS_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// Print the answer as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -87,7 +87,12 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// A Bearer client for the admin API.
     pub(crate) fn client(&self) -> anyhow::Result<OperatorClient> {
-        Ok(OperatorClient::new(&self.server, &self.token)?)
+        let token = self.token.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no operator token: set ATLAS_ADMIN_TOKEN or pass --token (make one with atlas admin token create)"
+            )
+        })?;
+        Ok(OperatorClient::new(&self.server, token)?)
     }
 }
 

@@ -122,6 +122,8 @@ pub struct RawDevice {
     pub dpop: JwsSigner,
     pub user_id: UserId,
     pub device_id: DeviceId,
+    /// The server's clock, when the test moves it (proofs and grants must follow).
+    pub clock: Option<Arc<TestClock>>,
 }
 
 pub fn now() -> i64 {
@@ -153,7 +155,18 @@ impl RawDevice {
             dpop: JwsSigner::generate_ed25519(),
             user_id,
             device_id,
+            clock: None,
         }
+    }
+
+    /// Dates proofs and grants by `clock` instead of the system clock.
+    pub fn following(mut self, clock: &Arc<TestClock>) -> Self {
+        self.clock = Some(clock.clone());
+        self
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.as_ref().map_or_else(now, |c| c.unix())
     }
 
     pub fn proof(&self, method: &str, path: &str, token: Option<&str>, iat: i64) -> String {
@@ -168,7 +181,7 @@ impl RawDevice {
     }
 
     pub async fn token_with(&self, dpop: &JwsSigner) -> TokenResponse {
-        let iat = now();
+        let iat = self.now();
         let jkt = dpop.public_jwk().thumbprint();
         let grant = TokenRequest::DeviceSignature {
             user_id: self.user_id.clone(),
@@ -258,7 +271,12 @@ impl RawDevice {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let proof = self.proof(method, path.split('?').next().unwrap(), Some(token), now());
+        let proof = self.proof(
+            method,
+            path.split('?').next().unwrap(),
+            Some(token),
+            self.now(),
+        );
         let (status, _, json) = self
             .send_raw(
                 method,
