@@ -3,7 +3,9 @@
 //! receipts, and reissuing a stored receipt with the current key.
 use crate::error::ApiError;
 use atlas_crypto::receipt::{ReceiptSigner, claims_of};
-use atlas_proto::receipt::{CiphertextDigest, ReceiptClaims, ReceiptType, ReceiptView};
+use atlas_proto::receipt::{
+    CiphertextDigest, FlattenedJws, ReceiptClaims, ReceiptType, ReceiptView,
+};
 use atlas_proto::{DeviceId, UserId, b64};
 use atlas_store::{ReceiptRecord, ServerKeyRecord, Store};
 use sha2::{Digest, Sha256};
@@ -106,7 +108,7 @@ pub struct MessageFacts<'a> {
 }
 
 impl ReceiptPolicy {
-    /// Signs a new receipt about `facts` at `now` and returns its row.
+    /// Signs a new receipt about `facts` at `now`; returns its row and the signed form.
     pub fn issue(
         &self,
         signer: &ReceiptSigner,
@@ -114,7 +116,7 @@ impl ReceiptPolicy {
         ciphertexts: Vec<CiphertextDigest>,
         delivered: Option<(&DeviceId, OffsetDateTime)>,
         now: OffsetDateTime,
-    ) -> ReceiptRecord {
+    ) -> (ReceiptRecord, FlattenedJws) {
         let expires_at = now + self.ttl;
         let claims = ReceiptClaims {
             iss: self.issuer.clone(),
@@ -135,7 +137,7 @@ impl ReceiptPolicy {
             exp: expires_at.unix_timestamp(),
         };
         let jws = signer.sign(&claims);
-        ReceiptRecord {
+        let record = ReceiptRecord {
             receipt_id: claims.receipt_id,
             message_id: claims.message_id,
             receipt_type: claims.receipt_type,
@@ -146,7 +148,8 @@ impl ReceiptPolicy {
             jws: jws.to_json(),
             issued_at: now,
             expires_at,
-        }
+        };
+        (record, jws)
     }
 }
 
@@ -189,9 +192,13 @@ pub fn resign(
 
 /// The API form of a stored receipt.
 pub fn view(record: &ReceiptRecord) -> Result<ReceiptView, ApiError> {
-    let jws: atlas_proto::receipt::FlattenedJws =
-        serde_json::from_str(&record.jws).map_err(ApiError::internal)?;
-    Ok(ReceiptView {
+    let jws = serde_json::from_str(&record.jws).map_err(ApiError::internal)?;
+    Ok(view_signed(record, jws))
+}
+
+/// The API form of a receipt whose signed form is at hand.
+pub fn view_signed(record: &ReceiptRecord, jws: FlattenedJws) -> ReceiptView {
+    ReceiptView {
         receipt_id: record.receipt_id.clone(),
         receipt_type: record.receipt_type,
         device_id: record.device_id.clone(),
@@ -200,5 +207,5 @@ pub fn view(record: &ReceiptRecord) -> Result<ReceiptView, ApiError> {
         expires_at: rfc3339(record.expires_at),
         base64: jws.to_base64(),
         jws,
-    })
+    }
 }

@@ -2,7 +2,7 @@
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::receipts::{MessageFacts, ciphertext_digest, view};
+use crate::receipts::{MessageFacts, ciphertext_digest, view, view_signed};
 use crate::state::AppState;
 use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
@@ -107,7 +107,7 @@ pub async fn send(
         recipient_id: &req.recipient_id,
         accepted_at: now,
     };
-    let receipt = state.receipts.issue(&signer, &facts, digests, None, now);
+    let (receipt, signed) = state.receipts.issue(&signer, &facts, digests, None, now);
     let message = NewMessage {
         message_id,
         sender_id: auth.user_id,
@@ -155,7 +155,7 @@ pub async fn send(
             .ok_or_else(|| ApiError::internal("stored send without its accepted receipt"))?;
         (StatusCode::OK, view(accepted)?)
     } else {
-        (StatusCode::CREATED, view(&message.receipt)?)
+        (StatusCode::CREATED, view_signed(&message.receipt, signed))
     };
     Ok((
         status,
@@ -223,13 +223,14 @@ pub async fn ack(
             device_id: auth.device_id.clone(),
             sha256: ciphertext_digest(&m.body).unwrap_or_default(),
         };
-        state.receipts.issue(
+        let (record, _) = state.receipts.issue(
             &signer,
             &facts,
             vec![digest],
             Some((&auth.device_id, now)),
             now,
-        )
+        );
+        record
     };
     let acknowledged = state
         .store
