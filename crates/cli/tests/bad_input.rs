@@ -40,6 +40,11 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
         ("GET", "/users/mallory/devices"),
         ("POST", "/devices/link-tokens"),
         ("GET", "/ws"),
+        ("GET", "/receipts/00000000-0000-7000-8000-000000000000"),
+        (
+            "POST",
+            "/receipts/00000000-0000-7000-8000-000000000000/reissue",
+        ),
     ] {
         let (s, _, b) = mallory
             .send_raw(method, path, None, None, Some(b"{}".to_vec()))

@@ -249,17 +249,48 @@ async fn receipts_sign_rotate_revoke_expire_and_reissue(h: Harness) {
         check(&h, &accepted_b64).await.ok,
         "old receipts verify during the overlap"
     );
-    let (status, bad) = bearer(
+    for (body, why) in [
+        (json!({"overlap_seconds": "soon"}), "wrong type"),
+        (
+            json!({"overlap_seconds": 10 * 366 * DAY}),
+            "longer than a year",
+        ),
+        (json!({"overlap": 60}), "unknown field"),
+    ] {
+        let (status, bad) =
+            bearer(&h, &ops, "POST", "/admin/signing-keys/rotate", Some(body)).await;
+        assert_eq!(
+            (status, bad["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{why}"
+        );
+    }
+    let (status, _) = bearer(
         &h,
         &ops,
         "POST",
-        "/admin/signing-keys/rotate",
-        Some(json!({"overlap_seconds": "soon"})),
+        &format!("/admin/signing-keys/{}/revoke", "k".repeat(129)),
+        None,
     )
     .await;
+    assert_eq!(status, 400);
+    let anonymous = atlas_client::http_client()
+        .unwrap()
+        .post(format!("{}/admin/signing-keys/rotate", h.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(
+        anonymous.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
     assert_eq!(
-        (status, bad["error"].as_str()),
-        (400, Some("invalid_request"))
+        kids(&jwks(&h).await).len(),
+        2,
+        "refused rotations changed nothing"
     );
 
     // After the overlap the old key is gone and its receipts name it as the reason; reissue repairs them.
@@ -698,6 +729,45 @@ async fn cli_receipts_keys_and_independent_verification() {
             assert!(ok, "{output}");
         }
     }
+    // Runbook section 4, verbatim but for its placeholders: parse, look up the kid, reissue.
+    let current = &reissued.receipts[0];
+    let runbook = format!(
+        r#"set -euo pipefail
+echo '{b64}' | base64 -d | jq .
+curl https://trust.atlas.dev/.well-known/jwks.json | jq '.keys[] | select(.kid=="{kid}")'
+curl -X POST https://api.atlas.dev/receipts/{message_id}/reissue \
+  -H 'Authorization: Bearer {ops}'
+"#,
+        b64 = current.base64,
+        kid = current.kid,
+    )
+    .replace("https://trust.atlas.dev", &url)
+    .replace("https://api.atlas.dev", &url)
+    .replace("curl ", "curl -sf ");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&runbook)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{runbook}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains(&format!("\"kid\": \"{}\"", current.kid)),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\"kty\": \"OKP\""),
+        "the JWKS lookup found the key: {shown}"
+    );
+    assert!(
+        shown.contains(&format!("\"message_id\":\"{message_id}\"")),
+        "reissued: {shown}"
+    );
+
     let (ok, _, stderr) = atlas(&home, None, &["--profile", "alice", "receipt", "../../etc"]);
     assert!(!ok && stderr.contains("is not a message id"), "{stderr}");
 }
