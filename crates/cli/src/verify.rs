@@ -1,7 +1,8 @@
 //! Verification tools for operators and users: `atlas verify-dpop` and `atlas verify-receipt`.
 use anyhow::Context;
+use atlas_crypto::checks::Check;
 use atlas_crypto::dpop::IatWindow;
-use atlas_crypto::dpop_inspect::{Check, Inspection, inspect_proof};
+use atlas_crypto::dpop_inspect::{Inspection, inspect_proof};
 use atlas_crypto::receipt::{claims_of, decode_receipt};
 use atlas_crypto::receipt_inspect::verify_receipt;
 
@@ -174,12 +175,7 @@ pub fn verify_dpop(args: VerifyDpopArgs) -> anyhow::Result<()> {
         }
         print_checks(&report.checks);
     }
-    let failed: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| c.ok == Some(false))
-        .map(|c| c.name)
-        .collect();
+    let failed = atlas_crypto::checks::failed(&report.checks);
     if failed.is_empty() {
         if !args.json {
             println!("result: the proof is valid for what was checked");

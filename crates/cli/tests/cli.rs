@@ -277,19 +277,7 @@ async fn operators_inspect_and_clear_the_replay_cache() {
     let mut h = support::Harness::sqlite().await;
     let url = h.url();
     let db = h.database_url();
-    let atlas = |args: &[&str], token: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
-        cmd.args(args).env_remove("ATLAS_ADMIN_TOKEN");
-        if let Some(token) = token {
-            cmd.env("ATLAS_ADMIN_TOKEN", token);
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let atlas = |args: &[&str], token: Option<&str>| support::run_atlas(None, token, args);
 
     let (ok, stdout, stderr) = atlas(
         &[

@@ -56,12 +56,7 @@ async fn check(h: &Harness, receipt_b64: &str) -> ReceiptReport {
 }
 
 fn failed(report: &ReceiptReport) -> Vec<&'static str> {
-    report
-        .checks
-        .iter()
-        .filter(|c| c.ok == Some(false))
-        .map(|c| c.name)
-        .collect()
+    atlas_crypto::checks::failed(&report.checks)
 }
 
 /// An operator token with `scopes`, minted straight into the server's store.
@@ -379,32 +374,16 @@ async fn receipts_sign_rotate_revoke_expire_and_reissue(h: Harness) {
 async fn extend_expiry(h: &Harness, receipt_id: &str) {
     match &h.backend {
         support::Backend::Postgres(pg) => {
-            // The server clock runs ahead of the database's NOW(): shift by the same offset.
-            let sql = format!(
+            pg.psql(&format!(
                 "UPDATE receipts SET expires_at=NOW() + INTERVAL '7 days' WHERE receipt_id='{receipt_id}';"
-            );
-            let out = std::process::Command::new("psql")
-                .arg(&pg.url)
-                .arg("-c")
-                .arg(&sql)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            ))
+            .unwrap();
+            // The server clock runs ahead of the database's NOW(): shift by the same offset.
             let offset = h.clock.unix() - support::now();
-            let shift = format!(
+            pg.psql(&format!(
                 "UPDATE receipts SET expires_at=expires_at + INTERVAL '{offset} seconds' WHERE receipt_id='{receipt_id}';"
-            );
-            let out = std::process::Command::new("psql")
-                .arg(&pg.url)
-                .arg("-c")
-                .arg(&shift)
-                .output()
-                .unwrap();
-            assert!(out.status.success());
+            ))
+            .unwrap();
         }
         support::Backend::Sqlite(_) => {
             use sqlx::Connection;
@@ -423,21 +402,8 @@ async fn extend_expiry(h: &Harness, receipt_id: &str) {
 
 on_both_backends!(receipts_sign_rotate_revoke_expire_and_reissue);
 
-/// Runs the `atlas` binary with `home` as `ATLAS_HOME` and `token` as the operator token.
 fn atlas(home: &std::path::Path, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
-    cmd.env("ATLAS_HOME", home)
-        .env_remove("ATLAS_ADMIN_TOKEN")
-        .args(args);
-    if let Some(token) = token {
-        cmd.env("ATLAS_ADMIN_TOKEN", token);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::run_atlas(Some(home), token, args)
 }
 
 /// The Python recipe of docs/receipts.md, run with an independent JOSE library.

@@ -1,21 +1,11 @@
 //! Dissects a DPoP proof for an operator (`atlas verify-dpop`): every check
 //! runs and reports, instead of stopping at the first failure as the server does.
+pub use crate::checks::Check;
 use crate::dpop::{IatWindow, MAX_JTI_LEN, access_token_hash, normalise_htu};
 use crate::jwk::PublicJwk;
 use crate::jws::CompactJws;
 use serde::Serialize;
 use serde_json::Value;
-
-/// One check and its outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// What was checked.
-    pub name: &'static str,
-    /// Whether it passed; `None` when it could not be checked (missing input).
-    pub ok: Option<bool>,
-    /// Evidence.
-    pub detail: String,
-}
 
 /// Everything `verify-dpop` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -47,25 +37,9 @@ pub struct Inspection<'a> {
     pub window: IatWindow,
 }
 
-fn check(name: &'static str, ok: bool, detail: impl Into<String>) -> Check {
-    Check {
-        name,
-        ok: Some(ok),
-        detail: detail.into(),
-    }
-}
-
 /// A claim for display: its value, or "(missing)".
 fn shown(value: Option<&str>) -> &str {
     value.unwrap_or("(missing)")
-}
-
-fn skipped(name: &'static str, detail: impl Into<String>) -> Check {
-    Check {
-        name,
-        ok: None,
-        detail: detail.into(),
-    }
 }
 
 /// The `cnf.jkt` of a JWT access token, read without verifying the token (its key is the server's).
@@ -80,7 +54,7 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
     let mut checks = Vec::new();
     let jws = match CompactJws::parse(proof.trim()) {
         Ok(jws) => {
-            checks.push(check(
+            checks.push(Check::ran(
                 "structure",
                 true,
                 "three base64url parts, JSON header",
@@ -88,7 +62,7 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
             jws
         }
         Err(e) => {
-            checks.push(check("structure", false, e.to_string()));
+            checks.push(Check::ran("structure", false, e.to_string()));
             return ProofReport {
                 ok: false,
                 header: None,
@@ -100,16 +74,16 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
     };
     let claims = jws.claims().ok();
     if claims.is_none() {
-        checks.push(check("claims", false, "payload is not a JSON object"));
+        checks.push(Check::ran("claims", false, "payload is not a JSON object"));
     }
     let typ = jws.header.get("typ").and_then(Value::as_str);
-    checks.push(check(
+    checks.push(Check::ran(
         "typ",
         typ == Some("dpop+jwt"),
         format!("{} (must be dpop+jwt)", shown(typ)),
     ));
     let alg = jws.alg();
-    checks.push(check(
+    checks.push(Check::ran(
         "alg",
         matches!(alg, Some("EdDSA" | "ES256")),
         format!("{} (EdDSA or ES256)", shown(alg)),
@@ -118,9 +92,9 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
     let key = jws.header.get("jwk").map(PublicJwk::from_json);
     let jkt = match &key {
         Some(Ok(key)) => {
-            checks.push(check("jwk", true, format!("{} public key", key.alg())));
+            checks.push(Check::ran("jwk", true, format!("{} public key", key.alg())));
             let verified = jws.verify(key);
-            checks.push(check(
+            checks.push(Check::ran(
                 "signature",
                 verified.is_ok(),
                 verified
@@ -130,11 +104,11 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
             Some(key.thumbprint())
         }
         Some(Err(e)) => {
-            checks.push(check("jwk", false, e.to_string()));
+            checks.push(Check::ran("jwk", false, e.to_string()));
             None
         }
         None => {
-            checks.push(check("jwk", false, "header has no jwk"));
+            checks.push(Check::ran("jwk", false, "header has no jwk"));
             None
         }
     };
@@ -147,22 +121,25 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
     };
     match (against.token, &jkt) {
         (Some(token), Some(jkt)) => match token_jkt(token) {
-            Some(bound) => checks.push(check(
+            Some(bound) => checks.push(Check::ran(
                 "token binding",
                 &bound == jkt,
                 format!("token cnf.jkt {bound}, proof key thumbprint {jkt}"),
             )),
-            None => checks.push(check(
+            None => checks.push(Check::ran(
                 "token binding",
                 false,
                 "the token is not a JWT with cnf.jkt",
             )),
         },
-        (None, _) => checks.push(skipped("token binding", "no --token given")),
-        (Some(_), None) => checks.push(skipped("token binding", "no valid proof key to compare")),
+        (None, _) => checks.push(Check::skipped("token binding", "no --token given")),
+        (Some(_), None) => checks.push(Check::skipped(
+            "token binding",
+            "no valid proof key to compare",
+        )),
     }
     match (against.token, text("ath")) {
-        (Some(token), Some(ath)) => checks.push(check(
+        (Some(token), Some(ath)) => checks.push(Check::ran(
             "ath",
             ath == access_token_hash(token),
             format!(
@@ -170,29 +147,37 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
                 access_token_hash(token)
             ),
         )),
-        (Some(_), None) => checks.push(check(
+        (Some(_), None) => checks.push(Check::ran(
             "ath",
             false,
             "proof has no ath but a token is presented",
         )),
-        (None, _) => checks.push(skipped("ath", "no --token given")),
+        (None, _) => checks.push(Check::skipped("ath", "no --token given")),
     }
     match (against.method, text("htm")) {
-        (Some(method), htm) => checks.push(check(
+        (Some(method), htm) => checks.push(Check::ran(
             "htm",
             htm == Some(method),
             format!("{}, request {method}", shown(htm)),
         )),
-        (None, htm) => checks.push(skipped("htm", format!("{}; no --method given", shown(htm)))),
+        (None, htm) => checks.push(Check::skipped(
+            "htm",
+            format!("{}; no --method given", shown(htm)),
+        )),
     }
     match (against.url, text("htu")) {
-        (Some(url), Some(htu)) => checks.push(check(
+        (Some(url), Some(htu)) => checks.push(Check::ran(
             "htu",
             normalise_htu(htu) == normalise_htu(url),
             format!("{htu}, request {url}"),
         )),
-        (Some(url), None) => checks.push(check("htu", false, format!("missing, request {url}"))),
-        (None, htu) => checks.push(skipped("htu", format!("{}; no --url given", shown(htu)))),
+        (Some(url), None) => {
+            checks.push(Check::ran("htu", false, format!("missing, request {url}")))
+        }
+        (None, htu) => checks.push(Check::skipped(
+            "htu",
+            format!("{}; no --url given", shown(htu)),
+        )),
     }
     match claims
         .as_ref()
@@ -202,7 +187,7 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
         Some(iat) => {
             let age = against.now - iat;
             let ok = age <= against.window.max_age_secs && -age <= against.window.max_skew_secs;
-            checks.push(check(
+            checks.push(Check::ran(
                 "iat",
                 ok,
                 format!(
@@ -211,10 +196,10 @@ pub fn inspect_proof(proof: &str, against: &Inspection<'_>) -> ProofReport {
                 ),
             ));
         }
-        None => checks.push(check("iat", false, "missing or not a number")),
+        None => checks.push(Check::ran("iat", false, "missing or not a number")),
     }
     let jti = text("jti");
-    checks.push(check(
+    checks.push(Check::ran(
         "jti",
         jti.is_some_and(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN),
         format!(
@@ -256,12 +241,7 @@ mod tests {
     }
 
     fn failed(report: &ProofReport) -> Vec<&'static str> {
-        report
-            .checks
-            .iter()
-            .filter(|c| c.ok == Some(false))
-            .map(|c| c.name)
-            .collect()
+        crate::checks::failed(&report.checks)
     }
 
     #[test]

@@ -126,17 +126,19 @@ pub fn claims_of(jws: &FlattenedJws) -> Result<ReceiptClaims, ReceiptError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
     use atlas_proto::{DeviceId, UserId};
 
+    /// A receipt of a message accepted at 2025-10-29T00:00:00Z.
     pub(crate) fn claims() -> ReceiptClaims {
         ReceiptClaims {
             iss: "https://api.atlas.dev".into(),
             receipt_id: "r1".into(),
             receipt_type: ReceiptType::Accepted,
-            message_id: "019a0000-0000-7000-8000-000000000000".into(),
+            // A UUIDv7 of the acceptance time (2025-10-29T00:00:00Z).
+            message_id: "019a2d43-a800-7000-8000-000000000000".into(),
             sender_id: UserId::new("alice").unwrap(),
             sender_device_id: DeviceId::new("A1").unwrap(),
             recipient_id: UserId::new("bob").unwrap(),

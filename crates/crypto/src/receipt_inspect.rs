@@ -1,6 +1,6 @@
 //! Verifies a receipt against a JWKS for `atlas verify-receipt`: every check
 //! runs and reports its evidence, and the first failure names the reason.
-use crate::dpop_inspect::Check;
+use crate::checks::Check;
 use crate::jwk::PublicJwk;
 use crate::receipt::{ReceiptForm, decode_receipt};
 use atlas_proto::b64;
@@ -38,14 +38,6 @@ impl ReceiptReport {
     }
 }
 
-fn check(name: &'static str, ok: bool, detail: impl Into<String>) -> Check {
-    Check {
-        name,
-        ok: Some(ok),
-        detail: detail.into(),
-    }
-}
-
 /// Checks a receipt (its JSON or base64) against `jwks` at Unix time `now`.
 pub fn verify_receipt(input: &str, jwks: &Value, now: i64) -> ReceiptReport {
     let mut report = ReceiptReport {
@@ -61,11 +53,13 @@ pub fn verify_receipt(input: &str, jwks: &Value, now: i64) -> ReceiptReport {
                 ReceiptForm::Json => "flattened JWS JSON",
                 ReceiptForm::Base64 => "base64 of flattened JWS JSON",
             };
-            report.checks.push(check("structure", true, shape));
+            report.checks.push(Check::ran("structure", true, shape));
             jws
         }
         Err(e) => {
-            report.checks.push(check("structure", false, e.to_string()));
+            report
+                .checks
+                .push(Check::ran("structure", false, e.to_string()));
             return report;
         }
     };
@@ -83,12 +77,12 @@ pub fn verify_receipt(input: &str, jwks: &Value, now: i64) -> ReceiptReport {
                 })
             });
         report.checks.push(match verdict {
-            Ok(()) => check(
+            Ok(()) => Check::ran(
                 "signature",
                 true,
                 format!("Ed25519 signature valid under {}", jws.header.kid),
             ),
-            Err(reason) => check("signature", false, reason),
+            Err(reason) => Check::ran("signature", false, reason),
         });
     }
     if let Some(claims) = &claims {
@@ -104,7 +98,7 @@ fn check_header(jws: &FlattenedJws, report: &mut ReceiptReport) -> bool {
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
     let Some(header) = header else {
-        report.checks.push(check(
+        report.checks.push(Check::ran(
             "header",
             false,
             "protected header is not base64url JSON",
@@ -127,11 +121,11 @@ fn check_header(jws: &FlattenedJws, report: &mut ReceiptReport) -> bool {
     report.header = Some(header);
     match verdict {
         Ok(_) => {
-            report.checks.push(check("header", true, "alg EdDSA"));
+            report.checks.push(Check::ran("header", true, "alg EdDSA"));
             true
         }
         Err(reason) => {
-            report.checks.push(check("header", false, reason));
+            report.checks.push(Check::ran("header", false, reason));
             false
         }
     }
@@ -140,7 +134,7 @@ fn check_header(jws: &FlattenedJws, report: &mut ReceiptReport) -> bool {
 fn check_claims(jws: &FlattenedJws, report: &mut ReceiptReport) -> Option<ReceiptClaims> {
     match crate::receipt::claims_of(jws) {
         Ok(claims) => {
-            report.checks.push(check(
+            report.checks.push(Check::ran(
                 "claims",
                 true,
                 format!(
@@ -155,7 +149,9 @@ fn check_claims(jws: &FlattenedJws, report: &mut ReceiptReport) -> Option<Receip
             Some(claims)
         }
         Err(e) => {
-            report.checks.push(check("claims", false, e.to_string()));
+            report
+                .checks
+                .push(Check::ran("claims", false, e.to_string()));
             None
         }
     }
@@ -166,7 +162,7 @@ fn check_kid(kid: &str, jwks: &Value, report: &mut ReceiptReport) -> Option<Publ
     let Some(keys) = jwks.get("keys").and_then(Value::as_array) else {
         report
             .checks
-            .push(check("kid", false, "the JWKS has no \"keys\" array"));
+            .push(Check::ran("kid", false, "the JWKS has no \"keys\" array"));
         return None;
     };
     let Some(entry) = keys
@@ -177,7 +173,7 @@ fn check_kid(kid: &str, jwks: &Value, report: &mut ReceiptReport) -> Option<Publ
             .iter()
             .filter_map(|k| k.get("kid").and_then(Value::as_str))
             .collect();
-        report.checks.push(check(
+        report.checks.push(Check::ran(
             "kid",
             false,
             format!(
@@ -189,7 +185,7 @@ fn check_kid(kid: &str, jwks: &Value, report: &mut ReceiptReport) -> Option<Publ
     };
     match PublicJwk::from_json(entry) {
         Ok(key @ PublicJwk::Ed25519(_)) => {
-            report.checks.push(check(
+            report.checks.push(Check::ran(
                 "kid",
                 true,
                 format!("{kid} is published (OKP/Ed25519)"),
@@ -197,7 +193,7 @@ fn check_kid(kid: &str, jwks: &Value, report: &mut ReceiptReport) -> Option<Publ
             Some(key)
         }
         Ok(_) => {
-            report.checks.push(check(
+            report.checks.push(Check::ran(
                 "kid",
                 false,
                 format!("{kid} is published but is not an OKP/Ed25519 key"),
@@ -205,7 +201,7 @@ fn check_kid(kid: &str, jwks: &Value, report: &mut ReceiptReport) -> Option<Publ
             None
         }
         Err(e) => {
-            report.checks.push(check(
+            report.checks.push(Check::ran(
                 "kid",
                 false,
                 format!("{kid} is published but unusable: {e}"),
@@ -267,21 +263,21 @@ fn check_times(c: &ReceiptClaims, now: i64, report: &mut ReceiptReport) {
         }
     };
     report.checks.push(match problem {
-        Some(reason) => check("timestamps", false, reason),
-        None => check(
+        Some(reason) => Check::ran("timestamps", false, reason),
+        None => Check::ran(
             "timestamps",
             true,
             format!("accepted {}, signed {}", c.accepted_at, fmt(c.iat)),
         ),
     });
     report.checks.push(if c.exp > now {
-        check(
+        Check::ran(
             "expiry",
             true,
             format!("valid until {} ({})", fmt(c.exp), span(c.exp - now)),
         )
     } else {
-        check(
+        Check::ran(
             "expiry",
             false,
             format!(
@@ -313,30 +309,14 @@ fn span(seconds: i64) -> String {
 mod tests {
     use super::*;
     use crate::receipt::{ReceiptSigner, published_jwk};
-    use atlas_proto::receipt::CiphertextDigest;
-    use atlas_proto::{DeviceId, UserId};
+    use atlas_proto::UserId;
     use serde_json::json;
 
     const NOW: i64 = 1_761_696_000;
 
+    /// A receipt of a message accepted at `NOW`.
     fn claims() -> ReceiptClaims {
-        ReceiptClaims {
-            iss: "https://api.atlas.dev".into(),
-            receipt_id: "r1".into(),
-            receipt_type: ReceiptType::Accepted,
-            message_id: uuid_at(NOW * 1000),
-            sender_id: UserId::new("alice").unwrap(),
-            sender_device_id: DeviceId::new("A1").unwrap(),
-            recipient_id: UserId::new("bob").unwrap(),
-            ciphertexts: vec![CiphertextDigest {
-                device_id: DeviceId::new("B1").unwrap(),
-                sha256: b64::encode([7u8; 32]),
-            }],
-            accepted_at: "2025-10-29T00:00:00Z".into(),
-            delivered_at: None,
-            iat: NOW,
-            exp: NOW + 86_400,
-        }
+        crate::receipt::tests::claims()
     }
 
     fn uuid_at(ms: i64) -> String {
@@ -363,12 +343,7 @@ mod tests {
     }
 
     fn failed(report: &ReceiptReport) -> Vec<&'static str> {
-        report
-            .checks
-            .iter()
-            .filter(|c| c.ok == Some(false))
-            .map(|c| c.name)
-            .collect()
+        crate::checks::failed(&report.checks)
     }
 
     #[test]

@@ -18,6 +18,21 @@ pub struct TempPostgres {
 }
 
 impl TempPostgres {
+    /// Runs `sql` through the `psql` command line, as an operator would; its
+    /// stdout, or why it failed.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let out = std::process::Command::new("psql")
+            .arg(&self.url)
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{sql}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Creates `atlas_test_<random>` on the test server.
     pub async fn create() -> Result<Self, sqlx::Error> {
         use sqlx::Connection;

@@ -8,7 +8,8 @@ use atlas_proto::receipt::ReceiptType;
 use atlas_proto::{DeviceId, UserId};
 use atlas_store::testdb::{TempDir, TempPostgres};
 use atlas_store::{
-    AckedMessage, NewMessage, ReceiptRecord, RefreshTokenRecord, ServerKeyRecord, Store, StoreError,
+    AckedMessage, NewMessage, ReceiptRecord, RefreshTokenRecord, ServerKeyRecord, ServerKeyState,
+    Store, StoreError,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -595,18 +596,7 @@ async fn runbook_queries_run_verbatim(db: Db) {
     match &db {
         Db::Postgres(pg) => {
             for q in [q1.to_string(), q2] {
-                let out = std::process::Command::new("psql")
-                    .arg(&pg.url)
-                    .arg("-c")
-                    .arg(&q)
-                    .output()
-                    .expect("psql");
-                let text = String::from_utf8_lossy(&out.stdout);
-                assert!(
-                    out.status.success(),
-                    "{q}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let text = pg.psql(&q).unwrap();
                 assert!(text.contains("alice"), "{q} printed {text}");
             }
         }
@@ -707,22 +697,19 @@ async fn receipts_follow_sends_and_acks(db: Db) {
             "UPDATE receipts SET expires_at=NOW() + INTERVAL '7 days' WHERE receipt_id='{}';",
             m.receipt.receipt_id
         );
-        let out = std::process::Command::new("psql")
-            .arg(&pg.url)
-            .arg("-c")
-            .arg(&q)
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "UPDATE 1");
+        assert_eq!(pg.psql(&q).unwrap().trim(), "UPDATE 1");
         let extended = store.receipts("m-c1").await.unwrap()[0].expires_at;
         let days = (extended - now()).whole_hours();
         assert!((167..=168).contains(&days), "{days} h");
     }
+}
+
+/// `(kid, status, published at t)` of each key.
+fn lifecycle(states: &[ServerKeyState], t: OffsetDateTime) -> Vec<(&str, &str, bool)> {
+    states
+        .iter()
+        .map(|s| (s.key.kid.as_str(), s.status.as_str(), s.published(t)))
+        .collect()
 }
 
 async fn signing_keys_rotate_with_overlap_and_revoke(db: Db) {
@@ -755,10 +742,7 @@ async fn signing_keys_rotate_with_overlap_and_revoke(db: Db) {
         "k2"
     );
     let states = store.server_keys("receipt-signing").await.unwrap();
-    let summary: Vec<_> = states
-        .iter()
-        .map(|s| (s.key.kid.as_str(), s.status.as_str(), s.published(t)))
-        .collect();
+    let summary = lifecycle(&states, t);
     assert_eq!(summary, [("k2", "active", true), ("k1", "retired", true)]);
     assert!(
         !states[1].published(t + Duration::days(8)),
@@ -793,10 +777,7 @@ async fn signing_keys_rotate_with_overlap_and_revoke(db: Db) {
             .unwrap()
     );
     let states = store.server_keys("receipt-signing").await.unwrap();
-    let summary: Vec<_> = states
-        .iter()
-        .map(|s| (s.key.kid.as_str(), s.status.as_str(), s.published(t)))
-        .collect();
+    let summary = lifecycle(&states, t);
     assert_eq!(
         summary,
         [

@@ -290,6 +290,29 @@ impl RawDevice {
     }
 }
 
+/// Runs the `atlas` binary with `home` as `ATLAS_HOME` and `token` (only) as
+/// `ATLAS_ADMIN_TOKEN`; returns success, stdout and stderr.
+pub fn run_atlas(
+    home: Option<&std::path::Path>,
+    token: Option<&str>,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"));
+    cmd.env_remove("ATLAS_ADMIN_TOKEN").args(args);
+    if let Some(home) = home {
+        cmd.env("ATLAS_HOME", home);
+    }
+    if let Some(token) = token {
+        cmd.env("ATLAS_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A new, validly self-signed key bundle for `user`'s device `device`.
 pub fn fresh_keys(user: &str, device: &str) -> atlas_proto::api::DeviceKeys {
     OlmAccount::new().device_keys(&UserId::new(user).unwrap(), &DeviceId::new(device).unwrap())
