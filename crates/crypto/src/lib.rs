@@ -10,6 +10,8 @@ pub mod dpop;
 pub mod dpop_inspect;
 pub mod jwk;
 pub mod jws;
+pub mod mls;
+pub mod mls_ds;
 pub mod olm;
 pub mod receipt;
 pub mod receipt_inspect;
