@@ -3,13 +3,16 @@
 //! whose table and column names the operator runbooks query verbatim.
 #![forbid(unsafe_code)]
 
+mod groups;
 mod migrations;
+mod mls_sql;
 mod postgres;
 mod records;
 mod sql;
 mod sqlite;
 pub mod testdb;
 
+pub use groups::*;
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -43,6 +46,15 @@ pub enum StoreError {
     /// A client message id was reused for different content.
     #[error("client message id reused for a different message")]
     IdempotencyConflict,
+    /// The group name is taken.
+    #[error("group already exists")]
+    GroupExists,
+    /// No such group.
+    #[error("unknown group")]
+    UnknownGroup,
+    /// The member is not (or no longer) in the group.
+    #[error("not a member of the group")]
+    NotAGroupMember,
     /// The database failed (our side, not the client's).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -57,7 +69,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the server persists. Every method that returns `Ok` after a
 /// write has committed it durably.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: GroupStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// One round trip to the database.

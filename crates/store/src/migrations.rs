@@ -7,6 +7,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_operator_tokens.sql")),
     (3, include_str!("../migrations/0003_receipts.sql")),
+    (4, include_str!("../migrations/0004_mls.sql")),
 ];
 
 /// The same migration with SQLite's types.
@@ -24,4 +25,18 @@ pub(crate) fn statements(sql: &str) -> impl Iterator<Item = &str> {
                 .lines()
                 .all(|l| l.trim_start().starts_with("--") || l.trim().is_empty())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_semicolon_hides_in_a_comment() {
+        for (version, sql) in MIGRATIONS {
+            for line in sql.lines().filter(|l| l.trim_start().starts_with("--")) {
+                assert!(!line.contains(';'), "migration {version}: {line}");
+            }
+        }
+    }
 }

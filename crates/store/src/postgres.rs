@@ -154,3 +154,10 @@ impl_store!(
     skip_locked = " FOR UPDATE SKIP LOCKED",
     lock_rows = " FOR UPDATE"
 );
+
+crate::mls_sql::impl_group_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    lock_rows = " FOR UPDATE"
+);

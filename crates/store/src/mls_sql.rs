@@ -1,0 +1,402 @@
+//! [`crate::GroupStore`] in the SQL both backends share (see `sql.rs`).
+
+/// Implements [`crate::GroupStore`] for a backend struct with `writer` and `reader` pools.
+macro_rules! impl_group_store {
+    ($store:ty, $db:ty, skip_locked = $skip_locked:literal, lock_rows = $lock_rows:literal) => {
+        impl $store {
+            async fn key_package_stock(conn: &mut <$db as sqlx::Database>::Connection, user_id: &str, device_id: &str) -> $crate::StoreResult<$crate::KeyPackageCounts> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND last_resort = 0) AS n, \
+                       (SELECT COUNT(*) FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND last_resort = 1) AS lr",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok($crate::KeyPackageCounts {
+                    available: row.try_get::<i64, _>("n")?.max(0) as u64,
+                    last_resort: row.try_get::<i64, _>("lr")? > 0,
+                })
+            }
+
+            fn group_message(row: &<$db as sqlx::Database>::Row) -> $crate::StoreResult<$crate::GroupMessageRecord> {
+                use sqlx::Row;
+                Ok($crate::GroupMessageRecord {
+                    group_id: row.try_get("group_id")?,
+                    seq: row.try_get::<i64, _>("seq")?.max(0) as u64,
+                    kind: row.try_get("kind")?,
+                    epoch: row.try_get::<i64, _>("epoch")?.max(0) as u64,
+                    sender_id: row.try_get("sender_id")?,
+                    body: row.try_get("body")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            async fn insert_log(conn: &mut <$db as sqlx::Database>::Connection, group_id: &str, seq: i64, kind: &str, epoch: i64, sender_id: &str, body: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+                sqlx::query("INSERT INTO mls_messages (group_id, seq, kind, epoch, sender_id, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(group_id)
+                    .bind(seq)
+                    .bind(kind)
+                    .bind(epoch)
+                    .bind(sender_id)
+                    .bind(body)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+
+            async fn upsert_member(conn: &mut <$db as sqlx::Database>::Connection, group_id: &str, member_id: &str, joined_epoch: i64, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+                // Until it acknowledges its join epoch, a member counts as one epoch behind.
+                sqlx::query(
+                    "INSERT INTO mls_group_members (group_id, member_id, epoch, last_commit, status, joined_epoch, updated_at) \
+                     VALUES ($1, $2, $3, NULL, 'active', $4, $5) \
+                     ON CONFLICT (group_id, member_id) DO UPDATE SET epoch = $3, last_commit = NULL, status = 'active', joined_epoch = $4, updated_at = $5",
+                )
+                .bind(group_id)
+                .bind(member_id)
+                .bind((joined_epoch - 1).max(0))
+                .bind(joined_epoch)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::GroupStore for $store {
+            async fn upload_key_packages(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, packages: &[$crate::NewKeyPackage], now: time::OffsetDateTime) -> $crate::StoreResult<$crate::KeyPackageCounts> {
+                let mut tx = self.writer.begin().await?;
+                Self::active_device(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+                if packages.iter().any(|p| p.last_resort) {
+                    sqlx::query("UPDATE mls_key_packages SET status = 'replaced' WHERE user_id = $1 AND device_id = $2 AND last_resort = 1 AND status = 'active'")
+                        .bind(user_id.as_str())
+                        .bind(device_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for p in packages {
+                    sqlx::query(
+                        "INSERT INTO mls_key_packages (user_id, device_id, key_package_ref, key_package, last_resort, status, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'active', $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(&p.key_package_ref)
+                    .bind(&p.bytes)
+                    .bind(i64::from(p.last_resort))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let counts = Self::key_package_stock(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+                tx.commit().await?;
+                Ok(counts)
+            }
+
+            async fn key_package_counts(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId) -> $crate::StoreResult<$crate::KeyPackageCounts> {
+                let mut conn = self.reader.acquire().await?;
+                Self::key_package_stock(&mut conn, user_id.as_str(), device_id.as_str()).await
+            }
+
+            async fn claim_key_packages(&self, user_id: &atlas_proto::UserId, only: &[atlas_proto::DeviceId], now: time::OffsetDateTime) -> $crate::StoreResult<Vec<(atlas_proto::DeviceId, Option<Vec<u8>>)>> {
+                let mut tx = self.writer.begin().await?;
+                let devices = Self::device_rows(&mut tx, user_id.as_str(), None).await?;
+                if devices.is_empty() && !Self::user_exists(&mut tx, user_id.as_str()).await? {
+                    return Err($crate::StoreError::UnknownUser);
+                }
+                let mut out = Vec::new();
+                for device in devices.into_iter().filter(|d| d.status == "active" && (only.is_empty() || only.contains(&d.keys.device_id))) {
+                    let did = device.keys.device_id.as_str();
+                    let ordinary: Option<Vec<u8>> = sqlx::query_scalar(concat!(
+                        "UPDATE mls_key_packages SET status = 'claimed', claimed_at = $1 \
+                         WHERE user_id = $2 AND device_id = $3 AND status = 'active' AND last_resort = 0 AND key_package_ref = ( \
+                           SELECT key_package_ref FROM mls_key_packages WHERE user_id = $2 AND device_id = $3 AND status = 'active' \
+                           AND last_resort = 0 ORDER BY created_at, key_package_ref LIMIT 1",
+                        $skip_locked,
+                        ") RETURNING key_package"
+                    ))
+                    .bind(now)
+                    .bind(user_id.as_str())
+                    .bind(did)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let package = match ordinary {
+                        Some(p) => Some(p),
+                        None => sqlx::query_scalar(
+                            "SELECT key_package FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 \
+                             AND status = 'active' AND last_resort = 1 ORDER BY created_at DESC LIMIT 1",
+                        )
+                        .bind(user_id.as_str())
+                        .bind(did)
+                        .fetch_optional(&mut *tx)
+                        .await?,
+                    };
+                    out.push((device.keys.device_id, package));
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn create_group(&self, g: &$crate::NewGroup) -> $crate::StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO mls_groups (group_id, current_epoch, last_epoch_change, created_by, created_at, public_state, next_seq) \
+                     VALUES ($1, 0, $2, $3, $2, $4, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(&g.group_id)
+                .bind(g.now)
+                .bind(&g.creator)
+                .bind(&g.public_state)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err($crate::StoreError::GroupExists);
+                }
+                sqlx::query(
+                    "INSERT INTO mls_group_members (group_id, member_id, epoch, last_commit, status, joined_epoch, updated_at) \
+                     VALUES ($1, $2, 0, NULL, 'active', 0, $3)",
+                )
+                .bind(&g.group_id)
+                .bind(&g.creator)
+                .bind(g.now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO mls_epochs (group_id, epoch, public_state, group_info, created_at) VALUES ($1, 0, $2, $3, $4)")
+                    .bind(&g.group_id)
+                    .bind(&g.public_state)
+                    .bind(&g.group_info)
+                    .bind(g.now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn group(&self, group_id: &str) -> $crate::StoreResult<Option<$crate::GroupRecord>> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT group_id, current_epoch, last_epoch_change, created_by, public_state FROM mls_groups WHERE group_id = $1")
+                    .bind(group_id)
+                    .fetch_optional(&self.reader)
+                    .await?;
+                row.map(|row| {
+                    Ok($crate::GroupRecord {
+                        group_id: row.try_get("group_id")?,
+                        current_epoch: row.try_get::<i64, _>("current_epoch")?.max(0) as u64,
+                        last_epoch_change: row.try_get("last_epoch_change")?,
+                        created_by: row.try_get("created_by")?,
+                        public_state: row.try_get("public_state")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn sequence_commit(&self, c: &$crate::NewCommit) -> $crate::StoreResult<$crate::CommitOutcome> {
+                let from = i64::try_from(c.from_epoch).unwrap_or(i64::MAX);
+                let new_epoch = from.saturating_add(1);
+                let entries: i64 = if c.welcome.is_some() { 2 } else { 1 };
+                let mut tx = self.writer.begin().await?;
+                // The compare-and-set that makes the first valid commit of an epoch the only one.
+                let next: Option<i64> = sqlx::query_scalar(
+                    "UPDATE mls_groups SET current_epoch = $1, last_epoch_change = $2, public_state = $3, next_seq = next_seq + $4 \
+                     WHERE group_id = $5 AND current_epoch = $6 RETURNING next_seq",
+                )
+                .bind(new_epoch)
+                .bind(c.now)
+                .bind(&c.public_state)
+                .bind(entries)
+                .bind(&c.group_id)
+                .bind(from)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(next) = next else {
+                    let current: Option<i64> = sqlx::query_scalar("SELECT current_epoch FROM mls_groups WHERE group_id = $1")
+                        .bind(&c.group_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let current = current.ok_or($crate::StoreError::UnknownGroup)?;
+                    let winner = sqlx::query(
+                        "SELECT group_id, seq, kind, epoch, sender_id, body, created_at FROM mls_messages \
+                         WHERE group_id = $1 AND kind = 'commit' AND epoch = $2 ORDER BY seq DESC LIMIT 1",
+                    )
+                    .bind(&c.group_id)
+                    .bind(new_epoch)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| Self::group_message(&row))
+                    .transpose()?;
+                    return Ok($crate::CommitOutcome::Lost { current_epoch: current.max(0) as u64, winner });
+                };
+                let seq = next - entries + 1;
+                sqlx::query("INSERT INTO mls_commits (commit_id, group_id, sender_id, epoch, status, seq, created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6)")
+                    .bind(&c.commit_id)
+                    .bind(&c.group_id)
+                    .bind(&c.sender_id)
+                    .bind(new_epoch)
+                    .bind(seq)
+                    .bind(c.now)
+                    .execute(&mut *tx)
+                    .await?;
+                // A rolled-back epoch may come again: its old row gives way.
+                sqlx::query("DELETE FROM mls_epochs WHERE group_id = $1 AND epoch >= $2")
+                    .bind(&c.group_id)
+                    .bind(new_epoch)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO mls_epochs (group_id, epoch, public_state, group_info, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&c.group_id)
+                    .bind(new_epoch)
+                    .bind(&c.public_state)
+                    .bind(&c.group_info)
+                    .bind(c.now)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_log(&mut tx, &c.group_id, seq, $crate::kind::COMMIT, new_epoch, &c.sender_id, &c.commit, c.now).await?;
+                for member in &c.removed {
+                    sqlx::query("UPDATE mls_group_members SET status = 'removed', updated_at = $1 WHERE group_id = $2 AND member_id = $3")
+                        .bind(c.now)
+                        .bind(&c.group_id)
+                        .bind(member)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for member in &c.added {
+                    Self::upsert_member(&mut tx, &c.group_id, member, new_epoch, c.now).await?;
+                }
+                if let Some((recipients, welcome)) = &c.welcome {
+                    Self::insert_log(&mut tx, &c.group_id, seq + 1, $crate::kind::WELCOME, new_epoch, &c.sender_id, welcome, c.now).await?;
+                    for member in recipients {
+                        sqlx::query("INSERT INTO mls_welcomes (member_id, group_id, seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                            .bind(member)
+                            .bind(&c.group_id)
+                            .bind(seq + 1)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok($crate::CommitOutcome::Accepted { seq: seq.max(0) as u64 })
+            }
+
+            async fn append_group_message(&self, group_id: &str, epoch: u64, sender_id: &str, body: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<u64> {
+                let mut tx = self.writer.begin().await?;
+                let status: Option<String> = sqlx::query_scalar("SELECT status FROM mls_group_members WHERE group_id = $1 AND member_id = $2")
+                    .bind(group_id)
+                    .bind(sender_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if status.as_deref() != Some("active") {
+                    let exists: Option<i64> = sqlx::query_scalar("SELECT current_epoch FROM mls_groups WHERE group_id = $1")
+                        .bind(group_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(if exists.is_some() { $crate::StoreError::NotAGroupMember } else { $crate::StoreError::UnknownGroup });
+                }
+                let seq: i64 = sqlx::query_scalar("UPDATE mls_groups SET next_seq = next_seq + 1 WHERE group_id = $1 RETURNING next_seq")
+                    .bind(group_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Self::insert_log(&mut tx, group_id, seq, $crate::kind::APPLICATION, i64::try_from(epoch).unwrap_or(i64::MAX), sender_id, body, now).await?;
+                tx.commit().await?;
+                Ok(seq.max(0) as u64)
+            }
+
+            async fn group_messages(&self, group_id: &str, after: u64, limit: u32) -> $crate::StoreResult<Vec<$crate::GroupMessageRecord>> {
+                let rows = sqlx::query(
+                    "SELECT group_id, seq, kind, epoch, sender_id, body, created_at FROM mls_messages \
+                     WHERE group_id = $1 AND seq > $2 AND kind <> 'welcome' ORDER BY seq LIMIT $3",
+                )
+                .bind(group_id)
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter().map(Self::group_message).collect()
+            }
+
+            async fn welcomes(&self, member_id: &str) -> $crate::StoreResult<Vec<$crate::GroupMessageRecord>> {
+                let rows = sqlx::query(
+                    "SELECT m.group_id, m.seq, m.kind, m.epoch, m.sender_id, m.body, m.created_at FROM mls_welcomes w \
+                     JOIN mls_messages m ON m.group_id = w.group_id AND m.seq = w.seq WHERE w.member_id = $1 ORDER BY m.created_at, m.seq",
+                )
+                .bind(member_id)
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter().map(Self::group_message).collect()
+            }
+
+            async fn group_info(&self, group_id: &str, epoch: Option<u64>) -> $crate::StoreResult<Option<(u64, Vec<u8>)>> {
+                let epoch = epoch.map(|e| i64::try_from(e).unwrap_or(i64::MAX));
+                let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT epoch, group_info FROM mls_epochs WHERE group_id = $1 AND ($2 IS NULL OR epoch = $2) ORDER BY epoch DESC LIMIT 1",
+                )
+                .bind(group_id)
+                .bind(epoch)
+                .fetch_optional(&self.reader)
+                .await?;
+                Ok(row.map(|(e, info)| (e.max(0) as u64, info)))
+            }
+
+            async fn acknowledge_epoch(&self, group_id: &str, member_id: &str, epoch: u64, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                let current: Option<i64> = sqlx::query_scalar(concat!("SELECT current_epoch FROM mls_groups WHERE group_id = $1", $lock_rows))
+                    .bind(group_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let current = current.ok_or($crate::StoreError::UnknownGroup)?;
+                let acknowledged = i64::try_from(epoch).unwrap_or(i64::MAX).min(current);
+                let updated = sqlx::query(
+                    "UPDATE mls_group_members SET epoch = $1, updated_at = $2, last_commit = \
+                       (SELECT commit_id FROM mls_commits WHERE group_id = $3 AND epoch = $1 AND status <> 'rolled_back' ORDER BY seq DESC LIMIT 1) \
+                     WHERE group_id = $3 AND member_id = $4 AND status = 'active'",
+                )
+                .bind(acknowledged)
+                .bind(now)
+                .bind(group_id)
+                .bind(member_id)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotAGroupMember);
+                }
+                sqlx::query(
+                    "UPDATE mls_commits SET status = 'acknowledged' WHERE group_id = $1 AND status = 'pending' \
+                     AND epoch <= (SELECT MIN(epoch) FROM mls_group_members WHERE group_id = $1 AND status = 'active')",
+                )
+                .bind(group_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn group_members(&self, group_id: &str) -> $crate::StoreResult<Vec<$crate::GroupMemberRecord>> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT member_id, epoch, last_commit, status, joined_epoch, updated_at FROM mls_group_members \
+                     WHERE group_id = $1 ORDER BY member_id",
+                )
+                .bind(group_id)
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::GroupMemberRecord {
+                            member_id: row.try_get("member_id")?,
+                            epoch: row.try_get::<i64, _>("epoch")?.max(0) as u64,
+                            last_commit: row.try_get("last_commit")?,
+                            status: row.try_get("status")?,
+                            joined_epoch: row.try_get::<i64, _>("joined_epoch")?.max(0) as u64,
+                            updated_at: row.try_get("updated_at")?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_group_store;
