@@ -46,6 +46,18 @@ pub enum ErrorCode {
     ReceiptExpired,
     /// No such server signing key (or it is already revoked).
     UnknownKey,
+    /// The group name is taken.
+    GroupExists,
+    /// The group does not exist.
+    UnknownGroup,
+    /// The caller (or the named member) is not a member of the group.
+    NotAMember,
+    /// Another commit already moved the group past this commit's epoch; rebase and retry.
+    EpochConflict,
+    /// The message is for another epoch than the group's (too old or ahead).
+    WrongEpoch,
+    /// The MLS message does not validate against the group's public state.
+    InvalidMlsMessage,
     /// The route does not exist.
     NotFound,
     /// The method is not allowed on this route.
@@ -82,6 +94,12 @@ impl ErrorCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::ReceiptExpired => "receipt_expired",
             Self::UnknownKey => "unknown_key",
+            Self::GroupExists => "group_exists",
+            Self::UnknownGroup => "unknown_group",
+            Self::NotAMember => "not_a_member",
+            Self::EpochConflict => "epoch_conflict",
+            Self::WrongEpoch => "wrong_epoch",
+            Self::InvalidMlsMessage => "invalid_mls_message",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",

@@ -120,6 +120,13 @@ impl From<StoreError> for ApiError {
                 C::IdempotencyConflict,
                 "client_message_id was already used for a different message",
             ),
+            StoreError::GroupExists => {
+                Self::new(S::CONFLICT, C::GroupExists, "group already exists")
+            }
+            StoreError::UnknownGroup => Self::new(S::NOT_FOUND, C::UnknownGroup, "unknown group"),
+            StoreError::NotAGroupMember => {
+                Self::new(S::FORBIDDEN, C::NotAMember, "not a member of the group")
+            }
             StoreError::Database(sqlx_error) => {
                 tracing::error!(error = %sqlx_error, "database error");
                 Self::new(

@@ -34,15 +34,15 @@ macro_rules! impl_group_store {
                 })
             }
 
-            async fn insert_log(conn: &mut <$db as sqlx::Database>::Connection, group_id: &str, seq: i64, kind: &str, epoch: i64, sender_id: &str, body: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+            async fn insert_log(conn: &mut <$db as sqlx::Database>::Connection, entry: &$crate::GroupMessageRecord) -> $crate::StoreResult<()> {
                 sqlx::query("INSERT INTO mls_messages (group_id, seq, kind, epoch, sender_id, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                    .bind(group_id)
-                    .bind(seq)
-                    .bind(kind)
-                    .bind(epoch)
-                    .bind(sender_id)
-                    .bind(body)
-                    .bind(now)
+                    .bind(&entry.group_id)
+                    .bind(i64::try_from(entry.seq).unwrap_or(i64::MAX))
+                    .bind(&entry.kind)
+                    .bind(i64::try_from(entry.epoch).unwrap_or(i64::MAX))
+                    .bind(&entry.sender_id)
+                    .bind(&entry.body)
+                    .bind(entry.created_at)
                     .execute(&mut *conn)
                     .await?;
                 Ok(())
@@ -254,7 +254,16 @@ macro_rules! impl_group_store {
                     .bind(c.now)
                     .execute(&mut *tx)
                     .await?;
-                Self::insert_log(&mut tx, &c.group_id, seq, $crate::kind::COMMIT, new_epoch, &c.sender_id, &c.commit, c.now).await?;
+                let entry = |seq: i64, kind: &str, body: &[u8]| $crate::GroupMessageRecord {
+                    group_id: c.group_id.clone(),
+                    seq: seq.max(0) as u64,
+                    kind: kind.to_owned(),
+                    epoch: new_epoch.max(0) as u64,
+                    sender_id: c.sender_id.clone(),
+                    body: body.to_vec(),
+                    created_at: c.now,
+                };
+                Self::insert_log(&mut tx, &entry(seq, $crate::kind::COMMIT, &c.commit)).await?;
                 for member in &c.removed {
                     sqlx::query("UPDATE mls_group_members SET status = 'removed', updated_at = $1 WHERE group_id = $2 AND member_id = $3")
                         .bind(c.now)
@@ -267,7 +276,7 @@ macro_rules! impl_group_store {
                     Self::upsert_member(&mut tx, &c.group_id, member, new_epoch, c.now).await?;
                 }
                 if let Some((recipients, welcome)) = &c.welcome {
-                    Self::insert_log(&mut tx, &c.group_id, seq + 1, $crate::kind::WELCOME, new_epoch, &c.sender_id, welcome, c.now).await?;
+                    Self::insert_log(&mut tx, &entry(seq + 1, $crate::kind::WELCOME, welcome)).await?;
                     for member in recipients {
                         sqlx::query("INSERT INTO mls_welcomes (member_id, group_id, seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                             .bind(member)
@@ -299,7 +308,16 @@ macro_rules! impl_group_store {
                     .bind(group_id)
                     .fetch_one(&mut *tx)
                     .await?;
-                Self::insert_log(&mut tx, group_id, seq, $crate::kind::APPLICATION, i64::try_from(epoch).unwrap_or(i64::MAX), sender_id, body, now).await?;
+                let entry = $crate::GroupMessageRecord {
+                    group_id: group_id.to_owned(),
+                    seq: seq.max(0) as u64,
+                    kind: $crate::kind::APPLICATION.to_owned(),
+                    epoch,
+                    sender_id: sender_id.to_owned(),
+                    body: body.to_vec(),
+                    created_at: now,
+                };
+                Self::insert_log(&mut tx, &entry).await?;
                 tx.commit().await?;
                 Ok(seq.max(0) as u64)
             }
