@@ -83,6 +83,43 @@ pub fn parse_message(bytes: &[u8]) -> Result<MlsMessageIn, MlsError> {
     MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| MlsError::Malformed(e.to_string()))
 }
 
+/// A KeyPackage checked for publication: who it is for and whether it is a last resort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedKeyPackage {
+    /// The device its credential names.
+    pub member: MemberRef,
+    /// Marked last resort.
+    pub last_resort: bool,
+    /// Hex SHA-256 of its bytes, its id in storage.
+    pub reference: String,
+}
+
+/// Validates a KeyPackage (signature, lifetime, ciphersuite) before the server publishes it.
+pub fn check_key_package(bytes: &[u8]) -> Result<CheckedKeyPackage, MlsError> {
+    if bytes.len() > 64 * 1024 {
+        return Err(MlsError::Malformed("KeyPackage larger than 64 KiB".into()));
+    }
+    let package = KeyPackageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))?
+        .validate(
+            &openmls_rust_crypto::RustCrypto::default(),
+            ProtocolVersion::Mls10,
+        )
+        .map_err(|e| MlsError::Malformed(format!("KeyPackage: {e}")))?;
+    if package.ciphersuite() != CIPHERSUITE {
+        return Err(MlsError::Malformed(format!(
+            "KeyPackage ciphersuite {:?} is not the Atlas ciphersuite",
+            package.ciphersuite()
+        )));
+    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    Ok(CheckedKeyPackage {
+        member: member_of(package.leaf_node().credential())?,
+        last_resort: package.last_resort(),
+        reference: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
 /// Parses a GroupInfo message (signature not yet verified).
 pub fn verifiable_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, MlsError> {
     match parse_message(bytes)?.extract() {
@@ -277,7 +314,11 @@ impl MlsDevice {
     /// A new KeyPackage (TLS-serialized) for others to add this device with;
     /// `last_resort` marks the one the server may hand out more than once.
     pub fn key_package(&self, last_resort: bool) -> Result<Vec<u8>, MlsError> {
-        let mut builder = KeyPackage::builder();
+        // Every leaf declares the last-resort extension, so both kinds validate.
+        let capabilities = Capabilities::builder()
+            .extensions(vec![ExtensionType::LastResort])
+            .build();
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
         if last_resort {
             builder = builder.mark_as_last_resort();
         }
@@ -564,7 +605,8 @@ impl MlsDevice {
                 })
             }
             _ => Err(MlsError::Malformed(
-                "standalone proposals are not used in Atlas groups".into(),
+                "neither an application message nor a commit (Atlas groups use no standalone proposals)"
+                    .into(),
             )),
         }
     }

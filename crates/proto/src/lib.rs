@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod ids;
+pub mod mls;
 pub mod receipt;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -179,6 +179,12 @@ pub trait GroupStore: Send + Sync {
     /// `from_epoch` to the next epoch if it is still there (first commit wins),
     /// stores the new state, GroupInfo, commit, Welcome and member changes.
     async fn sequence_commit(&self, commit: &NewCommit) -> StoreResult<CommitOutcome>;
+    /// The commit in the log that created `epoch`.
+    async fn commit_of_epoch(
+        &self,
+        group_id: &str,
+        epoch: u64,
+    ) -> StoreResult<Option<GroupMessageRecord>>;
     /// Appends an application message to the log; returns its position.
     async fn append_group_message(
         &self,

@@ -218,16 +218,8 @@ macro_rules! impl_group_store {
                         .fetch_optional(&mut *tx)
                         .await?;
                     let current = current.ok_or($crate::StoreError::UnknownGroup)?;
-                    let winner = sqlx::query(
-                        "SELECT group_id, seq, kind, epoch, sender_id, body, created_at FROM mls_messages \
-                         WHERE group_id = $1 AND kind = 'commit' AND epoch = $2 ORDER BY seq DESC LIMIT 1",
-                    )
-                    .bind(&c.group_id)
-                    .bind(new_epoch)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| Self::group_message(&row))
-                    .transpose()?;
+                    tx.commit().await?;
+                    let winner = self.commit_of_epoch(&c.group_id, c.from_epoch.saturating_add(1)).await?;
                     return Ok($crate::CommitOutcome::Lost { current_epoch: current.max(0) as u64, winner });
                 };
                 let seq = next - entries + 1;
@@ -288,6 +280,19 @@ macro_rules! impl_group_store {
                 }
                 tx.commit().await?;
                 Ok($crate::CommitOutcome::Accepted { seq: seq.max(0) as u64 })
+            }
+
+            async fn commit_of_epoch(&self, group_id: &str, epoch: u64) -> $crate::StoreResult<Option<$crate::GroupMessageRecord>> {
+                sqlx::query(
+                    "SELECT group_id, seq, kind, epoch, sender_id, body, created_at FROM mls_messages \
+                     WHERE group_id = $1 AND kind = 'commit' AND epoch = $2 ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(group_id)
+                .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+                .fetch_optional(&self.reader)
+                .await?
+                .map(|row| Self::group_message(&row))
+                .transpose()
             }
 
             async fn append_group_message(&self, group_id: &str, epoch: u64, sender_id: &str, body: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<u64> {

@@ -1,6 +1,8 @@
 //! HTTP routes, one file per resource.
 pub mod admin;
+pub mod groups;
 pub mod health;
+pub mod key_packages;
 pub mod keys;
 pub mod messages;
 pub mod receipts;
@@ -18,6 +20,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 
+/// Body limit of a commit: adding many members makes a large commit and Welcome.
+const MAX_COMMIT_BODY: usize = 16 * 1024 * 1024;
+
 /// The full API.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -32,6 +37,24 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/messages", post(messages::send).get(messages::inbox))
         .route("/messages/ack", post(messages::ack))
         .route("/ws", get(ws::connect))
+        .route("/mls/key-packages", post(key_packages::upload))
+        .route("/mls/key-packages/count", get(key_packages::count))
+        .route("/mls/key-packages/claim", post(key_packages::claim))
+        .route("/groups", post(groups::create))
+        .route("/groups/welcomes", get(groups::welcomes))
+        .route("/groups/{group_id}", get(groups::show))
+        .route(
+            "/groups/{group_id}/commits",
+            post(groups::commit).layer(axum::extract::DefaultBodyLimit::max(
+                max_body_bytes.max(MAX_COMMIT_BODY),
+            )),
+        )
+        .route(
+            "/groups/{group_id}/messages",
+            post(groups::post_message).get(groups::log),
+        )
+        .route("/groups/{group_id}/group-info", get(groups::group_info))
+        .route("/groups/{group_id}/ack", post(groups::ack))
         .route("/.well-known/jwks.json", get(receipts::jwks))
         .route("/receipts/{message_id}", get(receipts::latest))
         .route("/receipts/{message_id}/reissue", post(receipts::reissue))

@@ -1,0 +1,418 @@
+//! MLS groups: the validating delivery service. Commits are checked against
+//! the group's public state and sequenced first-wins per epoch; application
+//! messages and Welcomes are logged in order; members acknowledge epochs.
+use crate::auth::DeviceAuth;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::AppState;
+use atlas_crypto::mls_ds::{DsError, DsGroup};
+use atlas_proto::mls::{
+    CommitRequest, CommitResponse, CreateGroupRequest, EpochAck, EpochConflict, GroupInfoResponse,
+    GroupLogEntry, GroupLogResponse, GroupMemberView, GroupMessageRequest, GroupView,
+};
+use atlas_proto::{ErrorCode, b64};
+use atlas_store::{CommitOutcome, GroupMessageRecord, GroupRecord, NewCommit, NewGroup};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+
+/// Longest group name.
+pub const MAX_GROUP_ID: usize = 64;
+/// Default and largest page of the group log.
+const PAGE: u32 = 100;
+const MAX_PAGE: u32 = 500;
+
+/// The caller as a group member: `USER_ID/DEVICE_ID`.
+pub fn caller_member(auth: &DeviceAuth) -> String {
+    format!("{}/{}", auth.user_id, auth.device_id)
+}
+
+/// Decodes a base64 field (padded or not) or refuses with a 400 naming it.
+pub fn decode(text: &str, field: &str) -> Result<Vec<u8>, ApiError> {
+    b64::decode_std_lenient(text).map_err(|_| ApiError::invalid(format!("{field} is not base64")))
+}
+
+fn checked_group_id(group_id: &str) -> Result<(), ApiError> {
+    let ok = !group_id.is_empty()
+        && group_id.len() <= MAX_GROUP_ID
+        && group_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "group id must be 1 to {MAX_GROUP_ID} of A-Z a-z 0-9 - _ ."
+        )))
+    }
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn entry(r: GroupMessageRecord) -> GroupLogEntry {
+    GroupLogEntry {
+        group_id: r.group_id,
+        seq: r.seq,
+        kind: r.kind,
+        epoch: r.epoch,
+        sender_id: r.sender_id,
+        body: b64::encode_std(&r.body),
+        created_at: rfc3339(r.created_at),
+    }
+}
+
+fn invalid_mls(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidMlsMessage,
+        e.to_string(),
+    )
+}
+
+async fn group_record(state: &AppState, group_id: &str) -> Result<GroupRecord, ApiError> {
+    checked_group_id(group_id)?;
+    state.store.group(group_id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownGroup,
+            "unknown group",
+        )
+    })
+}
+
+/// Refuses callers that never were in the group (removed members may still read
+/// the log up to their removal, to learn of it).
+async fn require_member(state: &AppState, group_id: &str, member: &str) -> Result<(), ApiError> {
+    let members = state.store.group_members(group_id).await?;
+    if members.iter().any(|m| m.member_id == member) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::NotAMember,
+            "not a member of the group",
+        ))
+    }
+}
+
+async fn conflict(state: &AppState, group_id: &str, current: u64, from: u64) -> ApiError {
+    let winner = state
+        .store
+        .commit_of_epoch(group_id, from.saturating_add(1))
+        .await
+        .ok()
+        .flatten()
+        .map(entry);
+    let details = EpochConflict {
+        current_epoch: current,
+        winner,
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::EpochConflict,
+        format!("the group is in epoch {current}: process the newer commits, then retry"),
+    )
+    .with_details(serde_json::to_value(details).unwrap_or_default())
+}
+
+async fn ds_error(state: &AppState, group_id: &str, e: DsError) -> ApiError {
+    match e {
+        DsError::Malformed(m) => ApiError::invalid(format!("malformed MLS message: {m}")),
+        DsError::WrongEpoch { message, current } if message < current => {
+            conflict(state, group_id, current, message).await
+        }
+        e @ DsError::WrongEpoch { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::WrongEpoch,
+            e.to_string(),
+        ),
+        e @ (DsError::WrongGroup(_) | DsError::NotACommit | DsError::Invalid(_)) => invalid_mls(e),
+        e @ DsError::State(_) => ApiError::internal(e),
+    }
+}
+
+/// `POST /groups`: registers a group the caller created (epoch 0, the caller its only member).
+pub async fn create(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiJson(req): ApiJson<CreateGroupRequest>,
+) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    checked_group_id(&req.group_id)?;
+    let info = decode(&req.group_info, "group_info")?;
+    let ds = DsGroup::from_group_info(&req.group_id, &info).map_err(|e| match e {
+        DsError::Malformed(m) => ApiError::invalid(format!("malformed GroupInfo: {m}")),
+        e => invalid_mls(e),
+    })?;
+    let me = caller_member(&auth);
+    let members = ds.members().map_err(invalid_mls)?;
+    if ds.epoch() != 0 || members.len() != 1 || members[0].to_string() != me {
+        return Err(invalid_mls(
+            "a new group must be at epoch 0 with the calling device as its only member",
+        ));
+    }
+    let now = state.clock.now();
+    state
+        .store
+        .create_group(&NewGroup {
+            group_id: req.group_id.clone(),
+            creator: me,
+            public_state: ds.snapshot().map_err(ApiError::internal)?,
+            group_info: info,
+            now,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state, &req.group_id).await?),
+    ))
+}
+
+async fn view(state: &AppState, group_id: &str) -> Result<GroupView, ApiError> {
+    let group = group_record(state, group_id).await?;
+    let members = state.store.group_members(group_id).await?;
+    Ok(GroupView {
+        group_id: group.group_id,
+        current_epoch: group.current_epoch,
+        last_epoch_change: rfc3339(group.last_epoch_change),
+        members: members
+            .into_iter()
+            .map(|m| GroupMemberView {
+                member_id: m.member_id,
+                epoch: m.epoch,
+                status: m.status,
+                joined_epoch: m.joined_epoch,
+                last_commit: m.last_commit,
+            })
+            .collect(),
+    })
+}
+
+/// `GET /groups/{group_id}`: epoch and members with their acknowledged epochs.
+pub async fn show(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiPath(group_id): ApiPath<String>,
+) -> Result<Json<GroupView>, ApiError> {
+    group_record(&state, &group_id).await?;
+    require_member(&state, &group_id, &caller_member(&auth)).await?;
+    Ok(Json(view(&state, &group_id).await?))
+}
+
+/// `POST /groups/{group_id}/commits`: validates the commit against the current
+/// epoch and sequences it; the first valid commit of an epoch wins, a later one
+/// gets 409 `epoch_conflict` with the winner.
+pub async fn commit(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiPath(group_id): ApiPath<String>,
+    ApiJson(req): ApiJson<CommitRequest>,
+) -> Result<(StatusCode, Json<CommitResponse>), ApiError> {
+    let group = group_record(&state, &group_id).await?;
+    let commit = decode(&req.commit, "commit")?;
+    let group_info = decode(&req.group_info, "group_info")?;
+    let welcome = req
+        .welcome
+        .as_deref()
+        .map(|w| decode(w, "welcome"))
+        .transpose()?;
+    let mut ds = DsGroup::restore(&group.public_state).map_err(ApiError::internal)?;
+    let from = ds.epoch();
+    let summary = match ds.apply_commit(&commit) {
+        Ok(summary) => summary,
+        Err(e) => return Err(ds_error(&state, &group_id, e).await),
+    };
+    let me = caller_member(&auth);
+    if summary.sender.to_string() != me {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!(
+                "the commit is signed by {}, not by the calling device",
+                summary.sender
+            ),
+        ));
+    }
+    ds.check_group_info(&group_info).map_err(invalid_mls)?;
+    let mut added: Vec<String> = summary.added.iter().map(ToString::to_string).collect();
+    let welcome = match (welcome, added.is_empty()) {
+        (Some(w), false) => Some((added.clone(), w)),
+        (None, true) => None,
+        (None, false) => {
+            return Err(ApiError::invalid(
+                "a commit that adds members needs their welcome",
+            ));
+        }
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "welcome given for a commit that adds no one",
+            ));
+        }
+    };
+    if summary.external {
+        // A (re)join: the joiner's old leaf, if any, is among the removed.
+        added.push(me.clone());
+    }
+    let commit_id = uuid::Uuid::now_v7().to_string();
+    let outcome = state
+        .store
+        .sequence_commit(&NewCommit {
+            group_id: group_id.clone(),
+            commit_id: commit_id.clone(),
+            sender_id: me,
+            from_epoch: from,
+            public_state: ds.snapshot().map_err(ApiError::internal)?,
+            group_info,
+            commit,
+            welcome,
+            added,
+            removed: summary.removed.iter().map(ToString::to_string).collect(),
+            now: state.clock.now(),
+        })
+        .await?;
+    match outcome {
+        CommitOutcome::Accepted { seq } => {
+            tracing::info!(%group_id, epoch = summary.epoch, sender = %summary.sender, external = summary.external, "commit sequenced");
+            Ok((
+                StatusCode::CREATED,
+                Json(CommitResponse {
+                    commit_id,
+                    epoch: summary.epoch,
+                    seq,
+                }),
+            ))
+        }
+        CommitOutcome::Lost { current_epoch, .. } => {
+            Err(conflict(&state, &group_id, current_epoch, from).await)
+        }
+    }
+}
+
+/// `POST /groups/{group_id}/messages`: an application message of a member.
+pub async fn post_message(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiPath(group_id): ApiPath<String>,
+    ApiJson(req): ApiJson<GroupMessageRequest>,
+) -> Result<(StatusCode, Json<GroupLogEntry>), ApiError> {
+    let group = group_record(&state, &group_id).await?;
+    let body = decode(&req.message, "message")?;
+    let ds = DsGroup::restore(&group.public_state).map_err(ApiError::internal)?;
+    let epoch = match ds.check_application(&body) {
+        Ok(epoch) => epoch,
+        Err(e) => return Err(ds_error(&state, &group_id, e).await),
+    };
+    let now = state.clock.now();
+    let me = caller_member(&auth);
+    let seq = state
+        .store
+        .append_group_message(&group_id, epoch, &me, &body, now)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(entry(GroupMessageRecord {
+            group_id,
+            seq,
+            kind: atlas_store::kind::APPLICATION.into(),
+            epoch,
+            sender_id: me,
+            body,
+            created_at: now,
+        })),
+    ))
+}
+
+/// Query of `GET /groups/{group_id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Entries after this position.
+    #[serde(default)]
+    pub after: u64,
+    /// Page size (default 100, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// `GET /groups/{group_id}/messages`: commits and application messages in order.
+pub async fn log(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiPath(group_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> Result<Json<GroupLogResponse>, ApiError> {
+    group_record(&state, &group_id).await?;
+    require_member(&state, &group_id, &caller_member(&auth)).await?;
+    let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let entries: Vec<GroupLogEntry> = state
+        .store
+        .group_messages(&group_id, q.after, limit)
+        .await?
+        .into_iter()
+        .map(entry)
+        .collect();
+    let next_after = entries.last().map_or(q.after, |e| e.seq);
+    Ok(Json(GroupLogResponse {
+        entries,
+        next_after,
+    }))
+}
+
+/// `GET /groups/welcomes`: Welcomes addressed to the calling device.
+pub async fn welcomes(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+) -> Result<Json<GroupLogResponse>, ApiError> {
+    let entries: Vec<GroupLogEntry> = state
+        .store
+        .welcomes(&caller_member(&auth))
+        .await?
+        .into_iter()
+        .map(entry)
+        .collect();
+    Ok(Json(GroupLogResponse {
+        next_after: entries.last().map_or(0, |e| e.seq),
+        entries,
+    }))
+}
+
+/// `GET /groups/{group_id}/group-info`: the latest GroupInfo, for an external (re)join.
+pub async fn group_info(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiPath(group_id): ApiPath<String>,
+) -> Result<Json<GroupInfoResponse>, ApiError> {
+    group_record(&state, &group_id).await?;
+    require_member(&state, &group_id, &caller_member(&auth)).await?;
+    let (epoch, info) = state
+        .store
+        .group_info(&group_id, None)
+        .await?
+        .ok_or_else(|| ApiError::internal("group without GroupInfo"))?;
+    Ok(Json(GroupInfoResponse {
+        epoch,
+        group_info: b64::encode_std(info),
+    }))
+}
+
+/// `POST /groups/{group_id}/ack`: the calling device has processed up to `epoch`.
+pub async fn ack(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiPath(group_id): ApiPath<String>,
+    ApiJson(req): ApiJson<EpochAck>,
+) -> Result<Json<GroupView>, ApiError> {
+    group_record(&state, &group_id).await?;
+    state
+        .store
+        .acknowledge_epoch(
+            &group_id,
+            &caller_member(&auth),
+            req.epoch,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(view(&state, &group_id).await?))
+}

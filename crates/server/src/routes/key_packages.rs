@@ -1,0 +1,103 @@
+//! MLS KeyPackages: publish, count, claim one per device.
+use crate::auth::DeviceAuth;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::routes::groups::{caller_member, decode};
+use crate::state::AppState;
+use atlas_crypto::mls::check_key_package;
+use atlas_proto::mls::{
+    ClaimedKeyPackage, KeyPackageClaim, KeyPackageClaimResponse, KeyPackageStock, KeyPackageUpload,
+};
+use atlas_store::{KeyPackageCounts, NewKeyPackage};
+use axum::Json;
+use axum::extract::State;
+
+/// Most KeyPackages in one upload.
+pub const MAX_UPLOAD: usize = 100;
+
+fn stock(c: KeyPackageCounts) -> KeyPackageStock {
+    KeyPackageStock {
+        available: c.available,
+        last_resort: c.last_resort,
+    }
+}
+
+/// `POST /mls/key-packages`: each must be valid, for the caller's device, and
+/// marked last resort exactly when given as `last_resort`.
+pub async fn upload(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiJson(req): ApiJson<KeyPackageUpload>,
+) -> Result<Json<KeyPackageStock>, ApiError> {
+    if req.key_packages.len() > MAX_UPLOAD {
+        return Err(ApiError::too_large(format!(
+            "at most {MAX_UPLOAD} KeyPackages per upload"
+        )));
+    }
+    let me = caller_member(&auth);
+    let given = req
+        .key_packages
+        .iter()
+        .map(|p| (p, false))
+        .chain(req.last_resort.iter().map(|p| (p, true)));
+    let mut packages = Vec::new();
+    for (text, last_resort) in given {
+        let bytes = decode(text, "key package")?;
+        let checked = check_key_package(&bytes)
+            .map_err(|e| ApiError::invalid(format!("KeyPackage refused: {e}")))?;
+        if checked.member.to_string() != me {
+            return Err(ApiError::invalid(format!(
+                "KeyPackage names {}, not the calling device {me}",
+                checked.member
+            )));
+        }
+        if checked.last_resort != last_resort {
+            return Err(ApiError::invalid(
+                "the last-resort extension must be set on last_resort and only there",
+            ));
+        }
+        packages.push(NewKeyPackage {
+            key_package_ref: checked.reference,
+            bytes,
+            last_resort,
+        });
+    }
+    let counts = state
+        .store
+        .upload_key_packages(&auth.user_id, &auth.device_id, &packages, state.clock.now())
+        .await?;
+    Ok(Json(stock(counts)))
+}
+
+/// `GET /mls/key-packages/count`.
+pub async fn count(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+) -> Result<Json<KeyPackageStock>, ApiError> {
+    let counts = state
+        .store
+        .key_package_counts(&auth.user_id, &auth.device_id)
+        .await?;
+    Ok(Json(stock(counts)))
+}
+
+/// `POST /mls/key-packages/claim`: one KeyPackage per device of a user.
+pub async fn claim(
+    State(state): State<AppState>,
+    _auth: DeviceAuth,
+    ApiJson(req): ApiJson<KeyPackageClaim>,
+) -> Result<Json<KeyPackageClaimResponse>, ApiError> {
+    let claimed = state
+        .store
+        .claim_key_packages(&req.user_id, &req.devices, state.clock.now())
+        .await?;
+    Ok(Json(KeyPackageClaimResponse {
+        key_packages: claimed
+            .into_iter()
+            .map(|(device_id, package)| ClaimedKeyPackage {
+                device_id,
+                key_package: package.map(atlas_proto::b64::encode_std),
+            })
+            .collect(),
+    }))
+}
