@@ -60,7 +60,7 @@ pub enum DeviceCommand {
     LinkCode,
 }
 
-async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
+pub(crate) async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
     Client::open(profile_dir).await.with_context(|| {
         format!(
             "opening profile {} (register it first)",
@@ -175,14 +175,30 @@ fn print_line(m: &Received) {
 pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
     let received = client.sync().await?;
+    let in_groups = client.groups_sync().await?;
     if args.json && !args.follow {
-        println!("{}", serde_json::to_string_pretty(&received)?);
+        // One array: direct messages, then group entries (those have a "group" field).
+        let mut all = Vec::new();
+        for m in &received {
+            all.push(serde_json::to_value(m)?);
+        }
+        for m in &in_groups {
+            all.push(serde_json::to_value(m)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         for m in &received {
             if args.json {
                 println!("{}", serde_json::to_string(m)?);
             } else {
                 print_line(m);
+            }
+        }
+        for m in &in_groups {
+            if args.json {
+                println!("{}", serde_json::to_string(m)?);
+            } else {
+                crate::group_cmd::print_group_line(m);
             }
         }
     }
@@ -208,7 +224,7 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-    } else if received.is_empty() && !args.json {
+    } else if received.is_empty() && in_groups.is_empty() && !args.json {
         println!("no new messages");
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_cmd;
+mod group_cmd;
 mod keys_cmd;
 mod serve;
 mod verify;
@@ -42,6 +43,9 @@ enum Command {
     Device(client_cmd::DeviceCommand),
     /// Show this profile's user, device and server.
     Whoami,
+    /// MLS groups: create, add, remove, send, update, members.
+    #[command(subcommand)]
+    Group(group_cmd::GroupCommand),
     /// The signed receipts of a message (with --reissue: signed again with the current key).
     Receipt(client_cmd::ReceiptArgs),
     /// The server's receipt-signing keys: list, rotate, revoke (admin API, operator token).
@@ -99,6 +103,7 @@ async fn main() -> ExitCode {
         Command::Devices(args) => client_cmd::devices(&profile_dir, args).await,
         Command::Device(cmd) => client_cmd::device(&profile_dir, cmd).await,
         Command::Whoami => client_cmd::whoami(&profile_dir).await,
+        Command::Group(cmd) => group_cmd::group(&profile_dir, cmd).await,
         Command::Receipt(args) => client_cmd::receipt(&profile_dir, args).await,
         Command::Keys(cmd) => keys_cmd::keys(cmd).await,
         Command::VerifyDpop(args) => verify::verify_dpop(args),

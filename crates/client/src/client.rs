@@ -62,7 +62,9 @@ pub struct Received {
 /// A registered device.
 pub struct Client {
     pub(crate) transport: Transport,
-    local: LocalState,
+    pub(crate) local: LocalState,
+    /// This device's MLS state, loaded on first use.
+    pub(crate) mls: tokio::sync::Mutex<Option<atlas_crypto::mls::MlsDevice>>,
     /// Serialises everything that advances Olm state.
     account: tokio::sync::Mutex<OlmAccount>,
     user_id: UserId,
@@ -134,6 +136,7 @@ impl Client {
             .await?;
         let client = Self::assemble(local, profile, account, dpop)?;
         client.top_up_keys(true).await?;
+        client.top_up_key_packages().await?;
         Ok(client)
     }
 
@@ -180,6 +183,7 @@ impl Client {
             transport,
             local,
             account: tokio::sync::Mutex::new(account),
+            mls: tokio::sync::Mutex::new(None),
             user_id: profile.user_id,
             device_id: profile.device_id,
         })

@@ -32,6 +32,9 @@ pub enum ClientError {
     /// A cryptographic operation failed.
     #[error("crypto: {0}")]
     Crypto(#[from] atlas_crypto::olm::OlmError),
+    /// An MLS operation failed.
+    #[error(transparent)]
+    Mls(#[from] atlas_crypto::mls::MlsError),
     /// A peer's published keys are not validly signed.
     #[error("keys of {0} are not validly signed")]
     UntrustedKeys(String),

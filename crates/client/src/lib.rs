@@ -5,6 +5,7 @@
 
 mod client;
 mod error;
+mod groups;
 mod local;
 pub mod operator;
 mod payload;
@@ -13,5 +14,6 @@ mod transport;
 
 pub use client::{Client, FALLBACK_GRACE, Received};
 pub use error::ClientError;
+pub use groups::GroupReceived;
 pub use payload::Payload;
 pub use transport::http_client;

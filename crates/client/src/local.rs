@@ -121,6 +121,19 @@ impl LocalState {
         Ok(())
     }
 
+    /// The keys (without the prefix) of the values whose key starts with `prefix`.
+    pub(crate) async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, ClientError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT k FROM kv WHERE substr(k, 1, length($1)) = $1 ORDER BY k")
+                .bind(prefix)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned))
+            .collect())
+    }
+
     /// Removes a value.
     pub(crate) async fn delete(&self, k: &str) -> Result<(), ClientError> {
         sqlx::query("DELETE FROM kv WHERE k = $1")

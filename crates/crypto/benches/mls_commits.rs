@@ -12,7 +12,11 @@ use atlas_proto::{DeviceId, UserId};
 use std::time::{Duration, Instant};
 
 fn device(i: usize) -> MlsDevice {
-    MlsDevice::new(&UserId::new(format!("user{i}")).unwrap(), &DeviceId::new("D").unwrap()).unwrap()
+    MlsDevice::new(
+        &UserId::new(format!("user{i}")).unwrap(),
+        &DeviceId::new("D").unwrap(),
+    )
+    .unwrap()
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -34,7 +38,10 @@ fn main() {
         let info = creator.create_group("bench").unwrap();
         let mut ds = DsGroup::from_group_info("bench", &info).unwrap();
         let members: Vec<MlsDevice> = (1..n).map(device).collect();
-        let packages: Vec<Vec<u8>> = members.iter().map(|m| m.key_package(false).unwrap()).collect();
+        let packages: Vec<Vec<u8>> = members
+            .iter()
+            .map(|m| m.key_package(false).unwrap())
+            .collect();
 
         let started = Instant::now();
         let add = creator.add("bench", &packages).unwrap();

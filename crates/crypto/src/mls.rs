@@ -369,6 +369,16 @@ impl MlsDevice {
         out_bytes(&info)
     }
 
+    /// Deletes this device's state of a group (e.g. one the server refused to create).
+    pub fn forget_group(&self, name: &str) -> Result<(), MlsError> {
+        if let Some(mut group) = MlsGroup::load(self.provider.storage(), &group_id(name))
+            .map_err(|e| MlsError::State(e.to_string()))?
+        {
+            group.delete(self.provider.storage()).map_err(protocol)?;
+        }
+        Ok(())
+    }
+
     /// The group's current epoch on this device.
     pub fn epoch(&self, name: &str) -> Result<u64, MlsError> {
         Ok(self.load(name)?.epoch().as_u64())

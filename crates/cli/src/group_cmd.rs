@@ -1,0 +1,120 @@
+//! `atlas group …`: MLS groups from a client profile.
+use crate::client_cmd::open;
+use atlas_client::GroupReceived;
+use atlas_proto::UserId;
+use std::path::Path;
+
+/// `atlas group …`.
+#[derive(clap::Subcommand)]
+pub enum GroupCommand {
+    /// Create a group with this device as its only member.
+    Create {
+        /// The group's name (unique on the server): letters, digits, - _ .
+        name: String,
+    },
+    /// Add every device of a user.
+    Add {
+        /// The group.
+        group: String,
+        /// The user to add.
+        user_id: UserId,
+    },
+    /// Remove every device of a user.
+    Remove {
+        /// The group.
+        group: String,
+        /// The user to remove.
+        user_id: UserId,
+    },
+    /// Send an encrypted text to the group.
+    Send {
+        /// The group.
+        group: String,
+        /// The text.
+        text: String,
+    },
+    /// Refresh this device's keys in the group (a new epoch).
+    Update {
+        /// The group.
+        group: String,
+    },
+    /// The group's epoch and members, with the epoch each has acknowledged.
+    Members {
+        /// The group.
+        group: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Prints one group log entry as `inbox` shows it.
+pub fn print_group_line(m: &GroupReceived) {
+    match (&m.text, &m.event, &m.error) {
+        (Some(text), _, _) => println!("[{}] #{} {}: {}", m.created_at, m.group, m.sender, text),
+        (None, Some(event), _) => println!(
+            "[{}] #{} {} committed: {}",
+            m.created_at, m.group, m.sender, event
+        ),
+        (None, None, error) => println!(
+            "[{}] #{} {}: Unable to decrypt message (seq {}, {})",
+            m.created_at,
+            m.group,
+            m.sender,
+            m.seq,
+            error.as_deref().unwrap_or("unknown error")
+        ),
+    }
+}
+
+/// `atlas group …`.
+pub async fn group(profile_dir: &Path, cmd: GroupCommand) -> anyhow::Result<()> {
+    let client = open(profile_dir).await?;
+    match cmd {
+        GroupCommand::Create { name } => {
+            let view = client.group_create(&name).await?;
+            println!(
+                "created group {} (epoch {})",
+                view.group_id, view.current_epoch
+            );
+        }
+        GroupCommand::Add { group, user_id } => {
+            let done = client.group_add(&group, &user_id).await?;
+            println!("added {user_id} to {group} (epoch {})", done.epoch);
+        }
+        GroupCommand::Remove { group, user_id } => {
+            let done = client.group_remove(&group, &user_id).await?;
+            println!("removed {user_id} from {group} (epoch {})", done.epoch);
+        }
+        GroupCommand::Send { group, text } => {
+            let sent = client.group_send(&group, &text).await?;
+            println!("sent to {group} (seq {}, epoch {})", sent.seq, sent.epoch);
+        }
+        GroupCommand::Update { group } => {
+            let done = client.group_update(&group).await?;
+            println!("updated this device in {group} (epoch {})", done.epoch);
+        }
+        GroupCommand::Members { group, json } => {
+            client.group_sync(&group).await?;
+            let view = client.group_view(&group).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!(
+                    "{} at epoch {} (since {})",
+                    view.group_id, view.current_epoch, view.last_epoch_change
+                );
+                for m in &view.members {
+                    let lag = view.current_epoch.saturating_sub(m.epoch);
+                    let note = match (m.status.as_str(), lag) {
+                        ("active", 0) => String::new(),
+                        ("active", n) => format!("  ({n} behind)"),
+                        (status, _) => format!("  ({status})"),
+                    };
+                    println!("  {:<40} epoch {}{note}", m.member_id, m.epoch);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! MLS groups for a device: its MLS state (sealed in the profile after every
+//! change), KeyPackage top-up, commits retried on top of the winner when
+//! another commit takes the epoch first, and the group logs processed in order.
+use crate::client::Client;
+use crate::error::ClientError;
+use atlas_crypto::mls::{CommitOut, Incoming, MlsDevice, MlsError};
+use atlas_proto::mls::*;
+use atlas_proto::{ErrorCode, UserId, b64};
+use reqwest::Method;
+use serde::Serialize;
+
+/// Keep at least this many KeyPackages published.
+const MIN_KEY_PACKAGES: u64 = 5;
+/// How many to publish when topping up.
+const KEY_PACKAGE_BATCH: usize = 10;
+/// Attempts of a commit that keeps losing its epoch.
+const COMMIT_ATTEMPTS: usize = 5;
+
+/// One processed entry of a group log.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReceived {
+    /// The group.
+    pub group: String,
+    /// Position in the group's log.
+    pub seq: u64,
+    /// The sender (`USER_ID/DEVICE_ID`).
+    pub sender: String,
+    /// The epoch it was sent in.
+    pub epoch: u64,
+    /// The text of an application message that decrypted.
+    pub text: Option<String>,
+    /// What a commit did, e.g. "epoch 3".
+    pub event: Option<String>,
+    /// Why it could not be processed.
+    pub error: Option<String>,
+    /// RFC 3339 time the server stored it.
+    pub created_at: String,
+}
+
+fn cursor_key(group: &str) -> String {
+    format!("group_seen/{group}")
+}
+
+impl Client {
+    /// This device as a group member: `USER_ID/DEVICE_ID`.
+    pub fn member_id(&self) -> String {
+        format!("{}/{}", self.user_id(), self.device_id())
+    }
+
+    /// Runs `f` on this device's MLS state (created on first use) and stores the result.
+    async fn with_mls<T>(
+        &self,
+        f: impl FnOnce(&MlsDevice) -> Result<T, MlsError>,
+    ) -> Result<T, ClientError> {
+        let mut guard = self.mls.lock().await;
+        if guard.is_none() {
+            *guard = Some(match self.local.get("mls").await? {
+                Some(snapshot) => MlsDevice::restore(&snapshot)?,
+                None => MlsDevice::new(self.user_id(), self.device_id())?,
+            });
+        }
+        let device = guard
+            .as_ref()
+            .ok_or_else(|| ClientError::State("MLS state missing".into()))?;
+        let result = f(device);
+        // Saved after failures too: openmls may have consumed secrets either way.
+        self.local.put("mls", &device.snapshot()?).await?;
+        Ok(result?)
+    }
+
+    /// Publishes KeyPackages when the server's stock runs low (and a last-resort one if none).
+    pub async fn top_up_key_packages(&self) -> Result<KeyPackageStock, ClientError> {
+        let stock: KeyPackageStock = self
+            .transport
+            .call::<(), _>(Method::GET, "/mls/key-packages/count", "", None)
+            .await?;
+        if stock.available >= MIN_KEY_PACKAGES && stock.last_resort {
+            return Ok(stock);
+        }
+        let wanted = KEY_PACKAGE_BATCH.saturating_sub(stock.available as usize);
+        let need_last_resort = !stock.last_resort;
+        let (packages, last_resort) = self
+            .with_mls(|mls| {
+                let packages = (0..wanted)
+                    .map(|_| mls.key_package(false).map(b64::encode_std))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let last_resort = need_last_resort
+                    .then(|| mls.key_package(true).map(b64::encode_std))
+                    .transpose()?;
+                Ok((packages, last_resort))
+            })
+            .await?;
+        let upload = KeyPackageUpload {
+            key_packages: packages,
+            last_resort,
+        };
+        self.transport
+            .call(Method::POST, "/mls/key-packages", "", Some(&upload))
+            .await
+    }
+
+    /// Creates a group with this device as its only member.
+    pub async fn group_create(&self, name: &str) -> Result<GroupView, ClientError> {
+        let info = self.with_mls(|mls| mls.create_group(name)).await?;
+        let request = CreateGroupRequest {
+            group_id: name.to_owned(),
+            group_info: b64::encode_std(info),
+        };
+        let created = self
+            .transport
+            .call(Method::POST, "/groups", "", Some(&request))
+            .await;
+        match created {
+            Ok(view) => {
+                self.local.put(&cursor_key(name), b"0").await?;
+                Ok(view)
+            }
+            Err(e) => {
+                self.with_mls(|mls| mls.forget_group(name)).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds every device of `user` to the group.
+    pub async fn group_add(
+        &self,
+        name: &str,
+        user: &UserId,
+    ) -> Result<CommitResponse, ClientError> {
+        let claim = KeyPackageClaim {
+            user_id: user.clone(),
+            devices: vec![],
+        };
+        let claimed: KeyPackageClaimResponse = self
+            .transport
+            .call(Method::POST, "/mls/key-packages/claim", "", Some(&claim))
+            .await?;
+        let mut packages = Vec::new();
+        for c in claimed.key_packages {
+            let text = c.key_package.ok_or_else(|| {
+                ClientError::NoPrekeys(format!("{user}/{} (no KeyPackage)", c.device_id))
+            })?;
+            packages.push(b64::decode_std_lenient(&text).map_err(|_| {
+                ClientError::State("server sent a KeyPackage that is not base64".into())
+            })?);
+        }
+        if packages.is_empty() {
+            return Err(ClientError::NoPrekeys(format!("{user} (no active device)")));
+        }
+        self.commit_with_retry(name, |mls| mls.add(name, &packages))
+            .await
+    }
+
+    /// Removes every device of `user` from the group.
+    pub async fn group_remove(
+        &self,
+        name: &str,
+        user: &UserId,
+    ) -> Result<CommitResponse, ClientError> {
+        self.commit_with_retry(name, |mls| {
+            let devices: Vec<_> = mls
+                .members(name)?
+                .into_iter()
+                .filter(|m| m.user_id == *user)
+                .collect();
+            if devices.is_empty() {
+                return Err(MlsError::NotAMember(user.to_string()));
+            }
+            mls.remove(name, &devices)
+        })
+        .await
+    }
+
+    /// Refreshes this device's leaf: a new epoch that everyone must process.
+    pub async fn group_update(&self, name: &str) -> Result<CommitResponse, ClientError> {
+        self.commit_with_retry(name, |mls| mls.self_update(name))
+            .await
+    }
+
+    /// Posts a commit; when another commit won the epoch, processes the log and rebuilds it.
+    async fn commit_with_retry(
+        &self,
+        name: &str,
+        build: impl Fn(&MlsDevice) -> Result<CommitOut, MlsError>,
+    ) -> Result<CommitResponse, ClientError> {
+        self.group_sync(name).await?;
+        let mut last_error = None;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let out = self.with_mls(&build).await?;
+            let request = CommitRequest {
+                commit: b64::encode_std(&out.commit),
+                group_info: b64::encode_std(&out.group_info),
+                welcome: out.welcome.as_ref().map(b64::encode_std),
+            };
+            let path = format!("/groups/{name}/commits");
+            match self
+                .transport
+                .call::<_, CommitResponse>(Method::POST, &path, "", Some(&request))
+                .await
+            {
+                Ok(accepted) => {
+                    let epoch = self.with_mls(|mls| mls.confirm_commit(name)).await?;
+                    self.acknowledge(name, epoch).await?;
+                    return Ok(accepted);
+                }
+                Err(e) if e.code() == Some(ErrorCode::EpochConflict) => {
+                    self.with_mls(|mls| mls.discard_commit(name)).await?;
+                    self.group_sync(name).await?;
+                    last_error = Some(e);
+                }
+                Err(e) => {
+                    self.with_mls(|mls| mls.discard_commit(name)).await?;
+                    return Err(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Protocol {
+            status: 409,
+            detail: "the group's epoch keeps moving".into(),
+        }))
+    }
+
+    async fn acknowledge(&self, name: &str, epoch: u64) -> Result<(), ClientError> {
+        let _: GroupView = self
+            .transport
+            .call(
+                Method::POST,
+                &format!("/groups/{name}/ack"),
+                "",
+                Some(&EpochAck { epoch }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Encrypts and posts a text to the group (after catching up, so it goes out in the current epoch).
+    pub async fn group_send(&self, name: &str, text: &str) -> Result<GroupLogEntry, ClientError> {
+        self.group_sync(name).await?;
+        let message = self
+            .with_mls(|mls| mls.encrypt(name, text.as_bytes()))
+            .await?;
+        let request = GroupMessageRequest {
+            message: b64::encode_std(message),
+        };
+        self.transport
+            .call(
+                Method::POST,
+                &format!("/groups/{name}/messages"),
+                "",
+                Some(&request),
+            )
+            .await
+    }
+
+    /// The group as the server sees it: epoch and members with their acknowledged epochs.
+    pub async fn group_view(&self, name: &str) -> Result<GroupView, ClientError> {
+        self.transport
+            .call::<(), _>(Method::GET, &format!("/groups/{name}"), "", None)
+            .await
+    }
+
+    /// Joins the groups this device was welcomed to; returns their names.
+    pub async fn group_accept_welcomes(&self) -> Result<Vec<String>, ClientError> {
+        let welcomes: GroupLogResponse = self
+            .transport
+            .call::<(), _>(Method::GET, "/groups/welcomes", "", None)
+            .await?;
+        let mut joined = Vec::new();
+        for w in welcomes.entries {
+            let known = self.local.get(&cursor_key(&w.group_id)).await?.is_some();
+            if known || self.with_mls(|mls| mls.has_group(&w.group_id)).await? {
+                continue;
+            }
+            let body = b64::decode_std_lenient(&w.body).map_err(|_| {
+                ClientError::State("server sent a Welcome that is not base64".into())
+            })?;
+            let (group, epoch) = self.with_mls(|mls| mls.join(&body)).await?;
+            self.local
+                .put(&cursor_key(&group), w.seq.to_string().as_bytes())
+                .await?;
+            self.acknowledge(&group, epoch).await?;
+            joined.push(group);
+        }
+        if !joined.is_empty() {
+            self.top_up_key_packages().await?;
+        }
+        Ok(joined)
+    }
+
+    /// The groups this device follows.
+    pub async fn groups(&self) -> Result<Vec<String>, ClientError> {
+        self.local.keys_with_prefix("group_seen/").await
+    }
+
+    /// Processes a group's new log entries in order and acknowledges the epoch reached.
+    pub async fn group_sync(&self, name: &str) -> Result<Vec<GroupReceived>, ClientError> {
+        let mut out = Vec::new();
+        loop {
+            let seen: u64 = self
+                .local
+                .get_text(&cursor_key(name))
+                .await?
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let page: GroupLogResponse = self
+                .transport
+                .call::<(), _>(
+                    Method::GET,
+                    &format!("/groups/{name}/messages"),
+                    &format!("?after={seen}"),
+                    None,
+                )
+                .await?;
+            if page.entries.is_empty() {
+                break;
+            }
+            for e in page.entries {
+                if let Some(received) = self.process_entry(&e).await? {
+                    out.push(received);
+                }
+                self.local
+                    .put(&cursor_key(name), e.seq.to_string().as_bytes())
+                    .await?;
+            }
+        }
+        if self.with_mls(|mls| mls.has_group(name)).await? {
+            let epoch = self.with_mls(|mls| mls.epoch(name)).await?;
+            self.acknowledge(name, epoch).await?;
+        }
+        Ok(out)
+    }
+
+    async fn process_entry(&self, e: &GroupLogEntry) -> Result<Option<GroupReceived>, ClientError> {
+        let mine = e.sender_id == self.member_id();
+        let body = b64::decode_std_lenient(&e.body).map_err(|_| {
+            ClientError::State("server sent a group message that is not base64".into())
+        })?;
+        let name = e.group_id.clone();
+        let outcome = self
+            .with_mls(|mls| {
+                if mine {
+                    // Our own commit that we never heard back about: it won, apply it.
+                    if e.kind == "commit" && mls.epoch(&name)? + 1 == e.epoch {
+                        return mls.confirm_commit(&name).map(|_| None);
+                    }
+                    return Ok(None);
+                }
+                mls.process(&body).map(Some)
+            })
+            .await;
+        let mut received = GroupReceived {
+            group: e.group_id.clone(),
+            seq: e.seq,
+            sender: e.sender_id.clone(),
+            epoch: e.epoch,
+            text: None,
+            event: None,
+            error: None,
+            created_at: e.created_at.clone(),
+        };
+        match outcome {
+            Ok(None) => return Ok(None),
+            Ok(Some(Incoming::Application { plaintext, .. })) => {
+                received.text = Some(String::from_utf8_lossy(&plaintext).into_owned());
+            }
+            Ok(Some(Incoming::Commit {
+                epoch,
+                removed_self,
+                ..
+            })) => {
+                received.event = Some(if removed_self {
+                    format!("removed this device (epoch {epoch})")
+                } else {
+                    format!("epoch {epoch}")
+                });
+            }
+            Err(ClientError::Mls(MlsError::WrongEpoch { message, own })) => {
+                let code = if message < own {
+                    "EpochTooOld"
+                } else {
+                    "EpochInFuture"
+                };
+                received.error = Some(format!(
+                    "{code}: message of epoch {message}, device in epoch {own}"
+                ));
+            }
+            Err(ClientError::Mls(e)) => received.error = Some(format!("DecryptionFailed: {e}")),
+            Err(e) => return Err(e),
+        }
+        if received.error.is_some() {
+            tracing::warn!(group = %received.group, seq = received.seq, error = received.error.as_deref().unwrap_or(""), "group decrypt error");
+        }
+        Ok(Some(received))
+    }
+
+    /// Accepts Welcomes, then processes every followed group's log.
+    pub async fn groups_sync(&self) -> Result<Vec<GroupReceived>, ClientError> {
+        self.group_accept_welcomes().await?;
+        let mut all = Vec::new();
+        for group in self.groups().await? {
+            all.extend(self.group_sync(&group).await?);
+        }
+        Ok(all)
+    }
+}
