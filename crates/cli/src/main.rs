@@ -5,6 +5,7 @@ mod admin;
 mod client_cmd;
 mod group_cmd;
 mod keys_cmd;
+mod mls_cmd;
 mod serve;
 mod verify;
 
@@ -54,6 +55,9 @@ enum Command {
     /// Operator administration on the server host (operator tokens).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// MLS recovery: show a group, send-update, rejoin-member (admin API, operator token).
+    #[command(subcommand)]
+    Mls(mls_cmd::MlsCommand),
     /// The server's DPoP replay cache (admin API, operator token).
     #[command(subcommand)]
     Dpop(admin::DpopCommand),
@@ -110,6 +114,7 @@ async fn main() -> ExitCode {
         Command::VerifyReceipt(args) => verify::verify_receipt_cmd(args).await,
         Command::Admin(cmd) => admin::admin(cmd).await,
         Command::Dpop(cmd) => admin::dpop(cmd).await,
+        Command::Mls(cmd) => mls_cmd::mls(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -681,3 +681,249 @@ async fn cli_groups_create_add_send_update_remove() {
     );
     assert!(!ok && stderr.contains("unknown_user"), "{stderr}");
 }
+
+/// The sealed MLS state in a profile's database (the same key seals it, so an
+/// older copy put back is what a device restored from an old backup holds).
+async fn mls_blob(home: &std::path::Path, profile: &str, replace: Option<&[u8]>) -> Vec<u8> {
+    use sqlx::Connection;
+    let db = home.join("profiles").join(profile).join("state.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    if let Some(blob) = replace {
+        sqlx::query("UPDATE kv SET v = $1 WHERE k = 'mls'")
+            .bind(blob)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query_scalar("SELECT v FROM kv WHERE k = 'mls'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The runbook's recovery ladder on members that are really stuck: one whose
+/// state fell behind its cursor (send-update repairs it), one that lost its
+/// group state (rejoin-member repairs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_members_recover_with_send_update_and_rejoin() {
+    let h = Harness::sqlite().await;
+    let home = h.homes.path.clone();
+    let url = h.url();
+    let atlas = |args: &[&str]| {
+        let (ok, stdout, stderr) = support::run_atlas(Some(&home), None, args);
+        assert!(ok, "atlas {args:?}: {stderr}");
+        stdout
+    };
+    for user in ["alice", "bob", "carol"] {
+        atlas(&["--profile", user, "register", user, "--server", &url]);
+    }
+    let before_joining = mls_blob(&home, "bob", None).await;
+    atlas(&["--profile", "alice", "group", "create", "team"]);
+    atlas(&["--profile", "alice", "group", "add", "team", "bob"]);
+    atlas(&["--profile", "alice", "group", "add", "team", "carol"]);
+    atlas(&["--profile", "bob", "inbox"]);
+    atlas(&["--profile", "carol", "inbox"]);
+    let at_epoch_2 = mls_blob(&home, "bob", None).await;
+    atlas(&["--profile", "carol", "group", "update", "team"]);
+    atlas(&["--profile", "carol", "group", "update", "team"]);
+    atlas(&["--profile", "bob", "inbox"]);
+
+    // bob's MLS state goes back to epoch 2 while his cursor stays at epoch 4: stuck.
+    mls_blob(&home, "bob", Some(&at_epoch_2)).await;
+    atlas(&[
+        "--profile",
+        "alice",
+        "group",
+        "send",
+        "team",
+        "can you read this",
+    ]);
+    let inbox = atlas(&["--profile", "bob", "inbox"]);
+    assert!(
+        inbox.contains("Unable to decrypt") && inbox.contains("EpochInFuture"),
+        "{inbox}"
+    );
+
+    let (ok, token, stderr) = support::run_atlas(
+        None,
+        None,
+        &[
+            "admin",
+            "token",
+            "create",
+            "--scope",
+            "mls",
+            "--database-url",
+            &h.database_url(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let token = token.trim();
+    let op = |args: &[&str]| support::run_atlas(None, Some(token), args);
+    let (ok, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
+    assert!(ok && shown.contains("team at epoch 4"), "{shown}");
+    assert!(
+        shown.contains("epoch 2  <- 2 epoch(s) behind"),
+        "the stuck member is visible: {shown}"
+    );
+
+    // Option 1: send-update. bob's next sync replays commits 3 and 4, then self-updates.
+    let (ok, out, stderr) = op(&[
+        "mls",
+        "send-update",
+        "--group-id",
+        "team",
+        "--member-id",
+        "bob",
+        "--server",
+        &url,
+    ]);
+    assert!(
+        ok && out.contains("requested update for bob/"),
+        "{out}{stderr}"
+    );
+    let inbox = atlas(&["--profile", "bob", "inbox"]);
+    assert!(
+        inbox.contains("can you read this"),
+        "the message that failed decrypts after catching up: {inbox}"
+    );
+    let (_, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
+    assert!(
+        shown.contains("caught up from epoch 2 to 4, self-update created epoch 5"),
+        "{shown}"
+    );
+    let bob_line = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("bob/"))
+        .unwrap();
+    assert!(
+        shown.contains("team at epoch 5") && bob_line.ends_with("epoch 5"),
+        "{shown}"
+    );
+    atlas(&[
+        "--profile",
+        "alice",
+        "group",
+        "send",
+        "team",
+        "welcome back",
+    ]);
+    assert!(atlas(&["--profile", "bob", "inbox"]).contains("welcome back"));
+
+    // bob loses his group state altogether: catching up cannot help, rejoining does.
+    mls_blob(&home, "bob", Some(&before_joining)).await;
+    let (ok, _, _) = op(&[
+        "mls",
+        "send-update",
+        "--group-id",
+        "team",
+        "--member-id",
+        "bob",
+        "--server",
+        &url,
+    ]);
+    assert!(ok);
+    atlas(&["--profile", "bob", "inbox"]);
+    let (_, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
+    assert!(
+        shown.contains("update for bob/") && shown.contains("failed: no group team"),
+        "{shown}"
+    );
+
+    // rejoin-member, waiting for the device: bob syncs meanwhile.
+    let waiter = std::thread::spawn({
+        let url = url.clone();
+        let token = token.to_owned();
+        move || {
+            support::run_atlas(
+                None,
+                Some(&token),
+                &[
+                    "mls",
+                    "rejoin-member",
+                    "--group-id",
+                    "team",
+                    "--member-id",
+                    "bob",
+                    "--wait",
+                    "30",
+                    "--server",
+                    &url,
+                ],
+            )
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    atlas(&["--profile", "bob", "inbox"]);
+    let (ok, waited, stderr) = waiter.join().unwrap();
+    assert!(ok, "{waited}{stderr}");
+    assert!(
+        waited.contains("rejoined by external commit at epoch 6"),
+        "{waited}"
+    );
+    atlas(&["--profile", "alice", "group", "send", "team", "hello again"]);
+    assert!(atlas(&["--profile", "bob", "inbox"]).contains("hello again"));
+    assert!(atlas(&["--profile", "carol", "inbox"]).contains("hello again"));
+    let members: Value = serde_json::from_str(&atlas(&[
+        "--profile",
+        "alice",
+        "group",
+        "members",
+        "team",
+        "--json",
+    ]))
+    .unwrap();
+    let bobs = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["member_id"].as_str().unwrap().starts_with("bob/"))
+        .count();
+    assert_eq!(bobs, 1, "the rejoin replaced bob's old leaf: {members}");
+
+    // Operator mistakes: unknown member, unknown group, a token without the scope.
+    let (ok, _, stderr) = op(&[
+        "mls",
+        "send-update",
+        "--group-id",
+        "team",
+        "--member-id",
+        "mallory",
+        "--server",
+        &url,
+    ]);
+    assert!(!ok && stderr.contains("not_a_member"), "{stderr}");
+    let (ok, _, stderr) = op(&[
+        "mls",
+        "rejoin-member",
+        "--group-id",
+        "nope",
+        "--member-id",
+        "bob",
+        "--server",
+        &url,
+    ]);
+    assert!(!ok && stderr.contains("unknown_group"), "{stderr}");
+    let (ok, other, _) = support::run_atlas(
+        None,
+        None,
+        &[
+            "admin",
+            "token",
+            "create",
+            "--scope",
+            "dpop",
+            "--database-url",
+            &h.database_url(),
+        ],
+    );
+    assert!(ok);
+    let (ok, _, stderr) = support::run_atlas(
+        None,
+        Some(other.trim()),
+        &["mls", "show", "--group-id", "team", "--server", &url],
+    );
+    assert!(!ok && stderr.contains("insufficient_scope"), "{stderr}");
+}

@@ -295,6 +295,16 @@ impl Client {
 
     /// Processes a group's new log entries in order and acknowledges the epoch reached.
     pub async fn group_sync(&self, name: &str) -> Result<Vec<GroupReceived>, ClientError> {
+        self.group_sync_from(name, None).await
+    }
+
+    /// [`Client::group_sync`], first going back to the commit that created
+    /// `from_epoch` (a device whose cursor ran ahead of its MLS state).
+    async fn group_sync_from(
+        &self,
+        name: &str,
+        mut from_epoch: Option<u64>,
+    ) -> Result<Vec<GroupReceived>, ClientError> {
         let mut out = Vec::new();
         loop {
             let seen: u64 = self
@@ -303,12 +313,16 @@ impl Client {
                 .await?
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(0);
+            let query = match from_epoch.take() {
+                Some(epoch) => format!("?from_epoch={epoch}"),
+                None => format!("?after={seen}"),
+            };
             let page: GroupLogResponse = self
                 .transport
                 .call::<(), _>(
                     Method::GET,
                     &format!("/groups/{name}/messages"),
-                    &format!("?after={seen}"),
+                    &query,
                     None,
                 )
                 .await?;
@@ -394,10 +408,115 @@ impl Client {
         Ok(Some(received))
     }
 
-    /// Accepts Welcomes, then processes every followed group's log.
+    /// Carries out the recovery steps operators asked of this device
+    /// (`atlas mls send-update`, `atlas mls rejoin-member`) and reports each back;
+    /// returns the steps and the messages that catching up made readable.
+    pub async fn group_recovery(
+        &self,
+    ) -> Result<(Vec<MemberActionView>, Vec<GroupReceived>), ClientError> {
+        let pending: MemberActionsResponse = self
+            .transport
+            .call::<(), _>(Method::GET, "/groups/actions", "", None)
+            .await?;
+        let mut done = Vec::new();
+        let mut received = Vec::new();
+        for mut action in pending.actions {
+            let result =
+                match action.action.as_str() {
+                    "update" => self.catch_up_and_update(&action.group_id).await.map(
+                        |(outcome, readable)| {
+                            received.extend(readable);
+                            outcome
+                        },
+                    ),
+                    "rejoin" => self.rejoin(&action.group_id).await,
+                    other => Ok(format!("unknown action {other}, ignored")),
+                };
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) => format!("failed: {e}"),
+            };
+            tracing::info!(group = %action.group_id, action = %action.action, %outcome, "recovery step");
+            let report = ActionDone {
+                outcome: outcome.clone(),
+            };
+            let path = format!("/groups/actions/{}/done", action.action_id);
+            self.transport
+                .call_no_content(Method::POST, &path, Some(&report))
+                .await?;
+            action.outcome = Some(outcome);
+            done.push(action);
+        }
+        Ok((done, received))
+    }
+
+    /// Replays the stored commits from this device's own epoch on, then self-updates.
+    async fn catch_up_and_update(
+        &self,
+        name: &str,
+    ) -> Result<(String, Vec<GroupReceived>), ClientError> {
+        let from = self.with_mls(|mls| mls.epoch(name)).await?;
+        let readable = self.group_sync_from(name, Some(from + 1)).await?;
+        let caught_up = self.with_mls(|mls| mls.epoch(name)).await?;
+        let updated = self.group_update(name).await?;
+        let outcome = format!(
+            "caught up from epoch {from} to {caught_up}, self-update created epoch {}",
+            updated.epoch
+        );
+        Ok((outcome, readable))
+    }
+
+    /// Rejoins by external commit from the latest GroupInfo, replacing this device's state of the group.
+    async fn rejoin(&self, name: &str) -> Result<String, ClientError> {
+        let mut last_error = None;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let info: GroupInfoResponse = self
+                .transport
+                .call::<(), _>(Method::GET, &format!("/groups/{name}/group-info"), "", None)
+                .await?;
+            let info = b64::decode_std_lenient(&info.group_info).map_err(|_| {
+                ClientError::State("server sent a GroupInfo that is not base64".into())
+            })?;
+            let out = self.with_mls(|mls| mls.join_external(&info)).await?;
+            let request = CommitRequest {
+                commit: b64::encode_std(&out.commit),
+                group_info: b64::encode_std(&out.group_info),
+                welcome: None,
+            };
+            match self
+                .transport
+                .call::<_, CommitResponse>(
+                    Method::POST,
+                    &format!("/groups/{name}/commits"),
+                    "",
+                    Some(&request),
+                )
+                .await
+            {
+                Ok(accepted) => {
+                    self.local
+                        .put(&cursor_key(name), accepted.seq.to_string().as_bytes())
+                        .await?;
+                    self.acknowledge(name, accepted.epoch).await?;
+                    return Ok(format!(
+                        "rejoined by external commit at epoch {}",
+                        accepted.epoch
+                    ));
+                }
+                Err(e) if e.code() == Some(ErrorCode::EpochConflict) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Protocol {
+            status: 409,
+            detail: "the group's epoch keeps moving".into(),
+        }))
+    }
+
+    /// Carries out recovery steps, accepts Welcomes, then processes every followed group's log.
     pub async fn groups_sync(&self) -> Result<Vec<GroupReceived>, ClientError> {
+        let (_, mut all) = self.group_recovery().await?;
         self.group_accept_welcomes().await?;
-        let mut all = Vec::new();
         for group in self.groups().await? {
             all.extend(self.group_sync(&group).await?);
         }

@@ -173,7 +173,7 @@ impl Transport {
         self.tokens.lock().await.access = None;
     }
 
-    /// An authenticated request; retries once for a nonce challenge or a rejected token.
+    /// An authenticated request answered with JSON.
     pub(crate) async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -181,6 +181,28 @@ impl Transport {
         query: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        let response = self.send(method, path, query, body).await?;
+        response.json().await.map_err(ClientError::from)
+    }
+
+    /// An authenticated request whose answer has no body (204).
+    pub(crate) async fn call_no_content<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        self.send(method, path, "", body).await.map(drop)
+    }
+
+    /// An authenticated request; retries once for a nonce challenge or a rejected token.
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut last_error = None;
         for _ in 0..3 {
             let token = self.access_token().await?;
@@ -196,7 +218,7 @@ impl Transport {
             let response = request.send().await?;
             self.remember_nonce(&response);
             if response.status().is_success() {
-                return response.json().await.map_err(ClientError::from);
+                return Ok(response);
             }
             let retryable = response.status() == StatusCode::UNAUTHORIZED;
             let error = refusal(response).await;

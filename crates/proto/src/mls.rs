@@ -175,3 +175,48 @@ pub struct GroupInfoResponse {
     /// The GroupInfo, with the ratchet tree.
     pub group_info: String,
 }
+
+/// A recovery step an operator asked a member's device to take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberActionView {
+    /// Id, to report it done.
+    pub action_id: String,
+    /// The group.
+    pub group_id: String,
+    /// The member (`USER_ID/DEVICE_ID`).
+    pub member_id: String,
+    /// `update` (catch up from the stored commits, then self-update) or `rejoin` (external commit).
+    pub action: String,
+    /// RFC 3339 request time.
+    pub requested_at: String,
+    /// RFC 3339 time the device reported back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<String>,
+    /// What the device reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// `GET /groups/actions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberActionsResponse {
+    /// Pending steps for the calling device, oldest first.
+    pub actions: Vec<MemberActionView>,
+}
+
+/// `POST /groups/actions/{action_id}/done`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDone {
+    /// What happened, e.g. "caught up to epoch 5, updated to epoch 6".
+    pub outcome: String,
+}
+
+/// `GET /admin/groups/{group_id}` and the answer of the recovery requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminGroupView {
+    /// The group and its members' acknowledged epochs.
+    pub group: GroupView,
+    /// Recovery steps, newest first.
+    pub actions: Vec<MemberActionView>,
+}

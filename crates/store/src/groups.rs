@@ -145,6 +145,27 @@ pub struct GroupMemberRecord {
     pub updated_at: OffsetDateTime,
 }
 
+/// A recovery step requested for one member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberAction {
+    /// Id.
+    pub action_id: String,
+    /// The group.
+    pub group_id: String,
+    /// The member (`USER_ID/DEVICE_ID`).
+    pub member_id: String,
+    /// `update` (catch up, then self-update) or `rejoin` (external commit from the latest GroupInfo).
+    pub action: String,
+    /// The operator token that asked.
+    pub requested_by: String,
+    /// When.
+    pub requested_at: OffsetDateTime,
+    /// When the device reported back.
+    pub done_at: Option<OffsetDateTime>,
+    /// What it reported.
+    pub outcome: Option<String>,
+}
+
 /// The MLS part of the store.
 #[async_trait::async_trait]
 pub trait GroupStore: Send + Sync {
@@ -220,4 +241,19 @@ pub trait GroupStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The group's members, active and removed.
     async fn group_members(&self, group_id: &str) -> StoreResult<Vec<GroupMemberRecord>>;
+
+    /// Records a recovery step for a member.
+    async fn request_member_action(&self, action: &MemberAction) -> StoreResult<()>;
+    /// Steps not yet done for a member, oldest first.
+    async fn pending_member_actions(&self, member_id: &str) -> StoreResult<Vec<MemberAction>>;
+    /// Every step of a group, newest first.
+    async fn group_member_actions(&self, group_id: &str) -> StoreResult<Vec<MemberAction>>;
+    /// Marks a member's step done; false if there is no such pending step of that member.
+    async fn complete_member_action(
+        &self,
+        action_id: &str,
+        member_id: &str,
+        outcome: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
 }

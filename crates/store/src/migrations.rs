@@ -8,6 +8,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_operator_tokens.sql")),
     (3, include_str!("../migrations/0003_receipts.sql")),
     (4, include_str!("../migrations/0004_mls.sql")),
+    (5, include_str!("../migrations/0005_mls_actions.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -21,6 +21,20 @@ macro_rules! impl_group_store {
                 })
             }
 
+            fn member_action(row: &<$db as sqlx::Database>::Row) -> $crate::StoreResult<$crate::MemberAction> {
+                use sqlx::Row;
+                Ok($crate::MemberAction {
+                    action_id: row.try_get("action_id")?,
+                    group_id: row.try_get("group_id")?,
+                    member_id: row.try_get("member_id")?,
+                    action: row.try_get("action")?,
+                    requested_by: row.try_get("requested_by")?,
+                    requested_at: row.try_get("requested_at")?,
+                    done_at: row.try_get("done_at")?,
+                    outcome: row.try_get("outcome")?,
+                })
+            }
+
             fn group_message(row: &<$db as sqlx::Database>::Row) -> $crate::StoreResult<$crate::GroupMessageRecord> {
                 use sqlx::Row;
                 Ok($crate::GroupMessageRecord {
@@ -417,6 +431,57 @@ macro_rules! impl_group_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn request_member_action(&self, a: &$crate::MemberAction) -> $crate::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO mls_member_actions (action_id, group_id, member_id, action, requested_by, requested_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&a.action_id)
+                .bind(&a.group_id)
+                .bind(&a.member_id)
+                .bind(&a.action)
+                .bind(&a.requested_by)
+                .bind(a.requested_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn pending_member_actions(&self, member_id: &str) -> $crate::StoreResult<Vec<$crate::MemberAction>> {
+                let rows = sqlx::query(
+                    "SELECT action_id, group_id, member_id, action, requested_by, requested_at, done_at, outcome \
+                     FROM mls_member_actions WHERE member_id = $1 AND done_at IS NULL ORDER BY requested_at, action_id",
+                )
+                .bind(member_id)
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter().map(Self::member_action).collect()
+            }
+
+            async fn group_member_actions(&self, group_id: &str) -> $crate::StoreResult<Vec<$crate::MemberAction>> {
+                let rows = sqlx::query(
+                    "SELECT action_id, group_id, member_id, action, requested_by, requested_at, done_at, outcome \
+                     FROM mls_member_actions WHERE group_id = $1 ORDER BY requested_at DESC, action_id",
+                )
+                .bind(group_id)
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter().map(Self::member_action).collect()
+            }
+
+            async fn complete_member_action(&self, action_id: &str, member_id: &str, outcome: &str, now: time::OffsetDateTime) -> $crate::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE mls_member_actions SET done_at = $1, outcome = $2 WHERE action_id = $3 AND member_id = $4 AND done_at IS NULL",
+                )
+                .bind(now)
+                .bind(outcome)
+                .bind(action_id)
+                .bind(member_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() > 0)
             }
         }
     };

@@ -40,7 +40,8 @@ fn checked_group_id(group_id: &str) -> Result<(), ApiError> {
         && group_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    // These names are routes of their own under /groups.
+    if ok && !matches!(group_id, "actions" | "welcomes") {
         Ok(())
     } else {
         Err(ApiError::invalid(format!(
@@ -49,7 +50,7 @@ fn checked_group_id(group_id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
@@ -73,7 +74,10 @@ fn invalid_mls(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-async fn group_record(state: &AppState, group_id: &str) -> Result<GroupRecord, ApiError> {
+pub(crate) async fn group_record(
+    state: &AppState,
+    group_id: &str,
+) -> Result<GroupRecord, ApiError> {
     checked_group_id(group_id)?;
     state.store.group(group_id).await?.ok_or_else(|| {
         ApiError::new(
@@ -171,7 +175,7 @@ pub async fn create(
     ))
 }
 
-async fn view(state: &AppState, group_id: &str) -> Result<GroupView, ApiError> {
+pub(crate) async fn view(state: &AppState, group_id: &str) -> Result<GroupView, ApiError> {
     let group = group_record(state, group_id).await?;
     let members = state.store.group_members(group_id).await?;
     Ok(GroupView {
@@ -334,6 +338,8 @@ pub struct LogQuery {
     pub after: u64,
     /// Page size (default 100, at most 500).
     pub limit: Option<u32>,
+    /// Start at the commit that created this epoch (a member catching up from its own epoch).
+    pub from_epoch: Option<u64>,
 }
 
 /// `GET /groups/{group_id}/messages`: commits and application messages in order.
@@ -346,14 +352,22 @@ pub async fn log(
     group_record(&state, &group_id).await?;
     require_member(&state, &group_id, &caller_member(&auth)).await?;
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let after = match q.from_epoch {
+        Some(epoch) => state
+            .store
+            .commit_of_epoch(&group_id, epoch)
+            .await?
+            .map_or(q.after, |c| c.seq.saturating_sub(1)),
+        None => q.after,
+    };
     let entries: Vec<GroupLogEntry> = state
         .store
-        .group_messages(&group_id, q.after, limit)
+        .group_messages(&group_id, after, limit)
         .await?
         .into_iter()
         .map(entry)
         .collect();
-    let next_after = entries.last().map_or(q.after, |e| e.seq);
+    let next_after = entries.last().map_or(after, |e| e.seq);
     Ok(Json(GroupLogResponse {
         entries,
         next_after,
@@ -415,4 +429,58 @@ pub async fn ack(
         )
         .await?;
     Ok(Json(view(&state, &group_id).await?))
+}
+
+/// The API form of a recovery step.
+pub(crate) fn action_view(a: atlas_store::MemberAction) -> atlas_proto::mls::MemberActionView {
+    atlas_proto::mls::MemberActionView {
+        action_id: a.action_id,
+        group_id: a.group_id,
+        member_id: a.member_id,
+        action: a.action,
+        requested_at: rfc3339(a.requested_at),
+        done_at: a.done_at.map(rfc3339),
+        outcome: a.outcome,
+    }
+}
+
+/// `GET /groups/actions`: recovery steps operators asked of the calling device.
+pub async fn actions(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+) -> Result<Json<atlas_proto::mls::MemberActionsResponse>, ApiError> {
+    let actions = state
+        .store
+        .pending_member_actions(&caller_member(&auth))
+        .await?
+        .into_iter()
+        .map(action_view)
+        .collect();
+    Ok(Json(atlas_proto::mls::MemberActionsResponse { actions }))
+}
+
+/// `POST /groups/actions/{action_id}/done`: the device reports a step done.
+pub async fn action_done(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiPath(action_id): ApiPath<String>,
+    ApiJson(req): ApiJson<atlas_proto::mls::ActionDone>,
+) -> Result<StatusCode, ApiError> {
+    if req.outcome.len() > 1024 {
+        return Err(ApiError::too_large("outcome is at most 1024 characters"));
+    }
+    let member = caller_member(&auth);
+    let done = state
+        .store
+        .complete_member_action(&action_id, &member, &req.outcome, state.clock.now())
+        .await?;
+    if !done {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such pending action for this device",
+        ));
+    }
+    tracing::info!(%action_id, %member, outcome = %req.outcome, "member finished a recovery step");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,7 @@ pub mod health;
 pub mod key_packages;
 pub mod keys;
 pub mod messages;
+pub mod mls_admin;
 pub mod receipts;
 pub mod signing_keys;
 pub mod token;
@@ -42,6 +43,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/mls/key-packages/claim", post(key_packages::claim))
         .route("/groups", post(groups::create))
         .route("/groups/welcomes", get(groups::welcomes))
+        .route("/groups/actions", get(groups::actions))
+        .route(
+            "/groups/actions/{action_id}/done",
+            post(groups::action_done),
+        )
+        .route("/admin/groups/{group_id}", get(mls_admin::show))
+        .route(
+            "/admin/groups/{group_id}/members/{member_id}/send-update",
+            post(mls_admin::send_update),
+        )
+        .route(
+            "/admin/groups/{group_id}/members/{member_id}/rejoin",
+            post(mls_admin::rejoin),
+        )
         .route("/groups/{group_id}", get(groups::show))
         .route(
             "/groups/{group_id}/commits",

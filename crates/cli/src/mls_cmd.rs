@@ -1,0 +1,144 @@
+//! `atlas mls …`: the runbook's MLS recovery steps (admin API, operator token
+//! with scope `mls`): inspect a group, ask a stuck member to catch up and
+//! self-update, or to rejoin by external commit.
+use crate::admin::{ServerArgs, percent_encode};
+use atlas_proto::mls::{AdminGroupView, MemberActionView};
+use reqwest::Method;
+use std::time::{Duration, Instant};
+
+/// `atlas mls …`.
+#[derive(clap::Subcommand)]
+pub enum MlsCommand {
+    /// The group's epoch, each member's acknowledged epoch, and recovery steps.
+    Show {
+        /// The group.
+        #[arg(long)]
+        group_id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Ask a member's device to catch up from the stored commits and commit a self-update.
+    SendUpdate(Target),
+    /// Ask a member's device to rejoin by external commit from the latest GroupInfo (resync).
+    RejoinMember(Target),
+}
+
+/// Which member, and whether to wait for it.
+#[derive(clap::Args)]
+pub struct Target {
+    /// The group.
+    #[arg(long)]
+    group_id: String,
+    /// USER_ID/DEVICE_ID, or USER_ID when the user has one device in the group.
+    #[arg(long)]
+    member_id: String,
+    /// Wait up to this many seconds for the device to report back (0: do not wait).
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn print_view(view: &AdminGroupView) {
+    let g = &view.group;
+    println!(
+        "{} at epoch {} (since {})",
+        g.group_id, g.current_epoch, g.last_epoch_change
+    );
+    for m in &g.members {
+        let lag = g.current_epoch.saturating_sub(m.epoch);
+        let note = match (m.status.as_str(), lag) {
+            ("active", 0) => String::new(),
+            ("active", n) => format!("  <- {n} epoch(s) behind"),
+            (status, _) => format!("  ({status})"),
+        };
+        println!("  {:<40} epoch {}{note}", m.member_id, m.epoch);
+    }
+    for a in view.actions.iter().take(5) {
+        let state = match (&a.done_at, &a.outcome) {
+            (Some(at), Some(outcome)) => format!("done {at}: {outcome}"),
+            _ => "pending (the device acts on its next sync)".into(),
+        };
+        println!(
+            "  step {} {} for {} requested {}: {state}",
+            a.action_id, a.action, a.member_id, a.requested_at
+        );
+    }
+}
+
+/// `atlas mls …`.
+pub async fn mls(cmd: MlsCommand) -> anyhow::Result<()> {
+    let (target, action) = match cmd {
+        MlsCommand::Show { group_id, server } => {
+            let path = format!("/admin/groups/{}", percent_encode(&group_id));
+            let view: AdminGroupView = server.client()?.call(Method::GET, &path).await?;
+            if server.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print_view(&view);
+            }
+            return Ok(());
+        }
+        MlsCommand::SendUpdate(target) => (target, "send-update"),
+        MlsCommand::RejoinMember(target) => (target, "rejoin"),
+    };
+    let client = target.server.client()?;
+    let path = format!(
+        "/admin/groups/{}/members/{}/{action}",
+        percent_encode(&target.group_id),
+        percent_encode(&target.member_id)
+    );
+    let view: AdminGroupView = client.call(Method::POST, &path).await?;
+    let step: MemberActionView = view
+        .actions
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the server recorded no step"))?;
+    if !target.server.json {
+        println!(
+            "requested {} for {} in {} (step {})",
+            step.action, step.member_id, step.group_id, step.action_id
+        );
+    }
+    if target.wait == 0 {
+        if target.server.json {
+            println!("{}", serde_json::to_string_pretty(&view)?);
+        } else {
+            println!(
+                "the device acts on its next sync; follow with: atlas mls show --group-id {}",
+                target.group_id
+            );
+        }
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(target.wait);
+    let show = format!("/admin/groups/{}", percent_encode(&target.group_id));
+    loop {
+        let view: AdminGroupView = client.call(Method::GET, &show).await?;
+        let done = view
+            .actions
+            .iter()
+            .find(|a| a.action_id == step.action_id)
+            .and_then(|a| a.outcome.clone());
+        if let Some(outcome) = done {
+            if target.server.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print_view(&view);
+            }
+            anyhow::ensure!(
+                !outcome.starts_with("failed"),
+                "the device reported: {outcome}"
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} has not acted within {} s (the step stays pending until its device syncs)",
+                step.member_id,
+                target.wait
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

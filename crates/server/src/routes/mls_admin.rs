@@ -1,0 +1,129 @@
+//! The operator's MLS recovery routes (scope `mls`): inspect a group, ask a
+//! stuck member's device to catch up and self-update, or to rejoin by external commit.
+use crate::auth::operator::OperatorAuth;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::routes::groups::{action_view, group_record, view};
+use crate::state::AppState;
+use atlas_proto::ErrorCode;
+use atlas_proto::mls::AdminGroupView;
+use atlas_store::MemberAction;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+/// Scope of the MLS recovery routes.
+pub const SCOPE_MLS: &str = "mls";
+
+async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, ApiError> {
+    Ok(AdminGroupView {
+        group: view(state, group_id).await?,
+        actions: state
+            .store
+            .group_member_actions(group_id)
+            .await?
+            .into_iter()
+            .map(action_view)
+            .collect(),
+    })
+}
+
+/// `GET /admin/groups/{group_id}`: epoch, members' acknowledged epochs, recovery steps.
+pub async fn show(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath(group_id): ApiPath<String>,
+) -> Result<Json<AdminGroupView>, ApiError> {
+    operator.require(SCOPE_MLS)?;
+    group_record(&state, &group_id).await?;
+    Ok(Json(admin_view(&state, &group_id).await?))
+}
+
+/// The member a `USER_ID/DEVICE_ID`, or a bare `USER_ID` with one device in the group, names.
+async fn resolve_member(state: &AppState, group_id: &str, given: &str) -> Result<String, ApiError> {
+    let members = state.store.group_members(group_id).await?;
+    let active: Vec<&str> = members
+        .iter()
+        .filter(|m| m.status == "active")
+        .map(|m| m.member_id.as_str())
+        .collect();
+    if given.contains('/') {
+        return active
+            .iter()
+            .find(|m| **m == given)
+            .map(|m| (*m).to_owned())
+            .ok_or_else(|| not_a_member(given));
+    }
+    let prefix = format!("{given}/");
+    let devices: Vec<&str> = active
+        .into_iter()
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    match devices.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err(not_a_member(given)),
+        many => Err(ApiError::invalid(format!(
+            "{given} has {} devices in the group ({}): name one as USER_ID/DEVICE_ID",
+            many.len(),
+            many.join(", ")
+        ))),
+    }
+}
+
+fn not_a_member(given: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotAMember,
+        format!("{given} is not an active member of the group"),
+    )
+}
+
+async fn request(
+    state: &AppState,
+    operator: &OperatorAuth,
+    group_id: &str,
+    member: &str,
+    action: &str,
+) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
+    operator.require(SCOPE_MLS)?;
+    group_record(state, group_id).await?;
+    let member_id = resolve_member(state, group_id, member).await?;
+    state
+        .store
+        .request_member_action(&MemberAction {
+            action_id: uuid::Uuid::now_v7().to_string(),
+            group_id: group_id.to_owned(),
+            member_id: member_id.clone(),
+            action: action.to_owned(),
+            requested_by: operator.token_id.clone(),
+            requested_at: state.clock.now(),
+            done_at: None,
+            outcome: None,
+        })
+        .await?;
+    tracing::warn!(token_id = %operator.token_id, %group_id, %member_id, %action, "operator requested an MLS recovery step");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(admin_view(state, group_id).await?),
+    ))
+}
+
+/// `POST /admin/groups/{group_id}/members/{member_id}/send-update`: the member's
+/// device catches up from the stored commits, then commits a self-update.
+pub async fn send_update(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath((group_id, member)): ApiPath<(String, String)>,
+) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
+    request(&state, &operator, &group_id, &member, "update").await
+}
+
+/// `POST /admin/groups/{group_id}/members/{member_id}/rejoin`: the member's
+/// device rejoins by external commit from the latest GroupInfo (resync).
+pub async fn rejoin(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath((group_id, member)): ApiPath<(String, String)>,
+) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
+    request(&state, &operator, &group_id, &member, "rejoin").await
+}
