@@ -21,6 +21,20 @@ pub enum MlsCommand {
     SendUpdate(Target),
     /// Ask a member's device to rejoin by external commit from the latest GroupInfo (resync).
     RejoinMember(Target),
+    /// Emergency: return the group to an earlier epoch; every member then rejoins.
+    RollbackEpoch {
+        /// The group.
+        #[arg(long)]
+        group_id: String,
+        /// The epoch to return to.
+        #[arg(long)]
+        target_epoch: u64,
+        /// Skip the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// Which member, and whether to wait for it.
@@ -79,6 +93,12 @@ pub async fn mls(cmd: MlsCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        MlsCommand::RollbackEpoch {
+            group_id,
+            target_epoch,
+            yes,
+            server,
+        } => return rollback(&group_id, target_epoch, yes, &server).await,
         MlsCommand::SendUpdate(target) => (target, "send-update"),
         MlsCommand::RejoinMember(target) => (target, "rejoin"),
     };
@@ -141,4 +161,47 @@ pub async fn mls(cmd: MlsCommand) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `atlas mls rollback-epoch`: shows what will be discarded and asks for the
+/// group id to be typed back unless `--yes`.
+async fn rollback(
+    group_id: &str,
+    target: u64,
+    yes: bool,
+    server: &ServerArgs,
+) -> anyhow::Result<()> {
+    let client = server.client()?;
+    let show = format!("/admin/groups/{}", percent_encode(group_id));
+    let view: AdminGroupView = client.call(Method::GET, &show).await?;
+    let current = view.group.current_epoch;
+    anyhow::ensure!(
+        target < current,
+        "target epoch {target} is not below the current epoch {current}"
+    );
+    if !yes {
+        eprintln!(
+            "EMERGENCY: {group_id} goes back from epoch {current} to {target}. Commits and messages of \
+             epochs {}..={current} are discarded and every member must rejoin.",
+            target + 1
+        );
+        eprint!("Type the group id ({group_id}) to confirm: ");
+        let mut typed = String::new();
+        std::io::stdin().read_line(&mut typed)?;
+        anyhow::ensure!(typed.trim() == group_id, "not confirmed; nothing changed");
+    }
+    let body = atlas_proto::mls::RollbackRequest {
+        target_epoch: target,
+    };
+    let path = format!("/admin/groups/{}/rollback", percent_encode(group_id));
+    let view: AdminGroupView = client.call_with(Method::POST, &path, Some(&body)).await?;
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        println!(
+            "rolled {group_id} back from epoch {current} to {target}; members rejoin on their next sync"
+        );
+        print_view(&view);
+    }
+    Ok(())
 }

@@ -490,7 +490,9 @@ async fn bad_handshakes_leave_the_group_untouched(h: Harness) {
 
 on_both_backends!(
     groups_add_talk_race_and_remove,
-    bad_handshakes_leave_the_group_untouched
+    bad_handshakes_leave_the_group_untouched,
+    stuck_members_recover_with_send_update_and_rejoin,
+    rollback_epoch_discards_a_bad_commit_and_members_converge,
 );
 
 /// Two server processes on one PostgreSQL: concurrent commits of one epoch,
@@ -706,9 +708,7 @@ async fn mls_blob(home: &std::path::Path, profile: &str, replace: Option<&[u8]>)
 /// The runbook's recovery ladder on members that are really stuck: one whose
 /// state fell behind its cursor (send-update repairs it), one that lost its
 /// group state (rejoin-member repairs it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stuck_members_recover_with_send_update_and_rejoin() {
-    let h = Harness::sqlite().await;
+async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     let home = h.homes.path.clone();
     let url = h.url();
     let atlas = |args: &[&str]| {
@@ -926,4 +926,170 @@ async fn stuck_members_recover_with_send_update_and_rejoin() {
         &["mls", "show", "--group-id", "team", "--server", &url],
     );
     assert!(!ok && stderr.contains("insufficient_scope"), "{stderr}");
+}
+
+/// Emergency rollback: a bad commit (carol adds mallory) is discarded, every
+/// member rejoins, the group converges without mallory.
+async fn rollback_epoch_discards_a_bad_commit_and_members_converge(h: Harness) {
+    let home = h.homes.path.clone();
+    let url = h.url();
+    let atlas = |args: &[&str]| {
+        let (ok, stdout, stderr) = support::run_atlas(Some(&home), None, args);
+        assert!(ok, "atlas {args:?}: {stderr}");
+        stdout
+    };
+    for user in ["alice", "bob", "carol", "mallory"] {
+        atlas(&["--profile", user, "register", user, "--server", &url]);
+    }
+    atlas(&["--profile", "alice", "group", "create", "team"]);
+    atlas(&["--profile", "alice", "group", "add", "team", "bob"]);
+    atlas(&["--profile", "alice", "group", "add", "team", "carol"]);
+    atlas(&["--profile", "bob", "inbox"]);
+    atlas(&["--profile", "carol", "inbox"]);
+    atlas(&["--profile", "carol", "group", "add", "team", "mallory"]);
+    atlas(&["--profile", "mallory", "inbox"]);
+    atlas(&[
+        "--profile",
+        "mallory",
+        "group",
+        "send",
+        "team",
+        "mallory was here",
+    ]);
+    assert!(atlas(&["--profile", "alice", "inbox"]).contains("mallory was here"));
+    atlas(&["--profile", "bob", "inbox"]);
+
+    let (ok, token, _) = support::run_atlas(
+        None,
+        None,
+        &[
+            "admin",
+            "token",
+            "create",
+            "--scope",
+            "mls",
+            "--database-url",
+            &h.database_url(),
+        ],
+    );
+    assert!(ok);
+    let token = token.trim().to_owned();
+    // Without --yes the group id must be typed back; a wrong answer changes nothing.
+    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args([
+            "mls",
+            "rollback-epoch",
+            "--group-id",
+            "team",
+            "--target-epoch",
+            "2",
+            "--server",
+            &url,
+        ])
+        .env("ATLAS_ADMIN_TOKEN", &token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(refused.stdin.as_mut().unwrap(), b"not-team\n").unwrap();
+    let refused = refused.wait_with_output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not confirmed; nothing changed"));
+    let op = |args: &[&str]| support::run_atlas(None, Some(&token), args);
+    let (_, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
+    assert!(shown.contains("team at epoch 3"), "{shown}");
+    let (ok, _, stderr) = op(&[
+        "mls",
+        "rollback-epoch",
+        "--group-id",
+        "team",
+        "--target-epoch",
+        "3",
+        "--yes",
+        "--server",
+        &url,
+    ]);
+    assert!(
+        !ok && stderr.contains("not below the current epoch"),
+        "{stderr}"
+    );
+
+    let (ok, out, stderr) = op(&[
+        "mls",
+        "rollback-epoch",
+        "--group-id",
+        "team",
+        "--target-epoch",
+        "2",
+        "--yes",
+        "--server",
+        &url,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(out.contains("rolled team back from epoch 3 to 2"), "{out}");
+    assert!(
+        out.contains("mallory/") && out.contains("(removed)"),
+        "{out}"
+    );
+
+    // Every member of epoch 2 rejoins on its next sync; the group moves on without mallory.
+    for member in ["alice", "bob", "carol", "alice", "bob"] {
+        atlas(&["--profile", member, "inbox"]);
+    }
+    let (_, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
+    assert!(
+        shown.contains("team at epoch 5"),
+        "three rejoins after epoch 2: {shown}"
+    );
+    assert_eq!(
+        shown.matches("rejoined by external commit").count(),
+        3,
+        "{shown}"
+    );
+    atlas(&[
+        "--profile",
+        "alice",
+        "group",
+        "send",
+        "team",
+        "after the rollback",
+    ]);
+    for reader in ["bob", "carol"] {
+        assert!(
+            atlas(&["--profile", reader, "inbox"]).contains("after the rollback"),
+            "{reader}"
+        );
+    }
+    assert!(!atlas(&["--profile", "mallory", "inbox"]).contains("after the rollback"));
+    let (ok, _, stderr) = support::run_atlas(
+        Some(&home),
+        None,
+        &[
+            "--profile",
+            "mallory",
+            "group",
+            "send",
+            "team",
+            "still here?",
+        ],
+    );
+    assert!(!ok, "{stderr}");
+    let members: Value = serde_json::from_str(&atlas(&[
+        "--profile",
+        "alice",
+        "group",
+        "members",
+        "team",
+        "--json",
+    ]))
+    .unwrap();
+    let active: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "active")
+        .map(|m| m["member_id"].as_str().unwrap().split('/').next().unwrap())
+        .collect();
+    assert_eq!(active, ["alice", "bob", "carol"]);
 }

@@ -340,7 +340,16 @@ impl Client {
         }
         if self.with_mls(|mls| mls.has_group(name)).await? {
             let epoch = self.with_mls(|mls| mls.epoch(name)).await?;
-            self.acknowledge(name, epoch).await?;
+            match self.acknowledge(name, epoch).await {
+                // The server no longer counts this device in (removed, or rolled back past its add).
+                Err(e) if e.code() == Some(ErrorCode::NotAMember) => {
+                    tracing::warn!(
+                        group = name,
+                        "this device is not a member of the group on the server"
+                    );
+                }
+                other => other?,
+            }
         }
         Ok(out)
     }

@@ -220,3 +220,11 @@ pub struct AdminGroupView {
     /// Recovery steps, newest first.
     pub actions: Vec<MemberActionView>,
 }
+
+/// `POST /admin/groups/{group_id}/rollback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The epoch to return to (below the current one, with its state still stored).
+    pub target_epoch: u64,
+}

@@ -12,3 +12,7 @@ CREATE TABLE mls_member_actions (
     outcome       TEXT
 );
 CREATE INDEX mls_member_actions_pending ON mls_member_actions (member_id, done_at)
+;
+
+-- An emergency rollback hides the log entries of the discarded epochs.
+ALTER TABLE mls_messages ADD COLUMN rolled_back BIGINT NOT NULL DEFAULT 0

@@ -166,6 +166,23 @@ pub struct MemberAction {
     pub outcome: Option<String>,
 }
 
+/// An emergency rollback, decided by the caller from the target epoch's state.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    /// The group.
+    pub group_id: String,
+    /// The epoch to return to.
+    pub target_epoch: u64,
+    /// The group's epoch the rollback starts from (it fails if the group moved meanwhile).
+    pub from_epoch: u64,
+    /// Members of the target epoch.
+    pub members_at_target: Vec<String>,
+    /// Steps for the devices that must rejoin (those past the target).
+    pub rejoin: Vec<MemberAction>,
+    /// When.
+    pub now: OffsetDateTime,
+}
+
 /// The MLS part of the store.
 #[async_trait::async_trait]
 pub trait GroupStore: Send + Sync {
@@ -256,4 +273,11 @@ pub trait GroupStore: Send + Sync {
         outcome: &str,
         now: OffsetDateTime,
     ) -> StoreResult<bool>;
+    /// Emergency rollback to `target_epoch`, in one transaction: the group's
+    /// state and epoch return to it, later commits become `rolled_back`, their
+    /// log entries are hidden, members are set to `members_at_target` (the
+    /// others removed), and each of `rejoin` gets a rejoin step.
+    async fn rollback_group(&self, rollback: &Rollback) -> StoreResult<()>;
+    /// The public state stored for an epoch.
+    async fn epoch_state(&self, group_id: &str, epoch: u64) -> StoreResult<Option<Vec<u8>>>;
 }

@@ -299,7 +299,7 @@ macro_rules! impl_group_store {
             async fn commit_of_epoch(&self, group_id: &str, epoch: u64) -> $crate::StoreResult<Option<$crate::GroupMessageRecord>> {
                 sqlx::query(
                     "SELECT group_id, seq, kind, epoch, sender_id, body, created_at FROM mls_messages \
-                     WHERE group_id = $1 AND kind = 'commit' AND epoch = $2 ORDER BY seq DESC LIMIT 1",
+                     WHERE group_id = $1 AND kind = 'commit' AND epoch = $2 AND rolled_back = 0 ORDER BY seq DESC LIMIT 1",
                 )
                 .bind(group_id)
                 .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
@@ -344,7 +344,7 @@ macro_rules! impl_group_store {
             async fn group_messages(&self, group_id: &str, after: u64, limit: u32) -> $crate::StoreResult<Vec<$crate::GroupMessageRecord>> {
                 let rows = sqlx::query(
                     "SELECT group_id, seq, kind, epoch, sender_id, body, created_at FROM mls_messages \
-                     WHERE group_id = $1 AND seq > $2 AND kind <> 'welcome' ORDER BY seq LIMIT $3",
+                     WHERE group_id = $1 AND seq > $2 AND kind <> 'welcome' AND rolled_back = 0 ORDER BY seq LIMIT $3",
                 )
                 .bind(group_id)
                 .bind(i64::try_from(after).unwrap_or(i64::MAX))
@@ -357,7 +357,8 @@ macro_rules! impl_group_store {
             async fn welcomes(&self, member_id: &str) -> $crate::StoreResult<Vec<$crate::GroupMessageRecord>> {
                 let rows = sqlx::query(
                     "SELECT m.group_id, m.seq, m.kind, m.epoch, m.sender_id, m.body, m.created_at FROM mls_welcomes w \
-                     JOIN mls_messages m ON m.group_id = w.group_id AND m.seq = w.seq WHERE w.member_id = $1 ORDER BY m.created_at, m.seq",
+                     JOIN mls_messages m ON m.group_id = w.group_id AND m.seq = w.seq WHERE w.member_id = $1 AND m.rolled_back = 0 \
+                     ORDER BY m.created_at, m.seq",
                 )
                 .bind(member_id)
                 .fetch_all(&self.reader)
@@ -482,6 +483,86 @@ macro_rules! impl_group_store {
                 .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn epoch_state(&self, group_id: &str, epoch: u64) -> $crate::StoreResult<Option<Vec<u8>>> {
+                Ok(sqlx::query_scalar("SELECT public_state FROM mls_epochs WHERE group_id = $1 AND epoch = $2")
+                    .bind(group_id)
+                    .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn rollback_group(&self, r: &$crate::Rollback) -> $crate::StoreResult<()> {
+                let target = i64::try_from(r.target_epoch).unwrap_or(i64::MAX);
+                let mut tx = self.writer.begin().await?;
+                let state: Option<Vec<u8>> = sqlx::query_scalar("SELECT public_state FROM mls_epochs WHERE group_id = $1 AND epoch = $2")
+                    .bind(&r.group_id)
+                    .bind(target)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let state = state.ok_or($crate::StoreError::UnknownGroup)?;
+                let moved = sqlx::query(
+                    "UPDATE mls_groups SET current_epoch = $1, public_state = $2, last_epoch_change = $3 WHERE group_id = $4 AND current_epoch = $5",
+                )
+                .bind(target)
+                .bind(&state)
+                .bind(r.now)
+                .bind(&r.group_id)
+                .bind(i64::try_from(r.from_epoch).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() == 0 {
+                    return Err($crate::StoreError::UnknownGroup);
+                }
+                sqlx::query("UPDATE mls_commits SET status = 'rolled_back' WHERE group_id = $1 AND epoch > $2")
+                    .bind(&r.group_id)
+                    .bind(target)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE mls_messages SET rolled_back = 1 WHERE group_id = $1 AND epoch > $2")
+                    .bind(&r.group_id)
+                    .bind(target)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM mls_epochs WHERE group_id = $1 AND epoch > $2")
+                    .bind(&r.group_id)
+                    .bind(target)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE mls_group_members SET status = 'removed', updated_at = $1 WHERE group_id = $2")
+                    .bind(r.now)
+                    .bind(&r.group_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for member in &r.members_at_target {
+                    sqlx::query(
+                        "UPDATE mls_group_members SET status = 'active', updated_at = $1, \
+                         epoch = CASE WHEN epoch > $2 THEN $2 ELSE epoch END WHERE group_id = $3 AND member_id = $4",
+                    )
+                    .bind(r.now)
+                    .bind(target)
+                    .bind(&r.group_id)
+                    .bind(member)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for a in &r.rejoin {
+                    sqlx::query(
+                        "INSERT INTO mls_member_actions (action_id, group_id, member_id, action, requested_by, requested_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&a.action_id)
+                    .bind(&a.group_id)
+                    .bind(&a.member_id)
+                    .bind(&a.action)
+                    .bind(&a.requested_by)
+                    .bind(a.requested_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
         }
     };

@@ -127,3 +127,61 @@ pub async fn rejoin(
 ) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
     request(&state, &operator, &group_id, &member, "rejoin").await
 }
+
+/// `POST /admin/groups/{group_id}/rollback` (emergency): the group returns to
+/// `target_epoch`; later commits become `rolled_back` and their log entries are
+/// hidden; every member of the target epoch is asked to rejoin by external
+/// commit, since openmls cannot take a member back to an epoch it has left.
+pub async fn rollback(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath(group_id): ApiPath<String>,
+    crate::extract::ApiJson(req): crate::extract::ApiJson<atlas_proto::mls::RollbackRequest>,
+) -> Result<Json<AdminGroupView>, ApiError> {
+    operator.require(SCOPE_MLS)?;
+    let group = group_record(&state, &group_id).await?;
+    if req.target_epoch >= group.current_epoch {
+        return Err(ApiError::invalid(format!(
+            "target epoch {} is not below the current epoch {}",
+            req.target_epoch, group.current_epoch
+        )));
+    }
+    let stored = state
+        .store
+        .epoch_state(&group_id, req.target_epoch)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(format!("no stored state for epoch {}", req.target_epoch))
+        })?;
+    let at_target = atlas_crypto::mls_ds::DsGroup::restore(&stored)
+        .and_then(|g| g.members())
+        .map_err(ApiError::internal)?;
+    let now = state.clock.now();
+    let members_at_target: Vec<String> = at_target.iter().map(ToString::to_string).collect();
+    let rejoin = members_at_target
+        .iter()
+        .map(|member_id| MemberAction {
+            action_id: uuid::Uuid::now_v7().to_string(),
+            group_id: group_id.clone(),
+            member_id: member_id.clone(),
+            action: "rejoin".into(),
+            requested_by: operator.token_id.clone(),
+            requested_at: now,
+            done_at: None,
+            outcome: None,
+        })
+        .collect();
+    state
+        .store
+        .rollback_group(&atlas_store::Rollback {
+            group_id: group_id.clone(),
+            target_epoch: req.target_epoch,
+            from_epoch: group.current_epoch,
+            members_at_target,
+            rejoin,
+            now,
+        })
+        .await?;
+    tracing::warn!(token_id = %operator.token_id, %group_id, from = group.current_epoch, to = req.target_epoch, "MLS group rolled back");
+    Ok(Json(admin_view(&state, &group_id).await?))
+}

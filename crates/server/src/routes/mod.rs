@@ -50,6 +50,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/admin/groups/{group_id}", get(mls_admin::show))
         .route(
+            "/admin/groups/{group_id}/rollback",
+            post(mls_admin::rollback),
+        )
+        .route(
             "/admin/groups/{group_id}/members/{member_id}/send-update",
             post(mls_admin::send_update),
         )
