@@ -684,6 +684,17 @@ async fn cli_groups_create_add_send_update_remove() {
     assert!(!ok && stderr.contains("unknown_user"), "{stderr}");
 }
 
+async fn scrape(url: &str) -> String {
+    let r = atlas_client::http_client()
+        .unwrap()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 /// The sealed MLS state in a profile's database (the same key seals it, so an
 /// older copy put back is what a device restored from an old backup holds).
 async fn mls_blob(home: &std::path::Path, profile: &str, replace: Option<&[u8]>) -> Vec<u8> {
@@ -764,6 +775,15 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     let op = |args: &[&str]| support::run_atlas(None, Some(token), args);
     let (ok, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
     assert!(ok && shown.contains("team at epoch 4"), "{shown}");
+    let metrics = scrape(&url).await;
+    assert!(
+        metrics.contains("atlas_mls_group_epoch{group_id=\"team\"} 4\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atlas_mls_group_member_epoch{group_id=\"team\"} 2\n"),
+        "{metrics}"
+    );
     assert!(
         shown.contains("epoch 2  <- 2 epoch(s) behind"),
         "the stuck member is visible: {shown}"

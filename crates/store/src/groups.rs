@@ -183,6 +183,19 @@ pub struct Rollback {
     pub now: OffsetDateTime,
 }
 
+/// One group's epoch health, for the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEpochHealth {
+    /// The group.
+    pub group_id: String,
+    /// Its epoch.
+    pub current_epoch: u64,
+    /// The lowest epoch an active member has acknowledged.
+    pub min_member_epoch: u64,
+    /// Active members more than two epochs behind.
+    pub members_behind: u64,
+}
+
 /// The MLS part of the store.
 #[async_trait::async_trait]
 pub trait GroupStore: Send + Sync {
@@ -280,4 +293,6 @@ pub trait GroupStore: Send + Sync {
     async fn rollback_group(&self, rollback: &Rollback) -> StoreResult<()>;
     /// The public state stored for an epoch.
     async fn epoch_state(&self, group_id: &str, epoch: u64) -> StoreResult<Option<Vec<u8>>>;
+    /// Epoch health of at most `limit` groups, the most lagging first.
+    async fn group_epoch_health(&self, limit: u32) -> StoreResult<Vec<GroupEpochHealth>>;
 }

@@ -564,6 +564,28 @@ macro_rules! impl_group_store {
                 tx.commit().await?;
                 Ok(())
             }
+
+            async fn group_epoch_health(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::GroupEpochHealth>> {
+                let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT g.group_id, g.current_epoch, COALESCE(MIN(m.epoch), g.current_epoch) AS min_epoch, \
+                       COALESCE(SUM(CASE WHEN m.epoch + 2 < g.current_epoch THEN 1 ELSE 0 END), 0) AS behind \
+                     FROM mls_groups g LEFT JOIN mls_group_members m ON m.group_id = g.group_id AND m.status = 'active' \
+                     GROUP BY g.group_id, g.current_epoch \
+                     ORDER BY g.current_epoch - COALESCE(MIN(m.epoch), g.current_epoch) DESC, g.group_id LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(group_id, current, min, behind)| $crate::GroupEpochHealth {
+                        group_id,
+                        current_epoch: current.max(0) as u64,
+                        min_member_epoch: min.max(0) as u64,
+                        members_behind: behind.max(0) as u64,
+                    })
+                    .collect())
+            }
         }
     };
 }

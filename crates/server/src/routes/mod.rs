@@ -5,6 +5,7 @@ pub mod health;
 pub mod key_packages;
 pub mod keys;
 pub mod messages;
+pub mod metrics;
 pub mod mls_admin;
 pub mod receipts;
 pub mod signing_keys;
@@ -28,6 +29,7 @@ const MAX_COMMIT_BODY: usize = 16 * 1024 * 1024;
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .route("/users", post(users::register))
         .route("/users/{user_id}/devices", get(users::devices))
         .route("/devices/link-tokens", post(users::link_token))

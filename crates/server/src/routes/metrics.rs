@@ -1,0 +1,65 @@
+//! `GET /metrics`: Prometheus text exposition. MLS epoch gauges are read from
+//! the store at scrape time, so every server process reports the same truth.
+//!
+//! Cardinality: one series per group and gauge, `group_id` the only label,
+//! for at most [`MAX_GROUPS`] groups, the most lagging first (a healthy group
+//! beyond the cap is the one that matters least to the alert).
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::fmt::Write;
+
+/// Most groups exported per scrape.
+pub const MAX_GROUPS: u32 = 1000;
+
+/// Escapes a label value (text format 0.0.4).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let groups = state.store.group_epoch_health(MAX_GROUPS).await?;
+    let mut out = String::new();
+    let gauges: [(&str, &str, fn(&atlas_store::GroupEpochHealth) -> u64); 3] = [
+        (
+            "atlas_mls_group_epoch",
+            "Current epoch of an MLS group.",
+            |g| g.current_epoch,
+        ),
+        (
+            "atlas_mls_group_member_epoch",
+            "Lowest epoch acknowledged by an active member of the group.",
+            |g| g.min_member_epoch,
+        ),
+        (
+            "atlas_mls_group_members_behind",
+            "Active members of the group more than two epochs behind.",
+            |g| g.members_behind,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for g in &groups {
+            let _ = writeln!(
+                out,
+                "{name}{{group_id=\"{}\"}} {}",
+                label(&g.group_id),
+                value(g)
+            );
+        }
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
