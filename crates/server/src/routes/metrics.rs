@@ -22,11 +22,18 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A gauge: name, help text, and its value for one group.
+type Gauge = (
+    &'static str,
+    &'static str,
+    fn(&atlas_store::GroupEpochHealth) -> u64,
+);
+
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let groups = state.store.group_epoch_health(MAX_GROUPS).await?;
     let mut out = String::new();
-    let gauges: [(&str, &str, fn(&atlas_store::GroupEpochHealth) -> u64); 3] = [
+    let gauges: [Gauge; 3] = [
         (
             "atlas_mls_group_epoch",
             "Current epoch of an MLS group.",
