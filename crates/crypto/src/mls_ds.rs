@@ -435,6 +435,45 @@ mod tests {
     }
 
     #[test]
+    fn late_messages_of_recent_epochs_still_decrypt() {
+        let (mut ds, alice, bob, carol) = team();
+        let late = alice.encrypt("team", b"sent in epoch 1").unwrap();
+        for _ in 0..3 {
+            let update = bob.self_update("team").unwrap();
+            ds.apply_commit(&update.commit).unwrap();
+            bob.confirm_commit("team").unwrap();
+            alice.process(&update.commit).unwrap();
+            carol.process(&update.commit).unwrap();
+        }
+        assert_eq!(
+            ds.check_application(&late).unwrap(),
+            1,
+            "the service accepts it late"
+        );
+        match carol.process(&late).unwrap() {
+            Incoming::Application {
+                epoch, plaintext, ..
+            } => {
+                assert_eq!((epoch, plaintext.as_slice()), (1, &b"sent in epoch 1"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A message from an epoch ahead of the device is reported, not guessed at.
+        let ahead = bob.self_update("team").unwrap();
+        bob.confirm_commit("team").unwrap();
+        let future = bob.encrypt("team", b"from epoch 5").unwrap();
+        assert!(matches!(
+            carol.process(&future),
+            Err(crate::mls::MlsError::WrongEpoch { message: 5, own: 4 })
+        ));
+        carol.process(&ahead.commit).unwrap();
+        assert!(matches!(
+            carol.process(&future).unwrap(),
+            Incoming::Application { .. }
+        ));
+    }
+
+    #[test]
     fn snapshots_round_trip_on_both_sides() {
         let (mut ds, alice, bob, _carol) = team();
         let ds_bytes = ds.snapshot().unwrap();
