@@ -575,11 +575,7 @@ async fn cli_groups_create_add_send_update_remove() {
     let h = Harness::sqlite().await;
     let home = h.homes.path.clone();
     let url = h.url();
-    let atlas = |args: &[&str]| {
-        let (ok, stdout, stderr) = support::run_atlas(Some(&home), None, args);
-        assert!(ok, "atlas {args:?}: {stderr}");
-        stdout
-    };
+    let atlas = |args: &[&str]| support::atlas_ok(&home, args);
     for user in ["alice", "bob", "carol", "dave"] {
         atlas(&["--profile", user, "register", user, "--server", &url]);
     }
@@ -722,11 +718,7 @@ async fn mls_blob(home: &std::path::Path, profile: &str, replace: Option<&[u8]>)
 async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     let home = h.homes.path.clone();
     let url = h.url();
-    let atlas = |args: &[&str]| {
-        let (ok, stdout, stderr) = support::run_atlas(Some(&home), None, args);
-        assert!(ok, "atlas {args:?}: {stderr}");
-        stdout
-    };
+    let atlas = |args: &[&str]| support::atlas_ok(&home, args);
     for user in ["alice", "bob", "carol"] {
         atlas(&["--profile", user, "register", user, "--server", &url]);
     }
@@ -953,11 +945,7 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
 async fn rollback_epoch_discards_a_bad_commit_and_members_converge(h: Harness) {
     let home = h.homes.path.clone();
     let url = h.url();
-    let atlas = |args: &[&str]| {
-        let (ok, stdout, stderr) = support::run_atlas(Some(&home), None, args);
-        assert!(ok, "atlas {args:?}: {stderr}");
-        stdout
-    };
+    let atlas = |args: &[&str]| support::atlas_ok(&home, args);
     for user in ["alice", "bob", "carol", "mallory"] {
         atlas(&["--profile", user, "register", user, "--server", &url]);
     }

@@ -521,11 +521,7 @@ impl MlsDevice {
     pub fn join_external(&self, group_info: &[u8]) -> Result<CommitOut, MlsError> {
         let info = verifiable_group_info(group_info)?;
         let name = group_name(info.group_id())?;
-        if let Some(mut old) = MlsGroup::load(self.provider.storage(), &group_id(&name))
-            .map_err(|e| MlsError::State(e.to_string()))?
-        {
-            old.delete(self.provider.storage()).map_err(protocol)?;
-        }
+        self.forget_group(&name)?;
         let (group, bundle) = MlsGroup::external_commit_builder()
             .with_config(join_config())
             .build_group(&self.provider, info, self.credential.clone())

@@ -21,6 +21,22 @@ macro_rules! impl_group_store {
                 })
             }
 
+            async fn insert_action(conn: &mut <$db as sqlx::Database>::Connection, a: &$crate::MemberAction) -> $crate::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO mls_member_actions (action_id, group_id, member_id, action, requested_by, requested_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&a.action_id)
+                .bind(&a.group_id)
+                .bind(&a.member_id)
+                .bind(&a.action)
+                .bind(&a.requested_by)
+                .bind(a.requested_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
             fn member_action(row: &<$db as sqlx::Database>::Row) -> $crate::StoreResult<$crate::MemberAction> {
                 use sqlx::Row;
                 Ok($crate::MemberAction {
@@ -435,19 +451,8 @@ macro_rules! impl_group_store {
             }
 
             async fn request_member_action(&self, a: &$crate::MemberAction) -> $crate::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO mls_member_actions (action_id, group_id, member_id, action, requested_by, requested_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&a.action_id)
-                .bind(&a.group_id)
-                .bind(&a.member_id)
-                .bind(&a.action)
-                .bind(&a.requested_by)
-                .bind(a.requested_at)
-                .execute(&self.writer)
-                .await?;
-                Ok(())
+                let mut conn = self.writer.acquire().await?;
+                Self::insert_action(&mut conn, a).await
             }
 
             async fn pending_member_actions(&self, member_id: &str) -> $crate::StoreResult<Vec<$crate::MemberAction>> {
@@ -548,18 +553,7 @@ macro_rules! impl_group_store {
                     .await?;
                 }
                 for a in &r.rejoin {
-                    sqlx::query(
-                        "INSERT INTO mls_member_actions (action_id, group_id, member_id, action, requested_by, requested_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(&a.action_id)
-                    .bind(&a.group_id)
-                    .bind(&a.member_id)
-                    .bind(&a.action)
-                    .bind(&a.requested_by)
-                    .bind(a.requested_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::insert_action(&mut tx, a).await?;
                 }
                 tx.commit().await?;
                 Ok(())

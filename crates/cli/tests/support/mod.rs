@@ -313,6 +313,14 @@ pub fn run_atlas(
     )
 }
 
+/// Runs the `atlas` binary as a client (`ATLAS_HOME` = `home`) and returns its
+/// stdout, failing the test if the command fails.
+pub fn atlas_ok(home: &std::path::Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = run_atlas(Some(home), None, args);
+    assert!(ok, "atlas {args:?}: {stderr}");
+    stdout
+}
+
 /// A new, validly self-signed key bundle for `user`'s device `device`.
 pub fn fresh_keys(user: &str, device: &str) -> atlas_proto::api::DeviceKeys {
     OlmAccount::new().device_keys(&UserId::new(user).unwrap(), &DeviceId::new(device).unwrap())
