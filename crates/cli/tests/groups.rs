@@ -493,6 +493,7 @@ on_both_backends!(
     bad_handshakes_leave_the_group_untouched,
     stuck_members_recover_with_send_update_and_rejoin,
     rollback_epoch_discards_a_bad_commit_and_members_converge,
+    five_members_churn_while_one_is_offline,
 );
 
 /// Two server processes on one PostgreSQL: concurrent commits of one epoch,
@@ -662,6 +663,17 @@ async fn cli_groups_create_add_send_update_remove() {
         &["--profile", "carol", "group", "send", "team", "let me in"],
     );
     assert!(!ok, "a removed member cannot send: {stderr}");
+    // Added again, carol accepts the new Welcome in place of her old state.
+    atlas(&["--profile", "alice", "group", "add", "team", "carol"]);
+    atlas(&[
+        "--profile",
+        "alice",
+        "group",
+        "send",
+        "team",
+        "welcome back carol",
+    ]);
+    assert!(atlas(&["--profile", "carol", "inbox"]).contains("welcome back carol"));
     let (ok, _, stderr) = support::run_atlas(
         Some(&home),
         None,
@@ -1271,4 +1283,123 @@ async fn an_mls_rs_member_interoperates_through_the_service() {
         ReceivedMessage::Commit(_)
     ));
     assert_eq!(group.current_epoch(), 3);
+}
+
+/// Five members through adds, removes, updates and concurrent commits, while
+/// one of them is offline for a dozen epochs and then catches up from the log.
+async fn five_members_churn_while_one_is_offline(h: Harness) {
+    let url = h.url();
+    let mut alice = Member::new(&url, "alice").await;
+    let mut others = Vec::new();
+    for user in ["bob", "carol", "dave", "erin"] {
+        others.push(Member::new(&url, user).await);
+    }
+    let info = alice.mls.create_group("five").unwrap();
+    alice
+        .call(
+            "POST",
+            "/groups",
+            Some(json!({"group_id": "five", "group_info": b64::encode_std(&info)})),
+        )
+        .await;
+    let mut packages = Vec::new();
+    for user in ["bob", "carol", "dave", "erin"] {
+        packages.push(b64::decode_std(&alice.claim(user).await).unwrap());
+    }
+    let add = alice.mls.add("five", &packages).unwrap();
+    assert_eq!(alice.commit(add).await, 1);
+    for m in others.iter_mut() {
+        m.join().await;
+    }
+    let [bob, carol, dave, erin] = &mut others[..] else {
+        unreachable!()
+    };
+    // erin goes offline now.
+    for round in 0..4 {
+        // Concurrent updates from bob and carol: one wins, the other rebases.
+        let (b, c) = (
+            bob.mls.self_update("five").unwrap(),
+            carol.mls.self_update("five").unwrap(),
+        );
+        let (rb, rc) = tokio::join!(bob.post_commit(&b), carol.post_commit(&c));
+        assert_eq!(
+            [rb.0, rc.0].iter().filter(|s| **s == 201).count(),
+            1,
+            "round {round}"
+        );
+        let (winner, loser) = if rb.0 == 201 {
+            (&mut *bob, &mut *carol)
+        } else {
+            (&mut *carol, &mut *bob)
+        };
+        winner.mls.confirm_commit("five").unwrap();
+        loser.mls.discard_commit("five").unwrap();
+        loser.sync("five").await;
+        let retry = loser.mls.self_update("five").unwrap();
+        loser.commit(retry).await;
+        winner.sync("five").await;
+        alice.sync("five").await;
+        dave.sync("five").await;
+        // carol removes dave, alice adds him back from his last-resort KeyPackage.
+        let remove = carol
+            .mls
+            .remove("five", &[dave.mls.member().clone()])
+            .unwrap();
+        carol.commit(remove).await;
+        dave.sync("five").await;
+        alice.sync("five").await;
+        bob.sync("five").await;
+        let kp = b64::decode_std(&alice.claim("dave").await).unwrap();
+        let readd = alice.mls.add("five", &[kp]).unwrap();
+        alice.commit(readd).await;
+        dave.join().await;
+        bob.sync("five").await;
+        carol.sync("five").await;
+        alice.say("five", &format!("round {round} done")).await;
+    }
+    let current = group_epoch(&alice, "five").await;
+    assert_eq!(current, 1 + 4 * 4, "four epochs per round");
+    // erin was away for all of it: she replays every commit in order and reads every message.
+    let caught_up = erin.sync("five").await;
+    assert_eq!(erin.mls.epoch("five").unwrap(), current);
+    assert_eq!(
+        texts(&caught_up),
+        [
+            "round 0 done",
+            "round 1 done",
+            "round 2 done",
+            "round 3 done"
+        ]
+    );
+    for m in [&mut *bob, &mut *carol, &mut *dave] {
+        m.sync("five").await;
+    }
+    let (_, view) = alice.call("GET", "/groups/five", None).await;
+    let epochs: Vec<(String, u64, String)> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["member_id"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                m["epoch"].as_u64().unwrap(),
+                m["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64, String)> = ["alice", "bob", "carol", "dave", "erin"]
+        .iter()
+        .map(|u| (u.to_string(), current, "active".to_string()))
+        .collect();
+    assert_eq!(epochs, expected, "everyone acknowledged the last epoch");
+    // No commit is pending once everyone acknowledged.
+    let store = atlas_store::open(&h.database_url()).await.unwrap();
+    let members = store.group_members("five").await.unwrap();
+    assert!(members.iter().all(|m| m.epoch == current));
 }

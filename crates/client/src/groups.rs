@@ -41,6 +41,10 @@ fn cursor_key(group: &str) -> String {
     format!("group_seen/{group}")
 }
 
+fn welcome_key(group: &str) -> String {
+    format!("welcome_seen/{group}")
+}
+
 impl Client {
     /// This device as a group member: `USER_ID/DEVICE_ID`.
     pub fn member_id(&self) -> String {
@@ -268,17 +272,23 @@ impl Client {
             .await?;
         let mut joined = Vec::new();
         for w in welcomes.entries {
-            let known = self.local.get(&cursor_key(&w.group_id)).await?.is_some();
-            if known || self.with_mls(|mls| mls.has_group(&w.group_id)).await? {
+            // Each Welcome once; a device removed and added again gets a new one.
+            let accepted: u64 = self
+                .local
+                .get_text(&welcome_key(&w.group_id))
+                .await?
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            if w.seq <= accepted || self.with_mls(|mls| mls.has_group(&w.group_id)).await? {
                 continue;
             }
             let body = b64::decode_std_lenient(&w.body).map_err(|_| {
                 ClientError::State("server sent a Welcome that is not base64".into())
             })?;
             let (group, epoch) = self.with_mls(|mls| mls.join(&body)).await?;
-            self.local
-                .put(&cursor_key(&group), w.seq.to_string().as_bytes())
-                .await?;
+            for key in [cursor_key(&group), welcome_key(&group)] {
+                self.local.put(&key, w.seq.to_string().as_bytes()).await?;
+            }
             self.acknowledge(&group, epoch).await?;
             joined.push(group);
         }

@@ -503,16 +503,25 @@ impl MlsDevice {
             .map_err(protocol)
     }
 
-    /// Joins a group from a Welcome; returns the group's name and epoch.
+    /// Joins a group from a Welcome; returns the group's name and epoch. A
+    /// device removed earlier and now added again replaces its old state.
     pub fn join(&self, welcome: &[u8]) -> Result<(String, u64), MlsError> {
         let MlsMessageBodyIn::Welcome(welcome) = parse_message(welcome)?.extract() else {
             return Err(MlsError::Malformed("not a Welcome".into()));
         };
-        let group = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
+        let processed = ProcessedWelcome::new_from_welcome(&self.provider, &join_config(), welcome)
+            .map_err(protocol)?;
+        let name = group_name(processed.unverified_group_info().group_id())?;
+        if self.has_group(&name)? {
+            return Err(MlsError::Protocol(format!("already a member of {name}")));
+        }
+        self.forget_group(&name)?;
+        let group = processed
+            .into_staged_welcome(&self.provider, None)
             .map_err(protocol)?
             .into_group(&self.provider)
             .map_err(protocol)?;
-        Ok((group_name(group.group_id())?, group.epoch().as_u64()))
+        Ok((name, group.epoch().as_u64()))
     }
 
     /// Joins (or rejoins, replacing this device's old state of the group) by an
