@@ -67,7 +67,7 @@ fn main() {
         }
         println!(
             "  N = {n:>5}: client add {:>5} members in one commit {:>9.1} ms (Welcome {welcome_kib} KiB); \
-             service validate+sequence an update {:>8.2} ms (state {} KiB)",
+             service validates an update (no DB) {:>8.2} ms (state {} KiB)",
             n - 1,
             add_time.as_secs_f64() * 1e3,
             median(validate).as_secs_f64() * 1e3,
