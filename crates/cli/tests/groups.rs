@@ -40,6 +40,14 @@ impl Member {
         member
     }
 
+    /// Creates group `name` locally and registers it with the service.
+    async fn create_group(&self, name: &str) {
+        let info = self.mls.create_group(name).unwrap();
+        let body = json!({"group_id": name, "group_info": b64::encode_std(&info)});
+        let (status, answer) = self.call("POST", "/groups", Some(body)).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+
     fn id(&self) -> String {
         format!("{}/{}", self.http.user_id, self.http.device_id)
     }
@@ -313,14 +321,7 @@ async fn bad_handshakes_leave_the_group_untouched(h: Harness) {
     let mut alice = Member::new(&url, "alice").await;
     let mut bob = Member::new(&url, "bob").await;
     let mallory = Member::new(&url, "mallory").await;
-    let info = alice.mls.create_group("team").unwrap();
-    alice
-        .call(
-            "POST",
-            "/groups",
-            Some(json!({"group_id": "team", "group_info": b64::encode_std(&info)})),
-        )
-        .await;
+    alice.create_group("team").await;
     let kp = b64::decode_std(&alice.claim("bob").await).unwrap();
     let add = alice.mls.add("team", &[kp]).unwrap();
     let first = add.clone();
@@ -506,14 +507,7 @@ async fn one_winner_per_epoch_across_two_servers() {
     let second = atlas_server::start(config).await.unwrap();
     let url = h.url();
     let mut alice = Member::new(&url, "alice").await;
-    let info = alice.mls.create_group("team").unwrap();
-    alice
-        .call(
-            "POST",
-            "/groups",
-            Some(json!({"group_id": "team", "group_info": b64::encode_std(&info)})),
-        )
-        .await;
+    alice.create_group("team").await;
     let mut others = Vec::new();
     for (i, user) in ["bob", "carol", "dave", "erin"].iter().enumerate() {
         // Half the members talk to the second process.
@@ -1177,14 +1171,7 @@ async fn an_mls_rs_member_interoperates_through_the_service() {
     );
 
     // alice (openmls) creates the group and adds ruth (mls-rs).
-    let info = alice.mls.create_group("mixed").unwrap();
-    alice
-        .call(
-            "POST",
-            "/groups",
-            Some(json!({"group_id": "mixed", "group_info": b64::encode_std(&info)})),
-        )
-        .await;
+    alice.create_group("mixed").await;
     let claimed = b64::decode_std(&alice.claim("ruth").await).unwrap();
     let add = alice.mls.add("mixed", &[claimed]).unwrap();
     alice.commit(add).await;
@@ -1294,14 +1281,7 @@ async fn five_members_churn_while_one_is_offline(h: Harness) {
     for user in ["bob", "carol", "dave", "erin"] {
         others.push(Member::new(&url, user).await);
     }
-    let info = alice.mls.create_group("five").unwrap();
-    alice
-        .call(
-            "POST",
-            "/groups",
-            Some(json!({"group_id": "five", "group_info": b64::encode_std(&info)})),
-        )
-        .await;
+    alice.create_group("five").await;
     let mut packages = Vec::new();
     for user in ["bob", "carol", "dave", "erin"] {
         packages.push(b64::decode_std(&alice.claim(user).await).unwrap());
