@@ -218,7 +218,14 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
                     print_line(&m);
                 }
             };
-            client.listen(print, stop).await?;
+            let print_group = |m: atlas_client::GroupReceived| {
+                if json {
+                    println!("{}", serde_json::to_string(&m).unwrap_or_default());
+                } else {
+                    crate::group_cmd::print_group_line(&m);
+                }
+            };
+            client.listen_all(print, Some(print_group), stop).await?;
             // The server closes the socket when the access token expires: reconnect with a fresh one.
             if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(());

@@ -1383,3 +1383,54 @@ async fn five_members_churn_while_one_is_offline(h: Harness) {
     let members = store.group_members("five").await.unwrap();
     assert!(members.iter().all(|m| m.epoch == current));
 }
+
+/// Group activity is pushed: a listening device is nudged over its WebSocket,
+/// accepts the Welcome and reads new group messages without polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_activity_is_pushed_to_listening_devices() {
+    let h = Harness::sqlite().await;
+    let url = h.url();
+    let alice =
+        atlas_client::Client::register(&h.profile("alice"), &url, "alice".parse().unwrap(), None)
+            .await
+            .unwrap();
+    let bob = std::sync::Arc::new(
+        atlas_client::Client::register(&h.profile("bob"), &url, "bob".parse().unwrap(), None)
+            .await
+            .unwrap(),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::spawn({
+        let bob = bob.clone();
+        async move {
+            bob.listen_all(
+                |_| {},
+                Some(move |m| tx.send(m).unwrap()),
+                std::future::pending(),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    alice.group_create("live").await.unwrap();
+    alice
+        .group_add("live", &"bob".parse().unwrap())
+        .await
+        .unwrap();
+    alice.group_send("live", "pushed to you").await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let m: atlas_client::GroupReceived = rx.recv().await.unwrap();
+            if m.text.is_some() {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("bob was nudged and read the message");
+    assert_eq!(
+        (got.group.as_str(), got.text.as_deref()),
+        ("live", Some("pushed to you"))
+    );
+    listener.abort();
+}

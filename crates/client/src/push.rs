@@ -2,6 +2,7 @@
 //! sequence order (a gap is filled from the server's queue first).
 use crate::client::{Client, Received};
 use crate::error::ClientError;
+use crate::groups::GroupReceived;
 use atlas_proto::api::PushEvent;
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -13,7 +14,19 @@ impl Client {
     /// the access token expires) or `stop` resolves; calls `on_message` for each.
     pub async fn listen(
         &self,
+        on_message: impl FnMut(Received),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        self.listen_all(on_message, None::<fn(GroupReceived)>, stop)
+            .await
+    }
+
+    /// [`Client::listen`], and with `on_group`, group activity too: each nudge
+    /// makes this device sync its groups and report what it read.
+    pub async fn listen_all(
+        &self,
         mut on_message: impl FnMut(Received),
+        mut on_group: Option<impl FnMut(GroupReceived)>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ClientError> {
         let after = self.last_seq().await?;
@@ -54,11 +67,20 @@ impl Client {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(ClientError::Push(e.to_string())),
             };
-            let Ok(PushEvent::Message(message)) = serde_json::from_str::<PushEvent>(&text) else {
-                return Err(ClientError::Push("server pushed an unknown event".into()));
-            };
-            for received in self.process(vec![message]).await? {
-                on_message(received);
+            match serde_json::from_str::<PushEvent>(&text) {
+                Ok(PushEvent::Message(message)) => {
+                    for received in self.process(vec![message]).await? {
+                        on_message(received);
+                    }
+                }
+                Ok(PushEvent::Group(_)) => {
+                    if let Some(on_group) = on_group.as_mut() {
+                        for received in self.groups_sync().await? {
+                            on_group(received);
+                        }
+                    }
+                }
+                Err(_) => return Err(ClientError::Push("server pushed an unknown event".into())),
             }
         }
     }

@@ -321,6 +321,19 @@ pub struct AckResponse {
 pub enum PushEvent {
     /// A new message for this device.
     Message(InboxMessage),
+    /// Something new in the log of a group this device is in (or a Welcome to one).
+    Group(GroupNotice),
+}
+
+/// A nudge to fetch a group's log: the entry itself is read with `GET /groups/{group_id}/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupNotice {
+    /// The group.
+    pub group_id: String,
+    /// Position of the new entry in the group's log.
+    pub seq: u64,
+    /// `commit`, `application` or `welcome`.
+    pub kind: String,
 }
 
 /// Answer to `GET /health`.

@@ -1,7 +1,8 @@
 //! In-process fan-out: pushes each stored envelope to the WebSocket of its
-//! recipient device, if connected. Lossy by design (a lagging socket re-reads
-//! from the store), so it never holds up a send.
-use atlas_proto::api::InboxMessage;
+//! recipient device, if connected, and nudges member devices when a group log
+//! grows. Lossy by design (a lagging socket re-reads from the store), so it
+//! never holds up a send.
+use atlas_proto::api::{GroupNotice, InboxMessage};
 use atlas_proto::{DeviceId, UserId};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ type DeviceKey = (UserId, DeviceId);
 #[derive(Default)]
 pub struct Fanout {
     channels: Mutex<HashMap<DeviceKey, broadcast::Sender<InboxMessage>>>,
+    groups: Mutex<HashMap<DeviceKey, broadcast::Sender<GroupNotice>>>,
 }
 
 impl Fanout {
@@ -34,6 +36,30 @@ impl Fanout {
         {
             // Nobody listens any more.
             channels.remove(&key);
+        }
+    }
+
+    /// Subscribes a connection of `device` to notices of its groups.
+    pub fn subscribe_groups(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> broadcast::Receiver<GroupNotice> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .entry((user.clone(), device.clone()))
+            .or_insert_with(|| broadcast::channel(256).0)
+            .subscribe()
+    }
+
+    /// Nudges a device's connections about a group (no-op when none is connected).
+    pub fn publish_group(&self, user: &UserId, device: &DeviceId, notice: GroupNotice) {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (user.clone(), device.clone());
+        if let Some(sender) = groups.get(&key)
+            && sender.send(notice).is_err()
+        {
+            groups.remove(&key);
         }
     }
 }

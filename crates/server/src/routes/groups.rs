@@ -88,6 +88,41 @@ pub(crate) async fn group_record(
     })
 }
 
+/// Nudges the connected devices of `members` (`USER_ID/DEVICE_ID`) about a new log entry.
+fn notify<'a>(
+    state: &AppState,
+    group_id: &str,
+    seq: u64,
+    kind: &str,
+    members: impl IntoIterator<Item = &'a str>,
+) {
+    for member in members {
+        let Ok(m) = member.parse::<atlas_proto::MemberRef>() else {
+            continue;
+        };
+        if let Some(device) = m.device_id {
+            let notice = atlas_proto::api::GroupNotice {
+                group_id: group_id.to_owned(),
+                seq,
+                kind: kind.to_owned(),
+            };
+            state.fanout.publish_group(&m.user_id, &device, notice);
+        }
+    }
+}
+
+/// Nudges every active member but `sender` about a new log entry.
+async fn notify_members(state: &AppState, group_id: &str, seq: u64, kind: &str, sender: &str) {
+    let Ok(members) = state.store.group_members(group_id).await else {
+        return;
+    };
+    let active = members
+        .iter()
+        .filter(|m| m.status == "active" && m.member_id != sender)
+        .map(|m| m.member_id.as_str());
+    notify(state, group_id, seq, kind, active);
+}
+
 /// Refuses callers that never were in the group (removed members may still read
 /// the log up to their removal, to learn of it).
 async fn require_member(state: &AppState, group_id: &str, member: &str) -> Result<(), ApiError> {
@@ -279,6 +314,22 @@ pub async fn commit(
         .await?;
     match outcome {
         CommitOutcome::Accepted { seq } => {
+            notify_members(
+                &state,
+                &group_id,
+                seq,
+                atlas_store::kind::COMMIT,
+                &caller_member(&auth),
+            )
+            .await;
+            let welcomed: Vec<String> = summary.added.iter().map(ToString::to_string).collect();
+            notify(
+                &state,
+                &group_id,
+                seq + 1,
+                atlas_store::kind::WELCOME,
+                welcomed.iter().map(String::as_str),
+            );
             tracing::info!(%group_id, epoch = summary.epoch, sender = %summary.sender, external = summary.external, "commit sequenced");
             Ok((
                 StatusCode::CREATED,
@@ -315,6 +366,7 @@ pub async fn post_message(
         .store
         .append_group_message(&group_id, epoch, &me, &body, now)
         .await?;
+    notify_members(&state, &group_id, seq, atlas_store::kind::APPLICATION, &me).await;
     Ok((
         StatusCode::CREATED,
         Json(entry(GroupMessageRecord {

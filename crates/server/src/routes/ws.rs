@@ -67,6 +67,9 @@ async fn catch_up(
 async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSocket) {
     // Subscribe before reading the backlog so nothing stored in between is missed.
     let mut live = state.fanout.subscribe(&auth.user_id, &auth.device_id);
+    let mut group_live = state
+        .fanout
+        .subscribe_groups(&auth.user_id, &auth.device_id);
     let Some(mut last) = catch_up(&state, &auth, &mut socket, after).await else {
         return;
     };
@@ -87,6 +90,15 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
                     let Some(l) = catch_up(&state, &auth, &mut socket, last).await else { return };
                     last = l;
                 }
+                Err(RecvError::Closed) => return,
+            },
+            notice = group_live.recv() => match notice {
+                Ok(notice) => {
+                    let Ok(text) = serde_json::to_string(&PushEvent::Group(notice)) else { return };
+                    if socket.send(Message::Text(text.into())).await.is_err() { return }
+                }
+                // Missed nudges only delay a fetch the client makes anyway on reconnect.
+                Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
