@@ -739,7 +739,9 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     atlas(&["--profile", "carol", "group", "update", "team"]);
     atlas(&["--profile", "bob", "inbox"]);
 
-    // bob's MLS state goes back to epoch 2 while his cursor stays at epoch 4: stuck.
+    // bob's MLS state goes back to epoch 2 while his cursor stays at epoch 4: the
+    // next message is from an epoch ahead of him, so his device replays the
+    // stored commits by itself and reads it.
     mls_blob(&home, "bob", Some(&at_epoch_2)).await;
     atlas(&[
         "--profile",
@@ -751,10 +753,23 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     ]);
     let inbox = atlas(&["--profile", "bob", "inbox"]);
     assert!(
-        inbox.contains("Unable to decrypt") && inbox.contains("EpochInFuture"),
+        inbox.contains("can you read this") && !inbox.contains("Unable to decrypt"),
         "{inbox}"
     );
 
+    // Then bob goes offline while carol moves the group three epochs on: stuck, and visible.
+    for _ in 0..3 {
+        atlas(&["--profile", "carol", "group", "update", "team"]);
+    }
+    atlas(&[
+        "--profile",
+        "alice",
+        "group",
+        "send",
+        "team",
+        "while you were away",
+    ]);
+    atlas(&["--profile", "alice", "inbox"]);
     let (ok, token, stderr) = support::run_atlas(
         None,
         None,
@@ -772,22 +787,26 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     let token = token.trim();
     let op = |args: &[&str]| support::run_atlas(None, Some(token), args);
     let (ok, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
-    assert!(ok && shown.contains("team at epoch 4"), "{shown}");
-    let metrics = scrape(&url).await;
+    assert!(ok && shown.contains("team at epoch 7"), "{shown}");
     assert!(
-        metrics.contains("atlas_mls_group_epoch{group_id=\"team\"} 4\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("atlas_mls_group_member_epoch{group_id=\"team\"} 2\n"),
-        "{metrics}"
-    );
-    assert!(
-        shown.contains("epoch 2  <- 2 epoch(s) behind"),
+        shown.contains("epoch 4  <- 3 epoch(s) behind"),
         "the stuck member is visible: {shown}"
     );
+    let metrics = scrape(&url).await;
+    assert!(
+        metrics.contains("atlas_mls_group_epoch{group_id=\"team\"} 7\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atlas_mls_group_member_epoch{group_id=\"team\"} 4\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atlas_mls_group_members_behind{group_id=\"team\"} 1\n"),
+        "{metrics}"
+    );
 
-    // Option 1: send-update. bob's next sync replays commits 3 and 4, then self-updates.
+    // Option 1: send-update. On bob's next sync his device replays commits 5 to 7, then self-updates.
     let (ok, out, stderr) = op(&[
         "mls",
         "send-update",
@@ -803,13 +822,10 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         "{out}{stderr}"
     );
     let inbox = atlas(&["--profile", "bob", "inbox"]);
-    assert!(
-        inbox.contains("can you read this"),
-        "the message that failed decrypts after catching up: {inbox}"
-    );
+    assert!(inbox.contains("while you were away"), "{inbox}");
     let (_, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
     assert!(
-        shown.contains("caught up from epoch 2 to 4, self-update created epoch 5"),
+        shown.contains("caught up from epoch 4 to 7, self-update created epoch 8"),
         "{shown}"
     );
     let bob_line = shown
@@ -817,8 +833,13 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         .find(|l| l.trim_start().starts_with("bob/"))
         .unwrap();
     assert!(
-        shown.contains("team at epoch 5") && bob_line.ends_with("epoch 5"),
+        shown.contains("team at epoch 8") && bob_line.ends_with("epoch 8"),
         "{shown}"
+    );
+    assert!(
+        scrape(&url)
+            .await
+            .contains("atlas_mls_group_members_behind{group_id=\"team\"} 0\n")
     );
     atlas(&[
         "--profile",
@@ -878,7 +899,7 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     let (ok, waited, stderr) = waiter.join().unwrap();
     assert!(ok, "{waited}{stderr}");
     assert!(
-        waited.contains("rejoined by external commit at epoch 6"),
+        waited.contains("rejoined by external commit at epoch 9"),
         "{waited}"
     );
     atlas(&["--profile", "alice", "group", "send", "team", "hello again"]);

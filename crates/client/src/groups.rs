@@ -315,6 +315,9 @@ impl Client {
         name: &str,
         mut from_epoch: Option<u64>,
     ) -> Result<Vec<GroupReceived>, ClientError> {
+        // A message of an epoch ahead of this device means its state is behind its
+        // cursor: replay the stored commits from its own epoch once, then re-read.
+        let may_catch_up = from_epoch.is_none();
         let mut out = Vec::new();
         loop {
             let seen: u64 = self
@@ -324,7 +327,7 @@ impl Client {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(0);
             let query = match from_epoch.take() {
-                Some(epoch) => format!("?from_epoch={epoch}"),
+                Some(epoch) => format!("?after={seen}&from_epoch={epoch}"),
                 None => format!("?after={seen}"),
             };
             let page: GroupLogResponse = self
@@ -347,6 +350,37 @@ impl Client {
                     .put(&cursor_key(name), e.seq.to_string().as_bytes())
                     .await?;
             }
+        }
+        let ahead = out.iter().any(|r| {
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("EpochInFuture"))
+        });
+        if may_catch_up && ahead && self.with_mls(|mls| mls.has_group(name)).await? {
+            let own = self.with_mls(|mls| mls.epoch(name)).await?;
+            tracing::info!(
+                group = name,
+                epoch = own,
+                "behind the group log: replaying stored commits"
+            );
+            let again = Box::pin(self.group_sync_from(name, Some(own + 1))).await?;
+            let failed: std::collections::HashSet<u64> = out
+                .iter()
+                .filter(|r| r.error.is_some())
+                .map(|r| r.seq)
+                .collect();
+            let known: std::collections::HashSet<u64> = out.iter().map(|r| r.seq).collect();
+            let repaired: std::collections::HashSet<u64> = again
+                .iter()
+                .filter(|r| r.error.is_none())
+                .map(|r| r.seq)
+                .collect();
+            out.retain(|r| !(r.error.is_some() && repaired.contains(&r.seq)));
+            out.extend(again.into_iter().filter(|r| {
+                repaired.contains(&r.seq) && (failed.contains(&r.seq) || !known.contains(&r.seq))
+            }));
+            out.sort_by_key(|r| r.seq);
+            return Ok(out);
         }
         if self.with_mls(|mls| mls.has_group(name)).await? {
             let epoch = self.with_mls(|mls| mls.epoch(name)).await?;

@@ -390,7 +390,8 @@ pub struct LogQuery {
     pub after: u64,
     /// Page size (default 100, at most 500).
     pub limit: Option<u32>,
-    /// Start at the commit that created this epoch (a member catching up from its own epoch).
+    /// Start at the commit that created this epoch (a member catching up from
+    /// its own epoch); `after` applies when there is no such commit.
     pub from_epoch: Option<u64>,
 }
 
