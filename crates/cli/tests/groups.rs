@@ -376,6 +376,34 @@ async fn bad_handshakes_leave_the_group_untouched(h: Harness) {
             "{why}: {b}"
         );
     }
+    // A commit for a future epoch (made on a copy of alice's state that ran ahead),
+    // a commit with a flipped byte in its signed content, and a replayed Welcome.
+    let ahead = MlsDevice::restore(&alice.mls.snapshot().unwrap()).unwrap();
+    ahead.self_update("team").unwrap();
+    ahead.confirm_commit("team").unwrap();
+    let future = ahead.self_update("team").unwrap();
+    let (s, b) = post_to_team(
+        &alice,
+        json!({"commit": b64::encode_std(&future.commit), "group_info": b64::encode_std(&future.group_info)}),
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("wrong_epoch")), "{b}");
+    let mut tampered = update.commit.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x01;
+    let (s, b) = post_to_team(
+        &bob,
+        json!({"commit": b64::encode_std(&tampered), "group_info": good_info}),
+    )
+    .await;
+    assert!(
+        s == 400 && b["error"] != "internal",
+        "tampered commit: {s} {b}"
+    );
+    assert!(
+        bob.mls.join(first.welcome.as_ref().unwrap()).is_err(),
+        "a replayed Welcome is refused"
+    );
     // bob's commit posted by alice: signed by another member.
     let (s, b) = post_to_team(
         &alice,
