@@ -798,22 +798,8 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         "while you were away",
     ]);
     atlas(&["--profile", "alice", "inbox"]);
-    let (ok, token, stderr) = support::run_atlas(
-        None,
-        None,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--scope",
-            "mls",
-            "--database-url",
-            &h.database_url(),
-        ],
-    );
-    assert!(ok, "{stderr}");
-    let token = token.trim();
-    let op = |args: &[&str]| support::run_atlas(None, Some(token), args);
+    let token = support::operator_token(&h.database_url(), "mls");
+    let op = |args: &[&str]| support::run_atlas(None, Some(&token), args);
     let (ok, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
     assert!(ok && shown.contains("team at epoch 7"), "{shown}");
     assert!(
@@ -902,7 +888,7 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     // rejoin-member, waiting for the device: bob syncs meanwhile.
     let waiter = std::thread::spawn({
         let url = url.clone();
-        let token = token.to_owned();
+        let token = token.clone();
         move || {
             support::run_atlas(
                 None,
@@ -973,23 +959,10 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         &url,
     ]);
     assert!(!ok && stderr.contains("unknown_group"), "{stderr}");
-    let (ok, other, _) = support::run_atlas(
-        None,
-        None,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--scope",
-            "dpop",
-            "--database-url",
-            &h.database_url(),
-        ],
-    );
-    assert!(ok);
+    let other = support::operator_token(&h.database_url(), "dpop");
     let (ok, _, stderr) = support::run_atlas(
         None,
-        Some(other.trim()),
+        Some(&other),
         &["mls", "show", "--group-id", "team", "--server", &url],
     );
     assert!(!ok && stderr.contains("insufficient_scope"), "{stderr}");
@@ -1022,21 +995,7 @@ async fn rollback_epoch_discards_a_bad_commit_and_members_converge(h: Harness) {
     assert!(atlas(&["--profile", "alice", "inbox"]).contains("mallory was here"));
     atlas(&["--profile", "bob", "inbox"]);
 
-    let (ok, token, _) = support::run_atlas(
-        None,
-        None,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--scope",
-            "mls",
-            "--database-url",
-            &h.database_url(),
-        ],
-    );
-    assert!(ok);
-    let token = token.trim().to_owned();
+    let token = support::operator_token(&h.database_url(), "mls");
     // Without --yes the group id must be typed back; a wrong answer changes nothing.
     let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
         .args([

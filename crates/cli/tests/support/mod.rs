@@ -321,6 +321,25 @@ pub fn atlas_ok(home: &std::path::Path, args: &[&str]) -> String {
     stdout
 }
 
+/// An operator token with `scope`, made with `atlas admin token create` against the server's database.
+pub fn operator_token(database_url: &str, scope: &str) -> String {
+    let (ok, token, stderr) = run_atlas(
+        None,
+        None,
+        &[
+            "admin",
+            "token",
+            "create",
+            "--scope",
+            scope,
+            "--database-url",
+            database_url,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    token.trim().to_owned()
+}
+
 /// A new, validly self-signed key bundle for `user`'s device `device`.
 pub fn fresh_keys(user: &str, device: &str) -> atlas_proto::api::DeviceKeys {
     OlmAccount::new().device_keys(&UserId::new(user).unwrap(), &DeviceId::new(device).unwrap())
