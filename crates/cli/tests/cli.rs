@@ -6,42 +6,8 @@
 mod support;
 
 use atlas_store::testdb::TempDir;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failed test must not leave a server behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &TempDir, listen: &str, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atlas"))
-        .args(["serve", "--listen", listen, "--data-dir"])
-        .arg(&data.path)
-        .args(extra)
-        .env("ATLAS_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("server prints its address").unwrap();
-        if let Some(rest) = line.strip_prefix("atlas listening on ") {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
-}
+use std::process::Command;
+use support::{Server, serve};
 
 fn atlas(home: &TempDir, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_atlas"))

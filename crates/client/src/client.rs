@@ -9,6 +9,7 @@ use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::{Ciphertext, OlmAccount, OlmSession};
 use atlas_proto::api::*;
 use atlas_proto::receipt::ReceiptsResponse;
+use atlas_proto::repair::{ResendRequests, ResendUnavailable};
 use atlas_proto::{DeviceId, ErrorCode, UserId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,8 @@ pub struct Received {
     pub text: Option<String>,
     /// Why it did not decrypt.
     pub error: Option<String>,
+    /// For a resend: the message it replaces.
+    pub resend_of: Option<String>,
 }
 
 /// A registered device.
@@ -361,17 +364,23 @@ impl Client {
         }
     }
 
-    /// Sessions for every device of `recipient`, claiming keys for those that have none.
+    /// Sessions for every device of `recipient`, claiming keys for those that
+    /// have none (or for all of them when `fresh`).
     async fn outbound_sessions(
         &self,
         account: &OlmAccount,
         recipient: &UserId,
         devices: &[String],
+        fresh: bool,
     ) -> Result<Vec<(String, OlmSession)>, ClientError> {
         let mut sessions = Vec::new();
         let mut missing = Vec::new();
         for device in devices {
-            match self.load_session(recipient.as_str(), device).await? {
+            let existing = match fresh {
+                true => None,
+                false => self.load_session(recipient.as_str(), device).await?,
+            };
+            match existing {
                 Some(session) => sessions.push((device.clone(), session)),
                 None => missing.push(
                     DeviceId::new(device.as_str())
@@ -406,6 +415,52 @@ impl Client {
         Ok(sessions)
     }
 
+    /// Encrypts `text` for each of `devices` of `recipient`, persisting every
+    /// advanced ratchet before the ciphertext leaves, so a crash cannot reuse a message key.
+    async fn seal(
+        &self,
+        account: &OlmAccount,
+        recipient: &UserId,
+        devices: &[String],
+        fresh: bool,
+        text: &str,
+    ) -> Result<Vec<OutgoingEnvelope>, ClientError> {
+        let mut envelopes = Vec::new();
+        for (device, mut session) in self
+            .outbound_sessions(account, recipient, devices, fresh)
+            .await?
+        {
+            let payload = Payload {
+                kind: "text".into(),
+                body: text.into(),
+                sender: self.user_id.clone(),
+                sender_device: self.device_id.clone(),
+                recipient: recipient.clone(),
+                recipient_device: DeviceId::new(device.as_str())
+                    .map_err(|e| ClientError::State(e.to_string()))?,
+            };
+            let plaintext =
+                serde_json::to_vec(&payload).map_err(|e| ClientError::State(e.to_string()))?;
+            let ciphertext = session.encrypt(&plaintext)?;
+            self.local
+                .save_session(
+                    recipient.as_str(),
+                    &device,
+                    &session.session_id(),
+                    &session.pickle(&self.local.key),
+                    None,
+                )
+                .await?;
+            envelopes.push(OutgoingEnvelope {
+                device_id: payload.recipient_device,
+                msg_type: ciphertext.msg_type,
+                body: ciphertext.body,
+                session_id: Some(session.session_id()),
+            });
+        }
+        Ok(envelopes)
+    }
+
     /// Encrypts `text` for every device of `recipient` and sends it; returns the server's answer.
     pub async fn send_text(
         &self,
@@ -419,44 +474,14 @@ impl Client {
             devices = self.refresh_peer_devices(recipient).await?;
         }
         for _attempt in 0..3 {
-            let mut envelopes = Vec::new();
-            for (device, mut session) in self
-                .outbound_sessions(&account, recipient, &devices)
-                .await?
-            {
-                let payload = Payload {
-                    kind: "text".into(),
-                    body: text.into(),
-                    sender: self.user_id.clone(),
-                    sender_device: self.device_id.clone(),
-                    recipient: recipient.clone(),
-                    recipient_device: DeviceId::new(device.as_str())
-                        .map_err(|e| ClientError::State(e.to_string()))?,
-                };
-                let plaintext =
-                    serde_json::to_vec(&payload).map_err(|e| ClientError::State(e.to_string()))?;
-                let ciphertext = session.encrypt(&plaintext)?;
-                // Persist the advanced ratchet before the ciphertext leaves, so a crash cannot reuse a message key.
-                self.local
-                    .save_session(
-                        recipient.as_str(),
-                        &device,
-                        &session.session_id(),
-                        &session.pickle(&self.local.key),
-                        None,
-                    )
-                    .await?;
-                envelopes.push(OutgoingEnvelope {
-                    device_id: payload.recipient_device,
-                    msg_type: ciphertext.msg_type,
-                    body: ciphertext.body,
-                });
-            }
             let request = SendRequest {
                 recipient_id: recipient.clone(),
                 client_message_id: client_message_id.clone(),
                 encryption_algorithm: OLM_ALGORITHM.into(),
-                envelopes,
+                envelopes: self
+                    .seal(&account, recipient, &devices, false, text)
+                    .await?,
+                resend_of: None,
             };
             match self
                 .transport
@@ -479,6 +504,78 @@ impl Client {
             status: 409,
             detail: "recipient's device list keeps changing".into(),
         })
+    }
+
+    /// Answers the resend requests addressed to this device: re-encrypts each
+    /// message from the outbox for the device that asked (on a new session
+    /// unless the failure left the session intact), or tells the server the
+    /// plaintext is gone. Returns how many messages were resent.
+    pub async fn answer_resend_requests(&self) -> Result<usize, ClientError> {
+        let asked: ResendRequests = self
+            .transport
+            .call::<(), _>(Method::GET, "/resend-requests", "", None)
+            .await?;
+        let mut resent = 0;
+        for request in asked.requests {
+            let Some((_, text)) = self.local.sent(&request.message_id).await? else {
+                let gone = ResendUnavailable {
+                    detail: "no longer in the sending device's outbox".into(),
+                };
+                let path = format!("/resend-requests/{}/unavailable", request.request_id);
+                self.transport
+                    .call_no_content(Method::POST, &path, Some(&gone))
+                    .await?;
+                continue;
+            };
+            let recipient = UserId::new(request.recipient_id.as_str())
+                .map_err(|e| ClientError::State(e.to_string()))?;
+            let device = request.recipient_device_id.clone();
+            if self
+                .local
+                .peer(recipient.as_str(), &device)
+                .await?
+                .is_none()
+            {
+                self.refresh_peer_devices(&recipient).await?;
+            }
+            // A lost or skipped message key leaves the session usable; anything else may not.
+            let fresh = !matches!(
+                request.reason.as_deref(),
+                Some("MissingSkippedKey" | "DuplicateMessage")
+            );
+            let account = self.account.lock().await;
+            let envelopes = self
+                .seal(&account, &recipient, &[device], fresh, &text)
+                .await?;
+            drop(account);
+            let resend = SendRequest {
+                recipient_id: recipient,
+                client_message_id: format!("resend-{}", request.request_id),
+                encryption_algorithm: OLM_ALGORITHM.into(),
+                envelopes,
+                resend_of: Some(request.message_id.clone()),
+            };
+            let _: SendResponse = self
+                .transport
+                .call(Method::POST, "/messages", "", Some(&resend))
+                .await?;
+            tracing::info!(message_id = %request.message_id, fresh_session = fresh, "resent on request");
+            resent += 1;
+        }
+        Ok(resent)
+    }
+
+    /// Asks the sender of a message this device could not read to resend it.
+    pub async fn request_resend(&self, message_id: &str) -> Result<ResendRequests, ClientError> {
+        crate::reports::check_message_id(message_id)?;
+        self.transport
+            .call::<(), _>(
+                Method::POST,
+                &format!("/messages/{message_id}/request-resend"),
+                "",
+                None,
+            )
+            .await
     }
 
     /// The latest signed receipts of a message this user sent or received.
@@ -554,6 +651,10 @@ impl Client {
             .map_err(Transient)?;
         let mut last_error = String::from("KeyNotFound: no session with the sender");
         let mut decrypted = None;
+        // A pre-key message of a session this device already has is an ordinary
+        // message of that session (its one-time key is used up): no new session.
+        let starts = ciphertext.prekey_info().map(|p| p.session_id);
+        let known_session = sessions.iter().any(|(id, _)| Some(id) == starts.as_ref());
         for (_, pickle) in sessions {
             let mut session = OlmSession::from_pickle(&pickle, &self.local.key)
                 .map_err(|_| Failed("KeyCorrupted: stored session unreadable".into()))?;
@@ -565,7 +666,7 @@ impl Client {
                 Err(e) => last_error = failure_code(&e),
             }
         }
-        if decrypted.is_none() && ciphertext.is_prekey() {
+        if decrypted.is_none() && ciphertext.is_prekey() && !known_session {
             let curve = self
                 .sender_curve25519(&message.sender_id, &message.sender_device_id)
                 .await
@@ -651,6 +752,7 @@ impl Client {
                 created_at: message.created_at,
                 text: result.as_ref().ok().cloned(),
                 error: result.err(),
+                resend_of: message.resend_of,
             });
         }
         drop(account);
@@ -668,6 +770,22 @@ impl Client {
                 )
                 .await?;
         }
+        // A resend's outcome is the original's: a success there is a recovery.
+        let reports = out
+            .iter()
+            .map(|r| {
+                crate::reports::outcome(
+                    r.resend_of.clone().unwrap_or_else(|| r.message_id.clone()),
+                    None,
+                    &r.created_at,
+                    r.error.as_deref(),
+                )
+            })
+            .collect();
+        self.report(reports).await;
+        for failed in out.iter().filter(|r| r.error.is_some()) {
+            self.ask_for_resend(failed).await;
+        }
         if let Some(e) = interrupted {
             return Err(e);
         }
@@ -675,6 +793,29 @@ impl Client {
             self.top_up_keys(false).await?;
         }
         Ok(out)
+    }
+
+    /// Asks once per message for a resend of what did not decrypt (a resend
+    /// that fails too is not asked again, so two broken devices cannot loop).
+    async fn ask_for_resend(&self, failed: &Received) {
+        if failed.resend_of.is_some() {
+            return;
+        }
+        let key = format!("resend_asked/{}", failed.message_id);
+        match self.local.get(&key).await {
+            Ok(None) => {}
+            _ => return,
+        }
+        match self.request_resend(&failed.message_id).await {
+            Ok(_) => {
+                if let Err(e) = self.local.put(&key, b"1").await {
+                    tracing::warn!(error = %e, "could not remember a resend request");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %failed.message_id, error = %e, "resend request refused")
+            }
+        }
     }
 
     /// The next page of messages waiting for this device, without processing them.
@@ -705,6 +846,9 @@ impl Client {
                 break;
             }
         }
+        if let Err(e) = self.answer_resend_requests().await {
+            tracing::warn!(error = %e, "resend requests not answered yet");
+        }
         Ok(all)
     }
 }
@@ -724,15 +868,6 @@ fn failure_code(e: &atlas_crypto::olm::OlmError) -> String {
 
 /// `/receipts/<id>`, for an id that needs no escaping (server ids are UUIDs).
 fn receipt_path(message_id: &str) -> Result<String, ClientError> {
-    let plain = !message_id.is_empty()
-        && message_id.len() <= 64
-        && message_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if !plain {
-        return Err(ClientError::Input(format!(
-            "{message_id:?} is not a message id"
-        )));
-    }
+    crate::reports::check_message_id(message_id)?;
     Ok(format!("/receipts/{message_id}"))
 }

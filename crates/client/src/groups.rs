@@ -27,6 +27,8 @@ pub struct GroupReceived {
     pub sender: String,
     /// The epoch it was sent in.
     pub epoch: u64,
+    /// `application` or `commit`.
+    pub kind: String,
     /// The text of an application message that decrypted.
     pub text: Option<String>,
     /// What a commit did, e.g. "epoch 3".
@@ -305,7 +307,21 @@ impl Client {
 
     /// Processes a group's new log entries in order and acknowledges the epoch reached.
     pub async fn group_sync(&self, name: &str) -> Result<Vec<GroupReceived>, ClientError> {
-        self.group_sync_from(name, None).await
+        let out = self.group_sync_from(name, None).await?;
+        let reports = out
+            .iter()
+            .filter(|r| r.kind == "application")
+            .map(|r| {
+                crate::reports::outcome(
+                    r.seq.to_string(),
+                    Some(r.group.clone()),
+                    &r.created_at,
+                    r.error.as_deref(),
+                )
+            })
+            .collect();
+        self.report(reports).await;
+        Ok(out)
     }
 
     /// [`Client::group_sync`], first going back to the commit that created
@@ -421,6 +437,7 @@ impl Client {
             seq: e.seq,
             sender: e.sender_id.clone(),
             epoch: e.epoch,
+            kind: e.kind.clone(),
             text: None,
             event: None,
             error: None,
@@ -452,7 +469,8 @@ impl Client {
                     "{code}: message of epoch {message}, device in epoch {own}"
                 ));
             }
-            Err(ClientError::Mls(e)) => received.error = Some(format!("DecryptionFailed: {e}")),
+            // The group's key schedule and this device's disagree.
+            Err(ClientError::Mls(e)) => received.error = Some(format!("RatchetDesync: {e}")),
             Err(e) => return Err(e),
         }
         if received.error.is_some() {

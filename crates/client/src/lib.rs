@@ -10,6 +10,7 @@ mod local;
 pub mod operator;
 mod payload;
 mod push;
+mod reports;
 mod transport;
 
 pub use client::{Client, FALLBACK_GRACE, Received};

@@ -80,6 +80,11 @@ impl Client {
                         }
                     }
                 }
+                Ok(PushEvent::Resend(_)) => {
+                    if let Err(e) = self.answer_resend_requests().await {
+                        tracing::warn!(error = %e, "resend requests not answered yet");
+                    }
+                }
                 Err(_) => return Err(ClientError::Push("server pushed an unknown event".into())),
             }
         }

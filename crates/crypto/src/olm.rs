@@ -70,6 +70,27 @@ impl Ciphertext {
     pub fn is_prekey(&self) -> bool {
         self.msg_type == 0
     }
+
+    /// For a well-formed pre-key message: the session it starts and the
+    /// one-time (or fallback) key it was encrypted to. Both are public values.
+    pub fn prekey_info(&self) -> Option<PrekeyInfo> {
+        match self.to_olm().ok()? {
+            OlmMessage::PreKey(m) => Some(PrekeyInfo {
+                session_id: m.session_id(),
+                one_time_key: m.one_time_key().to_base64(),
+            }),
+            OlmMessage::Normal(_) => None,
+        }
+    }
+}
+
+/// What a pre-key message reveals to anyone: which session and which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrekeyInfo {
+    /// The session the message starts.
+    pub session_id: String,
+    /// The recipient's one-time or fallback key it used, base64.
+    pub one_time_key: String,
 }
 
 /// A device's long-term Olm account.
@@ -286,6 +307,11 @@ mod tests {
             .unwrap();
         assert_eq!(plain, b"hi bob");
         assert_eq!(a.session_id(), b.session_id());
+        let info = m1.prekey_info().unwrap();
+        assert_eq!(
+            (info.session_id, info.one_time_key),
+            (a.session_id(), otk.key.clone())
+        );
         // The one-time key is gone: a second pre-key message with it fails.
         assert_eq!(
             bob.create_inbound_session(&alice.curve25519(), &m1).err(),

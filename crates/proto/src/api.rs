@@ -212,6 +212,10 @@ pub struct OutgoingEnvelope {
     pub msg_type: u8,
     /// Ciphertext, unpadded standard base64 as vodozemac encodes it.
     pub body: String,
+    /// The Olm session it was encrypted on (public: both sides derive it from
+    /// public keys), so a session can be reset and its in-flight messages found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// `POST /messages` body.
@@ -225,8 +229,12 @@ pub struct SendRequest {
     /// Algorithm of the ciphertexts.
     #[serde(default = "default_algorithm")]
     pub encryption_algorithm: String,
-    /// Exactly one envelope per current device of the recipient.
+    /// Exactly one envelope per current device of the recipient; for a resend,
+    /// one per device that asked for it.
     pub envelopes: Vec<OutgoingEnvelope>,
+    /// The message this re-encrypts, answering `request-resend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_of: Option<String>,
 }
 
 fn default_algorithm() -> String {
@@ -287,6 +295,12 @@ pub struct InboxMessage {
     pub body: String,
     /// RFC 3339 acceptance time.
     pub created_at: String,
+    /// The Olm session the sender says it used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// For a resend: the original message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_of: Option<String>,
 }
 
 /// Answer to `GET /messages`.
@@ -323,6 +337,8 @@ pub enum PushEvent {
     Message(InboxMessage),
     /// Something new in the log of a group this device is in (or a Welcome to one).
     Group(GroupNotice),
+    /// A recipient asked this device to resend a message.
+    Resend(crate::repair::ResendNotice),
 }
 
 /// A nudge to fetch a group's log: the entry itself is read with `GET /groups/{group_id}/messages`.

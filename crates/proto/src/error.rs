@@ -58,6 +58,8 @@ pub enum ErrorCode {
     WrongEpoch,
     /// The MLS message does not validate against the group's public state.
     InvalidMlsMessage,
+    /// Every recipient device already decrypted the message: nothing to resend.
+    NothingToResend,
     /// The route does not exist.
     NotFound,
     /// The method is not allowed on this route.
@@ -100,6 +102,7 @@ impl ErrorCode {
             Self::EpochConflict => "epoch_conflict",
             Self::WrongEpoch => "wrong_epoch",
             Self::InvalidMlsMessage => "invalid_mls_message",
+            Self::NothingToResend => "nothing_to_resend",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",

@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod e2ee;
 pub mod error;
 pub mod ids;
 pub mod mls;
 pub mod receipt;
+pub mod repair;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{DeviceId, IdError, MemberRef, UserId};

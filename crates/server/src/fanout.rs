@@ -1,8 +1,8 @@
 //! In-process fan-out: pushes each stored envelope to the WebSocket of its
-//! recipient device, if connected, and nudges member devices when a group log
-//! grows. Lossy by design (a lagging socket re-reads from the store), so it
+//! recipient device, if connected, and nudges devices with notices (a group
+//! log grew, a resend was asked). Lossy by design (a lagging socket re-reads from the store), so it
 //! never holds up a send.
-use atlas_proto::api::{GroupNotice, InboxMessage};
+use atlas_proto::api::{InboxMessage, PushEvent};
 use atlas_proto::{DeviceId, UserId};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +14,7 @@ type DeviceKey = (UserId, DeviceId);
 #[derive(Default)]
 pub struct Fanout {
     channels: Mutex<HashMap<DeviceKey, broadcast::Sender<InboxMessage>>>,
-    groups: Mutex<HashMap<DeviceKey, broadcast::Sender<GroupNotice>>>,
+    notices: Mutex<HashMap<DeviceKey, broadcast::Sender<PushEvent>>>,
 }
 
 impl Fanout {
@@ -39,27 +39,27 @@ impl Fanout {
         }
     }
 
-    /// Subscribes a connection of `device` to notices of its groups.
-    pub fn subscribe_groups(
+    /// Subscribes a connection of `device` to its notices.
+    pub fn subscribe_notices(
         &self,
         user: &UserId,
         device: &DeviceId,
-    ) -> broadcast::Receiver<GroupNotice> {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        groups
+    ) -> broadcast::Receiver<PushEvent> {
+        let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+        notices
             .entry((user.clone(), device.clone()))
             .or_insert_with(|| broadcast::channel(256).0)
             .subscribe()
     }
 
-    /// Nudges a device's connections about a group (no-op when none is connected).
-    pub fn publish_group(&self, user: &UserId, device: &DeviceId, notice: GroupNotice) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+    /// Nudges a device's connections (no-op when none is connected).
+    pub fn publish_notice(&self, user: &UserId, device: &DeviceId, notice: PushEvent) {
+        let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
         let key = (user.clone(), device.clone());
-        if let Some(sender) = groups.get(&key)
+        if let Some(sender) = notices.get(&key)
             && sender.send(notice).is_err()
         {
-            groups.remove(&key);
+            notices.remove(&key);
         }
     }
 }

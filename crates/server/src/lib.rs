@@ -6,9 +6,11 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod rate_limit;
 pub mod receipts;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use crate::auth::jti::{EmbeddedJtiCache, JtiCache};
 use crate::auth::tokens::AccessTokens;
@@ -135,6 +137,15 @@ pub async fn start_with_clock(
             ttl: time::Duration::seconds(config.receipt_ttl_secs),
         },
         shutdown: shutdown.subscribe(),
+        metrics: Default::default(),
+        report_limit: rate_limit::RateLimiter::new(
+            routes::reports::BURST,
+            routes::reports::PER_MINUTE,
+        ),
+        resend_limit: rate_limit::RateLimiter::new(
+            routes::resend::BURST,
+            routes::resend::PER_MINUTE,
+        ),
     });
     let app = routes::router(state, config.max_body_bytes);
     let mut flusher_stop = shutdown.subscribe();

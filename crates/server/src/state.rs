@@ -77,6 +77,10 @@ pub trait Clock: Send + Sync {
     fn unix(&self) -> i64 {
         self.now().unix_timestamp()
     }
+    /// Now in Unix seconds with a fraction (for rate limits).
+    fn seconds(&self) -> f64 {
+        self.now().unix_timestamp_nanos() as f64 / 1e9
+    }
 }
 
 /// The system clock, truncated to microseconds (what PostgreSQL keeps).
@@ -112,6 +116,12 @@ pub struct Inner {
     pub receipts: crate::receipts::ReceiptPolicy,
     /// Becomes true when the server stops; long-lived connections close then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::telemetry::Metrics,
+    /// Decryption reports per device.
+    pub report_limit: crate::rate_limit::RateLimiter,
+    /// Resend requests per device pair.
+    pub resend_limit: crate::rate_limit::RateLimiter,
 }
 
 /// Handler state.

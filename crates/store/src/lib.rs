@@ -3,18 +3,24 @@
 //! whose table and column names the operator runbooks query verbatim.
 #![forbid(unsafe_code)]
 
+mod e2ee;
+mod e2ee_sql;
 mod groups;
 mod migrations;
 mod mls_sql;
 mod postgres;
 mod records;
+mod resend;
+mod resend_sql;
 mod sql;
 mod sqlite;
 pub mod testdb;
 
+pub use e2ee::{NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
 pub use postgres::PostgresStore;
 pub use records::*;
+pub use resend::{MessageCopy, ResendOutcome, ResendRequestRecord, ResendStore};
 pub use sqlite::SqliteStore;
 
 use atlas_proto::api::{DeviceKeys, InboxMessage, KeyCounts, KeysUploadRequest};
@@ -69,7 +75,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the server persists. Every method that returns `Ok` after a
 /// write has committed it durably.
 #[async_trait::async_trait]
-pub trait Store: GroupStore + Send + Sync + 'static {
+pub trait Store: GroupStore + ReportStore + ResendStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// One round trip to the database.

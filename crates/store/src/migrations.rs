@@ -9,6 +9,8 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_receipts.sql")),
     (4, include_str!("../migrations/0004_mls.sql")),
     (5, include_str!("../migrations/0005_mls_actions.sql")),
+    (6, include_str!("../migrations/0006_decryption_reports.sql")),
+    (7, include_str!("../migrations/0007_resend.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -56,7 +56,8 @@ impl PostgresStore {
                 .await?;
             sqlx::query(
                 "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
-                   encryption_algorithm, msg_type, body, seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                   encryption_algorithm, msg_type, body, seq, created_at, session_id, resend_of) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&m.message_id)
             .bind(envelope.device_id.as_str())
@@ -68,6 +69,8 @@ impl PostgresStore {
             .bind(&envelope.body)
             .bind(seq)
             .bind(m.now)
+            .bind(envelope.session_id.as_deref())
+            .bind(m.resend_of.as_deref())
             .execute(&mut *tx)
             .await?;
             deliveries.push((envelope.device_id.clone(), seq as u64));
@@ -161,3 +164,6 @@ crate::mls_sql::impl_group_store!(
     skip_locked = " FOR UPDATE SKIP LOCKED",
     lock_rows = " FOR UPDATE"
 );
+
+crate::e2ee_sql::impl_report_store!(PostgresStore, sqlx::Postgres, lock_rows = " FOR UPDATE");
+crate::resend_sql::impl_resend_store!(PostgresStore, sqlx::Postgres);

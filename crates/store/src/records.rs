@@ -46,8 +46,10 @@ pub struct NewMessage {
     pub request_hash: Vec<u8>,
     /// Algorithm of the ciphertexts.
     pub encryption_algorithm: String,
-    /// One ciphertext per recipient device.
+    /// One ciphertext per recipient device (per requesting device for a resend).
     pub envelopes: Vec<OutgoingEnvelope>,
+    /// The original message, for a resend.
+    pub resend_of: Option<String>,
     /// Acceptance time.
     pub now: OffsetDateTime,
     /// The signed `accepted` receipt, stored in the same transaction.

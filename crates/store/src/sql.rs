@@ -250,7 +250,10 @@ macro_rules! impl_store {
                 }
                 current.sort();
                 let ids: Vec<atlas_proto::DeviceId> = current.iter().map(|(d, _)| d.clone()).collect();
-                if let Some(mismatch) = $crate::records::device_list_mismatch(&ids, &m.envelopes) {
+                if let Some(mismatch) = $crate::records::device_list_mismatch(&ids, &m.envelopes)
+                    // A resend goes only to the devices that asked for it.
+                    && !(m.resend_of.is_some() && mismatch.extra.is_empty())
+                {
                     return Err($crate::StoreError::DeviceListMismatch(mismatch));
                 }
                 Ok($crate::records::SendCheck::Accept(current))
@@ -438,7 +441,7 @@ macro_rules! impl_store {
             async fn inbox(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, after: u64, limit: u32) -> $crate::StoreResult<Vec<atlas_proto::api::InboxMessage>> {
                 use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT seq, message_id, sender_id, sender_device_id, encryption_algorithm, msg_type, body, created_at FROM messages \
+                    "SELECT seq, message_id, sender_id, sender_device_id, encryption_algorithm, msg_type, body, created_at, session_id, resend_of FROM messages \
                      WHERE recipient_id = $1 AND recipient_device_id = $2 AND seq > $3 AND delivered_at IS NULL ORDER BY seq LIMIT $4",
                 )
                 .bind(user_id.as_str())
@@ -458,6 +461,8 @@ macro_rules! impl_store {
                             msg_type: u8::try_from(row.try_get::<i64, _>("msg_type")?).unwrap_or(u8::MAX),
                             body: row.try_get("body")?,
                             created_at: $crate::sql::rfc3339(row.try_get("created_at")?),
+                            session_id: row.try_get("session_id")?,
+                            resend_of: row.try_get("resend_of")?,
                         })
                     })
                     .collect()

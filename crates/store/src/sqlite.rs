@@ -258,7 +258,7 @@ async fn commit_batch(
     for chunk in crate::sql::chunks_of_known_size(&rows) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
-             encryption_algorithm, msg_type, body, seq, created_at) ",
+             encryption_algorithm, msg_type, body, seq, created_at, session_id, resend_of) ",
         );
         insert.push_values(chunk, |mut row, (m, envelope, seq)| {
             row.push_bind(m.message_id.as_str())
@@ -270,7 +270,9 @@ async fn commit_batch(
                 .push_bind(i64::from(envelope.msg_type))
                 .push_bind(envelope.body.as_str())
                 .push_bind(*seq)
-                .push_bind(m.now);
+                .push_bind(m.now)
+                .push_bind(envelope.session_id.as_deref())
+                .push_bind(m.resend_of.as_deref());
         });
         insert.build().execute(&mut *tx).await?;
     }
@@ -313,3 +315,5 @@ impl_store!(
 );
 
 crate::mls_sql::impl_group_store!(SqliteStore, sqlx::Sqlite, skip_locked = "", lock_rows = "");
+crate::e2ee_sql::impl_report_store!(SqliteStore, sqlx::Sqlite, lock_rows = "");
+crate::resend_sql::impl_resend_store!(SqliteStore, sqlx::Sqlite);

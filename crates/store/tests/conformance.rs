@@ -9,7 +9,8 @@ use atlas_proto::{DeviceId, UserId};
 use atlas_store::testdb::{TempDir, TempPostgres};
 use atlas_store::{
     AckedMessage, CommitOutcome, KeyPackageCounts, NewCommit, NewGroup, NewKeyPackage, NewMessage,
-    ReceiptRecord, RefreshTokenRecord, ServerKeyRecord, ServerKeyState, Store, StoreError,
+    NewReport, ReceiptRecord, RefreshTokenRecord, ReportChange, ServerKeyRecord, ServerKeyState,
+    Store, StoreError,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -66,6 +67,7 @@ fn envelope(device: &str, body: &str) -> OutgoingEnvelope {
         device_id: did(device),
         msg_type: 1,
         body: body.into(),
+        session_id: None,
     }
 }
 fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>) -> NewMessage {
@@ -78,6 +80,7 @@ fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>)
         request_hash: client_id.as_bytes().to_vec(),
         encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
         envelopes,
+        resend_of: None,
         now: now(),
         receipt: receipt(&format!("m-{client_id}"), from, to, None),
     }
@@ -1083,6 +1086,206 @@ async fn group_commits_are_sequenced_first_wins(db: Db) {
     }
 }
 
+fn report(
+    message_id: &str,
+    group: Option<&str>,
+    code: Option<&str>,
+    latency_ms: Option<u64>,
+) -> NewReport {
+    NewReport {
+        message_id: message_id.into(),
+        group_id: group.map(str::to_owned),
+        success: code.is_none(),
+        code: code.map(str::to_owned),
+        latency_ms,
+    }
+}
+
+async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
+    use ReportChange::*;
+    let store = db.open().await;
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "bob", "D1").await;
+    for id in ["c1", "c2", "c3"] {
+        store
+            .store_message(&send("alice", "bob", id, vec![envelope("D1", "x")]))
+            .await
+            .unwrap();
+    }
+    let later = now() + Duration::seconds(5);
+    let (bob, d1) = (uid("bob"), did("D1"));
+    let changes = store
+        .record_reports(
+            &bob,
+            &d1,
+            &[
+                report("m-c1", None, None, Some(10)),
+                report("m-c2", None, Some("KeyNotFound"), None),
+                report("m-c3", None, None, Some(u64::MAX)),
+                report("m-nope", None, None, Some(1)),
+            ],
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changes, vec![Succeeded, Failed, Succeeded, UnknownMessage]);
+    // The sender did not receive its own message: its report does not count.
+    assert_eq!(
+        store
+            .record_reports(
+                &uid("alice"),
+                &d1,
+                &[report("m-c1", None, Some("KeyNotFound"), None)],
+                later
+            )
+            .await
+            .unwrap(),
+        vec![UnknownMessage]
+    );
+    // Repeats change nothing that counts; a failure after a success is ignored.
+    let repeats = [
+        report("m-c2", None, Some("RatchetDesync"), None),
+        report("m-c1", None, Some("DuplicateMessage"), None),
+        report("m-c1", None, None, Some(10)),
+    ];
+    assert_eq!(
+        store
+            .record_reports(&bob, &d1, &repeats, later)
+            .await
+            .unwrap(),
+        vec![Unchanged, Unchanged, Unchanged]
+    );
+    let counts = store
+        .outcome_counts(later - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            counts.reported,
+            counts.succeeded,
+            counts.failed,
+            counts.recovered
+        ),
+        (3, 2, 1, 0)
+    );
+    assert_eq!(
+        counts.failures_by_code,
+        vec![("RatchetDesync".to_owned(), 1)]
+    );
+    // An absurd latency was capped by the message's age (about 5 s).
+    assert!(
+        (2_500..=2_600).contains(&counts.avg_latency_ms),
+        "{}",
+        counts.avg_latency_ms
+    );
+
+    assert_eq!(
+        store
+            .record_reports(&bob, &d1, &[report("m-c2", None, None, Some(30))], later)
+            .await
+            .unwrap(),
+        vec![Recovered]
+    );
+    let counts = store
+        .outcome_counts(later - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            counts.reported,
+            counts.succeeded,
+            counts.failed,
+            counts.recovered
+        ),
+        (3, 2, 0, 1)
+    );
+    let rows = store.message_reports("", "m-c2").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "recovered");
+    assert_eq!(rows[0].first_code.as_deref(), Some("KeyNotFound"));
+    assert_eq!(rows[0].sender_id, "alice");
+    assert_eq!(
+        store
+            .user_reports(&bob, later - Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .outcome_counts(later + Duration::seconds(1))
+            .await
+            .unwrap()
+            .reported,
+        0
+    );
+
+    // Group messages: only members other than the sender may report, only application messages.
+    let group = NewGroup {
+        group_id: "team".into(),
+        creator: "alice/D1".into(),
+        public_state: b"s".to_vec(),
+        group_info: b"i".to_vec(),
+        now: now(),
+    };
+    store.create_group(&group).await.unwrap();
+    let seq = store
+        .append_group_message("team", 0, "alice/D1", b"ct", now())
+        .await
+        .unwrap();
+    let group_report = [report(
+        &seq.to_string(),
+        Some("team"),
+        Some("EpochTooOld"),
+        None,
+    )];
+    assert_eq!(
+        store
+            .record_reports(&bob, &d1, &group_report, later)
+            .await
+            .unwrap(),
+        vec![UnknownMessage]
+    );
+    assert_eq!(
+        store
+            .record_reports(&uid("alice"), &d1, &group_report, later)
+            .await
+            .unwrap(),
+        vec![UnknownMessage]
+    );
+    store
+        .sequence_commit(&commit("team", "c1", 0, &["bob/D1"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .record_reports(&bob, &d1, &group_report, later)
+            .await
+            .unwrap(),
+        vec![Failed]
+    );
+    let rows = store
+        .message_reports("team", &seq.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            rows[0].sender_id.as_str(),
+            rows[0].sender_device_id.as_str()
+        ),
+        ("alice", "D1")
+    );
+    let commit_seq = [report(&(seq + 1).to_string(), Some("team"), None, None)];
+    assert_eq!(
+        store
+            .record_reports(&bob, &d1, &commit_seq, later)
+            .await
+            .unwrap(),
+        vec![UnknownMessage]
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1107,4 +1310,5 @@ on_both_backends!(
     signing_keys_rotate_with_overlap_and_revoke,
     key_packages_are_claimed_once_then_last_resort,
     group_commits_are_sequenced_first_wins,
+    decryption_reports_count_first_outcomes_and_recoveries,
 );

@@ -112,6 +112,46 @@ impl Harness {
     pub fn profile(&self, name: &str) -> std::path::PathBuf {
         self.homes.path.join(name)
     }
+
+    /// Runs one SQL statement on the server's database (fault injection); rows affected.
+    pub async fn sql(&self, statement: &str) -> u64 {
+        use sqlx::Connection;
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url())
+                    .await
+                    .unwrap();
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+            Backend::Postgres(pg) => {
+                let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+        }
+    }
+}
+
+/// Runs one SQL statement on a device's local state (`state.db` of a profile); rows affected.
+pub async fn profile_sql(profile: &std::path::Path, statement: &str) -> u64 {
+    use sqlx::Connection;
+    let db = profile.join("state.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected()
 }
 
 /// A device that crafts its own requests.
@@ -356,4 +396,108 @@ macro_rules! on_both_backends {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::support::Harness::postgres().await).await } )*
         }
     };
+}
+
+/// `atlas serve` as a child process, with everything it logs kept for the test.
+pub struct Server {
+    pub child: std::process::Child,
+    pub url: String,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed test must not leave a server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// What the server logged so far, one line each.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Starts `atlas serve --listen LISTEN --data-dir DATA EXTRA…` (log level from
+/// `ATLAS_LOG`, `warn` unless the test sets it) and waits for its address.
+pub fn serve(data: &TempDir, listen: &str, extra: &[&str]) -> Server {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(&data.path)
+        .args(extra)
+        .env(
+            "ATLAS_LOG",
+            std::env::var("ATLAS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("server prints its address").unwrap();
+        if let Some(rest) = line.strip_prefix("atlas listening on ") {
+            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Server { child, url, log }
+}
+
+/// An independent tool the test needs: its path, or `None` to skip — except
+/// when `ATLAS_REQUIRE_INTEROP` is set (CI), where a missing tool fails the test.
+pub fn required_tool(name: &str) -> Option<String> {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("ATLAS_REQUIRE_INTEROP").is_none(),
+            "{name} is required (ATLAS_REQUIRE_INTEROP is set) but not installed"
+        );
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}
+
+/// `GET /health/e2ee`.
+pub async fn e2ee_health(url: &str) -> atlas_proto::e2ee::E2eeHealth {
+    let http = atlas_client::http_client().unwrap();
+    let answer = http.get(format!("{url}/health/e2ee")).send().await.unwrap();
+    answer.json().await.unwrap()
+}
+
+/// `GET /metrics` as text.
+pub async fn metrics_text(url: &str) -> String {
+    let http = atlas_client::http_client().unwrap();
+    let answer = http.get(format!("{url}/metrics")).send().await.unwrap();
+    answer.text().await.unwrap()
+}
+
+/// The value of one series in a `/metrics` text.
+pub fn series(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+}
+
+/// `atlas_crypto_operations_total{operation="decrypt",status=STATUS}`.
+pub fn decrypt_count(metrics: &str, status: &str) -> f64 {
+    series(
+        metrics,
+        &format!("atlas_crypto_operations_total{{operation=\"decrypt\",status=\"{status}\"}}"),
+    )
 }

@@ -31,10 +31,14 @@ pub struct DeviceAuth {
 fn proof_error(state: &AppState, e: DpopError) -> ApiError {
     match e {
         DpopError::NonceRequired | DpopError::NonceInvalid => {
+            state.metrics.dpop("use_nonce");
             ApiError::unauthorized(ErrorCode::UseDpopNonce, format!("{INVALID_PROOF}: {e}"))
                 .with_nonce(state.nonces.issue(state.clock.unix()))
         }
-        e => ApiError::unauthorized(ErrorCode::InvalidDpopProof, format!("{INVALID_PROOF}: {e}")),
+        e => {
+            state.metrics.dpop("invalid");
+            ApiError::unauthorized(ErrorCode::InvalidDpopProof, format!("{INVALID_PROOF}: {e}"))
+        }
     }
 }
 
@@ -93,11 +97,13 @@ pub async fn check_proof(
         .await
         .map_err(ApiError::internal)?;
     if !fresh {
+        state.metrics.dpop("replay");
         return Err(ApiError::unauthorized(
             ErrorCode::InvalidDpopProof,
             format!("{INVALID_PROOF}: jti was already used (replay)"),
         ));
     }
+    state.metrics.dpop("valid");
     Ok(verified)
 }
 
@@ -143,6 +149,7 @@ impl FromRequestParts<AppState> for DeviceAuth {
         )
         .await?;
         if proof.jkt != claims.cnf.jkt {
+            state.metrics.dpop("binding_failed");
             return Err(ApiError::unauthorized(
                 ErrorCode::InvalidToken,
                 BINDING_FAILED,

@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 use atlas_crypto::mls_ds::{DsError, DsGroup};
+use atlas_proto::api::PushEvent;
 use atlas_proto::mls::{
     CommitRequest, CommitResponse, CreateGroupRequest, EpochAck, EpochConflict, GroupInfoResponse,
     GroupLogEntry, GroupLogResponse, GroupMemberView, GroupMessageRequest, GroupView,
@@ -106,7 +107,9 @@ fn notify<'a>(
                 seq,
                 kind: kind.to_owned(),
             };
-            state.fanout.publish_group(&m.user_id, &device, notice);
+            state
+                .fanout
+                .publish_notice(&m.user_id, &device, PushEvent::Group(notice));
         }
     }
 }

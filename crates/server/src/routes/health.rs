@@ -1,6 +1,9 @@
-//! `GET /health`: liveness with a storage round trip.
+//! `GET /health`: liveness with a storage round trip; `GET /health/e2ee`:
+//! last hour's decryption outcomes as devices reported them.
+use crate::error::ApiError;
 use crate::state::AppState;
 use atlas_proto::api::{HealthResponse, StorageHealth};
+use atlas_proto::e2ee::{E2eeHealth, health_status};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,4 +29,30 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
         },
         Json(body),
     )
+}
+
+/// `GET /health/e2ee`: always 200 (a poor E2EE figure is no reason to restart
+/// a server), the verdict is in `status`; thresholds in `atlas_proto::e2ee`.
+pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, ApiError> {
+    let since = state.clock.now() - time::Duration::HOUR;
+    let counts = state.store.outcome_counts(since).await?;
+    let ratio = |n: u64| {
+        if counts.reported == 0 {
+            0.0
+        } else {
+            n as f64 / counts.reported as f64
+        }
+    };
+    let failure_ratio = ratio(counts.failed);
+    // Four decimals: the runbook's example shows 0.998, and more digits are noise.
+    let success_rate = ((1.0 - failure_ratio) * 10_000.0).round() / 10_000.0;
+    Ok(Json(E2eeHealth {
+        status: health_status(failure_ratio).into(),
+        decryption_success_rate: success_rate,
+        avg_latency_ms: counts.avg_latency_ms,
+        failed_decryptions_last_hour: counts.failed,
+        recovered_last_hour: counts.recovered,
+        reports_last_hour: counts.reported,
+        failures_by_code: counts.failures_by_code.into_iter().collect(),
+    }))
 }

@@ -8,7 +8,7 @@ use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
 use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
-use atlas_store::{AckedMessage, NewMessage};
+use atlas_store::{AckedMessage, NewMessage, ResendOutcome};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -51,6 +51,17 @@ fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError
                 "ciphertext exceeds {max_envelope_bytes} bytes"
             )));
         }
+        if e.session_id.as_deref().is_some_and(|id| {
+            id.is_empty()
+                || id.len() > 128
+                || !id.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+                })
+        }) {
+            return Err(ApiError::invalid(
+                "session_id must be 1 to 128 base64 characters",
+            ));
+        }
         if e.body.is_empty()
             || !e
                 .body
@@ -61,6 +72,44 @@ fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError
         }
     }
     Ok(())
+}
+
+/// The pending resend requests a send with `resend_of` answers. Each envelope
+/// must go to a device that asked this sending device for that message.
+async fn resend_requests_answered(
+    state: &AppState,
+    auth: &DeviceAuth,
+    req: &SendRequest,
+    original: &str,
+) -> Result<Vec<String>, ApiError> {
+    crate::routes::resend::check_message_id(original)?;
+    let pending: Vec<_> = state
+        .store
+        .resend_requests(original)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.status == "pending"
+                && r.sender_id == auth.user_id.as_str()
+                && r.sender_device_id == auth.device_id.as_str()
+                && r.recipient_id == req.recipient_id.as_str()
+        })
+        .collect();
+    req.envelopes
+        .iter()
+        .map(|e| {
+            pending
+                .iter()
+                .find(|r| r.recipient_device_id == e.device_id.as_str())
+                .map(|r| r.request_id.clone())
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "no pending resend request of {original} for device {}",
+                        e.device_id
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// A UUIDv7 from the server clock, so a message id carries its acceptance time
@@ -95,6 +144,10 @@ pub async fn send(
                 .ok_or_else(|| ApiError::invalid("body must be base64"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let answering = match &req.resend_of {
+        Some(original) => resend_requests_answered(&state, &auth, &req, original).await?,
+        None => Vec::new(),
+    };
     let request_hash =
         Sha256::digest(serde_json::to_vec(&req).map_err(ApiError::internal)?).to_vec();
     let now = state.clock.now();
@@ -117,6 +170,7 @@ pub async fn send(
         request_hash,
         encryption_algorithm: req.encryption_algorithm,
         envelopes: req.envelopes,
+        resend_of: req.resend_of,
         now,
         receipt,
     };
@@ -136,11 +190,24 @@ pub async fn send(
                 msg_type: envelope.msg_type,
                 body: envelope.body.clone(),
                 created_at: accepted_at.clone(),
+                session_id: envelope.session_id.clone(),
+                resend_of: message.resend_of.clone(),
             };
             state
                 .fanout
                 .publish(&message.recipient_id, device_id, pushed);
         }
+    }
+    for request_id in answering {
+        state
+            .store
+            .complete_resend(
+                &request_id,
+                (&message.sender_id, &message.sender_device_id),
+                ResendOutcome::Resent(&stored.message_id),
+                now,
+            )
+            .await?;
     }
     let deliveries = stored
         .deliveries

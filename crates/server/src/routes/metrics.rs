@@ -1,11 +1,13 @@
-//! `GET /metrics`: Prometheus text exposition. MLS epoch gauges are read from
-//! the store at scrape time, so every server process reports the same truth.
+//! `GET /metrics`: Prometheus text exposition. The counters are this
+//! process's (see `telemetry`); MLS epoch gauges are read from the store at
+//! scrape time, so every server process reports the same truth.
 //!
 //! Cardinality: one series per group and gauge, `group_id` the only label,
 //! for at most [`MAX_GROUPS`] groups, the most lagging first (a healthy group
 //! beyond the cap is the one that matters least to the alert).
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::telemetry::label;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -13,14 +15,6 @@ use std::fmt::Write;
 
 /// Most groups exported per scrape.
 pub const MAX_GROUPS: u32 = 1000;
-
-/// Escapes a label value (text format 0.0.4).
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
 
 /// A gauge: name, help text, and its value for one group.
 type Gauge = (
@@ -33,6 +27,7 @@ type Gauge = (
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let groups = state.store.group_epoch_health(MAX_GROUPS).await?;
     let mut out = String::new();
+    state.metrics.render(&mut out);
     let gauges: [Gauge; 3] = [
         (
             "atlas_mls_group_epoch",

@@ -8,6 +8,8 @@ pub mod messages;
 pub mod metrics;
 pub mod mls_admin;
 pub mod receipts;
+pub mod reports;
+pub mod resend;
 pub mod signing_keys;
 pub mod token;
 pub mod users;
@@ -29,7 +31,9 @@ const MAX_COMMIT_BODY: usize = 16 * 1024 * 1024;
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/health/e2ee", get(health::e2ee))
         .route("/metrics", get(metrics::metrics))
+        .route("/reports/decryption", post(reports::record))
         .route("/users", post(users::register))
         .route("/users/{user_id}/devices", get(users::devices))
         .route("/devices/link-tokens", post(users::link_token))
@@ -39,6 +43,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/keys/claim", post(keys::claim))
         .route("/messages", post(messages::send).get(messages::inbox))
         .route("/messages/ack", post(messages::ack))
+        .route(
+            "/messages/{message_id}/request-resend",
+            post(resend::request),
+        )
+        .route("/resend-requests", get(resend::pending))
+        .route(
+            "/resend-requests/{request_id}/unavailable",
+            post(resend::unavailable),
+        )
         .route("/ws", get(ws::connect))
         .route("/mls/key-packages", post(key_packages::upload))
         .route("/mls/key-packages/count", get(key_packages::count))
@@ -100,6 +113,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_request,
+        ))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             offer_nonce,
@@ -116,5 +133,32 @@ async fn offer_nonce(State(state): State<AppState>, mut response: Response) -> R
     {
         response.headers_mut().insert("dpop-nonce", nonce);
     }
+    response
+}
+
+/// Counts every answered request by method, route template and status.
+async fn count_request(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http(method, &route, response.status().as_u16());
     response
 }

@@ -67,9 +67,9 @@ async fn catch_up(
 async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSocket) {
     // Subscribe before reading the backlog so nothing stored in between is missed.
     let mut live = state.fanout.subscribe(&auth.user_id, &auth.device_id);
-    let mut group_live = state
+    let mut notices = state
         .fanout
-        .subscribe_groups(&auth.user_id, &auth.device_id);
+        .subscribe_notices(&auth.user_id, &auth.device_id);
     let Some(mut last) = catch_up(&state, &auth, &mut socket, after).await else {
         return;
     };
@@ -92,9 +92,9 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
                 }
                 Err(RecvError::Closed) => return,
             },
-            notice = group_live.recv() => match notice {
+            notice = notices.recv() => match notice {
                 Ok(notice) => {
-                    let Ok(text) = serde_json::to_string(&PushEvent::Group(notice)) else { return };
+                    let Ok(text) = serde_json::to_string(&notice) else { return };
                     if socket.send(Message::Text(text.into())).await.is_err() { return }
                 }
                 // Missed nudges only delay a fetch the client makes anyway on reconnect.

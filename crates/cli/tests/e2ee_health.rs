@@ -1,0 +1,272 @@
+//! Decryption health as operators see it: devices report outcomes, which
+//! `/health/e2ee`, `/metrics`, the logs and the Prometheus alerts of
+//! `deploy/prometheus/alerts.yml` turn into verdicts — checked by promtool and
+//! by a real Prometheus that scrapes a running `atlas serve`.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod support;
+
+use atlas_client::Client;
+use atlas_proto::UserId;
+use serde_json::{Value, json};
+use support::{
+    Harness, RawDevice, decrypt_count, e2ee_health as health, metrics_text as metrics,
+    required_tool, series as counter,
+};
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+/// Sends `count` messages to `to` that no device can decrypt: the sender never
+/// made a session, so each arrives as a normal (not pre-key) message.
+async fn send_undecryptable(from: &RawDevice, to: &Client, count: usize) {
+    let token = from.token().await;
+    for i in 0..count {
+        let (status, body) = from
+            .call(
+                &token,
+                "POST",
+                "/messages",
+                Some(json!({
+                    "recipient_id": to.user_id().as_str(),
+                    "client_message_id": format!("garbage-{i}"),
+                    "envelopes": [{"device_id": to.device_id().as_str(), "msg_type": 1, "body": "R2FyYmFnZSBjaXBoZXJ0ZXh0IGZyb20gbWFsbG9yeQ"}],
+                })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+async fn outcome_reports_drive_health_and_metrics(h: Harness) {
+    let url = h.url();
+    let alice = Client::register(&h.profile("alice"), &url, uid("alice"), None)
+        .await
+        .unwrap();
+    let bob = Client::register(&h.profile("bob"), &url, uid("bob"), None)
+        .await
+        .unwrap();
+    let quiet = health(&url).await;
+    assert_eq!(
+        (quiet.status.as_str(), quiet.decryption_success_rate),
+        ("healthy", 1.0)
+    );
+    for i in 0..3 {
+        alice
+            .send_text(&uid("bob"), &format!("hi {i}"))
+            .await
+            .unwrap();
+    }
+    let got = bob.sync().await.unwrap();
+    assert!(got.iter().all(|r| r.text.is_some()));
+    let good = health(&url).await;
+    assert_eq!(good.status, "healthy");
+    assert_eq!(good.reports_last_hour, 3);
+    assert_eq!(good.failed_decryptions_last_hour, 0);
+    assert_eq!(good.decryption_success_rate, 1.0);
+    assert!(good.avg_latency_ms < 60_000, "{}", good.avg_latency_ms);
+
+    let mallory = RawDevice::register(&url, "mallory").await;
+    send_undecryptable(&mallory, &bob, 1).await;
+    let got = bob.sync().await.unwrap();
+    assert!(got[0].error.as_deref().unwrap().starts_with("KeyNotFound"));
+    let bad = health(&url).await;
+    assert_eq!(bad.status, "unhealthy", "1 of 4 failed: {bad:?}");
+    assert_eq!(bad.decryption_success_rate, 0.75);
+    assert_eq!(bad.failed_decryptions_last_hour, 1);
+    assert_eq!(bad.failures_by_code.get("KeyNotFound"), Some(&1));
+    // The raw JSON carries the runbook's field names.
+    let raw: Value = atlas_client::http_client()
+        .unwrap()
+        .get(format!("{url}/health/e2ee"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for field in [
+        "status",
+        "decryption_success_rate",
+        "avg_latency_ms",
+        "failed_decryptions_last_hour",
+    ] {
+        assert!(raw.get(field).is_some(), "{field} missing: {raw}");
+    }
+
+    let text = metrics(&url).await;
+    assert_eq!(
+        (
+            decrypt_count(&text, "success"),
+            decrypt_count(&text, "failure")
+        ),
+        (3.0, 1.0)
+    );
+    assert!(
+        counter(
+            &text,
+            "atlas_http_requests_total{method=\"POST\",route=\"/reports/decryption\",status=\"200\"}"
+        ) >= 2.0
+    );
+    assert!(counter(&text, "atlas_dpop_proofs_total{result=\"valid\"}") > 5.0);
+    if let Some(promtool) = required_tool("promtool") {
+        let (ok, out) = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_with_stdin(text.as_bytes());
+        assert!(ok, "promtool check metrics: {out}");
+    }
+}
+
+/// `Command::output` with bytes on stdin; returns success and stdout+stderr.
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (bool, String);
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (bool, String) {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+on_both_backends!(outcome_reports_drive_health_and_metrics);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reports_are_refused_and_cannot_poison_health() {
+    let h = Harness::sqlite().await;
+    let url = h.url();
+    let alice = Client::register(&h.profile("alice"), &url, uid("alice"), None)
+        .await
+        .unwrap();
+    let mut bob = RawDevice::register(&url, "bob").await;
+    let token = bob.token().await;
+    let one_time_keys = bob.account.generate_one_time_keys(1);
+    let (status, _) = bob
+        .call(
+            &token,
+            "POST",
+            "/keys/upload",
+            Some(json!({ "one_time_keys": one_time_keys })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = alice.send_text(&uid("bob"), "hello").await.unwrap();
+    let report = |body: Value| {
+        let (bob, token) = (&bob, &token);
+        async move {
+            bob.call(token, "POST", "/reports/decryption", Some(body))
+                .await
+        }
+    };
+    let one = |r: Value| json!({ "reports": [r] });
+    let id = sent.message_id.as_str();
+
+    // Malformed: unknown code, unknown field (no content may ride along), wrong types.
+    for body in [
+        one(json!({"message_id": id, "outcome": "failure", "code": "CosmicRay"})),
+        one(json!({"message_id": id, "outcome": "success", "plaintext": "hello"})),
+        one(json!({"message_id": id, "outcome": "success", "latency_ms": -5})),
+        json!({"reports": []}),
+        json!("not an object"),
+    ] {
+        let (status, answer) = report(body.clone()).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
+    // Oversized.
+    let many: Vec<Value> = (0..101)
+        .map(|_| json!({"message_id": id, "outcome": "success"}))
+        .collect();
+    let (status, answer) = report(json!({ "reports": many })).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    // Unauthorised: no token, and an operator-style Bearer token.
+    let (status, _, _) = bob
+        .send_raw(
+            "POST",
+            "/reports/decryption",
+            None,
+            None,
+            Some(
+                one(json!({"message_id": id, "outcome": "success"}))
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    // Individually refused: a message bob never received, a failure without a code,
+    // a success with one, an id that is not an id.
+    let (status, answer) = report(json!({ "reports": [
+        {"message_id": "0190f0f0-0000-7000-8000-000000000000", "outcome": "failure", "code": "KeyNotFound"},
+        {"message_id": id, "outcome": "failure"},
+        {"message_id": id, "outcome": "success", "code": "KeyNotFound"},
+        {"message_id": "../../etc", "outcome": "success"},
+        {"message_id": id, "outcome": "success", "latency_ms": 18446744073709551615u64},
+    ]}))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["recorded"], 1);
+    let reasons: Vec<&str> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "invalid_request",
+            "invalid_request",
+            "invalid_request",
+            "unknown_message"
+        ]
+    );
+    // The absurd latency was capped by the message's age.
+    assert!(health(&url).await.avg_latency_ms < 60_000);
+
+    // Replayed reports: a flood of failures about the same message changes nothing.
+    let before = health(&url).await;
+    for _ in 0..5 {
+        let (status, _) = report(one(
+            json!({"message_id": id, "outcome": "failure", "code": "RatchetDesync"}),
+        ))
+        .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(health(&url).await, before);
+    let text = metrics(&url).await;
+    assert_eq!(decrypt_count(&text, "failure"), 0.0);
+
+    // A flood of requests from one device is cut off.
+    let mut limited = 0;
+    for _ in 0..40 {
+        let (status, answer) = report(one(json!({"message_id": id, "outcome": "success"}))).await;
+        if status == 429 {
+            assert_eq!(answer["error"], "rate_limited");
+            limited += 1;
+        }
+    }
+    assert!(limited >= 10, "{limited} of 40 requests limited");
+    assert_eq!(health(&url).await, before);
+}

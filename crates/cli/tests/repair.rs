@@ -1,0 +1,294 @@
+//! The runbook's causes of "Unable to decrypt message", reproduced for real,
+//! and their recovery: each failure is reported, shows in `/health/e2ee` and
+//! `/metrics`, and the message becomes readable again — on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod support;
+
+use atlas_client::{Client, Received};
+use atlas_proto::UserId;
+use serde_json::json;
+use support::{
+    Harness, RawDevice, decrypt_count, e2ee_health, metrics_text, operator_token, profile_sql,
+};
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+async fn register(h: &Harness, name: &str) -> Client {
+    Client::register(&h.profile(name), &h.url(), uid(name), None)
+        .await
+        .unwrap()
+}
+
+/// Two users who have exchanged one message each way, so later messages are
+/// ordinary (not pre-key) messages of one established session.
+async fn acquainted(h: &Harness) -> (Client, Client) {
+    let alice = register(h, "alice").await;
+    let bob = register(h, "bob").await;
+    alice.send_text(&uid("bob"), "hello").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text(&uid("alice"), "hi").await.unwrap();
+    alice.sync().await.unwrap();
+    (alice, bob)
+}
+
+fn codes(received: &[Received]) -> Vec<&str> {
+    received
+        .iter()
+        .filter_map(|r| r.error.as_deref()?.split(':').next())
+        .collect()
+}
+
+/// Skipped message keys not stored: the network delivers the 45th message
+/// first, bob's device keeps the 40 skipped keys Olm allows and loses four.
+/// The four are reported, resent automatically, and read.
+async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
+    let (alice, bob) = acquainted(&h).await;
+    let mut ids = Vec::new();
+    for i in 1..=45 {
+        ids.push(
+            alice
+                .send_text(&uid("bob"), &format!("m{i}"))
+                .await
+                .unwrap()
+                .message_id,
+        );
+    }
+    h.sql(
+        "UPDATE messages SET seq = seq + 1000 WHERE recipient_id = 'bob' AND delivered_at IS NULL",
+    )
+    .await;
+    h.sql("UPDATE messages SET seq = 2 WHERE recipient_id = 'bob' AND seq = 1046")
+        .await;
+    h.sql("UPDATE messages SET seq = seq - 999 WHERE recipient_id = 'bob' AND seq > 1000")
+        .await;
+
+    let got = bob.sync().await.unwrap();
+    assert_eq!(got.len(), 45);
+    assert_eq!(got[0].text.as_deref(), Some("m45"));
+    assert_eq!(codes(&got), ["MissingSkippedKey"; 4]);
+    let failed: Vec<&str> = got
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| r.message_id.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        ids[..4].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let health = e2ee_health(&h.url()).await;
+    assert_eq!(health.failed_decryptions_last_hour, 4);
+    assert_eq!(health.failures_by_code.get("MissingSkippedKey"), Some(&4));
+    assert_eq!(health.status, "unhealthy");
+
+    // Bob's device asked for resends; alice's device answers on its next sync.
+    alice.sync().await.unwrap();
+    let resent = bob.sync().await.unwrap();
+    let texts: Vec<_> = resent.iter().map(|r| r.text.as_deref().unwrap()).collect();
+    assert_eq!(texts, ["m1", "m2", "m3", "m4"]);
+    let originals: Vec<_> = resent
+        .iter()
+        .map(|r| r.resend_of.clone().unwrap())
+        .collect();
+    assert_eq!(originals, ids[..4]);
+
+    let health = e2ee_health(&h.url()).await;
+    assert_eq!(
+        (
+            health.failed_decryptions_last_hour,
+            health.recovered_last_hour
+        ),
+        (0, 4)
+    );
+    assert_eq!(
+        (health.status.as_str(), health.decryption_success_rate),
+        ("healthy", 1.0)
+    );
+    let metrics = metrics_text(&h.url()).await;
+    assert_eq!(decrypt_count(&metrics, "failure"), 4.0);
+    assert_eq!(decrypt_count(&metrics, "recovered"), 4.0);
+}
+
+/// Double Ratchet state desynchronised: bob's stored session with alice is
+/// overwritten by another session's state. The failure is reported, the resend
+/// comes on a fresh session, and later messages use it.
+async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
+    let carol = register(&h, "carol").await;
+    let (alice, bob) = acquainted(&h).await;
+    carol.send_text(&uid("bob"), "from carol").await.unwrap();
+    bob.sync().await.unwrap();
+    let replaced = profile_sql(
+        &h.profile("bob"),
+        "UPDATE sessions SET pickle = (SELECT pickle FROM sessions WHERE peer_user = 'carol') WHERE peer_user = 'alice'",
+    )
+    .await;
+    assert_eq!(replaced, 1);
+
+    let lost = alice
+        .send_text(&uid("bob"), "after the desync")
+        .await
+        .unwrap();
+    let got = bob.sync().await.unwrap();
+    assert_eq!(codes(&got), ["RatchetDesync"]);
+    assert_eq!(
+        e2ee_health(&h.url())
+            .await
+            .failures_by_code
+            .get("RatchetDesync"),
+        Some(&1)
+    );
+    alice.sync().await.unwrap();
+    let resent = bob.sync().await.unwrap();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].text.as_deref(), Some("after the desync"));
+    assert_eq!(
+        resent[0].resend_of.as_deref(),
+        Some(lost.message_id.as_str())
+    );
+    alice.send_text(&uid("bob"), "and later").await.unwrap();
+    let later = bob.sync().await.unwrap();
+    assert_eq!(later[0].text.as_deref(), Some("and later"));
+    let health = e2ee_health(&h.url()).await;
+    assert_eq!(
+        (
+            health.failed_decryptions_last_hour,
+            health.recovered_last_hour
+        ),
+        (0, 1)
+    );
+}
+
+on_both_backends!(
+    skipped_keys_lost_in_reordering_are_recovered_by_resend,
+    desynchronised_ratchet_is_recovered_on_a_fresh_session,
+);
+
+/// Who may ask for a resend, how often, and what the sender may send as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_requests_are_authorised_limited_and_checked() {
+    let h = Harness::sqlite().await;
+    let url = h.url();
+    let alice = register(&h, "alice").await;
+    let bob = register(&h, "bob").await;
+    let sent = alice.send_text(&uid("bob"), "hello").await.unwrap();
+    let id = sent.message_id.as_str();
+    let path = format!("/messages/{id}/request-resend");
+
+    // A stranger, and the sender itself, cannot ask: to them the message does not exist.
+    let mallory = RawDevice::register(&url, "mallory").await;
+    let token = mallory.token().await;
+    let (status, body) = mallory.call(&token, "POST", &path, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_message"))
+    );
+    let err = alice.request_resend(id).await.unwrap_err();
+    assert_eq!(err.code(), Some(atlas_proto::ErrorCode::UnknownMessage));
+    // Malformed ids, no credentials.
+    let (status, _) = mallory
+        .call(
+            &token,
+            "POST",
+            "/messages/..%2F..%2Fetc/request-resend",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = mallory.send_raw("POST", &path, None, None, None).await;
+    assert_eq!(status, 401);
+
+    // An operator needs the `messages` scope.
+    let http = atlas_client::http_client().unwrap();
+    let as_operator = |token: String| {
+        let (http, url, path) = (http.clone(), url.clone(), path.clone());
+        async move {
+            let r = http
+                .post(format!("{url}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = as_operator(operator_token(&h.database_url(), "dpop")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    let operator = operator_token(&h.database_url(), "messages");
+    let (status, body) = as_operator(operator.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["requests"][0]["recipient_device_id"],
+        bob.device_id().as_str()
+    );
+    assert_eq!(body["requests"][0]["status"], "pending");
+    // Asking again while one is pending returns the same request.
+    let (_, again) = as_operator(operator.clone()).await;
+    assert_eq!(
+        again["requests"][0]["request_id"],
+        body["requests"][0]["request_id"]
+    );
+
+    // A send claiming to be a resend needs a pending request for each device it goes to.
+    let forged = json!({
+        "recipient_id": "bob",
+        "client_message_id": "forged",
+        "resend_of": id,
+        "envelopes": [{"device_id": "NOTBOB", "msg_type": 1, "body": "AAAA"}],
+    });
+    let (status, body) = mallory
+        .call(&token, "POST", "/messages", Some(forged))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
+    // The sender answers; once bob has read it, there is nothing left to resend.
+    alice.sync().await.unwrap();
+    let got = bob.sync().await.unwrap();
+    assert_eq!(
+        got.iter()
+            .filter_map(|r| r.text.as_deref())
+            .collect::<Vec<_>>(),
+        ["hello", "hello"]
+    );
+    let (status, body) = as_operator(operator.clone()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("nothing_to_resend"))
+    );
+
+    // A sender whose outbox no longer has the message says so.
+    let gone = alice
+        .send_text(&uid("bob"), "soon forgotten")
+        .await
+        .unwrap();
+    profile_sql(&h.profile("alice"), "DELETE FROM outbox").await;
+    bob.request_resend(&gone.message_id).await.unwrap();
+    assert_eq!(alice.answer_resend_requests().await.unwrap(), 0);
+    let marked = h
+        .sql("UPDATE resend_requests SET detail = detail WHERE status = 'unavailable' AND detail LIKE '%outbox%'")
+        .await;
+    assert_eq!(marked, 1);
+
+    // Requests between one pair of devices are rate-limited.
+    let mut limited = 0;
+    for _ in 0..30 {
+        match bob.request_resend(&gone.message_id).await {
+            Err(e) if e.code() == Some(atlas_proto::ErrorCode::RateLimited) => limited += 1,
+            other => {
+                other.unwrap();
+            }
+        }
+    }
+    assert!(limited >= 15, "{limited} of 30 limited");
+}

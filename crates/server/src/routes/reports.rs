@@ -1,0 +1,123 @@
+//! `POST /reports/decryption`: devices report each decryption outcome (a code
+//! and a latency, never content). A report counts only for a message the
+//! device received, and only its first outcome or a recovery moves the
+//! figures, so no device can inflate or hide failures by repeating itself.
+use crate::auth::DeviceAuth;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use atlas_proto::ErrorCode;
+use atlas_proto::e2ee::{
+    DecryptionReport, MAX_REPORTS_PER_REQUEST, Outcome, RejectedReport, ReportsRequest,
+    ReportsResponse,
+};
+use atlas_store::{NewReport, ReportChange};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+/// Report requests a device may make at once.
+pub const BURST: u32 = 30;
+/// Report requests per device and minute, sustained.
+pub const PER_MINUTE: u32 = 60;
+
+/// Why a single report is refused before it reaches storage.
+fn check(report: &DecryptionReport) -> Result<(), &'static str> {
+    let id_ok = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !id_ok(&report.message_id, 64) {
+        return Err("message_id is not a message id");
+    }
+    if report.group_id.as_deref().is_some_and(|g| !id_ok(g, 128)) {
+        return Err("group_id is not a group id");
+    }
+    match (report.outcome, report.code) {
+        (Outcome::Failure, None) => Err("a failure needs a code"),
+        (Outcome::Success, Some(_)) => Err("a success has no code"),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /reports/decryption`.
+pub async fn record(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiJson(req): ApiJson<ReportsRequest>,
+) -> Result<Json<ReportsResponse>, ApiError> {
+    if req.reports.is_empty() {
+        return Err(ApiError::invalid("at least one report is required"));
+    }
+    if req.reports.len() > MAX_REPORTS_PER_REQUEST {
+        return Err(ApiError::too_large(format!(
+            "at most {MAX_REPORTS_PER_REQUEST} reports per request"
+        )));
+    }
+    let reporter = format!("{}/{}", auth.user_id, auth.device_id);
+    if !state.report_limit.allow(&reporter, state.clock.seconds()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!("at most {PER_MINUTE} report requests per minute and device"),
+        ));
+    }
+    let mut rejected = Vec::new();
+    let mut accepted = Vec::new();
+    for report in req.reports {
+        match check(&report) {
+            Ok(()) => accepted.push(report),
+            Err(why) => rejected.push(RejectedReport {
+                message_id: report.message_id.chars().take(64).collect(),
+                reason: format!("{}: {why}", ErrorCode::InvalidRequest.as_str()),
+            }),
+        }
+    }
+    let rows: Vec<NewReport> = accepted
+        .iter()
+        .map(|r| NewReport {
+            message_id: r.message_id.clone(),
+            group_id: r.group_id.clone(),
+            success: r.outcome == Outcome::Success,
+            code: r.code.map(|c| c.as_str().to_owned()),
+            latency_ms: r.latency_ms,
+        })
+        .collect();
+    let changes = state
+        .store
+        .record_reports(&auth.user_id, &auth.device_id, &rows, state.clock.now())
+        .await?;
+    let mut recorded = 0;
+    for (report, change) in accepted.iter().zip(changes) {
+        let group = report.group_id.as_deref().unwrap_or("");
+        match change {
+            ReportChange::UnknownMessage => rejected.push(RejectedReport {
+                message_id: report.message_id.clone(),
+                reason: format!(
+                    "{}: this device received no such message",
+                    ErrorCode::UnknownMessage.as_str()
+                ),
+            }),
+            ReportChange::Failed => {
+                state.metrics.crypto("decrypt", "failure");
+                let code = report.code.map_or("", |c| c.as_str());
+                tracing::warn!(
+                    message_id = %report.message_id, group_id = group, reporter = %reporter, code,
+                    "decrypt error: {code}"
+                );
+            }
+            ReportChange::Succeeded => state.metrics.crypto("decrypt", "success"),
+            ReportChange::Recovered => {
+                state.metrics.crypto("decrypt", "recovered");
+                tracing::info!(message_id = %report.message_id, group_id = group, reporter = %reporter, "decrypt recovered");
+            }
+            ReportChange::Unchanged => {}
+        }
+        if change != ReportChange::UnknownMessage {
+            recorded += 1;
+        }
+    }
+    Ok(Json(ReportsResponse { recorded, rejected }))
+}

@@ -1,0 +1,171 @@
+//! In-process counters exported on `/metrics`: crypto operations as devices
+//! report them, HTTP requests, DPoP proof checks. Each server process counts
+//! what it handled; Prometheus sums the processes.
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Outcomes of `operation="decrypt"`: `recovered` counts a message that failed
+/// first and decrypted later (its failure was counted when it was reported).
+pub const DECRYPT_STATUSES: [&str; 3] = ["success", "failure", "recovered"];
+/// Results of a DPoP proof check.
+pub const DPOP_RESULTS: [&str; 5] = ["valid", "invalid", "replay", "use_nonce", "binding_failed"];
+
+/// The counters. Every series that alerts read exists from the start at 0, so
+/// `rate()` sees the first increment.
+pub struct Metrics {
+    crypto: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    http: Mutex<BTreeMap<(String, String, u16), u64>>,
+    dpop: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            crypto: Mutex::new(
+                DECRYPT_STATUSES
+                    .iter()
+                    .map(|s| (("decrypt", *s), 0))
+                    .collect(),
+            ),
+            http: Mutex::new(BTreeMap::new()),
+            dpop: Mutex::new(DPOP_RESULTS.iter().map(|r| (*r, 0)).collect()),
+        }
+    }
+}
+
+/// Most distinct HTTP series kept; routes are templates, so this is never reached in practice.
+const MAX_HTTP_SERIES: usize = 2000;
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    // A poisoned lock only means another thread panicked mid-increment: keep counting.
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    *map.entry(key).or_insert(0) += 1;
+}
+
+impl Metrics {
+    /// Counts one crypto operation outcome.
+    pub fn crypto(&self, operation: &'static str, status: &'static str) {
+        bump(&self.crypto, (operation, status));
+    }
+
+    /// Counts one DPoP proof check by result (one of [`DPOP_RESULTS`]).
+    pub fn dpop(&self, result: &'static str) {
+        bump(&self.dpop, result);
+    }
+
+    /// Counts one answered HTTP request; `route` is the route template.
+    pub fn http(&self, method: &str, route: &str, status: u16) {
+        let mut map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (method.to_owned(), route.to_owned(), status);
+        if map.len() >= MAX_HTTP_SERIES && !map.contains_key(&key) {
+            return;
+        }
+        *map.entry(key).or_insert(0) += 1;
+    }
+
+    /// Current value of one crypto counter.
+    pub fn crypto_count(&self, operation: &str, status: &str) -> u64 {
+        let map = self.crypto.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .find(|((o, s), _)| *o == operation && *s == status)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    /// Appends the counters in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        {
+            let map = self.crypto.lock().unwrap_or_else(|p| p.into_inner());
+            header(
+                out,
+                "atlas_crypto_operations_total",
+                "Cryptographic operations by outcome; decrypt outcomes are reported by the receiving devices.",
+            );
+            for ((operation, status), value) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "atlas_crypto_operations_total{{operation=\"{operation}\",status=\"{status}\"}} {value}"
+                );
+            }
+        }
+        {
+            let map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+            header(
+                out,
+                "atlas_http_requests_total",
+                "HTTP requests answered, by method, route template and status.",
+            );
+            for ((method, route, status), value) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "atlas_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {value}",
+                    label(method),
+                    label(route)
+                );
+            }
+        }
+        let map = self.dpop.lock().unwrap_or_else(|p| p.into_inner());
+        header(
+            out,
+            "atlas_dpop_proofs_total",
+            "DPoP proofs checked, by result.",
+        );
+        for (result, value) in map.iter() {
+            let _ = writeln!(
+                out,
+                "atlas_dpop_proofs_total{{result=\"{result}\"}} {value}"
+            );
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+}
+
+/// Escapes a label value (text format 0.0.4).
+pub fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_with_zeroes_for_alerted_series() {
+        let m = Metrics::default();
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains(
+                "atlas_crypto_operations_total{operation=\"decrypt\",status=\"failure\"} 0"
+            )
+        );
+        assert!(out.contains("atlas_dpop_proofs_total{result=\"replay\"} 0"));
+        m.crypto("decrypt", "failure");
+        m.dpop("replay");
+        m.http("GET", "/messages/{id}", 404);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains(
+                "atlas_crypto_operations_total{operation=\"decrypt\",status=\"failure\"} 1"
+            )
+        );
+        assert!(out.contains("atlas_dpop_proofs_total{result=\"replay\"} 1"));
+        assert!(out.contains(
+            "atlas_http_requests_total{method=\"GET\",route=\"/messages/{id}\",status=\"404\"} 1"
+        ));
+        assert_eq!(m.crypto_count("decrypt", "failure"), 1);
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,104 @@
+//! Storage of resend requests, and the per-device copies of a message that
+//! resends, resets and diagnosis look at.
+use crate::StoreResult;
+use atlas_proto::{DeviceId, UserId};
+use time::OffsetDateTime;
+
+/// One recipient device's copy of a 1:1 message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageCopy {
+    /// The message.
+    pub message_id: String,
+    /// Recipient user.
+    pub recipient_id: String,
+    /// Recipient device.
+    pub recipient_device_id: String,
+    /// Sender user.
+    pub sender_id: String,
+    /// Sender device.
+    pub sender_device_id: String,
+    /// Algorithm of the ciphertext.
+    pub encryption_algorithm: String,
+    /// Olm message type (0 pre-key).
+    pub msg_type: u8,
+    /// The Olm session the sender named.
+    pub session_id: Option<String>,
+    /// The original, for a resend.
+    pub resend_of: Option<String>,
+    /// Position in the device's queue.
+    pub seq: u64,
+    /// Acceptance.
+    pub created_at: OffsetDateTime,
+    /// Acknowledgement by the device.
+    pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// A request that the sending device re-encrypt a message for one recipient device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResendRequestRecord {
+    /// Id.
+    pub request_id: String,
+    /// The message to re-encrypt.
+    pub message_id: String,
+    /// Recipient user.
+    pub recipient_id: String,
+    /// The device that could not read it.
+    pub recipient_device_id: String,
+    /// Sender user.
+    pub sender_id: String,
+    /// The device that holds the plaintext in its outbox.
+    pub sender_device_id: String,
+    /// `device:USER/DEVICE` or `operator:TOKEN_ID`.
+    pub requested_by: String,
+    /// Failure code reported for the message on that device, if any.
+    pub reason: Option<String>,
+    /// `pending`, `resent` or `unavailable`.
+    pub status: String,
+    /// When.
+    pub requested_at: OffsetDateTime,
+    /// When the sender answered.
+    pub done_at: Option<OffsetDateTime>,
+    /// The resend, once sent.
+    pub resent_message_id: Option<String>,
+    /// The sender's explanation when unavailable.
+    pub detail: Option<String>,
+}
+
+/// How a sending device answered a resend request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResendOutcome<'a> {
+    /// Re-encrypted and sent as this message.
+    Resent(&'a str),
+    /// The plaintext is gone; why.
+    Unavailable(&'a str),
+}
+
+/// The resend part of the store.
+#[async_trait::async_trait]
+pub trait ResendStore: Send + Sync {
+    /// Every recipient device's copy of a message.
+    async fn message_copies(&self, message_id: &str) -> StoreResult<Vec<MessageCopy>>;
+    /// Stores requests; where one is already pending for the same message and
+    /// device, that one is returned instead of a new one.
+    async fn request_resends(
+        &self,
+        requests: &[ResendRequestRecord],
+    ) -> StoreResult<Vec<ResendRequestRecord>>;
+    /// Pending requests addressed to a sending device, oldest first.
+    async fn pending_resends(
+        &self,
+        sender_id: &UserId,
+        sender_device_id: &DeviceId,
+        limit: u32,
+    ) -> StoreResult<Vec<ResendRequestRecord>>;
+    /// Closes a pending request of this sending device; false if there is none.
+    async fn complete_resend(
+        &self,
+        request_id: &str,
+        sender: (&UserId, &DeviceId),
+        outcome: ResendOutcome<'_>,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Every request about a message, newest first.
+    async fn resend_requests(&self, message_id: &str) -> StoreResult<Vec<ResendRequestRecord>>;
+}
