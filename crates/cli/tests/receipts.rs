@@ -697,29 +697,17 @@ async fn cli_receipts_keys_and_independent_verification() {
     }
     // Runbook section 4, verbatim but for its placeholders: parse, look up the kid, reissue.
     let current = &reissued.receipts[0];
-    let runbook = format!(
-        r#"set -euo pipefail
-echo '{b64}' | base64 -d | jq .
+    let shown = support::run_runbook(
+        &format!(
+            r#"echo '{b64}' | base64 -d | jq .
 curl https://trust.atlas.dev/.well-known/jwks.json | jq '.keys[] | select(.kid=="{kid}")'
 curl -X POST https://api.atlas.dev/receipts/{message_id}/reissue \
   -H 'Authorization: Bearer {ops}'
 "#,
-        b64 = current.base64,
-        kid = current.kid,
-    )
-    .replace("https://trust.atlas.dev", &url)
-    .replace("https://api.atlas.dev", &url)
-    .replace("curl ", "curl -sf ");
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(&runbook)
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{runbook}: {}",
-        String::from_utf8_lossy(&out.stderr)
+            b64 = current.base64,
+            kid = current.kid,
+        ),
+        &url,
     );
     assert!(
         shown.contains(&format!("\"kid\": \"{}\"", current.kid)),

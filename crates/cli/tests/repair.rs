@@ -160,10 +160,124 @@ async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
     );
 }
 
+/// Runbook Option 3: an operator resets the session with the runbook's curl
+/// line. Both devices retire it, the message in flight on it is flagged,
+/// resent on a new session and read; later messages use the new session.
+async fn session_reset_retires_both_ends_and_in_flight_messages_are_resent(h: Harness) {
+    let (alice, bob) = acquainted(&h).await;
+    let in_flight = alice.send_text(&uid("bob"), "in flight").await.unwrap();
+    let pending = bob.pending().await.unwrap();
+    let session = pending[0].session_id.clone().unwrap();
+    let token = operator_token(&h.database_url(), "messages");
+    let answer = support::run_runbook(
+        &format!(
+            "curl -X POST https://api.atlas.dev/sessions/{session}/reset \\\n  -H 'Authorization: Bearer {token}'\n"
+        ),
+        &h.url(),
+    );
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["in_flight"], json!([in_flight.message_id]));
+    let mut devices: Vec<String> = serde_json::from_value(answer["devices"].clone()).unwrap();
+    devices.sort();
+    assert_eq!(
+        devices,
+        [
+            format!("alice/{}", alice.device_id()),
+            format!("bob/{}", bob.device_id())
+        ]
+    );
+
+    let got = bob.sync().await.unwrap();
+    assert_eq!(codes(&got), ["SessionRetired"]);
+    alice.sync().await.unwrap();
+    let resent = bob.sync().await.unwrap();
+    assert_eq!(resent[0].text.as_deref(), Some("in flight"));
+    assert_eq!(
+        resent[0].resend_of.as_deref(),
+        Some(in_flight.message_id.as_str())
+    );
+    alice
+        .send_text(&uid("bob"), "on the new session")
+        .await
+        .unwrap();
+    let next = bob.pending().await.unwrap();
+    assert_ne!(next[0].session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(
+        bob.sync().await.unwrap()[0].text.as_deref(),
+        Some("on the new session")
+    );
+    let health = e2ee_health(&h.url()).await;
+    assert_eq!(
+        (
+            health.failed_decryptions_last_hour,
+            health.recovered_last_hour
+        ),
+        (0, 1)
+    );
+}
+
 on_both_backends!(
     skipped_keys_lost_in_reordering_are_recovered_by_resend,
     desynchronised_ratchet_is_recovered_on_a_fresh_session,
+    session_reset_retires_both_ends_and_in_flight_messages_are_resent,
 );
+
+/// Who may reset which session, and what a malformed request gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_resets_are_authorised() {
+    let h = Harness::sqlite().await;
+    let (alice, bob) = acquainted(&h).await;
+    alice.send_text(&uid("bob"), "x").await.unwrap();
+    let session = bob.pending().await.unwrap()[0].session_id.clone().unwrap();
+    let carol = RawDevice::register(&h.url(), "carol").await;
+    let token = carol.token().await;
+    let reset = format!("/sessions/{session}/reset");
+    // Not carol's session, no such session, not a session id, no credentials.
+    for (path, status, code) in [
+        (reset.as_str(), 404, "unknown_session"),
+        (
+            "/sessions/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/reset",
+            404,
+            "unknown_session",
+        ),
+        ("/sessions/not%20an%20id/reset", 400, "invalid_request"),
+    ] {
+        let (got, body) = carol.call(&token, "POST", path, None).await;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
+    }
+    let (status, _, _) = carol.send_raw("POST", &reset, None, None, None).await;
+    assert_eq!(status, 401);
+    let http = atlas_client::http_client().unwrap();
+    let denied = http
+        .post(format!("{}{reset}", h.url()))
+        .bearer_auth(operator_token(&h.database_url(), "receipts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 403);
+    let too_many: Vec<String> = (0..101).map(|i| format!("s{i}")).collect();
+    let (status, _) = carol
+        .call(
+            &token,
+            "POST",
+            "/sessions/resets/ack",
+            Some(json!({ "session_ids": too_many })),
+        )
+        .await;
+    assert_eq!(status, 413);
+    // Either end may reset its own session (the standard base64 form works too).
+    let answer = bob
+        .reset_session(&atlas_proto::repair::std_session_id(&session))
+        .await
+        .unwrap();
+    assert_eq!(answer.session_id, session);
+    assert_eq!(alice.apply_session_resets().await.unwrap(), 1);
+    assert_eq!(alice.apply_session_resets().await.unwrap(), 0);
+}
 
 /// Who may ask for a resend, how often, and what the sender may send as one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

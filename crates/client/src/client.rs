@@ -9,7 +9,10 @@ use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::{Ciphertext, OlmAccount, OlmSession};
 use atlas_proto::api::*;
 use atlas_proto::receipt::ReceiptsResponse;
-use atlas_proto::repair::{ResendRequests, ResendUnavailable};
+use atlas_proto::repair::{
+    ResendRequests, ResendUnavailable, SessionResetResponse, SessionResets, SessionResetsAck,
+    std_session_id, url_session_id,
+};
 use atlas_proto::{DeviceId, ErrorCode, UserId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -455,7 +458,7 @@ impl Client {
                 device_id: payload.recipient_device,
                 msg_type: ciphertext.msg_type,
                 body: ciphertext.body,
-                session_id: Some(session.session_id()),
+                session_id: Some(url_session_id(&session.session_id())),
             });
         }
         Ok(envelopes)
@@ -565,6 +568,60 @@ impl Client {
         Ok(resent)
     }
 
+    /// Retires the sessions whose reset this device has not applied yet (the
+    /// next message to or from that peer starts a new session); returns how many.
+    pub async fn apply_session_resets(&self) -> Result<usize, ClientError> {
+        let unseen: SessionResets = self
+            .transport
+            .call::<(), _>(Method::GET, "/sessions/resets", "", None)
+            .await?;
+        if unseen.resets.is_empty() {
+            return Ok(0);
+        }
+        let _account = self.account.lock().await;
+        let mut session_ids = Vec::new();
+        for reset in unseen.resets {
+            self.local
+                .retire_session(&std_session_id(&reset.session_id))
+                .await?;
+            tracing::info!(session_id = %reset.session_id, peer = %reset.peer, by = %reset.requested_by, "olm session retired");
+            session_ids.push(reset.session_id);
+        }
+        let count = session_ids.len();
+        self.transport
+            .call_no_content(
+                Method::POST,
+                "/sessions/resets/ack",
+                Some(&SessionResetsAck { session_ids }),
+            )
+            .await?;
+        Ok(count)
+    }
+
+    /// Resets an Olm session of this device (its id in either base64 form).
+    pub async fn reset_session(
+        &self,
+        session_id: &str,
+    ) -> Result<SessionResetResponse, ClientError> {
+        let id = url_session_id(session_id);
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ClientError::Input(format!(
+                "{session_id:?} is not a session id"
+            )));
+        }
+        let answer = self
+            .transport
+            .call::<(), _>(Method::POST, &format!("/sessions/{id}/reset"), "", None)
+            .await?;
+        self.apply_session_resets().await?;
+        Ok(answer)
+    }
+
     /// Asks the sender of a message this device could not read to resend it.
     pub async fn request_resend(&self, message_id: &str) -> Result<ResendRequests, ClientError> {
         crate::reports::check_message_id(message_id)?;
@@ -644,6 +701,17 @@ impl Client {
             message.sender_id.as_str(),
             message.sender_device_id.as_str(),
         );
+        if let Some(id) = &message.session_id
+            && self
+                .local
+                .is_retired(&std_session_id(id))
+                .await
+                .map_err(Transient)?
+        {
+            return Err(Failed(
+                "SessionRetired: sent on a session that was reset".into(),
+            ));
+        }
         let sessions = self
             .local
             .sessions(sender, device)
@@ -828,8 +896,10 @@ impl Client {
         Ok(page.messages)
     }
 
-    /// Fetches, decrypts and acknowledges everything waiting for this device.
+    /// Applies session resets, then fetches, decrypts and acknowledges
+    /// everything waiting for this device, then answers resend requests.
     pub async fn sync(&self) -> Result<Vec<Received>, ClientError> {
+        self.apply_session_resets().await?;
         let mut all = Vec::new();
         loop {
             let after = self.last_seq().await?;

@@ -188,6 +188,33 @@ impl LocalState {
         Ok(())
     }
 
+    /// Retires a session (after a reset): forgets it and remembers that it is
+    /// gone, so messages still arriving on it are recognised as such.
+    pub(crate) async fn retire_session(&self, session_id: &str) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+        let key = format!("retired_session/{session_id}");
+        let sealed = self.sealer.seal(format!("kv/{key}").as_bytes(), b"1");
+        sqlx::query("INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING")
+            .bind(&key)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether a session was retired by a reset.
+    pub(crate) async fn is_retired(&self, session_id: &str) -> Result<bool, ClientError> {
+        Ok(self
+            .get(&format!("retired_session/{session_id}"))
+            .await?
+            .is_some())
+    }
+
     /// Forgets every session with a peer device.
     async fn drop_sessions(&self, peer_user: &str, peer_device: &str) -> Result<(), ClientError> {
         sqlx::query("DELETE FROM sessions WHERE peer_user = $1 AND peer_device = $2")

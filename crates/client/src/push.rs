@@ -80,6 +80,9 @@ impl Client {
                         }
                     }
                 }
+                Ok(PushEvent::SessionReset(_)) => {
+                    self.apply_session_resets().await?;
+                }
                 Ok(PushEvent::Resend(_)) => {
                     if let Err(e) = self.answer_resend_requests().await {
                         tracing::warn!(error = %e, "resend requests not answered yet");

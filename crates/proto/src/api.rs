@@ -339,6 +339,8 @@ pub enum PushEvent {
     Group(GroupNotice),
     /// A recipient asked this device to resend a message.
     Resend(crate::repair::ResendNotice),
+    /// One of this device's Olm sessions was reset.
+    SessionReset(crate::repair::SessionResetNotice),
 }
 
 /// A nudge to fetch a group's log: the entry itself is read with `GET /groups/{group_id}/messages`.

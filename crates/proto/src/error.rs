@@ -60,6 +60,8 @@ pub enum ErrorCode {
     InvalidMlsMessage,
     /// Every recipient device already decrypted the message: nothing to resend.
     NothingToResend,
+    /// No message was sent on this Olm session by or to the caller.
+    UnknownSession,
     /// The route does not exist.
     NotFound,
     /// The method is not allowed on this route.
@@ -103,6 +105,7 @@ impl ErrorCode {
             Self::WrongEpoch => "wrong_epoch",
             Self::InvalidMlsMessage => "invalid_mls_message",
             Self::NothingToResend => "nothing_to_resend",
+            Self::UnknownSession => "unknown_session",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",

@@ -51,3 +51,72 @@ pub struct ResendNotice {
     /// The message.
     pub message_id: String,
 }
+
+/// A session id as it travels in URLs and JSON: vodozemac's standard base64
+/// with `+` and `/` replaced (base64url), so it fits in a path segment.
+pub fn url_session_id(session_id: &str) -> String {
+    session_id.replace('+', "-").replace('/', "_")
+}
+
+/// The standard-base64 form a device stores, from [`url_session_id`]'s form.
+pub fn std_session_id(session_id: &str) -> String {
+    session_id.replace('-', "+").replace('_', "/")
+}
+
+/// Answer to `POST /sessions/{session_id}/reset`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResetResponse {
+    /// The retired session (base64url).
+    pub session_id: String,
+    /// Its two devices, `USER_ID/DEVICE_ID`; each retires it on its next sync.
+    pub devices: Vec<String>,
+    /// Messages on it not yet delivered: their recipients will ask for resends.
+    pub in_flight: Vec<String>,
+}
+
+/// One reset a device has to apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResetView {
+    /// The retired session (base64url).
+    pub session_id: String,
+    /// The other end.
+    pub peer: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// RFC 3339.
+    pub reset_at: String,
+}
+
+/// Answer to `GET /sessions/resets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResets {
+    /// Resets not yet acknowledged by this device.
+    pub resets: Vec<SessionResetView>,
+}
+
+/// `POST /sessions/resets/ack` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionResetsAck {
+    /// Sessions this device has retired (at most 100).
+    pub session_ids: Vec<String>,
+}
+
+/// A nudge: one of this device's sessions was reset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResetNotice {
+    /// The session (base64url).
+    pub session_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_survive_the_url_form() {
+        let id = "ab+c/d3";
+        assert_eq!(url_session_id(id), "ab-c_d3");
+        assert_eq!(std_session_id(&url_session_id(id)), id);
+    }
+}

@@ -10,8 +10,8 @@ mod migrations;
 mod mls_sql;
 mod postgres;
 mod records;
-mod resend;
-mod resend_sql;
+mod repair;
+mod repair_sql;
 mod sql;
 mod sqlite;
 pub mod testdb;
@@ -20,7 +20,10 @@ pub use e2ee::{NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore
 pub use groups::*;
 pub use postgres::PostgresStore;
 pub use records::*;
-pub use resend::{MessageCopy, ResendOutcome, ResendRequestRecord, ResendStore};
+pub use repair::{
+    MessageCopy, RepairStore, ResendOutcome, ResendRequestRecord, SessionParties,
+    SessionResetRecord,
+};
 pub use sqlite::SqliteStore;
 
 use atlas_proto::api::{DeviceKeys, InboxMessage, KeyCounts, KeysUploadRequest};
@@ -75,7 +78,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the server persists. Every method that returns `Ok` after a
 /// write has committed it durably.
 #[async_trait::async_trait]
-pub trait Store: GroupStore + ReportStore + ResendStore + Send + Sync + 'static {
+pub trait Store: GroupStore + ReportStore + RepairStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// One round trip to the database.

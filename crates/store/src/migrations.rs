@@ -11,6 +11,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_mls_actions.sql")),
     (6, include_str!("../migrations/0006_decryption_reports.sql")),
     (7, include_str!("../migrations/0007_resend.sql")),
+    (8, include_str!("../migrations/0008_session_resets.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -166,4 +166,4 @@ crate::mls_sql::impl_group_store!(
 );
 
 crate::e2ee_sql::impl_report_store!(PostgresStore, sqlx::Postgres, lock_rows = " FOR UPDATE");
-crate::resend_sql::impl_resend_store!(PostgresStore, sqlx::Postgres);
+crate::repair_sql::impl_repair_store!(PostgresStore, sqlx::Postgres);

@@ -316,4 +316,4 @@ impl_store!(
 
 crate::mls_sql::impl_group_store!(SqliteStore, sqlx::Sqlite, skip_locked = "", lock_rows = "");
 crate::e2ee_sql::impl_report_store!(SqliteStore, sqlx::Sqlite, lock_rows = "");
-crate::resend_sql::impl_resend_store!(SqliteStore, sqlx::Sqlite);
+crate::repair_sql::impl_repair_store!(SqliteStore, sqlx::Sqlite);

@@ -501,3 +501,24 @@ pub fn decrypt_count(metrics: &str, status: &str) -> f64 {
         &format!("atlas_crypto_operations_total{{operation=\"decrypt\",status=\"{status}\"}}"),
     )
 }
+
+/// Runs runbook lines with bash, verbatim but for the placeholders the caller
+/// filled in: the runbook's hosts point at `url`, and curl fails on HTTP errors
+/// and stays quiet. Returns stdout; a failing line fails the test.
+pub fn run_runbook(lines: &str, url: &str) -> String {
+    let script = format!("set -euo pipefail\n{lines}")
+        .replace("https://trust.atlas.dev", url)
+        .replace("https://api.atlas.dev", url)
+        .replace("curl ", "curl -sf ");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -10,6 +10,7 @@ pub mod mls_admin;
 pub mod receipts;
 pub mod reports;
 pub mod resend;
+pub mod sessions;
 pub mod signing_keys;
 pub mod token;
 pub mod users;
@@ -48,6 +49,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(resend::request),
         )
         .route("/resend-requests", get(resend::pending))
+        .route("/sessions/{session_id}/reset", post(sessions::reset))
+        .route("/sessions/resets", get(sessions::unseen))
+        .route("/sessions/resets/ack", post(sessions::ack))
         .route(
             "/resend-requests/{request_id}/unavailable",
             post(resend::unavailable),

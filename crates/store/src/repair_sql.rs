@@ -1,7 +1,7 @@
-//! [`crate::ResendStore`] in the SQL both backends share (see `sql.rs`).
+//! [`crate::RepairStore`] in the SQL both backends share (see `sql.rs`).
 
-/// Implements [`crate::ResendStore`] for a backend struct with `writer` and `reader` pools.
-macro_rules! impl_resend_store {
+/// Implements [`crate::RepairStore`] for a backend struct with `writer` and `reader` pools.
+macro_rules! impl_repair_store {
     ($store:ty, $db:ty) => {
         impl $store {
             fn resend_record(row: &<$db as sqlx::Database>::Row) -> $crate::StoreResult<$crate::ResendRequestRecord> {
@@ -24,8 +24,24 @@ macro_rules! impl_resend_store {
             }
         }
 
+        impl $store {
+            fn reset_record(row: &<$db as sqlx::Database>::Row) -> $crate::StoreResult<$crate::SessionResetRecord> {
+                use sqlx::Row;
+                Ok($crate::SessionResetRecord {
+                    session_id: row.try_get("session_id")?,
+                    user_id: row.try_get("user_id")?,
+                    device_id: row.try_get("device_id")?,
+                    peer_user_id: row.try_get("peer_user_id")?,
+                    peer_device_id: row.try_get("peer_device_id")?,
+                    requested_by: row.try_get("requested_by")?,
+                    reset_at: row.try_get("reset_at")?,
+                    seen_at: row.try_get("seen_at")?,
+                })
+            }
+        }
+
         #[async_trait::async_trait]
-        impl $crate::ResendStore for $store {
+        impl $crate::RepairStore for $store {
             async fn message_copies(&self, message_id: &str) -> $crate::StoreResult<Vec<$crate::MessageCopy>> {
                 use sqlx::Row;
                 let rows = sqlx::query(
@@ -136,8 +152,88 @@ macro_rules! impl_resend_store {
                     .await?;
                 rows.iter().map(Self::resend_record).collect()
             }
+
+            async fn session_parties(&self, session_id: &str) -> $crate::StoreResult<Option<$crate::SessionParties>> {
+                let row: Option<(String, String, String, String)> = sqlx::query_as(
+                    "SELECT sender_id, sender_device_id, recipient_id, recipient_device_id FROM messages \
+                     WHERE session_id = $1 ORDER BY created_at LIMIT 1",
+                )
+                .bind(session_id)
+                .fetch_optional(&self.reader)
+                .await?;
+                Ok(row.map(|(su, sd, ru, rd)| $crate::SessionParties { sender: (su, sd), recipient: (ru, rd) }))
+            }
+
+            async fn reset_session(&self, resets: &[$crate::SessionResetRecord]) -> $crate::StoreResult<Vec<String>> {
+                let mut tx = self.writer.begin().await?;
+                for r in resets {
+                    sqlx::query(
+                        "INSERT INTO olm_session_resets (session_id, user_id, device_id, peer_user_id, peer_device_id, requested_by, reset_at, seen_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) \
+                         ON CONFLICT (session_id, user_id, device_id) DO UPDATE SET requested_by = $6, reset_at = $7, seen_at = NULL",
+                    )
+                    .bind(&r.session_id)
+                    .bind(&r.user_id)
+                    .bind(&r.device_id)
+                    .bind(&r.peer_user_id)
+                    .bind(&r.peer_device_id)
+                    .bind(&r.requested_by)
+                    .bind(r.reset_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let in_flight: Vec<(String,)> = match resets.first() {
+                    Some(r) => sqlx::query_as(
+                        "SELECT DISTINCT message_id FROM messages WHERE session_id = $1 AND delivered_at IS NULL ORDER BY message_id",
+                    )
+                    .bind(&r.session_id)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                    None => Vec::new(),
+                };
+                tx.commit().await?;
+                Ok(in_flight.into_iter().map(|(id,)| id).collect())
+            }
+
+            async fn unseen_session_resets(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId) -> $crate::StoreResult<Vec<$crate::SessionResetRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM olm_session_resets WHERE user_id = $1 AND device_id = $2 AND seen_at IS NULL ORDER BY reset_at, session_id LIMIT 100",
+                )
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter().map(Self::reset_record).collect()
+            }
+
+            async fn ack_session_resets(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, session_ids: &[String], now: time::OffsetDateTime) -> $crate::StoreResult<u64> {
+                let mut tx = self.writer.begin().await?;
+                let mut seen = 0;
+                for id in session_ids {
+                    seen += sqlx::query(
+                        "UPDATE olm_session_resets SET seen_at = $4 WHERE session_id = $1 AND user_id = $2 AND device_id = $3 AND seen_at IS NULL",
+                    )
+                    .bind(id)
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(seen)
+            }
+
+            async fn session_resets(&self, session_id: &str) -> $crate::StoreResult<Vec<$crate::SessionResetRecord>> {
+                let rows = sqlx::query("SELECT * FROM olm_session_resets WHERE session_id = $1 ORDER BY user_id, device_id")
+                    .bind(session_id)
+                    .fetch_all(&self.reader)
+                    .await?;
+                rows.iter().map(Self::reset_record).collect()
+            }
         }
     };
 }
 
-pub(crate) use impl_resend_store;
+pub(crate) use impl_repair_store;

@@ -1,5 +1,5 @@
-//! Storage of resend requests, and the per-device copies of a message that
-//! resends, resets and diagnosis look at.
+//! Storage of 1:1 repair: resend requests, Olm session resets, and the
+//! per-device copies of a message that both (and diagnosis) look at.
 use crate::StoreResult;
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
@@ -64,6 +64,36 @@ pub struct ResendRequestRecord {
     pub detail: Option<String>,
 }
 
+/// The two devices of an Olm session, as the messages sent on it name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionParties {
+    /// One end: `(user, device)` of the first message's sender.
+    pub sender: (String, String),
+    /// The other end.
+    pub recipient: (String, String),
+}
+
+/// A session reset as one of its devices learns of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionResetRecord {
+    /// The retired session.
+    pub session_id: String,
+    /// The device told.
+    pub user_id: String,
+    /// The device told.
+    pub device_id: String,
+    /// The other end.
+    pub peer_user_id: String,
+    /// The other end.
+    pub peer_device_id: String,
+    /// `device:USER/DEVICE` or `operator:TOKEN_ID`.
+    pub requested_by: String,
+    /// When.
+    pub reset_at: OffsetDateTime,
+    /// When the device acknowledged it.
+    pub seen_at: Option<OffsetDateTime>,
+}
+
 /// How a sending device answered a resend request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResendOutcome<'a> {
@@ -75,7 +105,7 @@ pub enum ResendOutcome<'a> {
 
 /// The resend part of the store.
 #[async_trait::async_trait]
-pub trait ResendStore: Send + Sync {
+pub trait RepairStore: Send + Sync {
     /// Every recipient device's copy of a message.
     async fn message_copies(&self, message_id: &str) -> StoreResult<Vec<MessageCopy>>;
     /// Stores requests; where one is already pending for the same message and
@@ -101,4 +131,26 @@ pub trait ResendStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Every request about a message, newest first.
     async fn resend_requests(&self, message_id: &str) -> StoreResult<Vec<ResendRequestRecord>>;
+
+    /// The devices of a session, from a message sent on it.
+    async fn session_parties(&self, session_id: &str) -> StoreResult<Option<SessionParties>>;
+    /// Retires a session for both ends (`resets` holds one row per end); returns
+    /// the ids of messages on it not yet delivered.
+    async fn reset_session(&self, resets: &[SessionResetRecord]) -> StoreResult<Vec<String>>;
+    /// Resets a device has not acknowledged.
+    async fn unseen_session_resets(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> StoreResult<Vec<SessionResetRecord>>;
+    /// Acknowledges resets; returns how many were unseen.
+    async fn ack_session_resets(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        session_ids: &[String],
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+    /// Every reset of a session (empty if it was never reset).
+    async fn session_resets(&self, session_id: &str) -> StoreResult<Vec<SessionResetRecord>>;
 }
