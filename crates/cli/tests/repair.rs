@@ -216,7 +216,94 @@ async fn session_reset_retires_both_ends_and_in_flight_messages_are_resent(h: Ha
     );
 }
 
+/// Key material corrupted in the database: every one-time key the server holds
+/// for bob is replaced by a key bob never made. Alice's first message is
+/// encrypted to one; bob reports KeyNotFound, his consistency check finds the
+/// stored keys differ and has them revoked, and the resend (on a key bob
+/// published afresh) is read.
+async fn keys_corrupted_in_the_database_are_revoked_and_the_message_resent(h: Harness) {
+    let alice = register(&h, "alice").await;
+    let bob = register(&h, "bob").await;
+    let foreign = atlas_crypto::olm::OlmAccount::new().curve25519();
+    let corrupted = h
+        .sql(&format!(
+            "UPDATE user_keys SET public_key = '{foreign}' WHERE user_id = 'bob' AND key_type = 'one_time' AND status = 'active'"
+        ))
+        .await;
+    assert_eq!(corrupted, 25);
+    let lost = alice.send_text(&uid("bob"), "first contact").await.unwrap();
+    let got = bob.sync().await.unwrap();
+    assert_eq!(codes(&got), ["KeyNotFound"]);
+    // The 24 corrupted keys still on offer were revoked (the 25th went to alice).
+    let revoked = h
+        .sql("UPDATE user_keys SET status = status WHERE user_id = 'bob' AND status = 'revoked'")
+        .await;
+    assert_eq!(revoked, 24);
+    let check = bob.check_keys(false).await.unwrap();
+    assert!(check.mismatched.is_empty(), "{check:?}");
+    alice.sync().await.unwrap();
+    let resent = bob.sync().await.unwrap();
+    assert_eq!(resent[0].text.as_deref(), Some("first contact"));
+    assert_eq!(
+        resent[0].resend_of.as_deref(),
+        Some(lost.message_id.as_str())
+    );
+    let health = e2ee_health(&h.url()).await;
+    assert_eq!(
+        (
+            health.failed_decryptions_last_hour,
+            health.recovered_last_hour
+        ),
+        (0, 1)
+    );
+}
+
+/// The recipient's key rotated before the message arrived: bob's one-time
+/// keys are all claimed, alice's message goes to his fallback key, and bob
+/// rotates the fallback key twice before reading it (Olm keeps one previous
+/// key). The server names the cause KeyRotated; the resend is read.
+async fn key_rotated_before_the_message_arrived_is_named_and_recovered(h: Harness) {
+    let alice = register(&h, "alice").await;
+    let bob = register(&h, "bob").await;
+    let carol = RawDevice::register(&h.url(), "carol").await;
+    let token = carol.token().await;
+    for _ in 0..25 {
+        let (status, body) = carol
+            .call(
+                &token,
+                "POST",
+                "/keys/claim",
+                Some(json!({"user_id": "bob"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let lost = alice
+        .send_text(&uid("bob"), "to the fallback key")
+        .await
+        .unwrap();
+    bob.rotate_fallback_key().await.unwrap();
+    bob.rotate_fallback_key().await.unwrap();
+    let got = bob.sync().await.unwrap();
+    assert_eq!(codes(&got), ["KeyNotFound"]);
+    let health = e2ee_health(&h.url()).await;
+    assert_eq!(
+        health.failures_by_code.get("KeyRotated"),
+        Some(&1),
+        "{health:?}"
+    );
+    alice.sync().await.unwrap();
+    let resent = bob.sync().await.unwrap();
+    assert_eq!(resent[0].text.as_deref(), Some("to the fallback key"));
+    assert_eq!(
+        resent[0].resend_of.as_deref(),
+        Some(lost.message_id.as_str())
+    );
+}
+
 on_both_backends!(
+    keys_corrupted_in_the_database_are_revoked_and_the_message_resent,
+    key_rotated_before_the_message_arrived_is_named_and_recovered,
     skipped_keys_lost_in_reordering_are_recovered_by_resend,
     desynchronised_ratchet_is_recovered_on_a_fresh_session,
     session_reset_retires_both_ends_and_in_flight_messages_are_resent,
@@ -405,4 +492,65 @@ async fn resend_requests_are_authorised_limited_and_checked() {
         }
     }
     assert!(limited >= 15, "{limited} of 30 limited");
+}
+
+/// Prekey hygiene on a schedule: the fallback key is replaced when a week
+/// old, and a message already encrypted to the old one still decrypts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_key_rotates_weekly_with_a_grace_period() {
+    let h = Harness::sqlite().await;
+    let alice = register(&h, "alice").await;
+    let bob = register(&h, "bob").await;
+    let now = time::OffsetDateTime::now_utc();
+    let fresh = bob.maintain_keys(now).await.unwrap();
+    assert!(!fresh.fallback_rotated);
+    assert!(fresh.check.mismatched.is_empty());
+    assert!(fresh.counts.one_time_keys >= 10 && fresh.counts.fallback_key);
+
+    let carol = RawDevice::register(&h.url(), "carol").await;
+    let token = carol.token().await;
+    for _ in 0..25 {
+        carol
+            .call(
+                &token,
+                "POST",
+                "/keys/claim",
+                Some(json!({"user_id": "bob"})),
+            )
+            .await;
+    }
+    alice
+        .send_text(&uid("bob"), "to last week's key")
+        .await
+        .unwrap();
+    let week_later = bob
+        .maintain_keys(now + time::Duration::days(8))
+        .await
+        .unwrap();
+    assert!(week_later.fallback_rotated);
+    assert_eq!(week_later.counts.one_time_keys, 25, "topped up again");
+    let rotated = h
+        .sql("UPDATE user_keys SET status = status WHERE user_id = 'bob' AND key_type = 'fallback' AND status = 'rotated'")
+        .await;
+    assert_eq!(rotated, 1);
+    let got = bob.sync().await.unwrap();
+    assert_eq!(got[0].text.as_deref(), Some("to last week's key"));
+
+    // Malformed and oversized checks are refused.
+    let (status, _) = carol
+        .call(
+            &token,
+            "POST",
+            "/keys/check",
+            Some(json!({"keys": "all of them"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let many: Vec<_> = (0..2001)
+        .map(|i| json!({"key_type": "one_time", "key_id": format!("k{i}"), "key": "x"}))
+        .collect();
+    let (status, _) = carol
+        .call(&token, "POST", "/keys/check", Some(json!({ "keys": many })))
+        .await;
+    assert_eq!(status, 413);
 }

@@ -72,7 +72,7 @@ pub struct Client {
     /// This device's MLS state, loaded on first use.
     pub(crate) mls: tokio::sync::Mutex<Option<atlas_crypto::mls::MlsDevice>>,
     /// Serialises everything that advances Olm state.
-    account: tokio::sync::Mutex<OlmAccount>,
+    pub(crate) account: tokio::sync::Mutex<OlmAccount>,
     user_id: UserId,
     device_id: DeviceId,
 }
@@ -216,7 +216,8 @@ impl Client {
             .transport
             .call::<(), _>(Method::GET, "/keys/count", "", None)
             .await?;
-        self.forget_expired_fallback_key().await?;
+        self.forget_expired_fallback_key(time::OffsetDateTime::now_utc())
+            .await?;
         if !force && counts.one_time_keys >= MIN_ONE_TIME_KEYS && counts.fallback_key {
             return Ok(counts);
         }
@@ -229,19 +230,28 @@ impl Client {
         } else {
             account.rotate_fallback_key()
         };
-        self.publish(
-            &mut account,
-            KeysUploadRequest {
-                one_time_keys,
-                fallback_key,
-            },
-        )
-        .await
+        let new_fallback = fallback_key.is_some();
+        let counts = self
+            .publish(
+                &mut account,
+                KeysUploadRequest {
+                    one_time_keys,
+                    fallback_key,
+                },
+            )
+            .await?;
+        if new_fallback {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            self.local
+                .put("fallback_published_at", now.to_string().as_bytes())
+                .await?;
+        }
+        Ok(counts)
     }
 
     /// Uploads new keys. The account is persisted before the upload, so the
     /// server never hands out a key whose private half this device could lose.
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         account: &mut OlmAccount,
         upload: KeysUploadRequest,
@@ -249,6 +259,13 @@ impl Client {
         self.local
             .put("account", account.pickle(&self.local.key).as_bytes())
             .await?;
+        let record: Vec<(&str, &PublicKey)> = upload
+            .one_time_keys
+            .iter()
+            .map(|k| ("one_time", k))
+            .chain(upload.fallback_key.iter().map(|k| ("fallback", k)))
+            .collect();
+        self.local.record_published(&record).await?;
         let counts: KeyCounts = self
             .transport
             .call(Method::POST, "/keys/upload", "", Some(&upload))
@@ -263,6 +280,15 @@ impl Client {
     /// Publishes a new fallback key. The server marks the previous one `rotated`;
     /// this device keeps its private half for [`FALLBACK_GRACE`].
     pub async fn rotate_fallback_key(&self) -> Result<KeyCounts, ClientError> {
+        self.rotate_fallback_key_at(time::OffsetDateTime::now_utc())
+            .await
+    }
+
+    /// [`Client::rotate_fallback_key`] with the time it happens (the grace period starts then).
+    pub(crate) async fn rotate_fallback_key_at(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<KeyCounts, ClientError> {
         let mut account = self.account.lock().await;
         let fallback_key = account.rotate_fallback_key();
         let counts = self
@@ -274,15 +300,21 @@ impl Client {
                 },
             )
             .await?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = now.unix_timestamp().to_string();
         self.local
-            .put("fallback_rotated_at", now.to_string().as_bytes())
+            .put("fallback_rotated_at", now.as_bytes())
+            .await?;
+        self.local
+            .put("fallback_published_at", now.as_bytes())
             .await?;
         Ok(counts)
     }
 
     /// Drops the previous fallback key once its grace period is over.
-    async fn forget_expired_fallback_key(&self) -> Result<(), ClientError> {
+    pub(crate) async fn forget_expired_fallback_key(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<(), ClientError> {
         let Some(rotated_at) = self
             .local
             .get_text("fallback_rotated_at")
@@ -291,9 +323,7 @@ impl Client {
         else {
             return Ok(());
         };
-        if time::OffsetDateTime::now_utc().unix_timestamp()
-            < rotated_at + FALLBACK_GRACE.whole_seconds()
-        {
+        if now.unix_timestamp() < rotated_at + FALLBACK_GRACE.whole_seconds() {
             return Ok(());
         }
         let mut account = self.account.lock().await;
@@ -851,6 +881,18 @@ impl Client {
             })
             .collect();
         self.report(reports).await;
+        let key_not_found = out.iter().any(|r| {
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("KeyNotFound"))
+        });
+        if key_not_found {
+            // A sender used a key this device does not hold: make sure the server
+            // hands out no more such keys before the resend claims one.
+            if let Err(e) = self.check_keys(true).await {
+                tracing::warn!(error = %e, "key consistency check failed");
+            }
+        }
         for failed in out.iter().filter(|r| r.error.is_some()) {
             self.ask_for_resend(failed).await;
         }
@@ -900,6 +942,7 @@ impl Client {
     /// everything waiting for this device, then answers resend requests.
     pub async fn sync(&self) -> Result<Vec<Received>, ClientError> {
         self.apply_session_resets().await?;
+        self.maintain_keys_if_due().await;
         let mut all = Vec::new();
         loop {
             let after = self.last_seq().await?;

@@ -6,6 +6,7 @@
 mod client;
 mod error;
 mod groups;
+mod hygiene;
 mod local;
 pub mod operator;
 mod payload;
@@ -16,5 +17,6 @@ mod transport;
 pub use client::{Client, FALLBACK_GRACE, Received};
 pub use error::ClientError;
 pub use groups::GroupReceived;
+pub use hygiene::{FALLBACK_ROTATION, KeyMaintenance};
 pub use payload::Payload;
 pub use transport::http_client;

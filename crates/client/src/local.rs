@@ -3,6 +3,7 @@
 //! plaintext) are sealed with XChaCha20-Poly1305; the key lives in a `0600` file.
 use crate::error::ClientError;
 use atlas_crypto::at_rest::SecretBox;
+use atlas_proto::api::{PublicKey, PublishedKey};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::path::Path;
@@ -15,7 +16,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS peers (peer_user TEXT NOT NULL, peer_device TEXT NOT NULL, ed25519 TEXT NOT NULL, \
        curve25519 TEXT NOT NULL, PRIMARY KEY (peer_user, peer_device))",
     "CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, recipient TEXT NOT NULL, sealed BLOB NOT NULL, created_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS published_keys (key_type TEXT NOT NULL, key_id TEXT NOT NULL, public_key TEXT NOT NULL, \
+       published_at INTEGER NOT NULL, PRIMARY KEY (key_type, key_id))",
 ];
+
+/// How many published one-time and fallback keys the device remembers for consistency checks.
+const PUBLISHED_KEEP: i64 = 1000;
 
 /// How many sent plaintexts the outbox keeps for resends.
 const OUTBOX_KEEP: i64 = 1000;
@@ -288,6 +294,52 @@ impl LocalState {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Remembers public keys about to be published, for later consistency checks.
+    pub(crate) async fn record_published(
+        &self,
+        keys: &[(&str, &PublicKey)],
+    ) -> Result<(), ClientError> {
+        let mut tx = self.pool.begin().await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+        for (key_type, key) in keys {
+            sqlx::query(
+                "INSERT INTO published_keys (key_type, key_id, public_key, published_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key_type, key_id) DO UPDATE SET public_key = excluded.public_key, published_at = excluded.published_at",
+            )
+            .bind(key_type)
+            .bind(&key.key_id)
+            .bind(&key.key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM published_keys WHERE (key_type, key_id) NOT IN \
+                     (SELECT key_type, key_id FROM published_keys ORDER BY published_at DESC LIMIT $1)")
+            .bind(PUBLISHED_KEEP)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every remembered published key.
+    pub(crate) async fn published_keys(&self) -> Result<Vec<PublishedKey>, ClientError> {
+        let rows = sqlx::query(
+            "SELECT key_type, key_id, public_key FROM published_keys ORDER BY published_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PublishedKey {
+                    key_type: r.try_get("key_type")?,
+                    key_id: r.try_get("key_id")?,
+                    key: r.try_get("public_key")?,
+                })
+            })
+            .collect()
     }
 
     /// Keeps a sent plaintext (sealed) so it can be re-encrypted for a resend.

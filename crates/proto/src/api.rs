@@ -140,6 +140,53 @@ pub struct PublicKey {
     pub key: String,
 }
 
+/// A key a device published, as the device remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedKey {
+    /// `ed25519`, `curve25519`, `one_time` or `fallback`.
+    pub key_type: String,
+    /// Its id in `user_keys`.
+    pub key_id: String,
+    /// Public key, base64.
+    pub key: String,
+}
+
+/// `POST /keys/check` body: the device's own record of what it published.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCheckRequest {
+    /// Identity keys and every one-time or fallback key the device still holds.
+    pub keys: Vec<PublishedKey>,
+    /// Revoke stored one-time and fallback keys that do not match.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// A stored key that does not match what the device published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyMismatch {
+    /// Key type.
+    pub key_type: String,
+    /// Key id.
+    pub key_id: String,
+    /// What `user_keys` holds.
+    pub stored_key: String,
+    /// `differs` (the device published another value) or `unknown` (the device holds no such key).
+    pub problem: String,
+}
+
+/// Answer to `POST /keys/check`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyCheckResponse {
+    /// Active stored keys compared.
+    pub checked: u64,
+    /// Those that do not match.
+    pub mismatched: Vec<KeyMismatch>,
+    /// Mismatched one-time and fallback keys now revoked.
+    pub revoked: u64,
+}
+
 /// `POST /keys/upload` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,9 @@
 -- Resends and session resets. A resend is a new message linked to the one it
--- re-encrypts. session_id is the Olm session the sender says it used.
+-- re-encrypts. session_id is the Olm session the sender says it used,
+-- prekey_key the recipient key a pre-key message was encrypted to (public
+-- values, kept after the ciphertext is dropped, for diagnosis).
 ALTER TABLE messages ADD COLUMN session_id TEXT;
+ALTER TABLE messages ADD COLUMN prekey_key TEXT;
 ALTER TABLE messages ADD COLUMN resend_of TEXT;
 CREATE INDEX messages_by_id ON messages (message_id);
 

@@ -6,6 +6,8 @@
 mod e2ee;
 mod e2ee_sql;
 mod groups;
+mod key_checks;
+mod key_checks_sql;
 mod migrations;
 mod mls_sql;
 mod postgres;
@@ -18,6 +20,7 @@ pub mod testdb;
 
 pub use e2ee::{NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
+pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use repair::{
@@ -78,7 +81,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the server persists. Every method that returns `Ok` after a
 /// write has committed it durably.
 #[async_trait::async_trait]
-pub trait Store: GroupStore + ReportStore + RepairStore + Send + Sync + 'static {
+pub trait Store: GroupStore + ReportStore + RepairStore + KeyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// One round trip to the database.

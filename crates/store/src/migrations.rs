@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_decryption_reports.sql")),
     (7, include_str!("../migrations/0007_resend.sql")),
     (8, include_str!("../migrations/0008_session_resets.sql")),
+    (9, include_str!("../migrations/0009_key_checks.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -56,8 +56,8 @@ impl PostgresStore {
                 .await?;
             sqlx::query(
                 "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
-                   encryption_algorithm, msg_type, body, seq, created_at, session_id, resend_of) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                   encryption_algorithm, msg_type, body, seq, created_at, session_id, resend_of, prekey_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&m.message_id)
             .bind(envelope.device_id.as_str())
@@ -71,6 +71,7 @@ impl PostgresStore {
             .bind(m.now)
             .bind(envelope.session_id.as_deref())
             .bind(m.resend_of.as_deref())
+            .bind(m.prekey_key(&envelope.device_id))
             .execute(&mut *tx)
             .await?;
             deliveries.push((envelope.device_id.clone(), seq as u64));
@@ -167,3 +168,4 @@ crate::mls_sql::impl_group_store!(
 
 crate::e2ee_sql::impl_report_store!(PostgresStore, sqlx::Postgres, lock_rows = " FOR UPDATE");
 crate::repair_sql::impl_repair_store!(PostgresStore, sqlx::Postgres);
+crate::key_checks_sql::impl_key_store!(PostgresStore, sqlx::Postgres);

@@ -50,10 +50,22 @@ pub struct NewMessage {
     pub envelopes: Vec<OutgoingEnvelope>,
     /// The original message, for a resend.
     pub resend_of: Option<String>,
+    /// For pre-key envelopes: the recipient device and the key it was encrypted to.
+    pub prekey_keys: Vec<(DeviceId, String)>,
     /// Acceptance time.
     pub now: OffsetDateTime,
     /// The signed `accepted` receipt, stored in the same transaction.
     pub receipt: ReceiptRecord,
+}
+
+impl NewMessage {
+    /// The key a device's pre-key envelope was encrypted to.
+    pub fn prekey_key(&self, device: &DeviceId) -> Option<&str> {
+        self.prekey_keys
+            .iter()
+            .find(|(d, _)| d == device)
+            .map(|(_, k)| k.as_str())
+    }
 }
 
 /// A signed receipt as stored. `expires_at` is the source of truth for its

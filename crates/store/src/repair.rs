@@ -25,6 +25,8 @@ pub struct MessageCopy {
     pub session_id: Option<String>,
     /// The original, for a resend.
     pub resend_of: Option<String>,
+    /// For a pre-key message: the recipient key it was encrypted to.
+    pub prekey_key: Option<String>,
     /// Position in the device's queue.
     pub seq: u64,
     /// Acceptance.

@@ -46,7 +46,7 @@ macro_rules! impl_repair_store {
                 use sqlx::Row;
                 let rows = sqlx::query(
                     "SELECT message_id, recipient_id, recipient_device_id, sender_id, sender_device_id, encryption_algorithm, \
-                       msg_type, session_id, resend_of, seq, created_at, delivered_at \
+                       msg_type, session_id, resend_of, prekey_key, seq, created_at, delivered_at \
                      FROM messages WHERE message_id = $1 ORDER BY recipient_device_id",
                 )
                 .bind(message_id)
@@ -64,6 +64,7 @@ macro_rules! impl_repair_store {
                             msg_type: u8::try_from(row.try_get::<i64, _>("msg_type")?).unwrap_or(u8::MAX),
                             session_id: row.try_get("session_id")?,
                             resend_of: row.try_get("resend_of")?,
+                            prekey_key: row.try_get("prekey_key")?,
                             seq: row.try_get::<i64, _>("seq")?.max(0) as u64,
                             created_at: row.try_get("created_at")?,
                             delivered_at: row.try_get("delivered_at")?,

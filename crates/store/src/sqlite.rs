@@ -258,7 +258,7 @@ async fn commit_batch(
     for chunk in crate::sql::chunks_of_known_size(&rows) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
-             encryption_algorithm, msg_type, body, seq, created_at, session_id, resend_of) ",
+             encryption_algorithm, msg_type, body, seq, created_at, session_id, resend_of, prekey_key) ",
         );
         insert.push_values(chunk, |mut row, (m, envelope, seq)| {
             row.push_bind(m.message_id.as_str())
@@ -272,7 +272,8 @@ async fn commit_batch(
                 .push_bind(*seq)
                 .push_bind(m.now)
                 .push_bind(envelope.session_id.as_deref())
-                .push_bind(m.resend_of.as_deref());
+                .push_bind(m.resend_of.as_deref())
+                .push_bind(m.prekey_key(&envelope.device_id));
         });
         insert.build().execute(&mut *tx).await?;
     }
@@ -317,3 +318,4 @@ impl_store!(
 crate::mls_sql::impl_group_store!(SqliteStore, sqlx::Sqlite, skip_locked = "", lock_rows = "");
 crate::e2ee_sql::impl_report_store!(SqliteStore, sqlx::Sqlite, lock_rows = "");
 crate::repair_sql::impl_repair_store!(SqliteStore, sqlx::Sqlite);
+crate::key_checks_sql::impl_key_store!(SqliteStore, sqlx::Sqlite);

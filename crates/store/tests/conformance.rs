@@ -81,6 +81,7 @@ fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>)
         encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
         envelopes,
         resend_of: None,
+        prekey_keys: vec![],
         now: now(),
         receipt: receipt(&format!("m-{client_id}"), from, to, None),
     }

@@ -1,11 +1,14 @@
-//! One-time and fallback keys: upload, count, claim.
+//! One-time and fallback keys: upload, count, claim, and the consistency
+//! check that finds key material corrupted in the database.
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use atlas_proto::api::{
-    ClaimedDevice, KeyCounts, KeysClaimRequest, KeysClaimResponse, KeysUploadRequest, PublicKey,
+    ClaimedDevice, KeyCheckRequest, KeyCheckResponse, KeyCounts, KeyMismatch, KeysClaimRequest,
+    KeysClaimResponse, KeysUploadRequest, PublicKey,
 };
+use atlas_store::KeyCheckRecord;
 use axum::Json;
 use axum::extract::State;
 
@@ -77,5 +80,83 @@ pub async fn claim(
     Ok(Json(KeysClaimResponse {
         user_id: req.user_id,
         devices,
+    }))
+}
+
+/// Most keys one consistency check may carry (vodozemac holds at most 50
+/// one-time keys; the rest is history the device may still keep).
+pub const MAX_KEYS_PER_CHECK: usize = 2000;
+
+/// `POST /keys/check`: compares the device's record of what it published with
+/// the active keys `user_keys` holds for it; with `repair`, revokes stored
+/// one-time and fallback keys that do not match, so no sender gets them again.
+pub async fn check(
+    State(state): State<AppState>,
+    auth: DeviceAuth,
+    ApiJson(req): ApiJson<KeyCheckRequest>,
+) -> Result<Json<KeyCheckResponse>, ApiError> {
+    if req.keys.len() > MAX_KEYS_PER_CHECK {
+        return Err(ApiError::too_large(format!(
+            "at most {MAX_KEYS_PER_CHECK} keys per check"
+        )));
+    }
+    let published: std::collections::HashMap<(&str, &str), &str> = req
+        .keys
+        .iter()
+        .map(|k| ((k.key_type.as_str(), k.key_id.as_str()), k.key.as_str()))
+        .collect();
+    let stored = state
+        .store
+        .device_public_keys(&auth.user_id, &auth.device_id)
+        .await?;
+    let active: Vec<_> = stored.iter().filter(|k| k.status == "active").collect();
+    let mismatched: Vec<KeyMismatch> = active
+        .iter()
+        .filter_map(|k| {
+            let problem = match published.get(&(k.key_type.as_str(), k.key_id.as_str())) {
+                Some(key) if *key == k.public_key => return None,
+                Some(_) => "differs",
+                None => "unknown",
+            };
+            Some(KeyMismatch {
+                key_type: k.key_type.clone(),
+                key_id: k.key_id.clone(),
+                stored_key: k.public_key.clone(),
+                problem: problem.into(),
+            })
+        })
+        .collect();
+    let now = state.clock.now();
+    let revoked = if req.repair && !mismatched.is_empty() {
+        let ids: Vec<(String, String)> = mismatched
+            .iter()
+            .map(|m| (m.key_type.clone(), m.key_id.clone()))
+            .collect();
+        state
+            .store
+            .revoke_keys(&auth.user_id, &auth.device_id, &ids, now)
+            .await?
+    } else {
+        0
+    };
+    if !mismatched.is_empty() {
+        tracing::warn!(user = %auth.user_id, device = %auth.device_id, mismatched = mismatched.len(), revoked,
+            "key material in the database does not match what the device published");
+    }
+    state
+        .store
+        .record_key_check(&KeyCheckRecord {
+            user_id: auth.user_id.to_string(),
+            device_id: auth.device_id.to_string(),
+            checked_at: now,
+            checked: active.len() as u64,
+            mismatched: mismatched.iter().map(|m| m.key_id.clone()).collect(),
+            repaired: revoked,
+        })
+        .await?;
+    Ok(Json(KeyCheckResponse {
+        checked: active.len() as u64,
+        mismatched,
+        revoked,
     }))
 }

@@ -4,6 +4,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::receipts::{MessageFacts, ciphertext_digest, view, view_signed};
 use crate::state::AppState;
+use atlas_crypto::olm::Ciphertext;
 use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
@@ -169,6 +170,18 @@ pub async fn send(
         client_message_id: req.client_message_id,
         request_hash,
         encryption_algorithm: req.encryption_algorithm,
+        prekey_keys: req
+            .envelopes
+            .iter()
+            .filter(|e| e.msg_type == 0)
+            .filter_map(|e| {
+                let body = Ciphertext {
+                    msg_type: e.msg_type,
+                    body: e.body.clone(),
+                };
+                Some((e.device_id.clone(), body.prekey_info()?.one_time_key))
+            })
+            .collect(),
         envelopes: req.envelopes,
         resend_of: req.resend_of,
         now,

@@ -42,6 +42,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/keys/upload", post(keys::upload))
         .route("/keys/count", get(keys::count))
         .route("/keys/claim", post(keys::claim))
+        .route("/keys/check", post(keys::check))
         .route("/messages", post(messages::send).get(messages::inbox))
         .route("/messages/ack", post(messages::ack))
         .route(

@@ -8,8 +8,8 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use atlas_proto::ErrorCode;
 use atlas_proto::e2ee::{
-    DecryptionReport, MAX_REPORTS_PER_REQUEST, Outcome, RejectedReport, ReportsRequest,
-    ReportsResponse,
+    DecryptionReport, FailureCode, MAX_REPORTS_PER_REQUEST, Outcome, RejectedReport,
+    ReportsRequest, ReportsResponse,
 };
 use atlas_store::{NewReport, ReportChange};
 use axum::Json;
@@ -42,6 +42,35 @@ fn check(report: &DecryptionReport) -> Result<(), &'static str> {
     }
 }
 
+/// A device cannot tell a key it never had from one it dropped after a
+/// rotation; the server can: if the pre-key message was encrypted to a key
+/// `user_keys` marks `rotated`, the key was rotated before the message arrived.
+async fn refine_key_not_found(
+    state: &AppState,
+    auth: &DeviceAuth,
+    message_id: &str,
+) -> Result<FailureCode, ApiError> {
+    let copies = state.store.message_copies(message_id).await?;
+    let Some(key) = copies
+        .iter()
+        .find(|c| {
+            c.recipient_id == auth.user_id.as_str()
+                && c.recipient_device_id == auth.device_id.as_str()
+        })
+        .and_then(|c| c.prekey_key.as_deref())
+    else {
+        return Ok(FailureCode::KeyNotFound);
+    };
+    let used = state
+        .store
+        .key_by_public(auth.user_id.as_str(), auth.device_id.as_str(), key)
+        .await?;
+    Ok(match used {
+        Some(k) if k.status == "rotated" => FailureCode::KeyRotated,
+        _ => FailureCode::KeyNotFound,
+    })
+}
+
 /// `POST /reports/decryption`.
 pub async fn record(
     State(state): State<AppState>,
@@ -65,7 +94,7 @@ pub async fn record(
         ));
     }
     let mut rejected = Vec::new();
-    let mut accepted = Vec::new();
+    let mut accepted: Vec<DecryptionReport> = Vec::new();
     for report in req.reports {
         match check(&report) {
             Ok(()) => accepted.push(report),
@@ -73,6 +102,11 @@ pub async fn record(
                 message_id: report.message_id.chars().take(64).collect(),
                 reason: format!("{}: {why}", ErrorCode::InvalidRequest.as_str()),
             }),
+        }
+    }
+    for report in accepted.iter_mut() {
+        if report.code == Some(FailureCode::KeyNotFound) && report.group_id.is_none() {
+            report.code = Some(refine_key_not_found(&state, &auth, &report.message_id).await?);
         }
     }
     let rows: Vec<NewReport> = accepted

@@ -1,0 +1,114 @@
+//! Prekey hygiene: one-time keys topped up, the fallback key rotated with a
+//! grace period for messages already encrypted to the old one, and a
+//! consistency check of what the server hands out against what this device
+//! published (so key material corrupted in the database is found and revoked).
+use crate::client::Client;
+use crate::error::ClientError;
+use atlas_proto::api::{KeyCheckRequest, KeyCheckResponse, KeyCounts, PublishedKey};
+use reqwest::Method;
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+/// A fallback key older than this is replaced (the old one stays usable for
+/// [`crate::FALLBACK_GRACE`]).
+pub const FALLBACK_ROTATION: Duration = Duration::days(7);
+/// How often a syncing device runs the maintenance on its own.
+const MAINTENANCE_EVERY: Duration = Duration::hours(1);
+
+/// What one round of key maintenance did.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyMaintenance {
+    /// The consistency check (and what it revoked).
+    pub check: KeyCheckResponse,
+    /// Whether the fallback key was rotated.
+    pub fallback_rotated: bool,
+    /// The server's key stock afterwards.
+    pub counts: KeyCounts,
+}
+
+impl Client {
+    /// Compares the keys the server holds for this device with what it
+    /// published; with `repair`, the server revokes the ones that differ and
+    /// fresh keys are published in their place.
+    pub async fn check_keys(&self, repair: bool) -> Result<KeyCheckResponse, ClientError> {
+        let mut keys = self.local.published_keys().await?;
+        {
+            let account = self.account.lock().await;
+            for (key_type, key) in [
+                ("ed25519", account.ed25519()),
+                ("curve25519", account.curve25519()),
+            ] {
+                keys.push(PublishedKey {
+                    key_type: key_type.into(),
+                    key_id: format!("{key_type}:{}", self.device_id()),
+                    key,
+                });
+            }
+        }
+        let answer: KeyCheckResponse = self
+            .transport
+            .call(
+                Method::POST,
+                "/keys/check",
+                "",
+                Some(&KeyCheckRequest { keys, repair }),
+            )
+            .await?;
+        if answer.revoked > 0 {
+            tracing::warn!(
+                revoked = answer.revoked,
+                "server held keys this device never published: revoked, publishing fresh ones"
+            );
+            self.top_up_keys(false).await?;
+        }
+        Ok(answer)
+    }
+
+    /// Checks (and repairs) the keys, drops a fallback key past its grace
+    /// period, rotates the fallback key when it is due, and tops up one-time keys.
+    pub async fn maintain_keys(&self, now: OffsetDateTime) -> Result<KeyMaintenance, ClientError> {
+        let check = self.check_keys(true).await?;
+        self.forget_expired_fallback_key(now).await?;
+        let published_at = self
+            .local
+            .get_text("fallback_published_at")
+            .await?
+            .and_then(|t| t.parse::<i64>().ok());
+        let due = published_at
+            .is_none_or(|t| now.unix_timestamp() >= t + FALLBACK_ROTATION.whole_seconds());
+        if due {
+            self.rotate_fallback_key_at(now).await?;
+        }
+        let counts = self.top_up_keys(false).await?;
+        self.local
+            .put(
+                "keys_maintained_at",
+                now.unix_timestamp().to_string().as_bytes(),
+            )
+            .await?;
+        Ok(KeyMaintenance {
+            check,
+            fallback_rotated: due,
+            counts,
+        })
+    }
+
+    /// Runs [`Client::maintain_keys`] when the last run is an hour old; a
+    /// failure is logged, never a reason to fail the sync.
+    pub(crate) async fn maintain_keys_if_due(&self) {
+        let now = OffsetDateTime::now_utc();
+        let last = match self.local.get_text("keys_maintained_at").await {
+            Ok(t) => t.and_then(|t| t.parse::<i64>().ok()),
+            Err(e) => {
+                tracing::warn!(error = %e, "key maintenance state unreadable");
+                return;
+            }
+        };
+        if last.is_some_and(|t| now.unix_timestamp() < t + MAINTENANCE_EVERY.whole_seconds()) {
+            return;
+        }
+        if let Err(e) = self.maintain_keys(now).await {
+            tracing::warn!(error = %e, "key maintenance failed");
+        }
+    }
+}
