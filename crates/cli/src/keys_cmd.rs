@@ -1,4 +1,5 @@
-//! `atlas keys …`: the server's receipt-signing keys (admin API, operator token).
+//! `atlas keys …`: this device's key backups, and the server's receipt-signing
+//! keys (admin API, operator token).
 use crate::admin::{ServerArgs, percent_encode};
 use atlas_proto::receipt::{RotateSigningRequest, SigningKeysResponse};
 use reqwest::Method;
@@ -26,6 +27,31 @@ pub enum KeysCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Encrypt this device's key state under a recovery passphrase and store it on the server.
+    Backup {
+        #[command(flatten)]
+        passphrase: crate::backup_cmd::PassphraseArgs,
+        /// Print the backup's description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the newest backup made at or before DATE into this profile (new or existing), then read waiting messages.
+    Restore {
+        /// Whose backup.
+        #[arg(long)]
+        user_id: atlas_proto::UserId,
+        /// RFC 3339, or YYYY-MM-DD for the end of that day (UTC).
+        #[arg(long, value_parser = crate::backup_cmd::parse_date)]
+        date: time::OffsetDateTime,
+        /// Server URL (needed when the profile is new).
+        #[arg(long)]
+        server: Option<String>,
+        #[command(flatten)]
+        passphrase: crate::backup_cmd::PassphraseArgs,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Seconds from `90`, `90s`, `30m`, `12h` or `7d`.
@@ -49,8 +75,28 @@ fn parse_duration(text: &str) -> Result<u64, String> {
 }
 
 /// `atlas keys …`.
-pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+pub async fn keys(profile_dir: &std::path::Path, cmd: KeysCommand) -> anyhow::Result<()> {
     let (server, answer): (ServerArgs, SigningKeysResponse) = match cmd {
+        KeysCommand::Backup { passphrase, json } => {
+            return crate::backup_cmd::backup(profile_dir, &passphrase, json).await;
+        }
+        KeysCommand::Restore {
+            user_id,
+            date,
+            server,
+            passphrase,
+            json,
+        } => {
+            return crate::backup_cmd::restore(
+                profile_dir,
+                &user_id,
+                date,
+                server,
+                &passphrase,
+                json,
+            )
+            .await;
+        }
         KeysCommand::Signing { server } => {
             let answer = server
                 .client()?

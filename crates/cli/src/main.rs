@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod backup_cmd;
 mod client_cmd;
 mod group_cmd;
 mod keys_cmd;
@@ -109,7 +110,7 @@ async fn main() -> ExitCode {
         Command::Whoami => client_cmd::whoami(&profile_dir).await,
         Command::Group(cmd) => group_cmd::group(&profile_dir, cmd).await,
         Command::Receipt(args) => client_cmd::receipt(&profile_dir, args).await,
-        Command::Keys(cmd) => keys_cmd::keys(cmd).await,
+        Command::Keys(cmd) => keys_cmd::keys(&profile_dir, cmd).await,
         Command::VerifyDpop(args) => verify::verify_dpop(args),
         Command::VerifyReceipt(args) => verify::verify_receipt_cmd(args).await,
         Command::Admin(cmd) => admin::admin(cmd).await,

@@ -29,11 +29,11 @@ const ONE_TIME_KEY_BATCH: usize = 25;
 pub const FALLBACK_GRACE: time::Duration = time::Duration::days(7);
 
 #[derive(Serialize, Deserialize)]
-struct Profile {
-    server: String,
-    user_id: UserId,
-    device_id: DeviceId,
-    dpop_alg: String,
+pub(crate) struct Profile {
+    pub(crate) server: String,
+    pub(crate) user_id: UserId,
+    pub(crate) device_id: DeviceId,
+    pub(crate) dpop_alg: String,
 }
 
 /// Why a message did not decrypt.

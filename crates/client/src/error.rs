@@ -47,6 +47,9 @@ pub enum ClientError {
     /// WebSocket failure.
     #[error("push connection: {0}")]
     Push(String),
+    /// A key backup could not be made, found or opened.
+    #[error("key backup: {0}")]
+    Backup(String),
 }
 
 impl ClientError {

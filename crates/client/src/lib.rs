@@ -3,6 +3,7 @@
 //! (automatic session creation, in-order processing, an outbox for resends).
 #![forbid(unsafe_code)]
 
+mod backup;
 mod client;
 mod error;
 mod groups;
@@ -14,6 +15,7 @@ mod push;
 mod reports;
 mod transport;
 
+pub use backup::Restored;
 pub use client::{Client, FALLBACK_GRACE, Received};
 pub use error::ClientError;
 pub use groups::GroupReceived;

@@ -296,6 +296,28 @@ impl LocalState {
         Ok(())
     }
 
+    /// Every session: `(session_id, peer_user, peer_device, pickle)`.
+    pub(crate) async fn all_sessions(
+        &self,
+    ) -> Result<Vec<(String, String, String, String)>, ClientError> {
+        Ok(sqlx::query_as(
+            "SELECT session_id, peer_user, peer_device, pickle FROM sessions ORDER BY last_used",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every known peer device: `(user, device, ed25519, curve25519)`.
+    pub(crate) async fn all_peers(
+        &self,
+    ) -> Result<Vec<(String, String, String, String)>, ClientError> {
+        Ok(sqlx::query_as(
+            "SELECT peer_user, peer_device, ed25519, curve25519 FROM peers ORDER BY peer_user, peer_device",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Remembers public keys about to be published, for later consistency checks.
     pub(crate) async fn record_published(
         &self,

@@ -59,6 +59,11 @@ pub(crate) async fn refusal(response: reqwest::Response) -> ClientError {
 }
 
 impl Transport {
+    /// The DPoP key's algorithm.
+    pub(crate) fn dpop_alg(&self) -> &'static str {
+        self.dpop.alg()
+    }
+
     pub(crate) fn new(
         base: String,
         dpop: JwsSigner,

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod at_rest;
+pub mod backup;
 pub mod checks;
 pub mod device;
 pub mod dpop;

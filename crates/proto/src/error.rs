@@ -62,6 +62,10 @@ pub enum ErrorCode {
     NothingToResend,
     /// No message was sent on this Olm session by or to the caller.
     UnknownSession,
+    /// A key backup with this id exists.
+    BackupExists,
+    /// No key backup matches.
+    UnknownBackup,
     /// The route does not exist.
     NotFound,
     /// The method is not allowed on this route.
@@ -106,6 +110,8 @@ impl ErrorCode {
             Self::InvalidMlsMessage => "invalid_mls_message",
             Self::NothingToResend => "nothing_to_resend",
             Self::UnknownSession => "unknown_session",
+            Self::BackupExists => "backup_exists",
+            Self::UnknownBackup => "unknown_backup",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",

@@ -123,6 +123,9 @@ impl From<StoreError> for ApiError {
             StoreError::GroupExists => {
                 Self::new(S::CONFLICT, C::GroupExists, "group already exists")
             }
+            StoreError::BackupExists => {
+                Self::new(S::CONFLICT, C::BackupExists, "a backup with this id exists")
+            }
             StoreError::UnknownGroup => Self::new(S::NOT_FOUND, C::UnknownGroup, "unknown group"),
             StoreError::NotAGroupMember => {
                 Self::new(S::FORBIDDEN, C::NotAMember, "not a member of the group")

@@ -146,6 +146,10 @@ pub async fn start_with_clock(
             routes::resend::BURST,
             routes::resend::PER_MINUTE,
         ),
+        backup_limit: rate_limit::RateLimiter::new(
+            routes::backups::BURST,
+            routes::backups::PER_MINUTE,
+        ),
     });
     let app = routes::router(state, config.max_body_bytes);
     let mut flusher_stop = shutdown.subscribe();

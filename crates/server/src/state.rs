@@ -122,6 +122,8 @@ pub struct Inner {
     pub report_limit: crate::rate_limit::RateLimiter,
     /// Resend requests per device pair.
     pub resend_limit: crate::rate_limit::RateLimiter,
+    /// Backup download attempts per user.
+    pub backup_limit: crate::rate_limit::RateLimiter,
 }
 
 /// Handler state.

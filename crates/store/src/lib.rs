@@ -3,6 +3,8 @@
 //! whose table and column names the operator runbooks query verbatim.
 #![forbid(unsafe_code)]
 
+mod backups;
+mod backups_sql;
 mod e2ee;
 mod e2ee_sql;
 mod groups;
@@ -18,6 +20,7 @@ mod sql;
 mod sqlite;
 pub mod testdb;
 
+pub use backups::{BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
@@ -61,6 +64,9 @@ pub enum StoreError {
     /// The group name is taken.
     #[error("group already exists")]
     GroupExists,
+    /// A backup with this id exists.
+    #[error("backup already exists")]
+    BackupExists,
     /// No such group.
     #[error("unknown group")]
     UnknownGroup,
@@ -81,7 +87,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the server persists. Every method that returns `Ok` after a
 /// write has committed it durably.
 #[async_trait::async_trait]
-pub trait Store: GroupStore + ReportStore + RepairStore + KeyStore + Send + Sync + 'static {
+pub trait Store:
+    GroupStore + ReportStore + RepairStore + KeyStore + BackupStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// One round trip to the database.

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_resend.sql")),
     (8, include_str!("../migrations/0008_session_resets.sql")),
     (9, include_str!("../migrations/0009_key_checks.sql")),
+    (10, include_str!("../migrations/0010_key_backups.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -169,3 +169,4 @@ crate::mls_sql::impl_group_store!(
 crate::e2ee_sql::impl_report_store!(PostgresStore, sqlx::Postgres, lock_rows = " FOR UPDATE");
 crate::repair_sql::impl_repair_store!(PostgresStore, sqlx::Postgres);
 crate::key_checks_sql::impl_key_store!(PostgresStore, sqlx::Postgres);
+crate::backups_sql::impl_backup_store!(PostgresStore, sqlx::Postgres);

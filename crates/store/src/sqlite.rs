@@ -319,3 +319,4 @@ crate::mls_sql::impl_group_store!(SqliteStore, sqlx::Sqlite, skip_locked = "", l
 crate::e2ee_sql::impl_report_store!(SqliteStore, sqlx::Sqlite, lock_rows = "");
 crate::repair_sql::impl_repair_store!(SqliteStore, sqlx::Sqlite);
 crate::key_checks_sql::impl_key_store!(SqliteStore, sqlx::Sqlite);
+crate::backups_sql::impl_backup_store!(SqliteStore, sqlx::Sqlite);

@@ -1,5 +1,6 @@
 //! HTTP routes, one file per resource.
 pub mod admin;
+pub mod backups;
 pub mod groups;
 pub mod health;
 pub mod key_packages;
@@ -25,6 +26,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 
+/// Body limit of a key backup upload (the blob plus its JSON around it).
+const MAX_BACKUP_BODY: usize = atlas_proto::backup::MAX_BACKUP_BYTES + 64 * 1024;
 /// Body limit of a commit: adding many members makes a large commit and Welcome.
 const MAX_COMMIT_BODY: usize = 16 * 1024 * 1024;
 
@@ -43,6 +46,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/keys/count", get(keys::count))
         .route("/keys/claim", post(keys::claim))
         .route("/keys/check", post(keys::check))
+        .route(
+            "/backups",
+            post(backups::upload).layer(axum::extract::DefaultBodyLimit::max(
+                max_body_bytes.max(MAX_BACKUP_BODY),
+            )),
+        )
+        .route("/backups/{user_id}", get(backups::list))
+        .route("/backups/{user_id}/{backup_id}", get(backups::download))
         .route("/messages", post(messages::send).get(messages::inbox))
         .route("/messages/ack", post(messages::ack))
         .route(
