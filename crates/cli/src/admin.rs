@@ -49,7 +49,7 @@ pub enum AdminCommand {
 pub enum TokenCommand {
     /// Create an operator token and print it (shown once; only its hash is stored).
     Create {
-        /// A scope the token gets (repeatable): dpop, keys, messages, mls, receipts, or all.
+        /// A scope the token gets (repeatable): diagnose, dpop, keys, messages, mls, receipts, or all.
         #[arg(long = "scope", default_values_t = vec!["all".to_string()])]
         scopes: Vec<String>,
         /// Who or what the token is for.
@@ -123,7 +123,9 @@ pub enum JtiCommand {
     },
 }
 
-const SCOPES: &[&str] = &["all", "dpop", "keys", "messages", "mls", "receipts"];
+const SCOPES: &[&str] = &[
+    "all", "diagnose", "dpop", "keys", "messages", "mls", "receipts",
+];
 
 /// `atlas admin …`.
 pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {

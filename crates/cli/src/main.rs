@@ -4,6 +4,7 @@
 mod admin;
 mod backup_cmd;
 mod client_cmd;
+mod diagnose_cmd;
 mod group_cmd;
 mod keys_cmd;
 mod mls_cmd;
@@ -59,6 +60,9 @@ enum Command {
     /// MLS recovery: show a group, send-update, rejoin-member (admin API, operator token).
     #[command(subcommand)]
     Mls(mls_cmd::MlsCommand),
+    /// Walk the runbook's diagnosis flow for a message, user or group; --apply starts the recovery.
+    #[command(subcommand)]
+    Diagnose(diagnose_cmd::DiagnoseCommand),
     /// The server's DPoP replay cache (admin API, operator token).
     #[command(subcommand)]
     Dpop(admin::DpopCommand),
@@ -116,6 +120,7 @@ async fn main() -> ExitCode {
         Command::Admin(cmd) => admin::admin(cmd).await,
         Command::Dpop(cmd) => admin::dpop(cmd).await,
         Command::Mls(cmd) => mls_cmd::mls(cmd).await,
+        Command::Diagnose(cmd) => diagnose_cmd::diagnose(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -141,7 +141,8 @@ pub struct ReportsResponse {
 /// Answer to `GET /health/e2ee`: last hour's decryption outcomes as devices reported them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct E2eeHealth {
-    /// `healthy`, `degraded` (failure ratio above 1 %) or `unhealthy` (above 5 %).
+    /// `healthy`, `degraded` (failure ratio above 1 %, or an MLS member more
+    /// than two epochs behind) or `unhealthy` (failure ratio above 5 %).
     pub status: String,
     /// Messages that decrypted (at once or after recovery) / messages reported; 1 without reports.
     pub decryption_success_rate: f64,
@@ -155,6 +156,8 @@ pub struct E2eeHealth {
     pub reports_last_hour: u64,
     /// Unrecovered failures by code.
     pub failures_by_code: BTreeMap<String, u64>,
+    /// Active MLS members more than two epochs behind their group (any group).
+    pub mls_members_behind: u64,
 }
 
 /// Status for a failure ratio, by the documented thresholds.

@@ -44,15 +44,27 @@ pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, Api
         }
     };
     let failure_ratio = ratio(counts.failed);
+    let behind: u64 = state
+        .store
+        .group_epoch_health(crate::routes::metrics::MAX_GROUPS)
+        .await?
+        .iter()
+        .map(|g| g.members_behind)
+        .sum();
+    let status = match health_status(failure_ratio) {
+        "healthy" if behind > 0 => "degraded",
+        status => status,
+    };
     // Four decimals: the runbook's example shows 0.998, and more digits are noise.
     let success_rate = ((1.0 - failure_ratio) * 10_000.0).round() / 10_000.0;
     Ok(Json(E2eeHealth {
-        status: health_status(failure_ratio).into(),
+        status: status.into(),
         decryption_success_rate: success_rate,
         avg_latency_ms: counts.avg_latency_ms,
         failed_decryptions_last_hour: counts.failed,
         recovered_last_hour: counts.recovered,
         reports_last_hour: counts.reported,
         failures_by_code: counts.failures_by_code.into_iter().collect(),
+        mls_members_behind: behind,
     }))
 }

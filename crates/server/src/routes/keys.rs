@@ -88,8 +88,8 @@ pub async fn claim(
 pub const MAX_KEYS_PER_CHECK: usize = 2000;
 
 /// `POST /keys/check`: compares the device's record of what it published with
-/// the active keys `user_keys` holds for it; with `repair`, revokes stored
-/// one-time and fallback keys that do not match, so no sender gets them again.
+/// the keys `user_keys` holds for it; with `repair`, revokes active one-time
+/// and fallback keys that do not match, so no sender gets them again.
 pub async fn check(
     State(state): State<AppState>,
     auth: DeviceAuth,
@@ -109,14 +109,18 @@ pub async fn check(
         .store
         .device_public_keys(&auth.user_id, &auth.device_id)
         .await?;
-    let active: Vec<_> = stored.iter().filter(|k| k.status == "active").collect();
-    let mismatched: Vec<KeyMismatch> = active
+    // Active keys must all be the device's; older ones (consumed, rotated)
+    // are compared where the device still remembers them, so a corrupted key
+    // already handed out is found too.
+    let mismatched: Vec<KeyMismatch> = stored
         .iter()
         .filter_map(|k| {
-            let problem = match published.get(&(k.key_type.as_str(), k.key_id.as_str())) {
+            let remembered = published.get(&(k.key_type.as_str(), k.key_id.as_str()));
+            let problem = match remembered {
                 Some(key) if *key == k.public_key => return None,
                 Some(_) => "differs",
-                None => "unknown",
+                None if k.status == "active" => "unknown",
+                None => return None,
             };
             Some(KeyMismatch {
                 key_type: k.key_type.clone(),
@@ -126,6 +130,7 @@ pub async fn check(
             })
         })
         .collect();
+    let active = stored.iter().filter(|k| k.status == "active").count() as u64;
     let now = state.clock.now();
     let revoked = if req.repair && !mismatched.is_empty() {
         let ids: Vec<(String, String)> = mismatched
@@ -149,13 +154,16 @@ pub async fn check(
             user_id: auth.user_id.to_string(),
             device_id: auth.device_id.to_string(),
             checked_at: now,
-            checked: active.len() as u64,
-            mismatched: mismatched.iter().map(|m| m.key_id.clone()).collect(),
+            checked: active,
+            mismatched: mismatched
+                .iter()
+                .map(|m| format!("{}:{}", m.key_type, m.key_id))
+                .collect(),
             repaired: revoked,
         })
         .await?;
     Ok(Json(KeyCheckResponse {
-        checked: active.len() as u64,
+        checked: active,
         mismatched,
         revoked,
     }))

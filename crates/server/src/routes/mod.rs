@@ -1,6 +1,7 @@
 //! HTTP routes, one file per resource.
 pub mod admin;
 pub mod backups;
+pub mod diagnose;
 pub mod groups;
 pub mod health;
 pub mod key_packages;
@@ -80,6 +81,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(groups::action_done),
         )
         .route("/admin/groups/{group_id}", get(mls_admin::show))
+        .route(
+            "/admin/diagnose/messages/{message_id}",
+            get(diagnose::message),
+        )
+        .route("/admin/diagnose/users/{user_id}", get(diagnose::user))
+        .route("/admin/diagnose/groups/{group_id}", get(diagnose::group))
         .route(
             "/admin/groups/{group_id}/rollback",
             post(mls_admin::rollback),

@@ -1,0 +1,6 @@
+//! Operator logic shared by the server and the CLI, free of I/O: the
+//! runbook's Systematic Diagnosis Flow as functions from evidence (gathered
+//! from storage by the caller) to a [`atlas_proto::diagnose::Diagnosis`].
+#![forbid(unsafe_code)]
+
+pub mod diagnose;

@@ -1,0 +1,239 @@
+//! `GET /admin/diagnose/{messages|users|groups}/{id}` (operator, scope
+//! `diagnose`): gathers the evidence the runbook's checks look at from
+//! storage and walks the decision tree of `atlas_ops::diagnose`.
+use crate::auth::operator::OperatorAuth;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::state::AppState;
+use atlas_ops::diagnose::{
+    CopyEvidence, DeviceEvidence, FailureEvidence, GroupEvidence, KeyEvidence,
+    MemberActionEvidence, MemberEvidence, MessageEvidence, ReportEvidence, UserEvidence,
+    diagnose_group, diagnose_message, diagnose_user,
+};
+use atlas_proto::UserId;
+use atlas_proto::diagnose::Diagnosis;
+use atlas_store::StoreError;
+use axum::Json;
+use axum::extract::State;
+use time::format_description::well_known::Rfc3339;
+
+/// Scope of the diagnosis routes.
+pub const SCOPE_DIAGNOSE: &str = "diagnose";
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+async fn latest_backup(state: &AppState, user_id: &str) -> Result<Option<String>, ApiError> {
+    let backups = state.store.backups(user_id, state.clock.now(), 1).await?;
+    Ok(backups.first().map(|b| rfc3339(b.created_at)))
+}
+
+/// `GET /admin/diagnose/messages/{message_id}`.
+pub async fn message(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath(message_id): ApiPath<String>,
+) -> Result<Json<Diagnosis>, ApiError> {
+    operator.require(SCOPE_DIAGNOSE)?;
+    crate::routes::resend::check_message_id(&message_id)?;
+    let copies = state.store.message_copies(&message_id).await?;
+    let reports = state.store.message_reports("", &message_id).await?;
+    let resends = state.store.resend_requests(&message_id).await?;
+    let mut evidence = MessageEvidence {
+        message_id: message_id.clone(),
+        ..Default::default()
+    };
+    for c in &copies {
+        let device_active = match (
+            UserId::new(c.recipient_id.as_str()),
+            atlas_proto::DeviceId::new(c.recipient_device_id.as_str()),
+        ) {
+            (Ok(u), Ok(d)) => state
+                .store
+                .device(&u, &d)
+                .await?
+                .is_some_and(|d| d.status == "active"),
+            _ => false,
+        };
+        let key_row = match &c.prekey_key {
+            Some(key) => {
+                state
+                    .store
+                    .key_by_public(&c.recipient_id, &c.recipient_device_id, key)
+                    .await?
+            }
+            None => None,
+        };
+        let key_id = key_row
+            .as_ref()
+            .map(|k| format!("{}:{}", k.key_type, k.key_id));
+        let key_used = key_row.map(|k| KeyEvidence {
+            key_id: k.key_id,
+            key_type: k.key_type,
+            status: k.status,
+            last_rotated: k.last_rotated.map(rfc3339),
+        });
+        let check = state
+            .store
+            .key_check(&c.recipient_id, &c.recipient_device_id)
+            .await?;
+        let session_reset = match &c.session_id {
+            Some(sid) => !state.store.session_resets(sid).await?.is_empty(),
+            None => false,
+        };
+        evidence.copies.push(CopyEvidence {
+            recipient: format!("{}/{}", c.recipient_id, c.recipient_device_id),
+            sender: format!("{}/{}", c.sender_id, c.sender_device_id),
+            recipient_user: c.recipient_id.clone(),
+            algorithm: c.encryption_algorithm.clone(),
+            msg_type: c.msg_type,
+            session_id: c.session_id.clone(),
+            resend_of: c.resend_of.clone(),
+            created_at: rfc3339(c.created_at),
+            delivered: c.delivered_at.is_some(),
+            device_active,
+            report: reports
+                .iter()
+                .find(|r| r.user_id == c.recipient_id && r.device_id == c.recipient_device_id)
+                .map(|r| ReportEvidence {
+                    status: r.status.clone(),
+                    code: r.code.clone(),
+                    first_code: r.first_code.clone(),
+                }),
+            key_looked_up: c.prekey_key.is_some(),
+            key_used,
+            key_used_differs: check.map(|check| {
+                key_id
+                    .as_ref()
+                    .is_some_and(|id| check.mismatched.contains(id))
+            }),
+            session_reset,
+            resends: resends
+                .iter()
+                .filter(|r| r.recipient_device_id == c.recipient_device_id)
+                .map(|r| (r.status.clone(), r.detail.clone()))
+                .collect(),
+        });
+    }
+    if let Some(first) = copies.first() {
+        evidence.latest_backup = latest_backup(&state, &first.recipient_id).await?;
+    }
+    Ok(Json(diagnose_message(&evidence, &state.config.public_url)))
+}
+
+/// `GET /admin/diagnose/users/{user_id}`.
+pub async fn user(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Json<Diagnosis>, ApiError> {
+    operator.require(SCOPE_DIAGNOSE)?;
+    let user = UserId::new(user_id.as_str()).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let mut evidence = UserEvidence {
+        user_id: user_id.clone(),
+        exists: true,
+        ..Default::default()
+    };
+    let devices = match state.store.devices(&user).await {
+        Ok(devices) => devices,
+        Err(StoreError::UnknownUser) => {
+            evidence.exists = false;
+            return Ok(Json(diagnose_user(&evidence, &state.config.public_url)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for d in devices {
+        let keys = state
+            .store
+            .device_public_keys(&user, &d.keys.device_id)
+            .await?;
+        let mut counts: Vec<(String, String, u64)> = Vec::new();
+        for k in &keys {
+            match counts
+                .iter_mut()
+                .find(|(t, s, _)| *t == k.key_type && *s == k.status)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((k.key_type.clone(), k.status.clone(), 1)),
+            }
+        }
+        counts.sort();
+        let fallback_rotated = keys
+            .iter()
+            .filter(|k| k.key_type == "fallback")
+            .filter_map(|k| k.last_rotated)
+            .max()
+            .map(rfc3339);
+        let check = state
+            .store
+            .key_check(&user_id, d.keys.device_id.as_str())
+            .await?;
+        evidence.devices.push(DeviceEvidence {
+            device_id: d.keys.device_id.to_string(),
+            status: d.status,
+            keys: counts,
+            fallback_rotated,
+            key_check: check
+                .map(|c| (rfc3339(c.checked_at), c.mismatched.len() as u64, c.repaired)),
+        });
+    }
+    let since = state.clock.now() - time::Duration::days(1);
+    for r in state.store.user_reports(&user, since, 500).await? {
+        match r.status.as_str() {
+            "failure" => evidence.failures.push(FailureEvidence {
+                message_id: r.message_id,
+                group_id: (!r.group_id.is_empty()).then_some(r.group_id),
+                device_id: r.device_id,
+                code: r.code.unwrap_or_default(),
+            }),
+            "recovered" => evidence.recovered += 1,
+            _ => {}
+        }
+    }
+    evidence.latest_backup = latest_backup(&state, &user_id).await?;
+    Ok(Json(diagnose_user(&evidence, &state.config.public_url)))
+}
+
+/// `GET /admin/diagnose/groups/{group_id}`.
+pub async fn group(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    ApiPath(group_id): ApiPath<String>,
+) -> Result<Json<Diagnosis>, ApiError> {
+    operator.require(SCOPE_DIAGNOSE)?;
+    let mut evidence = GroupEvidence {
+        group_id: group_id.clone(),
+        ..Default::default()
+    };
+    if let Some(g) = state.store.group(&group_id).await? {
+        evidence.exists = true;
+        evidence.current_epoch = g.current_epoch;
+        evidence.last_epoch_change = rfc3339(g.last_epoch_change);
+        evidence.members = state
+            .store
+            .group_members(&group_id)
+            .await?
+            .into_iter()
+            .map(|m| MemberEvidence {
+                member_id: m.member_id,
+                epoch: m.epoch,
+                status: m.status,
+                last_commit: m.last_commit,
+            })
+            .collect();
+        evidence.actions = state
+            .store
+            .group_member_actions(&group_id)
+            .await?
+            .into_iter()
+            .map(|a| MemberActionEvidence {
+                member_id: a.member_id,
+                action: a.action,
+                done: a.done_at.is_some(),
+                outcome: a.outcome,
+            })
+            .collect();
+    }
+    Ok(Json(diagnose_group(&evidence)))
+}
