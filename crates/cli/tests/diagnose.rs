@@ -6,19 +6,15 @@
 
 mod support;
 
-use atlas_client::Client;
 use atlas_proto::UserId;
-use serde_json::{Value, json};
-use support::{Harness, RawDevice, operator_token, profile_sql, run_atlas};
+use serde_json::Value;
+use support::{
+    Harness, acquaint, client, corrupt_one_time_keys, deliver_last_first, desync_session,
+    exhaust_one_time_keys, operator_token, run_atlas, send_numbered,
+};
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
-}
-
-async fn register(h: &Harness, name: &str) -> Client {
-    Client::register(&h.profile(name), &h.url(), uid(name), None)
-        .await
-        .unwrap()
 }
 
 /// `atlas diagnose KIND ID [--apply] --json`: the diagnosis and what was applied.
@@ -41,20 +37,13 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     let token = operator_token(&h.database_url(), "all");
 
     // Double Ratchet state desynchronised: reset the session (Option 3) and resend.
-    let alice = register(&h, "alice").await;
-    let bob = register(&h, "bob").await;
-    let carol = register(&h, "carol").await;
-    alice.send_text(&uid("bob"), "hello").await.unwrap();
-    bob.sync().await.unwrap();
-    bob.send_text(&uid("alice"), "hi").await.unwrap();
-    alice.sync().await.unwrap();
+    let alice = client(&h, "alice").await;
+    let bob = client(&h, "bob").await;
+    let carol = client(&h, "carol").await;
+    acquaint(&alice, &bob).await;
     carol.send_text(&uid("bob"), "from carol").await.unwrap();
     bob.sync().await.unwrap();
-    profile_sql(
-        &h.profile("bob"),
-        "UPDATE sessions SET pickle = (SELECT pickle FROM sessions WHERE peer_user = 'carol') WHERE peer_user = 'alice'",
-    )
-    .await;
+    desync_session(&h, "bob", "alice", "carol").await;
     let lost = alice
         .send_text(&uid("bob"), "after the desync")
         .await
@@ -79,19 +68,8 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     );
 
     // The recipient's key rotated before the message arrived.
-    let dave = register(&h, "dave").await;
-    let mallory = RawDevice::register(&h.url(), "mallory").await;
-    let m_token = mallory.token().await;
-    for _ in 0..25 {
-        mallory
-            .call(
-                &m_token,
-                "POST",
-                "/keys/claim",
-                Some(json!({"user_id": "dave"})),
-            )
-            .await;
-    }
+    let dave = client(&h, "dave").await;
+    exhaust_one_time_keys(&h, "dave").await;
     let rotated = alice
         .send_text(&uid("dave"), "to the old key")
         .await
@@ -111,12 +89,8 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     assert_eq!(cause(&user), "key_rotated", "{user:#}");
 
     // Key material corrupted in the database.
-    let erin = register(&h, "erin").await;
-    let foreign = atlas_crypto::olm::OlmAccount::new().curve25519();
-    h.sql(&format!(
-        "UPDATE user_keys SET public_key = '{foreign}' WHERE user_id = 'erin' AND key_type = 'one_time' AND status = 'active'"
-    ))
-    .await;
+    let erin = client(&h, "erin").await;
+    corrupt_one_time_keys(&h, "erin").await;
     let corrupted = alice
         .send_text(&uid("erin"), "first contact")
         .await
@@ -126,26 +100,10 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     assert_eq!(cause(&d), "key_corrupted_in_database", "{d:#}");
 
     // Skipped message keys not stored.
-    let (frank, grace) = (register(&h, "frank").await, register(&h, "grace").await);
-    frank.send_text(&uid("grace"), "hello").await.unwrap();
-    grace.sync().await.unwrap();
-    grace.send_text(&uid("frank"), "hi").await.unwrap();
-    frank.sync().await.unwrap();
-    let mut ids = Vec::new();
-    for i in 1..=45 {
-        ids.push(
-            frank
-                .send_text(&uid("grace"), &format!("m{i}"))
-                .await
-                .unwrap()
-                .message_id,
-        );
-    }
-    h.sql("UPDATE messages SET seq = seq + 1000 WHERE recipient_id = 'grace' AND delivered_at IS NULL").await;
-    h.sql("UPDATE messages SET seq = 2 WHERE recipient_id = 'grace' AND seq = 1046")
-        .await;
-    h.sql("UPDATE messages SET seq = seq - 999 WHERE recipient_id = 'grace' AND seq > 1000")
-        .await;
+    let (frank, grace) = (client(&h, "frank").await, client(&h, "grace").await);
+    acquaint(&frank, &grace).await;
+    let ids = send_numbered(&frank, &grace, 45).await;
+    deliver_last_first(&h, "grace").await;
     grace.sync().await.unwrap();
     assert_eq!(
         cause(&diagnose(&h, &token, "message", &ids[0], false)),
@@ -235,7 +193,7 @@ async fn diagnose_refuses_bad_input() {
     let (ok, _, stderr) = run_atlas(None, None, &["diagnose", "user", "bob", "--server", &url]);
     assert!(!ok && stderr.contains("no operator token"), "{stderr}");
     // The human form prints the steps, the cause and the commands.
-    let bob = register(&h, "bob").await;
+    let bob = client(&h, "bob").await;
     let _ = bob;
     let (ok, stdout, stderr) = run_atlas(
         None,

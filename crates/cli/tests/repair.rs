@@ -9,28 +9,19 @@ use atlas_client::{Client, Received};
 use atlas_proto::UserId;
 use serde_json::json;
 use support::{
-    Harness, RawDevice, decrypt_count, e2ee_health, metrics_text, operator_token, profile_sql,
+    Harness, RawDevice, acquaint, assert_health_counts, client, corrupt_one_time_keys,
+    decrypt_count, deliver_last_first, desync_session, e2ee_health, exhaust_one_time_keys,
+    metrics_text, operator_token, profile_sql, send_numbered,
 };
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
 }
 
-async fn register(h: &Harness, name: &str) -> Client {
-    Client::register(&h.profile(name), &h.url(), uid(name), None)
-        .await
-        .unwrap()
-}
-
-/// Two users who have exchanged one message each way, so later messages are
-/// ordinary (not pre-key) messages of one established session.
+/// Two users who have exchanged one message each way.
 async fn acquainted(h: &Harness) -> (Client, Client) {
-    let alice = register(h, "alice").await;
-    let bob = register(h, "bob").await;
-    alice.send_text(&uid("bob"), "hello").await.unwrap();
-    bob.sync().await.unwrap();
-    bob.send_text(&uid("alice"), "hi").await.unwrap();
-    alice.sync().await.unwrap();
+    let (alice, bob) = (client(h, "alice").await, client(h, "bob").await);
+    acquaint(&alice, &bob).await;
     (alice, bob)
 }
 
@@ -46,24 +37,8 @@ fn codes(received: &[Received]) -> Vec<&str> {
 /// The four are reported, resent automatically, and read.
 async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
     let (alice, bob) = acquainted(&h).await;
-    let mut ids = Vec::new();
-    for i in 1..=45 {
-        ids.push(
-            alice
-                .send_text(&uid("bob"), &format!("m{i}"))
-                .await
-                .unwrap()
-                .message_id,
-        );
-    }
-    h.sql(
-        "UPDATE messages SET seq = seq + 1000 WHERE recipient_id = 'bob' AND delivered_at IS NULL",
-    )
-    .await;
-    h.sql("UPDATE messages SET seq = 2 WHERE recipient_id = 'bob' AND seq = 1046")
-        .await;
-    h.sql("UPDATE messages SET seq = seq - 999 WHERE recipient_id = 'bob' AND seq > 1000")
-        .await;
+    let ids = send_numbered(&alice, &bob, 45).await;
+    deliver_last_first(&h, "bob").await;
 
     let got = bob.sync().await.unwrap();
     assert_eq!(got.len(), 45);
@@ -94,14 +69,8 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
         .collect();
     assert_eq!(originals, ids[..4]);
 
+    assert_health_counts(&h.url(), 0, 4).await;
     let health = e2ee_health(&h.url()).await;
-    assert_eq!(
-        (
-            health.failed_decryptions_last_hour,
-            health.recovered_last_hour
-        ),
-        (0, 4)
-    );
     assert_eq!(
         (health.status.as_str(), health.decryption_success_rate),
         ("healthy", 1.0)
@@ -115,16 +84,11 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
 /// overwritten by another session's state. The failure is reported, the resend
 /// comes on a fresh session, and later messages use it.
 async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
-    let carol = register(&h, "carol").await;
+    let carol = client(&h, "carol").await;
     let (alice, bob) = acquainted(&h).await;
     carol.send_text(&uid("bob"), "from carol").await.unwrap();
     bob.sync().await.unwrap();
-    let replaced = profile_sql(
-        &h.profile("bob"),
-        "UPDATE sessions SET pickle = (SELECT pickle FROM sessions WHERE peer_user = 'carol') WHERE peer_user = 'alice'",
-    )
-    .await;
-    assert_eq!(replaced, 1);
+    desync_session(&h, "bob", "alice", "carol").await;
 
     let lost = alice
         .send_text(&uid("bob"), "after the desync")
@@ -150,14 +114,7 @@ async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
     alice.send_text(&uid("bob"), "and later").await.unwrap();
     let later = bob.sync().await.unwrap();
     assert_eq!(later[0].text.as_deref(), Some("and later"));
-    let health = e2ee_health(&h.url()).await;
-    assert_eq!(
-        (
-            health.failed_decryptions_last_hour,
-            health.recovered_last_hour
-        ),
-        (0, 1)
-    );
+    assert_health_counts(&h.url(), 0, 1).await;
 }
 
 /// Runbook Option 3: an operator resets the session with the runbook's curl
@@ -206,14 +163,7 @@ async fn session_reset_retires_both_ends_and_in_flight_messages_are_resent(h: Ha
         bob.sync().await.unwrap()[0].text.as_deref(),
         Some("on the new session")
     );
-    let health = e2ee_health(&h.url()).await;
-    assert_eq!(
-        (
-            health.failed_decryptions_last_hour,
-            health.recovered_last_hour
-        ),
-        (0, 1)
-    );
+    assert_health_counts(&h.url(), 0, 1).await;
 }
 
 /// Key material corrupted in the database: every one-time key the server holds
@@ -222,14 +172,9 @@ async fn session_reset_retires_both_ends_and_in_flight_messages_are_resent(h: Ha
 /// stored keys differ and has them revoked, and the resend (on a key bob
 /// published afresh) is read.
 async fn keys_corrupted_in_the_database_are_revoked_and_the_message_resent(h: Harness) {
-    let alice = register(&h, "alice").await;
-    let bob = register(&h, "bob").await;
-    let foreign = atlas_crypto::olm::OlmAccount::new().curve25519();
-    let corrupted = h
-        .sql(&format!(
-            "UPDATE user_keys SET public_key = '{foreign}' WHERE user_id = 'bob' AND key_type = 'one_time' AND status = 'active'"
-        ))
-        .await;
+    let alice = client(&h, "alice").await;
+    let bob = client(&h, "bob").await;
+    let corrupted = corrupt_one_time_keys(&h, "bob").await;
     assert_eq!(corrupted, 25);
     let lost = alice.send_text(&uid("bob"), "first contact").await.unwrap();
     let got = bob.sync().await.unwrap();
@@ -249,14 +194,7 @@ async fn keys_corrupted_in_the_database_are_revoked_and_the_message_resent(h: Ha
         resent[0].resend_of.as_deref(),
         Some(lost.message_id.as_str())
     );
-    let health = e2ee_health(&h.url()).await;
-    assert_eq!(
-        (
-            health.failed_decryptions_last_hour,
-            health.recovered_last_hour
-        ),
-        (0, 1)
-    );
+    assert_health_counts(&h.url(), 0, 1).await;
 }
 
 /// The recipient's key rotated before the message arrived: bob's one-time
@@ -264,21 +202,9 @@ async fn keys_corrupted_in_the_database_are_revoked_and_the_message_resent(h: Ha
 /// rotates the fallback key twice before reading it (Olm keeps one previous
 /// key). The server names the cause KeyRotated; the resend is read.
 async fn key_rotated_before_the_message_arrived_is_named_and_recovered(h: Harness) {
-    let alice = register(&h, "alice").await;
-    let bob = register(&h, "bob").await;
-    let carol = RawDevice::register(&h.url(), "carol").await;
-    let token = carol.token().await;
-    for _ in 0..25 {
-        let (status, body) = carol
-            .call(
-                &token,
-                "POST",
-                "/keys/claim",
-                Some(json!({"user_id": "bob"})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    let alice = client(&h, "alice").await;
+    let bob = client(&h, "bob").await;
+    exhaust_one_time_keys(&h, "bob").await;
     let lost = alice
         .send_text(&uid("bob"), "to the fallback key")
         .await
@@ -372,8 +298,8 @@ async fn session_resets_are_authorised() {
 async fn resend_requests_are_authorised_limited_and_checked() {
     let h = Harness::sqlite().await;
     let url = h.url();
-    let alice = register(&h, "alice").await;
-    let bob = register(&h, "bob").await;
+    let alice = client(&h, "alice").await;
+    let bob = client(&h, "bob").await;
     let sent = alice.send_text(&uid("bob"), "hello").await.unwrap();
     let id = sent.message_id.as_str();
     let path = format!("/messages/{id}/request-resend");
@@ -500,26 +426,17 @@ async fn resend_requests_are_authorised_limited_and_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_key_rotates_weekly_with_a_grace_period() {
     let h = Harness::sqlite().await;
-    let alice = register(&h, "alice").await;
-    let bob = register(&h, "bob").await;
+    let alice = client(&h, "alice").await;
+    let bob = client(&h, "bob").await;
     let now = time::OffsetDateTime::now_utc();
     let fresh = bob.maintain_keys(now).await.unwrap();
     assert!(!fresh.fallback_rotated);
     assert!(fresh.check.mismatched.is_empty());
     assert!(fresh.counts.one_time_keys >= 10 && fresh.counts.fallback_key);
 
+    exhaust_one_time_keys(&h, "bob").await;
     let carol = RawDevice::register(&h.url(), "carol").await;
     let token = carol.token().await;
-    for _ in 0..25 {
-        carol
-            .call(
-                &token,
-                "POST",
-                "/keys/claim",
-                Some(json!({"user_id": "bob"})),
-            )
-            .await;
-    }
     alice
         .send_text(&uid("bob"), "to last week's key")
         .await

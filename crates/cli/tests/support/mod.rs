@@ -522,3 +522,103 @@ pub fn run_runbook(lines: &str, url: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A registered SDK client in the harness's profile `name` (user `name`).
+pub async fn client(h: &Harness, name: &str) -> atlas_client::Client {
+    atlas_client::Client::register(&h.profile(name), &h.url(), UserId::new(name).unwrap(), None)
+        .await
+        .unwrap()
+}
+
+/// Makes `a` and `b` exchange one message each way, so later messages between
+/// them are ordinary (not pre-key) messages of one established session.
+pub async fn acquaint(a: &atlas_client::Client, b: &atlas_client::Client) {
+    a.send_text(b.user_id(), "hello").await.unwrap();
+    b.sync().await.unwrap();
+    b.send_text(a.user_id(), "hi").await.unwrap();
+    a.sync().await.unwrap();
+}
+
+/// Claims all 25 one-time keys of `user` (as a stranger), so the next sender gets the fallback key.
+pub async fn exhaust_one_time_keys(h: &Harness, user: &str) {
+    let claimer = RawDevice::register(&h.url(), &format!("claimer-{user}")).await;
+    let token = claimer.token().await;
+    for _ in 0..25 {
+        let body = serde_json::json!({ "user_id": user });
+        let (status, answer) = claimer
+            .call(&token, "POST", "/keys/claim", Some(body))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+/// Fault injection: replaces every active one-time key of `user` in
+/// `user_keys` by a key the user never made; returns how many.
+pub async fn corrupt_one_time_keys(h: &Harness, user: &str) -> u64 {
+    let foreign = OlmAccount::new().curve25519();
+    h.sql(&format!(
+        "UPDATE user_keys SET public_key = '{foreign}' WHERE user_id = '{user}' AND key_type = 'one_time' AND status = 'active'"
+    ))
+    .await
+}
+
+/// Fault injection: the server delivers the last of `user`'s undelivered
+/// messages first (it takes the lowest sequence number, the others move up).
+pub async fn deliver_last_first(h: &Harness, user: &str) {
+    h.sql(&format!(
+        "UPDATE messages SET seq = seq + 1000 WHERE recipient_id = '{user}' AND delivered_at IS NULL"
+    ))
+    .await;
+    h.sql(&format!(
+        "UPDATE messages SET seq = (SELECT MIN(seq) - 1000 FROM messages WHERE recipient_id = '{user}' AND seq > 1000) \
+         WHERE recipient_id = '{user}' AND seq = (SELECT MAX(seq) FROM messages WHERE recipient_id = '{user}')"
+    ))
+    .await;
+    h.sql(&format!(
+        "UPDATE messages SET seq = seq - 999 WHERE recipient_id = '{user}' AND seq > 1000"
+    ))
+    .await;
+}
+
+/// Fault injection: `profile`'s stored session with `peer` is overwritten by
+/// its session with `other` (a desynchronised ratchet).
+pub async fn desync_session(h: &Harness, profile: &str, peer: &str, other: &str) {
+    let replaced = profile_sql(
+        &h.profile(profile),
+        &format!(
+            "UPDATE sessions SET pickle = (SELECT pickle FROM sessions WHERE peer_user = '{other}') WHERE peer_user = '{peer}'"
+        ),
+    )
+    .await;
+    assert_eq!(replaced, 1);
+}
+
+/// `/health/e2ee` shows `failed` unrecovered and `recovered` recovered messages.
+pub async fn assert_health_counts(url: &str, failed: u64, recovered: u64) {
+    let health = e2ee_health(url).await;
+    assert_eq!(
+        (
+            health.failed_decryptions_last_hour,
+            health.recovered_last_hour
+        ),
+        (failed, recovered),
+        "{health:?}"
+    );
+}
+
+/// Sends "m1" … "mN" from `from` to `to`; returns the message ids in order.
+pub async fn send_numbered(
+    from: &atlas_client::Client,
+    to: &atlas_client::Client,
+    n: usize,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 1..=n {
+        let sent = from
+            .send_text(to.user_id(), &format!("m{i}"))
+            .await
+            .unwrap();
+        ids.push(sent.message_id);
+    }
+    ids
+}
