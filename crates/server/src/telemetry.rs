@@ -64,14 +64,6 @@ impl Metrics {
         *map.entry(key).or_insert(0) += 1;
     }
 
-    /// Current value of one crypto counter.
-    pub fn crypto_count(&self, operation: &str, status: &str) -> u64 {
-        let map = self.crypto.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .find(|((o, s), _)| *o == operation && *s == status)
-            .map_or(0, |(_, v)| *v)
-    }
-
     /// Appends the counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         {
@@ -161,7 +153,6 @@ mod tests {
         assert!(out.contains(
             "atlas_http_requests_total{method=\"GET\",route=\"/messages/{id}\",status=\"404\"} 1"
         ));
-        assert_eq!(m.crypto_count("decrypt", "failure"), 1);
     }
 
     #[test]

@@ -75,8 +75,9 @@ fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError
     Ok(())
 }
 
-/// The pending resend requests a send with `resend_of` answers. Each envelope
-/// must go to a device that asked this sending device for that message.
+/// The resend requests a send with `resend_of` answers. Each envelope must go
+/// to a device that asked this sending device for that message (a request
+/// already answered counts too, so a retried resend gets the stored answer).
 async fn resend_requests_answered(
     state: &AppState,
     auth: &DeviceAuth,
@@ -90,7 +91,7 @@ async fn resend_requests_answered(
         .await?
         .into_iter()
         .filter(|r| {
-            r.status == "pending"
+            (r.status == "pending" || r.status == "resent")
                 && r.sender_id == auth.user_id.as_str()
                 && r.sender_device_id == auth.device_id.as_str()
                 && r.recipient_id == req.recipient_id.as_str()
