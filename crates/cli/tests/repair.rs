@@ -472,3 +472,44 @@ async fn fallback_key_rotates_weekly_with_a_grace_period() {
         .await;
     assert_eq!(status, 413);
 }
+
+/// A resend retried with the same body (its answer was lost) gets the stored
+/// answer, not a refusal for an already answered request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_resend_gets_the_stored_answer() {
+    let h = Harness::sqlite().await;
+    let bob = client(&h, "bob").await;
+    let mallory = RawDevice::register(&h.url(), "mallory").await;
+    let token = mallory.token().await;
+    let garbage = "R2FyYmFnZSBjaXBoZXJ0ZXh0IGZyb20gbWFsbG9yeQ";
+    let send = |id: &str, resend_of: Option<&str>| {
+        json!({
+            "recipient_id": "bob",
+            "client_message_id": id,
+            "resend_of": resend_of,
+            "envelopes": [{"device_id": bob.device_id().as_str(), "msg_type": 1, "body": garbage}],
+        })
+    };
+    let (status, sent) = mallory
+        .call(&token, "POST", "/messages", Some(send("m1", None)))
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    // Bob cannot read it and asks for a resend by himself.
+    assert_eq!(codes(&bob.sync().await.unwrap()), ["KeyNotFound"]);
+    let (_, asked) = mallory.call(&token, "GET", "/resend-requests", None).await;
+    assert_eq!(asked["requests"][0]["message_id"], sent["message_id"]);
+    let original = sent["message_id"].as_str().unwrap();
+    let body = send("resend-1", Some(original));
+    let (first, answer) = mallory
+        .call(&token, "POST", "/messages", Some(body.clone()))
+        .await;
+    assert_eq!(first, 201, "{answer}");
+    let (again, retried) = mallory.call(&token, "POST", "/messages", Some(body)).await;
+    assert_eq!(
+        (again, &retried["message_id"]),
+        (200, &answer["message_id"])
+    );
+    assert_eq!(retried["duplicate"], true);
+    let (_, left) = mallory.call(&token, "GET", "/resend-requests", None).await;
+    assert_eq!(left["requests"], json!([]));
+}
