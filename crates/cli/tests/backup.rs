@@ -17,6 +17,20 @@ fn passphrase_file(dir: &TempDir, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// `atlas --profile bob keys backup --passphrase-file PASS --json` in `home`.
+fn backup(home: &TempDir, pass: &str) -> Value {
+    let args = [
+        "--profile",
+        "bob",
+        "keys",
+        "backup",
+        "--passphrase-file",
+        pass,
+        "--json",
+    ];
+    serde_json::from_str(&atlas_ok(&home.path, &args)).unwrap()
+}
+
 async fn backup_restores_a_lost_device_on_another_machine(h: Harness) {
     let url = h.url();
     let (phone, laptop) = (
@@ -26,6 +40,7 @@ async fn backup_restores_a_lost_device_on_another_machine(h: Harness) {
     let secrets = TempDir::new("atlas-secrets").unwrap();
     let good = passphrase_file(&secrets, "good", "correct horse battery staple");
     let wrong = passphrase_file(&secrets, "wrong", "correct horse battery stable");
+    let short = passphrase_file(&secrets, "short", "hunter2");
     atlas_ok(
         &phone.path,
         &["--profile", "alice", "register", "alice", "--server", &url],
@@ -40,19 +55,17 @@ async fn backup_restores_a_lost_device_on_another_machine(h: Harness) {
     );
     assert!(atlas_ok(&phone.path, &["--profile", "bob", "inbox"]).contains("before the backup"));
 
-    let made: Value = serde_json::from_str(&atlas_ok(
-        &phone.path,
-        &[
-            "--profile",
-            "bob",
-            "keys",
-            "backup",
-            "--passphrase-file",
-            &good,
-            "--json",
-        ],
-    ))
-    .unwrap();
+    let args = [
+        "--profile",
+        "bob",
+        "keys",
+        "backup",
+        "--passphrase-file",
+        short.as_str(),
+    ];
+    let (ok, _, stderr) = run_atlas(Some(&phone.path), None, &args);
+    assert!(!ok && stderr.contains("at least 10 bytes"), "{stderr}");
+    let made = backup(&phone, &good);
     let backup_id = made["backup_id"].as_str().unwrap().to_owned();
     assert!(backup_id.starts_with("backup-bob-"), "{made}");
     assert_eq!(made["version"], 1);
@@ -63,39 +76,28 @@ async fn backup_restores_a_lost_device_on_another_machine(h: Harness) {
     );
 
     let today = time::OffsetDateTime::now_utc().date().to_string();
-    let restore = |pass: &str, date: &str| {
-        run_atlas(
-            Some(&laptop.path),
-            None,
-            &[
-                "--profile",
-                "bob",
-                "keys",
-                "restore",
-                "--user-id",
-                "bob",
-                "--date",
-                date,
-                "--server",
-                &url,
-                "--passphrase-file",
-                pass,
-            ],
-        )
+    // Into the laptop's profile; `--server` only while that profile is new.
+    let restore = |pass: &str, date: &str, server: bool| {
+        let mut args = vec!["--profile", "bob", "keys", "restore", "--user-id", "bob"];
+        args.extend(["--date", date, "--passphrase-file", pass]);
+        if server {
+            args.extend(["--server", url.as_str()]);
+        }
+        run_atlas(Some(&laptop.path), None, &args)
     };
-    let (ok, _, stderr) = restore(&wrong, &today);
+    let (ok, _, stderr) = restore(&wrong, &today, true);
     assert!(!ok && stderr.contains("wrong passphrase"), "{stderr}");
     let (ok, _, _) = run_atlas(Some(&laptop.path), None, &["--profile", "bob", "whoami"]);
     assert!(!ok, "a failed restore registers nothing");
-    let (ok, _, stderr) = restore(&good, "2020-01-01");
+    let (ok, _, stderr) = restore(&good, "2020-01-01", true);
     assert!(
         !ok && stderr.contains("no backup of bob made at or before"),
         "{stderr}"
     );
-    let (ok, _, stderr) = restore(&good, "yesterday");
+    let (ok, _, stderr) = restore(&good, "yesterday", true);
     assert!(!ok && stderr.contains("YYYY-MM-DD"), "{stderr}");
 
-    let (ok, stdout, stderr) = restore(&good, &today);
+    let (ok, stdout, stderr) = restore(&good, &today, true);
     assert!(ok, "{stderr}");
     assert!(stdout.contains(&backup_id), "{stdout}");
     assert!(stdout.contains("alice: while you were away"), "{stdout}");
@@ -107,19 +109,7 @@ async fn backup_restores_a_lost_device_on_another_machine(h: Harness) {
     assert!(atlas_ok(&phone.path, &["--profile", "alice", "inbox"]).contains("back again"));
 
     // A corrupted backup is refused and the restored profile keeps working.
-    let second: Value = serde_json::from_str(&atlas_ok(
-        &laptop.path,
-        &[
-            "--profile",
-            "bob",
-            "keys",
-            "backup",
-            "--passphrase-file",
-            &good,
-            "--json",
-        ],
-    ))
-    .unwrap();
+    let second = backup(&laptop, &good);
     assert_eq!(second["version"], 2);
     let flipped = h
         .sql(&format!(
@@ -129,22 +119,7 @@ async fn backup_restores_a_lost_device_on_another_machine(h: Harness) {
         ))
         .await;
     assert_eq!(flipped, 1);
-    let (ok, _, stderr) = run_atlas(
-        Some(&laptop.path),
-        None,
-        &[
-            "--profile",
-            "bob",
-            "keys",
-            "restore",
-            "--user-id",
-            "bob",
-            "--date",
-            &today,
-            "--passphrase-file",
-            &good,
-        ],
-    );
+    let (ok, _, stderr) = restore(&good, &today, false);
     assert!(!ok && stderr.contains("corrupted"), "{stderr}");
     atlas_ok(
         &phone.path,
@@ -202,15 +177,7 @@ async fn backup_api_refuses_bad_input_and_wrong_keys() {
         .await;
     assert_eq!(status, 401);
 
-    let listed: Value = atlas_client::http_client()
-        .unwrap()
-        .get(format!("{url}/backups/bob"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = support::get_json(&format!("{url}/backups/bob")).await;
     assert_eq!(listed["backups"][0]["backup_id"], "backup-bob-1");
     assert!(
         listed["backups"][0].get("blob").is_none(),

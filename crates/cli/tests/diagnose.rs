@@ -10,7 +10,7 @@ use atlas_proto::UserId;
 use serde_json::Value;
 use support::{
     Harness, acquaint, client, corrupt_one_time_keys, deliver_last_first, desync_session,
-    exhaust_one_time_keys, operator_token, run_atlas, send_numbered,
+    operator_token, run_atlas, send_numbered, send_to_rotated_key,
 };
 
 fn uid(s: &str) -> UserId {
@@ -69,16 +69,10 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
 
     // The recipient's key rotated before the message arrived.
     let dave = client(&h, "dave").await;
-    exhaust_one_time_keys(&h, "dave").await;
-    let rotated = alice
-        .send_text(&uid("dave"), "to the old key")
-        .await
-        .unwrap();
-    dave.rotate_fallback_key().await.unwrap();
-    dave.rotate_fallback_key().await.unwrap();
+    let rotated = send_to_rotated_key(&h, &alice, &dave, "to the old key").await;
     // Dave's device reads (and fails) before anyone answers the resend it asks for.
     dave.sync().await.unwrap();
-    let d = diagnose(&h, &token, "message", &rotated.message_id, false);
+    let d = diagnose(&h, &token, "message", &rotated, false);
     assert_eq!(cause(&d), "key_rotated", "{d:#}");
     assert!(
         d["diagnosis"]["steps"]

@@ -41,12 +41,8 @@ async fn send_undecryptable(from: &RawDevice, to: &Client, count: usize) {
 
 async fn outcome_reports_drive_health_and_metrics(h: Harness) {
     let url = h.url();
-    let alice = Client::register(&h.profile("alice"), &url, uid("alice"), None)
-        .await
-        .unwrap();
-    let bob = Client::register(&h.profile("bob"), &url, uid("bob"), None)
-        .await
-        .unwrap();
+    let alice = support::client(&h, "alice").await;
+    let bob = support::client(&h, "bob").await;
     let quiet = health(&url).await;
     assert_eq!(
         (quiet.status.as_str(), quiet.decryption_success_rate),
@@ -77,15 +73,7 @@ async fn outcome_reports_drive_health_and_metrics(h: Harness) {
     assert_eq!(bad.failed_decryptions_last_hour, 1);
     assert_eq!(bad.failures_by_code.get("KeyNotFound"), Some(&1));
     // The raw JSON carries the runbook's field names.
-    let raw: Value = atlas_client::http_client()
-        .unwrap()
-        .get(format!("{url}/health/e2ee"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raw = support::get_json(&format!("{url}/health/e2ee")).await;
     for field in [
         "status",
         "decryption_success_rate",
@@ -149,9 +137,7 @@ on_both_backends!(outcome_reports_drive_health_and_metrics);
 async fn bad_reports_are_refused_and_cannot_poison_health() {
     let h = Harness::sqlite().await;
     let url = h.url();
-    let alice = Client::register(&h.profile("alice"), &url, uid("alice"), None)
-        .await
-        .unwrap();
+    let alice = support::client(&h, "alice").await;
     let mut bob = RawDevice::register(&url, "bob").await;
     let token = bob.token().await;
     let one_time_keys = bob.account.generate_one_time_keys(1);

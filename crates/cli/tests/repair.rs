@@ -11,7 +11,7 @@ use serde_json::json;
 use support::{
     Harness, RawDevice, acquaint, assert_health_counts, client, corrupt_one_time_keys,
     decrypt_count, deliver_last_first, desync_session, e2ee_health, exhaust_one_time_keys,
-    metrics_text, operator_token, profile_sql, send_numbered,
+    metrics_text, operator_token, profile_sql, send_numbered, send_to_rotated_key,
 };
 
 fn uid(s: &str) -> UserId {
@@ -204,13 +204,7 @@ async fn keys_corrupted_in_the_database_are_revoked_and_the_message_resent(h: Ha
 async fn key_rotated_before_the_message_arrived_is_named_and_recovered(h: Harness) {
     let alice = client(&h, "alice").await;
     let bob = client(&h, "bob").await;
-    exhaust_one_time_keys(&h, "bob").await;
-    let lost = alice
-        .send_text(&uid("bob"), "to the fallback key")
-        .await
-        .unwrap();
-    bob.rotate_fallback_key().await.unwrap();
-    bob.rotate_fallback_key().await.unwrap();
+    let lost = send_to_rotated_key(&h, &alice, &bob, "to the fallback key").await;
     let got = bob.sync().await.unwrap();
     assert_eq!(codes(&got), ["KeyNotFound"]);
     let health = e2ee_health(&h.url()).await;
@@ -222,10 +216,7 @@ async fn key_rotated_before_the_message_arrived_is_named_and_recovered(h: Harnes
     alice.sync().await.unwrap();
     let resent = bob.sync().await.unwrap();
     assert_eq!(resent[0].text.as_deref(), Some("to the fallback key"));
-    assert_eq!(
-        resent[0].resend_of.as_deref(),
-        Some(lost.message_id.as_str())
-    );
+    assert_eq!(resent[0].resend_of.as_deref(), Some(lost.as_str()));
 }
 
 on_both_backends!(
@@ -419,6 +410,44 @@ async fn resend_requests_are_authorised_limited_and_checked() {
         }
     }
     assert!(limited >= 15, "{limited} of 30 limited");
+
+    // Closing a request: only the sending device, only a pending one, a short reason.
+    let (_, pending) = mallory.call(&token, "GET", "/resend-requests", None).await;
+    assert_eq!(
+        pending["requests"],
+        json!([]),
+        "mallory sent nothing, so nothing is asked of her"
+    );
+    for (path, body, status) in [
+        (
+            "/resend-requests/no-such-request/unavailable",
+            json!({"detail": "gone"}),
+            404,
+        ),
+        (
+            "/resend-requests/x/unavailable",
+            json!({"detail": "x".repeat(201)}),
+            400,
+        ),
+        (
+            "/resend-requests/x/unavailable",
+            json!({"why": "gone"}),
+            400,
+        ),
+    ] {
+        let (got, answer) = mallory.call(&token, "POST", path, Some(body)).await;
+        assert_eq!(got, status, "{path}: {answer}");
+    }
+    let (status, _, _) = mallory
+        .send_raw(
+            "POST",
+            "/resend-requests/x/unavailable",
+            None,
+            None,
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 401);
 }
 
 /// Prekey hygiene on a schedule: the fallback key is replaced when a week
@@ -471,6 +500,16 @@ async fn fallback_key_rotates_weekly_with_a_grace_period() {
         .call(&token, "POST", "/keys/check", Some(json!({ "keys": many })))
         .await;
     assert_eq!(status, 413);
+    let (status, _, _) = carol
+        .send_raw(
+            "POST",
+            "/keys/check",
+            None,
+            None,
+            Some(b"{\"keys\": []}".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 401);
 }
 
 /// A resend retried with the same body (its answer was lost) gets the stored

@@ -1102,6 +1102,11 @@ fn report(
     }
 }
 
+/// `(reported, succeeded, failed, recovered)`.
+fn tally(c: &atlas_store::OutcomeCounts) -> (u64, u64, u64, u64) {
+    (c.reported, c.succeeded, c.failed, c.recovered)
+}
+
 async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
     use ReportChange::*;
     let store = db.open().await;
@@ -1160,15 +1165,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
         .outcome_counts(later - Duration::hours(1))
         .await
         .unwrap();
-    assert_eq!(
-        (
-            counts.reported,
-            counts.succeeded,
-            counts.failed,
-            counts.recovered
-        ),
-        (3, 2, 1, 0)
-    );
+    assert_eq!(tally(&counts), (3, 2, 1, 0));
     assert_eq!(
         counts.failures_by_code,
         vec![("RatchetDesync".to_owned(), 1)]
@@ -1191,15 +1188,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
         .outcome_counts(later - Duration::hours(1))
         .await
         .unwrap();
-    assert_eq!(
-        (
-            counts.reported,
-            counts.succeeded,
-            counts.failed,
-            counts.recovered
-        ),
-        (3, 2, 0, 1)
-    );
+    assert_eq!(tally(&counts), (3, 2, 0, 1));
     let rows = store.message_reports("", "m-c2").await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, "recovered");

@@ -474,9 +474,7 @@ pub fn required_tool(name: &str) -> Option<String> {
 
 /// `GET /health/e2ee`.
 pub async fn e2ee_health(url: &str) -> atlas_proto::e2ee::E2eeHealth {
-    let http = atlas_client::http_client().unwrap();
-    let answer = http.get(format!("{url}/health/e2ee")).send().await.unwrap();
-    answer.json().await.unwrap()
+    serde_json::from_value(get_json(&format!("{url}/health/e2ee")).await).unwrap()
 }
 
 /// `GET /metrics` as text.
@@ -550,6 +548,28 @@ pub async fn exhaust_one_time_keys(h: &Harness, user: &str) {
             .await;
         assert_eq!(status, 200, "{answer}");
     }
+}
+
+/// Fault injection for "key rotated before the message arrived": `to`'s
+/// one-time keys are claimed, `from` sends `text` to its fallback key, and
+/// `to` rotates the fallback key twice (Olm keeps one previous) before reading.
+pub async fn send_to_rotated_key(
+    h: &Harness,
+    from: &atlas_client::Client,
+    to: &atlas_client::Client,
+    text: &str,
+) -> String {
+    exhaust_one_time_keys(h, to.user_id().as_str()).await;
+    let sent = from.send_text(to.user_id(), text).await.unwrap();
+    to.rotate_fallback_key().await.unwrap();
+    to.rotate_fallback_key().await.unwrap();
+    sent.message_id
+}
+
+/// `GET url` as JSON, without authentication.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let http = atlas_client::http_client().unwrap();
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// Fault injection: replaces every active one-time key of `user` in
