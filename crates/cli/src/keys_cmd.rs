@@ -1,7 +1,7 @@
 //! `atlas keys …`: this device's key backups, and the server's receipt-signing
-//! keys (admin API, operator token).
+//! and access-token keys (admin API, operator token).
 use crate::admin::{ServerArgs, percent_encode};
-use atlas_proto::receipt::{RotateSigningRequest, SigningKeysResponse};
+use atlas_proto::receipt::{RotateSigningRequest, SigningKeysResponse, TokenKeyRotated};
 use reqwest::Method;
 
 /// `atlas keys …`.
@@ -24,6 +24,12 @@ pub enum KeysCommand {
     RevokeSigning {
         /// The key id (`kid`).
         kid: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Rotate the access-token key: every access and refresh token dies at once and
+    /// devices re-authenticate with their device keys (clients do so by themselves).
+    RotateTokenKey {
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -96,6 +102,25 @@ pub async fn keys(profile_dir: &std::path::Path, cmd: KeysCommand) -> anyhow::Re
                 json,
             )
             .await;
+        }
+        KeysCommand::RotateTokenKey { server } => {
+            let answer: TokenKeyRotated = server
+                .client()?
+                .call(Method::POST, "/admin/token-key/rotate")
+                .await?;
+            if server.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!(
+                    "access-token key rotated at {}: {} replaces {}; every outstanding token is dead \
+                     ({} refresh tokens revoked); devices re-authenticate with their device keys",
+                    answer.rotated_at,
+                    answer.kid,
+                    answer.previous_kid,
+                    answer.refresh_tokens_revoked
+                );
+            }
+            return Ok(());
         }
         KeysCommand::Signing { server } => {
             let answer = server

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Require server-issued DPoP nonces in every proof.
     #[arg(long)]
     require_dpop_nonce: bool,
+    /// Key-encryption key sealing the server's secrets in the database (created 0600 if
+    /// missing; default: server.kek in --data-dir). Servers sharing a database need the same one.
+    #[arg(long, env = "ATLAS_KEK_FILE")]
+    kek_file: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -54,13 +58,25 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Creates the data directory readable by its owner only (or makes it so).
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    atlas_store::set_mode(dir, 0o700).with_context(|| format!("restricting {}", dir.display()))
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let kek_file = match args.kek_file {
+        Some(path) => path,
+        None => {
+            private_dir(&args.data_dir)?;
+            args.data_dir.join("server.kek")
+        }
+    };
     let database_url = match args.database_url {
         Some(url) => url,
         None => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("creating {}", args.data_dir.display()))?;
+            private_dir(&args.data_dir)?;
             format!("sqlite://{}", args.data_dir.join("atlas.db").display())
         }
     };
@@ -71,6 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_envelope_bytes = args.max_envelope_bytes;
     config.require_dpop_nonce = args.require_dpop_nonce;
     config.receipt_ttl_secs = i64::from(args.receipt_ttl_days) * 24 * 3600;
+    config.kek_file = Some(kek_file);
     let server = atlas_server::start(config)
         .await
         .context("starting the server")?;

@@ -141,12 +141,37 @@ fn readme_quickstart_works_and_sigterm_stops_cleanly() {
     stop(&mut server);
 }
 
-#[test]
-fn clients_follow_server_dpop_nonces() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_server_dpop_nonces() {
     let data = TempDir::new("atlas-cli-nonce").unwrap();
     let home = TempDir::new("atlas-cli-nonce-home").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &["--require-dpop-nonce"]);
-    quickstart(&server, &home);
+    // The server really demands nonces: a proof without one is refused with a fresh nonce.
+    let device = support::RawDevice::register(&server.url, "raw").await;
+    let r = device
+        .http
+        .post(format!("{}/token", server.url))
+        .header("DPoP", device.proof("POST", "/token", None, support::now()))
+        .json(&serde_json::json!({"grant_type": "refresh_token", "refresh_token": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("dpop-nonce"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "use_dpop_nonce");
+    let challenged = |m: &str| support::series(m, "atlas_dpop_proofs_total{result=\"use_nonce\"}");
+    let before = challenged(&support::metrics_text(&server.url).await);
+
+    // …and the CLI still completes the whole quickstart, answering each challenge.
+    let s = &server;
+    let h = &home;
+    tokio::task::block_in_place(|| quickstart(s, h));
+    let after = challenged(&support::metrics_text(&server.url).await);
+    assert!(
+        after > before,
+        "the clients were challenged ({before} → {after}) and followed"
+    );
     stop(&mut server);
 }
 
@@ -377,4 +402,110 @@ async fn operators_inspect_and_clear_the_replay_cache() {
         "{stderr}"
     );
     h.stop().await;
+}
+
+/// SIGKILL, not a graceful stop: nothing the server held only in memory survives.
+fn kill_9(server: &mut Server) {
+    server.child.kill().unwrap(); // SIGKILL on Unix
+    let status = server.child.wait().unwrap();
+    assert!(!status.success(), "killed, not stopped: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_is_refused_after_kill_9_and_restart() {
+    let data = TempDir::new("atlas-cli-kill").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let device = support::RawDevice::register(&server.url, "victim").await;
+    let token = device.token().await;
+    let auth = Some(format!("DPoP {token}"));
+    let mut used = Vec::new();
+    for _ in 0..4 {
+        let proof = device.proof("GET", "/keys/count", Some(&token), support::now());
+        let (s, _, _) = device
+            .send_raw(
+                "GET",
+                "/keys/count",
+                auth.clone(),
+                Some(proof.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        used.push(proof);
+    }
+    // Killed the instant the last answer arrived: no flush, no graceful shutdown.
+    kill_9(&mut server);
+    let mut server = serve(&data, &addr, &[]);
+    for (i, proof) in used.into_iter().enumerate() {
+        let (s, _, b) = device
+            .send_raw("GET", "/keys/count", auth.clone(), Some(proof), None)
+            .await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (401, Some("invalid_dpop_proof")),
+            "proof {i} replayed after kill -9"
+        );
+    }
+    let (s, _) = device.call(&token, "GET", "/keys/count", None).await;
+    assert_eq!(s, 200, "fresh proofs still work");
+    stop(&mut server);
+}
+
+async fn expired_jtis(db: &mut sqlx::SqliteConnection) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM dpop_jti WHERE expires_at < $1")
+        .bind(support::now())
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_loads_no_replay_cache_and_expired_ids_are_pruned_while_serving() {
+    use sqlx::Connection;
+    let data = TempDir::new("atlas-cli-prune").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let device = support::RawDevice::register(&server.url, "victim").await;
+    let token = device.token().await;
+    let live = device.proof("GET", "/keys/count", Some(&token), support::now());
+    let auth = Some(format!("DPoP {token}"));
+    let (s, _, _) = device
+        .send_raw("GET", "/keys/count", auth.clone(), Some(live.clone()), None)
+        .await;
+    assert_eq!(s, 200);
+    stop(&mut server);
+
+    // 5,000 expired ids left behind, as a long-running server would accumulate.
+    let url = data.sqlite_url("atlas.db");
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let expired = support::now() - 3600;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+         INSERT INTO dpop_jti (jti, expires_at) SELECT 'old-' || i, $1 FROM n",
+    )
+    .bind(expired)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(expired_jtis(&mut db).await, 5000);
+
+    let mut server = serve(&data, &addr, &[]);
+    // The server answers at once; the backlog goes while it serves.
+    let (s, _, b) = device
+        .send_raw("GET", "/keys/count", auth.clone(), Some(live), None)
+        .await;
+    assert_eq!((s, b["error"].as_str()), (401, Some("invalid_dpop_proof")));
+    let mut left = expired_jtis(&mut db).await;
+    for _ in 0..300 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = expired_jtis(&mut db).await;
+    }
+    assert_eq!(left, 0, "expired ids are pruned while the server runs");
+    let (s, _) = device.call(&token, "GET", "/keys/count", None).await;
+    assert_eq!(s, 200);
+    stop(&mut server);
 }

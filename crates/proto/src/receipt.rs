@@ -169,6 +169,19 @@ pub struct SigningKeysResponse {
     pub keys: Vec<SigningKeyView>,
 }
 
+/// Answer of `POST /admin/token-key/rotate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenKeyRotated {
+    /// Id of the new access-token key.
+    pub kid: String,
+    /// Id of the key that stopped verifying.
+    pub previous_kid: String,
+    /// When (RFC 3339).
+    pub rotated_at: String,
+    /// Unspent refresh tokens revoked with it.
+    pub refresh_tokens_revoked: u64,
+}
+
 /// `POST /admin/signing-keys/rotate`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,17 +6,21 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod kek;
 pub mod rate_limit;
 pub mod receipts;
 pub mod routes;
+pub mod server_keys;
 pub mod state;
 pub mod telemetry;
 
-use crate::auth::jti::{EmbeddedJtiCache, JtiCache};
+use crate::auth::jti::StoreJtiCache;
 use crate::auth::tokens::AccessTokens;
 use atlas_crypto::dpop::NonceIssuer;
 use atlas_crypto::jws::HmacJwsKey;
 use atlas_store::ServerKeyRecord;
+use kek::Kek;
+use server_keys::{ACCESS_TOKEN_PURPOSE, NONCE_PURPOSE, ServerKeys};
 pub use state::{Clock, ServerConfig, SystemClock};
 use state::{Inner, RuntimeConfig};
 use std::net::SocketAddr;
@@ -36,9 +40,26 @@ pub enum StartError {
     /// A stored server key is unusable.
     #[error("server key '{0}' is corrupted")]
     BadServerKey(&'static str),
-    /// The replay cache could not be loaded.
-    #[error("jti cache: {0}")]
-    Jti(#[from] auth::jti::JtiCacheError),
+    /// The key-encryption key is missing, unreadable or the wrong one.
+    #[error(transparent)]
+    Kek(#[from] kek::KekError),
+    /// No key-encryption key file was named (PostgreSQL needs one shared by every replica).
+    #[error(
+        "--kek-file is required with PostgreSQL (the same file on every server sharing the database)"
+    )]
+    KekFileRequired,
+}
+
+/// How often expired DPoP proof ids are pruned.
+const JTI_PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+impl From<server_keys::ServerKeyError> for StartError {
+    fn from(e: server_keys::ServerKeyError) -> Self {
+        match e {
+            server_keys::ServerKeyError::Store(e) => Self::Store(e),
+            server_keys::ServerKeyError::Kek(e) => Self::Kek(e),
+        }
+    }
 }
 
 /// A server running in the background.
@@ -52,7 +73,7 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, finishes in-flight requests, flushes the replay cache.
+    /// Stops accepting and finishes in-flight requests.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
@@ -69,25 +90,40 @@ impl RunningServer {
     }
 }
 
-/// The server's 256-bit HMAC key for `purpose` (created on first start), with its key id.
-async fn hmac_key(
-    store: &dyn atlas_store::Store,
-    purpose: &'static str,
-    now: time::OffsetDateTime,
-) -> Result<(String, [u8; 32]), StartError> {
-    let make = move || ServerKeyRecord {
+/// A fresh 256-bit HMAC key record for `purpose`.
+pub fn new_hmac_key(purpose: &str, now: time::OffsetDateTime) -> ServerKeyRecord {
+    ServerKeyRecord {
         kid: format!("{purpose}-{}", atlas_crypto::random_id()),
         purpose: purpose.into(),
         alg: "HS256".into(),
         secret: atlas_crypto::random_bytes::<32>().to_vec(),
         created_at: now,
-    };
-    let key = store.server_key(purpose, &make).await?;
+    }
+}
+
+/// The server's 256-bit HMAC key for `purpose` (created on first start), with its key id.
+pub async fn hmac_key(
+    keys: &ServerKeys,
+    purpose: &'static str,
+    now: time::OffsetDateTime,
+) -> Result<(String, [u8; 32]), StartError> {
+    let make = move || new_hmac_key(purpose, now);
+    let key = keys.active(purpose, &make).await?;
     let secret = key
         .secret
         .try_into()
         .map_err(|_| StartError::BadServerKey(purpose))?;
     Ok((key.kid, secret))
+}
+
+/// The KEK file: the configured one, or `server.kek` beside a SQLite database.
+fn kek_path(config: &ServerConfig) -> Result<std::path::PathBuf, StartError> {
+    if let Some(path) = &config.kek_file {
+        return Ok(path.clone());
+    }
+    atlas_store::sqlite_path(&config.database_url)
+        .and_then(|db| Some(db.parent()?.join("server.kek")))
+        .ok_or(StartError::KekFileRequired)
 }
 
 /// Opens storage, binds, and serves until stopped.
@@ -110,10 +146,21 @@ pub async fn start_with_clock(
         .trim_end_matches('/')
         .to_owned();
 
+    let keys = ServerKeys::new(store.clone(), Kek::load_or_create(&kek_path(&config)?)?);
+    let sealed = keys
+        .seal_legacy(&[
+            ACCESS_TOKEN_PURPOSE,
+            NONCE_PURPOSE,
+            receipts::SIGNING_PURPOSE,
+        ])
+        .await?;
+    if sealed > 0 {
+        tracing::warn!(sealed, "sealed server keys that were stored in plain form");
+    }
     let now = clock.now();
-    let (token_kid, token_secret) = hmac_key(store.as_ref(), "access-token", now).await?;
-    let (_, nonce_key) = hmac_key(store.as_ref(), "dpop-nonce", now).await?;
-    let jti = Arc::new(EmbeddedJtiCache::load(store.clone(), now).await?);
+    let (token_kid, token_secret) = hmac_key(&keys, ACCESS_TOKEN_PURPOSE, now).await?;
+    let (_, nonce_key) = hmac_key(&keys, NONCE_PURPOSE, now).await?;
+    let jti = Arc::new(StoreJtiCache::new(store.clone()));
 
     let (shutdown, mut stopped) = watch::channel(false);
     let state = Arc::new(Inner {
@@ -127,11 +174,13 @@ pub async fn start_with_clock(
             iat_window: config.iat_window,
         },
         tokens: AccessTokens::new(HmacJwsKey::new(token_secret), token_kid, public_url.clone()),
+        keys,
+        token_key_checked: std::sync::Mutex::new(None),
         jti: jti.clone(),
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout: Default::default(),
         clock: clock.clone(),
-        signing_keys: receipts::SigningKeys::new(store.clone()),
+        signing_keys: receipts::SigningKeys::default(),
         receipts: receipts::ReceiptPolicy {
             issuer: public_url.clone(),
             ttl: time::Duration::seconds(config.receipt_ttl_secs),
@@ -152,22 +201,19 @@ pub async fn start_with_clock(
         ),
     });
     let app = routes::router(state, config.max_body_bytes);
-    let mut flusher_stop = shutdown.subscribe();
+    let mut pruner_stop = shutdown.subscribe();
     let task = tokio::spawn(async move {
-        let flusher = tokio::spawn({
-            let jti = jti.clone();
-            let clock = clock.clone();
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = flusher_stop.changed() => return,
-                    }
-                    if let Err(e) = jti.flush().await {
-                        tracing::warn!(error = %e, "jti flush failed");
-                    }
-                    jti.prune(clock.unix());
+        let pruner = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(JTI_PRUNE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = pruner_stop.changed() => return,
+                }
+                match auth::jti::prune_expired(jti.as_ref(), clock.unix()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(pruned = n, "expired DPoP proof ids pruned"),
+                    Err(e) => tracing::warn!(error = %e, "jti pruning failed"),
                 }
             }
         });
@@ -179,10 +225,7 @@ pub async fn start_with_clock(
         if let Err(e) = served {
             tracing::error!(error = %e, "server stopped with an error");
         }
-        let _ = flusher.await;
-        if let Err(e) = jti.flush().await {
-            tracing::error!(error = %e, "final jti flush failed");
-        }
+        let _ = pruner.await;
     });
     tracing::info!(%addr, %public_url, backend = store.backend(), "atlas server listening");
     Ok(RunningServer {

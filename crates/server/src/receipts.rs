@@ -2,12 +2,13 @@
 //! process through the store), the claims of `accepted` and `delivered`
 //! receipts, and reissuing a stored receipt with the current key.
 use crate::error::ApiError;
+use crate::server_keys::ServerKeys;
 use atlas_crypto::receipt::{ReceiptSigner, claims_of};
 use atlas_proto::receipt::{
     CiphertextDigest, FlattenedJws, ReceiptClaims, ReceiptType, ReceiptView,
 };
 use atlas_proto::{DeviceId, UserId, b64};
-use atlas_store::{ReceiptRecord, ServerKeyRecord, Store};
+use atlas_store::{ReceiptRecord, ServerKeyRecord};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -34,22 +35,18 @@ pub fn new_signing_key(now: OffsetDateTime) -> ServerKeyRecord {
 }
 
 /// The active signing key, cached for [`KEY_CACHE`].
+#[derive(Default)]
 pub struct SigningKeys {
-    store: Arc<dyn Store>,
     cached: RwLock<Option<(Instant, Arc<ReceiptSigner>)>>,
 }
 
 impl SigningKeys {
-    /// A cache over `store`'s keys.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            cached: RwLock::new(None),
-        }
-    }
-
     /// The key new receipts are signed with (created on first use).
-    pub async fn current(&self, now: OffsetDateTime) -> Result<Arc<ReceiptSigner>, ApiError> {
+    pub async fn current(
+        &self,
+        keys: &ServerKeys,
+        now: OffsetDateTime,
+    ) -> Result<Arc<ReceiptSigner>, ApiError> {
         if let Ok(guard) = self.cached.read()
             && let Some((at, signer)) = guard.as_ref()
             && at.elapsed() < KEY_CACHE
@@ -57,7 +54,7 @@ impl SigningKeys {
             return Ok(signer.clone());
         }
         let make = move || new_signing_key(now);
-        let record = self.store.server_key(SIGNING_PURPOSE, &make).await?;
+        let record = keys.active(SIGNING_PURPOSE, &make).await?;
         let signer =
             Arc::new(ReceiptSigner::new(record.kid, &record.secret).map_err(ApiError::internal)?);
         if let Ok(mut guard) = self.cached.write() {

@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub iat_window: IatWindow,
     /// Validity of a new receipt, seconds (also the default overlap of a signing-key rotation).
     pub receipt_ttl_secs: i64,
+    /// The key-encryption key file sealing `server_keys` (created `0600` if missing);
+    /// default `server.kek` beside a SQLite database. Required for PostgreSQL,
+    /// where every replica must use the same one.
+    pub kek_file: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -48,6 +52,7 @@ impl ServerConfig {
             require_dpop_nonce: false,
             iat_window: IatWindow::default(),
             receipt_ttl_secs: 30 * 24 * 3600,
+            kek_file: None,
         }
     }
 }
@@ -102,6 +107,10 @@ pub struct Inner {
     pub config: RuntimeConfig,
     /// Access token signer/verifier.
     pub tokens: AccessTokens,
+    /// The server's own keys, sealed at rest.
+    pub keys: crate::server_keys::ServerKeys,
+    /// When this process last looked for a rotated access-token key.
+    pub token_key_checked: std::sync::Mutex<Option<std::time::Instant>>,
     /// DPoP replay cache.
     pub jti: Arc<dyn JtiCache>,
     /// DPoP nonce issuer.

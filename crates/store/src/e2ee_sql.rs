@@ -74,12 +74,15 @@ macro_rules! impl_report_store {
                 let (user, device) = (user_id.as_str(), device_id.as_str());
                 let now_ms = $crate::e2ee::unix_ms(now);
                 let mut tx = self.writer.begin().await?;
-                let mut changes = Vec::with_capacity(reports.len());
-                for report in reports {
+                let mut changes: Vec<Option<ReportChange>> = reports.iter().map(|_| None).collect();
+                // Rows are locked in one canonical order, whatever order the request listed them in.
+                let mut order: Vec<(&$crate::NewReport, &mut Option<ReportChange>)> = reports.iter().zip(changes.iter_mut()).collect();
+                order.sort_by(|(a, _), (b, _)| (a.group_id.as_deref(), &a.message_id).cmp(&(b.group_id.as_deref(), &b.message_id)));
+                for (report, slot) in order {
                     let Some((sender, sender_device, created_at)) =
                         Self::received_message(&mut tx, user, device, report).await?
                     else {
-                        changes.push(ReportChange::UnknownMessage);
+                        *slot = Some(ReportChange::UnknownMessage);
                         continue;
                     };
                     let group = report.group_id.as_deref().unwrap_or("");
@@ -150,10 +153,10 @@ macro_rules! impl_report_store {
                         }
                         _ => ReportChange::Unchanged,
                     };
-                    changes.push(change);
+                    *slot = Some(change);
                 }
                 tx.commit().await?;
-                Ok(changes)
+                Ok(changes.into_iter().map(|c| c.unwrap_or(ReportChange::Unchanged)).collect())
             }
 
             async fn outcome_counts(&self, since: time::OffsetDateTime) -> $crate::StoreResult<$crate::OutcomeCounts> {

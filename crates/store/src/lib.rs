@@ -30,7 +30,7 @@ pub use repair::{
     MessageCopy, RepairStore, ResendOutcome, ResendRequestRecord, SessionParties,
     SessionResetRecord,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, set_mode, sqlite_path};
 
 use atlas_proto::api::{DeviceKeys, InboxMessage, KeyCounts, KeysUploadRequest};
 use atlas_proto::{DeviceId, UserId};
@@ -181,12 +181,18 @@ pub trait Store:
 
     /// Stores a refresh token (hashed) bound to a device and DPoP key.
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()>;
-    /// Consumes a refresh token: returns it if it was unused and unexpired, and marks it used.
+    /// Spends a refresh token. A spent or revoked one presented again revokes its whole family.
     async fn use_refresh_token(
         &self,
         token_hash: &[u8],
         now: OffsetDateTime,
-    ) -> StoreResult<Option<RefreshTokenRecord>>;
+    ) -> StoreResult<RefreshUse>;
+    /// Revokes every unspent refresh token (all of them, or one device's); how many.
+    async fn revoke_refresh_tokens(
+        &self,
+        device: Option<(&UserId, &DeviceId)>,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
 
     /// The active server key for `purpose`, creating it with `make` if there is none.
     async fn server_key(
@@ -215,6 +221,9 @@ pub trait Store:
         now: OffsetDateTime,
     ) -> StoreResult<bool>;
 
+    /// Replaces the stored secret of key `kid` (sealing a legacy plain secret); false if there is no such key.
+    async fn replace_server_key_secret(&self, kid: &str, secret: &[u8]) -> StoreResult<bool>;
+
     /// Stores a new operator token (hashed).
     async fn create_operator_token(&self, token: &OperatorTokenRecord) -> StoreResult<()>;
     /// The unrevoked operator token with this hash.
@@ -223,10 +232,14 @@ pub trait Store:
     async fn revoke_operator_token(&self, token_id: &str, now: OffsetDateTime)
     -> StoreResult<bool>;
 
-    /// Persists seen DPoP `jti`s (write-behind from the in-memory cache).
-    async fn save_jtis(&self, entries: &[(String, OffsetDateTime)]) -> StoreResult<()>;
-    /// Unexpired `jti`s, loaded at start-up; expired ones are deleted.
-    async fn load_jtis(&self, now: OffsetDateTime) -> StoreResult<Vec<(String, OffsetDateTime)>>;
+    /// Records a DPoP proof id until `expires_at` (Unix seconds), durably before it
+    /// returns; false if it was recorded already (a replay), across restarts and
+    /// every server process sharing the database.
+    async fn insert_jti(&self, jti: &str, expires_at: i64) -> StoreResult<bool>;
+    /// Until when a proof id is recorded, if it is.
+    async fn jti(&self, jti: &str) -> StoreResult<Option<i64>>;
+    /// Deletes up to `limit` proof ids that expired before `now`; how many it deleted.
+    async fn prune_jtis(&self, now: i64, limit: u32) -> StoreResult<u64>;
     /// Forgets one `jti` (operator clearing a replay false positive).
     async fn delete_jti(&self, jti: &str) -> StoreResult<bool>;
 }

@@ -14,6 +14,8 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_session_resets.sql")),
     (9, include_str!("../migrations/0009_key_checks.sql")),
     (10, include_str!("../migrations/0010_key_backups.sql")),
+    (11, include_str!("../migrations/0011_jti_unix.sql")),
+    (12, include_str!("../migrations/0012_refresh_families.sql")),
 ];
 
 /// The same migration with SQLite's types.

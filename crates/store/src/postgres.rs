@@ -30,6 +30,18 @@ impl PostgresStore {
         })
     }
 
+    /// One statement, committed before it returns; the primary key tells a replay.
+    async fn insert_jti_durably(&self, jti: &str, expires_at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO dpop_jti (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// One transaction per send; the device row lock orders concurrent sends to a device.
     async fn store_message_durably(&self, m: &NewMessage) -> StoreResult<StoredSend> {
         match self.store_message_once(m).await {
@@ -47,8 +59,13 @@ impl PostgresStore {
         if let SendCheck::Duplicate(stored) = Self::check_send(&mut tx, m).await? {
             return Ok(stored);
         }
+        // Device rows are locked in one canonical order, whatever order the client
+        // listed them in: two sends to the same devices in opposite orders would
+        // otherwise each hold the lock the other waits for.
+        let mut envelopes: Vec<&atlas_proto::api::OutgoingEnvelope> = m.envelopes.iter().collect();
+        envelopes.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         let mut deliveries = Vec::with_capacity(m.envelopes.len());
-        for envelope in &m.envelopes {
+        for envelope in envelopes {
             let seq: i64 = sqlx::query_scalar("UPDATE devices SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq")
                 .bind(m.recipient_id.as_str())
                 .bind(envelope.device_id.as_str())

@@ -136,8 +136,26 @@ pub struct RefreshTokenRecord {
     pub device_id: DeviceId,
     /// DPoP key thumbprint it is bound to.
     pub jkt: String,
-    /// Expiry.
+    /// The chain it belongs to (every token rotated from one device-signature grant).
+    pub family_id: String,
+    /// Expiry: the chain's, which rotation does not extend.
     pub expires_at: OffsetDateTime,
+}
+
+/// What presenting a refresh token came to.
+#[derive(Debug, Clone)]
+pub enum RefreshUse {
+    /// Unused and unexpired: it is spent now.
+    Fresh(RefreshTokenRecord),
+    /// Already spent or revoked: its whole family is revoked now.
+    Replayed {
+        /// The revoked family.
+        family_id: String,
+        /// Its device.
+        device_id: DeviceId,
+    },
+    /// Unknown or expired.
+    Invalid,
 }
 
 /// An operator token as stored (the token itself is never stored).

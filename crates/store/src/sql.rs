@@ -438,6 +438,10 @@ macro_rules! impl_store {
                 self.store_message_durably(m).await
             }
 
+            async fn insert_jti(&self, jti: &str, expires_at: i64) -> $crate::StoreResult<bool> {
+                self.insert_jti_durably(jti, expires_at).await
+            }
+
             async fn inbox(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, after: u64, limit: u32) -> $crate::StoreResult<Vec<atlas_proto::api::InboxMessage>> {
                 use sqlx::Row;
                 let rows = sqlx::query(
@@ -557,36 +561,79 @@ macro_rules! impl_store {
             }
 
             async fn insert_refresh_token(&self, t: &$crate::RefreshTokenRecord) -> $crate::StoreResult<()> {
-                sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, device_id, jkt, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, device_id, jkt, family_id, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(&t.token_hash)
                     .bind(t.user_id.as_str())
                     .bind(t.device_id.as_str())
                     .bind(&t.jkt)
+                    .bind(&t.family_id)
                     .bind(t.expires_at)
                     .execute(&self.writer)
                     .await?;
                 Ok(())
             }
 
-            async fn use_refresh_token(&self, token_hash: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<Option<$crate::RefreshTokenRecord>> {
+            async fn use_refresh_token(&self, token_hash: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<$crate::RefreshUse> {
                 use sqlx::Row;
-                let row = sqlx::query(
-                    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-                     RETURNING user_id, device_id, jkt, expires_at",
-                )
-                .bind(now)
+                let mut tx = self.writer.begin().await?;
+                let row = sqlx::query(concat!(
+                    "SELECT user_id, device_id, jkt, family_id, expires_at, used_at IS NOT NULL OR revoked_at IS NOT NULL AS spent \
+                     FROM refresh_tokens WHERE token_hash = $1",
+                    $lock_rows
+                ))
                 .bind(token_hash)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&mut *tx)
                 .await?;
-                let Some(row) = row else { return Ok(None) };
+                let Some(row) = row else { return Ok($crate::RefreshUse::Invalid) };
                 let record = $crate::RefreshTokenRecord {
                     token_hash: token_hash.to_vec(),
                     user_id: $crate::sql::user(row.try_get("user_id")?)?,
                     device_id: $crate::sql::device(row.try_get("device_id")?)?,
                     jkt: row.try_get("jkt")?,
+                    family_id: row.try_get("family_id")?,
                     expires_at: row.try_get("expires_at")?,
                 };
-                Ok((record.expires_at > now).then_some(record))
+                if row.try_get::<bool, _>("spent")? {
+                    sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND family_id <> '' AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(&record.family_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok($crate::RefreshUse::Replayed { family_id: record.family_id, device_id: record.device_id });
+                }
+                if record.expires_at <= now {
+                    return Ok($crate::RefreshUse::Invalid);
+                }
+                sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
+                    .bind(now)
+                    .bind(token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok($crate::RefreshUse::Fresh(record))
+            }
+
+            async fn revoke_refresh_tokens(
+                &self,
+                device: Option<(&atlas_proto::UserId, &atlas_proto::DeviceId)>,
+                now: time::OffsetDateTime,
+            ) -> $crate::StoreResult<u64> {
+                let done = match device {
+                    Some((user, device)) => sqlx::query(
+                        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND device_id = $3 AND used_at IS NULL AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(user.as_str())
+                    .bind(device.as_str())
+                    .execute(&self.writer)
+                    .await?,
+                    None => sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE used_at IS NULL AND revoked_at IS NULL")
+                        .bind(now)
+                        .execute(&self.writer)
+                        .await?,
+                };
+                Ok(done.rows_affected())
             }
 
             async fn server_key(&self, purpose: &str, make: &(dyn Fn() -> $crate::ServerKeyRecord + Send + Sync)) -> $crate::StoreResult<$crate::ServerKeyRecord> {
@@ -637,6 +684,15 @@ macro_rules! impl_store {
                 Self::insert_server_key(&mut tx, next).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn replace_server_key_secret(&self, kid: &str, secret: &[u8]) -> $crate::StoreResult<bool> {
+                let done = sqlx::query("UPDATE server_keys SET secret = $1 WHERE kid = $2")
+                    .bind(secret)
+                    .bind(kid)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn revoke_server_key(&self, purpose: &str, kid: &str, replacement: &$crate::ServerKeyRecord, now: time::OffsetDateTime) -> $crate::StoreResult<bool> {
@@ -704,34 +760,19 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn save_jtis(&self, entries: &[(String, time::OffsetDateTime)]) -> $crate::StoreResult<()> {
-                let mut tx = self.writer.begin().await?;
-                for chunk in $crate::sql::chunks_of_known_size(entries) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO dpop_jti (jti, expires_at) ");
-                    insert.push_values(chunk, |mut row, (jti, expires_at)| {
-                        row.push_bind(jti.as_str()).push_bind(*expires_at);
-                    });
-                    insert.push(" ON CONFLICT DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+            async fn jti(&self, jti: &str) -> $crate::StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar("SELECT expires_at FROM dpop_jti WHERE jti = $1").bind(jti).fetch_optional(&self.reader).await?)
             }
 
-            async fn load_jtis(&self, now: time::OffsetDateTime) -> $crate::StoreResult<Vec<(String, time::OffsetDateTime)>> {
-                use sqlx::Row;
-                let rows = sqlx::query("SELECT jti, expires_at FROM dpop_jti").fetch_all(&self.writer).await?;
-                let mut live = Vec::new();
-                let mut expired = Vec::new();
-                for row in rows {
-                    let jti: String = row.try_get("jti")?;
-                    let expires_at: time::OffsetDateTime = row.try_get("expires_at")?;
-                    if expires_at > now { live.push((jti, expires_at)) } else { expired.push(jti) }
-                }
-                for jti in expired {
-                    sqlx::query("DELETE FROM dpop_jti WHERE jti = $1").bind(jti).execute(&self.writer).await?;
-                }
-                Ok(live)
+            async fn prune_jtis(&self, now: i64, limit: u32) -> $crate::StoreResult<u64> {
+                let done = sqlx::query(
+                    "DELETE FROM dpop_jti WHERE jti IN (SELECT jti FROM dpop_jti WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+                )
+                .bind(now)
+                .bind(i64::from(limit))
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected())
             }
 
             async fn delete_jti(&self, jti: &str) -> $crate::StoreResult<bool> {

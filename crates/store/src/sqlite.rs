@@ -13,6 +13,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -22,16 +23,27 @@ const MAX_BATCH: usize = 512;
 
 type Pending = (NewMessage, oneshot::Sender<StoreResult<StoredSend>>);
 
+/// A write that joins the group commit, with where its answer goes.
+enum Write {
+    /// A send (boxed: it is large, and the queue holds many writes).
+    Send(Box<Pending>),
+    /// A DPoP proof id and its expiry (Unix seconds); answered whether it was new.
+    Jti(String, i64, oneshot::Sender<StoreResult<bool>>),
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    sends: mpsc::Sender<Pending>,
+    writes: mpsc::Sender<Write>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH` or a path) and migrates it.
     pub async fn open(url: &str) -> StoreResult<Self> {
+        if let Some(path) = sqlite_path(url) {
+            owner_only(&path).map_err(sqlx::Error::Io)?;
+        }
         let url = if url.starts_with("sqlite:") {
             url.to_owned()
         } else {
@@ -50,11 +62,22 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         Self::migrate(&writer).await?;
+        if let Some(path) = sqlite_path(&url) {
+            // SQLite gives its -wal and -shm files the database file's mode; make sure of it.
+            for suffix in ["-wal", "-shm"] {
+                let mut side = path.clone().into_os_string();
+                side.push(suffix);
+                let side = PathBuf::from(side);
+                if side.exists() {
+                    set_mode(&side, 0o600).map_err(sqlx::Error::Io)?;
+                }
+            }
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let (sends, queue) = mpsc::channel(4 * MAX_BATCH);
+        let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         // The committer gets a thread of its own: on the shared runtime each of its
         // many small awaits would queue behind request handlers, and the single
         // writer, not the CPU, would set the pace.
@@ -70,19 +93,27 @@ impl SqliteStore {
         Ok(Self {
             writer,
             reader,
-            sends,
+            writes,
         })
     }
 
     async fn store_message_durably(&self, m: &NewMessage) -> StoreResult<StoredSend> {
         let (answer, answered) = oneshot::channel();
-        self.sends
-            .send((m.clone(), answer))
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-        answered
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+        self.queue(Write::Send(Box::new((m.clone(), answer))))
+            .await?;
+        answered.await.map_err(|_| closed())?
+    }
+
+    /// Joins the next group commit, so recording a proof id costs a share of one fsync.
+    async fn insert_jti_durably(&self, jti: &str, expires_at: i64) -> StoreResult<bool> {
+        let (answer, answered) = oneshot::channel();
+        self.queue(Write::Jti(jti.to_owned(), expires_at, answer))
+            .await?;
+        answered.await.map_err(|_| closed())?
+    }
+
+    async fn queue(&self, write: Write) -> StoreResult<()> {
+        self.writes.send(write).await.map_err(|_| closed())
     }
 
     async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
@@ -116,33 +147,118 @@ impl SqliteStore {
     }
 }
 
-/// Commits whatever sends are queued, together, until the store is dropped.
-async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+/// The file a SQLite database URL names (`sqlite://PATH[?…]`, `sqlite:PATH` or a
+/// bare path); `None` for PostgreSQL and in-memory databases.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return None;
+    }
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// Creates the database file readable by its owner only, or makes an existing one so:
+/// it holds every user's metadata and the server's (sealed) keys.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => set_mode(path, 0o600),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets a file's or directory's Unix permission bits (nothing elsewhere).
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolClosed)
+}
+
+/// Commits whatever writes are queued, together, until the store is dropped.
+async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Write>) {
     while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let mut sends = Vec::new();
+        let mut jtis = Vec::new();
+        let mut next = Some(first);
+        while let Some(write) = next.take() {
+            match write {
+                Write::Send(pending) => sends.push(*pending),
+                Write::Jti(jti, expires_at, answer) => jtis.push((jti, expires_at, answer)),
+            }
+            if sends.len() + jtis.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
             }
         }
-        match commit_batch(&writer, &batch).await {
-            Ok(results) => {
-                for ((_, answer), result) in batch.into_iter().zip(results) {
+        let entries: Vec<(&str, i64)> = jtis.iter().map(|(j, e, _)| (j.as_str(), *e)).collect();
+        match commit_batch(&writer, &sends, &entries).await {
+            Ok((results, fresh)) => {
+                for ((_, answer), result) in sends.into_iter().zip(results) {
                     let _ = answer.send(result);
+                }
+                for ((_, _, answer), fresh) in jtis.into_iter().zip(fresh) {
+                    let _ = answer.send(Ok(fresh));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, sends = batch.len(), "group commit failed");
-                let reason = e.to_string();
-                for (_, answer) in batch {
-                    let _ = answer.send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                        "batch not committed: {reason}"
-                    )))));
+                tracing::error!(error = %e, sends = sends.len(), jtis = jtis.len(), "group commit failed");
+                let failed = || {
+                    StoreError::Database(sqlx::Error::Protocol(format!("batch not committed: {e}")))
+                };
+                for (_, answer) in sends {
+                    let _ = answer.send(Err(failed()));
+                }
+                for (_, _, answer) in jtis {
+                    let _ = answer.send(Err(failed()));
                 }
             }
         }
     }
+}
+
+/// Inserts proof ids; for each, whether it was new (the first of equal ids in a batch wins).
+async fn insert_jtis(
+    tx: &mut sqlx::SqliteConnection,
+    entries: &[(&str, i64)],
+) -> Result<Vec<bool>, StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<(&str, i64)> = entries
+        .iter()
+        .copied()
+        .filter(|(jti, _)| seen.insert(*jti))
+        .collect();
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in crate::sql::chunks_of_known_size(&unique) {
+        let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO dpop_jti (jti, expires_at) ");
+        insert.push_values(chunk, |mut row, (jti, expires_at)| {
+            row.push_bind(*jti).push_bind(*expires_at);
+        });
+        insert.push(" ON CONFLICT DO NOTHING RETURNING jti");
+        let fresh: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+        inserted.extend(fresh);
+    }
+    Ok(entries
+        .iter()
+        .map(|(jti, _)| inserted.remove(*jti))
+        .collect())
 }
 
 /// A [`CheckRow`] with the index of the send in its batch in front.
@@ -195,11 +311,14 @@ async fn check_rows(
 /// multi-row statements, with sequence numbers assigned here, since this task
 /// is the only writer. A send refused for a client reason writes nothing; a database
 /// error fails the batch and every sender retries (sends are idempotent).
+/// Proof ids queued meanwhile are recorded in the same transaction.
 async fn commit_batch(
     writer: &SqlitePool,
     batch: &[Pending],
-) -> Result<Vec<StoreResult<StoredSend>>, StoreError> {
+    jtis: &[(&str, i64)],
+) -> Result<(Vec<StoreResult<StoredSend>>, Vec<bool>), StoreError> {
     let mut tx = writer.begin().await?;
+    let fresh = insert_jtis(&mut tx, jtis).await?;
     let mut results: Vec<StoreResult<StoredSend>> = Vec::with_capacity(batch.len());
     let mut next_seq: HashMap<(&str, &str), i64> = HashMap::new();
     let mut accepted: HashMap<(&str, &str, &str), usize> = HashMap::new();
@@ -304,7 +423,7 @@ async fn commit_batch(
         update.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    Ok(results)
+    Ok((results, fresh))
 }
 
 impl_store!(

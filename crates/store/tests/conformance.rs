@@ -9,8 +9,8 @@ use atlas_proto::{DeviceId, UserId};
 use atlas_store::testdb::{TempDir, TempPostgres};
 use atlas_store::{
     AckedMessage, CommitOutcome, KeyPackageCounts, NewCommit, NewGroup, NewKeyPackage, NewMessage,
-    NewReport, ReceiptRecord, RefreshTokenRecord, ReportChange, ServerKeyRecord, ServerKeyState,
-    Store, StoreError,
+    NewReport, ReceiptRecord, RefreshTokenRecord, RefreshUse, ReportChange, ServerKeyRecord,
+    ServerKeyState, Store, StoreError,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -453,6 +453,50 @@ async fn concurrent_sends_get_distinct_sequence_numbers(db: Db) {
     assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
 }
 
+/// Two senders list a two-device recipient's envelopes in opposite orders, many
+/// times at once: every send is stored (no deadlock between their row locks) and
+/// each device's sequence numbers stay gapless.
+async fn concurrent_sends_in_opposite_device_orders_all_succeed(db: Db) {
+    let store = db.open().await;
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "bob", "D1").await;
+    add_user(&store, "carol", "C1").await;
+    store
+        .create_link_token(&uid("carol"), b"link-c", now() + Duration::minutes(5))
+        .await
+        .unwrap();
+    store
+        .add_device(&uid("carol"), &keys("carol", "C2"), b"link-c", now())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        let (from, order) = if i % 2 == 0 {
+            ("alice", ["C1", "C2"])
+        } else {
+            ("bob", ["C2", "C1"])
+        };
+        tasks.push(tokio::spawn(async move {
+            let envelopes = order.iter().map(|d| envelope(d, "b")).collect();
+            store
+                .store_message(&send(from, "carol", &format!("o{i}"), envelopes))
+                .await
+        }));
+    }
+    let mut per_device: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for t in tasks {
+        let stored = t.await.unwrap().expect("every send is stored");
+        for (device, seq) in stored.deliveries {
+            per_device.entry(device.to_string()).or_default().push(seq);
+        }
+    }
+    for (device, mut seqs) in per_device {
+        seqs.sort();
+        assert_eq!(seqs, (1..=40).collect::<Vec<u64>>(), "{device}");
+    }
+}
+
 async fn concurrent_retries_store_one_message(db: Db) {
     let store = db.open().await;
     add_user(&store, "alice", "D1").await;
@@ -510,22 +554,66 @@ async fn tokens_keys_and_jtis(db: Db) {
         user_id: uid("alice"),
         device_id: did("D1"),
         jkt: "jkt".into(),
+        family_id: "fam-1".into(),
         expires_at: t + Duration::days(1),
     };
+    let use_token = |hash: &'static [u8]| {
+        let store = store.clone();
+        async move { store.use_refresh_token(hash, t).await.unwrap() }
+    };
     store.insert_refresh_token(&record).await.unwrap();
-    let used = store.use_refresh_token(b"h1", t).await.unwrap().unwrap();
-    assert_eq!(used.jkt, "jkt");
+    let RefreshUse::Fresh(used) = use_token(b"h1").await else {
+        panic!("a fresh token is accepted")
+    };
+    assert_eq!(
+        (used.jkt.as_str(), used.family_id.as_str()),
+        ("jkt", "fam-1")
+    );
+    // Its successor in the same family, then the spent one again: the family dies.
+    let successor = RefreshTokenRecord {
+        token_hash: b"h1-next".to_vec(),
+        ..record.clone()
+    };
+    store.insert_refresh_token(&successor).await.unwrap();
     assert!(
-        store.use_refresh_token(b"h1", t).await.unwrap().is_none(),
+        matches!(use_token(b"h1").await, RefreshUse::Replayed { family_id, .. } if family_id == "fam-1"),
         "refresh tokens are single use"
+    );
+    assert!(
+        matches!(use_token(b"h1-next").await, RefreshUse::Replayed { .. }),
+        "the replay revoked the unspent successor too"
     );
     let expired = RefreshTokenRecord {
         token_hash: b"h2".to_vec(),
+        family_id: "fam-2".into(),
         expires_at: t - Duration::seconds(1),
-        ..record
+        ..record.clone()
     };
     store.insert_refresh_token(&expired).await.unwrap();
-    assert!(store.use_refresh_token(b"h2", t).await.unwrap().is_none());
+    assert!(matches!(use_token(b"h2").await, RefreshUse::Invalid));
+    assert!(matches!(use_token(b"nope").await, RefreshUse::Invalid));
+    // Revoking a device's tokens (or all) leaves none usable.
+    for (hash, family) in [(&b"h3"[..], "fam-3"), (&b"h4"[..], "fam-4")] {
+        let fresh = RefreshTokenRecord {
+            token_hash: hash.to_vec(),
+            family_id: family.into(),
+            ..record.clone()
+        };
+        store.insert_refresh_token(&fresh).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .revoke_refresh_tokens(Some((&uid("alice"), &did("D1"))), t)
+            .await
+            .unwrap(),
+        3,
+        "h3, h4 and the expired, never used h2"
+    );
+    assert!(matches!(
+        use_token(b"h3").await,
+        RefreshUse::Replayed { .. }
+    ));
+    assert_eq!(store.revoke_refresh_tokens(None, t).await.unwrap(), 0);
 
     let make = || ServerKeyRecord {
         kid: format!("k-{}", now().unix_timestamp_nanos()),
@@ -539,20 +627,48 @@ async fn tokens_keys_and_jtis(db: Db) {
     assert_eq!(first.kid, second.kid);
     assert_eq!(second.secret, vec![1; 32]);
 
-    store
-        .save_jtis(&[
-            ("j1".into(), t + Duration::minutes(5)),
-            ("j2".into(), t - Duration::minutes(5)),
-        ])
-        .await
-        .unwrap();
-    let live = store.load_jtis(t).await.unwrap();
-    assert_eq!(
-        live.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>(),
-        ["j1"]
+    let unix = t.unix_timestamp();
+    assert!(store.insert_jti("j1", unix + 300).await.unwrap());
+    assert!(
+        !store.insert_jti("j1", unix + 300).await.unwrap(),
+        "a replay"
     );
+    assert!(store.insert_jti("j2", unix - 300).await.unwrap());
+    assert_eq!(store.jti("j1").await.unwrap(), Some(unix + 300));
+    assert_eq!(store.jti("nope").await.unwrap(), None);
+    assert_eq!(
+        store.prune_jtis(unix, 100).await.unwrap(),
+        1,
+        "only j2 expired"
+    );
+    assert_eq!(store.jti("j2").await.unwrap(), None);
     assert!(store.delete_jti("j1").await.unwrap());
     assert!(!store.delete_jti("j1").await.unwrap());
+
+    // The same proof id from many requests at once: exactly one is new.
+    let tries: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_jti("same", unix + 300).await.unwrap() })
+        })
+        .collect();
+    let mut fresh = 0;
+    for t in tries {
+        fresh += usize::from(t.await.unwrap());
+    }
+    assert_eq!(fresh, 1, "one of 16 concurrent inserts of one jti is new");
+
+    // Pruning goes in batches and leaves live ids alone.
+    for i in 0..25 {
+        store
+            .insert_jti(&format!("old-{i}"), unix - 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.prune_jtis(unix, 10).await.unwrap(), 10);
+    assert_eq!(store.prune_jtis(unix, 100).await.unwrap(), 15);
+    assert_eq!(store.prune_jtis(unix, 100).await.unwrap(), 0);
+    assert!(store.jti("same").await.unwrap().is_some());
 }
 
 async fn operator_tokens_are_hashed_and_revocable(db: Db) {
@@ -1293,6 +1409,7 @@ on_both_backends!(
     messages_are_sequenced_idempotent_and_durable,
     concurrent_sends_get_distinct_sequence_numbers,
     concurrent_retries_store_one_message,
+    concurrent_sends_in_opposite_device_orders_all_succeed,
     tokens_keys_and_jtis,
     operator_tokens_are_hashed_and_revocable,
     runbook_queries_run_verbatim,

@@ -87,6 +87,10 @@ impl Harness {
         config.listen = self.addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
         config.max_body_bytes = 256 * 1024;
         config.max_envelope_bytes = 16 * 1024;
+        if let Backend::Postgres(_) = &self.backend {
+            // SQLite keeps its KEK beside the database by default; PostgreSQL servers share one file.
+            config.kek_file = Some(self.homes.path.join("server.kek"));
+        }
         config
     }
 
@@ -135,6 +139,34 @@ impl Harness {
                     .await
                     .unwrap()
                     .rows_affected()
+            }
+        }
+    }
+}
+
+impl Harness {
+    /// `(kid, secret)` of every stored server key of `purpose`, as a reader of the database sees them.
+    pub async fn stored_server_keys(&self, purpose: &str) -> Vec<(String, Vec<u8>)> {
+        use sqlx::Connection;
+        let query = "SELECT kid, secret FROM server_keys WHERE purpose = $1 ORDER BY created_at";
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url())
+                    .await
+                    .unwrap();
+                sqlx::query_as(query)
+                    .bind(purpose)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Backend::Postgres(pg) => {
+                let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+                sqlx::query_as(query)
+                    .bind(purpose)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
             }
         }
     }
@@ -287,6 +319,21 @@ impl RawDevice {
             headers,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
+    }
+
+    /// `POST /token` with this device's DPoP key and `grant` as the body.
+    pub async fn post_token(&self, grant: serde_json::Value) -> (u16, serde_json::Value) {
+        let proof = self.proof("POST", "/token", None, self.now());
+        let (status, _, json) = self
+            .send_raw(
+                "POST",
+                "/token",
+                None,
+                Some(proof),
+                Some(grant.to_string().into_bytes()),
+            )
+            .await;
+        (status, json)
     }
 
     /// An unauthenticated JSON POST.

@@ -136,10 +136,14 @@ impl FromRequestParts<AppState> for DeviceAuth {
                 "unsupported authorization scheme",
             ));
         }
-        let claims = state
-            .tokens
-            .verify(token, state.clock.unix())
-            .map_err(|e| ApiError::unauthorized(ErrorCode::InvalidToken, e.to_string()))?;
+        let now = state.clock.unix();
+        let claims = match state.tokens.verify(token, now) {
+            Err(tokens::TokenError::UnknownKey) if tokens::reload_key(state).await => {
+                state.tokens.verify(token, now)
+            }
+            verified => verified,
+        }
+        .map_err(|e| ApiError::unauthorized(ErrorCode::InvalidToken, e.to_string()))?;
         let proof = check_proof(
             state,
             &parts.method,

@@ -6,6 +6,7 @@
 use atlas_crypto::jws::{CompactJws, HmacJwsKey};
 use atlas_proto::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
 
 /// Why an access token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,6 +14,9 @@ pub enum TokenError {
     /// Not a token we issued (bad structure, signature, issuer or key id).
     #[error("access token is malformed or forged")]
     Invalid,
+    /// Under a key this process does not hold (another replica may have rotated it).
+    #[error("access token is under an unknown or rotated key")]
+    UnknownKey,
     /// Past its expiry.
     #[error("access token expired")]
     Expired,
@@ -42,33 +46,65 @@ pub struct AccessClaims {
     pub exp: i64,
 }
 
-/// Issues and verifies access tokens with one server key.
-pub struct AccessTokens {
-    key: HmacJwsKey,
+/// The key tokens are issued and checked with.
+struct TokenKey {
     kid: String,
+    key: HmacJwsKey,
+}
+
+/// Issues and verifies access tokens with the server's current token key.
+/// Rotating the key ([`AccessTokens::install`]) kills every outstanding token.
+pub struct AccessTokens {
+    current: RwLock<Arc<TokenKey>>,
     issuer: String,
 }
 
 impl AccessTokens {
     /// Tokens under `key` (key id `kid`), issued by `issuer`.
     pub fn new(key: HmacJwsKey, kid: String, issuer: String) -> Self {
-        Self { key, kid, issuer }
+        Self {
+            current: RwLock::new(Arc::new(TokenKey { kid, key })),
+            issuer,
+        }
+    }
+
+    fn current(&self) -> Arc<TokenKey> {
+        // A panic elsewhere cannot leave the Arc half-written, so a poisoned lock is still good.
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The id of the key in use.
+    pub fn kid(&self) -> String {
+        self.current().kid.clone()
+    }
+
+    /// Replaces the key in use: tokens under the previous one stop verifying.
+    pub fn install(&self, key: HmacJwsKey, kid: String) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(TokenKey { kid, key });
     }
 
     /// Issues a token for these claims.
     pub fn issue(&self, claims: &AccessClaims) -> String {
-        let header = serde_json::json!({ "typ": "at+jwt", "kid": self.kid });
-        self.key
+        let current = self.current();
+        let header = serde_json::json!({ "typ": "at+jwt", "kid": current.kid });
+        current
+            .key
             .sign_compact(header, &serde_json::to_vec(claims).unwrap_or_default())
     }
 
     /// Verifies a token's MAC, issuer and expiry.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
         let jws = CompactJws::parse(token).map_err(|_| TokenError::Invalid)?;
-        if jws.header.get("kid").and_then(|k| k.as_str()) != Some(self.kid.as_str()) {
-            return Err(TokenError::Invalid);
+        let current = self.current();
+        match jws.header.get("kid").and_then(|k| k.as_str()) {
+            Some(kid) if kid == current.kid => {}
+            Some(_) => return Err(TokenError::UnknownKey),
+            None => return Err(TokenError::Invalid),
         }
-        self.key.verify(&jws).map_err(|_| TokenError::Invalid)?;
+        current.key.verify(&jws).map_err(|_| TokenError::Invalid)?;
         let claims: AccessClaims =
             serde_json::from_slice(&jws.payload).map_err(|_| TokenError::Invalid)?;
         if claims.iss != self.issuer {
@@ -78,6 +114,41 @@ impl AccessTokens {
             return Err(TokenError::Expired);
         }
         Ok(claims)
+    }
+}
+
+/// Least time between two looks for a rotated token key, so tokens under made-up
+/// key ids cannot turn into a database read each.
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Picks up a token key another server process rotated to; true if the key changed.
+pub async fn reload_key(state: &crate::state::AppState) -> bool {
+    {
+        let mut checked = state
+            .token_key_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if checked.is_some_and(|at| at.elapsed() < RELOAD_EVERY) {
+            return false;
+        }
+        *checked = Some(std::time::Instant::now());
+    }
+    let purpose = crate::server_keys::ACCESS_TOKEN_PURPOSE;
+    let now = state.clock.now();
+    let make = move || crate::new_hmac_key(purpose, now);
+    match state.keys.active(purpose, &make).await {
+        Ok(key) if key.kid != state.tokens.kid() => match <[u8; 32]>::try_from(key.secret) {
+            Ok(secret) => {
+                state.tokens.install(HmacJwsKey::new(secret), key.kid);
+                true
+            }
+            Err(_) => false,
+        },
+        Ok(_) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the access-token key");
+            false
+        }
     }
 }
 
@@ -124,5 +195,14 @@ mod tests {
             tokens.verify("not.a.token", 50).unwrap_err(),
             TokenError::Invalid
         );
+
+        // After a rotation the old token is dead, a new one verifies.
+        tokens.install(HmacJwsKey::new(atlas_crypto::random_bytes()), "k2".into());
+        assert_eq!(
+            tokens.verify(&token, 50).unwrap_err(),
+            TokenError::UnknownKey
+        );
+        let fresh = tokens.issue(&claims(100));
+        assert_eq!(tokens.verify(&fresh, 50).unwrap().sub.as_str(), "alice");
     }
 }

@@ -154,7 +154,7 @@ pub async fn send(
         Sha256::digest(serde_json::to_vec(&req).map_err(ApiError::internal)?).to_vec();
     let now = state.clock.now();
     let message_id = message_id(now);
-    let signer = state.signing_keys.current(now).await?;
+    let signer = state.signing_keys.current(&state.keys, now).await?;
     let facts = MessageFacts {
         message_id: &message_id,
         sender_id: &auth.user_id,
@@ -290,7 +290,7 @@ pub async fn ack(
     ApiJson(req): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     let now = state.clock.now();
-    let signer = state.signing_keys.current(now).await?;
+    let signer = state.signing_keys.current(&state.keys, now).await?;
     let delivered = |m: &AckedMessage| {
         let facts = MessageFacts {
             message_id: &m.message_id,

@@ -122,6 +122,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(signing_keys::revoke),
         )
         .route(
+            "/admin/token-key/rotate",
+            post(signing_keys::rotate_token_key),
+        )
+        .route(
             "/admin/dpop/jti/{jti}",
             get(admin::show_jti).delete(admin::clear_jti),
         )

@@ -24,10 +24,10 @@ const MAX_MESSAGE_ID_LEN: usize = 64;
 pub async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let now = state.clock.now();
     // Creates the first key, so a fresh server publishes the key its first receipt will use.
-    state.signing_keys.current(now).await?;
+    state.signing_keys.current(&state.keys, now).await?;
     let keys = state
-        .store
-        .server_keys(SIGNING_PURPOSE)
+        .keys
+        .all(SIGNING_PURPOSE)
         .await?
         .into_iter()
         .filter(|k| k.published(now))
@@ -110,7 +110,7 @@ pub async fn reissue(
         ));
     }
     let now = state.clock.now();
-    let signer = state.signing_keys.current(now).await?;
+    let signer = state.signing_keys.current(&state.keys, now).await?;
     let mut expired = Vec::new();
     for record in &mut receipts {
         match resign(record, &signer, now) {

@@ -1,11 +1,16 @@
-//! The admin API of receipt-signing keys: list, rotate with overlap, revoke.
+//! The admin API of the server's keys: receipt-signing keys (list, rotate with
+//! overlap, revoke) and the access-token key (rotate, killing every token).
 use crate::auth::operator::OperatorAuth;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::receipts::{SIGNING_PURPOSE, new_signing_key};
+use crate::server_keys::ACCESS_TOKEN_PURPOSE;
 use crate::state::AppState;
+use atlas_crypto::jws::HmacJwsKey;
 use atlas_proto::ErrorCode;
-use atlas_proto::receipt::{RotateSigningRequest, SigningKeyView, SigningKeysResponse};
+use atlas_proto::receipt::{
+    RotateSigningRequest, SigningKeyView, SigningKeysResponse, TokenKeyRotated,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -48,7 +53,10 @@ pub async fn list(
     operator: OperatorAuth,
 ) -> Result<Json<SigningKeysResponse>, ApiError> {
     operator.require(SCOPE_KEYS)?;
-    state.signing_keys.current(state.clock.now()).await?;
+    state
+        .signing_keys
+        .current(&state.keys, state.clock.now())
+        .await?;
     listing(&state).await
 }
 
@@ -79,10 +87,7 @@ pub async fn rotate(
     };
     let now = state.clock.now();
     let next = new_signing_key(now);
-    state
-        .store
-        .rotate_server_key(&next, now + overlap, now)
-        .await?;
+    state.keys.rotate(&next, now + overlap, now).await?;
     state.signing_keys.invalidate();
     tracing::warn!(token_id = %operator.token_id, kid = %next.kid, overlap_secs = overlap.whole_seconds(), "receipt-signing key rotated");
     listing(&state).await
@@ -102,8 +107,8 @@ pub async fn revoke(
     }
     let now = state.clock.now();
     let revoked = state
-        .store
-        .revoke_server_key(SIGNING_PURPOSE, &kid, &new_signing_key(now), now)
+        .keys
+        .revoke(SIGNING_PURPOSE, &kid, &new_signing_key(now), now)
         .await?;
     if !revoked {
         return Err(ApiError::new(
@@ -115,4 +120,35 @@ pub async fn revoke(
     state.signing_keys.invalidate();
     tracing::warn!(token_id = %operator.token_id, %kid, "receipt-signing key revoked");
     listing(&state).await
+}
+
+/// `POST /admin/token-key/rotate`: a new access-token key, with no overlap: every
+/// outstanding access token and unspent refresh token dies at once, and devices
+/// re-authenticate with their device keys (the clients do so by themselves).
+/// Other server processes pick the new key up at the first token they cannot verify.
+pub async fn rotate_token_key(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+) -> Result<Json<TokenKeyRotated>, ApiError> {
+    operator.require(SCOPE_KEYS)?;
+    let now = state.clock.now();
+    let previous_kid = state.tokens.kid();
+    let next = crate::new_hmac_key(ACCESS_TOKEN_PURPOSE, now);
+    let secret: [u8; 32] = next
+        .secret
+        .clone()
+        .try_into()
+        .map_err(|_| ApiError::internal("new token key is not 32 bytes"))?;
+    state.keys.rotate(&next, now, now).await?;
+    let revoked = state.store.revoke_refresh_tokens(None, now).await?;
+    state
+        .tokens
+        .install(HmacJwsKey::new(secret), next.kid.clone());
+    tracing::warn!(token_id = %operator.token_id, kid = %next.kid, %previous_kid, refresh_tokens_revoked = revoked, "access-token key rotated: every token is dead");
+    Ok(Json(TokenKeyRotated {
+        kid: next.kid,
+        previous_kid,
+        rotated_at: rfc3339(now),
+        refresh_tokens_revoked: revoked,
+    }))
 }

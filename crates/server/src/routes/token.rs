@@ -7,7 +7,7 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use atlas_proto::api::{TokenRequest, TokenResponse, token_signing_payload};
 use atlas_proto::{DeviceId, ErrorCode, UserId};
-use atlas_store::RefreshTokenRecord;
+use atlas_store::{RefreshTokenRecord, RefreshUse};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -30,7 +30,7 @@ pub async fn token(
 ) -> Result<Json<TokenResponse>, ApiError> {
     let proof = check_proof(&state, &method, "/token", &headers, None).await?;
     let now = state.clock.now();
-    let (user_id, device_id) = match req {
+    let (user_id, device_id, family) = match req {
         TokenRequest::DeviceSignature {
             user_id,
             device_id,
@@ -54,15 +54,32 @@ pub async fn token(
             let payload = token_signing_payload(&user_id, &device_id, &proof.jkt, iat);
             atlas_crypto::device::verify(&device.keys.ed25519, payload.as_bytes(), &signature)
                 .map_err(|_| invalid_grant("device signature does not verify"))?;
-            (user_id, device_id)
+            let family = Family {
+                id: atlas_crypto::random_id(),
+                expires_at: now + time::Duration::seconds(state.config.refresh_token_ttl_secs),
+            };
+            (user_id, device_id, family)
         }
         TokenRequest::RefreshToken { refresh_token } => {
-            let record = state
+            let used = state
                 .store
                 .use_refresh_token(&Sha256::digest(refresh_token.as_bytes()), now)
                 .await?;
-            let record =
-                record.ok_or_else(|| invalid_grant("refresh token is unknown, used or expired"))?;
+            let record = match used {
+                RefreshUse::Fresh(record) => record,
+                RefreshUse::Replayed {
+                    family_id,
+                    device_id,
+                } => {
+                    tracing::warn!(%family_id, %device_id, "a spent refresh token was presented again: its whole chain is revoked");
+                    return Err(invalid_grant(
+                        "refresh token was already used: every token of its chain is revoked",
+                    ));
+                }
+                RefreshUse::Invalid => {
+                    return Err(invalid_grant("refresh token is unknown or expired"));
+                }
+            };
             if record.jkt != proof.jkt {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -70,10 +87,23 @@ pub async fn token(
                     BINDING_FAILED,
                 ));
             }
-            (record.user_id, record.device_id)
+            // The successor inherits the chain and its expiry: rotation never extends a chain.
+            let family = Family {
+                id: record.family_id,
+                expires_at: record.expires_at,
+            };
+            (record.user_id, record.device_id, family)
         }
     };
-    issue(&state, user_id, device_id, proof.jkt).await.map(Json)
+    issue(&state, user_id, device_id, proof.jkt, family)
+        .await
+        .map(Json)
+}
+
+/// The refresh-token chain a grant continues or starts.
+struct Family {
+    id: String,
+    expires_at: time::OffsetDateTime,
 }
 
 async fn issue(
@@ -81,6 +111,7 @@ async fn issue(
     user_id: UserId,
     device_id: DeviceId,
     jkt: String,
+    family: Family,
 ) -> Result<TokenResponse, ApiError> {
     let now = state.clock.now();
     let ttl = state.config.access_token_ttl_secs;
@@ -100,7 +131,8 @@ async fn issue(
             user_id,
             device_id,
             jkt,
-            expires_at: now + time::Duration::seconds(state.config.refresh_token_ttl_secs),
+            family_id: family.id,
+            expires_at: family.expires_at,
         })
         .await?;
     Ok(TokenResponse {

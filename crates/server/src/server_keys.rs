@@ -1,0 +1,127 @@
+//! The server's own keys as the server uses them: sealed under the KEK on the
+//! way into `server_keys`, opened on the way out. Nothing else reads that table.
+use crate::error::ApiError;
+use crate::kek::{Kek, KekError, Opened};
+use atlas_store::{ServerKeyRecord, ServerKeyState, Store, StoreError};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// `server_keys.purpose` of the access-token MAC key.
+pub const ACCESS_TOKEN_PURPOSE: &str = "access-token";
+/// `server_keys.purpose` of the DPoP nonce MAC key.
+pub const NONCE_PURPOSE: &str = "dpop-nonce";
+
+/// Why a server key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerKeyError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The secret does not open (wrong KEK or a tampered row).
+    #[error(transparent)]
+    Kek(#[from] KekError),
+}
+
+impl From<ServerKeyError> for ApiError {
+    fn from(e: ServerKeyError) -> Self {
+        match e {
+            ServerKeyError::Store(e) => e.into(),
+            e @ ServerKeyError::Kek(_) => ApiError::internal(e),
+        }
+    }
+}
+
+/// Sealing access to `server_keys`.
+pub struct ServerKeys {
+    store: Arc<dyn Store>,
+    kek: Kek,
+}
+
+impl ServerKeys {
+    /// Keys in `store`, sealed under `kek`.
+    pub fn new(store: Arc<dyn Store>, kek: Kek) -> Self {
+        Self { store, kek }
+    }
+
+    fn sealed(&self, key: &ServerKeyRecord) -> ServerKeyRecord {
+        ServerKeyRecord {
+            secret: self.kek.seal(&key.purpose, &key.kid, &key.secret),
+            ..key.clone()
+        }
+    }
+
+    fn opened(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, KekError> {
+        let secret = match self.kek.open(&key.purpose, &key.kid, &key.secret)? {
+            Opened::Sealed(secret) | Opened::Legacy(secret) => secret,
+        };
+        Ok(ServerKeyRecord { secret, ..key })
+    }
+
+    /// The active key of `purpose`, created with `make` (and stored sealed) if there is none.
+    pub async fn active(
+        &self,
+        purpose: &str,
+        make: &(dyn Fn() -> ServerKeyRecord + Send + Sync),
+    ) -> Result<ServerKeyRecord, ServerKeyError> {
+        let make_sealed = || self.sealed(&make());
+        let stored = self.store.server_key(purpose, &make_sealed).await?;
+        Ok(self.opened(stored)?)
+    }
+
+    /// Every key of `purpose` with its lifecycle, newest first, opened.
+    pub async fn all(&self, purpose: &str) -> Result<Vec<ServerKeyState>, ServerKeyError> {
+        let mut keys = self.store.server_keys(purpose).await?;
+        for state in &mut keys {
+            state.key = self.opened(state.key.clone())?;
+        }
+        Ok(keys)
+    }
+
+    /// Makes `next` the active key of its purpose; the old one is published until `publish_until`.
+    pub async fn rotate(
+        &self,
+        next: &ServerKeyRecord,
+        publish_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), ServerKeyError> {
+        Ok(self
+            .store
+            .rotate_server_key(&self.sealed(next), publish_until, now)
+            .await?)
+    }
+
+    /// Revokes `kid`; `replacement` becomes active if `kid` was. False if there is no such key.
+    pub async fn revoke(
+        &self,
+        purpose: &str,
+        kid: &str,
+        replacement: &ServerKeyRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, ServerKeyError> {
+        Ok(self
+            .store
+            .revoke_server_key(purpose, kid, &self.sealed(replacement), now)
+            .await?)
+    }
+
+    /// Seals every key of `purposes` still stored plain (written before sealing existed)
+    /// and checks that every sealed one opens under this KEK; how many it sealed.
+    pub async fn seal_legacy(&self, purposes: &[&str]) -> Result<usize, ServerKeyError> {
+        let mut sealed = 0;
+        for purpose in purposes {
+            for state in self.store.server_keys(purpose).await? {
+                let key = state.key;
+                if let Opened::Legacy(secret) =
+                    self.kek.open(&key.purpose, &key.kid, &key.secret)?
+                {
+                    let row = self.sealed(&ServerKeyRecord { secret, ..key });
+                    self.store
+                        .replace_server_key_secret(&row.kid, &row.secret)
+                        .await?;
+                    sealed += 1;
+                }
+            }
+        }
+        Ok(sealed)
+    }
+}
