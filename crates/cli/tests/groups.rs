@@ -517,7 +517,140 @@ async fn bad_handshakes_leave_the_group_untouched(h: Harness) {
     assert_eq!(texts(&alice.sync("team").await), ["still here"]);
 }
 
+/// The review's removed-member attack: bob, removed from the group, tries to keep
+/// reading it and to let himself back in by external commit. He sees the log up
+/// to his removal and nothing after; GroupInfo, the group view and external
+/// commits are refused; the group's epoch does not move. Also: acknowledgements
+/// only move forward, and a Welcome is served until its member acknowledges it.
+async fn a_removed_member_gets_nothing_and_cannot_rejoin(h: Harness) {
+    let url = h.url();
+    let mut alice = Member::new(&url, "alice").await;
+    let mut bob = Member::new(&url, "bob").await;
+    let mut carol = Member::new(&url, "carol").await;
+    alice.create_group("team").await;
+    let kp = b64::decode_std(&alice.claim("bob").await).unwrap();
+    let out = alice.mls.add("team", &[kp]).unwrap();
+    alice.commit(out).await;
+    bob.join().await;
+    let (_, welcomes) = bob.call("GET", "/groups/welcomes", None).await;
+    assert_eq!(
+        welcomes["entries"],
+        json!([]),
+        "an acknowledged Welcome is not served again"
+    );
+    alice.say("team", "first secret").await;
+    assert_eq!(texts(&bob.sync("team").await), ["first secret"]);
+
+    let out = alice
+        .mls
+        .remove("team", &[bob.mls.member().clone()])
+        .unwrap();
+    let removal_epoch = alice.commit(out).await;
+    let removal_seq = alice.seen;
+    alice.say("team", "second secret after removal").await;
+
+    // The log: up to the commit that removed him, nothing after.
+    let (status, log) = bob
+        .call(
+            "GET",
+            &format!("/groups/team/messages?after={}", bob.seen),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["seq"], removal_seq);
+    assert_eq!(entries[0]["kind"], "commit");
+    let (_, everything) = bob.call("GET", "/groups/team/messages?after=0", None).await;
+    assert!(
+        everything["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["seq"].as_u64().unwrap() <= removal_seq),
+        "{everything}"
+    );
+    let (_, by_epoch) = bob
+        .call(
+            "GET",
+            &format!("/groups/team/messages?from_epoch={removal_epoch}"),
+            None,
+        )
+        .await;
+    assert!(
+        by_epoch["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] != "application")
+    );
+
+    // No GroupInfo, no view, no acknowledgement, no message.
+    for path in ["/groups/team/group-info", "/groups/team"] {
+        let (status, body) = bob.call("GET", path, None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("not_a_member")),
+            "{path}"
+        );
+    }
+    let (status, _) = bob
+        .call(
+            "POST",
+            "/groups/team/ack",
+            Some(json!({"epoch": removal_epoch})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // An external commit built from a current GroupInfo (had from anywhere) is refused.
+    let (_, info) = alice.call("GET", "/groups/team/group-info", None).await;
+    let info = b64::decode_std(info["group_info"].as_str().unwrap()).unwrap();
+    bob.mls.forget_group("team").unwrap();
+    let rejoin = bob.mls.join_external(&info).unwrap();
+    let (status, body) = bob.post_commit(&rejoin).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("not_a_member")),
+        "{body}"
+    );
+    // Nor can a device that never was a member join that way.
+    let stranger = carol.mls.join_external(&info).unwrap();
+    let (status, _) = carol.post_commit(&stranger).await;
+    assert_eq!(status, 403);
+    assert_eq!(group_epoch(&alice, "team").await, removal_epoch);
+    let (_, view) = alice.call("GET", "/groups/team", None).await;
+    let active: Vec<&str> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "active")
+        .map(|m| m["member_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, [alice.id().as_str()]);
+
+    // An older epoch acknowledged again leaves the member where it was.
+    alice.ack("team", 0).await;
+    let (_, view) = alice.call("GET", "/groups/team", None).await;
+    assert_eq!(view["members"][0]["member_id"], alice.id());
+    assert_eq!(view["members"][0]["epoch"], removal_epoch);
+
+    // A Welcome is served until its member acknowledged the epoch it joins.
+    let kp = b64::decode_std(&alice.claim("carol").await).unwrap();
+    carol.mls.forget_group("team").ok();
+    let out = alice.mls.add("team", &[kp]).unwrap();
+    alice.commit(out).await;
+    let (_, waiting) = carol.call("GET", "/groups/welcomes", None).await;
+    assert_eq!(waiting["entries"].as_array().unwrap().len(), 1);
+    carol.join().await;
+    let (_, waiting) = carol.call("GET", "/groups/welcomes", None).await;
+    assert_eq!(waiting["entries"], json!([]));
+    assert!(texts(&carol.sync("team").await).is_empty());
+}
+
 on_both_backends!(
+    a_removed_member_gets_nothing_and_cannot_rejoin,
     groups_add_talk_race_and_remove,
     bad_handshakes_leave_the_group_untouched,
     stuck_members_recover_with_send_update_and_rejoin,

@@ -141,6 +141,8 @@ pub struct GroupMemberRecord {
     pub status: String,
     /// The epoch it joined in.
     pub joined_epoch: u64,
+    /// For a removed member: the log position of the commit that removed it (its view ends there).
+    pub removed_seq: Option<u64>,
     /// Last change.
     pub updated_at: OffsetDateTime,
 }
@@ -245,14 +247,15 @@ pub trait GroupStore: Send + Sync {
         body: &[u8],
         now: OffsetDateTime,
     ) -> StoreResult<u64>;
-    /// Commits and application messages after `after`, in order.
+    /// Commits and application messages after `after` (and up to `up_to`, if given), in order.
     async fn group_messages(
         &self,
         group_id: &str,
         after: u64,
+        up_to: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<GroupMessageRecord>>;
-    /// Welcomes addressed to a member, in any group.
+    /// Welcomes addressed to a member of the groups it is active in, not yet acknowledged.
     async fn welcomes(&self, member_id: &str) -> StoreResult<Vec<GroupMessageRecord>>;
     /// The GroupInfo of an epoch (the latest if `None`).
     async fn group_info(
@@ -260,8 +263,9 @@ pub trait GroupStore: Send + Sync {
         group_id: &str,
         epoch: Option<u64>,
     ) -> StoreResult<Option<(u64, Vec<u8>)>>;
-    /// Records that a member processed up to `epoch`; commits every active
-    /// member has acknowledged stop being pending.
+    /// Records that a member processed up to `epoch` (an older epoch than it
+    /// acknowledged before changes nothing); commits every active member has
+    /// acknowledged stop being pending, and the member's Welcomes up to that epoch are deleted.
     async fn acknowledge_epoch(
         &self,
         group_id: &str,

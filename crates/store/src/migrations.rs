@@ -16,6 +16,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_key_backups.sql")),
     (11, include_str!("../migrations/0011_jti_unix.sql")),
     (12, include_str!("../migrations/0012_refresh_families.sql")),
+    (13, include_str!("../migrations/0013_member_removal.sql")),
 ];
 
 /// The same migration with SQLite's types.

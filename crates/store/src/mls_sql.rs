@@ -83,7 +83,7 @@ macro_rules! impl_group_store {
                 sqlx::query(
                     "INSERT INTO mls_group_members (group_id, member_id, epoch, last_commit, status, joined_epoch, updated_at) \
                      VALUES ($1, $2, $3, NULL, 'active', $4, $5) \
-                     ON CONFLICT (group_id, member_id) DO UPDATE SET epoch = $3, last_commit = NULL, status = 'active', joined_epoch = $4, updated_at = $5",
+                     ON CONFLICT (group_id, member_id) DO UPDATE SET epoch = $3, last_commit = NULL, status = 'active', joined_epoch = $4, updated_at = $5, removed_seq = NULL",
                 )
                 .bind(group_id)
                 .bind(member_id)
@@ -287,10 +287,11 @@ macro_rules! impl_group_store {
                 };
                 Self::insert_log(&mut tx, &entry(seq, $crate::kind::COMMIT, &c.commit)).await?;
                 for member in &c.removed {
-                    sqlx::query("UPDATE mls_group_members SET status = 'removed', updated_at = $1 WHERE group_id = $2 AND member_id = $3")
+                    sqlx::query("UPDATE mls_group_members SET status = 'removed', updated_at = $1, removed_seq = $4 WHERE group_id = $2 AND member_id = $3")
                         .bind(c.now)
                         .bind(&c.group_id)
                         .bind(member)
+                        .bind(seq)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -357,14 +358,15 @@ macro_rules! impl_group_store {
                 Ok(seq.max(0) as u64)
             }
 
-            async fn group_messages(&self, group_id: &str, after: u64, limit: u32) -> $crate::StoreResult<Vec<$crate::GroupMessageRecord>> {
+            async fn group_messages(&self, group_id: &str, after: u64, up_to: Option<u64>, limit: u32) -> $crate::StoreResult<Vec<$crate::GroupMessageRecord>> {
                 let rows = sqlx::query(
                     "SELECT group_id, seq, kind, epoch, sender_id, body, created_at FROM mls_messages \
-                     WHERE group_id = $1 AND seq > $2 AND kind <> 'welcome' AND rolled_back = 0 ORDER BY seq LIMIT $3",
+                     WHERE group_id = $1 AND seq > $2 AND seq <= $4 AND kind <> 'welcome' AND rolled_back = 0 ORDER BY seq LIMIT $3",
                 )
                 .bind(group_id)
                 .bind(i64::try_from(after).unwrap_or(i64::MAX))
                 .bind(i64::from(limit))
+                .bind(up_to.map_or(i64::MAX, |u| i64::try_from(u).unwrap_or(i64::MAX)))
                 .fetch_all(&self.reader)
                 .await?;
                 rows.iter().map(Self::group_message).collect()
@@ -373,7 +375,9 @@ macro_rules! impl_group_store {
             async fn welcomes(&self, member_id: &str) -> $crate::StoreResult<Vec<$crate::GroupMessageRecord>> {
                 let rows = sqlx::query(
                     "SELECT m.group_id, m.seq, m.kind, m.epoch, m.sender_id, m.body, m.created_at FROM mls_welcomes w \
-                     JOIN mls_messages m ON m.group_id = w.group_id AND m.seq = w.seq WHERE w.member_id = $1 AND m.rolled_back = 0 \
+                     JOIN mls_messages m ON m.group_id = w.group_id AND m.seq = w.seq \
+                     JOIN mls_group_members gm ON gm.group_id = w.group_id AND gm.member_id = w.member_id AND gm.status = 'active' \
+                     WHERE w.member_id = $1 AND m.rolled_back = 0 \
                      ORDER BY m.created_at, m.seq",
                 )
                 .bind(member_id)
@@ -402,10 +406,23 @@ macro_rules! impl_group_store {
                     .await?;
                 let current = current.ok_or($crate::StoreError::UnknownGroup)?;
                 let acknowledged = i64::try_from(epoch).unwrap_or(i64::MAX).min(current);
-                let updated = sqlx::query(
+                let status: Option<String> = sqlx::query_scalar(concat!(
+                    "SELECT status FROM mls_group_members WHERE group_id = $1 AND member_id = $2",
+                    $lock_rows
+                ))
+                .bind(group_id)
+                .bind(member_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if status.as_deref() != Some("active") {
+                    return Err($crate::StoreError::NotAGroupMember);
+                }
+                // Only forward: an old epoch acknowledged again (or made up) cannot drag the
+                // member back and make the group look out of step.
+                sqlx::query(
                     "UPDATE mls_group_members SET epoch = $1, updated_at = $2, last_commit = \
                        (SELECT commit_id FROM mls_commits WHERE group_id = $3 AND epoch = $1 AND status <> 'rolled_back' ORDER BY seq DESC LIMIT 1) \
-                     WHERE group_id = $3 AND member_id = $4 AND status = 'active'",
+                     WHERE group_id = $3 AND member_id = $4 AND epoch < $1",
                 )
                 .bind(acknowledged)
                 .bind(now)
@@ -413,9 +430,16 @@ macro_rules! impl_group_store {
                 .bind(member_id)
                 .execute(&mut *tx)
                 .await?;
-                if updated.rows_affected() == 0 {
-                    return Err($crate::StoreError::NotAGroupMember);
-                }
+                // Its Welcomes of epochs it has reached are served no more.
+                sqlx::query(
+                    "DELETE FROM mls_welcomes WHERE member_id = $1 AND group_id = $2 AND seq IN \
+                       (SELECT seq FROM mls_messages WHERE group_id = $2 AND kind = 'welcome' AND epoch <= $3)",
+                )
+                .bind(member_id)
+                .bind(group_id)
+                .bind(acknowledged)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "UPDATE mls_commits SET status = 'acknowledged' WHERE group_id = $1 AND status = 'pending' \
                      AND epoch <= (SELECT MIN(epoch) FROM mls_group_members WHERE group_id = $1 AND status = 'active')",
@@ -430,7 +454,7 @@ macro_rules! impl_group_store {
             async fn group_members(&self, group_id: &str) -> $crate::StoreResult<Vec<$crate::GroupMemberRecord>> {
                 use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT member_id, epoch, last_commit, status, joined_epoch, updated_at FROM mls_group_members \
+                    "SELECT member_id, epoch, last_commit, status, joined_epoch, updated_at, removed_seq FROM mls_group_members \
                      WHERE group_id = $1 ORDER BY member_id",
                 )
                 .bind(group_id)
@@ -445,6 +469,7 @@ macro_rules! impl_group_store {
                             status: row.try_get("status")?,
                             joined_epoch: row.try_get::<i64, _>("joined_epoch")?.max(0) as u64,
                             updated_at: row.try_get("updated_at")?,
+                            removed_seq: row.try_get::<Option<i64>, _>("removed_seq")?.map(|s| s.max(0) as u64),
                         })
                     })
                     .collect()
@@ -535,14 +560,18 @@ macro_rules! impl_group_store {
                     .bind(target)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE mls_group_members SET status = 'removed', updated_at = $1 WHERE group_id = $2")
-                    .bind(r.now)
-                    .bind(&r.group_id)
-                    .execute(&mut *tx)
-                    .await?;
+                // Members of the discarded epochs see nothing logged after the rollback.
+                sqlx::query(
+                    "UPDATE mls_group_members SET status = 'removed', updated_at = $1, \
+                     removed_seq = (SELECT next_seq FROM mls_groups WHERE group_id = $2) WHERE group_id = $2",
+                )
+                .bind(r.now)
+                .bind(&r.group_id)
+                .execute(&mut *tx)
+                .await?;
                 for member in &r.members_at_target {
                     sqlx::query(
-                        "UPDATE mls_group_members SET status = 'active', updated_at = $1, \
+                        "UPDATE mls_group_members SET status = 'active', updated_at = $1, removed_seq = NULL, \
                          epoch = CASE WHEN epoch > $2 THEN $2 ELSE epoch END WHERE group_id = $3 AND member_id = $4",
                     )
                     .bind(r.now)

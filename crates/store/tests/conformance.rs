@@ -1116,12 +1116,16 @@ async fn group_commits_are_sequenced_first_wins(db: Db) {
             .await,
         Err(StoreError::UnknownGroup)
     ));
-    let log = store.group_messages("team", 0, 100).await.unwrap();
+    let log = store.group_messages("team", 0, None, 100).await.unwrap();
     let kinds: Vec<_> = log.iter().map(|m| (m.kind.as_str(), m.epoch)).collect();
     assert_eq!(kinds, [("commit", 1), ("commit", 2), ("application", 2)]);
     assert_eq!(log.last().unwrap().seq, seq);
     assert_eq!(
-        store.group_messages("team", seq, 100).await.unwrap().len(),
+        store
+            .group_messages("team", seq, None, 100)
+            .await
+            .unwrap()
+            .len(),
         0
     );
 

@@ -126,18 +126,39 @@ async fn notify_members(state: &AppState, group_id: &str, seq: u64, kind: &str, 
     notify(state, group_id, seq, kind, active);
 }
 
-/// Refuses callers that never were in the group (removed members may still read
-/// the log up to their removal, to learn of it).
-async fn require_member(state: &AppState, group_id: &str, member: &str) -> Result<(), ApiError> {
+fn not_a_member(what: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotAMember, what)
+}
+
+/// How much of a group the caller may see.
+enum Access {
+    /// An active member: everything.
+    Member,
+    /// A removed member: the log up to the commit that removed it (so its device
+    /// learns of the removal), nothing else.
+    Removed {
+        /// Log position of that commit.
+        until: u64,
+    },
+}
+
+/// The caller's access to a group; callers that never were in it are refused.
+async fn access(state: &AppState, group_id: &str, member: &str) -> Result<Access, ApiError> {
     let members = state.store.group_members(group_id).await?;
-    if members.iter().any(|m| m.member_id == member) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::NotAMember,
-            "not a member of the group",
-        ))
+    match members.iter().find(|m| m.member_id == member) {
+        Some(m) if m.status == "active" => Ok(Access::Member),
+        Some(m) => Ok(Access::Removed {
+            until: m.removed_seq.unwrap_or(0),
+        }),
+        None => Err(not_a_member("not a member of the group")),
+    }
+}
+
+/// Refuses callers that are not active members (never were, or were removed).
+async fn require_active(state: &AppState, group_id: &str, member: &str) -> Result<(), ApiError> {
+    match access(state, group_id, member).await? {
+        Access::Member => Ok(()),
+        Access::Removed { .. } => Err(not_a_member("removed from the group")),
     }
 }
 
@@ -240,7 +261,7 @@ pub async fn show(
     ApiPath(group_id): ApiPath<String>,
 ) -> Result<Json<GroupView>, ApiError> {
     group_record(&state, &group_id).await?;
-    require_member(&state, &group_id, &caller_member(&auth)).await?;
+    require_active(&state, &group_id, &caller_member(&auth)).await?;
     Ok(Json(view(&state, &group_id).await?))
 }
 
@@ -295,6 +316,12 @@ pub async fn commit(
         }
     };
     if summary.external {
+        // An external commit is an active member's resync (the rejoin path, also
+        // after a rollback): a removed device, or one never added, cannot let itself in.
+        require_active(&state, &group_id, &me).await.map_err(|_| {
+            tracing::warn!(%group_id, member = %me, "external commit from a device that is not an active member refused");
+            not_a_member("an external commit is accepted only from an active member of the group")
+        })?;
         // A (re)join: the joiner's old leaf, if any, is among the removed.
         added.push(me.clone());
     }
@@ -406,7 +433,10 @@ pub async fn log(
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Json<GroupLogResponse>, ApiError> {
     group_record(&state, &group_id).await?;
-    require_member(&state, &group_id, &caller_member(&auth)).await?;
+    let up_to = match access(&state, &group_id, &caller_member(&auth)).await? {
+        Access::Member => None,
+        Access::Removed { until } => Some(until),
+    };
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let after = match q.from_epoch {
         Some(epoch) => state
@@ -418,7 +448,7 @@ pub async fn log(
     };
     let entries: Vec<GroupLogEntry> = state
         .store
-        .group_messages(&group_id, after, limit)
+        .group_messages(&group_id, after, up_to, limit)
         .await?
         .into_iter()
         .map(entry)
@@ -455,7 +485,7 @@ pub async fn group_info(
     ApiPath(group_id): ApiPath<String>,
 ) -> Result<Json<GroupInfoResponse>, ApiError> {
     group_record(&state, &group_id).await?;
-    require_member(&state, &group_id, &caller_member(&auth)).await?;
+    require_active(&state, &group_id, &caller_member(&auth)).await?;
     let (epoch, info) = state
         .store
         .group_info(&group_id, None)
