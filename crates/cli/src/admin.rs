@@ -42,6 +42,25 @@ pub enum AdminCommand {
     /// Operator tokens for the admin API.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Users' devices (admin API, scope devices).
+    #[command(subcommand)]
+    Device(DeviceAdminCommand),
+}
+
+/// `atlas admin device …`.
+#[derive(clap::Subcommand)]
+pub enum DeviceAdminCommand {
+    /// Remove a device at once (a stolen phone): its tokens die and senders stop
+    /// encrypting to it. Listed as removed by an operator, not by its user.
+    Revoke {
+        /// USER_ID/DEVICE_ID.
+        member: atlas_proto::MemberRef,
+        /// Skip the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// `atlas admin token …`.
@@ -124,12 +143,19 @@ pub enum JtiCommand {
 }
 
 const SCOPES: &[&str] = &[
-    "all", "diagnose", "dpop", "keys", "messages", "mls", "receipts",
+    "all", "devices", "diagnose", "dpop", "keys", "messages", "mls", "receipts",
 ];
 
 /// `atlas admin …`.
 pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
-    let AdminCommand::Token(cmd) = cmd;
+    let cmd = match cmd {
+        AdminCommand::Token(cmd) => cmd,
+        AdminCommand::Device(DeviceAdminCommand::Revoke {
+            member,
+            yes,
+            server,
+        }) => return revoke_device(&member, yes, &server).await,
+    };
     match cmd {
         TokenCommand::Create {
             scopes,
@@ -169,6 +195,34 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             anyhow::ensure!(revoked, "no active operator token with id {token_id}");
             println!("revoked operator token {token_id}");
         }
+    }
+    Ok(())
+}
+
+/// `atlas admin device revoke`: asks for USER_ID/DEVICE_ID to be typed back unless `--yes`.
+async fn revoke_device(
+    member: &atlas_proto::MemberRef,
+    yes: bool,
+    server: &ServerArgs,
+) -> anyhow::Result<()> {
+    let device = member
+        .device_id
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("name the device as USER_ID/DEVICE_ID"))?;
+    let named = format!("{}/{device}", member.user_id);
+    if !yes {
+        eprintln!("{named} will be removed: its tokens die at once and it receives nothing more.");
+        eprint!("Type {named} to confirm: ");
+        let mut typed = String::new();
+        std::io::stdin().read_line(&mut typed)?;
+        anyhow::ensure!(typed.trim() == named, "not confirmed; nothing changed");
+    }
+    let path = format!("/admin/devices/{}/{device}/revoke", member.user_id);
+    let answer: serde_json::Value = server.client()?.call(reqwest::Method::POST, &path).await?;
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("removed {named}");
     }
     Ok(())
 }

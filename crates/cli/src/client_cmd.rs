@@ -1,4 +1,4 @@
-//! Client commands: `register`, `send`, `inbox`, `devices`, `device link-code`, `whoami`.
+//! Client commands: `register`, `send`, `inbox`, `receipt`, `whoami`.
 use anyhow::Context;
 use atlas_client::{Client, Received};
 use atlas_proto::UserId;
@@ -43,23 +43,6 @@ pub struct InboxArgs {
     follow: bool,
 }
 
-/// Flags of `atlas devices`.
-#[derive(clap::Args)]
-pub struct DevicesArgs {
-    /// User whose devices to list (default: this profile's user).
-    user_id: Option<UserId>,
-    /// Print as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `atlas device …`.
-#[derive(clap::Subcommand)]
-pub enum DeviceCommand {
-    /// Print a single-use code that lets another profile join this user as a new device (valid 10 minutes).
-    LinkCode,
-}
-
 pub(crate) async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
     Client::open(profile_dir).await.with_context(|| {
         format!(
@@ -71,11 +54,13 @@ pub(crate) async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
 
 /// `atlas register`.
 pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<()> {
+    let linked = args.link_code.is_some();
     let client = Client::register(profile_dir, &args.server, args.user_id, args.link_code).await?;
+    let certified = !linked || client.finish_link().await?;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() })
+            serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server(), "certified": certified })
         );
     } else {
         println!(
@@ -84,6 +69,12 @@ pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<
             client.device_id(),
             client.server()
         );
+        if !certified {
+            println!(
+                "waiting for certification: run any command on the device that made the link code \
+                 (e.g. atlas --profile OLD devices); this device finishes on its next command"
+            );
+        }
     }
     Ok(())
 }
@@ -92,8 +83,17 @@ pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<
 pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
     let sent = client.send_text(&args.user_id, &args.text).await?;
+    let untrusted = client.untrusted_devices(&args.user_id).await?;
+    for u in &untrusted {
+        eprintln!(
+            "!! not encrypted to {}/{}: {}",
+            args.user_id, u.device_id, u.reason
+        );
+    }
     if args.json {
-        println!("{}", serde_json::to_string(&sent)?);
+        let mut value = serde_json::to_value(&sent)?;
+        value["untrusted_devices"] = serde_json::to_value(&untrusted)?;
+        println!("{}", serde_json::to_string(&value)?);
     } else {
         println!(
             "sent {} to {} device(s) of {}",
@@ -234,49 +234,12 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
     } else if received.is_empty() && in_groups.is_empty() && !args.json {
         println!("no new messages");
     }
-    Ok(())
-}
-
-/// `atlas devices`.
-pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()> {
-    let client = open(profile_dir).await?;
-    let user = args.user_id.unwrap_or_else(|| client.user_id().clone());
-    let list = client.devices(&user).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(());
-    }
-    println!(
-        "{:<14} {:<8} {:>9} {:<8} REGISTERED",
-        "DEVICE", "STATUS", "ONE-TIME", "FALLBACK"
-    );
-    for d in list.devices {
-        println!(
-            "{:<14} {:<8} {:>9} {:<8} {}",
-            d.keys.device_id,
-            d.status,
-            d.one_time_keys_available,
-            if d.fallback_key { "yes" } else { "no" },
-            d.created_at
+    for (user, pin) in client.identity_changes().await? {
+        eprintln!(
+            "!! {user}'s identity key changed (pinned {}, now {}): compare safety numbers with atlas verify {user}",
+            pin.identity_key,
+            pin.changed_to.unwrap_or_default()
         );
-    }
-    Ok(())
-}
-
-/// `atlas device …`.
-pub async fn device(profile_dir: &Path, cmd: DeviceCommand) -> anyhow::Result<()> {
-    let client = open(profile_dir).await?;
-    match cmd {
-        DeviceCommand::LinkCode => {
-            let token = client.create_link_token().await?;
-            println!("{}", token.link_token);
-            eprintln!(
-                "valid until {}. On the new device: atlas --profile NEW register {} --server {} --link-code <code>",
-                token.expires_at,
-                client.user_id(),
-                client.server()
-            );
-        }
     }
     Ok(())
 }

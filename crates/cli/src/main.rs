@@ -6,6 +6,7 @@ mod backup_cmd;
 mod client_cmd;
 mod diagnose_cmd;
 mod group_cmd;
+mod identity_cmd;
 mod keys_cmd;
 mod mls_cmd;
 mod serve;
@@ -40,10 +41,12 @@ enum Command {
     /// Fetch, decrypt, print and acknowledge new messages.
     Inbox(client_cmd::InboxArgs),
     /// List a user's devices and their key status.
-    Devices(client_cmd::DevicesArgs),
-    /// Manage this user's devices.
+    Devices(identity_cmd::DevicesArgs),
+    /// Manage this user's devices: link a new one, approve, remove.
     #[command(subcommand)]
-    Device(client_cmd::DeviceCommand),
+    Device(identity_cmd::DeviceCommand),
+    /// Show the safety number with a contact; --confirm marks its identity key verified.
+    Verify(identity_cmd::VerifyArgs),
     /// Show this profile's user, device and server.
     Whoami,
     /// MLS groups: create, add, remove, send, update, members.
@@ -109,8 +112,9 @@ async fn main() -> ExitCode {
         Command::Register(args) => client_cmd::register(&profile_dir, args).await,
         Command::Send(args) => client_cmd::send(&profile_dir, args).await,
         Command::Inbox(args) => client_cmd::inbox(&profile_dir, args).await,
-        Command::Devices(args) => client_cmd::devices(&profile_dir, args).await,
-        Command::Device(cmd) => client_cmd::device(&profile_dir, cmd).await,
+        Command::Devices(args) => identity_cmd::devices(&profile_dir, args).await,
+        Command::Device(cmd) => identity_cmd::device(&profile_dir, cmd).await,
+        Command::Verify(args) => identity_cmd::verify(&profile_dir, args).await,
         Command::Whoami => client_cmd::whoami(&profile_dir).await,
         Command::Group(cmd) => group_cmd::group(&profile_dir, cmd).await,
         Command::Receipt(args) => client_cmd::receipt(&profile_dir, args).await,

@@ -333,12 +333,29 @@ async fn malformed_requests_change_nothing(mut h: Harness) {
         .await;
     assert_eq!((s, code(&b)), (400, "invalid_signature"));
     let (s, b) = alice
-        .post_json(
-            "/users",
-            json!({"user_id": "bob", "device": fresh_keys("bob", "X")}),
-        )
+        .post_json("/users", support::registration("bob", "X"))
         .await;
     assert_eq!((s, code(&b)), (409, "user_exists"));
+    // A new user needs an identity key that certifies its first device.
+    let (s, b) = alice
+        .post_json(
+            "/users",
+            json!({"user_id": "eve", "device": fresh_keys("eve", "E")}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (400, "invalid_request"), "{b}");
+    let mut forged = support::registration("eve", "E");
+    forged["device"] = json!(fresh_keys("eve", "E"));
+    let (s, b) = alice.post_json("/users", forged).await;
+    assert_eq!((s, code(&b)), (400, "invalid_certificate"), "{b}");
+    let mut garbage = support::registration("eve", "E");
+    garbage["identity_key"] = json!("not a key");
+    let (s, b) = alice.post_json("/users", garbage).await;
+    assert_eq!((s, code(&b)), (400, "invalid_certificate"), "{b}");
+    let mut both = support::registration("eve", "E");
+    both["link_token"] = json!("x");
+    let (s, b) = alice.post_json("/users", both).await;
+    assert_eq!((s, code(&b)), (400, "invalid_request"), "{b}");
 
     // Sends: wrong device list, unknown user, malformed, oversized.
     let envelope = |device: &str| json!({"device_id": device, "msg_type": 0, "body": "AAAA"});
@@ -486,10 +503,13 @@ async fn malformed_requests_change_nothing(mut h: Harness) {
     assert_eq!((s, code(&b)), (405, "method_not_allowed"));
 
     // Device linking needs a valid link token.
-    let newcomer =
-        json!({"user_id": "alice", "device": fresh_keys("alice", "NEW"), "link_token": "guess"});
+    let newcomer = json!({"user_id": "alice", "device": fresh_keys("alice", "NEW"), "link_token": "guess", "link_proof": "p"});
     let (s, b) = alice.post_json("/users", newcomer).await;
     assert_eq!((s, code(&b)), (403, "invalid_link_token"));
+    let unproven =
+        json!({"user_id": "alice", "device": fresh_keys("alice", "NEW"), "link_token": "guess"});
+    let (s, b) = alice.post_json("/users", unproven).await;
+    assert_eq!((s, code(&b)), (400, "invalid_request"));
     let (_, b) = alice
         .call(&token, "GET", "/users/alice/devices", None)
         .await;

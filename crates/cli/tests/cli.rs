@@ -77,12 +77,25 @@ fn quickstart(server: &Server, home: &TempDir) {
             code.trim(),
         ],
     );
+    // alice's first device certifies the newcomer on its next command.
+    let own = ok(home, &["--profile", "alice", "devices"]);
+    let certified = own
+        .lines()
+        .filter(|l| l.split_whitespace().take(3).skip(1).eq(["active", "yes"]))
+        .count();
+    assert_eq!(certified, 2, "{own}");
     let devices: serde_json::Value = serde_json::from_str(&ok(
         home,
         &["--profile", "bob", "devices", "alice", "--json"],
     ))
     .unwrap();
-    assert_eq!(devices["devices"].as_array().unwrap().len(), 2);
+    let listed = devices["devices"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|d| d["status"] == "active" && d["certificate"].is_string())
+    );
     ok(
         home,
         &["--profile", "bob", "send", "alice", "to both of you"],

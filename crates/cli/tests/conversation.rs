@@ -29,23 +29,25 @@ async fn three_users_converse(mut h: Harness) {
     let alice = Client::register(&h.profile("alice-phone"), &url, uid("alice"), None)
         .await
         .unwrap();
-    let link = alice.create_link_token().await.unwrap();
+    let (code, _) = alice.create_link_code().await.unwrap();
     let alice_laptop = Client::register(
         &h.profile("alice-laptop"),
         &url,
         uid("alice"),
-        Some(link.link_token.clone()),
+        Some(code.clone()),
     )
     .await
     .unwrap();
-    // A link token works once.
-    let again = Client::register(
-        &h.profile("alice-third"),
-        &url,
-        uid("alice"),
-        Some(link.link_token),
-    )
-    .await;
+    // Pending until the phone certifies it (on its next sync).
+    assert!(!alice_laptop.finish_link().await.unwrap());
+    assert_eq!(
+        alice_laptop.sync().await.err().and_then(|e| e.code()),
+        Some(atlas_proto::ErrorCode::DevicePending)
+    );
+    assert!(alice.sync().await.unwrap().is_empty());
+    assert!(alice_laptop.finish_link().await.unwrap());
+    // A link code works once.
+    let again = Client::register(&h.profile("alice-third"), &url, uid("alice"), Some(code)).await;
     assert_eq!(
         again.err().and_then(|e| e.code()),
         Some(atlas_proto::ErrorCode::InvalidLinkToken)

@@ -5,6 +5,8 @@
 mod support;
 
 use atlas_crypto::jws::HmacJwsKey;
+use atlas_crypto::olm::OlmAccount;
+use atlas_proto::{DeviceId, UserId};
 use atlas_server::auth::tokens::{AccessClaims, AccessTokens, Confirmation};
 use support::{Harness, RawDevice, now};
 
@@ -218,7 +220,276 @@ async fn a_replayed_refresh_token_kills_its_chain(mut h: Harness) {
     h.stop().await;
 }
 
+/// Writes a device row straight into the database, as the review's attacker did:
+/// a real Olm account (so it could decrypt), self-signed keys, one-time keys,
+/// and `certificate` (none, or whatever the attacker can make).
+async fn plant_ghost(h: &Harness, user: &str, certificate: Option<String>) -> OlmAccount {
+    let mut ghost = OlmAccount::new();
+    let keys = ghost.device_keys(
+        &UserId::new(user).unwrap(),
+        &DeviceId::new("GHOST").unwrap(),
+    );
+    let cert = certificate.map_or("NULL".to_owned(), |c| format!("'{c}'"));
+    let now = "'2026-01-01T00:00:00Z'";
+    h.sql(&format!(
+        "INSERT INTO devices (user_id, device_id, ed25519, curve25519, signature, status, created_at, next_seq, certificate) \
+         VALUES ('{user}', 'GHOST', '{}', '{}', '{}', 'active', {now}, 0, {cert})",
+        keys.ed25519, keys.curve25519, keys.signature
+    ))
+    .await;
+    for key in ghost.generate_one_time_keys(5) {
+        h.sql(&format!(
+            "INSERT INTO user_keys (user_id, device_id, key_id, key_type, public_key, status, created_at) \
+             VALUES ('{user}', 'GHOST', '{}', 'one_time', '{}', 'active', {now})",
+            key.key_id, key.key
+        ))
+        .await;
+    }
+    ghost
+}
+
+/// The review's ghost-device attack, by someone who can write the database: a
+/// device GHOST planted for bob gets no copy of what alice (who knew bob) or
+/// carol (who never wrote to bob) sends him, and both are told why. Swapping
+/// bob's identity key as well makes alice refuse to send and show an identity
+/// change; a newcomer who pins the forged key sees a safety number that does
+/// not match bob's.
+async fn a_ghost_device_gets_nothing(mut h: Harness) {
+    let alice = support::client(&h, "alice").await;
+    let bob = support::client(&h, "bob").await;
+    let carol = support::client(&h, "carol").await;
+    support::acquaint(&alice, &bob).await;
+    let before = alice.safety_number(bob.user_id()).await.unwrap();
+    assert_eq!(
+        before.number,
+        bob.safety_number(alice.user_id()).await.unwrap().number
+    );
+
+    plant_ghost(&h, "bob", None).await;
+    let sent = alice
+        .send_text(bob.user_id(), "after the ghost")
+        .await
+        .unwrap();
+    assert_eq!(sent.deliveries.len(), 1, "only bob's real device");
+    let skipped = alice.untrusted_devices(bob.user_id()).await.unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].device_id.as_str(), "GHOST");
+    assert!(
+        skipped[0].reason.contains("certificate"),
+        "{}",
+        skipped[0].reason
+    );
+    carol
+        .send_text(bob.user_id(), "first contact")
+        .await
+        .unwrap();
+    assert_eq!(
+        carol.untrusted_devices(bob.user_id()).await.unwrap().len(),
+        1
+    );
+    let got: Vec<String> = bob
+        .sync()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.text)
+        .collect();
+    assert_eq!(got, ["after the ghost", "first contact"]);
+    assert_eq!(
+        h.sql("UPDATE messages SET body = body WHERE recipient_device_id = 'GHOST'")
+            .await,
+        0,
+        "nothing was ever addressed to the ghost"
+    );
+
+    // The attacker also swaps bob's identity key for one of its own and certifies the ghost.
+    let forged = atlas_crypto::identity::UserIdentity::generate();
+    let ghost_keys: (String, String, String) = {
+        let listed = alice.devices(bob.user_id()).await.unwrap();
+        let g = listed
+            .devices
+            .iter()
+            .find(|d| d.keys.device_id.as_str() == "GHOST")
+            .unwrap();
+        (
+            g.keys.ed25519.clone(),
+            g.keys.curve25519.clone(),
+            g.keys.signature.clone(),
+        )
+    };
+    let ghost = atlas_proto::api::DeviceKeys {
+        device_id: DeviceId::new("GHOST").unwrap(),
+        ed25519: ghost_keys.0,
+        curve25519: ghost_keys.1,
+        signature: ghost_keys.2,
+    };
+    h.sql(&format!(
+        "UPDATE users SET identity_key = '{}' WHERE user_id = 'bob'",
+        forged.public_key()
+    ))
+    .await;
+    h.sql(&format!(
+        "UPDATE devices SET certificate = '{}' WHERE user_id = 'bob' AND device_id = 'GHOST'",
+        forged.certify(bob.user_id(), &ghost)
+    ))
+    .await;
+    // alice's next send refreshes bob's devices (the list changed) and stops.
+    h.sql("UPDATE devices SET status = 'revoked' WHERE user_id = 'bob' AND device_id <> 'GHOST'")
+        .await;
+    let refused = alice
+        .send_text(bob.user_id(), "to the forged identity")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, atlas_client::ClientError::IdentityChanged(ref u) if u == bob.user_id()),
+        "{refused}"
+    );
+    let changes = alice.identity_changes().await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        changes[0].1.changed_to.as_deref(),
+        Some(forged.public_key().as_str())
+    );
+    assert_eq!(
+        h.sql("UPDATE messages SET body = body WHERE recipient_device_id = 'GHOST'")
+            .await,
+        0
+    );
+    // A newcomer pins the forged key on first use, but its safety number does not
+    // match the one bob's own device shows: comparing out of band exposes the attack.
+    let dave = support::client(&h, "dave").await;
+    let daves = dave.safety_number(bob.user_id()).await.unwrap();
+    let bobs = bob.safety_number(dave.user_id()).await.unwrap();
+    assert_ne!(daves.number, bobs.number);
+    h.stop().await;
+}
+
+/// A removed device's token is refused, and so is every way to a new one.
+fn assert_dead(e: atlas_client::ClientError) {
+    use atlas_proto::ErrorCode::{InvalidGrant, InvalidToken};
+    assert!(matches!(e.code(), Some(InvalidToken | InvalidGrant)), "{e}");
+}
+
+/// Linking: the device with the code is certified by the device that made it; a
+/// registration that has the link token but not the code's secret (the server,
+/// say) is never certified and never gets a copy; removal, by the user or an
+/// operator, kills the device's tokens at once and senders stop encrypting to it.
+async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) {
+    let url = h.url();
+    let phone = support::client(&h, "alice").await;
+    let bob = support::client(&h, "bob").await;
+    let (code, _) = phone.create_link_code().await.unwrap();
+    let laptop = atlas_client::Client::register(
+        &h.profile("alice-laptop"),
+        &url,
+        UserId::new("alice").unwrap(),
+        Some(code),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        phone.approve_linked_devices().await.unwrap(),
+        [laptop.device_id().clone()]
+    );
+    assert!(laptop.finish_link().await.unwrap());
+    bob.send_text(phone.user_id(), "to both").await.unwrap();
+    assert_eq!(
+        laptop.sync().await.unwrap()[0].text.as_deref(),
+        Some("to both")
+    );
+    assert_eq!(
+        phone.sync().await.unwrap()[0].text.as_deref(),
+        Some("to both")
+    );
+
+    // The link token without the code's secret: the proof fails, the code is burned.
+    let (code, _) = phone.create_link_code().await.unwrap();
+    let token = code.split('.').next().unwrap().to_owned();
+    let mut body = serde_json::json!({
+        "user_id": "alice",
+        "device": support::fresh_keys("alice", "IMPOSTOR"),
+        "link_token": token,
+        "link_proof": "AAAA",
+    });
+    let raw = RawDevice::register(&url, "someone").await;
+    let (s, b) = raw.post_json("/users", body.take()).await;
+    assert_eq!(s, 201, "{b}");
+    assert!(phone.approve_linked_devices().await.unwrap().is_empty());
+    let listed = bob.devices(phone.user_id()).await.unwrap();
+    let impostor = listed
+        .devices
+        .iter()
+        .find(|d| d.keys.device_id.as_str() == "IMPOSTOR")
+        .unwrap();
+    assert_eq!(
+        (impostor.status.as_str(), impostor.certificate.as_deref()),
+        ("pending", None)
+    );
+    let sent = bob
+        .send_text(phone.user_id(), "not for the impostor")
+        .await
+        .unwrap();
+    assert_eq!(sent.deliveries.len(), 2);
+
+    // A removal the identity key did not sign is refused; the user's own removal works.
+    let (s, b) = raw
+        .call(
+            &raw.token().await,
+            "POST",
+            "/devices/RAW/revoke",
+            Some(serde_json::json!({"signature": "AAAA"})),
+        )
+        .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_certificate")));
+    phone.remove_device(laptop.device_id()).await.unwrap();
+    assert_dead(laptop.sync().await.unwrap_err());
+    let sent = bob
+        .send_text(phone.user_id(), "after removal")
+        .await
+        .unwrap();
+    assert_eq!(sent.deliveries.len(), 1, "only the phone");
+    let listed = bob.devices(phone.user_id()).await.unwrap();
+    let removed = listed
+        .devices
+        .iter()
+        .find(|d| d.keys.device_id == *laptop.device_id())
+        .unwrap();
+    assert_eq!(removed.status, "revoked");
+    atlas_crypto::identity::verify_revocation(
+        listed.identity_key.as_deref().unwrap(),
+        phone.user_id(),
+        &removed.keys,
+        removed.revocation.as_deref().unwrap(),
+    )
+    .expect("the removal is signed by alice's identity key");
+
+    // A stolen phone: the operator removes it (typed confirmation skipped with --yes).
+    let op = support::operator_token(&h.database_url(), "devices");
+    let member = format!("alice/{}", phone.device_id());
+    let (ok, _, stderr) = support::run_atlas(
+        None,
+        Some(&op),
+        &[
+            "admin", "device", "revoke", &member, "--yes", "--server", &url,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_dead(phone.sync().await.unwrap_err());
+    let wrong = support::operator_token(&h.database_url(), "keys");
+    let (ok, _, stderr) = support::run_atlas(
+        None,
+        Some(&wrong),
+        &[
+            "admin", "device", "revoke", "bob/X", "--yes", "--server", &url,
+        ],
+    );
+    assert!(!ok && stderr.contains("scope"), "{stderr}");
+    h.stop().await;
+}
+
 on_both_backends!(
+    a_ghost_device_gets_nothing,
+    linked_devices_are_certified_and_removed_by_their_user,
     the_database_alone_cannot_mint_a_token,
     rotating_the_token_key_kills_every_token,
     a_replayed_refresh_token_kills_its_chain,

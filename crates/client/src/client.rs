@@ -5,6 +5,7 @@ use crate::error::ClientError;
 use crate::local::LocalState;
 use crate::payload::Payload;
 use crate::transport::{Transport, http_client, refusal};
+use atlas_crypto::identity::{LinkCode, UserIdentity};
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::{Ciphertext, OlmAccount, OlmSession};
 use atlas_proto::api::*;
@@ -93,12 +94,14 @@ fn path_segment(id: &str) -> &str {
 }
 
 impl Client {
-    /// Registers a new device in `profile_dir`: a new user, or with `link_token` a new device of an existing user.
+    /// Registers a new device in `profile_dir`: a new user with a new identity key,
+    /// or with `link_code` (from [`Client::create_link_code`]) a new device of an
+    /// existing user, which is pending until that device certifies it.
     pub async fn register(
         profile_dir: &Path,
         server: &str,
         user_id: UserId,
-        link_token: Option<String>,
+        link_code: Option<String>,
     ) -> Result<Self, ClientError> {
         let local = LocalState::open(profile_dir).await?;
         if local.get("profile").await?.is_some() {
@@ -110,10 +113,18 @@ impl Client {
         let account = OlmAccount::new();
         let device_id = random_device_id();
         let server = server.trim_end_matches('/').to_owned();
+        let keys = account.device_keys(&user_id, &device_id);
+        let link = link_code
+            .map(|c| LinkCode::parse(&c).map_err(|e| ClientError::Input(e.to_string())))
+            .transpose()?;
+        let identity = link.is_none().then(UserIdentity::generate);
         let request = RegisterRequest {
             user_id: user_id.clone(),
-            device: account.device_keys(&user_id, &device_id),
-            link_token,
+            link_token: link.as_ref().map(|l| l.token.clone()),
+            link_proof: link.as_ref().map(|l| l.prove(&user_id, &keys)),
+            identity_key: identity.as_ref().map(UserIdentity::public_key),
+            certificate: identity.as_ref().map(|i| i.certify(&user_id, &keys)),
+            device: keys,
         };
         let response = http_client()?
             .post(format!("{server}/users"))
@@ -141,8 +152,24 @@ impl Client {
             )
             .await?;
         let client = Self::assemble(local, profile, account, dpop)?;
-        client.top_up_keys(true).await?;
-        client.top_up_key_packages().await?;
+        match (identity, link) {
+            (Some(identity), _) => {
+                client.store_identity(&identity).await?;
+                client.top_up_keys(true).await?;
+                client.top_up_key_packages().await?;
+            }
+            (None, Some(link)) => {
+                client
+                    .local
+                    .put(crate::identity::LINK_PENDING, link.encode().as_bytes())
+                    .await?;
+                // Published now, claimable the moment an existing device certifies this one.
+                client.top_up_keys(true).await?;
+                client.top_up_key_packages().await?;
+                client.finish_link().await?;
+            }
+            (None, None) => {}
+        }
         Ok(client)
     }
 
@@ -168,7 +195,17 @@ impl Client {
             .ok_or_else(|| ClientError::State("DPoP key missing".into()))?;
         let dpop = JwsSigner::from_secret(&profile.dpop_alg, &dpop)
             .ok_or_else(|| ClientError::State("DPoP key corrupted".into()))?;
-        Self::assemble(local, profile, account, dpop)
+        let client = Self::assemble(local, profile, account, dpop)?;
+        if client
+            .local
+            .get(crate::identity::LINK_PENDING)
+            .await?
+            .is_some()
+            && let Err(e) = client.finish_link().await
+        {
+            tracing::warn!(error = %e, "this linked device is not certified yet");
+        }
+        Ok(client)
     }
 
     fn assemble(
@@ -335,12 +372,6 @@ impl Client {
     }
 
     /// Creates a single-use token that lets a new device join this user.
-    pub async fn create_link_token(&self) -> Result<LinkTokenResponse, ClientError> {
-        self.transport
-            .call::<(), _>(Method::POST, "/devices/link-tokens", "", None)
-            .await
-    }
-
     /// A user's devices, as the server lists them.
     pub async fn devices(&self, user_id: &UserId) -> Result<DeviceListResponse, ClientError> {
         self.transport
@@ -353,28 +384,25 @@ impl Client {
             .await
     }
 
-    /// Refreshes the locally known, signature-checked device list of a user.
-    async fn refresh_peer_devices(&self, user_id: &UserId) -> Result<Vec<String>, ClientError> {
+    /// Refreshes the locally known devices of a user: those its pinned identity
+    /// key certified (the only ones that get copies or are believed as senders).
+    pub(crate) async fn refresh_peer_devices(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Vec<String>, ClientError> {
         let listed = self.devices(user_id).await?;
+        let judged = self.judge_devices(&listed).await?;
         let mut active = Vec::new();
-        for device in listed.devices.iter().filter(|d| d.status == "active") {
-            atlas_crypto::device::verify_device_keys(user_id, &device.keys).map_err(|_| {
-                ClientError::UntrustedKeys(format!("{user_id}/{}", device.keys.device_id))
-            })?;
-            let did = device.keys.device_id.as_str();
+        for device in judged.trusted {
+            let did = device.device_id.as_str();
             if let Some((ed, _)) = self.local.peer(user_id.as_str(), did).await?
-                && ed != device.keys.ed25519
+                && ed != device.ed25519
             {
                 // Same device id, new identity: the old sessions belong to keys that are gone.
                 self.local.forget_peer(user_id.as_str(), did).await?;
             }
             self.local
-                .save_peer(
-                    user_id.as_str(),
-                    did,
-                    &device.keys.ed25519,
-                    &device.keys.curve25519,
-                )
+                .save_peer(user_id.as_str(), did, &device.ed25519, &device.curve25519)
                 .await?;
             active.push(did.to_owned());
         }
@@ -507,6 +535,7 @@ impl Client {
             devices = self.refresh_peer_devices(recipient).await?;
         }
         for _attempt in 0..3 {
+            let untrusted = self.untrusted_devices(recipient).await?;
             let request = SendRequest {
                 recipient_id: recipient.clone(),
                 client_message_id: client_message_id.clone(),
@@ -515,6 +544,7 @@ impl Client {
                     .seal(&account, recipient, &devices, false, text)
                     .await?,
                 resend_of: None,
+                untrusted_devices: untrusted.into_iter().map(|u| u.device_id).collect(),
             };
             match self
                 .transport
@@ -587,6 +617,7 @@ impl Client {
                 encryption_algorithm: OLM_ALGORITHM.into(),
                 envelopes,
                 resend_of: Some(request.message_id.clone()),
+                untrusted_devices: Vec::new(),
             };
             let _: SendResponse = self
                 .transport
@@ -941,6 +972,14 @@ impl Client {
     /// Applies session resets, then fetches, decrypts and acknowledges
     /// everything waiting for this device, then answers resend requests.
     pub async fn sync(&self) -> Result<Vec<Received>, ClientError> {
+        // Devices linked with this device's codes are certified here.
+        match self.approve_linked_devices().await {
+            Ok(certified) if !certified.is_empty() => {
+                tracing::info!(?certified, "certified newly linked devices");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not certify linked devices"),
+        }
         self.apply_session_resets().await?;
         self.maintain_keys_if_due().await;
         let mut all = Vec::new();

@@ -38,6 +38,11 @@ pub enum ClientError {
     /// A peer's published keys are not validly signed.
     #[error("keys of {0} are not validly signed")]
     UntrustedKeys(String),
+    /// A contact's identity key is not the one pinned here: possibly an attack.
+    #[error(
+        "{0}'s identity key changed: compare safety numbers (atlas verify {0}), then accept it with atlas verify {0} --confirm"
+    )]
+    IdentityChanged(atlas_proto::UserId),
     /// The recipient has a device without any prekey left.
     #[error("device {0} has no prekeys left")]
     NoPrekeys(String),

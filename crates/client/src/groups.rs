@@ -5,7 +5,7 @@ use crate::client::Client;
 use crate::error::ClientError;
 use atlas_crypto::mls::{CommitOut, Incoming, MlsDevice, MlsError};
 use atlas_proto::mls::*;
-use atlas_proto::{ErrorCode, UserId, b64};
+use atlas_proto::{DeviceId, ErrorCode, UserId, b64};
 use reqwest::Method;
 use serde::Serialize;
 
@@ -134,9 +134,20 @@ impl Client {
         name: &str,
         user: &UserId,
     ) -> Result<CommitResponse, ClientError> {
+        // Only devices the user's identity key certified are added.
+        let trusted = self.refresh_peer_devices(user).await?;
+        let devices = trusted
+            .iter()
+            .map(|d| DeviceId::new(d.as_str()).map_err(|e| ClientError::State(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if devices.is_empty() {
+            return Err(ClientError::NoPrekeys(format!(
+                "{user} (no certified device)"
+            )));
+        }
         let claim = KeyPackageClaim {
             user_id: user.clone(),
-            devices: vec![],
+            devices,
         };
         let claimed: KeyPackageClaimResponse = self
             .transport

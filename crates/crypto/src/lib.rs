@@ -9,6 +9,7 @@ pub mod checks;
 pub mod device;
 pub mod dpop;
 pub mod dpop_inspect;
+pub mod identity;
 pub mod jwk;
 pub mod jws;
 pub mod mls;

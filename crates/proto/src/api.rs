@@ -40,6 +40,66 @@ pub struct RegisterRequest {
     /// A token from `POST /devices/link-tokens`; required to add a device to an existing user.
     #[serde(default)]
     pub link_token: Option<String>,
+    /// A new user's identity key (Ed25519, unpadded standard base64); required without `link_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<String>,
+    /// The identity key's certificate of this first device; required without `link_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// With `link_token`: the new device's proof that it holds the link code
+    /// (checked by the existing device that certifies it, not by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_proof: Option<String>,
+}
+
+/// A linked device waiting for an existing device of its user to certify it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingDevice {
+    /// The new device's keys.
+    #[serde(flatten)]
+    pub keys: DeviceKeys,
+    /// SHA-256 of the link token it used, base64url (names the link code).
+    pub link_token_hash: String,
+    /// Its proof of holding the link code.
+    pub link_proof: String,
+    /// RFC 3339 registration time.
+    pub created_at: String,
+}
+
+/// Answer to `GET /devices/pending`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingDevicesResponse {
+    /// Devices of the caller's user waiting for a certificate.
+    pub devices: Vec<PendingDevice>,
+}
+
+/// `POST /devices/{device_id}/certificate`: an existing device certifies a linked one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertifyRequest {
+    /// The identity key's certificate of the device.
+    pub certificate: String,
+    /// The identity key sealed under the link secret, for the new device.
+    pub identity_transfer: String,
+}
+
+/// Answer to `POST /devices/certificate/claim`: the calling device's certification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateClaim {
+    /// `pending`, `active` or `revoked`.
+    pub status: String,
+    /// Its certificate, once certified.
+    pub certificate: Option<String>,
+    /// The sealed identity key (handed out once).
+    pub identity_transfer: Option<String>,
+}
+
+/// `POST /devices/{device_id}/revoke`: a device of the user removes one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeDeviceRequest {
+    /// The identity key's signature of the removal.
+    pub signature: String,
 }
 
 /// Answer to a registration.
@@ -66,7 +126,7 @@ pub struct DeviceInfo {
     /// The device's keys.
     #[serde(flatten)]
     pub keys: DeviceKeys,
-    /// `active` or `revoked`.
+    /// `pending` (linked, not yet certified), `active` or `revoked`.
     pub status: String,
     /// RFC 3339 registration time.
     pub created_at: String,
@@ -74,6 +134,12 @@ pub struct DeviceInfo {
     pub one_time_keys_available: u64,
     /// Whether an active fallback key is published.
     pub fallback_key: bool,
+    /// The user identity key's certificate of this device (none while pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// For a removed device: the identity key's signature of the removal (none when an operator removed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<String>,
 }
 
 /// Answer to `GET /users/{user_id}/devices`.
@@ -81,6 +147,9 @@ pub struct DeviceInfo {
 pub struct DeviceListResponse {
     /// The user.
     pub user_id: UserId,
+    /// The user's identity key, which certifies each device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<String>,
     /// Every device, active or not.
     pub devices: Vec<DeviceInfo>,
 }
@@ -282,6 +351,10 @@ pub struct SendRequest {
     /// The message this re-encrypts, answering `request-resend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resend_of: Option<String>,
+    /// Current devices of the recipient the sender does not encrypt to, because
+    /// the recipient's identity key did not certify them (the sender's judgement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untrusted_devices: Vec<DeviceId>,
 }
 
 fn default_algorithm() -> String {

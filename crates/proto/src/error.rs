@@ -24,6 +24,10 @@ pub enum ErrorCode {
     InvalidSignature,
     /// A device link token is unknown, used or expired.
     InvalidLinkToken,
+    /// A certificate or removal is not signed by the user's identity key.
+    InvalidCertificate,
+    /// The device is linked but no device of its user has certified it yet.
+    DevicePending,
     /// RFC 6749: the grant (device signature or refresh token) is not valid.
     InvalidGrant,
     /// RFC 6749: the grant type is not supported.
@@ -91,6 +95,8 @@ impl ErrorCode {
             Self::DeviceExists => "device_exists",
             Self::InvalidSignature => "invalid_signature",
             Self::InvalidLinkToken => "invalid_link_token",
+            Self::InvalidCertificate => "invalid_certificate",
+            Self::DevicePending => "device_pending",
             Self::InvalidGrant => "invalid_grant",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidToken => "invalid_token",

@@ -176,6 +176,7 @@ pub async fn start_with_clock(
         tokens: AccessTokens::new(HmacJwsKey::new(token_secret), token_kid, public_url.clone()),
         keys,
         token_key_checked: std::sync::Mutex::new(None),
+        device_statuses: Default::default(),
         jti: jti.clone(),
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout: Default::default(),

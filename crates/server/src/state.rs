@@ -109,6 +109,8 @@ pub struct Inner {
     pub tokens: AccessTokens,
     /// The server's own keys, sealed at rest.
     pub keys: crate::server_keys::ServerKeys,
+    /// Whether devices are pending, active or removed (cached briefly).
+    pub device_statuses: crate::auth::device_status::DeviceStatuses,
     /// When this process last looked for a rotated access-token key.
     pub token_key_checked: std::sync::Mutex<Option<std::time::Instant>>,
     /// DPoP replay cache.

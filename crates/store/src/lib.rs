@@ -95,11 +95,12 @@ pub trait Store:
     /// One round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Creates a user with its first device and the device's identity keys.
+    /// Creates a user with its identity key and its first device (certified by it).
     async fn create_user(
         &self,
         user_id: &UserId,
         device: &DeviceKeys,
+        identity: &NewIdentity<'_>,
         now: OffsetDateTime,
     ) -> StoreResult<()>;
     /// Records a single-use token (hashed) that lets a new device join `user_id`.
@@ -109,14 +110,41 @@ pub trait Store:
         token_hash: &[u8],
         expires_at: OffsetDateTime,
     ) -> StoreResult<()>;
-    /// Adds a device to an existing user, consuming a link token in the same transaction.
+    /// Adds a pending device to an existing user, consuming a link token in the same transaction.
     async fn add_device(
         &self,
         user_id: &UserId,
         device: &DeviceKeys,
         link_token_hash: &[u8],
+        link_proof: &str,
         now: OffsetDateTime,
     ) -> StoreResult<()>;
+    /// The user's identity key (`UnknownUser` if there is no such user).
+    async fn identity_key(&self, user_id: &UserId) -> StoreResult<Option<String>>;
+    /// Makes a pending device active with its certificate and the sealed identity
+    /// key for it; false if it is not pending.
+    async fn certify_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        certificate: &str,
+        identity_transfer: &str,
+    ) -> StoreResult<bool>;
+    /// A device's status and certificate; the sealed identity key is handed out once.
+    async fn claim_certificate(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> StoreResult<Option<CertificateRecord>>;
+    /// Removes a device (with the identity key's signature, or by an operator): its
+    /// prekeys and refresh tokens die with it. False if it was removed already.
+    async fn revoke_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        revocation: Option<&str>,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
     /// One device, active or not.
     async fn device(
         &self,

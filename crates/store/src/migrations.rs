@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_jti_unix.sql")),
     (12, include_str!("../migrations/0012_refresh_families.sql")),
     (13, include_str!("../migrations/0013_member_removal.sql")),
+    (14, include_str!("../migrations/0014_cross_signing.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -100,7 +100,7 @@ macro_rules! impl_group_store {
         impl $crate::GroupStore for $store {
             async fn upload_key_packages(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, packages: &[$crate::NewKeyPackage], now: time::OffsetDateTime) -> $crate::StoreResult<$crate::KeyPackageCounts> {
                 let mut tx = self.writer.begin().await?;
-                Self::active_device(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+                Self::registered_device(&mut tx, user_id.as_str(), device_id.as_str()).await?;
                 if packages.iter().any(|p| p.last_resort) {
                     sqlx::query("UPDATE mls_key_packages SET status = 'replaced' WHERE user_id = $1 AND device_id = $2 AND last_resort = 1 AND status = 'active'")
                         .bind(user_id.as_str())

@@ -10,7 +10,7 @@ pub struct DeviceRecord {
     pub user_id: UserId,
     /// Its public keys.
     pub keys: DeviceKeys,
-    /// `active` or `revoked`.
+    /// `pending`, `active` or `revoked`.
     pub status: String,
     /// Registration time.
     pub created_at: OffsetDateTime,
@@ -18,6 +18,48 @@ pub struct DeviceRecord {
     pub one_time_keys: u64,
     /// Whether an active fallback key is published.
     pub fallback_key: bool,
+    /// The user identity key's certificate (none while pending).
+    pub certificate: Option<String>,
+    /// The identity key's signature of its removal, if the user removed it.
+    pub revocation: Option<String>,
+    /// For a linked device: SHA-256 of the link token it used.
+    pub link_token_hash: Option<Vec<u8>>,
+    /// For a pending device: its proof of holding the link code.
+    pub link_proof: Option<String>,
+}
+
+/// A new user's identity key and its certificate of the first device.
+#[derive(Debug, Clone, Copy)]
+pub struct NewIdentity<'a> {
+    /// The identity key (public).
+    pub identity_key: &'a str,
+    /// Its certificate of the first device.
+    pub certificate: &'a str,
+}
+
+/// How a new device row is vouched for.
+#[derive(Debug, Clone, Copy)]
+pub enum Certification<'a> {
+    /// Certified by the identity key (the first device): active at once.
+    Certified(&'a str),
+    /// Linked with a link token: pending until an existing device certifies it.
+    Linked {
+        /// SHA-256 of the link token.
+        token_hash: &'a [u8],
+        /// The device's proof of holding the link code.
+        proof: &'a str,
+    },
+}
+
+/// A device's own view of its certification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateRecord {
+    /// `pending`, `active` or `revoked`.
+    pub status: String,
+    /// The certificate, once certified.
+    pub certificate: Option<String>,
+    /// The sealed identity key, until handed out.
+    pub identity_transfer: Option<String>,
 }
 
 /// One device's answer in a key claim.
@@ -48,6 +90,8 @@ pub struct NewMessage {
     pub encryption_algorithm: String,
     /// One ciphertext per recipient device (per requesting device for a resend).
     pub envelopes: Vec<OutgoingEnvelope>,
+    /// Current devices of the recipient the sender does not trust, which get no copy.
+    pub untrusted_devices: Vec<DeviceId>,
     /// The original message, for a resend.
     pub resend_of: Option<String>,
     /// For pre-key envelopes: the recipient device and the key it was encrypted to.

@@ -54,11 +54,17 @@ macro_rules! impl_store {
                 conn: &mut Conn,
                 user_id: &atlas_proto::UserId,
                 keys: &atlas_proto::api::DeviceKeys,
+                certification: &$crate::Certification<'_>,
                 now: time::OffsetDateTime,
             ) -> $crate::StoreResult<()> {
+                let (status, certificate, link_hash, link_proof) = match certification {
+                    $crate::Certification::Certified(c) => ("active", Some(*c), None, None),
+                    $crate::Certification::Linked { token_hash, proof } => ("pending", None, Some(*token_hash), Some(*proof)),
+                };
                 let inserted = sqlx::query(
-                    "INSERT INTO devices (user_id, device_id, ed25519, curve25519, signature, status, created_at, next_seq) \
-                     VALUES ($1, $2, $3, $4, $5, 'active', $6, 0) ON CONFLICT DO NOTHING",
+                    "INSERT INTO devices (user_id, device_id, ed25519, curve25519, signature, status, created_at, next_seq, \
+                       certificate, link_token_hash, link_proof) \
+                     VALUES ($1, $2, $3, $4, $5, $7, $6, 0, $8, $9, $10) ON CONFLICT DO NOTHING",
                 )
                 .bind(user_id.as_str())
                 .bind(keys.device_id.as_str())
@@ -66,6 +72,10 @@ macro_rules! impl_store {
                 .bind(&keys.curve25519)
                 .bind(&keys.signature)
                 .bind(now)
+                .bind(status)
+                .bind(certificate)
+                .bind(link_hash)
+                .bind(link_proof)
                 .execute(&mut *conn)
                 .await?;
                 if inserted.rows_affected() == 0 {
@@ -109,8 +119,10 @@ macro_rules! impl_store {
                 Ok(sqlx::query("SELECT 1 FROM users WHERE user_id = $1").bind(user_id).fetch_optional(&mut *conn).await?.is_some())
             }
 
-            async fn active_device(conn: &mut Conn, user_id: &str, device_id: &str) -> $crate::StoreResult<()> {
-                let found = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2 AND status = 'active'")
+            /// A device that may publish keys: active, or pending certification (so its
+            /// keys are there the moment it is certified; nobody claims them before).
+            async fn registered_device(conn: &mut Conn, user_id: &str, device_id: &str) -> $crate::StoreResult<()> {
+                let found = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2 AND status IN ('active', 'pending')")
                     .bind(user_id)
                     .bind(device_id)
                     .fetch_optional(&mut *conn)
@@ -126,6 +138,7 @@ macro_rules! impl_store {
                 use sqlx::Row;
                 let rows = sqlx::query(
                     "SELECT d.user_id, d.device_id, d.ed25519, d.curve25519, d.signature, d.status, d.created_at, \
+                       d.certificate, d.revocation, d.link_token_hash, d.link_proof, \
                        (SELECT COUNT(*) FROM user_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id \
                           AND k.key_type = 'one_time' AND k.status = 'active') AS otk, \
                        (SELECT COUNT(*) FROM user_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id \
@@ -150,6 +163,10 @@ macro_rules! impl_store {
                             created_at: row.try_get("created_at")?,
                             one_time_keys: row.try_get::<i64, _>("otk")?.max(0) as u64,
                             fallback_key: row.try_get::<i64, _>("fb")? > 0,
+                            certificate: row.try_get("certificate")?,
+                            revocation: row.try_get("revocation")?,
+                            link_token_hash: row.try_get("link_token_hash")?,
+                            link_proof: row.try_get("link_proof")?,
                         })
                     })
                     .collect()
@@ -250,7 +267,9 @@ macro_rules! impl_store {
                 }
                 current.sort();
                 let ids: Vec<atlas_proto::DeviceId> = current.iter().map(|(d, _)| d.clone()).collect();
-                if let Some(mismatch) = $crate::records::device_list_mismatch(&ids, &m.envelopes)
+                // Devices the sender does not trust (not certified by the recipient's identity key) get no copy.
+                let required: Vec<atlas_proto::DeviceId> = ids.iter().filter(|d| !m.untrusted_devices.contains(d)).cloned().collect();
+                if let Some(mismatch) = $crate::records::device_list_mismatch(&required, &m.envelopes).map(|mm| atlas_proto::api::DeviceListMismatch { current: ids.clone(), ..mm })
                     // A resend goes only to the devices that asked for it.
                     && !(m.resend_of.is_some() && mismatch.extra.is_empty())
                 {
@@ -273,17 +292,18 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn create_user(&self, user_id: &atlas_proto::UserId, device: &atlas_proto::api::DeviceKeys, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+            async fn create_user(&self, user_id: &atlas_proto::UserId, device: &atlas_proto::api::DeviceKeys, identity: &$crate::NewIdentity<'_>, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
-                let inserted = sqlx::query("INSERT INTO users (user_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                let inserted = sqlx::query("INSERT INTO users (user_id, created_at, identity_key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(user_id.as_str())
                     .bind(now)
+                    .bind(identity.identity_key)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() == 0 {
                     return Err($crate::StoreError::UserExists);
                 }
-                Self::insert_device(&mut tx, user_id, device, now).await?;
+                Self::insert_device(&mut tx, user_id, device, &$crate::Certification::Certified(identity.certificate), now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -298,7 +318,7 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn add_device(&self, user_id: &atlas_proto::UserId, device: &atlas_proto::api::DeviceKeys, link_token_hash: &[u8], now: time::OffsetDateTime) -> $crate::StoreResult<()> {
+            async fn add_device(&self, user_id: &atlas_proto::UserId, device: &atlas_proto::api::DeviceKeys, link_token_hash: &[u8], link_proof: &str, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
                 use sqlx::Row;
                 let mut tx = self.writer.begin().await?;
                 let row = sqlx::query(
@@ -316,7 +336,8 @@ macro_rules! impl_store {
                 if expires_at <= now {
                     return Err($crate::StoreError::InvalidLinkToken);
                 }
-                Self::insert_device(&mut tx, user_id, device, now).await?;
+                let linked = $crate::Certification::Linked { token_hash: link_token_hash, proof: link_proof };
+                Self::insert_device(&mut tx, user_id, device, &linked, now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -335,6 +356,88 @@ macro_rules! impl_store {
                 Ok(rows)
             }
 
+            async fn identity_key(&self, user_id: &atlas_proto::UserId) -> $crate::StoreResult<Option<String>> {
+                let key: Option<Option<String>> = sqlx::query_scalar("SELECT identity_key FROM users WHERE user_id = $1")
+                    .bind(user_id.as_str())
+                    .fetch_optional(&self.reader)
+                    .await?;
+                key.ok_or($crate::StoreError::UnknownUser)
+            }
+
+            async fn certify_device(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, certificate: &str, identity_transfer: &str) -> $crate::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE devices SET status = 'active', certificate = $1, identity_transfer = $2, link_proof = NULL \
+                     WHERE user_id = $3 AND device_id = $4 AND status = 'pending'",
+                )
+                .bind(certificate)
+                .bind(identity_transfer)
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn claim_certificate(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId) -> $crate::StoreResult<Option<$crate::CertificateRecord>> {
+                use sqlx::Row;
+                let mut tx = self.writer.begin().await?;
+                let row = sqlx::query(concat!(
+                    "SELECT status, certificate, identity_transfer FROM devices WHERE user_id = $1 AND device_id = $2",
+                    $lock_rows
+                ))
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let record = $crate::CertificateRecord {
+                    status: row.try_get("status")?,
+                    certificate: row.try_get("certificate")?,
+                    identity_transfer: row.try_get("identity_transfer")?,
+                };
+                if record.identity_transfer.is_some() {
+                    // Handed out once: the sealed identity key does not stay on the server.
+                    sqlx::query("UPDATE devices SET identity_transfer = NULL WHERE user_id = $1 AND device_id = $2")
+                        .bind(user_id.as_str())
+                        .bind(device_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(record))
+            }
+
+            async fn revoke_device(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, revocation: Option<&str>, now: time::OffsetDateTime) -> $crate::StoreResult<bool> {
+                let mut tx = self.writer.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE devices SET status = 'revoked', revocation = $1, revoked_at = $2, identity_transfer = NULL, link_proof = NULL \
+                     WHERE user_id = $3 AND device_id = $4 AND status <> 'revoked'",
+                )
+                .bind(revocation)
+                .bind(now)
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                // Its prekeys are no longer handed out, its refresh tokens no longer accepted.
+                sqlx::query("UPDATE user_keys SET status = 'revoked' WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND key_type IN ('one_time', 'fallback')")
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND device_id = $3 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(user_id.as_str())
+                    .bind(device_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn upload_keys(
                 &self,
                 user_id: &atlas_proto::UserId,
@@ -343,7 +446,7 @@ macro_rules! impl_store {
                 now: time::OffsetDateTime,
             ) -> $crate::StoreResult<atlas_proto::api::KeyCounts> {
                 let mut tx = self.writer.begin().await?;
-                Self::active_device(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+                Self::registered_device(&mut tx, user_id.as_str(), device_id.as_str()).await?;
                 for key in &keys.one_time_keys {
                     sqlx::query(
                         "INSERT INTO user_keys (user_id, device_id, key_id, key_type, public_key, status, created_at) \

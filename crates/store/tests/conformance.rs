@@ -8,9 +8,9 @@ use atlas_proto::receipt::ReceiptType;
 use atlas_proto::{DeviceId, UserId};
 use atlas_store::testdb::{TempDir, TempPostgres};
 use atlas_store::{
-    AckedMessage, CommitOutcome, KeyPackageCounts, NewCommit, NewGroup, NewKeyPackage, NewMessage,
-    NewReport, ReceiptRecord, RefreshTokenRecord, RefreshUse, ReportChange, ServerKeyRecord,
-    ServerKeyState, Store, StoreError,
+    AckedMessage, CommitOutcome, KeyPackageCounts, NewCommit, NewGroup, NewIdentity, NewKeyPackage,
+    NewMessage, NewReport, ReceiptRecord, RefreshTokenRecord, RefreshUse, ReportChange,
+    ServerKeyRecord, ServerKeyState, Store, StoreError,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -56,9 +56,14 @@ fn now() -> OffsetDateTime {
 fn keys(user: &str, device: &str) -> DeviceKeys {
     OlmAccount::new().device_keys(&uid(user), &did(device))
 }
+/// The store keeps identity keys and certificates as given (the server checks them).
+const IDENTITY: NewIdentity<'static> = NewIdentity {
+    identity_key: "identity-key",
+    certificate: "certificate",
+};
 async fn add_user(store: &Arc<dyn Store>, user: &str, device: &str) {
     store
-        .create_user(&uid(user), &keys(user, device), now())
+        .create_user(&uid(user), &keys(user, device), &IDENTITY, now())
         .await
         .unwrap();
 }
@@ -80,6 +85,7 @@ fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>)
         request_hash: client_id.as_bytes().to_vec(),
         encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
         envelopes,
+        untrusted_devices: vec![],
         resend_of: None,
         prekey_keys: vec![],
         now: now(),
@@ -115,7 +121,7 @@ async fn users_and_devices(db: Db) {
     add_user(&store, "alice", "D1").await;
     assert!(matches!(
         store
-            .create_user(&uid("alice"), &keys("alice", "D9"), now())
+            .create_user(&uid("alice"), &keys("alice", "D9"), &IDENTITY, now())
             .await,
         Err(StoreError::UserExists)
     ));
@@ -133,17 +139,17 @@ async fn users_and_devices(db: Db) {
         .unwrap();
     assert!(matches!(
         store
-            .add_device(&uid("alice"), &keys("alice", "D2"), b"wrong", t)
+            .add_device(&uid("alice"), &keys("alice", "D2"), b"wrong", "proof", t)
             .await,
         Err(StoreError::InvalidLinkToken)
     ));
     store
-        .add_device(&uid("alice"), &keys("alice", "D2"), b"link-1", t)
+        .add_device(&uid("alice"), &keys("alice", "D2"), b"link-1", "proof", t)
         .await
         .unwrap();
     assert!(matches!(
         store
-            .add_device(&uid("alice"), &keys("alice", "D3"), b"link-1", t)
+            .add_device(&uid("alice"), &keys("alice", "D3"), b"link-1", "proof", t)
             .await,
         Err(StoreError::InvalidLinkToken)
     ));
@@ -153,7 +159,7 @@ async fn users_and_devices(db: Db) {
         .unwrap();
     assert!(matches!(
         store
-            .add_device(&uid("alice"), &keys("alice", "D3"), b"link-2", t)
+            .add_device(&uid("alice"), &keys("alice", "D3"), b"link-2", "proof", t)
             .await,
         Err(StoreError::InvalidLinkToken)
     ));
@@ -163,7 +169,7 @@ async fn users_and_devices(db: Db) {
         .unwrap();
     assert!(matches!(
         store
-            .add_device(&uid("alice"), &keys("alice", "D2"), b"link-3", t)
+            .add_device(&uid("alice"), &keys("alice", "D2"), b"link-3", "proof", t)
             .await,
         Err(StoreError::DeviceExists)
     ));
@@ -171,13 +177,114 @@ async fn users_and_devices(db: Db) {
     let devices = store.devices(&uid("alice")).await.unwrap();
     let ids: Vec<&str> = devices.iter().map(|d| d.keys.device_id.as_str()).collect();
     assert_eq!(ids, ["D1", "D2"]);
-    assert!(devices.iter().all(|d| d.status == "active"));
+    let statuses: Vec<&str> = devices.iter().map(|d| d.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["active", "pending"],
+        "a linked device waits for its certificate"
+    );
+    assert_eq!(devices[0].certificate.as_deref(), Some("certificate"));
+    assert_eq!(devices[1].link_proof.as_deref(), Some("proof"));
+    assert_eq!(devices[1].link_token_hash.as_deref(), Some(&b"link-1"[..]));
+    assert_eq!(
+        store.identity_key(&uid("alice")).await.unwrap().as_deref(),
+        Some("identity-key")
+    );
+    assert!(matches!(
+        store.identity_key(&uid("nobody")).await,
+        Err(StoreError::UnknownUser)
+    ));
+
+    // Certified once; the sealed identity key is handed out once.
+    let pending = store
+        .claim_certificate(&uid("alice"), &did("D2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (pending.status.as_str(), pending.certificate),
+        ("pending", None)
+    );
+    assert!(
+        store
+            .certify_device(&uid("alice"), &did("D2"), "cert-2", "sealed")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .certify_device(&uid("alice"), &did("D2"), "cert-x", "x")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .certify_device(&uid("alice"), &did("D1"), "cert-x", "x")
+            .await
+            .unwrap()
+    );
+    let claimed = store
+        .claim_certificate(&uid("alice"), &did("D2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.certificate.as_deref(), Some("cert-2"));
+    assert_eq!(claimed.identity_transfer.as_deref(), Some("sealed"));
+    let again = store
+        .claim_certificate(&uid("alice"), &did("D2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.status.as_str(), again.identity_transfer),
+        ("active", None)
+    );
     let d2 = store
         .device(&uid("alice"), &did("D2"))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(d2.keys, devices[1].keys);
+
+    // Removal: once, with its prekeys and refresh tokens.
+    let upload = KeysUploadRequest {
+        one_time_keys: vec![PublicKey {
+            key_id: "o1".into(),
+            key: "p1".into(),
+        }],
+        fallback_key: None,
+    };
+    store
+        .upload_keys(&uid("alice"), &did("D2"), &upload, t)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .revoke_device(&uid("alice"), &did("D2"), Some("sig"), t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_device(&uid("alice"), &did("D2"), None, t)
+            .await
+            .unwrap()
+    );
+    let d2 = store
+        .device(&uid("alice"), &did("D2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            d2.status.as_str(),
+            d2.revocation.as_deref(),
+            d2.one_time_keys
+        ),
+        ("revoked", Some("sig"), 0)
+    );
+    let claimed = store.claim_keys(&uid("alice"), &[], t).await.unwrap();
+    assert_eq!(claimed.len(), 1, "only D1 is handed out");
 }
 
 async fn one_time_keys_are_claimed_once(db: Db) {
@@ -289,7 +396,24 @@ async fn messages_are_sequenced_idempotent_and_durable(db: Db) {
         .await
         .unwrap();
     store
-        .add_device(&uid("carol"), &keys("carol", "L"), b"t", now())
+        .add_device(&uid("carol"), &keys("carol", "L"), b"t", "proof", now())
+        .await
+        .unwrap();
+    // Pending devices are no recipients until certified.
+    let Err(StoreError::DeviceListMismatch(m)) = store
+        .store_message(&send(
+            "alice",
+            "carol",
+            "early",
+            vec![envelope("P", "x"), envelope("L", "x")],
+        ))
+        .await
+    else {
+        panic!("a pending device is no recipient");
+    };
+    assert_eq!((m.extra, m.current), (vec![did("L")], vec![did("P")]));
+    store
+        .certify_device(&uid("carol"), &did("L"), "cert", "sealed")
         .await
         .unwrap();
 
@@ -422,6 +546,16 @@ async fn messages_are_sequenced_idempotent_and_durable(db: Db) {
         .await
         .unwrap();
     assert!(next.deliveries.contains(&(did("P"), 6)));
+
+    // A device the sender does not trust gets no copy, when the sender says so.
+    let mut skipping = send("alice", "carol", "c7", vec![envelope("P", "p7")]);
+    assert!(matches!(
+        reopened.store_message(&skipping).await,
+        Err(StoreError::DeviceListMismatch(_))
+    ));
+    skipping.untrusted_devices = vec![did("L")];
+    let stored = reopened.store_message(&skipping).await.unwrap();
+    assert_eq!(stored.deliveries, [(did("P"), 7)]);
 }
 
 async fn concurrent_sends_get_distinct_sequence_numbers(db: Db) {
@@ -466,9 +600,21 @@ async fn concurrent_sends_in_opposite_device_orders_all_succeed(db: Db) {
         .await
         .unwrap();
     store
-        .add_device(&uid("carol"), &keys("carol", "C2"), b"link-c", now())
+        .add_device(
+            &uid("carol"),
+            &keys("carol", "C2"),
+            b"link-c",
+            "proof",
+            now(),
+        )
         .await
         .unwrap();
+    assert!(
+        store
+            .certify_device(&uid("carol"), &did("C2"), "cert", "sealed")
+            .await
+            .unwrap()
+    );
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();

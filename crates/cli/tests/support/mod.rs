@@ -192,6 +192,8 @@ pub struct RawDevice {
     pub http: reqwest::Client,
     pub account: OlmAccount,
     pub dpop: JwsSigner,
+    /// The user's identity key (this raw device is the user's first).
+    pub identity: atlas_crypto::identity::UserIdentity,
     pub user_id: UserId,
     pub device_id: DeviceId,
     /// The server's clock, when the test moves it (proofs and grants must follow).
@@ -208,10 +210,15 @@ impl RawDevice {
         let user_id = UserId::new(user).unwrap();
         let device_id = DeviceId::new("RAW").unwrap();
         let http = atlas_client::http_client().unwrap();
+        let identity = atlas_crypto::identity::UserIdentity::generate();
+        let keys = account.device_keys(&user_id, &device_id);
         let request = RegisterRequest {
             user_id: user_id.clone(),
-            device: account.device_keys(&user_id, &device_id),
+            identity_key: Some(identity.public_key()),
+            certificate: Some(identity.certify(&user_id, &keys)),
+            device: keys,
             link_token: None,
+            link_proof: None,
         };
         let r = http
             .post(format!("{base}/users"))
@@ -225,6 +232,7 @@ impl RawDevice {
             http,
             account,
             dpop: JwsSigner::generate_ed25519(),
+            identity,
             user_id,
             device_id,
             clock: None,
@@ -425,6 +433,19 @@ pub fn operator_token(database_url: &str, scope: &str) -> String {
     );
     assert!(ok, "{stderr}");
     token.trim().to_owned()
+}
+
+/// The body of a valid first-device registration of `user` (a new identity key certifying `device`).
+pub fn registration(user: &str, device: &str) -> serde_json::Value {
+    let keys = fresh_keys(user, device);
+    let identity = atlas_crypto::identity::UserIdentity::generate();
+    let certificate = identity.certify(&UserId::new(user).unwrap(), &keys);
+    serde_json::json!({
+        "user_id": user,
+        "device": keys,
+        "identity_key": identity.public_key(),
+        "certificate": certificate,
+    })
 }
 
 /// A new, validly self-signed key bundle for `user`'s device `device`.

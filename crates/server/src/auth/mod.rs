@@ -1,5 +1,6 @@
 //! Authentication: RFC 9449 DPoP proofs on every client request, bound access
 //! tokens, and replay detection.
+pub mod device_status;
 pub mod jti;
 pub mod operator;
 pub mod tokens;
@@ -11,6 +12,7 @@ use atlas_proto::{DeviceId, ErrorCode, UserId};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
+use device_status::DeviceState;
 
 /// Message the runbook expects for proof failures.
 pub const INVALID_PROOF: &str = "Invalid DPoP proof";
@@ -114,10 +116,12 @@ pub fn authorization(parts: &Parts) -> Option<(&str, &str)> {
     Some((scheme, token.trim()))
 }
 
-impl FromRequestParts<AppState> for DeviceAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+impl DeviceAuth {
+    /// Checks the token and the proof of a request, whatever the device's standing.
+    async fn authenticate(
+        parts: &Parts,
+        state: &AppState,
+    ) -> Result<(Self, DeviceState), ApiError> {
         let (scheme, token) = authorization(parts).ok_or_else(|| {
             ApiError::unauthorized(
                 ErrorCode::InvalidToken,
@@ -159,11 +163,53 @@ impl FromRequestParts<AppState> for DeviceAuth {
                 BINDING_FAILED,
             ));
         }
-        Ok(DeviceAuth {
+        let standing = state
+            .device_statuses
+            .state(state.store.as_ref(), &claims.sub, &claims.did)
+            .await?;
+        if standing == DeviceState::Gone {
+            // A removed device's tokens die with it.
+            return Err(ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                "this device has been removed",
+            ));
+        }
+        let auth = DeviceAuth {
             user_id: claims.sub,
             device_id: claims.did,
             expires_at: claims.exp,
-        })
+        };
+        Ok((auth, standing))
+    }
+}
+
+impl FromRequestParts<AppState> for DeviceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Self::authenticate(parts, state).await? {
+            (auth, DeviceState::Active) => Ok(auth),
+            _ => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                ErrorCode::DevicePending,
+                "this device waits for another device of its user to certify it \
+                 (any sync there does it)",
+            )),
+        }
+    }
+}
+
+/// A device that may be pending certification: only for fetching its certificate.
+#[derive(Debug, Clone)]
+pub struct LinkedDeviceAuth(pub DeviceAuth);
+
+impl FromRequestParts<AppState> for LinkedDeviceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        DeviceAuth::authenticate(parts, state)
+            .await
+            .map(|(auth, _)| Self(auth))
     }
 }
 

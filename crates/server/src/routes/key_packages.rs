@@ -1,5 +1,5 @@
 //! MLS KeyPackages: publish, count, claim one per device.
-use crate::auth::DeviceAuth;
+use crate::auth::{DeviceAuth, LinkedDeviceAuth};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::groups::{caller_member, decode};
@@ -26,7 +26,7 @@ fn stock(c: KeyPackageCounts) -> KeyPackageStock {
 /// marked last resort exactly when given as `last_resort`.
 pub async fn upload(
     State(state): State<AppState>,
-    auth: DeviceAuth,
+    LinkedDeviceAuth(auth): LinkedDeviceAuth,
     ApiJson(req): ApiJson<KeyPackageUpload>,
 ) -> Result<Json<KeyPackageStock>, ApiError> {
     if req.key_packages.len() > MAX_UPLOAD {
@@ -72,7 +72,7 @@ pub async fn upload(
 /// `GET /mls/key-packages/count`.
 pub async fn count(
     State(state): State<AppState>,
-    auth: DeviceAuth,
+    LinkedDeviceAuth(auth): LinkedDeviceAuth,
 ) -> Result<Json<KeyPackageStock>, ApiError> {
     let counts = state
         .store

@@ -1,6 +1,6 @@
 //! One-time and fallback keys: upload, count, claim, and the consistency
 //! check that finds key material corrupted in the database.
-use crate::auth::DeviceAuth;
+use crate::auth::{DeviceAuth, LinkedDeviceAuth};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -28,7 +28,7 @@ fn check_key(key: &PublicKey) -> Result<(), ApiError> {
 /// `POST /keys/upload`.
 pub async fn upload(
     State(state): State<AppState>,
-    auth: DeviceAuth,
+    LinkedDeviceAuth(auth): LinkedDeviceAuth,
     ApiJson(req): ApiJson<KeysUploadRequest>,
 ) -> Result<Json<KeyCounts>, ApiError> {
     if req.one_time_keys.len() > MAX_KEYS_PER_UPLOAD {
@@ -50,7 +50,7 @@ pub async fn upload(
 /// `GET /keys/count`.
 pub async fn count(
     State(state): State<AppState>,
-    auth: DeviceAuth,
+    LinkedDeviceAuth(auth): LinkedDeviceAuth,
 ) -> Result<Json<KeyCounts>, ApiError> {
     Ok(Json(
         state

@@ -36,9 +36,9 @@ fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError
     if req.envelopes.is_empty() {
         return Err(ApiError::invalid("at least one envelope is required"));
     }
-    if req.envelopes.len() > MAX_ENVELOPES {
+    if req.envelopes.len() > MAX_ENVELOPES || req.untrusted_devices.len() > MAX_ENVELOPES {
         return Err(ApiError::too_large(format!(
-            "at most {MAX_ENVELOPES} envelopes per send"
+            "at most {MAX_ENVELOPES} envelopes (and untrusted devices) per send"
         )));
     }
     for e in &req.envelopes {
@@ -184,6 +184,7 @@ pub async fn send(
             })
             .collect(),
         envelopes: req.envelopes,
+        untrusted_devices: req.untrusted_devices,
         resend_of: req.resend_of,
         now,
         receipt,

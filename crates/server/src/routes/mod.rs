@@ -1,6 +1,7 @@
 //! HTTP routes, one file per resource.
 pub mod admin;
 pub mod backups;
+pub mod devices;
 pub mod diagnose;
 pub mod groups;
 pub mod health;
@@ -42,6 +43,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/users", post(users::register))
         .route("/users/{user_id}/devices", get(users::devices))
         .route("/devices/link-tokens", post(users::link_token))
+        .route("/devices/pending", get(devices::pending))
+        .route("/devices/certificate/claim", post(devices::claim))
+        .route("/devices/{device_id}/certificate", post(devices::certify))
+        .route("/devices/{device_id}/revoke", post(devices::revoke))
+        .route(
+            "/admin/devices/{user_id}/{device_id}/revoke",
+            post(devices::admin_revoke),
+        )
         .route("/token", post(token::token))
         .route("/keys/upload", post(keys::upload))
         .route("/keys/count", get(keys::count))

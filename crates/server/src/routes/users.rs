@@ -1,16 +1,28 @@
-//! Registration, device linking and device lists.
+//! Registration (a new user with its identity key, or a linked device that
+//! waits for certification), link tokens and device lists.
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
+use atlas_crypto::identity;
 use atlas_proto::api::{
     DeviceInfo, DeviceListResponse, LinkTokenResponse, RegisterRequest, RegisterResponse,
 };
 use atlas_proto::{ErrorCode, UserId};
+use atlas_store::NewIdentity;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use sha2::{Digest, Sha256};
+
+/// A refused certificate, identity key or removal signature.
+pub fn bad_certificate(e: identity::IdentityError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidCertificate,
+        format!("not signed by the user's identity key: {e}"),
+    )
+}
 
 /// How long a device link token stays valid.
 const LINK_TOKEN_TTL: time::Duration = time::Duration::minutes(10);
@@ -28,26 +40,52 @@ pub async fn register(
         )
     })?;
     let now = state.clock.now();
-    match &req.link_token {
-        None => {
+    let status = match (&req.link_token, &req.identity_key, &req.certificate) {
+        (None, Some(identity_key), Some(certificate)) => {
+            identity::check_identity_key(identity_key).map_err(bad_certificate)?;
+            identity::verify_certificate(identity_key, &req.user_id, &req.device, certificate)
+                .map_err(bad_certificate)?;
+            let identity = NewIdentity {
+                identity_key,
+                certificate,
+            };
             state
                 .store
-                .create_user(&req.user_id, &req.device, now)
-                .await?
+                .create_user(&req.user_id, &req.device, &identity, now)
+                .await?;
+            "active"
         }
-        Some(token) => {
+        (None, _, _) => {
+            return Err(ApiError::invalid(
+                "a new user needs identity_key and the certificate of its first device",
+            ));
+        }
+        (Some(token), None, None) => {
+            let proof = req.link_proof.as_deref().unwrap_or_default();
+            if proof.is_empty() || proof.len() > 128 {
+                return Err(ApiError::invalid(
+                    "a linked device needs link_proof (from the link code)",
+                ));
+            }
             state
                 .store
                 .add_device(
                     &req.user_id,
                     &req.device,
                     &Sha256::digest(token.as_bytes()),
+                    proof,
                     now,
                 )
-                .await?
+                .await?;
+            "pending"
         }
-    }
-    tracing::info!(user_id = %req.user_id, device_id = %req.device.device_id, "device registered");
+        (Some(_), _, _) => {
+            return Err(ApiError::invalid(
+                "a linked device is certified by an existing device, not at registration",
+            ));
+        }
+    };
+    tracing::info!(user_id = %req.user_id, device_id = %req.device.device_id, status, "device registered");
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
@@ -87,6 +125,7 @@ pub async fn devices(
     ApiPath(user_id): ApiPath<UserId>,
 ) -> Result<Json<DeviceListResponse>, ApiError> {
     let devices = state.store.devices(&user_id).await?;
+    let identity_key = state.store.identity_key(&user_id).await?;
     let devices = devices
         .into_iter()
         .map(|d| DeviceInfo {
@@ -98,7 +137,13 @@ pub async fn devices(
                 .unwrap_or_default(),
             one_time_keys_available: d.one_time_keys,
             fallback_key: d.fallback_key,
+            certificate: d.certificate,
+            revocation: d.revocation,
         })
         .collect();
-    Ok(Json(DeviceListResponse { user_id, devices }))
+    Ok(Json(DeviceListResponse {
+        user_id,
+        identity_key,
+        devices,
+    }))
 }

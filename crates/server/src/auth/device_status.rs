@@ -1,0 +1,80 @@
+//! Whether a device may act: pending (linked, not yet certified), active, or
+//! removed. Every authenticated request asks, so answers are cached briefly; the
+//! process that removes or certifies a device forgets its entry at once, so its
+//! tokens die there immediately (other processes notice within [`TTL`]).
+use atlas_proto::{DeviceId, UserId};
+use atlas_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a looked-up status is trusted.
+pub const TTL: Duration = Duration::from_secs(2);
+/// Entries kept before expired ones are swept.
+const SWEEP_AT: usize = 10_000;
+
+/// A device's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Linked; only its certificate may be fetched.
+    Pending,
+    /// Certified and in use.
+    Active,
+    /// Removed, or never registered.
+    Gone,
+}
+
+impl DeviceState {
+    fn of(status: &str) -> Self {
+        match status {
+            "active" => Self::Active,
+            "pending" => Self::Pending,
+            _ => Self::Gone,
+        }
+    }
+}
+
+type Entries = HashMap<(UserId, DeviceId), (Instant, DeviceState)>;
+
+/// The cache.
+#[derive(Default)]
+pub struct DeviceStatuses {
+    entries: Mutex<Entries>,
+}
+
+impl DeviceStatuses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // Entries are plain values: a panic elsewhere cannot leave one half-written.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device's state, from the cache or the store.
+    pub async fn state(
+        &self,
+        store: &dyn Store,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> Result<DeviceState, StoreError> {
+        let key = (user_id.clone(), device_id.clone());
+        if let Some((at, state)) = self.lock().get(&key)
+            && at.elapsed() < TTL
+        {
+            return Ok(*state);
+        }
+        let state = store
+            .device(user_id, device_id)
+            .await?
+            .map_or(DeviceState::Gone, |d| DeviceState::of(&d.status));
+        let mut entries = self.lock();
+        if entries.len() >= SWEEP_AT {
+            entries.retain(|_, (at, _)| at.elapsed() < TTL);
+        }
+        entries.insert(key, (Instant::now(), state));
+        Ok(state)
+    }
+
+    /// Forgets a device's entry (after this process changed its status).
+    pub fn forget(&self, user_id: &UserId, device_id: &DeviceId) {
+        self.lock().remove(&(user_id.clone(), device_id.clone()));
+    }
+}
