@@ -68,9 +68,13 @@ pub enum DeviceAdminCommand {
 pub enum TokenCommand {
     /// Create an operator token and print it (shown once; only its hash is stored).
     Create {
-        /// A scope the token gets (repeatable): diagnose, dpop, keys, messages, mls, receipts, or all.
-        #[arg(long = "scope", default_values_t = vec!["all".to_string()])]
+        /// A scope the token gets (repeatable, at least one): devices, diagnose, dpop, keys,
+        /// messages, mls, receipts, or all.
+        #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
+        /// How long the token works: 90s, 30m, 12h, 7d (at most 365d).
+        #[arg(long, default_value = "24h", value_parser = crate::keys_cmd::parse_duration)]
+        expires_in: u64,
         /// Who or what the token is for.
         #[arg(long, default_value = "operator")]
         label: String,
@@ -142,6 +146,9 @@ pub enum JtiCommand {
     },
 }
 
+/// Longest operator token lifetime, seconds.
+const MAX_TOKEN_LIFETIME: u64 = 365 * 86_400;
+
 const SCOPES: &[&str] = &[
     "all", "devices", "diagnose", "dpop", "keys", "messages", "mls", "receipts",
 ];
@@ -159,6 +166,7 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create {
             scopes,
+            expires_in,
             label,
             store,
             json,
@@ -166,21 +174,30 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
                 anyhow::bail!("unknown scope '{unknown}' (known: {})", SCOPES.join(", "));
             }
+            anyhow::ensure!(
+                (1..=MAX_TOKEN_LIFETIME).contains(&expires_in),
+                "--expires-in must be between 1s and 365d"
+            );
             let (token, record) = atlas_server::auth::operator::new_token(
                 scopes,
                 label,
                 time::OffsetDateTime::now_utc(),
+                time::Duration::seconds(i64::try_from(expires_in)?),
             );
+            let expires_at = record
+                .expires_at
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_default();
             store.open().await?.create_operator_token(&record).await?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "token_id": record.token_id, "token": token, "scopes": record.scopes, "label": record.label })
+                    serde_json::json!({ "token_id": record.token_id, "token": token, "scopes": record.scopes, "label": record.label, "expires_at": expires_at })
                 );
             } else {
                 println!("{token}");
                 eprintln!(
-                    "token id {} with scopes {}; export ATLAS_ADMIN_TOKEN=<token> to use it",
+                    "token id {} with scopes {}, valid until {expires_at}; export ATLAS_ADMIN_TOKEN=<token> to use it",
                     record.token_id,
                     record.scopes.join(" ")
                 );

@@ -61,7 +61,7 @@ pub enum KeysCommand {
 }
 
 /// Seconds from `90`, `90s`, `30m`, `12h` or `7d`.
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => text.split_at(at),
         None => (text, "s"),

@@ -487,6 +487,39 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
     h.stop().await;
 }
 
+/// Operator tokens name their scopes and expire: `atlas admin token create`
+/// without `--scope` is refused, and a token past `--expires-in` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_tokens_need_a_scope_and_expire() {
+    let mut h = Harness::sqlite().await;
+    let db = h.database_url();
+    let create = |extra: &[&str]| {
+        let mut args = vec!["admin", "token", "create", "--database-url", &db, "--json"];
+        args.extend_from_slice(extra);
+        support::run_atlas(None, None, &args)
+    };
+    let (ok, _, stderr) = create(&[]);
+    assert!(!ok && stderr.contains("--scope"), "{stderr}");
+    let (ok, _, stderr) = create(&["--scope", "keys", "--expires-in", "0s"]);
+    assert!(!ok && stderr.contains("expires-in"), "{stderr}");
+    let (ok, stdout, stderr) = create(&["--scope", "keys", "--expires-in", "10m"]);
+    assert!(ok, "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(created["expires_at"].as_str().unwrap().starts_with("20"));
+    let token = created["token"].as_str().unwrap();
+    let url = h.url();
+    let list = |token: &str| {
+        support::run_atlas(None, Some(token), &["keys", "signing", "--server", &url])
+    };
+    let (ok, _, stderr) = list(token);
+    assert!(ok, "{stderr}");
+    h.clock.advance(11 * 60);
+    let (ok, _, stderr) = list(token);
+    assert!(!ok && stderr.contains("expired"), "{stderr}");
+    h.clock.advance(-11 * 60);
+    h.stop().await;
+}
+
 on_both_backends!(
     a_ghost_device_gets_nothing,
     linked_devices_are_certified_and_removed_by_their_user,

@@ -66,6 +66,7 @@ async fn operator(h: &Harness, scopes: &[&str]) -> String {
         scopes.iter().map(|s| s.to_string()).collect(),
         "test".into(),
         h.clock.now(),
+        time::Duration::hours(1),
     );
     store.create_operator_token(&record).await.unwrap();
     token

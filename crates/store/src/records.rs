@@ -215,6 +215,8 @@ pub struct OperatorTokenRecord {
     pub label: String,
     /// Creation time.
     pub created_at: OffsetDateTime,
+    /// End of validity (none for tokens made before expiry existed).
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// A server-held key (token signing, nonce MAC, …).

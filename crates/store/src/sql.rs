@@ -823,12 +823,13 @@ macro_rules! impl_store {
             }
 
             async fn create_operator_token(&self, t: &$crate::OperatorTokenRecord) -> $crate::StoreResult<()> {
-                sqlx::query("INSERT INTO operator_tokens (token_id, token_hash, scopes, label, created_at) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query("INSERT INTO operator_tokens (token_id, token_hash, scopes, label, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(&t.token_id)
                     .bind(&t.token_hash)
                     .bind(t.scopes.join(" "))
                     .bind(&t.label)
                     .bind(t.created_at)
+                    .bind(t.expires_at)
                     .execute(&self.writer)
                     .await?;
                 Ok(())
@@ -837,7 +838,7 @@ macro_rules! impl_store {
             async fn operator_token(&self, token_hash: &[u8]) -> $crate::StoreResult<Option<$crate::OperatorTokenRecord>> {
                 use sqlx::Row;
                 let row = sqlx::query(
-                    "SELECT token_id, scopes, label, created_at FROM operator_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+                    "SELECT token_id, scopes, label, created_at, expires_at FROM operator_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
                 )
                 .bind(token_hash)
                 .fetch_optional(&self.reader)
@@ -849,6 +850,7 @@ macro_rules! impl_store {
                         scopes: row.try_get::<String, _>("scopes")?.split_whitespace().map(str::to_owned).collect(),
                         label: row.try_get("label")?,
                         created_at: row.try_get("created_at")?,
+                        expires_at: row.try_get("expires_at")?,
                     })
                 })
                 .transpose()

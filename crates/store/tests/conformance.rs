@@ -825,6 +825,7 @@ async fn operator_tokens_are_hashed_and_revocable(db: Db) {
         scopes: vec!["dpop".into(), "receipts".into()],
         label: "on-call".into(),
         created_at: now(),
+        expires_at: Some(now() + Duration::hours(8)),
     };
     store.create_operator_token(&record).await.unwrap();
     assert_eq!(

@@ -20,6 +20,7 @@ pub fn new_token(
     scopes: Vec<String>,
     label: String,
     now: time::OffsetDateTime,
+    lifetime: time::Duration,
 ) -> (String, atlas_store::OperatorTokenRecord) {
     let token_id = hex_id();
     let token = format!(
@@ -32,6 +33,7 @@ pub fn new_token(
         scopes,
         label,
         created_at: now,
+        expires_at: Some(now + lifetime),
     };
     (token, record)
 }
@@ -86,6 +88,14 @@ impl FromRequestParts<AppState> for OperatorAuth {
             .operator_token(&Sha256::digest(token.as_bytes()))
             .await?;
         let record = record.ok_or_else(|| bearer_error("operator token is unknown or revoked"))?;
+        if record
+            .expires_at
+            .is_some_and(|until| until <= state.clock.now())
+        {
+            return Err(bearer_error(
+                "operator token expired (make a new one with atlas admin token create)",
+            ));
+        }
         tracing::info!(token_id = %record.token_id, path = %parts.uri.path(), method = %parts.method, "operator request");
         Ok(OperatorAuth {
             token_id: record.token_id,
@@ -122,6 +132,11 @@ mod tests {
             vec!["dpop".into()],
             "x".into(),
             time::OffsetDateTime::UNIX_EPOCH,
+            time::Duration::hours(1),
+        );
+        assert_eq!(
+            record.expires_at,
+            Some(time::OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1))
         );
         assert!(token.starts_with(&format!("{TOKEN_PREFIX}{}.", record.token_id)));
         assert_eq!(record.token_hash, Sha256::digest(token.as_bytes()).to_vec());
