@@ -186,7 +186,10 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             );
             let expires_at = record
                 .expires_at
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
                 .unwrap_or_default();
             store.open().await?.create_operator_token(&record).await?;
             if json {

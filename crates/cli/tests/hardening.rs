@@ -508,9 +508,8 @@ async fn operator_tokens_need_a_scope_and_expire() {
     assert!(created["expires_at"].as_str().unwrap().starts_with("20"));
     let token = created["token"].as_str().unwrap();
     let url = h.url();
-    let list = |token: &str| {
-        support::run_atlas(None, Some(token), &["keys", "signing", "--server", &url])
-    };
+    let list =
+        |token: &str| support::run_atlas(None, Some(token), &["keys", "signing", "--server", &url]);
     let (ok, _, stderr) = list(token);
     assert!(ok, "{stderr}");
     h.clock.advance(11 * 60);

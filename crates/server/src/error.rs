@@ -130,6 +130,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotAGroupMember => {
                 Self::new(S::FORBIDDEN, C::NotAMember, "not a member of the group")
             }
+            StoreError::Replay => Self::unauthorized(
+                C::InvalidDpopProof,
+                "Invalid DPoP proof: jti was already used (replay)",
+            ),
             StoreError::Database(sqlx_error) => {
                 tracing::error!(error = %sqlx_error, "database error");
                 Self::new(

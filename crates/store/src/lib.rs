@@ -73,6 +73,9 @@ pub enum StoreError {
     /// The member is not (or no longer) in the group.
     #[error("not a member of the group")]
     NotAGroupMember,
+    /// The request's DPoP proof id was recorded before: a replay.
+    #[error("DPoP proof replayed")]
+    Replay,
     /// The database failed (our side, not the client's).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -18,7 +18,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/0012_refresh_families.sql")),
     (13, include_str!("../migrations/0013_member_removal.sql")),
     (14, include_str!("../migrations/0014_cross_signing.sql")),
-    (15, include_str!("../migrations/0015_operator_token_expiry.sql")),
+    (
+        15,
+        include_str!("../migrations/0015_operator_token_expiry.sql"),
+    ),
 ];
 
 /// The same migration with SQLite's types.

@@ -56,6 +56,18 @@ impl PostgresStore {
 
     async fn store_message_once(&self, m: &NewMessage) -> StoreResult<StoredSend> {
         let mut tx = self.writer.begin().await?;
+        if let Some((jti, expires_at)) = &m.proof_id {
+            let recorded = sqlx::query(
+                "INSERT INTO dpop_jti (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(jti)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            if recorded.rows_affected() == 0 {
+                return Err(StoreError::Replay);
+            }
+        }
         if let SendCheck::Duplicate(stored) = Self::check_send(&mut tx, m).await? {
             return Ok(stored);
         }

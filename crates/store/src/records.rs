@@ -94,6 +94,9 @@ pub struct NewMessage {
     pub untrusted_devices: Vec<DeviceId>,
     /// The original message, for a resend.
     pub resend_of: Option<String>,
+    /// The DPoP proof id of the request and until when to remember it, recorded in
+    /// the send's transaction (a replay is refused with [`crate::StoreError::Replay`]).
+    pub proof_id: Option<(String, i64)>,
     /// For pre-key envelopes: the recipient device and the key it was encrypted to.
     pub prekey_keys: Vec<(DeviceId, String)>,
     /// Acceptance time.

@@ -318,7 +318,15 @@ async fn commit_batch(
     jtis: &[(&str, i64)],
 ) -> Result<(Vec<StoreResult<StoredSend>>, Vec<bool>), StoreError> {
     let mut tx = writer.begin().await?;
-    let fresh = insert_jtis(&mut tx, jtis).await?;
+    // Proof ids of sends are recorded in this transaction too: a replayed send is refused.
+    let mut all_jtis: Vec<(&str, i64)> = jtis.to_vec();
+    all_jtis.extend(
+        batch
+            .iter()
+            .filter_map(|(m, _)| m.proof_id.as_ref().map(|(j, e)| (j.as_str(), *e))),
+    );
+    let mut fresh = insert_jtis(&mut tx, &all_jtis).await?;
+    let mut send_fresh = fresh.split_off(jtis.len()).into_iter();
     let mut results: Vec<StoreResult<StoredSend>> = Vec::with_capacity(batch.len());
     let mut next_seq: HashMap<(&str, &str), i64> = HashMap::new();
     let mut accepted: HashMap<(&str, &str, &str), usize> = HashMap::new();
@@ -326,6 +334,10 @@ async fn commit_batch(
     let mut logged: Vec<&NewMessage> = Vec::new();
     let checks = check_rows(&mut tx, batch).await?;
     for ((m, _), checked) in batch.iter().zip(checks) {
+        if m.proof_id.is_some() && send_fresh.next() == Some(false) {
+            results.push(Err(StoreError::Replay));
+            continue;
+        }
         let key = (
             m.sender_id.as_str(),
             m.sender_device_id.as_str(),

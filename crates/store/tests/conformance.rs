@@ -86,6 +86,7 @@ fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>)
         encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
         envelopes,
         untrusted_devices: vec![],
+        proof_id: None,
         resend_of: None,
         prekey_keys: vec![],
         now: now(),
@@ -803,6 +804,25 @@ async fn tokens_keys_and_jtis(db: Db) {
         fresh += usize::from(t.await.unwrap());
     }
     assert_eq!(fresh, 1, "one of 16 concurrent inserts of one jti is new");
+
+    // A send records its request's proof id in its own transaction.
+    add_user(&store, "bob", "B1").await;
+    let mut first = send("alice", "bob", "p1", vec![envelope("B1", "x")]);
+    first.proof_id = Some(("send-proof".into(), unix + 300));
+    store.store_message(&first).await.unwrap();
+    assert!(!store.insert_jti("send-proof", unix + 300).await.unwrap());
+    let mut replayed = send("alice", "bob", "p2", vec![envelope("B1", "y")]);
+    replayed.proof_id = Some(("send-proof".into(), unix + 300));
+    assert!(matches!(
+        store.store_message(&replayed).await,
+        Err(StoreError::Replay)
+    ));
+    replayed.proof_id = Some(("other-proof".into(), unix + 300));
+    assert_eq!(
+        store.store_message(&replayed).await.unwrap().deliveries[0].1,
+        2,
+        "nothing of the replay was stored"
+    );
 
     // Pruning goes in batches and leaves live ids alone.
     for i in 0..25 {

@@ -53,6 +53,21 @@ pub async fn check_proof(
     headers: &HeaderMap,
     access_token: Option<&str>,
 ) -> Result<VerifiedProof, ApiError> {
+    verify_proof(state, method, path, headers, access_token, true)
+        .await
+        .map(|(verified, _)| verified)
+}
+
+/// [`check_proof`]; with `record` false the proof id is left for the caller to
+/// record (a send records it in the send's own transaction).
+async fn verify_proof(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    access_token: Option<&str>,
+    record: bool,
+) -> Result<(VerifiedProof, ProofId), ApiError> {
     let mut values = headers.get_all("dpop").iter();
     let proof = match (values.next(), values.next()) {
         (Some(v), None) => v
@@ -91,22 +106,62 @@ pub async fn check_proof(
         }
         None => {}
     }
-    let remember_until =
-        verified.iat + state.config.iat_window.max_age_secs + state.config.iat_window.max_skew_secs;
-    let fresh = state
-        .jti
-        .insert_new(&verified.jti, remember_until.max(now + 1))
-        .await
-        .map_err(ApiError::internal)?;
-    if !fresh {
-        state.metrics.dpop("replay");
-        return Err(ApiError::unauthorized(
-            ErrorCode::InvalidDpopProof,
-            format!("{INVALID_PROOF}: jti was already used (replay)"),
-        ));
+    let proof_id = ProofId {
+        jti: verified.jti.clone(),
+        expires_at: (verified.iat
+            + state.config.iat_window.max_age_secs
+            + state.config.iat_window.max_skew_secs)
+            .max(now + 1),
+    };
+    if record {
+        proof_id.record(state).await?;
     }
-    state.metrics.dpop("valid");
-    Ok(verified)
+    Ok((verified, proof_id))
+}
+
+/// A proof id to remember until its proof could no longer be accepted anyway.
+#[derive(Debug, Clone)]
+pub struct ProofId {
+    /// The proof's `jti`.
+    pub jti: String,
+    /// Until when (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// The answer to a proof whose id was used before.
+pub fn replayed(state: &AppState) -> ApiError {
+    state.metrics.dpop("replay");
+    ApiError::unauthorized(
+        ErrorCode::InvalidDpopProof,
+        format!("{INVALID_PROOF}: jti was already used (replay)"),
+    )
+}
+
+impl ProofId {
+    /// Records the id durably where the request's own write may have done so
+    /// already (a refused send): an id found recorded is no replay here.
+    pub async fn spend(&self, state: &AppState) -> Result<(), ApiError> {
+        state
+            .jti
+            .insert_new(&self.jti, self.expires_at)
+            .await
+            .map(drop)
+            .map_err(ApiError::internal)
+    }
+
+    /// Records the id durably; a replay if it was recorded before.
+    pub async fn record(&self, state: &AppState) -> Result<(), ApiError> {
+        let fresh = state
+            .jti
+            .insert_new(&self.jti, self.expires_at)
+            .await
+            .map_err(ApiError::internal)?;
+        if !fresh {
+            return Err(replayed(state));
+        }
+        state.metrics.dpop("valid");
+        Ok(())
+    }
 }
 
 /// The `Authorization` header split into scheme and (trimmed) credentials.
@@ -117,11 +172,13 @@ pub fn authorization(parts: &Parts) -> Option<(&str, &str)> {
 }
 
 impl DeviceAuth {
-    /// Checks the token and the proof of a request, whatever the device's standing.
+    /// Checks the token and the proof of a request, whatever the device's standing
+    /// (recording the proof id unless `record` is false).
     async fn authenticate(
         parts: &Parts,
         state: &AppState,
-    ) -> Result<(Self, DeviceState), ApiError> {
+        record: bool,
+    ) -> Result<(Self, DeviceState, ProofId), ApiError> {
         let (scheme, token) = authorization(parts).ok_or_else(|| {
             ApiError::unauthorized(
                 ErrorCode::InvalidToken,
@@ -148,12 +205,13 @@ impl DeviceAuth {
             verified => verified,
         }
         .map_err(|e| ApiError::unauthorized(ErrorCode::InvalidToken, e.to_string()))?;
-        let proof = check_proof(
+        let (proof, proof_id) = verify_proof(
             state,
             &parts.method,
             parts.uri.path(),
             &parts.headers,
             Some(token),
+            record,
         )
         .await?;
         if proof.jkt != claims.cnf.jkt {
@@ -179,22 +237,51 @@ impl DeviceAuth {
             device_id: claims.did,
             expires_at: claims.exp,
         };
-        Ok((auth, standing))
+        Ok((auth, standing, proof_id))
     }
+}
+
+fn pending_error() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        ErrorCode::DevicePending,
+        "this device waits for another device of its user to certify it \
+         (any sync there does it)",
+    )
 }
 
 impl FromRequestParts<AppState> for DeviceAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Self::authenticate(parts, state).await? {
-            (auth, DeviceState::Active) => Ok(auth),
-            _ => Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                ErrorCode::DevicePending,
-                "this device waits for another device of its user to certify it \
-                 (any sync there does it)",
-            )),
+        match Self::authenticate(parts, state, true).await? {
+            (auth, DeviceState::Active, _) => Ok(auth),
+            _ => Err(pending_error()),
+        }
+    }
+}
+
+/// An active device whose proof id is not recorded yet: the handler records it
+/// in the same durable write as its own (a send), and on any other outcome
+/// before answering, so a proof is never accepted twice.
+#[derive(Debug, Clone)]
+pub struct DeferredDeviceAuth {
+    /// The device.
+    pub auth: DeviceAuth,
+    /// The proof id to record.
+    pub proof_id: ProofId,
+}
+
+impl FromRequestParts<AppState> for DeferredDeviceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match DeviceAuth::authenticate(parts, state, false).await? {
+            (auth, DeviceState::Active, proof_id) => Ok(Self { auth, proof_id }),
+            (_, _, proof_id) => {
+                proof_id.record(state).await?;
+                Err(pending_error())
+            }
         }
     }
 }
@@ -207,9 +294,9 @@ impl FromRequestParts<AppState> for LinkedDeviceAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        DeviceAuth::authenticate(parts, state)
+        DeviceAuth::authenticate(parts, state, true)
             .await
-            .map(|(auth, _)| Self(auth))
+            .map(|(auth, _, _)| Self(auth))
     }
 }
 

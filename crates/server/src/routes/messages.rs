@@ -1,5 +1,5 @@
 //! 1:1 messages: send (one ciphertext per recipient device), fetch, ack.
-use crate::auth::DeviceAuth;
+use crate::auth::{DeferredDeviceAuth, DeviceAuth, ProofId, replayed};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::receipts::{MessageFacts, ciphertext_digest, view, view_signed};
@@ -9,7 +9,7 @@ use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
 use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
-use atlas_store::{AckedMessage, NewMessage, ResendOutcome};
+use atlas_store::{AckedMessage, NewMessage, ResendOutcome, StoreError};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -130,9 +130,65 @@ fn message_id(now: time::OffsetDateTime) -> String {
 /// then pushes to connected devices.
 pub async fn send(
     State(state): State<AppState>,
-    auth: DeviceAuth,
-    ApiJson(req): ApiJson<SendRequest>,
+    deferred: DeferredDeviceAuth,
+    body: Result<ApiJson<SendRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
+    let DeferredDeviceAuth { auth, proof_id } = deferred;
+    let outcome = match body {
+        Ok(ApiJson(req)) => store_send(&state, auth, req, &proof_id).await,
+        Err(e) => Err(StoreOrApi::Api(e)),
+    };
+    match outcome {
+        Ok(answer) => Ok(answer),
+        Err(StoreOrApi::Store(StoreError::Replay)) => Err(replayed(&state)),
+        Err(StoreOrApi::Api(e)) => {
+            // Refused before the store saw it: the proof is spent here (or was: a replay).
+            proof_id.record(&state).await?;
+            Err(e)
+        }
+        Err(StoreOrApi::Store(e)) => {
+            // The store refused it, possibly after recording the proof id with the refusal.
+            proof_id.spend(&state).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// A send's failure: from the store (a replay is told apart), or any other refusal.
+enum StoreOrApi {
+    Store(StoreError),
+    Api(ApiError),
+}
+
+impl From<StoreError> for StoreOrApi {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<ApiError> for StoreOrApi {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<StoreOrApi> for ApiError {
+    fn from(e: StoreOrApi) -> Self {
+        match e {
+            StoreOrApi::Store(e) => e.into(),
+            StoreOrApi::Api(e) => e,
+        }
+    }
+}
+
+/// Validates, signs the receipt and stores a send, recording its proof id in the same transaction.
+async fn store_send(
+    state: &AppState,
+    auth: DeviceAuth,
+    req: SendRequest,
+    proof_id: &ProofId,
+) -> Result<(StatusCode, Json<SendResponse>), StoreOrApi> {
+    let state = state.clone();
     validate(&req, state.config.max_envelope_bytes)?;
     let digests = req
         .envelopes
@@ -186,6 +242,7 @@ pub async fn send(
         envelopes: req.envelopes,
         untrusted_devices: req.untrusted_devices,
         resend_of: req.resend_of,
+        proof_id: Some((proof_id.jti.clone(), proof_id.expires_at)),
         now,
         receipt,
     };
