@@ -15,6 +15,9 @@ pub struct RegisterArgs {
     /// Link code from `atlas device link-code` on an existing device: adds this profile as a new device of USER_ID.
     #[arg(long)]
     link_code: Option<String>,
+    /// The server's registration token, if it registers new users only with one.
+    #[arg(long, env = "ATLAS_REGISTRATION_TOKEN", hide_env_values = true)]
+    registration_token: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -55,7 +58,14 @@ pub(crate) async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
 /// `atlas register`.
 pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<()> {
     let linked = args.link_code.is_some();
-    let client = Client::register(profile_dir, &args.server, args.user_id, args.link_code).await?;
+    let client = Client::register_with(
+        profile_dir,
+        &args.server,
+        args.user_id,
+        args.link_code,
+        args.registration_token,
+    )
+    .await?;
     let certified = !linked || client.finish_link().await?;
     if args.json {
         println!(

@@ -1,8 +1,20 @@
 //! `atlas serve`.
 use anyhow::Context;
 use atlas_server::ServerConfig;
+use atlas_server::state::Registration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// Who may register new users.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RegistrationMode {
+    /// Anyone (within the per-address limit).
+    Open,
+    /// Only with --registration-token.
+    Token,
+    /// Nobody.
+    Closed,
+}
 
 /// Flags of `atlas serve`.
 #[derive(clap::Args)]
@@ -35,6 +47,18 @@ pub struct ServeArgs {
     /// missing; default: server.kek in --data-dir). Servers sharing a database need the same one.
     #[arg(long, env = "ATLAS_KEK_FILE")]
     kek_file: Option<PathBuf>,
+    /// Who may register new users: open, token (with --registration-token) or closed.
+    #[arg(long, value_enum, default_value_t = RegistrationMode::Open, env = "ATLAS_REGISTRATION")]
+    registration: RegistrationMode,
+    /// The token new users must present with --registration token.
+    #[arg(long, env = "ATLAS_REGISTRATION_TOKEN", hide_env_values = true)]
+    registration_token: Option<String>,
+    /// Open WebSockets per device.
+    #[arg(long, default_value_t = 4)]
+    max_websockets_per_device: usize,
+    /// Open WebSockets in all.
+    #[arg(long, default_value_t = 10_000)]
+    max_websockets: usize,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -88,6 +112,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.require_dpop_nonce = args.require_dpop_nonce;
     config.receipt_ttl_secs = i64::from(args.receipt_ttl_days) * 24 * 3600;
     config.kek_file = Some(kek_file);
+    config.registration = match (args.registration, args.registration_token) {
+        (RegistrationMode::Open, _) => Registration::Open,
+        (RegistrationMode::Closed, _) => Registration::Closed,
+        (RegistrationMode::Token, Some(token)) if token.len() >= 16 => Registration::Token(token),
+        (RegistrationMode::Token, _) => {
+            anyhow::bail!(
+                "--registration token needs --registration-token of at least 16 characters"
+            )
+        }
+    };
+    config.limits.websockets_per_device = args.max_websockets_per_device.max(1);
+    config.limits.websockets_total = args.max_websockets.max(1);
     let server = atlas_server::start(config)
         .await
         .context("starting the server")?;

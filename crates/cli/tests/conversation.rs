@@ -188,27 +188,49 @@ async fn rotated_fallback_key_still_decrypts(mut h: Harness) {
     let bob = Client::register(&h.profile("bob"), &url, uid("bob"), None)
         .await
         .unwrap();
-    // Someone claims all of alice's one-time keys: only her fallback key is left.
+    // Someone tries to drain alice's one-time keys: past her budget claims get
+    // the fallback key, the claimer is slowed down, and alice keeps one-time keys.
     let drain = support::RawDevice::register(&url, "drain").await;
     let token = drain.token().await;
     let mut fallback_claims = 0;
+    let mut refused = 0;
     for _ in 0..40 {
-        let (status, claimed) = drain
-            .call(
-                &token,
+        let proof = drain.proof("POST", "/keys/claim", Some(&token), support::now());
+        let (status, headers, claimed) = drain
+            .send_raw(
                 "POST",
                 "/keys/claim",
-                Some(serde_json::json!({"user_id": "alice"})),
+                Some(format!("DPoP {token}")),
+                Some(proof),
+                Some(
+                    serde_json::json!({"user_id": "alice"})
+                        .to_string()
+                        .into_bytes(),
+                ),
             )
             .await;
-        assert_eq!(status, 200);
-        if claimed["devices"][0]["one_time_key"]["fallback"] == true {
-            fallback_claims += 1;
+        match status {
+            200 if claimed["devices"][0]["one_time_key"]["fallback"] == true => {
+                fallback_claims += 1
+            }
+            200 => {}
+            429 => {
+                assert!(headers.contains_key("retry-after"), "{claimed}");
+                assert_eq!(claimed["error"], "rate_limited");
+                refused += 1;
+            }
+            other => panic!("claim answered {other}: {claimed}"),
         }
     }
+    assert!(fallback_claims >= 15, "{fallback_claims} fallback claims");
     assert!(
-        fallback_claims >= 15,
-        "the fallback key is handed out once one-time keys run out"
+        refused >= 5,
+        "the claimer is slowed down ({refused} refused)"
+    );
+    let left = alice.devices(&uid("alice")).await.unwrap().devices[0].one_time_keys_available;
+    assert!(
+        left >= 10,
+        "a drain cannot exhaust alice ({left} one-time keys left)"
     );
 
     bob.send_text(&uid("alice"), "encrypted to your fallback key")

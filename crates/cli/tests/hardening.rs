@@ -404,7 +404,7 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
 
     // The link token without the code's secret: the proof fails, the code is burned.
     let (code, _) = phone.create_link_code().await.unwrap();
-    let token = code.split('.').next().unwrap().to_owned();
+    let token = code.split('.').nth(1).unwrap().to_owned();
     let mut body = serde_json::json!({
         "user_id": "alice",
         "device": support::fresh_keys("alice", "IMPOSTOR"),
@@ -517,6 +517,184 @@ async fn operator_tokens_need_a_scope_and_expire() {
     assert!(!ok && stderr.contains("expired"), "{stderr}");
     h.clock.advance(-11 * 60);
     h.stop().await;
+}
+
+/// A server of our own with `limits` and `registration`, over SQLite.
+async fn limited_server(
+    dir: &atlas_store::testdb::TempDir,
+    limits: atlas_server::limits::LimitConfig,
+    registration: atlas_server::state::Registration,
+) -> atlas_server::RunningServer {
+    let mut config = atlas_server::ServerConfig::new(dir.sqlite_url("atlas.db"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.limits = limits;
+    config.registration = registration;
+    atlas_server::start(config).await.unwrap()
+}
+
+/// The review locked bob out of his own backup with ten wrong guesses from
+/// anywhere. Now a stranger guessing from one address runs out of attempts
+/// (429 with Retry-After) while bob, elsewhere, still restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_guessing_backups_cannot_lock_the_owner_out() {
+    let h = Harness::sqlite().await;
+    let bob = support::client(&h, "bob").await;
+    let info = bob.backup_keys(b"correct horse battery").await.unwrap();
+    // The stranger connects from 127.0.0.2, bob from 127.0.0.1.
+    let stranger = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let url = format!("{}/backups/bob/{}", h.url(), info.backup_id);
+    let mut statuses = Vec::new();
+    for guess in 0..12 {
+        let r = stranger
+            .get(&url)
+            .header("Authorization", format!("Backup guess-{guess}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    let (restored, _) = atlas_client::Client::restore_keys(
+        &h.profile("bob-again"),
+        &h.url(),
+        bob.user_id(),
+        time::OffsetDateTime::now_utc(),
+        b"correct horse battery",
+    )
+    .await
+    .expect("the owner still restores");
+    assert_eq!(restored.user_id(), bob.user_id());
+}
+
+/// Registration: open within a per-address limit, with a token, or closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_is_limited_and_can_need_a_token() {
+    use atlas_server::state::Registration;
+    let dir = atlas_store::testdb::TempDir::new("atlas-registration").unwrap();
+    let limits = atlas_server::limits::LimitConfig {
+        registrations_per_address: (3, 1),
+        ..Default::default()
+    };
+    let server = limited_server(
+        &dir,
+        limits.clone(),
+        Registration::Token("sixteen-chars-token".into()),
+    )
+    .await;
+    let url = server.public_url.clone();
+    let http = reqwest::Client::new();
+    let register = |body: serde_json::Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}/users"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().contains_key("retry-after");
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (
+                status,
+                retry,
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    let (s, _, e) = register(support::registration("amy", "A")).await;
+    assert_eq!((s, e.as_str()), (403, "forbidden"));
+    let mut wrong = support::registration("amy", "A");
+    wrong["registration_token"] = serde_json::json!("not-the-token-at-all");
+    assert_eq!(register(wrong).await.0, 403);
+    let mut right = support::registration("amy", "A");
+    right["registration_token"] = serde_json::json!("sixteen-chars-token");
+    assert_eq!(register(right).await.0, 201);
+    let (s, retry, e) = register(support::registration("ben", "B")).await;
+    assert_eq!(
+        (s, retry, e.as_str()),
+        (429, true, "rate_limited"),
+        "the fourth from one address"
+    );
+    server.stop().await;
+
+    let closed = limited_server(&dir, limits, Registration::Closed).await;
+    let mut body = support::registration("cy", "C");
+    body["registration_token"] = serde_json::json!("sixteen-chars-token");
+    let r = reqwest::Client::new()
+        .post(format!("{}/users", closed.public_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    closed.stop().await;
+}
+
+/// The review opened 1,000 WebSockets for one device. Now a device gets at most
+/// its limit (429 with Retry-After after), and a closed socket frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_per_device_are_capped() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = atlas_store::testdb::TempDir::new("atlas-ws-cap").unwrap();
+    let limits = atlas_server::limits::LimitConfig {
+        websockets_per_device: 2,
+        ..Default::default()
+    };
+    let server = limited_server(&dir, limits, atlas_server::state::Registration::Open).await;
+    let url = server.public_url.clone();
+    let device = RawDevice::register(&url, "wsuser").await;
+    let token = device.token().await;
+    let open = || async {
+        let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
+            .into_client_request()
+            .unwrap();
+        let proof = device.proof("GET", "/ws", Some(&token), now());
+        request
+            .headers_mut()
+            .insert("authorization", format!("DPoP {token}").parse().unwrap());
+        request.headers_mut().insert("dpop", proof.parse().unwrap());
+        tokio_tungstenite::connect_async(request).await
+    };
+    let first = open().await.expect("first socket");
+    let _second = open().await.expect("second socket");
+    match open().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 429);
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        other => panic!(
+            "a third socket must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(s) = open().await {
+            reopened = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reopened.is_some(), "a closed socket frees its place");
+    server.stop().await;
 }
 
 on_both_backends!(

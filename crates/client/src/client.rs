@@ -103,6 +103,17 @@ impl Client {
         user_id: UserId,
         link_code: Option<String>,
     ) -> Result<Self, ClientError> {
+        Self::register_with(profile_dir, server, user_id, link_code, None).await
+    }
+
+    /// [`Client::register`] on a server that registers new users with a registration token only.
+    pub async fn register_with(
+        profile_dir: &Path,
+        server: &str,
+        user_id: UserId,
+        link_code: Option<String>,
+        registration_token: Option<String>,
+    ) -> Result<Self, ClientError> {
         let local = LocalState::open(profile_dir).await?;
         if local.get("profile").await?.is_some() {
             return Err(ClientError::State(format!(
@@ -124,6 +135,7 @@ impl Client {
             link_proof: link.as_ref().map(|l| l.prove(&user_id, &keys)),
             identity_key: identity.as_ref().map(UserIdentity::public_key),
             certificate: identity.as_ref().map(|i| i.certify(&user_id, &keys)),
+            registration_token,
             device: keys,
         };
         let response = http_client()?

@@ -134,6 +134,9 @@ pub fn check_identity_key(identity_key: &str) -> Result<(), IdentityError> {
         .map_err(|_| IdentityError::Signature(DeviceSignatureError::BadKey))
 }
 
+/// How every link code starts.
+const LINK_CODE_PREFIX: &str = "atlas-link.";
+
 /// The code a user carries from an existing device to a new one.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LinkCode {
@@ -158,16 +161,22 @@ impl LinkCode {
         }
     }
 
-    /// `TOKEN.SECRET`, both base64url.
+    /// `atlas-link.TOKEN.SECRET`, both base64url (the prefix keeps a code that
+    /// starts with `-` from reading as a command-line flag).
     pub fn encode(&self) -> String {
-        format!("{}.{}", self.token, atlas_proto::b64::encode(self.secret))
+        format!(
+            "{LINK_CODE_PREFIX}{}.{}",
+            self.token,
+            atlas_proto::b64::encode(self.secret)
+        )
     }
 
     /// Parses [`LinkCode::encode`]'s form.
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
         let (token, secret) = text
             .trim()
-            .split_once('.')
+            .strip_prefix(LINK_CODE_PREFIX)
+            .and_then(|rest| rest.split_once('.'))
             .ok_or(IdentityError::BadLinkCode)?;
         let secret = atlas_proto::b64::decode(secret)
             .ok()
@@ -317,7 +326,9 @@ mod tests {
         let code = LinkCode::new("tok".into());
         let parsed = LinkCode::parse(&code.encode()).unwrap();
         assert_eq!(parsed, code);
+        assert!(code.encode().starts_with("atlas-link."));
         assert!(LinkCode::parse("no-dot").is_err());
+        assert!(LinkCode::parse("atlas-link.no-dot").is_err());
         assert!(LinkCode::parse("tok.short").is_err());
 
         let laptop = keys(&alice, "LAPTOP");

@@ -46,6 +46,9 @@ pub struct RegisterRequest {
     /// The identity key's certificate of this first device; required without `link_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// A server's registration token, when it registers new users only with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_token: Option<String>,
     /// With `link_token`: the new device's proof that it holds the link code
     /// (checked by the existing device that certifies it, not by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]

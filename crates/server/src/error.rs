@@ -14,6 +14,7 @@ pub struct ApiError {
     details: Option<serde_json::Value>,
     www_authenticate: Option<&'static str>,
     nonce: Option<String>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,6 +27,7 @@ impl ApiError {
             details: None,
             www_authenticate: None,
             nonce: None,
+            retry_after: None,
         }
     }
 
@@ -77,6 +79,18 @@ impl ApiError {
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
         self
+    }
+
+    /// 429 `rate_limited` with `Retry-After` (seconds).
+    pub fn rate_limited(description: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                description,
+            )
+        }
     }
 
     /// Attaches a fresh `DPoP-Nonce` header.
@@ -173,6 +187,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
             headers.insert("dpop-nonce", nonce);
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

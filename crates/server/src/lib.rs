@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod fanout;
 pub mod kek;
+pub mod limits;
 pub mod rate_limit;
 pub mod receipts;
 pub mod routes;
@@ -196,10 +197,8 @@ pub async fn start_with_clock(
             routes::resend::BURST,
             routes::resend::PER_MINUTE,
         ),
-        backup_limit: rate_limit::RateLimiter::new(
-            routes::backups::BURST,
-            routes::backups::PER_MINUTE,
-        ),
+        limits: limits::Limits::new(config.limits.clone()),
+        registration: config.registration.clone(),
     });
     let app = routes::router(state, config.max_body_bytes);
     let mut pruner_stop = shutdown.subscribe();
@@ -218,11 +217,14 @@ pub async fn start_with_clock(
                 }
             }
         });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "server stopped with an error");
         }

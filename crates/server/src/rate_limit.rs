@@ -25,6 +25,11 @@ impl RateLimiter {
 
     /// Takes one token for `key` at time `now` (seconds); false when the bucket is empty.
     pub fn allow(&self, key: &str, now: f64) -> bool {
+        self.check(key, now).is_ok()
+    }
+
+    /// [`RateLimiter::allow`], or how many whole seconds until a token is back.
+    pub fn check(&self, key: &str, now: f64) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
             let (burst, rate) = (self.burst, self.per_second);
@@ -35,9 +40,9 @@ impl RateLimiter {
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
         }
     }
 }
@@ -54,6 +59,13 @@ mod tests {
         assert!(limiter.allow("b", 0.0), "keys are independent");
         assert!(!limiter.allow("a", 0.5));
         assert!(limiter.allow("a", 1.0), "one token per second at 60/min");
-        assert!(!limiter.allow("a", 1.0));
+        assert_eq!(limiter.check("a", 1.0), Err(1));
+        let slow = RateLimiter::new(1, 6);
+        assert!(slow.allow("x", 0.0));
+        assert_eq!(
+            slow.check("x", 0.0),
+            Err(10),
+            "Retry-After: the next token's wait"
+        );
     }
 }

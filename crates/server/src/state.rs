@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub iat_window: IatWindow,
     /// Validity of a new receipt, seconds (also the default overlap of a signing-key rotation).
     pub receipt_ttl_secs: i64,
+    /// Limits on shared resources.
+    pub limits: crate::limits::LimitConfig,
+    /// Who may register new users.
+    pub registration: Registration,
     /// The key-encryption key file sealing `server_keys` (created `0600` if missing);
     /// default `server.kek` beside a SQLite database. Required for PostgreSQL,
     /// where every replica must use the same one.
@@ -53,8 +57,21 @@ impl ServerConfig {
             iat_window: IatWindow::default(),
             receipt_ttl_secs: 30 * 24 * 3600,
             kek_file: None,
+            limits: Default::default(),
+            registration: Registration::Open,
         }
     }
+}
+
+/// Who may register a new user (adding a device needs a link code regardless).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone (within the per-address limit).
+    Open,
+    /// Whoever presents this registration token.
+    Token(String),
+    /// Nobody: users are created by other means, or not at all.
+    Closed,
 }
 
 /// Configuration with the public URL resolved.
@@ -133,8 +150,10 @@ pub struct Inner {
     pub report_limit: crate::rate_limit::RateLimiter,
     /// Resend requests per device pair.
     pub resend_limit: crate::rate_limit::RateLimiter,
-    /// Backup download attempts per user.
-    pub backup_limit: crate::rate_limit::RateLimiter,
+    /// Limits on shared resources.
+    pub limits: crate::limits::Limits,
+    /// Who may register new users.
+    pub registration: Registration,
 }
 
 /// Handler state.

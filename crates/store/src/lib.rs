@@ -174,6 +174,7 @@ pub trait Store:
         &self,
         user_id: &UserId,
         devices: &[DeviceId],
+        kind: ClaimKind,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<ClaimedDeviceRecord>>;
 

@@ -62,6 +62,15 @@ pub struct CertificateRecord {
     pub identity_transfer: Option<String>,
 }
 
+/// Which key a claim hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A one-time key while there is one, else the fallback key.
+    OneTimeFirst,
+    /// The fallback key only (the target's one-time-key budget is spent).
+    FallbackOnly,
+}
+
 /// One device's answer in a key claim.
 #[derive(Debug, Clone)]
 pub struct ClaimedDeviceRecord {

@@ -493,7 +493,7 @@ macro_rules! impl_store {
                 Self::counts(&mut conn, user_id.as_str(), device_id.as_str()).await
             }
 
-            async fn claim_keys(&self, user_id: &atlas_proto::UserId, only: &[atlas_proto::DeviceId], now: time::OffsetDateTime) -> $crate::StoreResult<Vec<$crate::ClaimedDeviceRecord>> {
+            async fn claim_keys(&self, user_id: &atlas_proto::UserId, only: &[atlas_proto::DeviceId], kind: $crate::ClaimKind, now: time::OffsetDateTime) -> $crate::StoreResult<Vec<$crate::ClaimedDeviceRecord>> {
                 use sqlx::Row;
                 let mut tx = self.writer.begin().await?;
                 let devices = Self::device_rows(&mut tx, user_id.as_str(), None).await?;
@@ -503,7 +503,7 @@ macro_rules! impl_store {
                 let mut out = Vec::new();
                 for device in devices.into_iter().filter(|d| d.status == "active" && (only.is_empty() || only.contains(&d.keys.device_id))) {
                     let did = device.keys.device_id.as_str();
-                    let one_time = sqlx::query(concat!(
+                    let one_time = if kind == $crate::ClaimKind::FallbackOnly { None } else { sqlx::query(concat!(
                         "UPDATE user_keys SET status = 'consumed', consumed_at = $1 \
                          WHERE user_id = $2 AND device_id = $3 AND status = 'active' AND key_type = 'one_time' AND key_id = ( \
                            SELECT key_id FROM user_keys WHERE user_id = $2 AND device_id = $3 AND key_type = 'one_time' \
@@ -515,7 +515,7 @@ macro_rules! impl_store {
                     .bind(user_id.as_str())
                     .bind(did)
                     .fetch_optional(&mut *tx)
-                    .await?;
+                    .await? };
                     let key = match one_time {
                         Some(row) => Some(atlas_proto::api::ClaimedKey { key_id: row.try_get("key_id")?, key: row.try_get("public_key")?, fallback: false }),
                         None => sqlx::query(

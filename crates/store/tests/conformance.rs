@@ -8,9 +8,9 @@ use atlas_proto::receipt::ReceiptType;
 use atlas_proto::{DeviceId, UserId};
 use atlas_store::testdb::{TempDir, TempPostgres};
 use atlas_store::{
-    AckedMessage, CommitOutcome, KeyPackageCounts, NewCommit, NewGroup, NewIdentity, NewKeyPackage,
-    NewMessage, NewReport, ReceiptRecord, RefreshTokenRecord, RefreshUse, ReportChange,
-    ServerKeyRecord, ServerKeyState, Store, StoreError,
+    AckedMessage, ClaimKind, CommitOutcome, KeyPackageCounts, NewCommit, NewGroup, NewIdentity,
+    NewKeyPackage, NewMessage, NewReport, ReceiptRecord, RefreshTokenRecord, RefreshUse,
+    ReportChange, ServerKeyRecord, ServerKeyState, Store, StoreError,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -284,7 +284,10 @@ async fn users_and_devices(db: Db) {
         ),
         ("revoked", Some("sig"), 0)
     );
-    let claimed = store.claim_keys(&uid("alice"), &[], t).await.unwrap();
+    let claimed = store
+        .claim_keys(&uid("alice"), &[], ClaimKind::OneTimeFirst, t)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1, "only D1 is handed out");
 }
 
@@ -326,11 +329,29 @@ async fn one_time_keys_are_claimed_once(db: Db) {
         Err(StoreError::UnknownDevice)
     ));
 
+    // A fallback-only claim (the target's one-time-key budget is spent) consumes nothing.
+    let fallback = store
+        .claim_keys(&uid("bob"), &[], ClaimKind::FallbackOnly, now())
+        .await
+        .unwrap();
+    assert!(fallback[0].key.as_ref().unwrap().fallback);
+    assert_eq!(
+        store
+            .key_counts(&uid("bob"), &did("D1"))
+            .await
+            .unwrap()
+            .one_time_keys,
+        10
+    );
+
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.claim_keys(&uid("bob"), &[], now()).await.unwrap()
+            store
+                .claim_keys(&uid("bob"), &[], ClaimKind::OneTimeFirst, now())
+                .await
+                .unwrap()
         }));
     }
     let mut one_time = Vec::new();
@@ -368,7 +389,9 @@ async fn one_time_keys_are_claimed_once(db: Db) {
         0
     );
     assert!(matches!(
-        store.claim_keys(&uid("nobody"), &[], now()).await,
+        store
+            .claim_keys(&uid("nobody"), &[], ClaimKind::OneTimeFirst, now())
+            .await,
         Err(StoreError::UnknownUser)
     ));
 
@@ -384,7 +407,10 @@ async fn one_time_keys_are_claimed_once(db: Db) {
         .upload_keys(&uid("bob"), &did("D1"), &rotate, now())
         .await
         .unwrap();
-    let claimed = store.claim_keys(&uid("bob"), &[], now()).await.unwrap();
+    let claimed = store
+        .claim_keys(&uid("bob"), &[], ClaimKind::OneTimeFirst, now())
+        .await
+        .unwrap();
     assert_eq!(claimed[0].key.as_ref().unwrap().key_id, "f2");
 }
 

@@ -6,6 +6,7 @@
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::limits::{ClientAddr, Limits};
 use crate::state::AppState;
 use atlas_crypto::backup::download_verifier;
 use atlas_proto::ErrorCode;
@@ -20,10 +21,6 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Download attempts per user at once.
-pub const BURST: u32 = 10;
-/// Download attempts per user and minute, sustained (bounds online guessing).
-pub const PER_MINUTE: u32 = 10;
 /// Backups listed at most.
 const LIST_LIMIT: u32 = 20;
 
@@ -132,6 +129,7 @@ pub async fn list(
 /// `GET /backups/{user_id}/{backup_id}` with `Authorization: Backup <download key>`.
 pub async fn download(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     ApiPath((user_id, backup_id)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<BackupDownload>, ApiError> {
@@ -147,13 +145,22 @@ pub async fn download(
                 "send Authorization: Backup <download key derived from the passphrase>",
             )
         })?;
-    if !state.backup_limit.allow(&user_id, state.clock.seconds()) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited,
-            format!("at most {PER_MINUTE} backup downloads per minute and user"),
-        ));
-    }
+    // Per source first, so a stranger guessing from one address runs out of
+    // attempts long before the owner (elsewhere) does; the per-user budget bounds
+    // guessing from many addresses.
+    let limits = &state.limits;
+    Limits::take(
+        &limits.backup_per_source,
+        &state,
+        &format!("{source} {user_id}"),
+        "backup downloads from this address",
+    )?;
+    Limits::take(
+        &limits.backup_per_user,
+        &state,
+        &user_id,
+        "backup downloads of this user",
+    )?;
     let unknown = || {
         ApiError::new(
             StatusCode::NOT_FOUND,

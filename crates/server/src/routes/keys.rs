@@ -3,6 +3,7 @@
 use crate::auth::{DeviceAuth, LinkedDeviceAuth};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::limits::Limits;
 use crate::state::AppState;
 use atlas_proto::api::{
     ClaimedDevice, KeyCheckRequest, KeyCheckResponse, KeyCounts, KeyMismatch, KeysClaimRequest,
@@ -63,12 +64,31 @@ pub async fn count(
 /// `POST /keys/claim`: one key for every active device of a user.
 pub async fn claim(
     State(state): State<AppState>,
-    _auth: DeviceAuth,
+    auth: DeviceAuth,
     ApiJson(req): ApiJson<KeysClaimRequest>,
 ) -> Result<Json<KeysClaimResponse>, ApiError> {
+    let limits = &state.limits;
+    let claimer = format!("{}/{}", auth.user_id, auth.device_id);
+    Limits::take(
+        &limits.claims,
+        &state,
+        &claimer,
+        "key claims from this device",
+    )?;
+    // Past its one-time-key budget a user's devices answer with their fallback
+    // key (as Matrix does): a drain cannot leave a user without keys.
+    let kind = if limits
+        .one_time_keys
+        .allow(req.user_id.as_str(), state.clock.seconds())
+    {
+        atlas_store::ClaimKind::OneTimeFirst
+    } else {
+        tracing::warn!(target_user = %req.user_id, %claimer, "one-time key budget of a user spent: handing out fallback keys");
+        atlas_store::ClaimKind::FallbackOnly
+    };
     let claimed = state
         .store
-        .claim_keys(&req.user_id, &req.device_ids, state.clock.now())
+        .claim_keys(&req.user_id, &req.device_ids, kind, state.clock.now())
         .await?;
     let devices = claimed
         .into_iter()

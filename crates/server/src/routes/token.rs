@@ -4,6 +4,7 @@ use crate::auth::tokens::{AccessClaims, Confirmation};
 use crate::auth::{BINDING_FAILED, check_proof};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::limits::{ClientAddr, Limits};
 use crate::state::AppState;
 use atlas_proto::api::{TokenRequest, TokenResponse, token_signing_payload};
 use atlas_proto::{DeviceId, ErrorCode, UserId};
@@ -24,10 +25,17 @@ fn invalid_grant(description: &str) -> ApiError {
 /// Issues an access token and a refresh token.
 pub async fn token(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     method: Method,
     headers: HeaderMap,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    Limits::take(
+        &state.limits.tokens,
+        &state,
+        &source,
+        "token requests from this address",
+    )?;
     let proof = check_proof(&state, &method, "/token", &headers, None).await?;
     let now = state.clock.now();
     let (user_id, device_id, family) = match req {

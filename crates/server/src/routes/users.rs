@@ -3,7 +3,9 @@
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
+use crate::limits::{ClientAddr, Limits};
 use crate::state::AppState;
+use crate::state::Registration;
 use atlas_crypto::identity;
 use atlas_proto::api::{
     DeviceInfo, DeviceListResponse, LinkTokenResponse, RegisterRequest, RegisterResponse,
@@ -24,14 +26,42 @@ pub fn bad_certificate(e: identity::IdentityError) -> ApiError {
     )
 }
 
+/// Whether a new user may register under the server's registration mode.
+fn allowed_to_register(mode: &Registration, given: Option<&str>) -> Result<(), ApiError> {
+    let refused = |why: &str| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, why);
+    match (mode, given) {
+        (Registration::Open, _) => Ok(()),
+        (Registration::Closed, _) => Err(refused("this server registers no new users")),
+        // Digests are compared, so the time taken says nothing about the token.
+        (Registration::Token(expected), Some(given))
+            if Sha256::digest(expected.as_bytes()) == Sha256::digest(given.as_bytes()) =>
+        {
+            Ok(())
+        }
+        (Registration::Token(_), _) => Err(refused(
+            "this server registers new users with a registration token only",
+        )),
+    }
+}
+
 /// How long a device link token stays valid.
 const LINK_TOKEN_TTL: time::Duration = time::Duration::minutes(10);
 
 /// `POST /users`: a new user with its first device, or (with `link_token`) a new device.
 pub async fn register(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    Limits::take(
+        &state.limits.registrations,
+        &state,
+        &source,
+        "registrations from this address",
+    )?;
+    if req.link_token.is_none() {
+        allowed_to_register(&state.registration, req.registration_token.as_deref())?;
+    }
     atlas_crypto::device::verify_device_keys(&req.user_id, &req.device).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

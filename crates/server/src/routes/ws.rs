@@ -4,6 +4,7 @@
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::limits::Limits;
 use crate::state::AppState;
 use atlas_proto::api::{InboxMessage, PushEvent};
 use axum::extract::State;
@@ -28,7 +29,11 @@ pub async fn connect(
     ApiQuery(q): ApiQuery<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    Ok(ws.on_upgrade(move |socket| push(state, auth, q.after, socket)))
+    let slot = Limits::open_socket(&state, &auth.user_id, &auth.device_id)?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        push(state, auth, q.after, socket).await;
+        drop(slot);
+    }))
 }
 
 async fn send(socket: &mut WebSocket, message: InboxMessage) -> bool {
