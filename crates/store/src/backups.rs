@@ -4,6 +4,9 @@
 use crate::StoreResult;
 use time::OffsetDateTime;
 
+/// Backups kept per user: storing one more deletes the oldest.
+pub const BACKUPS_KEPT: u32 = 10;
+
 /// A backup to store.
 #[derive(Debug, Clone)]
 pub struct NewBackup {

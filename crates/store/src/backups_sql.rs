@@ -50,6 +50,12 @@ macro_rules! impl_backup_store {
                 .bind($crate::e2ee::unix_ms(b.created_at))
                 .execute(&mut *tx)
                 .await?;
+                // A user keeps the newest few backups; older ones go, so storage per user is bounded.
+                sqlx::query("DELETE FROM key_backups WHERE user_id = $1 AND version <= $2")
+                    .bind(&b.user_id)
+                    .bind(last + 1 - i64::from($crate::BACKUPS_KEPT))
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok($crate::BackupMeta {
                     backup_id: b.backup_id.clone(),

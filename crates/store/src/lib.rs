@@ -20,7 +20,7 @@ mod sql;
 mod sqlite;
 pub mod testdb;
 
-pub use backups::{BackupMeta, BackupStore, NewBackup};
+pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};

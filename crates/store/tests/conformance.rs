@@ -1589,6 +1589,34 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
     );
 }
 
+/// A user keeps the newest ten backups; storing more deletes the oldest.
+async fn backups_keep_the_newest_ten(db: Db) {
+    let store = db.open().await;
+    let t = now();
+    for i in 0..12 {
+        let backup = atlas_store::NewBackup {
+            backup_id: format!("backup-zoe-{i}"),
+            user_id: "zoe".into(),
+            device_id: "Z".into(),
+            kdf: "{}".into(),
+            download_verifier: "v".into(),
+            blob: "sealed".into(),
+            created_at: t + Duration::seconds(i),
+        };
+        assert_eq!(
+            store.store_backup(&backup).await.unwrap().version,
+            i as u64 + 1
+        );
+    }
+    let kept = store
+        .backups("zoe", t + Duration::days(1), 100)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = kept.iter().map(|b| b.version).collect();
+    assert_eq!(versions, (3..=12).rev().collect::<Vec<u64>>());
+    assert!(store.backup("backup-zoe-0").await.unwrap().is_none());
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1615,4 +1643,5 @@ on_both_backends!(
     key_packages_are_claimed_once_then_last_resort,
     group_commits_are_sequenced_first_wins,
     decryption_reports_count_first_outcomes_and_recoveries,
+    backups_keep_the_newest_ten,
 );
