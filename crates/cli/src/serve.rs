@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Open WebSockets in all.
     #[arg(long, default_value_t = 10_000)]
     max_websockets: usize,
+    /// Serve /metrics on this address only (an internal network), not on --listen.
+    #[arg(long, env = "ATLAS_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Label MLS series in /metrics with group names (default: stable salted hashes).
+    #[arg(long)]
+    metrics_group_ids: bool,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -123,6 +129,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     config.limits.websockets_per_device = args.max_websockets_per_device.max(1);
+    config.metrics_listen = args.metrics_listen;
+    config.metrics_group_ids = args.metrics_group_ids;
     config.limits.websockets_total = args.max_websockets.max(1);
     let server = atlas_server::start(config)
         .await

@@ -960,19 +960,35 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         shown.contains("epoch 4  <- 3 epoch(s) behind"),
         "the stuck member is visible: {shown}"
     );
+    // The group's series carry a salted hash of its name, which `mls show` names.
+    let (ok, shown, _) = op(&[
+        "mls",
+        "show",
+        "--group-id",
+        "team",
+        "--server",
+        &url,
+        "--json",
+    ]);
+    assert!(ok);
+    let label = serde_json::from_str::<Value>(&shown).unwrap()["metrics_label"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(label.starts_with("g-") && label.len() == 18, "{label}");
     let metrics = scrape(&url).await;
     assert!(
-        metrics.contains("atlas_mls_group_epoch{group_id=\"team\"} 7\n"),
-        "{metrics}"
+        !metrics.contains("\"team\""),
+        "the group name does not leave the server: {metrics}"
     );
-    assert!(
-        metrics.contains("atlas_mls_group_member_epoch{group_id=\"team\"} 4\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("atlas_mls_group_members_behind{group_id=\"team\"} 1\n"),
-        "{metrics}"
-    );
+    for (gauge, value) in [
+        ("atlas_mls_group_epoch", 7),
+        ("atlas_mls_group_member_epoch", 4),
+        ("atlas_mls_group_members_behind", 1),
+    ] {
+        let series = format!("{gauge}{{group_id=\"{label}\"}} {value}\n");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
 
     // Option 1: send-update. On bob's next sync his device replays commits 5 to 7, then self-updates.
     let (ok, out, stderr) = op(&[
@@ -1004,11 +1020,9 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         shown.contains("team at epoch 8") && bob_line.ends_with("epoch 8"),
         "{shown}"
     );
-    assert!(
-        scrape(&url)
-            .await
-            .contains("atlas_mls_group_members_behind{group_id=\"team\"} 0\n")
-    );
+    assert!(scrape(&url).await.contains(&format!(
+        "atlas_mls_group_members_behind{{group_id=\"{label}\"}} 0\n"
+    )));
     atlas(&[
         "--profile",
         "alice",

@@ -697,6 +697,35 @@ async fn websockets_per_device_are_capped() {
     server.stop().await;
 }
 
+/// `/metrics` on an address of its own: the public listener no longer answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = free.local_addr().unwrap();
+    drop(free);
+    let dir = atlas_store::testdb::TempDir::new("atlas-metrics-listen").unwrap();
+    let mut config = atlas_server::ServerConfig::new(dir.sqlite_url("atlas.db"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = Some(metrics_addr);
+    let server = atlas_server::start(config).await.unwrap();
+    let public = reqwest::get(format!("{}/metrics", server.public_url))
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    let internal = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(internal.status(), 200);
+    assert!(
+        internal
+            .text()
+            .await
+            .unwrap()
+            .contains("# TYPE atlas_mls_group_epoch gauge")
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
     a_ghost_device_gets_nothing,
     linked_devices_are_certified_and_removed_by_their_user,

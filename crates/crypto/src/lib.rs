@@ -32,6 +32,11 @@ pub(crate) fn hmac_sha256(key: &[u8; 32], input: &[u8]) -> hmac::Hmac<sha2::Sha2
     mac
 }
 
+/// HMAC-SHA256 of `input` under `key`, as lowercase hex.
+pub fn mac_hex(key: &[u8; 32], input: &[u8]) -> String {
+    hex::encode(hmac::Mac::finalize(hmac_sha256(key, input)).into_bytes())
+}
+
 /// A random identifier: 16 random bytes, base64url.
 pub fn random_id() -> String {
     atlas_proto::b64::encode(random_bytes::<16>())

@@ -219,6 +219,10 @@ pub struct AdminGroupView {
     pub group: GroupView,
     /// Recovery steps, newest first.
     pub actions: Vec<MemberActionView>,
+    /// The `group_id` label of the group's series in `/metrics` (a salted hash
+    /// unless the server exposes group ids).
+    #[serde(default)]
+    pub metrics_label: String,
 }
 
 /// `POST /admin/groups/{group_id}/rollback`.

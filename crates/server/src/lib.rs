@@ -161,6 +161,7 @@ pub async fn start_with_clock(
     let now = clock.now();
     let (token_kid, token_secret) = hmac_key(&keys, ACCESS_TOKEN_PURPOSE, now).await?;
     let (_, nonce_key) = hmac_key(&keys, NONCE_PURPOSE, now).await?;
+    let (_, metrics_salt) = hmac_key(&keys, server_keys::METRICS_LABEL_PURPOSE, now).await?;
     let jti = Arc::new(StoreJtiCache::new(store.clone()));
 
     let (shutdown, mut stopped) = watch::channel(false);
@@ -198,8 +199,35 @@ pub async fn start_with_clock(
             routes::resend::PER_MINUTE,
         ),
         limits: limits::Limits::new(config.limits.clone()),
+        metrics_config: state::MetricsConfig {
+            expose_group_ids: config.metrics_group_ids,
+            own_listener: config.metrics_listen.is_some(),
+            label_key: metrics_salt,
+        },
         registration: config.registration.clone(),
     });
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    if let Some(listener) = metrics_listener {
+        let metrics_app = routes::metrics_router(state.clone());
+        let mut stop = shutdown.subscribe();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, metrics_app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener stopped with an error");
+            }
+        });
+    }
     let app = routes::router(state, config.max_body_bytes);
     let mut pruner_stop = shutdown.subscribe();
     let task = tokio::spawn(async move {

@@ -10,6 +10,8 @@ use time::OffsetDateTime;
 pub const ACCESS_TOKEN_PURPOSE: &str = "access-token";
 /// `server_keys.purpose` of the DPoP nonce MAC key.
 pub const NONCE_PURPOSE: &str = "dpop-nonce";
+/// `server_keys.purpose` of the salt of group labels in `/metrics`.
+pub const METRICS_LABEL_PURPOSE: &str = "metrics-label";
 
 /// Why a server key could not be had.
 #[derive(Debug, thiserror::Error)]

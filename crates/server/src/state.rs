@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub receipt_ttl_secs: i64,
     /// Limits on shared resources.
     pub limits: crate::limits::LimitConfig,
+    /// Serve `/metrics` on this address only (not on the public listener).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Label MLS series with group names instead of salted hashes.
+    pub metrics_group_ids: bool,
     /// Who may register new users.
     pub registration: Registration,
     /// The key-encryption key file sealing `server_keys` (created `0600` if missing);
@@ -58,9 +62,21 @@ impl ServerConfig {
             receipt_ttl_secs: 30 * 24 * 3600,
             kek_file: None,
             limits: Default::default(),
+            metrics_listen: None,
+            metrics_group_ids: false,
             registration: Registration::Open,
         }
     }
+}
+
+/// How `/metrics` labels MLS groups.
+pub struct MetricsConfig {
+    /// Group names as labels (else salted hashes).
+    pub expose_group_ids: bool,
+    /// Served on a listener of its own, not the public one.
+    pub own_listener: bool,
+    /// The salt of the hashes (a server key, so labels stay stable across restarts and replicas).
+    pub label_key: [u8; 32],
 }
 
 /// Who may register a new user (adding a device needs a link code regardless).
@@ -152,6 +168,8 @@ pub struct Inner {
     pub resend_limit: crate::rate_limit::RateLimiter,
     /// Limits on shared resources.
     pub limits: crate::limits::Limits,
+    /// How `/metrics` labels groups.
+    pub metrics_config: MetricsConfig,
     /// Who may register new users.
     pub registration: Registration,
 }

@@ -5,6 +5,12 @@
 //! Cardinality: one series per group and gauge, `group_id` the only label,
 //! for at most [`MAX_GROUPS`] groups, the most lagging first (a healthy group
 //! beyond the cap is the one that matters least to the alert).
+//!
+//! Metadata: group names do not leave the server unless the operator asks
+//! (`--metrics-group-ids`); the label is a stable salted hash otherwise, so the
+//! per-group alert still works and `atlas mls show` names the group's label.
+//! `--metrics-listen` serves this route on an address of its own (an internal
+//! network) instead of the public one.
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::telemetry::label;
@@ -22,6 +28,27 @@ type Gauge = (
     &'static str,
     fn(&atlas_store::GroupEpochHealth) -> u64,
 );
+
+/// The `group_id` label of a group: its name, or a stable salted hash of it.
+pub fn group_label(state: &AppState, group_id: &str) -> String {
+    if state.metrics_config.expose_group_ids {
+        return group_id.to_owned();
+    }
+    let digest = atlas_crypto::mac_hex(&state.metrics_config.label_key, group_id.as_bytes());
+    format!("g-{}", &digest[..16])
+}
+
+/// `GET /metrics` on the public listener: 404 when metrics have a listener of their own.
+pub async fn public(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    if state.metrics_config.own_listener {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            atlas_proto::ErrorCode::NotFound,
+            "metrics are served on the metrics listener",
+        ));
+    }
+    Ok(metrics(State(state)).await?.into_response())
+}
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
@@ -52,7 +79,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             let _ = writeln!(
                 out,
                 "{name}{{group_id=\"{}\"}} {}",
-                label(&g.group_id),
+                label(&group_label(&state, &g.group_id)),
                 value(g)
             );
         }

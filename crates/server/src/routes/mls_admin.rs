@@ -17,6 +17,7 @@ pub const SCOPE_MLS: &str = "mls";
 
 async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, ApiError> {
     Ok(AdminGroupView {
+        metrics_label: crate::routes::metrics::group_label(state, group_id),
         group: view(state, group_id).await?,
         actions: state
             .store

@@ -33,12 +33,19 @@ const MAX_BACKUP_BODY: usize = atlas_proto::backup::MAX_BACKUP_BYTES + 64 * 1024
 /// Body limit of a commit: adding many members makes a large commit and Welcome.
 const MAX_COMMIT_BODY: usize = 16 * 1024 * 1024;
 
+/// Only `/metrics`, for its own listener (`--metrics-listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state)
+}
+
 /// The full API.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/health/e2ee", get(health::e2ee))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(metrics::public))
         .route("/reports/decryption", post(reports::record))
         .route("/users", post(users::register))
         .route("/users/{user_id}/devices", get(users::devices))
