@@ -8,6 +8,59 @@ use atlas_crypto::jws::JwsSigner;
 use serde_json::{Value, json};
 use support::{Harness, RawDevice, fresh_keys, now};
 
+/// Routes reachable without a token (each refuses what it must in its own tests).
+const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/health/e2ee"),
+    ("GET", "/metrics"),
+    ("POST", "/users"),
+    ("POST", "/token"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/backups/{user_id}"),
+    ("GET", "/backups/{user_id}/{backup_id}"),
+];
+
+/// Every (method, path template) the router declares, read from its source.
+fn router_routes() -> Vec<(String, String)> {
+    let source = include_str!("../../server/src/routes/mod.rs");
+    let mut out = Vec::new();
+    for chunk in source.split(".route(").skip(1) {
+        // The route's arguments end at the first line that closes the call.
+        let call = chunk.split("\n        )\n").next().unwrap_or(chunk);
+        let call = call.split(")\n").next().unwrap_or(call);
+        let Some(path) = call.split('"').nth(1) else {
+            continue;
+        };
+        for (needle, method) in [
+            ("get(", "GET"),
+            ("post(", "POST"),
+            ("delete(", "DELETE"),
+            ("put(", "PUT"),
+        ] {
+            if call.contains(needle) {
+                out.push((method.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// A concrete path for a template, with plausible values for its parameters.
+fn sample_path(template: &str) -> String {
+    template
+        .replace("{user_id}", "mallory")
+        .replace("{device_id}", "RAW")
+        .replace("{member_id}", "mallory")
+        .replace("{message_id}", "00000000-0000-7000-8000-000000000000")
+        .replace("{group_id}", "team")
+        .replace("{session_id}", "AAAA")
+        .replace("{backup_id}", "backup-mallory-1")
+        .replace("{request_id}", "r1")
+        .replace("{action_id}", "a1")
+        .replace("{kid}", "k1")
+        .replace("{jti}", "j1")
+}
+
 /// `GET /keys/count` with the given proof and mallory's token.
 async fn keys_count(
     device: &RawDevice,
@@ -29,31 +82,42 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
     let token = mallory.token().await;
     let auth = Some(format!("DPoP {token}"));
 
-    // Every authenticated route refuses a missing token, a Bearer token and a replayed proof.
-    for (method, path) in [
-        ("GET", "/keys/count"),
-        ("POST", "/keys/upload"),
-        ("POST", "/keys/claim"),
-        ("POST", "/messages"),
-        ("GET", "/messages"),
-        ("POST", "/messages/ack"),
-        ("GET", "/users/mallory/devices"),
-        ("POST", "/devices/link-tokens"),
-        ("GET", "/ws"),
-        ("GET", "/receipts/00000000-0000-7000-8000-000000000000"),
-        (
-            "POST",
-            "/receipts/00000000-0000-7000-8000-000000000000/reissue",
-        ),
-    ] {
-        let (s, _, b) = mallory
+    // Every route the router has (read from its source, so a new route cannot be
+    // left out): DPoP routes refuse a missing token, a Bearer token and a
+    // replayed proof; operator routes refuse a missing token; the rest are public.
+    let routes = router_routes();
+    assert!(routes.len() > 50, "the router source was read: {routes:?}");
+    let (mut dpop, mut operator, mut public) = (0, 0, 0);
+    for (method, template) in &routes {
+        let (method, path) = (method.as_str(), sample_path(template));
+        let path = path.as_str();
+        let (s, headers, b) = mallory
             .send_raw(method, path, None, None, Some(b"{}".to_vec()))
             .await;
+        let challenge = headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if PUBLIC_ROUTES.contains(&(method, template.as_str())) {
+            public += 1;
+            continue;
+        }
         assert_eq!(
             (s, code(&b)),
             (401, "invalid_token"),
             "{method} {path} without a token"
         );
+        if challenge.starts_with("Bearer") {
+            assert!(template.starts_with("/admin/"), "{method} {template}");
+            operator += 1;
+            continue;
+        }
+        assert!(
+            challenge.starts_with("DPoP"),
+            "{method} {path}: {challenge}"
+        );
+        dpop += 1;
         let p = mallory.proof(method, path, Some(&token), now());
         let (s, _, b) = mallory
             .send_raw(method, path, Some(format!("Bearer {token}")), Some(p), None)
@@ -82,6 +146,10 @@ async fn dpop_abuse_is_refused(mut h: Harness) {
             "{method} {path} replayed"
         );
     }
+    assert!(
+        dpop >= 30 && operator >= 10,
+        "{dpop} DPoP, {operator} operator, {public} public routes"
+    );
 
     // A correct request works.
     let (status, body) = mallory.call(&token, "GET", "/keys/count", None).await;
