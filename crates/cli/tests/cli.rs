@@ -522,3 +522,43 @@ async fn start_up_loads_no_replay_cache_and_expired_ids_are_pruned_while_serving
     assert_eq!(s, 200);
     stop(&mut server);
 }
+
+/// A send the server answered 201 is in the recipient's queue after the server
+/// is killed (SIGKILL, nothing flushed) and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_send_survives_kill_9() {
+    let data = TempDir::new("atlas-cli-durable").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let sender = support::RawDevice::register(&server.url, "sender").await;
+    let recipient = support::RawDevice::register(&server.url, "recipient").await;
+    let sender_token = sender.token().await;
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let body = serde_json::json!({
+            "recipient_id": "recipient",
+            "client_message_id": format!("m{i}"),
+            "envelopes": [{"device_id": "RAW", "msg_type": 1, "body": "AAAA"}],
+        });
+        let (status, body) = sender
+            .call(&sender_token, "POST", "/messages", Some(body))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        sent.push(body["message_id"].as_str().unwrap().to_owned());
+    }
+    kill_9(&mut server);
+    let mut server = serve(&data, &addr, &[]);
+    let token = recipient.token().await;
+    let (status, inbox) = recipient
+        .call(&token, "GET", "/messages?limit=100", None)
+        .await;
+    assert_eq!(status, 200, "{inbox}");
+    let stored: Vec<&str> = inbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, sent, "every acknowledged send is there, in order");
+    stop(&mut server);
+}
