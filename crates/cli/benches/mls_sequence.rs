@@ -46,6 +46,9 @@ async fn main() {
     let dir = TempDir::new("atlas-bench-mls").unwrap();
     let mut config = atlas_server::ServerConfig::new(dir.sqlite_url("atlas.db"));
     config.listen = "127.0.0.1:0".parse().unwrap();
+    // Every simulated device registers and authenticates from this one address.
+    config.limits.registrations_per_address = (u32::MAX, u32::MAX);
+    config.limits.tokens_per_address = (u32::MAX, u32::MAX);
     let server = atlas_server::start(config).await.unwrap();
     let base = server.public_url.clone();
     println!("mls_sequence: in-process server, SQLite (synchronous = FULL), medians of {rounds}");
