@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// The token new users must present with --registration token.
     #[arg(long, env = "ATLAS_REGISTRATION_TOKEN", hide_env_values = true)]
     registration_token: Option<String>,
+    /// Undelivered messages a device may hold before sends to it wait (429 queue_full).
+    #[arg(long, default_value_t = 10_000)]
+    max_queued_per_device: u64,
     /// Open WebSockets per device.
     #[arg(long, default_value_t = 4)]
     max_websockets_per_device: usize,
@@ -130,6 +133,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.limits.websockets_per_device = args.max_websockets_per_device.max(1);
     config.metrics_listen = args.metrics_listen;
+    config.limits.queued_per_device = args.max_queued_per_device.max(1);
     config.metrics_group_ids = args.metrics_group_ids;
     config.limits.websockets_total = args.max_websockets.max(1);
     let server = atlas_server::start(config)

@@ -726,6 +726,54 @@ async fn metrics_can_have_a_listener_of_their_own() {
     server.stop().await;
 }
 
+/// The review queued without bound. Now a device's undelivered messages are
+/// capped: the send past it gets 429 `queue_full` with `Retry-After`, and
+/// acknowledging frees room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_senders_wait() {
+    let dir = atlas_store::testdb::TempDir::new("atlas-queue-cap").unwrap();
+    let limits = atlas_server::limits::LimitConfig {
+        queued_per_device: 2,
+        ..Default::default()
+    };
+    let server = limited_server(&dir, limits, atlas_server::state::Registration::Open).await;
+    let sender = RawDevice::register(&server.public_url, "flooder").await;
+    let recipient = RawDevice::register(&server.public_url, "target").await;
+    let token = sender.token().await;
+    let send = |i: u32| {
+        let body = serde_json::json!({
+            "recipient_id": "target",
+            "client_message_id": format!("f{i}"),
+            "envelopes": [{"device_id": "RAW", "msg_type": 1, "body": "AAAA"}],
+        });
+        let proof = sender.proof("POST", "/messages", Some(&token), now());
+        sender.send_raw(
+            "POST",
+            "/messages",
+            Some(format!("DPoP {token}")),
+            Some(proof),
+            Some(body.to_string().into_bytes()),
+        )
+    };
+    assert_eq!(send(0).await.0, 201);
+    assert_eq!(send(1).await.0, 201);
+    let (s, headers, b) = send(2).await;
+    assert_eq!((s, b["error"].as_str()), (429, Some("queue_full")), "{b}");
+    assert!(headers.contains_key("retry-after"));
+    let rtoken = recipient.token().await;
+    let (s, _) = recipient
+        .call(
+            &rtoken,
+            "POST",
+            "/messages/ack",
+            Some(serde_json::json!({"up_to_seq": 2})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(send(3).await.0, 201, "acknowledging frees room");
+    server.stop().await;
+}
+
 on_both_backends!(
     a_ghost_device_gets_nothing,
     linked_devices_are_certified_and_removed_by_their_user,

@@ -76,6 +76,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Too many requests from this caller.
     RateLimited,
+    /// A recipient device holds the most undelivered messages it may; retry later.
+    QueueFull,
     /// The server failed; the request may be retried.
     Internal,
     /// Storage is unreachable.
@@ -121,6 +123,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
+            Self::QueueFull => "queue_full",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }

@@ -144,6 +144,16 @@ impl From<StoreError> for ApiError {
             StoreError::NotAGroupMember => {
                 Self::new(S::FORBIDDEN, C::NotAMember, "not a member of the group")
             }
+            StoreError::QueueFull(device) => Self {
+                retry_after: Some(60),
+                ..Self::new(
+                    S::TOO_MANY_REQUESTS,
+                    C::QueueFull,
+                    format!(
+                        "device {device} holds the most undelivered messages it may; retry later"
+                    ),
+                )
+            },
             StoreError::Replay => Self::unauthorized(
                 C::InvalidDpopProof,
                 "Invalid DPoP proof: jti was already used (replay)",

@@ -28,6 +28,8 @@ pub struct LimitConfig {
     pub registrations_per_address: (u32, u32),
     /// `POST /token` per source address: burst, per minute.
     pub tokens_per_address: (u32, u32),
+    /// Undelivered messages a device may hold; sends to it wait beyond (429 `queue_full`).
+    pub queued_per_device: u64,
     /// Open WebSockets per device.
     pub websockets_per_device: usize,
     /// Open WebSockets in all.
@@ -43,6 +45,7 @@ impl Default for LimitConfig {
             backup_downloads_per_user: (30, 30),
             registrations_per_address: (10, 10),
             tokens_per_address: (120, 600),
+            queued_per_device: 10_000,
             websockets_per_device: 4,
             websockets_total: 10_000,
         }

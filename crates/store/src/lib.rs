@@ -73,6 +73,9 @@ pub enum StoreError {
     /// The member is not (or no longer) in the group.
     #[error("not a member of the group")]
     NotAGroupMember,
+    /// A recipient device holds the most unacknowledged messages it may.
+    #[error("the queue of device {0} is full")]
+    QueueFull(DeviceId),
     /// The request's DPoP proof id was recorded before: a replay.
     #[error("DPoP proof replayed")]
     Replay,

@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../migrations/0015_operator_token_expiry.sql"),
     ),
+    (16, include_str!("../migrations/0016_queue_depth.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -132,10 +132,10 @@ impl PostgresStore {
     async fn check_send(tx: &mut sqlx::PgConnection, m: &NewMessage) -> StoreResult<SendCheck> {
         // One round trip for both the idempotency record and the recipient's devices.
         let rows: Vec<CheckRow> = sqlx::query_as(
-            "SELECT 's' AS kind, message_id AS value, request_hash AS hash, 0 AS next_seq FROM send_log \
+            "SELECT 's' AS kind, message_id AS value, request_hash AS hash, 0 AS next_seq, 0 AS queued FROM send_log \
                WHERE sender_id = $1 AND sender_device_id = $2 AND client_message_id = $3 \
              UNION ALL \
-             SELECT 'd', device_id, NULL, next_seq FROM devices WHERE user_id = $4 AND status = 'active'",
+             SELECT 'd', device_id, NULL, next_seq, next_seq - acked_seq FROM devices WHERE user_id = $4 AND status = 'active'",
         )
         .bind(m.sender_id.as_str())
         .bind(m.sender_device_id.as_str())

@@ -101,6 +101,9 @@ pub struct NewMessage {
     pub envelopes: Vec<OutgoingEnvelope>,
     /// Current devices of the recipient the sender does not trust, which get no copy.
     pub untrusted_devices: Vec<DeviceId>,
+    /// Most unacknowledged messages a recipient device may hold; a send that
+    /// would add to a fuller queue is refused ([`crate::StoreError::QueueFull`]).
+    pub queue_limit: u64,
     /// The original message, for a resend.
     pub resend_of: Option<String>,
     /// The DPoP proof id of the request and until when to remember it, recorded in
@@ -274,7 +277,8 @@ impl ServerKeyState {
 
 /// One row of a send check: `("s", message_id, request_hash, 0)` for an earlier
 /// send with the same client message id, `("d", device_id, None, next_seq)` per active recipient device.
-pub(crate) type CheckRow = (String, String, Option<Vec<u8>>, i64);
+/// `(kind, value, hash, next_seq, queued)`: the send log's entry (`s`) or a device (`d`).
+pub(crate) type CheckRow = (String, String, Option<Vec<u8>>, i64, i64);
 
 /// The verdict on a send before anything is written.
 pub(crate) enum SendCheck {

@@ -251,9 +251,14 @@ macro_rules! impl_store {
             /// (a retry needs the original's deliveries, no devices needs the user checked).
             async fn judge(tx: &mut Conn, m: &$crate::NewMessage, rows: Vec<$crate::records::CheckRow>) -> $crate::StoreResult<$crate::records::SendCheck> {
                 let mut current = Vec::with_capacity(rows.len());
-                for (kind, value, hash, next_seq) in rows {
+                let mut full = Vec::new();
+                for (kind, value, hash, next_seq, queued) in rows {
                     if kind == "d" {
-                        current.push(($crate::sql::device(value)?, next_seq));
+                        let device = $crate::sql::device(value)?;
+                        if u64::try_from(queued).unwrap_or(0) >= m.queue_limit {
+                            full.push(device.clone());
+                        }
+                        current.push((device, next_seq));
                         continue;
                     }
                     if hash.as_deref() != Some(m.request_hash.as_slice()) {
@@ -274,6 +279,9 @@ macro_rules! impl_store {
                     && !(m.resend_of.is_some() && mismatch.extra.is_empty())
                 {
                     return Err($crate::StoreError::DeviceListMismatch(mismatch));
+                }
+                if let Some(device) = full.into_iter().find(|d| m.envelopes.iter().any(|e| e.device_id == *d)) {
+                    return Err($crate::StoreError::QueueFull(device));
                 }
                 Ok($crate::records::SendCheck::Accept(current))
             }
@@ -618,6 +626,15 @@ macro_rules! impl_store {
                 .await?;
                 let refs: Vec<&$crate::ReceiptRecord> = receipts.iter().collect();
                 Self::insert_receipts(&mut tx, &refs).await?;
+                sqlx::query(
+                    "UPDATE devices SET acked_seq = CASE WHEN $3 < next_seq THEN $3 ELSE next_seq END \
+                     WHERE user_id = $1 AND device_id = $2 AND acked_seq < $3",
+                )
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(up_to)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(rows.len() as u64)
             }

@@ -262,7 +262,7 @@ async fn insert_jtis(
 }
 
 /// A [`CheckRow`] with the index of the send in its batch in front.
-type IndexedCheckRow = (i64, String, String, Option<Vec<u8>>, i64);
+type IndexedCheckRow = (i64, String, String, Option<Vec<u8>>, i64, i64);
 
 /// The check rows of many sends, in one round trip per chunk.
 async fn check_rows(
@@ -281,7 +281,7 @@ async fn check_rows(
             query
                 .push("SELECT ")
                 .push_bind((offset + j) as i64)
-                .push(" AS idx, 's' AS kind, message_id AS value, request_hash AS hash, 0 AS next_seq FROM send_log WHERE sender_id = ")
+                .push(" AS idx, 's' AS kind, message_id AS value, request_hash AS hash, 0 AS next_seq, 0 AS queued FROM send_log WHERE sender_id = ")
                 .push_bind(m.sender_id.as_str())
                 .push(" AND sender_device_id = ")
                 .push_bind(m.sender_device_id.as_str())
@@ -289,18 +289,18 @@ async fn check_rows(
                 .push_bind(m.client_message_id.as_str())
                 .push(" UNION ALL SELECT ")
                 .push_bind((offset + j) as i64)
-                .push(", 'd', device_id, NULL, next_seq FROM devices WHERE user_id = ")
+                .push(", 'd', device_id, NULL, next_seq, next_seq - acked_seq FROM devices WHERE user_id = ")
                 .push_bind(m.recipient_id.as_str())
                 .push(" AND status = 'active'");
         }
         offset += chunk.len();
         let rows: Vec<IndexedCheckRow> = query.build_query_as().fetch_all(&mut *tx).await?;
-        for (idx, kind, value, hash, next_seq) in rows {
+        for (idx, kind, value, hash, next_seq, queued) in rows {
             let slot = usize::try_from(idx)
                 .ok()
                 .and_then(|i| out.get_mut(i))
                 .ok_or_else(|| StoreError::Corrupt("check row index".into()))?;
-            slot.push((kind, value, hash, next_seq));
+            slot.push((kind, value, hash, next_seq, queued));
         }
     }
     Ok(out)

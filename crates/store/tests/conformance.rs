@@ -86,6 +86,7 @@ fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>)
         encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
         envelopes,
         untrusted_devices: vec![],
+        queue_limit: 10_000,
         proof_id: None,
         resend_of: None,
         prekey_keys: vec![],
@@ -1617,6 +1618,41 @@ async fn backups_keep_the_newest_ten(db: Db) {
     assert!(store.backup("backup-zoe-0").await.unwrap().is_none());
 }
 
+/// A device's queue of undelivered messages is capped; acknowledging frees room.
+async fn queues_are_capped_until_acknowledged(db: Db) {
+    let store = db.open().await;
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "dan", "Q").await;
+    let capped = |i: u32| {
+        let mut m = send("alice", "dan", &format!("q{i}"), vec![envelope("Q", "x")]);
+        m.queue_limit = 3;
+        m
+    };
+    for i in 0..3 {
+        store.store_message(&capped(i)).await.unwrap();
+    }
+    assert!(matches!(
+        store.store_message(&capped(3)).await,
+        Err(StoreError::QueueFull(d)) if d == did("Q")
+    ));
+    store
+        .ack(&uid("dan"), &did("Q"), 2, now(), &delivered("Q"))
+        .await
+        .unwrap();
+    // Two acknowledged: room for two more.
+    let stored = store.store_message(&capped(4)).await.unwrap();
+    assert_eq!(
+        stored.deliveries,
+        [(did("Q"), 4)],
+        "nothing of the refused send was stored"
+    );
+    store.store_message(&capped(5)).await.unwrap();
+    assert!(matches!(
+        store.store_message(&capped(6)).await,
+        Err(StoreError::QueueFull(_))
+    ));
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1644,4 +1680,5 @@ on_both_backends!(
     group_commits_are_sequenced_first_wins,
     decryption_reports_count_first_outcomes_and_recoveries,
     backups_keep_the_newest_ten,
+    queues_are_capped_until_acknowledged,
 );

@@ -241,6 +241,7 @@ async fn store_send(
             .collect(),
         envelopes: req.envelopes,
         untrusted_devices: req.untrusted_devices,
+        queue_limit: state.limits.config.queued_per_device,
         resend_of: req.resend_of,
         proof_id: Some((proof_id.jti.clone(), proof_id.expires_at)),
         now,
