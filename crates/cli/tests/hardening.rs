@@ -774,8 +774,157 @@ async fn a_full_queue_makes_senders_wait() {
     server.stop().await;
 }
 
+/// The device routes refuse bad input with a stable code and change nothing:
+/// forged or oversized certificates, certifying a device that is not pending,
+/// unknown devices, malformed bodies, another user's device.
+async fn device_routes_refuse_bad_input(mut h: Harness) {
+    let url = h.url();
+    let alice = RawDevice::register(&url, "alice").await;
+    let bob = RawDevice::register(&url, "bob").await;
+    let token = alice.token().await;
+    let call = |path: &str, body: serde_json::Value| {
+        let path = path.to_owned();
+        let token = token.clone();
+        let alice = &alice;
+        async move { alice.call(&token, "POST", &path, Some(body)).await }
+    };
+    let code = |b: &serde_json::Value| b["error"].as_str().unwrap_or_default().to_owned();
+
+    // A pending device of alice's, linked with a real token.
+    let (_, link) = call("/devices/link-tokens", serde_json::json!({})).await;
+    let newcomer = support::fresh_keys("alice", "NEW");
+    let body = serde_json::json!({
+        "user_id": "alice", "device": &newcomer,
+        "link_token": link["link_token"], "link_proof": "AAAA",
+    });
+    assert_eq!(alice.post_json("/users", body).await.0, 201);
+    let keys = newcomer.clone();
+
+    // Certificates: forged (another identity), garbage, oversized, malformed.
+    let forged = atlas_crypto::identity::UserIdentity::generate().certify(&alice.user_id, &keys);
+    for (body, status, expected) in [
+        (
+            serde_json::json!({"certificate": forged, "identity_transfer": "x"}),
+            400,
+            "invalid_certificate",
+        ),
+        (
+            serde_json::json!({"certificate": "not base64!", "identity_transfer": "x"}),
+            400,
+            "invalid_certificate",
+        ),
+        (
+            serde_json::json!({"certificate": "A".repeat(4096), "identity_transfer": "x"}),
+            413,
+            "payload_too_large",
+        ),
+        (
+            serde_json::json!({"certificate": 5}),
+            400,
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"certificate": forged, "identity_transfer": "x", "extra": 1}),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let (s, b) = call("/devices/NEW/certificate", body).await;
+        assert_eq!((s, code(&b).as_str()), (status, expected), "{b}");
+    }
+    let good = alice.identity.certify(&alice.user_id, &keys);
+    let (s, b) = call(
+        "/devices/NOPE/certificate",
+        serde_json::json!({"certificate": good, "identity_transfer": "x"}),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (404, "unknown_device"), "{b}");
+    // bob's device is not alice's to certify, and an active device is not pending.
+    let (s, _) = call(
+        "/devices/RAW/certificate",
+        serde_json::json!({"certificate": good, "identity_transfer": "x"}),
+    )
+    .await;
+    assert_eq!(
+        s, 400,
+        "alice's own first device: the certificate is for NEW's keys"
+    );
+    let own = alice.identity.certify(
+        &alice.user_id,
+        &alice.account.device_keys(&alice.user_id, &alice.device_id),
+    );
+    let (s, b) = call(
+        "/devices/RAW/certificate",
+        serde_json::json!({"certificate": own, "identity_transfer": "x"}),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (409, "forbidden"), "{b}");
+    let listed = bob
+        .call(&bob.token().await, "GET", "/users/alice/devices", None)
+        .await
+        .1;
+    let pending = listed["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == "NEW")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (pending["status"].as_str(), pending.get("certificate")),
+        (Some("pending"), None),
+        "nothing changed"
+    );
+
+    // Removals: unknown device, oversized, malformed, a signature by another identity.
+    let (s, b) = call(
+        "/devices/NOPE/revoke",
+        serde_json::json!({"signature": "AAAA"}),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (404, "unknown_device"), "{b}");
+    let (s, b) = call(
+        "/devices/NEW/revoke",
+        serde_json::json!({"signature": "A".repeat(4096)}),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (413, "payload_too_large"), "{b}");
+    let (s, b) = call("/devices/NEW/revoke", serde_json::json!({"sig": 1})).await;
+    assert_eq!((s, code(&b).as_str()), (400, "invalid_request"), "{b}");
+    let other = atlas_crypto::identity::UserIdentity::generate().revoke(&alice.user_id, &keys);
+    let (s, b) = call(
+        "/devices/NEW/revoke",
+        serde_json::json!({"signature": other}),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (400, "invalid_certificate"), "{b}");
+    // Operator removal of an unknown device.
+    let op = support::operator_token(&h.database_url(), "devices");
+    let r = reqwest::Client::new()
+        .post(format!("{url}/admin/devices/alice/NOPE/revoke"))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let listed = bob
+        .call(&bob.token().await, "GET", "/users/alice/devices", None)
+        .await
+        .1;
+    assert!(
+        listed["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] != "revoked"),
+        "no device was removed: {listed}"
+    );
+    h.stop().await;
+}
+
 on_both_backends!(
     a_ghost_device_gets_nothing,
+    device_routes_refuse_bad_input,
     linked_devices_are_certified_and_removed_by_their_user,
     the_database_alone_cannot_mint_a_token,
     rotating_the_token_key_kills_every_token,

@@ -188,7 +188,6 @@ async fn store_send(
     req: SendRequest,
     proof_id: &ProofId,
 ) -> Result<(StatusCode, Json<SendResponse>), StoreOrApi> {
-    let state = state.clone();
     validate(&req, state.config.max_envelope_bytes)?;
     let digests = req
         .envelopes
@@ -203,7 +202,7 @@ async fn store_send(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let answering = match &req.resend_of {
-        Some(original) => resend_requests_answered(&state, &auth, &req, original).await?,
+        Some(original) => resend_requests_answered(state, &auth, &req, original).await?,
         None => Vec::new(),
     };
     let request_hash =
