@@ -4,6 +4,7 @@ use atlas_server::ServerConfig;
 use atlas_server::state::Registration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Who may register new users.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,6 +69,16 @@ pub struct ServeArgs {
     /// Label MLS series in /metrics with group names (default: stable salted hashes).
     #[arg(long)]
     metrics_group_ids: bool,
+    /// Seconds a connection may take to send a request head; also how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
+    /// Seconds to wait for the next chunk of a request body.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_read_timeout: u64,
+    /// Seconds a WebSocket may stay silent (no pong to the server's pings) before it is closed.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    websocket_idle_timeout: u64,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -135,6 +146,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.metrics_listen = args.metrics_listen;
     config.limits.queued_per_device = args.max_queued_per_device.max(1);
     config.metrics_group_ids = args.metrics_group_ids;
+    config.timeouts = atlas_server::listener::Timeouts {
+        header_read: Duration::from_secs(args.header_read_timeout),
+        body_read: Duration::from_secs(args.body_read_timeout),
+        websocket_idle: Duration::from_secs(args.websocket_idle_timeout),
+    };
     config.limits.websockets_total = args.max_websockets.max(1);
     let server = atlas_server::start(config)
         .await

@@ -930,3 +930,103 @@ on_both_backends!(
     rotating_the_token_key_kills_every_token,
     a_replayed_refresh_token_kills_its_chain,
 );
+
+/// Reads from `stream` until the server closes it; how long that took. Panics
+/// after `limit`, so a connection the server keeps open fails the test.
+async fn time_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the server kept the connection open for {limit:?}"),
+        }
+    }
+}
+
+/// The review left idle and half-sent connections open for good. Now a request
+/// head must arrive within the header-read timeout, an idle keep-alive connection
+/// is closed after it, and a body that stops flowing ends the request — while a
+/// prompt client is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let dir = atlas_store::testdb::TempDir::new("atlas-timeouts").unwrap();
+    let mut config = atlas_server::ServerConfig::new(dir.sqlite_url("atlas.db"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.timeouts = atlas_server::listener::Timeouts {
+        header_read: std::time::Duration::from_secs(1),
+        body_read: std::time::Duration::from_secs(1),
+        websocket_idle: std::time::Duration::from_secs(3),
+    };
+    let server = atlas_server::start(config).await.unwrap();
+    let limit = std::time::Duration::from_secs(10);
+
+    // Half a request head, then silence.
+    let mut half = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let waited = time_until_closed(&mut half, limit).await;
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+
+    // Connected, never a byte.
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    time_until_closed(&mut silent, limit).await;
+
+    // A full request is answered; the idle keep-alive connection then closes.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut idle, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    time_until_closed(&mut idle, limit).await;
+
+    // A body announced but never sent: the request fails and the connection ends.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"us")
+        .await
+        .unwrap();
+    time_until_closed(&mut stalled, limit).await;
+
+    // A prompt client is served throughout.
+    let health = reqwest::get(format!("{}/health", server.public_url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // A WebSocket whose client never answers pings is closed after the idle limit.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let device = RawDevice::register(&server.public_url, "sleeper").await;
+    let token = device.token().await;
+    let mut request = format!("{}/ws", server.public_url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    let proof = device.proof("GET", "/ws", Some(&token), now());
+    request
+        .headers_mut()
+        .insert("authorization", format!("DPoP {token}").parse().unwrap());
+    request.headers_mut().insert("dpop", proof.parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // Take the raw stream back so nothing answers the pings.
+    let mut raw = match socket.into_inner() {
+        tokio_tungstenite::MaybeTlsStream::Plain(s) => s,
+        _ => unreachable!("plain TCP"),
+    };
+    let waited = time_until_closed(&mut raw, limit).await;
+    assert!(waited >= std::time::Duration::from_secs(2), "{waited:?}");
+    server.stop().await;
+}

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fanout;
 pub mod kek;
 pub mod limits;
+pub mod listener;
 pub mod rate_limit;
 pub mod receipts;
 pub mod routes;
@@ -164,7 +165,8 @@ pub async fn start_with_clock(
     let (_, metrics_salt) = hmac_key(&keys, server_keys::METRICS_LABEL_PURPOSE, now).await?;
     let jti = Arc::new(StoreJtiCache::new(store.clone()));
 
-    let (shutdown, mut stopped) = watch::channel(false);
+    let (shutdown, stopped) = watch::channel(false);
+    let timeouts = config.timeouts;
     let state = Arc::new(Inner {
         store: store.clone(),
         config: RuntimeConfig {
@@ -174,6 +176,7 @@ pub async fn start_with_clock(
             refresh_token_ttl_secs: config.refresh_token_ttl_secs,
             require_dpop_nonce: config.require_dpop_nonce,
             iat_window: config.iat_window,
+            websocket_idle: config.timeouts.websocket_idle,
         },
         tokens: AccessTokens::new(HmacJwsKey::new(token_secret), token_kid, public_url.clone()),
         keys,
@@ -216,17 +219,13 @@ pub async fn start_with_clock(
     };
     if let Some(listener) = metrics_listener {
         let metrics_app = routes::metrics_router(state.clone());
-        let mut stop = shutdown.subscribe();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, metrics_app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "metrics listener stopped with an error");
-            }
-        });
+        let stop = shutdown.subscribe();
+        tokio::spawn(listener::serve(
+            listener,
+            metrics_app,
+            config.timeouts,
+            stop,
+        ));
     }
     let app = routes::router(state, config.max_body_bytes);
     let mut pruner_stop = shutdown.subscribe();
@@ -245,17 +244,7 @@ pub async fn start_with_clock(
                 }
             }
         });
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
+        listener::serve(listener, app, timeouts, stopped).await;
         let _ = pruner.await;
     });
     tracing::info!(%addr, %public_url, backend = store.backend(), "atlas server listening");

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// default `server.kek` beside a SQLite database. Required for PostgreSQL,
     /// where every replica must use the same one.
     pub kek_file: Option<std::path::PathBuf>,
+    /// Header-read (idle) and body-read timeouts of every connection.
+    pub timeouts: crate::listener::Timeouts,
 }
 
 impl ServerConfig {
@@ -65,6 +67,7 @@ impl ServerConfig {
             metrics_listen: None,
             metrics_group_ids: false,
             registration: Registration::Open,
+            timeouts: Default::default(),
         }
     }
 }
@@ -105,6 +108,8 @@ pub struct RuntimeConfig {
     pub require_dpop_nonce: bool,
     /// See [`ServerConfig::iat_window`].
     pub iat_window: IatWindow,
+    /// See [`crate::listener::Timeouts::websocket_idle`].
+    pub websocket_idle: std::time::Duration,
 }
 
 /// Where the server gets the time (tests replace it).

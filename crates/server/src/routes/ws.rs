@@ -82,6 +82,13 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
     let expiry = tokio::time::sleep(std::time::Duration::from_secs(expires_in));
     tokio::pin!(expiry);
     let mut shutdown = state.shutdown.clone();
+    // Pings at a third of the idle limit: a live client answers well within it,
+    // a vanished one (no FIN, e.g. a phone that lost its network) is dropped.
+    let idle_limit = state.config.websocket_idle;
+    let mut ping = tokio::time::interval(idle_limit / 3);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             event = live.recv() => match event {
@@ -108,7 +115,14 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard = tokio::time::Instant::now(),
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() >= idle_limit {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() { return }
             },
             // The token expired or the server stops: the client reconnects and resumes from its last sequence number.
             () = &mut expiry => {
