@@ -5,10 +5,8 @@
 
 mod support;
 
-use atlas_client::Client;
-use atlas_proto::UserId;
 use atlas_store::testdb::TempDir;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -143,35 +141,18 @@ async fn prometheus_fires_high_decryption_failure_rate() {
     )
     .await;
 
-    // Bob receives 20 messages nobody can decrypt; his device reports each failure.
-    let homes = TempDir::new("atlas-alerts-homes").unwrap();
-    let bob = Client::register(
-        &homes.path.join("bob"),
-        &server.url,
-        UserId::new("bob").unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    let mallory = RawDevice::register(&server.url, "mallory").await;
-    let token = mallory.token().await;
-    for i in 0..20 {
-        let (status, body) = mallory
-            .call(
-                &token,
-                "POST",
-                "/messages",
-                Some(json!({
-                    "recipient_id": "bob",
-                    "client_message_id": format!("garbage-{i}"),
-                    "envelopes": [{"device_id": bob.device_id().as_str(), "msg_type": 1, "body": "R2FyYmFnZSBjaXBoZXJ0ZXh0IGZyb20gbWFsbG9yeQ"}],
-                })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
+    // Failures across several users: four users each fail to decrypt the five
+    // messages the previous one sent. (The server counts at most five failures
+    // per reporting and per sending user an hour, so fewer users could not fire it.)
+    let mut users = Vec::new();
+    for i in 0..4 {
+        users.push(RawDevice::register(&server.url, &format!("user{i}")).await);
     }
-    let failed = bob.sync().await.unwrap();
-    assert_eq!(failed.iter().filter(|r| r.error.is_some()).count(), 20);
+    for (i, from) in users.iter().enumerate() {
+        let to = &users[(i + 1) % users.len()];
+        let ids = from.send_junk(to.user_id.as_str(), "RAW", 5).await;
+        assert_eq!(to.report_failures(&ids).await, 5);
+    }
 
     let alerts_url = format!("{}/api/v1/alerts", prom.url);
     let alert = wait_for(

@@ -56,7 +56,8 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
     let health = e2ee_health(&h.url()).await;
     assert_eq!(health.failed_decryptions_last_hour, 4);
     assert_eq!(health.failures_by_code.get("MissingSkippedKey"), Some(&4));
-    assert_eq!(health.status, "unhealthy");
+    // One user's failures are in the figures, but no outage (docs/e2ee-health.md).
+    assert_eq!(health.status, "healthy");
 
     // Bob's device asked for resends; alice's device answers on its next sync.
     alice.sync().await.unwrap();

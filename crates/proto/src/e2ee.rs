@@ -11,6 +11,16 @@ pub const DEGRADED_FAILURE_RATIO: f64 = 0.01;
 /// Failure ratio above which it says `unhealthy` (the `HighDecryptionFailureRate` alert's 5 %).
 pub const UNHEALTHY_FAILURE_RATIO: f64 = 0.05;
 
+/// Failures one reporting user adds to the health figures per hour; beyond it
+/// they are kept (for `atlas diagnose`) but do not count.
+pub const COUNTED_FAILURES_PER_REPORTER: u64 = 5;
+/// Failures of messages from one sending user that count per hour (one account
+/// sending junk to many people is that account's problem, not an outage).
+pub const COUNTED_FAILURES_PER_SENDER: u64 = 5;
+/// Distinct reporting users, and distinct sending users, with counted failures
+/// it takes before failures move the verdict: a few colluding accounts cannot.
+pub const MIN_FAILING_USERS: u64 = 5;
+
 /// Why a message did not decrypt: the fixed set a device may report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FailureCode {
@@ -158,11 +168,27 @@ pub struct E2eeHealth {
     pub failures_by_code: BTreeMap<String, u64>,
     /// Active MLS members more than two epochs behind their group (any group).
     pub mls_members_behind: u64,
+    /// Distinct reporting users with counted failures (the verdict needs
+    /// [`MIN_FAILING_USERS`] of them, and as many distinct senders).
+    #[serde(default)]
+    pub failing_users_last_hour: u64,
+    /// Failures beyond the per-reporter and per-sender caps: kept for
+    /// `atlas diagnose`, left out of every figure above and of the alert counter.
+    #[serde(default)]
+    pub uncounted_failures_last_hour: u64,
 }
 
-/// Status for a failure ratio, by the documented thresholds.
-pub fn health_status(failure_ratio: f64) -> &'static str {
-    if failure_ratio > UNHEALTHY_FAILURE_RATIO {
+/// Status for a failure ratio among counted reports, by the documented
+/// thresholds, once failures come from [`MIN_FAILING_USERS`] reporting users and
+/// as many sending users; below that quorum failures do not move the verdict.
+pub fn health_status(
+    failure_ratio: f64,
+    failing_reporters: u64,
+    failing_senders: u64,
+) -> &'static str {
+    if failing_reporters < MIN_FAILING_USERS || failing_senders < MIN_FAILING_USERS {
+        "healthy"
+    } else if failure_ratio > UNHEALTHY_FAILURE_RATIO {
         "unhealthy"
     } else if failure_ratio > DEGRADED_FAILURE_RATIO {
         "degraded"
@@ -190,9 +216,13 @@ mod tests {
 
     #[test]
     fn thresholds() {
-        assert_eq!(health_status(0.0), "healthy");
-        assert_eq!(health_status(0.002), "healthy");
-        assert_eq!(health_status(0.02), "degraded");
-        assert_eq!(health_status(0.051), "unhealthy");
+        let many = MIN_FAILING_USERS;
+        assert_eq!(health_status(0.0, many, many), "healthy");
+        assert_eq!(health_status(0.002, many, many), "healthy");
+        assert_eq!(health_status(0.02, many, many), "degraded");
+        assert_eq!(health_status(0.051, many, many), "unhealthy");
+        // A few accounts, however bad their figures, are no outage.
+        assert_eq!(health_status(1.0, many - 1, many), "healthy");
+        assert_eq!(health_status(1.0, many, many - 1), "healthy");
     }
 }

@@ -27,8 +27,10 @@ pub enum ReportChange {
     UnknownMessage,
     /// First outcome for this message on this device: it decrypted.
     Succeeded,
-    /// First outcome: it failed.
+    /// First outcome: it failed, and the failure counts.
     Failed,
+    /// First outcome: it failed, beyond the reporter's or the sender's cap.
+    FailedUncounted,
     /// It had failed and now decrypted.
     Recovered,
     /// Nothing that counts changed (a repeat, or a failure after a success).
@@ -79,6 +81,23 @@ pub struct OutcomeCounts {
     pub avg_latency_ms: u64,
     /// Still-failing messages per code.
     pub failures_by_code: Vec<(String, u64)>,
+    /// Distinct reporting users with counted, still-failing messages.
+    pub failing_reporters: u64,
+    /// Distinct sending users of those messages.
+    pub failing_senders: u64,
+    /// Failures (still failing or recovered) beyond the caps; in no figure above.
+    pub uncounted: u64,
+}
+
+/// How many failures count per user and hour (see `atlas_proto::e2ee`).
+#[derive(Debug, Clone, Copy)]
+pub struct FailureCaps {
+    /// Start of the window the caps apply to (an hour ago).
+    pub since: OffsetDateTime,
+    /// Counted failures per reporting user in the window.
+    pub per_reporter: u64,
+    /// Counted failures per sending user in the window.
+    pub per_sender: u64,
 }
 
 /// The decryption-report part of the store.
@@ -86,15 +105,17 @@ pub struct OutcomeCounts {
 pub trait ReportStore: Send + Sync {
     /// Records a device's reports in one transaction; one change per report, in order.
     /// A report counts only for a message delivered to that device (or a group
-    /// application message of a group it is in, sent by someone else).
+    /// application message of a group it is in, sent by someone else). A new
+    /// failure counts only while its reporter and its sender are under `caps`.
     async fn record_reports(
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
         reports: &[NewReport],
+        caps: FailureCaps,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<ReportChange>>;
-    /// Figures over reports changed at or after `since`.
+    /// Figures over reports changed at or after `since`; uncounted failures only in `uncounted`.
     async fn outcome_counts(&self, since: OffsetDateTime) -> StoreResult<OutcomeCounts>;
     /// Every report about one message (group id empty for 1:1).
     async fn message_reports(

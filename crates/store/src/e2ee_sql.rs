@@ -61,6 +61,28 @@ macro_rules! impl_report_store {
             }
         }
 
+        impl $store {
+            /// Whether one more failure from `user` about a message from `sender` still counts.
+            async fn under_failure_caps(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user: &str,
+                sender: &str,
+                caps: $crate::FailureCaps,
+            ) -> $crate::StoreResult<bool> {
+                let (by_reporter, by_sender): (i64, i64) = sqlx::query_as(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM decryption_reports WHERE user_id = $1 AND counted = 1 AND first_code IS NOT NULL AND reported_ms >= $3), \
+                       (SELECT COUNT(*) FROM decryption_reports WHERE sender_id = $2 AND counted = 1 AND first_code IS NOT NULL AND reported_ms >= $3)",
+                )
+                .bind(user)
+                .bind(sender)
+                .bind($crate::e2ee::unix_ms(caps.since))
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok((by_reporter.max(0) as u64) < caps.per_reporter && (by_sender.max(0) as u64) < caps.per_sender)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::ReportStore for $store {
             async fn record_reports(
@@ -68,6 +90,7 @@ macro_rules! impl_report_store {
                 user_id: &atlas_proto::UserId,
                 device_id: &atlas_proto::DeviceId,
                 reports: &[$crate::NewReport],
+                caps: $crate::FailureCaps,
                 now: time::OffsetDateTime,
             ) -> $crate::StoreResult<Vec<$crate::ReportChange>> {
                 use $crate::ReportChange;
@@ -101,10 +124,11 @@ macro_rules! impl_report_store {
                     });
                     let change = match (previous.as_ref().map(|p| p.0.as_str()), report.success) {
                         (None, success) => {
+                            let counted = success || Self::under_failure_caps(&mut tx, user, &sender, caps).await?;
                             sqlx::query(
                                 "INSERT INTO decryption_reports (group_id, message_id, user_id, device_id, sender_id, sender_device_id, \
-                                   status, code, first_code, latency_ms, first_reported_at, reported_at, reported_ms) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $10, $11)",
+                                   status, code, first_code, latency_ms, first_reported_at, reported_at, reported_ms, counted) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $10, $11, $12)",
                             )
                             .bind(group)
                             .bind(&report.message_id)
@@ -117,9 +141,14 @@ macro_rules! impl_report_store {
                             .bind(latency)
                             .bind(now)
                             .bind(now_ms)
+                            .bind(i64::from(counted))
                             .execute(&mut *tx)
                             .await?;
-                            if success { ReportChange::Succeeded } else { ReportChange::Failed }
+                            match (success, counted) {
+                                (true, _) => ReportChange::Succeeded,
+                                (false, true) => ReportChange::Failed,
+                                (false, false) => ReportChange::FailedUncounted,
+                            }
                         }
                         (Some("failure"), true) => {
                             sqlx::query(
@@ -160,17 +189,33 @@ macro_rules! impl_report_store {
             }
 
             async fn outcome_counts(&self, since: time::OffsetDateTime) -> $crate::StoreResult<$crate::OutcomeCounts> {
-                let rows: Vec<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(
-                    "SELECT status, code, COUNT(*), CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT), COUNT(latency_ms) \
-                     FROM decryption_reports WHERE reported_ms >= $1 GROUP BY status, code ORDER BY status, code",
+                let since_ms = $crate::e2ee::unix_ms(since);
+                let rows: Vec<(String, Option<String>, i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT status, code, counted, COUNT(*), CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT), COUNT(latency_ms) \
+                     FROM decryption_reports WHERE reported_ms >= $1 GROUP BY status, code, counted ORDER BY status, code",
                 )
-                .bind($crate::e2ee::unix_ms(since))
+                .bind(since_ms)
                 .fetch_all(&self.reader)
                 .await?;
-                let mut counts = $crate::OutcomeCounts::default();
+                let (reporters, senders): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(DISTINCT user_id), COUNT(DISTINCT sender_id) FROM decryption_reports \
+                     WHERE reported_ms >= $1 AND status = 'failure' AND counted = 1",
+                )
+                .bind(since_ms)
+                .fetch_one(&self.reader)
+                .await?;
+                let mut counts = $crate::OutcomeCounts {
+                    failing_reporters: reporters.max(0) as u64,
+                    failing_senders: senders.max(0) as u64,
+                    ..Default::default()
+                };
                 let (mut latency_sum, mut latency_n) = (0u64, 0u64);
-                for (status, code, n, latency, with_latency) in rows {
+                for (status, code, counted, n, latency, with_latency) in rows {
                     let n = n.max(0) as u64;
+                    if counted == 0 {
+                        counts.uncounted += n;
+                        continue;
+                    }
                     counts.reported += n;
                     latency_sum = latency_sum.saturating_add(latency.max(0) as u64);
                     latency_n += with_latency.max(0) as u64;

@@ -21,7 +21,7 @@ mod sqlite;
 pub mod testdb;
 
 pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
-pub use e2ee::{NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
+pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
 pub use postgres::PostgresStore;

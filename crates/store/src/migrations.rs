@@ -23,6 +23,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0015_operator_token_expiry.sql"),
     ),
     (16, include_str!("../migrations/0016_queue_depth.sql")),
+    (17, include_str!("../migrations/0017_counted_reports.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -1416,6 +1416,15 @@ fn report(
     }
 }
 
+/// Caps no test of first outcomes reaches.
+fn uncapped(now: time::OffsetDateTime) -> atlas_store::FailureCaps {
+    atlas_store::FailureCaps {
+        since: now - Duration::hours(1),
+        per_reporter: 1000,
+        per_sender: 1000,
+    }
+}
+
 /// `(reported, succeeded, failed, recovered)`.
 fn tally(c: &atlas_store::OutcomeCounts) -> (u64, u64, u64, u64) {
     (c.reported, c.succeeded, c.failed, c.recovered)
@@ -1444,6 +1453,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
                 report("m-c3", None, None, Some(u64::MAX)),
                 report("m-nope", None, None, Some(1)),
             ],
+            uncapped(later),
             later,
         )
         .await
@@ -1456,6 +1466,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
                 &uid("alice"),
                 &d1,
                 &[report("m-c1", None, Some("KeyNotFound"), None)],
+                uncapped(later),
                 later
             )
             .await
@@ -1470,7 +1481,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
     ];
     assert_eq!(
         store
-            .record_reports(&bob, &d1, &repeats, later)
+            .record_reports(&bob, &d1, &repeats, uncapped(later), later)
             .await
             .unwrap(),
         vec![Unchanged, Unchanged, Unchanged]
@@ -1493,7 +1504,13 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
 
     assert_eq!(
         store
-            .record_reports(&bob, &d1, &[report("m-c2", None, None, Some(30))], later)
+            .record_reports(
+                &bob,
+                &d1,
+                &[report("m-c2", None, None, Some(30))],
+                uncapped(later),
+                later
+            )
             .await
             .unwrap(),
         vec![Recovered]
@@ -1546,14 +1563,14 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
     )];
     assert_eq!(
         store
-            .record_reports(&bob, &d1, &group_report, later)
+            .record_reports(&bob, &d1, &group_report, uncapped(later), later)
             .await
             .unwrap(),
         vec![UnknownMessage]
     );
     assert_eq!(
         store
-            .record_reports(&uid("alice"), &d1, &group_report, later)
+            .record_reports(&uid("alice"), &d1, &group_report, uncapped(later), later)
             .await
             .unwrap(),
         vec![UnknownMessage]
@@ -1564,7 +1581,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
         .unwrap();
     assert_eq!(
         store
-            .record_reports(&bob, &d1, &group_report, later)
+            .record_reports(&bob, &d1, &group_report, uncapped(later), later)
             .await
             .unwrap(),
         vec![Failed]
@@ -1583,11 +1600,104 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
     let commit_seq = [report(&(seq + 1).to_string(), Some("team"), None, None)];
     assert_eq!(
         store
-            .record_reports(&bob, &d1, &commit_seq, later)
+            .record_reports(&bob, &d1, &commit_seq, uncapped(later), later)
             .await
             .unwrap(),
         vec![UnknownMessage]
     );
+}
+
+/// Each reporting user and each sending user count a few failures per window;
+/// the rest are kept but left out of the figures (see `atlas_proto::e2ee`).
+async fn failures_count_up_to_the_caps(db: Db) {
+    use ReportChange::*;
+    let store = db.open().await;
+    for user in ["mallory", "bob", "carol", "dave"] {
+        add_user(&store, user, "D1").await;
+    }
+    for (from, to, id) in [
+        ("mallory", "bob", "j1"),
+        ("mallory", "bob", "j2"),
+        ("mallory", "bob", "j3"),
+        ("mallory", "carol", "j4"),
+        ("bob", "carol", "j5"),
+        ("mallory", "dave", "j7"),
+    ] {
+        store
+            .store_message(&send(from, to, id, vec![envelope("D1", "x")]))
+            .await
+            .unwrap();
+    }
+    let later = now() + Duration::seconds(5);
+    let caps = atlas_store::FailureCaps {
+        since: later - Duration::hours(1),
+        per_reporter: 2,
+        per_sender: 3,
+    };
+    let fail = |id: &str| report(id, None, Some("KeyNotFound"), None);
+    let changes = store
+        .record_reports(
+            &uid("bob"),
+            &did("D1"),
+            &[fail("m-j1"), fail("m-j2"), fail("m-j3")],
+            caps,
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        changes,
+        vec![Failed, Failed, FailedUncounted],
+        "two per reporter"
+    );
+    let changes = store
+        .record_reports(
+            &uid("carol"),
+            &did("D1"),
+            &[fail("m-j4"), fail("m-j5")],
+            caps,
+            later,
+        )
+        .await
+        .unwrap();
+    // mallory's third counted failure fills the sender cap; bob as a sender is still under it.
+    assert_eq!(changes, vec![Failed, Failed]);
+    let changes = store
+        .record_reports(&uid("dave"), &did("D1"), &[fail("m-j7")], caps, later)
+        .await
+        .unwrap();
+    assert_eq!(changes, vec![FailedUncounted], "three per sender");
+    let counts = store
+        .outcome_counts(later - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.failed, counts.uncounted, counts.reported),
+        (4, 2, 4)
+    );
+    assert_eq!((counts.failing_reporters, counts.failing_senders), (2, 2));
+    // Uncounted reports are kept for diagnosis.
+    assert_eq!(store.message_reports("", "m-j3").await.unwrap().len(), 1);
+    // A new window starts the caps afresh.
+    store
+        .store_message(&send("mallory", "bob", "j6", vec![envelope("D1", "x")]))
+        .await
+        .unwrap();
+    let next = atlas_store::FailureCaps {
+        since: later + Duration::seconds(1),
+        ..caps
+    };
+    let changes = store
+        .record_reports(
+            &uid("bob"),
+            &did("D1"),
+            &[fail("m-j6")],
+            next,
+            later + Duration::seconds(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changes, vec![Failed]);
 }
 
 /// A user keeps the newest ten backups; storing more deletes the oldest.
@@ -1679,6 +1789,7 @@ on_both_backends!(
     key_packages_are_claimed_once_then_last_resort,
     group_commits_are_sequenced_first_wins,
     decryption_reports_count_first_outcomes_and_recoveries,
+    failures_count_up_to_the_caps,
     backups_keep_the_newest_ten,
     queues_are_capped_until_acknowledged,
 );

@@ -240,6 +240,49 @@ impl RawDevice {
         }
     }
 
+    /// Sends `count` messages to one device that nothing can decrypt (no
+    /// session was ever made); their message ids.
+    pub async fn send_junk(&self, user: &str, device: &str, count: usize) -> Vec<String> {
+        let token = self.token().await;
+        let mut ids = Vec::new();
+        for i in 0..count {
+            let (status, body) = self
+                .call(
+                    &token,
+                    "POST",
+                    "/messages",
+                    Some(serde_json::json!({
+                        "recipient_id": user,
+                        "client_message_id": format!("garbage-{user}-{i}"),
+                        "envelopes": [{"device_id": device, "msg_type": 1, "body": "R2FyYmFnZSBjaXBoZXJ0ZXh0IGZyb20gbWFsbG9yeQ"}],
+                    })),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            ids.push(body["message_id"].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
+    /// Reports every message in `ids` as a `KeyNotFound` failure; how many the server recorded.
+    pub async fn report_failures(&self, ids: &[String]) -> u64 {
+        let token = self.token().await;
+        let reports: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"message_id": id, "outcome": "failure", "code": "KeyNotFound"}))
+            .collect();
+        let (status, answer) = self
+            .call(
+                &token,
+                "POST",
+                "/reports/decryption",
+                Some(serde_json::json!({ "reports": reports })),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["recorded"].as_u64().unwrap()
+    }
+
     /// Dates proofs and grants by `clock` instead of the system clock.
     pub fn following(mut self, clock: &Arc<TestClock>) -> Self {
         self.clock = Some(clock.clone());

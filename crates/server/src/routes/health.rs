@@ -51,7 +51,11 @@ pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, Api
         .iter()
         .map(|g| g.members_behind)
         .sum();
-    let status = match health_status(failure_ratio) {
+    let status = match health_status(
+        failure_ratio,
+        counts.failing_reporters,
+        counts.failing_senders,
+    ) {
         "healthy" if behind > 0 => "degraded",
         status => status,
     };
@@ -66,5 +70,7 @@ pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, Api
         reports_last_hour: counts.reported,
         failures_by_code: counts.failures_by_code.into_iter().collect(),
         mls_members_behind: behind,
+        failing_users_last_hour: counts.failing_reporters,
+        uncounted_failures_last_hour: counts.uncounted,
     }))
 }

@@ -2,16 +2,19 @@
 //! and a latency, never content). A report counts only for a message the
 //! device received, and only its first outcome or a recovery moves the
 //! figures, so no device can inflate or hide failures by repeating itself.
+//! And a failure counts (in `/health/e2ee` and the alert counter) only while
+//! its reporting user and its sending user are under their hourly caps, so a
+//! few colluding accounts cannot page on-call (`atlas_proto::e2ee`).
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use atlas_proto::ErrorCode;
 use atlas_proto::e2ee::{
-    DecryptionReport, FailureCode, MAX_REPORTS_PER_REQUEST, Outcome, RejectedReport,
-    ReportsRequest, ReportsResponse,
+    COUNTED_FAILURES_PER_REPORTER, COUNTED_FAILURES_PER_SENDER, DecryptionReport, FailureCode,
+    MAX_REPORTS_PER_REQUEST, Outcome, RejectedReport, ReportsRequest, ReportsResponse,
 };
-use atlas_store::{NewReport, ReportChange};
+use atlas_store::{FailureCaps, NewReport, ReportChange};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -119,9 +122,15 @@ pub async fn record(
             latency_ms: r.latency_ms,
         })
         .collect();
+    let now = state.clock.now();
+    let caps = FailureCaps {
+        since: now - time::Duration::HOUR,
+        per_reporter: COUNTED_FAILURES_PER_REPORTER,
+        per_sender: COUNTED_FAILURES_PER_SENDER,
+    };
     let changes = state
         .store
-        .record_reports(&auth.user_id, &auth.device_id, &rows, state.clock.now())
+        .record_reports(&auth.user_id, &auth.device_id, &rows, caps, now)
         .await?;
     let mut recorded = 0;
     for (report, change) in accepted.iter().zip(changes) {
@@ -134,11 +143,14 @@ pub async fn record(
                     ErrorCode::UnknownMessage.as_str()
                 ),
             }),
-            ReportChange::Failed => {
-                state.metrics.crypto("decrypt", "failure");
+            ReportChange::Failed | ReportChange::FailedUncounted => {
+                let counted = change == ReportChange::Failed;
+                if counted {
+                    state.metrics.crypto("decrypt", "failure");
+                }
                 let code = report.code.map_or("", |c| c.as_str());
                 tracing::warn!(
-                    message_id = %report.message_id, group_id = group, reporter = %reporter, code,
+                    message_id = %report.message_id, group_id = group, reporter = %reporter, code, counted,
                     "decrypt error: {code}"
                 );
             }
