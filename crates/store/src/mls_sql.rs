@@ -78,6 +78,25 @@ macro_rules! impl_group_store {
                 Ok(())
             }
 
+            /// Recomputes one group's epoch gauges (see migration 0018) inside the
+            /// transaction that changed its epoch or its members.
+            async fn refresh_gauges(conn: &mut <$db as sqlx::Database>::Connection, group_id: &str) -> $crate::StoreResult<()> {
+                sqlx::query(
+                    "UPDATE mls_groups SET \
+                       min_member_epoch = COALESCE((SELECT MIN(m.epoch) FROM mls_group_members m \
+                         WHERE m.group_id = mls_groups.group_id AND m.status = 'active'), current_epoch), \
+                       members_behind = (SELECT COUNT(*) FROM mls_group_members m \
+                         WHERE m.group_id = mls_groups.group_id AND m.status = 'active' AND m.epoch + 2 < mls_groups.current_epoch), \
+                       epoch_lag = current_epoch - COALESCE((SELECT MIN(m.epoch) FROM mls_group_members m \
+                         WHERE m.group_id = mls_groups.group_id AND m.status = 'active'), current_epoch) \
+                     WHERE group_id = $1",
+                )
+                .bind(group_id)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
             async fn upsert_member(conn: &mut <$db as sqlx::Database>::Connection, group_id: &str, member_id: &str, joined_epoch: i64, now: time::OffsetDateTime) -> $crate::StoreResult<()> {
                 // Until it acknowledges its join epoch, a member counts as one epoch behind.
                 sqlx::query(
@@ -202,6 +221,7 @@ macro_rules! impl_group_store {
                     .bind(g.now)
                     .execute(&mut *tx)
                     .await?;
+                Self::refresh_gauges(&mut tx, &g.group_id).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -309,6 +329,7 @@ macro_rules! impl_group_store {
                             .await?;
                     }
                 }
+                Self::refresh_gauges(&mut tx, &c.group_id).await?;
                 tx.commit().await?;
                 Ok($crate::CommitOutcome::Accepted { seq: seq.max(0) as u64 })
             }
@@ -447,6 +468,7 @@ macro_rules! impl_group_store {
                 .bind(group_id)
                 .execute(&mut *tx)
                 .await?;
+                Self::refresh_gauges(&mut tx, group_id).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -584,17 +606,16 @@ macro_rules! impl_group_store {
                 for a in &r.rejoin {
                     Self::insert_action(&mut tx, a).await?;
                 }
+                Self::refresh_gauges(&mut tx, &r.group_id).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn group_epoch_health(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::GroupEpochHealth>> {
+                // Maintained by `refresh_gauges`: an index walk, not a join of every group and member.
                 let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-                    "SELECT g.group_id, g.current_epoch, COALESCE(MIN(m.epoch), g.current_epoch) AS min_epoch, \
-                       COALESCE(SUM(CASE WHEN m.epoch + 2 < g.current_epoch THEN 1 ELSE 0 END), 0) AS behind \
-                     FROM mls_groups g LEFT JOIN mls_group_members m ON m.group_id = g.group_id AND m.status = 'active' \
-                     GROUP BY g.group_id, g.current_epoch \
-                     ORDER BY g.current_epoch - COALESCE(MIN(m.epoch), g.current_epoch) DESC, g.group_id LIMIT $1",
+                    "SELECT group_id, current_epoch, min_member_epoch, members_behind FROM mls_groups \
+                     ORDER BY epoch_lag DESC, group_id LIMIT $1",
                 )
                 .bind(i64::from(limit))
                 .fetch_all(&self.reader)

@@ -1218,6 +1218,100 @@ fn commit(group: &str, id: &str, from: u64, added: &[&str]) -> NewCommit {
     }
 }
 
+/// `(group, epoch, lowest member epoch, members behind)` as `/metrics` reads them.
+async fn gauges(store: &Arc<dyn Store>, limit: u32) -> Vec<(String, u64, u64, u64)> {
+    store
+        .group_epoch_health(limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| {
+            (
+                g.group_id,
+                g.current_epoch,
+                g.min_member_epoch,
+                g.members_behind,
+            )
+        })
+        .collect()
+}
+
+/// The epoch gauges are kept current by every commit, acknowledgement, removal
+/// and rollback (not computed per scrape), most lagging group first.
+async fn mls_gauges_follow_commits_acks_and_rollbacks(db: Db) {
+    let store = db.open().await;
+    for id in ["a", "b"] {
+        store
+            .create_group(&NewGroup {
+                group_id: id.into(),
+                creator: "alice/D1".into(),
+                public_state: b"s".to_vec(),
+                group_info: b"i".to_vec(),
+                now: now(),
+            })
+            .await
+            .unwrap();
+    }
+    let row = |g: &str, e, m, b| (g.to_owned(), e, m, b);
+    assert_eq!(
+        gauges(&store, 10).await,
+        [row("a", 0, 0, 0), row("b", 0, 0, 0)]
+    );
+    store
+        .sequence_commit(&commit("a", "a1", 0, &["bob/B1"]))
+        .await
+        .unwrap();
+    for (i, from) in (1..4).enumerate() {
+        store
+            .sequence_commit(&commit("a", &format!("a{}", i + 2), from, &[]))
+            .await
+            .unwrap();
+    }
+    store
+        .sequence_commit(&commit("b", "b1", 0, &["carol/C1"]))
+        .await
+        .unwrap();
+    store
+        .acknowledge_epoch("a", "alice/D1", 4, now())
+        .await
+        .unwrap();
+    // bob joined at epoch 1 and acknowledged nothing: he counts as at epoch 0.
+    assert_eq!(
+        gauges(&store, 10).await,
+        [row("a", 4, 0, 1), row("b", 1, 0, 0)]
+    );
+    assert_eq!(gauges(&store, 1).await, [row("a", 4, 0, 1)]);
+    store
+        .acknowledge_epoch("a", "bob/B1", 3, now())
+        .await
+        .unwrap();
+    assert_eq!(gauges(&store, 10).await[0], row("a", 4, 3, 0));
+    // Removing the laggard lifts the group's lowest epoch.
+    store
+        .acknowledge_epoch("a", "bob/B1", 1, now())
+        .await
+        .unwrap();
+    let mut removal = commit("a", "a5", 4, &[]);
+    removal.removed = vec!["bob/B1".into()];
+    store.sequence_commit(&removal).await.unwrap();
+    assert_eq!(gauges(&store, 10).await[..1], [row("a", 5, 4, 0)]);
+    store
+        .rollback_group(&atlas_store::Rollback {
+            group_id: "a".into(),
+            target_epoch: 2,
+            from_epoch: 5,
+            members_at_target: vec!["alice/D1".into()],
+            rejoin: vec![],
+            now: now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        gauges(&store, 10).await,
+        [row("b", 1, 0, 0), row("a", 2, 2, 0)]
+    );
+}
+
 async fn group_commits_are_sequenced_first_wins(db: Db) {
     let store = db.open().await;
     let group = NewGroup {
@@ -1788,6 +1882,7 @@ on_both_backends!(
     signing_keys_rotate_with_overlap_and_revoke,
     key_packages_are_claimed_once_then_last_resort,
     group_commits_are_sequenced_first_wins,
+    mls_gauges_follow_commits_acks_and_rollbacks,
     decryption_reports_count_first_outcomes_and_recoveries,
     failures_count_up_to_the_caps,
     backups_keep_the_newest_ten,

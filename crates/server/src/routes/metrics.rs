@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition. The counters are this
-//! process's (see `telemetry`); MLS epoch gauges are read from the store at
-//! scrape time, so every server process reports the same truth.
+//! process's (see `telemetry`); MLS epoch gauges are kept in the store by the
+//! transactions that change a group (a scrape reads at most [`MAX_GROUPS`]
+//! rows by index), so every server process reports the same truth.
 //!
 //! Cardinality: one series per group and gauge, `group_id` the only label,
 //! for at most [`MAX_GROUPS`] groups, the most lagging first (a healthy group
