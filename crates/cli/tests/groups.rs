@@ -33,6 +33,7 @@ impl Member {
         let upload = json!({
             "key_packages": [b64::encode_std(member.mls.key_package(false).unwrap())],
             "last_resort": b64::encode_std(member.mls.key_package(true).unwrap()),
+            "signature_key_binding": member.binding(),
         });
         let (status, stock) = member.call("POST", "/mls/key-packages", Some(upload)).await;
         assert_eq!(status, 200, "{stock}");
@@ -46,6 +47,11 @@ impl Member {
         let body = json!({"group_id": name, "group_info": b64::encode_std(&info)});
         let (status, answer) = self.call("POST", "/groups", Some(body)).await;
         assert_eq!(status, 201, "{answer}");
+    }
+
+    /// This device's signature binding its MLS signature key to its certified key.
+    fn binding(&self) -> String {
+        self.http.account.sign(&self.mls.signature_key_statement())
     }
 
     fn id(&self) -> String {
@@ -493,7 +499,10 @@ async fn bad_handshakes_leave_the_group_untouched(h: Harness) {
         .call(
             "POST",
             "/mls/key-packages",
-            Some(json!({"key_packages": [b64::encode_std(bob.mls.key_package(false).unwrap())]})),
+            Some(json!({
+                "key_packages": [b64::encode_std(bob.mls.key_package(false).unwrap())],
+                "signature_key_binding": mallory.binding(),
+            })),
         )
         .await;
     assert_eq!(
@@ -501,13 +510,32 @@ async fn bad_handshakes_leave_the_group_untouched(h: Harness) {
         (400, Some("invalid_request")),
         "{b}"
     );
+    // Its own KeyPackage, but without a binding, or with bob's signature.
+    for binding in [Value::Null, json!(bob.binding())] {
+        let (s, b) = mallory
+            .call(
+                "POST",
+                "/mls/key-packages",
+                Some(json!({
+                    "key_packages": [b64::encode_std(mallory.mls.key_package(false).unwrap())],
+                    "signature_key_binding": binding,
+                })),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{b}"
+        );
+    }
     let (s, b) = mallory
         .call(
             "POST",
             "/mls/key-packages",
-            Some(
-                json!({"key_packages": [b64::encode_std(mallory.mls.key_package(true).unwrap())]}),
-            ),
+            Some(json!({
+                "key_packages": [b64::encode_std(mallory.mls.key_package(true).unwrap())],
+                "signature_key_binding": mallory.binding(),
+            })),
         )
         .await;
     assert_eq!(
@@ -1333,12 +1361,22 @@ async fn an_mls_rs_member_interoperates_through_the_service() {
         .unwrap()
         .mls_encode_to_vec()
         .unwrap();
+    let checked = atlas_crypto::mls::check_key_package(&kp).unwrap();
+    let ruth_binding = ruth_http
+        .account
+        .sign(&atlas_crypto::mls::signature_key_statement(
+            &checked.member,
+            &checked.signature_key,
+        ));
     let (status, stock) = ruth_http
         .call(
             &ruth_token,
             "POST",
             "/mls/key-packages",
-            Some(json!({"key_packages": [b64::encode_std(&kp)]})),
+            Some(json!({
+                "key_packages": [b64::encode_std(&kp)],
+                "signature_key_binding": ruth_binding,
+            })),
         )
         .await;
     assert_eq!(

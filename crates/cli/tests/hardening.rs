@@ -1030,3 +1030,48 @@ async fn idle_and_half_sent_connections_are_closed() {
     assert!(waited >= std::time::Duration::from_secs(2), "{waited:?}");
     server.stop().await;
 }
+
+/// Someone who writes the database replaces bob's KeyPackages with ones of
+/// their own making for bob's certified device (bob's device id in the
+/// credential, their own MLS signature key): alice's client refuses to add
+/// them, with or without a binding signature, and nothing is committed. Once
+/// bob publishes his own (bound) KeyPackages again, the add works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_key_package_is_not_added() {
+    use atlas_crypto::mls::{MlsDevice, signature_key_statement};
+    let h = Harness::sqlite().await;
+    let alice = support::client(&h, "alice").await;
+    let bob = support::client(&h, "bob").await;
+    alice.group_create("team").await.unwrap();
+    let (user, device) = (bob.user_id().clone(), bob.device_id().clone());
+    let forger = MlsDevice::new(&user, &device).unwrap();
+    let forged = forger.key_package(false).unwrap();
+    let checked = atlas_crypto::mls::check_key_package(&forged).unwrap();
+    let statement = signature_key_statement(&checked.member, &checked.signature_key);
+    let attacker = OlmAccount::new();
+    for binding in [
+        "NULL".to_owned(),
+        format!("'{}'", attacker.sign(&statement)),
+    ] {
+        h.sql("DELETE FROM mls_key_packages WHERE user_id = 'bob'")
+            .await;
+        let hex: String = forged.iter().map(|b| format!("{b:02x}")).collect();
+        h.sql(&format!(
+            "INSERT INTO mls_key_packages (user_id, device_id, key_package_ref, key_package, last_resort, status, created_at, binding) \
+             VALUES ('bob', '{device}', 'forged', X'{hex}', 0, 'active', '2026-01-01T00:00:00Z', {binding})"
+        ))
+        .await;
+        match alice.group_add("team", &user).await {
+            Err(atlas_client::ClientError::UntrustedKeys(what)) => {
+                assert!(what.contains("MLS KeyPackage"), "{what}")
+            }
+            other => panic!("a forged KeyPackage must be refused, got {other:?}"),
+        }
+        let view = alice.group_view("team").await.unwrap();
+        assert_eq!(view.current_epoch, 0, "nothing was committed");
+    }
+    h.sql("DELETE FROM mls_key_packages WHERE user_id = 'bob'")
+        .await;
+    bob.top_up_key_packages().await.unwrap();
+    alice.group_add("team", &user).await.unwrap();
+}

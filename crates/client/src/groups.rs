@@ -5,7 +5,7 @@ use crate::client::Client;
 use crate::error::ClientError;
 use atlas_crypto::mls::{CommitOut, Incoming, MlsDevice, MlsError};
 use atlas_proto::mls::*;
-use atlas_proto::{DeviceId, ErrorCode, UserId, b64};
+use atlas_proto::{DeviceId, ErrorCode, MemberRef, UserId, b64};
 use reqwest::Method;
 use serde::Serialize;
 
@@ -96,9 +96,14 @@ impl Client {
                 Ok((packages, last_resort))
             })
             .await?;
+        let statement = self
+            .with_mls(|mls| Ok(mls.signature_key_statement()))
+            .await?;
+        let binding = self.account.lock().await.sign(&statement);
         let upload = KeyPackageUpload {
             key_packages: packages,
             last_resort,
+            signature_key_binding: Some(binding),
         };
         self.transport
             .call(Method::POST, "/mls/key-packages", "", Some(&upload))
@@ -155,18 +160,53 @@ impl Client {
             .await?;
         let mut packages = Vec::new();
         for c in claimed.key_packages {
-            let text = c.key_package.ok_or_else(|| {
+            let text = c.key_package.as_deref().ok_or_else(|| {
                 ClientError::NoPrekeys(format!("{user}/{} (no KeyPackage)", c.device_id))
             })?;
-            packages.push(b64::decode_std_lenient(&text).map_err(|_| {
+            let bytes = b64::decode_std_lenient(text).map_err(|_| {
                 ClientError::State("server sent a KeyPackage that is not base64".into())
-            })?);
+            })?;
+            self.check_bound(user, &c, &bytes).await?;
+            packages.push(bytes);
         }
         if packages.is_empty() {
             return Err(ClientError::NoPrekeys(format!("{user} (no active device)")));
         }
         self.commit_with_retry(name, |mls| mls.add(name, &packages))
             .await
+    }
+
+    /// Refuses a KeyPackage unless it names the claimed device and its MLS
+    /// signature key carries that device's signature by its certified Ed25519
+    /// key: otherwise the server could add a member of its own making.
+    async fn check_bound(
+        &self,
+        user: &UserId,
+        claimed: &ClaimedKeyPackage,
+        bytes: &[u8],
+    ) -> Result<(), ClientError> {
+        let device = claimed.device_id.as_str();
+        let refuse = || ClientError::UntrustedKeys(format!("{user}/{device} (its MLS KeyPackage)"));
+        let checked = atlas_crypto::mls::check_key_package(bytes).map_err(|_| refuse())?;
+        let expected = MemberRef {
+            user_id: user.clone(),
+            device_id: Some(claimed.device_id.clone()),
+        };
+        let Some((ed25519, _)) = self.local.peer(user.as_str(), device).await? else {
+            return Err(refuse());
+        };
+        let binding = claimed
+            .signature_key_binding
+            .as_deref()
+            .ok_or_else(refuse)?;
+        let statement =
+            atlas_crypto::mls::signature_key_statement(&expected, &checked.signature_key);
+        if checked.member != expected
+            || atlas_crypto::device::verify(&ed25519, statement.as_bytes(), binding).is_err()
+        {
+            return Err(refuse());
+        }
+        Ok(())
     }
 
     /// Removes every device of `user` from the group.

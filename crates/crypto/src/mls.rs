@@ -92,6 +92,19 @@ pub struct CheckedKeyPackage {
     pub last_resort: bool,
     /// Hex SHA-256 of its bytes, its id in storage.
     pub reference: String,
+    /// The leaf's MLS signature key (what [`signature_key_statement`] binds).
+    pub signature_key: Vec<u8>,
+}
+
+/// What a device's certified Ed25519 key signs to vouch for its MLS signature
+/// key. The user's identity key certifies the Ed25519 key, so a KeyPackage whose
+/// signature key carries no such signature is not the device's: the server
+/// cannot publish one of its own making for a certified device.
+pub fn signature_key_statement(member: &MemberRef, signature_key: &[u8]) -> String {
+    format!(
+        "atlas-mls-signature-key.v1 {member} {}",
+        atlas_proto::b64::encode_std(signature_key)
+    )
 }
 
 /// Validates a KeyPackage (signature, lifetime, ciphersuite) before the server publishes it.
@@ -117,6 +130,7 @@ pub fn check_key_package(bytes: &[u8]) -> Result<CheckedKeyPackage, MlsError> {
         member: member_of(package.leaf_node().credential())?,
         last_resort: package.last_resort(),
         reference: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        signature_key: package.leaf_node().signature_key().as_slice().to_vec(),
     })
 }
 
@@ -236,6 +250,11 @@ impl MlsDevice {
     /// This device as a group member.
     pub fn member(&self) -> &MemberRef {
         &self.member
+    }
+
+    /// The statement this device's Ed25519 key signs to bind its MLS signature key.
+    pub fn signature_key_statement(&self) -> String {
+        signature_key_statement(&self.member, &self.signer.to_public_vec())
     }
 
     /// The whole state (signature key, KeyPackage secrets, groups) as bytes to store.

@@ -14,6 +14,10 @@ pub struct KeyPackageUpload {
     /// A last-resort KeyPackage (replaces the previous one).
     #[serde(default)]
     pub last_resort: Option<String>,
+    /// The device's Ed25519 signature (base64) of its MLS signature key
+    /// statement (`atlas_crypto::mls::signature_key_statement`); required.
+    #[serde(default)]
+    pub signature_key_binding: Option<String>,
 }
 
 /// A device's KeyPackage stock.
@@ -43,6 +47,9 @@ pub struct ClaimedKeyPackage {
     pub device_id: DeviceId,
     /// Its KeyPackage, or `None` if it published none.
     pub key_package: Option<String>,
+    /// The device's signature binding the KeyPackage's signature key to its certified key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_key_binding: Option<String>,
 }
 
 /// Answer to a claim.

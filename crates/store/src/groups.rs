@@ -14,6 +14,17 @@ pub struct NewKeyPackage {
     pub bytes: Vec<u8>,
     /// Handed out when the stock is empty, and then more than once.
     pub last_resort: bool,
+    /// The device's signature of the package's MLS signature key (see `atlas_crypto::mls`).
+    pub binding: Option<String>,
+}
+
+/// A claimed KeyPackage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedKeyPackageRecord {
+    /// TLS-serialized KeyPackage.
+    pub bytes: Vec<u8>,
+    /// The device's signature of its MLS signature key, if it gave one.
+    pub binding: Option<String>,
 }
 
 /// A device's KeyPackage stock.
@@ -209,7 +220,7 @@ pub trait GroupStore: Send + Sync {
         packages: &[NewKeyPackage],
         now: OffsetDateTime,
     ) -> StoreResult<KeyPackageCounts>;
-    /// A device's stock.
+    /// A device's stock (bound KeyPackages only: unbound ones are never counted).
     async fn key_package_counts(
         &self,
         user_id: &UserId,
@@ -222,7 +233,7 @@ pub trait GroupStore: Send + Sync {
         user_id: &UserId,
         devices: &[DeviceId],
         now: OffsetDateTime,
-    ) -> StoreResult<Vec<(DeviceId, Option<Vec<u8>>)>>;
+    ) -> StoreResult<Vec<(DeviceId, Option<ClaimedKeyPackageRecord>)>>;
 
     /// Creates a group at epoch 0 with its creator as the only member.
     async fn create_group(&self, group: &NewGroup) -> StoreResult<()>;

@@ -25,6 +25,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../migrations/0016_queue_depth.sql")),
     (17, include_str!("../migrations/0017_counted_reports.sql")),
     (18, include_str!("../migrations/0018_group_gauges.sql")),
+    (
+        19,
+        include_str!("../migrations/0019_key_package_binding.sql"),
+    ),
 ];
 
 /// The same migration with SQLite's types.

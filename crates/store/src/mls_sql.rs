@@ -8,8 +8,8 @@ macro_rules! impl_group_store {
                 use sqlx::Row;
                 let row = sqlx::query(
                     "SELECT \
-                       (SELECT COUNT(*) FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND last_resort = 0) AS n, \
-                       (SELECT COUNT(*) FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND last_resort = 1) AS lr",
+                       (SELECT COUNT(*) FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND last_resort = 0 AND binding IS NOT NULL) AS n, \
+                       (SELECT COUNT(*) FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND last_resort = 1 AND binding IS NOT NULL) AS lr",
                 )
                 .bind(user_id)
                 .bind(device_id)
@@ -120,6 +120,14 @@ macro_rules! impl_group_store {
             async fn upload_key_packages(&self, user_id: &atlas_proto::UserId, device_id: &atlas_proto::DeviceId, packages: &[$crate::NewKeyPackage], now: time::OffsetDateTime) -> $crate::StoreResult<$crate::KeyPackageCounts> {
                 let mut tx = self.writer.begin().await?;
                 Self::registered_device(&mut tx, user_id.as_str(), device_id.as_str()).await?;
+                if packages.iter().any(|p| p.binding.is_some()) {
+                    // Bound packages supersede those published before bindings existed.
+                    sqlx::query("UPDATE mls_key_packages SET status = 'replaced' WHERE user_id = $1 AND device_id = $2 AND status = 'active' AND binding IS NULL")
+                        .bind(user_id.as_str())
+                        .bind(device_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if packages.iter().any(|p| p.last_resort) {
                     sqlx::query("UPDATE mls_key_packages SET status = 'replaced' WHERE user_id = $1 AND device_id = $2 AND last_resort = 1 AND status = 'active'")
                         .bind(user_id.as_str())
@@ -129,8 +137,8 @@ macro_rules! impl_group_store {
                 }
                 for p in packages {
                     sqlx::query(
-                        "INSERT INTO mls_key_packages (user_id, device_id, key_package_ref, key_package, last_resort, status, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'active', $6) ON CONFLICT DO NOTHING",
+                        "INSERT INTO mls_key_packages (user_id, device_id, key_package_ref, key_package, last_resort, status, created_at, binding) \
+                         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7) ON CONFLICT DO NOTHING",
                     )
                     .bind(user_id.as_str())
                     .bind(device_id.as_str())
@@ -138,6 +146,7 @@ macro_rules! impl_group_store {
                     .bind(&p.bytes)
                     .bind(i64::from(p.last_resort))
                     .bind(now)
+                    .bind(p.binding.as_deref())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -151,7 +160,7 @@ macro_rules! impl_group_store {
                 Self::key_package_stock(&mut conn, user_id.as_str(), device_id.as_str()).await
             }
 
-            async fn claim_key_packages(&self, user_id: &atlas_proto::UserId, only: &[atlas_proto::DeviceId], now: time::OffsetDateTime) -> $crate::StoreResult<Vec<(atlas_proto::DeviceId, Option<Vec<u8>>)>> {
+            async fn claim_key_packages(&self, user_id: &atlas_proto::UserId, only: &[atlas_proto::DeviceId], now: time::OffsetDateTime) -> $crate::StoreResult<Vec<(atlas_proto::DeviceId, Option<$crate::ClaimedKeyPackageRecord>)>> {
                 let mut tx = self.writer.begin().await?;
                 let devices = Self::device_rows(&mut tx, user_id.as_str(), None).await?;
                 if devices.is_empty() && !Self::user_exists(&mut tx, user_id.as_str()).await? {
@@ -160,13 +169,13 @@ macro_rules! impl_group_store {
                 let mut out = Vec::new();
                 for device in devices.into_iter().filter(|d| d.status == "active" && (only.is_empty() || only.contains(&d.keys.device_id))) {
                     let did = device.keys.device_id.as_str();
-                    let ordinary: Option<Vec<u8>> = sqlx::query_scalar(concat!(
+                    let ordinary: Option<(Vec<u8>, Option<String>)> = sqlx::query_as(concat!(
                         "UPDATE mls_key_packages SET status = 'claimed', claimed_at = $1 \
                          WHERE user_id = $2 AND device_id = $3 AND status = 'active' AND last_resort = 0 AND key_package_ref = ( \
                            SELECT key_package_ref FROM mls_key_packages WHERE user_id = $2 AND device_id = $3 AND status = 'active' \
                            AND last_resort = 0 ORDER BY created_at, key_package_ref LIMIT 1",
                         $skip_locked,
-                        ") RETURNING key_package"
+                        ") RETURNING key_package, binding"
                     ))
                     .bind(now)
                     .bind(user_id.as_str())
@@ -175,8 +184,8 @@ macro_rules! impl_group_store {
                     .await?;
                     let package = match ordinary {
                         Some(p) => Some(p),
-                        None => sqlx::query_scalar(
-                            "SELECT key_package FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 \
+                        None => sqlx::query_as(
+                            "SELECT key_package, binding FROM mls_key_packages WHERE user_id = $1 AND device_id = $2 \
                              AND status = 'active' AND last_resort = 1 ORDER BY created_at DESC LIMIT 1",
                         )
                         .bind(user_id.as_str())
@@ -184,6 +193,7 @@ macro_rules! impl_group_store {
                         .fetch_optional(&mut *tx)
                         .await?,
                     };
+                    let package = package.map(|(bytes, binding)| $crate::ClaimedKeyPackageRecord { bytes, binding });
                     out.push((device.keys.device_id, package));
                 }
                 tx.commit().await?;

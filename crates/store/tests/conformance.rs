@@ -1109,6 +1109,7 @@ fn key_package(n: u8, last_resort: bool) -> NewKeyPackage {
         key_package_ref: format!("ref-{n}"),
         bytes: vec![n; 8],
         last_resort,
+        binding: Some(format!("binding-{n}")),
     }
 }
 
@@ -1156,7 +1157,12 @@ async fn key_packages_are_claimed_once_then_last_resort(db: Db) {
     for t in tasks {
         let got = t.await.unwrap();
         assert_eq!(got.len(), 1);
-        claimed.push(got[0].1.clone().unwrap()[0]);
+        let package = got[0].1.clone().unwrap();
+        assert_eq!(
+            package.binding,
+            Some(format!("binding-{}", package.bytes[0]))
+        );
+        claimed.push(package.bytes[0]);
     }
     claimed.sort();
     assert_eq!(claimed, [1, 2, 9, 9, 9, 9]);
@@ -1180,7 +1186,9 @@ async fn key_packages_are_claimed_once_then_last_resort(db: Db) {
             .claim_key_packages(&uid("alice"), &[], now())
             .await
             .unwrap()[0]
-            .1,
+            .1
+            .clone()
+            .map(|p| p.bytes),
         Some(vec![10; 8])
     );
     assert!(matches!(
@@ -1194,6 +1202,34 @@ async fn key_packages_are_claimed_once_then_last_resort(db: Db) {
             .await
             .unwrap(),
         vec![(did("B1"), None)]
+    );
+    // Packages from before bindings do not count, and bound ones replace them.
+    let unbound = NewKeyPackage {
+        binding: None,
+        ..key_package(20, false)
+    };
+    let counts = store
+        .upload_key_packages(&uid("bob"), &did("B1"), &[unbound], now())
+        .await
+        .unwrap();
+    assert_eq!(counts.available, 0);
+    store
+        .upload_key_packages(&uid("bob"), &did("B1"), &[key_package(21, false)], now())
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_key_packages(&uid("bob"), &[], now())
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].1.as_ref().map(|p| p.bytes[0]), Some(21));
+    let again = store
+        .claim_key_packages(&uid("bob"), &[], now())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![(did("B1"), None)],
+        "the unbound package was replaced"
     );
 }
 

@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::groups::{caller_member, decode};
 use crate::state::AppState;
-use atlas_crypto::mls::check_key_package;
+use atlas_crypto::mls::{check_key_package, signature_key_statement};
 use atlas_proto::mls::{
     ClaimedKeyPackage, KeyPackageClaim, KeyPackageClaimResponse, KeyPackageStock, KeyPackageUpload,
 };
@@ -22,8 +22,9 @@ fn stock(c: KeyPackageCounts) -> KeyPackageStock {
     }
 }
 
-/// `POST /mls/key-packages`: each must be valid, for the caller's device, and
-/// marked last resort exactly when given as `last_resort`.
+/// `POST /mls/key-packages`: each must be valid, for the caller's device,
+/// marked last resort exactly when given as `last_resort`, and carry the
+/// signature key the device's Ed25519 key signed in `signature_key_binding`.
 pub async fn upload(
     State(state): State<AppState>,
     LinkedDeviceAuth(auth): LinkedDeviceAuth,
@@ -35,6 +36,14 @@ pub async fn upload(
         )));
     }
     let me = caller_member(&auth);
+    let binding = req
+        .signature_key_binding
+        .ok_or_else(|| ApiError::invalid("signature_key_binding is required"))?;
+    let device = state
+        .store
+        .device(&auth.user_id, &auth.device_id)
+        .await?
+        .ok_or_else(|| ApiError::invalid("unknown device"))?;
     let given = req
         .key_packages
         .iter()
@@ -51,6 +60,13 @@ pub async fn upload(
                 checked.member
             )));
         }
+        let statement = signature_key_statement(&checked.member, &checked.signature_key);
+        atlas_crypto::device::verify(&device.keys.ed25519, statement.as_bytes(), &binding)
+            .map_err(|_| {
+                ApiError::invalid(
+                    "signature_key_binding is not this device's signature of the KeyPackage's signature key",
+                )
+            })?;
         if checked.last_resort != last_resort {
             return Err(ApiError::invalid(
                 "the last-resort extension must be set on last_resort and only there",
@@ -60,6 +76,7 @@ pub async fn upload(
             key_package_ref: checked.reference,
             bytes,
             last_resort,
+            binding: Some(binding.clone()),
         });
     }
     let counts = state
@@ -94,9 +111,16 @@ pub async fn claim(
     Ok(Json(KeyPackageClaimResponse {
         key_packages: claimed
             .into_iter()
-            .map(|(device_id, package)| ClaimedKeyPackage {
-                device_id,
-                key_package: package.map(atlas_proto::b64::encode_std),
+            .map(|(device_id, package)| {
+                let (key_package, signature_key_binding) = match package {
+                    Some(p) => (Some(atlas_proto::b64::encode_std(p.bytes)), p.binding),
+                    None => (None, None),
+                };
+                ClaimedKeyPackage {
+                    device_id,
+                    key_package,
+                    signature_key_binding,
+                }
             })
             .collect(),
     }))
