@@ -258,11 +258,8 @@ mod tests {
     }
 
     fn rfc9449() -> (Vec<Vector>, String) {
-        let path = format!(
-            "{}/../../../shared/test-vectors/rfc9449-dpop.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(include_str!("../test-vectors/rfc9449-dpop.json")).unwrap();
         let proofs = v["proofs"]
             .as_array()
             .unwrap()

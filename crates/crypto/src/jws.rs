@@ -237,11 +237,7 @@ mod tests {
     use super::*;
 
     fn jose() -> Value {
-        let path = format!(
-            "{}/../../../shared/test-vectors/rfc7638-rfc8037-jose.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        serde_json::from_str(include_str!("../test-vectors/rfc7638-rfc8037-jose.json")).unwrap()
     }
 
     #[test]
