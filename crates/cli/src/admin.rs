@@ -1,5 +1,6 @@
 //! Operator commands: `atlas admin token …` (on the server host, against its
 //! store) and `atlas dpop jti …` (against the admin API with a Bearer token).
+use crate::output::outln;
 use anyhow::Context;
 use atlas_client::operator::OperatorClient;
 use atlas_proto::api::JtiStatus;
@@ -193,12 +194,12 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 .unwrap_or_default();
             store.open().await?.create_operator_token(&record).await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "token_id": record.token_id, "token": token, "scopes": record.scopes, "label": record.label, "expires_at": expires_at })
                 );
             } else {
-                println!("{token}");
+                outln!("{token}");
                 eprintln!(
                     "token id {} with scopes {}, valid until {expires_at}; export ATLAS_ADMIN_TOKEN=<token> to use it",
                     record.token_id,
@@ -213,7 +214,7 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 .revoke_operator_token(&token_id, time::OffsetDateTime::now_utc())
                 .await?;
             anyhow::ensure!(revoked, "no active operator token with id {token_id}");
-            println!("revoked operator token {token_id}");
+            outln!("revoked operator token {token_id}");
         }
     }
     Ok(())
@@ -240,9 +241,9 @@ async fn revoke_device(
     let path = format!("/admin/devices/{}/{device}/revoke", member.user_id);
     let answer: serde_json::Value = server.client()?.call(reqwest::Method::POST, &path).await?;
     if server.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        println!("removed {named}");
+        outln!("removed {named}");
     }
     Ok(())
 }
@@ -259,9 +260,9 @@ pub async fn dpop(cmd: DpopCommand) -> anyhow::Result<()> {
         .call(method, &format!("/admin/dpop/jti/{}", percent_encode(&jti)))
         .await?;
     if server.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
     } else if let Some(cleared) = status.cleared {
-        println!(
+        outln!(
             "{}: {}",
             status.key,
             if cleared {
@@ -271,13 +272,13 @@ pub async fn dpop(cmd: DpopCommand) -> anyhow::Result<()> {
             }
         );
     } else if status.seen {
-        println!(
+        outln!(
             "{}: seen, remembered until {} (a proof with this jti is refused as a replay)",
             status.key,
             status.expires_at.unwrap_or_default()
         );
     } else {
-        println!("{}: not in the cache", status.key);
+        outln!("{}: not in the cache", status.key);
     }
     Ok(())
 }

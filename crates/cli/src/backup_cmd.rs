@@ -1,6 +1,7 @@
 //! `atlas keys backup` and `atlas keys restore` (the runbook's
 //! `restore-user-keys --user-id --date`): the device's key state, encrypted
 //! on this machine under a recovery passphrase.
+use crate::output::outln;
 use anyhow::{Context, bail};
 use atlas_client::Client;
 use atlas_proto::UserId;
@@ -61,9 +62,9 @@ pub async fn backup(
     eprintln!("deriving the backup key (Argon2id) and encrypting …");
     let info = client.backup_keys(&secret).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        outln!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        println!(
+        outln!(
             "{} (version {}, {} bytes) stored on {}; restore with: atlas keys restore --user-id {} --date {}",
             info.backup_id,
             info.version,
@@ -99,9 +100,9 @@ pub async fn restore(
     let received = client.sync().await?;
     if json {
         let out = serde_json::json!({ "restored": restored, "device_id": client.device_id(), "received": received });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        outln!(
             "restored {} (version {}, made {} on device {}): {} sessions; {} messages read",
             restored.backup.backup_id,
             restored.backup.version,
@@ -112,8 +113,8 @@ pub async fn restore(
         );
         for r in received {
             match (r.text, r.error) {
-                (Some(text), _) => println!("{}: {text}", r.sender_id),
-                (None, Some(error)) => println!("{}: <unable to decrypt: {error}>", r.sender_id),
+                (Some(text), _) => outln!("{}: {text}", r.sender_id),
+                (None, Some(error)) => outln!("{}: <unable to decrypt: {error}>", r.sender_id),
                 (None, None) => {}
             }
         }

@@ -1,4 +1,5 @@
 //! Client commands: `register`, `send`, `inbox`, `receipt`, `whoami`.
+use crate::output::outln;
 use anyhow::Context;
 use atlas_client::{Client, Received};
 use atlas_proto::UserId;
@@ -68,19 +69,19 @@ pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<
     .await?;
     let certified = !linked || client.finish_link().await?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server(), "certified": certified })
         );
     } else {
-        println!(
+        outln!(
             "registered {}/{} on {}",
             client.user_id(),
             client.device_id(),
             client.server()
         );
         if !certified {
-            println!(
+            outln!(
                 "waiting for certification: run any command on the device that made the link code \
                  (e.g. atlas --profile OLD devices); this device finishes on its next command"
             );
@@ -103,17 +104,20 @@ pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
     if args.json {
         let mut value = serde_json::to_value(&sent)?;
         value["untrusted_devices"] = serde_json::to_value(&untrusted)?;
-        println!("{}", serde_json::to_string(&value)?);
+        outln!("{}", serde_json::to_string(&value)?);
     } else {
-        println!(
+        outln!(
             "sent {} to {} device(s) of {}",
             sent.message_id,
             sent.deliveries.len(),
             args.user_id
         );
-        println!(
+        outln!(
             "receipt {} signed by {}, valid until {} (atlas receipt {})",
-            sent.receipt.receipt_id, sent.receipt.kid, sent.receipt.expires_at, sent.message_id
+            sent.receipt.receipt_id,
+            sent.receipt.kid,
+            sent.receipt.expires_at,
+            sent.message_id
         );
     }
     Ok(())
@@ -141,7 +145,7 @@ pub async fn receipt(profile_dir: &Path, args: ReceiptArgs) -> anyhow::Result<()
         client.receipts(&args.message_id).await?
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     for r in &answer.receipts {
@@ -150,7 +154,7 @@ pub async fn receipt(profile_dir: &Path, args: ReceiptArgs) -> anyhow::Result<()
             .as_ref()
             .map(|d| format!(" by {d}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{} {}{device}: receipt {} kid {} issued {} valid until {}",
             answer.message_id,
             r.receipt_type.as_str(),
@@ -159,18 +163,21 @@ pub async fn receipt(profile_dir: &Path, args: ReceiptArgs) -> anyhow::Result<()
             r.issued_at,
             r.expires_at
         );
-        println!("{}", r.base64);
+        outln!("{}", r.base64);
     }
     Ok(())
 }
 
 fn print_line(m: &Received) {
     match (&m.text, &m.error) {
-        (Some(text), _) => println!(
+        (Some(text), _) => outln!(
             "[{}] {}/{}: {}",
-            m.created_at, m.sender_id, m.sender_device_id, text
+            m.created_at,
+            m.sender_id,
+            m.sender_device_id,
+            text
         ),
-        (None, error) => println!(
+        (None, error) => outln!(
             "[{}] {}/{}: Unable to decrypt message {} ({})",
             m.created_at,
             m.sender_id,
@@ -195,18 +202,18 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
         for m in &in_groups {
             all.push(serde_json::to_value(m)?);
         }
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         for m in &received {
             if args.json {
-                println!("{}", serde_json::to_string(m)?);
+                outln!("{}", serde_json::to_string(m)?);
             } else {
                 print_line(m);
             }
         }
         for m in &in_groups {
             if args.json {
-                println!("{}", serde_json::to_string(m)?);
+                outln!("{}", serde_json::to_string(m)?);
             } else {
                 crate::group_cmd::print_group_line(m);
             }
@@ -223,14 +230,14 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
             };
             let print = |m: Received| {
                 if json {
-                    println!("{}", serde_json::to_string(&m).unwrap_or_default());
+                    outln!("{}", serde_json::to_string(&m).unwrap_or_default());
                 } else {
                     print_line(&m);
                 }
             };
             let print_group = |m: atlas_client::GroupReceived| {
                 if json {
-                    println!("{}", serde_json::to_string(&m).unwrap_or_default());
+                    outln!("{}", serde_json::to_string(&m).unwrap_or_default());
                 } else {
                     crate::group_cmd::print_group_line(&m);
                 }
@@ -242,7 +249,7 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
             }
         }
     } else if received.is_empty() && in_groups.is_empty() && !args.json {
-        println!("no new messages");
+        outln!("no new messages");
     }
     for (user, pin) in client.identity_changes().await? {
         eprintln!(
@@ -257,7 +264,7 @@ pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
 /// `atlas whoami`.
 pub async fn whoami(profile_dir: &Path) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
-    println!(
+    outln!(
         "{}",
         serde_json::json!({ "user_id": client.user_id(), "device_id": client.device_id(), "server": client.server() })
     );

@@ -2,6 +2,7 @@
 //! decision tree on its data; this prints each step with its evidence, the
 //! cause and the recovery, and with `--apply` starts the recommended one.
 use crate::admin::{ServerArgs, percent_encode};
+use crate::output::outln;
 use atlas_client::operator::OperatorClient;
 use atlas_proto::diagnose::{Diagnosis, RecoveryAction};
 use reqwest::Method;
@@ -46,15 +47,15 @@ pub async fn diagnose(cmd: DiagnoseCommand) -> anyhow::Result<()> {
     };
     if target.server.json {
         let out = serde_json::json!({ "diagnosis": diagnosis, "applied": applied });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     print(&diagnosis);
     for line in &applied {
-        println!("applied: {line}");
+        outln!("applied: {line}");
     }
     if target.apply && applied.is_empty() && !diagnosis.recovery.is_empty() {
-        println!(
+        outln!(
             "applied: nothing — the recommended recovery needs the user's device; run the commands above"
         );
     }
@@ -62,21 +63,21 @@ pub async fn diagnose(cmd: DiagnoseCommand) -> anyhow::Result<()> {
 }
 
 fn print(d: &Diagnosis) {
-    println!("Diagnosis of {}", d.subject);
+    outln!("Diagnosis of {}", d.subject);
     for (i, s) in d.steps.iter().enumerate() {
         let mark = match s.finding.as_str() {
             "ok" => "ok",
             "problem" => "!!",
             _ => "--",
         };
-        println!("{:>2}. [{mark}] {}\n       {}", i + 1, s.check, s.evidence);
+        outln!("{:>2}. [{mark}] {}\n       {}", i + 1, s.check, s.evidence);
     }
-    println!("Cause: {} ({})", d.cause.summary, d.cause.code);
+    outln!("Cause: {} ({})", d.cause.summary, d.cause.code);
     for (i, r) in d.recovery.iter().enumerate() {
         let label = if i == 0 { "Recovery" } else { "Otherwise" };
-        println!("{label}: {}", r.summary);
+        outln!("{label}: {}", r.summary);
         for c in &r.commands {
-            println!("  {c}");
+            outln!("  {c}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `atlas group …`: MLS groups from a client profile.
 use crate::client_cmd::open;
+use crate::output::outln;
 use atlas_client::GroupReceived;
 use atlas_proto::UserId;
 use std::path::Path;
@@ -51,12 +52,15 @@ pub enum GroupCommand {
 /// Prints one group log entry as `inbox` shows it.
 pub fn print_group_line(m: &GroupReceived) {
     match (&m.text, &m.event, &m.error) {
-        (Some(text), _, _) => println!("[{}] #{} {}: {}", m.created_at, m.group, m.sender, text),
-        (None, Some(event), _) => println!(
+        (Some(text), _, _) => outln!("[{}] #{} {}: {}", m.created_at, m.group, m.sender, text),
+        (None, Some(event), _) => outln!(
             "[{}] #{} {} committed: {}",
-            m.created_at, m.group, m.sender, event
+            m.created_at,
+            m.group,
+            m.sender,
+            event
         ),
-        (None, None, error) => println!(
+        (None, None, error) => outln!(
             "[{}] #{} {}: Unable to decrypt message (seq {}, {})",
             m.created_at,
             m.group,
@@ -73,36 +77,39 @@ pub async fn group(profile_dir: &Path, cmd: GroupCommand) -> anyhow::Result<()> 
     match cmd {
         GroupCommand::Create { name } => {
             let view = client.group_create(&name).await?;
-            println!(
+            outln!(
                 "created group {} (epoch {})",
-                view.group_id, view.current_epoch
+                view.group_id,
+                view.current_epoch
             );
         }
         GroupCommand::Add { group, user_id } => {
             let done = client.group_add(&group, &user_id).await?;
-            println!("added {user_id} to {group} (epoch {})", done.epoch);
+            outln!("added {user_id} to {group} (epoch {})", done.epoch);
         }
         GroupCommand::Remove { group, user_id } => {
             let done = client.group_remove(&group, &user_id).await?;
-            println!("removed {user_id} from {group} (epoch {})", done.epoch);
+            outln!("removed {user_id} from {group} (epoch {})", done.epoch);
         }
         GroupCommand::Send { group, text } => {
             let sent = client.group_send(&group, &text).await?;
-            println!("sent to {group} (seq {}, epoch {})", sent.seq, sent.epoch);
+            outln!("sent to {group} (seq {}, epoch {})", sent.seq, sent.epoch);
         }
         GroupCommand::Update { group } => {
             let done = client.group_update(&group).await?;
-            println!("updated this device in {group} (epoch {})", done.epoch);
+            outln!("updated this device in {group} (epoch {})", done.epoch);
         }
         GroupCommand::Members { group, json } => {
             client.group_sync(&group).await?;
             let view = client.group_view(&group).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                println!(
+                outln!(
                     "{} at epoch {} (since {})",
-                    view.group_id, view.current_epoch, view.last_epoch_change
+                    view.group_id,
+                    view.current_epoch,
+                    view.last_epoch_change
                 );
                 for m in &view.members {
                     let lag = view.current_epoch.saturating_sub(m.epoch);
@@ -111,7 +118,7 @@ pub async fn group(profile_dir: &Path, cmd: GroupCommand) -> anyhow::Result<()> 
                         ("active", n) => format!("  ({n} behind)"),
                         (status, _) => format!("  ({status})"),
                     };
-                    println!("  {:<40} epoch {}{note}", m.member_id, m.epoch);
+                    outln!("  {:<40} epoch {}{note}", m.member_id, m.epoch);
                 }
             }
         }

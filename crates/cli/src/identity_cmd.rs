@@ -2,6 +2,7 @@
 //! `atlas verify`. A user's identity key certifies each of its devices; contacts
 //! pin it on first use and compare safety numbers out of band.
 use crate::client_cmd::open;
+use crate::output::outln;
 use atlas_client::Client;
 use atlas_crypto::identity::verify_certificate;
 use atlas_proto::{DeviceId, UserId};
@@ -61,18 +62,18 @@ pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()
     if args.json {
         let mut value = serde_json::to_value(&list)?;
         value["identity"] = serde_json::to_value(&pin)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     let listed = list.identity_key.as_deref().unwrap_or("");
     match &pin {
-        Some(p) if p.identity_key != listed => println!(
+        Some(p) if p.identity_key != listed => outln!(
             "!! {user}'s identity key CHANGED: pinned {}, the server now lists {listed}. \
              Nothing is encrypted to the new one until you compare safety numbers \
              (atlas verify {user}) and accept it (atlas verify {user} --confirm).",
             p.identity_key
         ),
-        Some(p) => println!(
+        Some(p) => outln!(
             "identity key {listed} ({})",
             if p.verified {
                 "verified"
@@ -80,11 +81,15 @@ pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()
                 "pinned on first use, not verified: atlas verify"
             }
         ),
-        None => println!("identity key {listed} (not pinned yet)"),
+        None => outln!("identity key {listed} (not pinned yet)"),
     }
-    println!(
+    outln!(
         "{:<14} {:<8} {:<13} {:>9} {:<8} REGISTERED",
-        "DEVICE", "STATUS", "CERTIFIED", "ONE-TIME", "FALLBACK"
+        "DEVICE",
+        "STATUS",
+        "CERTIFIED",
+        "ONE-TIME",
+        "FALLBACK"
     );
     let trusted_key = pin.as_ref().map_or(listed, |p| p.identity_key.as_str());
     for d in list.devices {
@@ -94,7 +99,7 @@ pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()
             None if d.status == "pending" => "pending",
             None => "NO",
         };
-        println!(
+        outln!(
             "{:<14} {:<8} {:<13} {:>9} {:<8} {}",
             d.keys.device_id,
             d.status,
@@ -113,7 +118,7 @@ pub async fn device(profile_dir: &Path, cmd: DeviceCommand) -> anyhow::Result<()
     match cmd {
         DeviceCommand::LinkCode => {
             let (code, expires_at) = client.create_link_code().await?;
-            println!("{code}");
+            outln!("{code}");
             eprintln!(
                 "valid until {expires_at}. On the new device: atlas --profile NEW register {} --server {} --link-code <code>; \
                  then run any command here (e.g. atlas devices) to certify it",
@@ -124,7 +129,7 @@ pub async fn device(profile_dir: &Path, cmd: DeviceCommand) -> anyhow::Result<()
         DeviceCommand::Approve => approve(&client).await?,
         DeviceCommand::Remove { device_id } => {
             client.remove_device(&device_id).await?;
-            println!("removed {}/{device_id}", client.user_id());
+            outln!("removed {}/{device_id}", client.user_id());
         }
     }
     Ok(())
@@ -133,10 +138,10 @@ pub async fn device(profile_dir: &Path, cmd: DeviceCommand) -> anyhow::Result<()
 async fn approve(client: &Client) -> anyhow::Result<()> {
     let certified = client.approve_linked_devices().await?;
     if certified.is_empty() {
-        println!("no linked device is waiting for this device's certificate");
+        outln!("no linked device is waiting for this device's certificate");
     }
     for d in certified {
-        println!("certified {}/{d}", client.user_id());
+        outln!("certified {}/{d}", client.user_id());
     }
     Ok(())
 }
@@ -150,23 +155,25 @@ pub async fn verify(profile_dir: &Path, args: VerifyArgs) -> anyhow::Result<()> 
         client.safety_number(&args.user_id).await?
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&number)?);
+        outln!("{}", serde_json::to_string_pretty(&number)?);
         return Ok(());
     }
-    println!("safety number with {}:", number.user_id);
-    println!("  {}", number.number);
+    outln!("safety number with {}:", number.user_id);
+    outln!("  {}", number.number);
     if number.changed {
-        println!(
+        outln!(
             "!! {}'s identity key changed since it was pinned: compare the number above in person \
              or on a call, then run atlas verify {} --confirm",
-            number.user_id, number.user_id
+            number.user_id,
+            number.user_id
         );
     } else if number.verified {
-        println!("verified");
+        outln!("verified");
     } else if !args.confirm {
-        println!(
+        outln!(
             "compare it with {} out of band, then run atlas verify {} --confirm",
-            number.user_id, number.user_id
+            number.user_id,
+            number.user_id
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! `atlas keys …`: this device's key backups, and the server's receipt-signing
 //! and access-token keys (admin API, operator token).
 use crate::admin::{ServerArgs, percent_encode};
+use crate::output::outln;
 use atlas_proto::receipt::{RotateSigningRequest, SigningKeysResponse, TokenKeyRotated};
 use reqwest::Method;
 
@@ -109,9 +110,9 @@ pub async fn keys(profile_dir: &std::path::Path, cmd: KeysCommand) -> anyhow::Re
                 .call(Method::POST, "/admin/token-key/rotate")
                 .await?;
             if server.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                outln!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
-                println!(
+                outln!(
                     "access-token key rotated at {}: {} replaces {}; every outstanding token is dead \
                      ({} refresh tokens revoked); devices re-authenticate with their device keys",
                     answer.rotated_at,
@@ -146,7 +147,7 @@ pub async fn keys(profile_dir: &std::path::Path, cmd: KeysCommand) -> anyhow::Re
         }
     };
     if server.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     for k in &answer.keys {
@@ -155,7 +156,7 @@ pub async fn keys(profile_dir: &std::path::Path, cmd: KeysCommand) -> anyhow::Re
             ("revoked", _, Some(at)) => format!(", revoked {at}"),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "{} {:<8} {} created {}{until}{}",
             k.kid,
             k.status,

@@ -9,6 +9,7 @@ mod group_cmd;
 mod identity_cmd;
 mod keys_cmd;
 mod mls_cmd;
+mod output;
 mod serve;
 mod verify;
 

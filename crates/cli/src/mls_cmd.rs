@@ -2,6 +2,7 @@
 //! with scope `mls`): inspect a group, ask a stuck member to catch up and
 //! self-update, or to rejoin by external commit.
 use crate::admin::{ServerArgs, percent_encode};
+use crate::output::outln;
 use atlas_proto::mls::{AdminGroupView, MemberActionView};
 use reqwest::Method;
 use std::time::{Duration, Instant};
@@ -55,9 +56,11 @@ pub struct Target {
 
 fn print_view(view: &AdminGroupView) {
     let g = &view.group;
-    println!(
+    outln!(
         "{} at epoch {} (since {})",
-        g.group_id, g.current_epoch, g.last_epoch_change
+        g.group_id,
+        g.current_epoch,
+        g.last_epoch_change
     );
     for m in &g.members {
         let lag = g.current_epoch.saturating_sub(m.epoch);
@@ -66,16 +69,19 @@ fn print_view(view: &AdminGroupView) {
             ("active", n) => format!("  <- {n} epoch(s) behind"),
             (status, _) => format!("  ({status})"),
         };
-        println!("  {:<40} epoch {}{note}", m.member_id, m.epoch);
+        outln!("  {:<40} epoch {}{note}", m.member_id, m.epoch);
     }
     for a in view.actions.iter().take(5) {
         let state = match (&a.done_at, &a.outcome) {
             (Some(at), Some(outcome)) => format!("done {at}: {outcome}"),
             _ => "pending (the device acts on its next sync)".into(),
         };
-        println!(
+        outln!(
             "  step {} {} for {} requested {}: {state}",
-            a.action_id, a.action, a.member_id, a.requested_at
+            a.action_id,
+            a.action,
+            a.member_id,
+            a.requested_at
         );
     }
 }
@@ -87,7 +93,7 @@ pub async fn mls(cmd: MlsCommand) -> anyhow::Result<()> {
             let path = format!("/admin/groups/{}", percent_encode(&group_id));
             let view: AdminGroupView = server.client()?.call(Method::GET, &path).await?;
             if server.json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 print_view(&view);
             }
@@ -115,16 +121,19 @@ pub async fn mls(cmd: MlsCommand) -> anyhow::Result<()> {
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("the server recorded no step"))?;
     if !target.server.json {
-        println!(
+        outln!(
             "requested {} for {} in {} (step {})",
-            step.action, step.member_id, step.group_id, step.action_id
+            step.action,
+            step.member_id,
+            step.group_id,
+            step.action_id
         );
     }
     if target.wait == 0 {
         if target.server.json {
-            println!("{}", serde_json::to_string_pretty(&view)?);
+            outln!("{}", serde_json::to_string_pretty(&view)?);
         } else {
-            println!(
+            outln!(
                 "the device acts on its next sync; follow with: atlas mls show --group-id {}",
                 target.group_id
             );
@@ -142,7 +151,7 @@ pub async fn mls(cmd: MlsCommand) -> anyhow::Result<()> {
             .and_then(|a| a.outcome.clone());
         if let Some(outcome) = done {
             if target.server.json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 print_view(&view);
             }
@@ -196,9 +205,9 @@ async fn rollback(
     let path = format!("/admin/groups/{}/rollback", percent_encode(group_id));
     let view: AdminGroupView = client.call_with(Method::POST, &path, Some(&body)).await?;
     if server.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        println!(
+        outln!(
             "rolled {group_id} back from epoch {current} to {target}; members rejoin on their next sync"
         );
         print_view(&view);

@@ -1,4 +1,5 @@
 //! Verification tools for operators and users: `atlas verify-dpop` and `atlas verify-receipt`.
+use crate::output::outln;
 use anyhow::Context;
 use atlas_crypto::checks::Check;
 use atlas_crypto::dpop::IatWindow;
@@ -43,7 +44,7 @@ fn print_checks(checks: &[Check]) {
             Some(false) => "FAIL",
             None => "SKIP",
         };
-        println!("{mark} {:<14} {}", c.name, c.detail);
+        outln!("{mark} {:<14} {}", c.name, c.detail);
     }
 }
 
@@ -109,7 +110,7 @@ pub async fn verify_receipt_cmd(args: VerifyReceiptArgs) -> anyhow::Result<()> {
         Ok(source) => {
             let jwks = load_jwks(&source).await?;
             if !args.json {
-                println!("jwks:   {source}");
+                outln!("jwks:   {source}");
             }
             verify_receipt(&receipt, &jwks, now.unix_timestamp())
         }
@@ -121,20 +122,20 @@ pub async fn verify_receipt_cmd(args: VerifyReceiptArgs) -> anyhow::Result<()> {
         ),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if let Some(kid) = &report.kid {
-            println!("kid:    {kid}");
+            outln!("kid:    {kid}");
         }
         if let Some(claims) = &report.claims {
-            println!("claims: {}", serde_json::to_string(claims)?);
+            outln!("claims: {}", serde_json::to_string(claims)?);
         }
         print_checks(&report.checks);
     }
     match report.failure() {
         None => {
             if !args.json {
-                println!("result: the receipt is valid");
+                outln!("result: the receipt is valid");
             }
             Ok(())
         }
@@ -162,23 +163,23 @@ pub fn verify_dpop(args: VerifyDpopArgs) -> anyhow::Result<()> {
         },
     );
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if let Some(header) = &report.header {
-            println!("header: {header}");
+            outln!("header: {header}");
         }
         if let Some(claims) = &report.claims {
-            println!("claims: {claims}");
+            outln!("claims: {claims}");
         }
         if let Some(jkt) = &report.jkt {
-            println!("jkt:    {jkt}");
+            outln!("jkt:    {jkt}");
         }
         print_checks(&report.checks);
     }
     let failed = atlas_crypto::checks::failed(&report.checks);
     if failed.is_empty() {
         if !args.json {
-            println!("result: the proof is valid for what was checked");
+            outln!("result: the proof is valid for what was checked");
         }
         Ok(())
     } else {

@@ -562,3 +562,25 @@ async fn an_acknowledged_send_survives_kill_9() {
     assert_eq!(stored, sent, "every acknowledged send is there, in order");
     stop(&mut server);
 }
+
+/// `atlas … --json | grep -q …` closes the pipe before atlas writes: the CLI
+/// ends quietly with status 0 instead of panicking on the broken pipe.
+#[test]
+fn a_closed_output_pipe_ends_the_cli_quietly() {
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../crypto/test-vectors/rfc9449-dpop.json"
+    ))
+    .unwrap();
+    let proof = vectors["proofs"][0]["proof"].as_str().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args(["verify-dpop", "--json", "--proof", proof])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
