@@ -1,6 +1,7 @@
 //! Storage of decryption outcome reports and the figures `/health/e2ee` and
 //! `atlas diagnose` read from them.
 use crate::StoreResult;
+use crate::db::{HasDb, Tx, read, run};
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
 
@@ -146,6 +147,328 @@ pub(crate) fn capped_latency(
 ) -> u64 {
     let age = u64::try_from((now - created_at).whole_milliseconds()).unwrap_or(0);
     reported.map_or(age, |ms| ms.min(age))
+}
+
+/// A `decryption_reports` row as stored (latency signed).
+#[derive(sqlx::FromRow)]
+struct ReportRow {
+    group_id: String,
+    message_id: String,
+    user_id: String,
+    device_id: String,
+    sender_id: String,
+    sender_device_id: String,
+    status: String,
+    code: Option<String>,
+    first_code: Option<String>,
+    latency_ms: Option<i64>,
+    first_reported_at: OffsetDateTime,
+    reported_at: OffsetDateTime,
+}
+
+impl From<ReportRow> for ReportRecord {
+    fn from(r: ReportRow) -> Self {
+        Self {
+            group_id: r.group_id,
+            message_id: r.message_id,
+            user_id: r.user_id,
+            device_id: r.device_id,
+            sender_id: r.sender_id,
+            sender_device_id: r.sender_device_id,
+            status: r.status,
+            code: r.code,
+            first_code: r.first_code,
+            latency_ms: r.latency_ms.map(|v| v.max(0) as u64),
+            first_reported_at: r.first_reported_at,
+            reported_at: r.reported_at,
+        }
+    }
+}
+
+/// Sender (user, device) and acceptance time of a message the device received, if it did.
+async fn received_message(
+    tx: &mut Tx,
+    user_id: &str,
+    device_id: &str,
+    report: &NewReport,
+) -> StoreResult<Option<(String, String, OffsetDateTime)>> {
+    let Some(group_id) = &report.group_id else {
+        return Ok(run!(
+            tx,
+            sqlx::query_as(
+                "SELECT sender_id, sender_device_id, created_at FROM messages \
+                 WHERE message_id = $1 AND recipient_id = $2 AND recipient_device_id = $3",
+            )
+            .bind(&report.message_id)
+            .bind(user_id)
+            .bind(device_id),
+            fetch_optional
+        )?);
+    };
+    let Ok(seq) = report.message_id.parse::<i64>() else {
+        return Ok(None);
+    };
+    let member = format!("{user_id}/{device_id}");
+    let row: Option<(String, OffsetDateTime)> = run!(
+        tx,
+        sqlx::query_as(
+            "SELECT m.sender_id, m.created_at FROM mls_messages m \
+             JOIN mls_group_members g ON g.group_id = m.group_id AND g.member_id = $3 \
+             WHERE m.group_id = $1 AND m.seq = $2 AND m.kind = 'application' AND m.sender_id <> $3",
+        )
+        .bind(group_id)
+        .bind(seq)
+        .bind(&member),
+        fetch_optional
+    )?;
+    Ok(row.map(|(sender, at)| {
+        let (user, device) = sender.split_once('/').unwrap_or((sender.as_str(), ""));
+        (user.to_owned(), device.to_owned(), at)
+    }))
+}
+
+/// Whether one more failure from `user` about a message from `sender` still counts.
+async fn under_failure_caps(
+    tx: &mut Tx,
+    user: &str,
+    sender: &str,
+    caps: FailureCaps,
+) -> StoreResult<bool> {
+    let (by_reporter, by_sender): (i64, i64) = run!(
+        tx,
+        sqlx::query_as(
+            "SELECT \
+               (SELECT COUNT(*) FROM decryption_reports WHERE user_id = $1 AND counted = 1 \
+                  AND first_code IS NOT NULL AND reported_ms >= $3), \
+               (SELECT COUNT(*) FROM decryption_reports WHERE sender_id = $2 AND counted = 1 \
+                  AND first_code IS NOT NULL AND reported_ms >= $3)",
+        )
+        .bind(user)
+        .bind(sender)
+        .bind(unix_ms(caps.since)),
+        fetch_one
+    )?;
+    Ok((by_reporter.max(0) as u64) < caps.per_reporter
+        && (by_sender.max(0) as u64) < caps.per_sender)
+}
+
+/// Records one report whose message the device received; what it changed.
+async fn record_one(
+    tx: &mut Tx,
+    (user, device): (&str, &str),
+    report: &NewReport,
+    (sender, sender_device, created_at): (String, String, OffsetDateTime),
+    caps: FailureCaps,
+    now: OffsetDateTime,
+) -> StoreResult<ReportChange> {
+    let group = report.group_id.as_deref().unwrap_or("");
+    let previous_sql = format!(
+        "SELECT status FROM decryption_reports \
+         WHERE group_id = $1 AND message_id = $2 AND user_id = $3 AND device_id = $4{}",
+        tx.dialect().for_update()
+    );
+    let previous: Option<(String,)> = run!(
+        tx,
+        sqlx::query_as(sqlx::AssertSqlSafe(previous_sql.as_str()))
+            .bind(group)
+            .bind(&report.message_id)
+            .bind(user)
+            .bind(device),
+        fetch_optional
+    )?;
+    let latency = report.success.then(|| {
+        i64::try_from(capped_latency(report.latency_ms, created_at, now)).unwrap_or(i64::MAX)
+    });
+    let now_ms = unix_ms(now);
+    Ok(
+        match (previous.as_ref().map(|p| p.0.as_str()), report.success) {
+            (None, success) => {
+                let counted = success || under_failure_caps(tx, user, &sender, caps).await?;
+                run!(
+                    tx,
+                    sqlx::query(
+                        "INSERT INTO decryption_reports (group_id, message_id, user_id, device_id, \
+                       sender_id, sender_device_id, status, code, first_code, latency_ms, \
+                       first_reported_at, reported_at, reported_ms, counted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $10, $11, $12)",
+                    )
+                    .bind(group)
+                    .bind(&report.message_id)
+                    .bind(user)
+                    .bind(device)
+                    .bind(&sender)
+                    .bind(&sender_device)
+                    .bind(if success { "success" } else { "failure" })
+                    .bind(report.code.as_deref())
+                    .bind(latency)
+                    .bind(now)
+                    .bind(now_ms)
+                    .bind(i64::from(counted)),
+                    execute
+                )?;
+                match (success, counted) {
+                    (true, _) => ReportChange::Succeeded,
+                    (false, true) => ReportChange::Failed,
+                    (false, false) => ReportChange::FailedUncounted,
+                }
+            }
+            (Some("failure"), true) => {
+                run!(
+                    tx,
+                    sqlx::query(
+                        "UPDATE decryption_reports \
+                     SET status = 'recovered', latency_ms = $5, reported_at = $6, reported_ms = $7 \
+                     WHERE group_id = $1 AND message_id = $2 AND user_id = $3 AND device_id = $4",
+                    )
+                    .bind(group)
+                    .bind(&report.message_id)
+                    .bind(user)
+                    .bind(device)
+                    .bind(latency)
+                    .bind(now)
+                    .bind(now_ms),
+                    execute
+                )?;
+                ReportChange::Recovered
+            }
+            (Some("failure"), false) => {
+                run!(
+                    tx,
+                    sqlx::query(
+                        "UPDATE decryption_reports SET code = $5 \
+                     WHERE group_id = $1 AND message_id = $2 AND user_id = $3 AND device_id = $4",
+                    )
+                    .bind(group)
+                    .bind(&report.message_id)
+                    .bind(user)
+                    .bind(device)
+                    .bind(report.code.as_deref()),
+                    execute
+                )?;
+                ReportChange::Unchanged
+            }
+            _ => ReportChange::Unchanged,
+        },
+    )
+}
+
+#[async_trait::async_trait]
+impl<T: HasDb> ReportStore for T {
+    async fn record_reports(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        reports: &[NewReport],
+        caps: FailureCaps,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<ReportChange>> {
+        let reporter = (user_id.as_str(), device_id.as_str());
+        let mut tx = self.db().begin().await?;
+        // Rows are locked in one canonical order, whatever order the request listed them in.
+        let mut order: Vec<usize> = (0..reports.len()).collect();
+        order.sort_by(|&a, &b| {
+            let key = |r: &NewReport| (r.group_id.clone(), r.message_id.clone());
+            key(&reports[a]).cmp(&key(&reports[b]))
+        });
+        let mut changes = vec![ReportChange::Unchanged; reports.len()];
+        for i in order {
+            let report = &reports[i];
+            changes[i] = match received_message(&mut tx, reporter.0, reporter.1, report).await? {
+                None => ReportChange::UnknownMessage,
+                Some(message) => record_one(&mut tx, reporter, report, message, caps, now).await?,
+            };
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    async fn outcome_counts(&self, since: OffsetDateTime) -> StoreResult<OutcomeCounts> {
+        let since_ms = unix_ms(since);
+        let rows: Vec<(String, Option<String>, i64, i64, i64, i64)> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT status, code, counted, COUNT(*), \
+                   CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT), COUNT(latency_ms) \
+                 FROM decryption_reports WHERE reported_ms >= $1 \
+                 GROUP BY status, code, counted ORDER BY status, code",
+            )
+            .bind(since_ms),
+            fetch_all
+        )?;
+        let (reporters, senders): (i64, i64) = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT COUNT(DISTINCT user_id), COUNT(DISTINCT sender_id) FROM decryption_reports \
+                 WHERE reported_ms >= $1 AND status = 'failure' AND counted = 1",
+            )
+            .bind(since_ms),
+            fetch_one
+        )?;
+        let mut counts = OutcomeCounts {
+            failing_reporters: reporters.max(0) as u64,
+            failing_senders: senders.max(0) as u64,
+            ..Default::default()
+        };
+        let (mut latency_sum, mut latency_n) = (0u64, 0u64);
+        for (status, code, counted, n, latency, with_latency) in rows {
+            let n = n.max(0) as u64;
+            if counted == 0 {
+                counts.uncounted += n;
+                continue;
+            }
+            counts.reported += n;
+            latency_sum = latency_sum.saturating_add(latency.max(0) as u64);
+            latency_n += with_latency.max(0) as u64;
+            match status.as_str() {
+                "success" => counts.succeeded += n,
+                "recovered" => counts.recovered += n,
+                _ => {
+                    counts.failed += n;
+                    counts.failures_by_code.push((code.unwrap_or_default(), n));
+                }
+            }
+        }
+        counts.avg_latency_ms = latency_sum.checked_div(latency_n).unwrap_or(0);
+        Ok(counts)
+    }
+
+    async fn message_reports(
+        &self,
+        group_id: &str,
+        message_id: &str,
+    ) -> StoreResult<Vec<ReportRecord>> {
+        let rows: Vec<ReportRow> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT * FROM decryption_reports WHERE group_id = $1 AND message_id = $2 \
+                 ORDER BY user_id, device_id",
+            )
+            .bind(group_id)
+            .bind(message_id),
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(ReportRecord::from).collect())
+    }
+
+    async fn user_reports(
+        &self,
+        user_id: &UserId,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<ReportRecord>> {
+        let rows: Vec<ReportRow> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT * FROM decryption_reports WHERE user_id = $1 AND reported_ms >= $2 \
+                 ORDER BY reported_ms DESC, message_id LIMIT $3",
+            )
+            .bind(user_id.as_str())
+            .bind(unix_ms(since))
+            .bind(i64::from(limit)),
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(ReportRecord::from).collect())
+    }
 }
 
 #[cfg(test)]

@@ -4,18 +4,15 @@
 #![forbid(unsafe_code)]
 
 mod backups;
-mod backups_sql;
+mod db;
 mod e2ee;
-mod e2ee_sql;
 mod groups;
 mod key_checks;
-mod key_checks_sql;
 mod migrations;
 mod mls_sql;
 mod postgres;
 mod records;
 mod repair;
-mod repair_sql;
 mod sql;
 mod sqlite;
 pub mod testdb;

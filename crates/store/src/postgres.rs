@@ -1,6 +1,7 @@
 //! PostgreSQL backend, for several server processes sharing one database.
 //! Concurrent claims and sends are made safe by row locks (`FOR UPDATE SKIP
 //! LOCKED` on key claims, the device row on sequence numbers).
+use crate::db::{Db, HasDb};
 use crate::migrations;
 use crate::records::{CheckRow, SendCheck};
 use crate::sql::impl_store;
@@ -11,6 +12,13 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 pub struct PostgresStore {
     writer: PgPool,
     reader: PgPool,
+    db: Db,
+}
+
+impl HasDb for PostgresStore {
+    fn db(&self) -> &Db {
+        &self.db
+    }
 }
 
 /// Advisory lock id held while migrating, so replicas starting together migrate once.
@@ -25,6 +33,7 @@ impl PostgresStore {
             .await?;
         Self::migrate(&pool).await?;
         Ok(Self {
+            db: Db::Postgres(pool.clone()),
             writer: pool.clone(),
             reader: pool,
         })
@@ -194,8 +203,3 @@ crate::mls_sql::impl_group_store!(
     skip_locked = " FOR UPDATE SKIP LOCKED",
     lock_rows = " FOR UPDATE"
 );
-
-crate::e2ee_sql::impl_report_store!(PostgresStore, sqlx::Postgres, lock_rows = " FOR UPDATE");
-crate::repair_sql::impl_repair_store!(PostgresStore, sqlx::Postgres);
-crate::key_checks_sql::impl_key_store!(PostgresStore, sqlx::Postgres);
-crate::backups_sql::impl_backup_store!(PostgresStore, sqlx::Postgres);

@@ -3,6 +3,7 @@
 //! serialises writers anyway, and this avoids busy-retries), several readers.
 //! Sends are group-committed: concurrent sends share one transaction and one
 //! fsync, and each is answered after the commit.
+use crate::db::{Db, HasDb};
 use crate::migrations;
 use crate::records::{CheckRow, SendCheck};
 use crate::sql::impl_store;
@@ -36,6 +37,13 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     writes: mpsc::Sender<Write>,
+    db: Db,
+}
+
+impl HasDb for SqliteStore {
+    fn db(&self) -> &Db {
+        &self.db
+    }
 }
 
 impl SqliteStore {
@@ -91,6 +99,10 @@ impl SqliteStore {
             .spawn(move || committer.block_on(group_commit(pool, queue)))
             .map_err(sqlx::Error::Io)?;
         Ok(Self {
+            db: Db::Sqlite {
+                writer: writer.clone(),
+                reader: reader.clone(),
+            },
             writer,
             reader,
             writes,
@@ -447,7 +459,3 @@ impl_store!(
 );
 
 crate::mls_sql::impl_group_store!(SqliteStore, sqlx::Sqlite, skip_locked = "", lock_rows = "");
-crate::e2ee_sql::impl_report_store!(SqliteStore, sqlx::Sqlite, lock_rows = "");
-crate::repair_sql::impl_repair_store!(SqliteStore, sqlx::Sqlite);
-crate::key_checks_sql::impl_key_store!(SqliteStore, sqlx::Sqlite);
-crate::backups_sql::impl_backup_store!(SqliteStore, sqlx::Sqlite);
