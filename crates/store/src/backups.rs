@@ -74,7 +74,8 @@ impl<T: HasDb> BackupStore for T {
         let mut tx = self.db().begin().await?;
         let exists: Option<(i64,)> = run!(
             &mut tx,
-            sqlx::query_as("SELECT 1 FROM key_backups WHERE backup_id = $1").bind(&b.backup_id),
+            sqlx::query_as("SELECT CAST(1 AS BIGINT) FROM key_backups WHERE backup_id = $1")
+                .bind(&b.backup_id),
             fetch_optional
         )?;
         if exists.is_some() {

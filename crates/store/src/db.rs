@@ -46,6 +46,14 @@ impl Dialect {
             Self::Postgres => " FOR UPDATE",
         }
     }
+
+    /// ` FOR UPDATE SKIP LOCKED` where concurrent claimers take different rows.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// A store whose areas run on a [`Db`]: each area implements its trait for

@@ -8,8 +8,9 @@ mod db;
 mod e2ee;
 mod groups;
 mod key_checks;
+mod key_packages;
+mod member_actions;
 mod migrations;
-mod mls_sql;
 mod postgres;
 mod records;
 mod repair;
@@ -21,6 +22,8 @@ pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
+pub use key_packages::{ClaimedKeyPackageRecord, KeyPackageCounts, KeyPackageStore, NewKeyPackage};
+pub use member_actions::{MemberAction, MemberActionStore};
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use repair::{
@@ -91,7 +94,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// write has committed it durably.
 #[async_trait::async_trait]
 pub trait Store:
-    GroupStore + ReportStore + RepairStore + KeyStore + BackupStore + Send + Sync + 'static
+    GroupStore
+    + KeyPackageStore
+    + MemberActionStore
+    + ReportStore
+    + RepairStore
+    + KeyStore
+    + BackupStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -196,10 +196,3 @@ impl_store!(
     skip_locked = " FOR UPDATE SKIP LOCKED",
     lock_rows = " FOR UPDATE"
 );
-
-crate::mls_sql::impl_group_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    skip_locked = " FOR UPDATE SKIP LOCKED",
-    lock_rows = " FOR UPDATE"
-);

@@ -457,5 +457,3 @@ impl_store!(
     skip_locked = "",
     lock_rows = ""
 );
-
-crate::mls_sql::impl_group_store!(SqliteStore, sqlx::Sqlite, skip_locked = "", lock_rows = "");

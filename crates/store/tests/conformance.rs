@@ -2101,6 +2101,24 @@ async fn backups_keep_the_newest_ten(db: Db) {
     let versions: Vec<u64> = kept.iter().map(|b| b.version).collect();
     assert_eq!(versions, (3..=12).rev().collect::<Vec<u64>>());
     assert!(store.backup("backup-zoe-0").await.unwrap().is_none());
+    let (meta, verifier, blob) = store.backup("backup-zoe-11").await.unwrap().unwrap();
+    assert_eq!(
+        (meta.version, verifier.as_str(), blob.as_str()),
+        (12, "v", "sealed")
+    );
+    let again = atlas_store::NewBackup {
+        backup_id: "backup-zoe-11".into(),
+        user_id: "zoe".into(),
+        device_id: "Z".into(),
+        kdf: "{}".into(),
+        download_verifier: "v".into(),
+        blob: "other".into(),
+        created_at: t,
+    };
+    assert!(matches!(
+        store.store_backup(&again).await,
+        Err(StoreError::BackupExists)
+    ));
 }
 
 /// A device's queue of undelivered messages is capped; acknowledging frees room.
