@@ -1,7 +1,7 @@
 //! Storage of key backups: opaque blobs the devices encrypted, with what a
 //! restoring device needs to derive its keys and what the server needs to
 //! check a download key.
-use crate::db::{HasDb, read, run};
+use crate::db::{Backend, read, run};
 use crate::e2ee::unix_ms;
 use crate::{StoreError, StoreResult};
 use time::OffsetDateTime;
@@ -69,7 +69,7 @@ pub trait BackupStore: Send + Sync {
 const META: &str = "backup_id, user_id, device_id, version, kdf, size, created_at";
 
 #[async_trait::async_trait]
-impl<T: HasDb> BackupStore for T {
+impl<T: Backend> BackupStore for T {
     async fn store_backup(&self, b: &NewBackup) -> StoreResult<BackupMeta> {
         let mut tx = self.db().begin().await?;
         let exists: Option<(i64,)> = run!(

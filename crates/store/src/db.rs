@@ -56,11 +56,22 @@ impl Dialect {
     }
 }
 
-/// A store whose areas run on a [`Db`]: each area implements its trait for
-/// every such store, once for both backends.
-pub(crate) trait HasDb: Send + Sync {
+/// A storage backend: its [`Db`], on which every area runs its SQL (each area
+/// implements its trait once for every backend), and the two writes whose
+/// durability each backend gets its own way (SQLite by group commit).
+#[async_trait::async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
     /// The database.
     fn db(&self) -> &Db;
+    /// `sqlite` or `postgres`.
+    fn name(&self) -> &'static str;
+    /// Stores a send durably (see [`crate::MessageStore::store_message`]).
+    async fn store_message_durably(
+        &self,
+        message: &crate::NewMessage,
+    ) -> crate::StoreResult<crate::StoredSend>;
+    /// Records a proof id durably (see [`crate::JtiStore::insert_jti`]).
+    async fn insert_jti_durably(&self, jti: &str, expires_at: i64) -> crate::StoreResult<bool>;
 }
 
 impl Db {
@@ -79,6 +90,22 @@ impl Tx {
         match self {
             Self::Sqlite(tx) => tx.commit().await,
             Self::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// The SQLite connection under the transaction, for SQLite's own batch statements.
+    pub(crate) fn sqlite(&mut self) -> Option<&mut sqlx::SqliteConnection> {
+        match self {
+            Self::Sqlite(tx) => Some(&mut **tx),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL connection under the transaction.
+    pub(crate) fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(tx) => Some(&mut **tx),
         }
     }
 

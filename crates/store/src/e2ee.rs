@@ -1,7 +1,7 @@
 //! Storage of decryption outcome reports and the figures `/health/e2ee` and
 //! `atlas diagnose` read from them.
 use crate::StoreResult;
-use crate::db::{HasDb, Tx, read, run};
+use crate::db::{Backend, Tx, read, run};
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
 
@@ -353,7 +353,7 @@ async fn record_one(
 }
 
 #[async_trait::async_trait]
-impl<T: HasDb> ReportStore for T {
+impl<T: Backend> ReportStore for T {
     async fn record_reports(
         &self,
         user_id: &UserId,

@@ -1,7 +1,7 @@
 //! Storage of MLS groups: the group row whose epoch moves by compare-and-set,
 //! per-epoch public state and GroupInfo, the ordered group log, and each
 //! member's acknowledged epoch — the tables the runbook queries.
-use crate::db::{HasDb, Tx, read, run};
+use crate::db::{Backend, Tx, read, run};
 use crate::member_actions::{MemberAction, insert_action};
 use crate::{StoreError, StoreResult};
 use time::OffsetDateTime;
@@ -318,7 +318,7 @@ struct MemberRow {
 }
 
 #[async_trait::async_trait]
-impl<T: HasDb> GroupStore for T {
+impl<T: Backend> GroupStore for T {
     async fn create_group(&self, g: &NewGroup) -> StoreResult<()> {
         let mut tx = self.db().begin().await?;
         let inserted = run!(

@@ -2,7 +2,7 @@
 //! the runbook queries), revocation of keys found corrupted, and the latest
 //! key-consistency check of each device.
 use crate::StoreResult;
-use crate::db::{HasDb, read, run};
+use crate::db::{Backend, read, run};
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
 
@@ -85,7 +85,7 @@ pub trait KeyStore: Send + Sync {
 const KEY_COLUMNS: &str = "user_id, device_id, key_id, key_type, public_key, status, last_rotated, created_at, consumed_at";
 
 #[async_trait::async_trait]
-impl<T: HasDb> KeyStore for T {
+impl<T: Backend> KeyStore for T {
     async fn device_public_keys(
         &self,
         user_id: &UserId,

@@ -1,7 +1,8 @@
 //! Storage of MLS KeyPackages: published per device, each ordinary one
 //! claimed at most once (also under concurrent claims), then the device's
 //! last-resort one.
-use crate::db::{HasDb, Tx, read, run};
+use crate::accounts::registered_device;
+use crate::db::{Backend, read, run};
 use crate::{StoreError, StoreResult};
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
@@ -78,28 +79,8 @@ fn stock((available, last_resort): (i64, i64)) -> KeyPackageCounts {
     }
 }
 
-/// Fails with `UnknownDevice` unless the device may publish keys: active, or
-/// pending certification (so its keys are there the moment it is certified).
-pub(crate) async fn registered_device(
-    tx: &mut Tx,
-    user_id: &str,
-    device_id: &str,
-) -> StoreResult<()> {
-    let found: Option<(i64,)> = run!(
-        tx,
-        sqlx::query_as(
-            "SELECT CAST(1 AS BIGINT) FROM devices WHERE user_id = $1 AND device_id = $2 \
-             AND status IN ('active', 'pending')",
-        )
-        .bind(user_id)
-        .bind(device_id),
-        fetch_optional
-    )?;
-    found.map(|_| ()).ok_or(StoreError::UnknownDevice)
-}
-
 #[async_trait::async_trait]
-impl<T: HasDb> KeyPackageStore for T {
+impl<T: Backend> KeyPackageStore for T {
     async fn upload_key_packages(
         &self,
         user_id: &UserId,

@@ -1,7 +1,7 @@
 //! Recovery steps the operator asks of one group member (`atlas mls
 //! send-update`, `rejoin-member`), which its device performs on its next sync.
 use crate::StoreResult;
-use crate::db::{HasDb, Tx, read, run};
+use crate::db::{Backend, Tx, read, run};
 use time::OffsetDateTime;
 
 /// A recovery step requested for one member.
@@ -65,7 +65,7 @@ pub(crate) async fn insert_action(tx: &mut Tx, a: &MemberAction) -> StoreResult<
 }
 
 #[async_trait::async_trait]
-impl<T: HasDb> MemberActionStore for T {
+impl<T: Backend> MemberActionStore for T {
     async fn request_member_action(&self, a: &MemberAction) -> StoreResult<()> {
         let mut tx = self.db().begin().await?;
         insert_action(&mut tx, a).await?;

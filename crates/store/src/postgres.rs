@@ -1,42 +1,26 @@
 //! PostgreSQL backend, for several server processes sharing one database.
 //! Concurrent claims and sends are made safe by row locks (`FOR UPDATE SKIP
 //! LOCKED` on key claims, the device row on sequence numbers).
-use crate::db::{Db, HasDb};
+use crate::db::{Backend, Db, Tx};
 use crate::migrations;
 use crate::records::{CheckRow, SendCheck};
-use crate::sql::impl_store;
 use crate::{NewMessage, StoreError, StoreResult, StoredSend};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
-    writer: PgPool,
-    reader: PgPool,
+    pool: PgPool,
     db: Db,
 }
 
-impl HasDb for PostgresStore {
+#[async_trait::async_trait]
+impl Backend for PostgresStore {
     fn db(&self) -> &Db {
         &self.db
     }
-}
 
-/// Advisory lock id held while migrating, so replicas starting together migrate once.
-const MIGRATION_LOCK: i64 = 0x0041_544c_4153;
-
-impl PostgresStore {
-    /// Connects to `url` and migrates the database.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect(url)
-            .await?;
-        Self::migrate(&pool).await?;
-        Ok(Self {
-            db: Db::Postgres(pool.clone()),
-            writer: pool.clone(),
-            reader: pool,
-        })
+    fn name(&self) -> &'static str {
+        "postgres"
     }
 
     /// One statement, committed before it returns; the primary key tells a replay.
@@ -46,7 +30,7 @@ impl PostgresStore {
         )
         .bind(jti)
         .bind(expires_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -62,16 +46,40 @@ impl PostgresStore {
             result => result,
         }
     }
+}
+
+/// The PostgreSQL connection under a send's transaction.
+fn pg(tx: &mut Tx) -> StoreResult<&mut sqlx::PgConnection> {
+    tx.postgres()
+        .ok_or_else(|| StoreError::Corrupt("a PostgreSQL send on another backend".into()))
+}
+
+/// Advisory lock id held while migrating, so replicas starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x0041_544c_4153;
+
+impl PostgresStore {
+    /// Connects to `url` and migrates the database.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await?;
+        Self::migrate(&pool).await?;
+        Ok(Self {
+            db: Db::Postgres(pool.clone()),
+            pool,
+        })
+    }
 
     async fn store_message_once(&self, m: &NewMessage) -> StoreResult<StoredSend> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = Tx::Postgres(self.pool.begin().await?);
         if let Some((jti, expires_at)) = &m.proof_id {
             let recorded = sqlx::query(
                 "INSERT INTO dpop_jti (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(jti)
             .bind(expires_at)
-            .execute(&mut *tx)
+            .execute(pg(&mut tx)?)
             .await?;
             if recorded.rows_affected() == 0 {
                 return Err(StoreError::Replay);
@@ -90,7 +98,7 @@ impl PostgresStore {
             let seq: i64 = sqlx::query_scalar("UPDATE devices SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq")
                 .bind(m.recipient_id.as_str())
                 .bind(envelope.device_id.as_str())
-                .fetch_one(&mut *tx)
+                .fetch_one(pg(&mut tx)?)
                 .await?;
             sqlx::query(
                 "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, sender_device_id, \
@@ -110,7 +118,7 @@ impl PostgresStore {
             .bind(envelope.session_id.as_deref())
             .bind(m.resend_of.as_deref())
             .bind(m.prekey_key(&envelope.device_id))
-            .execute(&mut *tx)
+            .execute(pg(&mut tx)?)
             .await?;
             deliveries.push((envelope.device_id.clone(), seq as u64));
         }
@@ -124,9 +132,9 @@ impl PostgresStore {
         .bind(&m.message_id)
         .bind(&m.request_hash)
         .bind(m.now)
-        .execute(&mut *tx)
+        .execute(pg(&mut tx)?)
         .await?;
-        Self::insert_receipts(&mut tx, &[&m.receipt]).await?;
+        crate::messages::insert_receipts(&mut tx, &[&m.receipt]).await?;
         tx.commit().await?;
         Ok(StoredSend {
             message_id: m.message_id.clone(),
@@ -138,7 +146,7 @@ impl PostgresStore {
 
     /// Decides whether a send is a retry, is refused, or may be stored (then
     /// with the recipient's current devices and their last sequence numbers).
-    async fn check_send(tx: &mut sqlx::PgConnection, m: &NewMessage) -> StoreResult<SendCheck> {
+    async fn check_send(tx: &mut Tx, m: &NewMessage) -> StoreResult<SendCheck> {
         // One round trip for both the idempotency record and the recipient's devices.
         let rows: Vec<CheckRow> = sqlx::query_as(
             "SELECT 's' AS kind, message_id AS value, request_hash AS hash, 0 AS next_seq, 0 AS queued FROM send_log \
@@ -150,9 +158,9 @@ impl PostgresStore {
         .bind(m.sender_device_id.as_str())
         .bind(&m.client_message_id)
         .bind(m.recipient_id.as_str())
-        .fetch_all(&mut *tx)
+        .fetch_all(pg(tx)?)
         .await?;
-        Self::judge(tx, m, rows).await
+        crate::messages::judge(tx, m, rows).await
     }
 
     async fn migrate(pool: &PgPool) -> StoreResult<()> {
@@ -188,11 +196,3 @@ impl PostgresStore {
         Ok(result?)
     }
 }
-
-impl_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    backend = "postgres",
-    skip_locked = " FOR UPDATE SKIP LOCKED",
-    lock_rows = " FOR UPDATE"
-);

@@ -1,7 +1,7 @@
 //! Storage of 1:1 repair: resend requests, Olm session resets, and the
 //! per-device copies of a message that both (and diagnosis) look at.
 use crate::StoreResult;
-use crate::db::{HasDb, read, run};
+use crate::db::{Backend, read, run};
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
 
@@ -161,7 +161,7 @@ pub trait RepairStore: Send + Sync {
 }
 
 #[async_trait::async_trait]
-impl<T: HasDb> RepairStore for T {
+impl<T: Backend> RepairStore for T {
     async fn message_copies(&self, message_id: &str) -> StoreResult<Vec<MessageCopy>> {
         Ok(read!(
             self.db(),

@@ -3,10 +3,9 @@
 //! serialises writers anyway, and this avoids busy-retries), several readers.
 //! Sends are group-committed: concurrent sends share one transaction and one
 //! fsync, and each is answered after the commit.
-use crate::db::{Db, HasDb};
+use crate::db::{Backend, Db, Tx};
 use crate::migrations;
 use crate::records::{CheckRow, SendCheck};
-use crate::sql::impl_store;
 use crate::{NewMessage, StoreError, StoreResult, StoredSend};
 use atlas_proto::api::OutgoingEnvelope;
 use sqlx::sqlite::{
@@ -34,15 +33,33 @@ enum Write {
 
 /// The SQLite store.
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
     writes: mpsc::Sender<Write>,
     db: Db,
 }
 
-impl HasDb for SqliteStore {
+#[async_trait::async_trait]
+impl Backend for SqliteStore {
     fn db(&self) -> &Db {
         &self.db
+    }
+
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn store_message_durably(&self, m: &NewMessage) -> StoreResult<StoredSend> {
+        let (answer, answered) = oneshot::channel();
+        self.queue(Write::Send(Box::new((m.clone(), answer))))
+            .await?;
+        answered.await.map_err(|_| closed())?
+    }
+
+    /// Joins the next group commit, so recording a proof id costs a share of one fsync.
+    async fn insert_jti_durably(&self, jti: &str, expires_at: i64) -> StoreResult<bool> {
+        let (answer, answered) = oneshot::channel();
+        self.queue(Write::Jti(jti.to_owned(), expires_at, answer))
+            .await?;
+        answered.await.map_err(|_| closed())?
     }
 }
 
@@ -99,29 +116,9 @@ impl SqliteStore {
             .spawn(move || committer.block_on(group_commit(pool, queue)))
             .map_err(sqlx::Error::Io)?;
         Ok(Self {
-            db: Db::Sqlite {
-                writer: writer.clone(),
-                reader: reader.clone(),
-            },
-            writer,
-            reader,
+            db: Db::Sqlite { writer, reader },
             writes,
         })
-    }
-
-    async fn store_message_durably(&self, m: &NewMessage) -> StoreResult<StoredSend> {
-        let (answer, answered) = oneshot::channel();
-        self.queue(Write::Send(Box::new((m.clone(), answer))))
-            .await?;
-        answered.await.map_err(|_| closed())?
-    }
-
-    /// Joins the next group commit, so recording a proof id costs a share of one fsync.
-    async fn insert_jti_durably(&self, jti: &str, expires_at: i64) -> StoreResult<bool> {
-        let (answer, answered) = oneshot::channel();
-        self.queue(Write::Jti(jti.to_owned(), expires_at, answer))
-            .await?;
-        answered.await.map_err(|_| closed())?
     }
 
     async fn queue(&self, write: Write) -> StoreResult<()> {
@@ -273,6 +270,12 @@ async fn insert_jtis(
         .collect())
 }
 
+/// The SQLite connection under a batch's transaction.
+fn sqlite(tx: &mut Tx) -> StoreResult<&mut sqlx::SqliteConnection> {
+    tx.sqlite()
+        .ok_or_else(|| StoreError::Corrupt("a SQLite batch on another backend".into()))
+}
+
 /// A [`CheckRow`] with the index of the send in its batch in front.
 type IndexedCheckRow = (i64, String, String, Option<Vec<u8>>, i64, i64);
 
@@ -329,7 +332,7 @@ async fn commit_batch(
     batch: &[Pending],
     jtis: &[(&str, i64)],
 ) -> Result<(Vec<StoreResult<StoredSend>>, Vec<bool>), StoreError> {
-    let mut tx = writer.begin().await?;
+    let mut tx = Tx::Sqlite(writer.begin().await?);
     // Proof ids of sends are recorded in this transaction too: a replayed send is refused.
     let mut all_jtis: Vec<(&str, i64)> = jtis.to_vec();
     all_jtis.extend(
@@ -337,14 +340,14 @@ async fn commit_batch(
             .iter()
             .filter_map(|(m, _)| m.proof_id.as_ref().map(|(j, e)| (j.as_str(), *e))),
     );
-    let mut fresh = insert_jtis(&mut tx, &all_jtis).await?;
+    let mut fresh = insert_jtis(sqlite(&mut tx)?, &all_jtis).await?;
     let mut send_fresh = fresh.split_off(jtis.len()).into_iter();
     let mut results: Vec<StoreResult<StoredSend>> = Vec::with_capacity(batch.len());
     let mut next_seq: HashMap<(&str, &str), i64> = HashMap::new();
     let mut accepted: HashMap<(&str, &str, &str), usize> = HashMap::new();
     let mut rows: Vec<(&NewMessage, &OutgoingEnvelope, i64)> = Vec::new();
     let mut logged: Vec<&NewMessage> = Vec::new();
-    let checks = check_rows(&mut tx, batch).await?;
+    let checks = check_rows(sqlite(&mut tx)?, batch).await?;
     for ((m, _), checked) in batch.iter().zip(checks) {
         if m.proof_id.is_some() && send_fresh.next() == Some(false) {
             results.push(Err(StoreError::Replay));
@@ -369,7 +372,7 @@ async fn commit_batch(
             });
             continue;
         }
-        match SqliteStore::judge(&mut tx, m, checked).await {
+        match crate::messages::judge(&mut tx, m, checked).await {
             Ok(SendCheck::Duplicate(stored)) => results.push(Ok(stored)),
             Ok(SendCheck::Accept(devices)) => {
                 let mut deliveries = Vec::with_capacity(m.envelopes.len());
@@ -418,7 +421,7 @@ async fn commit_batch(
                 .push_bind(m.resend_of.as_deref())
                 .push_bind(m.prekey_key(&envelope.device_id));
         });
-        insert.build().execute(&mut *tx).await?;
+        insert.build().execute(sqlite(&mut tx)?).await?;
     }
     for chunk in crate::sql::chunks_of_known_size(&logged) {
         let mut insert = QueryBuilder::<Sqlite>::new(
@@ -432,10 +435,10 @@ async fn commit_batch(
                 .push_bind(m.request_hash.as_slice())
                 .push_bind(m.now);
         });
-        insert.build().execute(&mut *tx).await?;
+        insert.build().execute(sqlite(&mut tx)?).await?;
     }
     let receipts: Vec<_> = logged.iter().map(|m| &m.receipt).collect();
-    SqliteStore::insert_receipts(&mut tx, &receipts).await?;
+    crate::messages::insert_receipts(&mut tx, &receipts).await?;
     let counters: Vec<_> = next_seq.into_iter().collect();
     for chunk in crate::sql::chunks_of_known_size(&counters) {
         let mut update =
@@ -444,16 +447,8 @@ async fn commit_batch(
             row.push_bind(*user).push_bind(*device).push_bind(*seq);
         });
         update.push(") AS v WHERE devices.user_id = v.column1 AND devices.device_id = v.column2");
-        update.build().execute(&mut *tx).await?;
+        update.build().execute(sqlite(&mut tx)?).await?;
     }
     tx.commit().await?;
     Ok((results, fresh))
 }
-
-impl_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    backend = "sqlite",
-    skip_locked = "",
-    lock_rows = ""
-);
