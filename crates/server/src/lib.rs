@@ -148,7 +148,11 @@ pub async fn start_with_clock(
         .trim_end_matches('/')
         .to_owned();
 
-    let keys = ServerKeys::new(store.clone(), Kek::load_or_create(&kek_path(&config)?)?);
+    let stores = atlas_store::Stores::new(store);
+    let keys = ServerKeys::new(
+        stores.server_keys.clone(),
+        Kek::load_or_create(&kek_path(&config)?)?,
+    );
     let sealed = keys
         .seal_legacy(&[
             ACCESS_TOKEN_PURPOSE,
@@ -163,12 +167,12 @@ pub async fn start_with_clock(
     let (token_kid, token_secret) = hmac_key(&keys, ACCESS_TOKEN_PURPOSE, now).await?;
     let (_, nonce_key) = hmac_key(&keys, NONCE_PURPOSE, now).await?;
     let (_, metrics_salt) = hmac_key(&keys, server_keys::METRICS_LABEL_PURPOSE, now).await?;
-    let jti = Arc::new(StoreJtiCache::new(store.clone()));
+    let jti = Arc::new(StoreJtiCache::new(stores.jtis.clone()));
 
     let (shutdown, stopped) = watch::channel(false);
     let timeouts = config.timeouts;
     let state = Arc::new(Inner {
-        store: store.clone(),
+        stores: stores.clone(),
         config: RuntimeConfig {
             public_url: public_url.clone(),
             max_envelope_bytes: config.max_envelope_bytes,
@@ -247,7 +251,7 @@ pub async fn start_with_clock(
         listener::serve(listener, app, timeouts, stopped).await;
         let _ = pruner.await;
     });
-    tracing::info!(%addr, %public_url, backend = store.backend(), "atlas server listening");
+    tracing::info!(%addr, %public_url, backend = stores.all.backend(), "atlas server listening");
     Ok(RunningServer {
         addr,
         public_url,

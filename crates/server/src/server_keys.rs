@@ -2,7 +2,7 @@
 //! way into `server_keys`, opened on the way out. Nothing else reads that table.
 use crate::error::ApiError;
 use crate::kek::{Kek, KekError, Opened};
-use atlas_store::{ServerKeyRecord, ServerKeyState, Store, StoreError};
+use atlas_store::{ServerKeyRecord, ServerKeyState, ServerKeyStore, StoreError};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -35,13 +35,13 @@ impl From<ServerKeyError> for ApiError {
 
 /// Sealing access to `server_keys`.
 pub struct ServerKeys {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ServerKeyStore>,
     kek: Kek,
 }
 
 impl ServerKeys {
     /// Keys in `store`, sealed under `kek`.
-    pub fn new(store: Arc<dyn Store>, kek: Kek) -> Self {
+    pub fn new(store: Arc<dyn ServerKeyStore>, kek: Kek) -> Self {
         Self { store, kek }
     }
 

@@ -3,7 +3,6 @@ use crate::auth::jti::JtiCache;
 use crate::auth::tokens::AccessTokens;
 use crate::fanout::Fanout;
 use atlas_crypto::dpop::{IatWindow, NonceIssuer};
-use atlas_store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -139,8 +138,8 @@ impl Clock for SystemClock {
 
 /// Everything a handler needs.
 pub struct Inner {
-    /// Storage.
-    pub store: Arc<dyn Store>,
+    /// Storage, by area.
+    pub stores: atlas_store::Stores,
     /// Resolved configuration.
     pub config: RuntimeConfig,
     /// Access token signer/verifier.

@@ -144,6 +144,65 @@ impl<T: db::Backend> Store for T {
     }
 }
 
+/// Every storage area of one database, each behind its own trait, so code
+/// takes only the areas it uses (`stores.messages`, `stores.groups`, …).
+#[derive(Clone)]
+pub struct Stores {
+    /// Users and devices.
+    pub accounts: Arc<dyn AccountStore>,
+    /// Olm prekeys.
+    pub prekeys: Arc<dyn PrekeyStore>,
+    /// 1:1 messages and receipts.
+    pub messages: Arc<dyn MessageStore>,
+    /// Refresh tokens.
+    pub refresh_tokens: Arc<dyn RefreshTokenStore>,
+    /// Operator tokens.
+    pub operator_tokens: Arc<dyn OperatorTokenStore>,
+    /// The server's own keys.
+    pub server_keys: Arc<dyn ServerKeyStore>,
+    /// The DPoP replay cache.
+    pub jtis: Arc<dyn JtiStore>,
+    /// MLS groups.
+    pub groups: Arc<dyn GroupStore>,
+    /// MLS KeyPackages.
+    pub key_packages: Arc<dyn KeyPackageStore>,
+    /// Recovery steps asked of group members.
+    pub member_actions: Arc<dyn MemberActionStore>,
+    /// Decryption outcome reports.
+    pub reports: Arc<dyn ReportStore>,
+    /// Resend requests and session resets.
+    pub repair: Arc<dyn RepairStore>,
+    /// Prekey rows and key checks.
+    pub key_checks: Arc<dyn KeyStore>,
+    /// Key backups.
+    pub backups: Arc<dyn BackupStore>,
+    /// The whole store, for its backend name and liveness.
+    pub all: Arc<dyn Store>,
+}
+
+impl Stores {
+    /// Each area of `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            accounts: store.clone(),
+            prekeys: store.clone(),
+            messages: store.clone(),
+            refresh_tokens: store.clone(),
+            operator_tokens: store.clone(),
+            server_keys: store.clone(),
+            jtis: store.clone(),
+            groups: store.clone(),
+            key_packages: store.clone(),
+            member_actions: store.clone(),
+            reports: store.clone(),
+            repair: store.clone(),
+            key_checks: store.clone(),
+            backups: store.clone(),
+            all: store,
+        }
+    }
+}
+
 /// Opens the store a database URL names (`sqlite://…` or `postgres://…`) and migrates it.
 pub async fn open(database_url: &str) -> StoreResult<Arc<dyn Store>> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {

@@ -3,7 +3,7 @@
 //! process that removes or certifies a device forgets its entry at once, so its
 //! tokens die there immediately (other processes notice within [`TTL`]).
 use atlas_proto::{DeviceId, UserId};
-use atlas_store::{Store, StoreError};
+use atlas_store::{AccountStore, StoreError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ impl DeviceStatuses {
     /// The device's state, from the cache or the store.
     pub async fn state(
         &self,
-        store: &dyn Store,
+        store: &dyn AccountStore,
         user_id: &UserId,
         device_id: &DeviceId,
     ) -> Result<DeviceState, StoreError> {

@@ -3,7 +3,7 @@
 //! the request it authenticates is handled, so no proof is accepted twice —
 //! not across a crash (kill -9) and restart, and not across server processes
 //! sharing one database. Expired ids are pruned continuously in small batches.
-use atlas_store::Store;
+use atlas_store::JtiStore;
 use std::sync::Arc;
 
 /// Cache key of a `jti`, the same in every backend (`dpop:jti:<JTI>` in Redis).
@@ -36,12 +36,12 @@ pub trait JtiCache: Send + Sync {
 /// The embedded cache: a table in the server's own database (SQLite: written in
 /// the group commit with the sends; PostgreSQL: one statement).
 pub struct StoreJtiCache {
-    store: Arc<dyn Store>,
+    store: Arc<dyn JtiStore>,
 }
 
 impl StoreJtiCache {
     /// A cache over `store`. Nothing is loaded: start-up costs nothing however large the table.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn JtiStore>) -> Self {
         Self { store }
     }
 }

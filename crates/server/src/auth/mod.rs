@@ -223,7 +223,7 @@ impl DeviceAuth {
         }
         let standing = state
             .device_statuses
-            .state(state.store.as_ref(), &claims.sub, &claims.did)
+            .state(state.stores.accounts.as_ref(), &claims.sub, &claims.did)
             .await?;
         if standing == DeviceState::Gone {
             // A removed device's tokens die with it.

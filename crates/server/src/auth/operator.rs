@@ -84,7 +84,8 @@ impl FromRequestParts<AppState> for OperatorAuth {
             ));
         }
         let record = state
-            .store
+            .stores
+            .operator_tokens
             .operator_token(&Sha256::digest(token.as_bytes()))
             .await?;
         let record = record.ok_or_else(|| bearer_error("operator token is unknown or revoked"))?;

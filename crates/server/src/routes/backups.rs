@@ -86,7 +86,8 @@ pub async fn upload(
         return Err(ApiError::invalid("blob must be base64url"));
     }
     let stored = state
-        .store
+        .stores
+        .backups
         .store_backup(&NewBackup {
             backup_id: req.backup_id,
             user_id: auth.user_id.to_string(),
@@ -120,7 +121,11 @@ pub async fn list(
             .map_err(|_| ApiError::invalid("at must be an RFC 3339 time"))?,
         None => state.clock.now(),
     };
-    let backups = state.store.backups(&user_id, until, LIST_LIMIT).await?;
+    let backups = state
+        .stores
+        .backups
+        .backups(&user_id, until, LIST_LIMIT)
+        .await?;
     Ok(Json(BackupList {
         backups: backups.iter().map(info).collect::<Result<_, _>>()?,
     }))
@@ -168,7 +173,12 @@ pub async fn download(
             "no such backup of this user",
         )
     };
-    let (meta, verifier, blob) = state.store.backup(&backup_id).await?.ok_or_else(unknown)?;
+    let (meta, verifier, blob) = state
+        .stores
+        .backups
+        .backup(&backup_id)
+        .await?
+        .ok_or_else(unknown)?;
     if meta.user_id != user_id {
         return Err(unknown());
     }

@@ -41,20 +41,26 @@ async fn device_of(
     device_id: &DeviceId,
 ) -> Result<DeviceRecord, ApiError> {
     state
-        .store
+        .stores
+        .accounts
         .device(user_id, device_id)
         .await?
         .ok_or_else(unknown_device)
 }
 
 async fn identity_key(state: &AppState, user_id: &UserId) -> Result<String, ApiError> {
-    state.store.identity_key(user_id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::InvalidCertificate,
-            "the user has no identity key",
-        )
-    })
+    state
+        .stores
+        .accounts
+        .identity_key(user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::InvalidCertificate,
+                "the user has no identity key",
+            )
+        })
 }
 
 /// `GET /devices/pending`: linked devices of the caller's user waiting for a certificate.
@@ -63,7 +69,8 @@ pub async fn pending(
     auth: DeviceAuth,
 ) -> Result<Json<PendingDevicesResponse>, ApiError> {
     let devices = state
-        .store
+        .stores
+        .accounts
         .devices(&auth.user_id)
         .await?
         .into_iter()
@@ -97,7 +104,8 @@ pub async fn certify(
     identity::verify_certificate(&key, &auth.user_id, &device.keys, &req.certificate)
         .map_err(bad_certificate)?;
     let certified = state
-        .store
+        .stores
+        .accounts
         .certify_device(
             &auth.user_id,
             &device_id,
@@ -124,7 +132,8 @@ pub async fn claim(
     LinkedDeviceAuth(auth): LinkedDeviceAuth,
 ) -> Result<Json<CertificateClaim>, ApiError> {
     let record = state
-        .store
+        .stores
+        .accounts
         .claim_certificate(&auth.user_id, &auth.device_id)
         .await?
         .ok_or_else(unknown_device)?;
@@ -142,7 +151,8 @@ async fn remove(
     revocation: Option<&str>,
 ) -> Result<StatusCode, ApiError> {
     let removed = state
-        .store
+        .stores
+        .accounts
         .revoke_device(user_id, device_id, revocation, state.clock.now())
         .await?;
     state.device_statuses.forget(user_id, device_id);

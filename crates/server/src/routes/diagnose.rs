@@ -25,7 +25,11 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 async fn latest_backup(state: &AppState, user_id: &str) -> Result<Option<String>, ApiError> {
-    let backups = state.store.backups(user_id, state.clock.now(), 1).await?;
+    let backups = state
+        .stores
+        .backups
+        .backups(user_id, state.clock.now(), 1)
+        .await?;
     Ok(backups.first().map(|b| rfc3339(b.created_at)))
 }
 
@@ -37,9 +41,13 @@ pub async fn message(
 ) -> Result<Json<Diagnosis>, ApiError> {
     operator.require(SCOPE_DIAGNOSE)?;
     crate::routes::resend::check_message_id(&message_id)?;
-    let copies = state.store.message_copies(&message_id).await?;
-    let reports = state.store.message_reports("", &message_id).await?;
-    let resends = state.store.resend_requests(&message_id).await?;
+    let copies = state.stores.repair.message_copies(&message_id).await?;
+    let reports = state
+        .stores
+        .reports
+        .message_reports("", &message_id)
+        .await?;
+    let resends = state.stores.repair.resend_requests(&message_id).await?;
     let mut evidence = MessageEvidence {
         message_id: message_id.clone(),
         ..Default::default()
@@ -50,7 +58,8 @@ pub async fn message(
             atlas_proto::DeviceId::new(c.recipient_device_id.as_str()),
         ) {
             (Ok(u), Ok(d)) => state
-                .store
+                .stores
+                .accounts
                 .device(&u, &d)
                 .await?
                 .is_some_and(|d| d.status == "active"),
@@ -59,7 +68,8 @@ pub async fn message(
         let key_row = match &c.prekey_key {
             Some(key) => {
                 state
-                    .store
+                    .stores
+                    .key_checks
                     .key_by_public(&c.recipient_id, &c.recipient_device_id, key)
                     .await?
             }
@@ -75,11 +85,12 @@ pub async fn message(
             last_rotated: k.last_rotated.map(rfc3339),
         });
         let check = state
-            .store
+            .stores
+            .key_checks
             .key_check(&c.recipient_id, &c.recipient_device_id)
             .await?;
         let session_reset = match &c.session_id {
-            Some(sid) => !state.store.session_resets(sid).await?.is_empty(),
+            Some(sid) => !state.stores.repair.session_resets(sid).await?.is_empty(),
             None => false,
         };
         evidence.copies.push(CopyEvidence {
@@ -135,7 +146,7 @@ pub async fn user(
         exists: true,
         ..Default::default()
     };
-    let devices = match state.store.devices(&user).await {
+    let devices = match state.stores.accounts.devices(&user).await {
         Ok(devices) => devices,
         Err(StoreError::UnknownUser) => {
             evidence.exists = false;
@@ -145,7 +156,8 @@ pub async fn user(
     };
     for d in devices {
         let keys = state
-            .store
+            .stores
+            .key_checks
             .device_public_keys(&user, &d.keys.device_id)
             .await?;
         let mut counts: Vec<(String, String, u64)> = Vec::new();
@@ -166,7 +178,8 @@ pub async fn user(
             .max()
             .map(rfc3339);
         let check = state
-            .store
+            .stores
+            .key_checks
             .key_check(&user_id, d.keys.device_id.as_str())
             .await?;
         evidence.devices.push(DeviceEvidence {
@@ -179,7 +192,7 @@ pub async fn user(
         });
     }
     let since = state.clock.now() - time::Duration::days(1);
-    for r in state.store.user_reports(&user, since, 500).await? {
+    for r in state.stores.reports.user_reports(&user, since, 500).await? {
         match r.status.as_str() {
             "failure" => evidence.failures.push(FailureEvidence {
                 message_id: r.message_id,
@@ -206,12 +219,13 @@ pub async fn group(
         group_id: group_id.clone(),
         ..Default::default()
     };
-    if let Some(g) = state.store.group(&group_id).await? {
+    if let Some(g) = state.stores.groups.group(&group_id).await? {
         evidence.exists = true;
         evidence.current_epoch = g.current_epoch;
         evidence.last_epoch_change = rfc3339(g.last_epoch_change);
         evidence.members = state
-            .store
+            .stores
+            .groups
             .group_members(&group_id)
             .await?
             .into_iter()
@@ -223,7 +237,8 @@ pub async fn group(
             })
             .collect();
         evidence.actions = state
-            .store
+            .stores
+            .member_actions
             .group_member_actions(&group_id)
             .await?
             .into_iter()

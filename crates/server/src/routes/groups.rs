@@ -80,7 +80,7 @@ pub(crate) async fn group_record(
     group_id: &str,
 ) -> Result<GroupRecord, ApiError> {
     checked_group_id(group_id)?;
-    state.store.group(group_id).await?.ok_or_else(|| {
+    state.stores.groups.group(group_id).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::UnknownGroup,
@@ -116,7 +116,7 @@ fn notify<'a>(
 
 /// Nudges every active member but `sender` about a new log entry.
 async fn notify_members(state: &AppState, group_id: &str, seq: u64, kind: &str, sender: &str) {
-    let Ok(members) = state.store.group_members(group_id).await else {
+    let Ok(members) = state.stores.groups.group_members(group_id).await else {
         return;
     };
     let active = members
@@ -144,7 +144,7 @@ enum Access {
 
 /// The caller's access to a group; callers that never were in it are refused.
 async fn access(state: &AppState, group_id: &str, member: &str) -> Result<Access, ApiError> {
-    let members = state.store.group_members(group_id).await?;
+    let members = state.stores.groups.group_members(group_id).await?;
     match members.iter().find(|m| m.member_id == member) {
         Some(m) if m.status == "active" => Ok(Access::Member),
         Some(m) => Ok(Access::Removed {
@@ -164,7 +164,8 @@ async fn require_active(state: &AppState, group_id: &str, member: &str) -> Resul
 
 async fn conflict(state: &AppState, group_id: &str, current: u64, from: u64) -> ApiError {
     let winner = state
-        .store
+        .stores
+        .groups
         .commit_of_epoch(group_id, from.saturating_add(1))
         .await
         .ok()
@@ -219,7 +220,8 @@ pub async fn create(
     }
     let now = state.clock.now();
     state
-        .store
+        .stores
+        .groups
         .create_group(&NewGroup {
             group_id: req.group_id.clone(),
             creator: me,
@@ -236,7 +238,7 @@ pub async fn create(
 
 pub(crate) async fn view(state: &AppState, group_id: &str) -> Result<GroupView, ApiError> {
     let group = group_record(state, group_id).await?;
-    let members = state.store.group_members(group_id).await?;
+    let members = state.stores.groups.group_members(group_id).await?;
     Ok(GroupView {
         group_id: group.group_id,
         current_epoch: group.current_epoch,
@@ -327,7 +329,8 @@ pub async fn commit(
     }
     let commit_id = uuid::Uuid::now_v7().to_string();
     let outcome = state
-        .store
+        .stores
+        .groups
         .sequence_commit(&NewCommit {
             group_id: group_id.clone(),
             commit_id: commit_id.clone(),
@@ -393,7 +396,8 @@ pub async fn post_message(
     let now = state.clock.now();
     let me = caller_member(&auth);
     let seq = state
-        .store
+        .stores
+        .groups
         .append_group_message(&group_id, epoch, &me, &body, now)
         .await?;
     notify_members(&state, &group_id, seq, atlas_store::kind::APPLICATION, &me).await;
@@ -440,14 +444,16 @@ pub async fn log(
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let after = match q.from_epoch {
         Some(epoch) => state
-            .store
+            .stores
+            .groups
             .commit_of_epoch(&group_id, epoch)
             .await?
             .map_or(q.after, |c| c.seq.saturating_sub(1)),
         None => q.after,
     };
     let entries: Vec<GroupLogEntry> = state
-        .store
+        .stores
+        .groups
         .group_messages(&group_id, after, up_to, limit)
         .await?
         .into_iter()
@@ -466,7 +472,8 @@ pub async fn welcomes(
     auth: DeviceAuth,
 ) -> Result<Json<GroupLogResponse>, ApiError> {
     let entries: Vec<GroupLogEntry> = state
-        .store
+        .stores
+        .groups
         .welcomes(&caller_member(&auth))
         .await?
         .into_iter()
@@ -487,7 +494,8 @@ pub async fn group_info(
     group_record(&state, &group_id).await?;
     require_active(&state, &group_id, &caller_member(&auth)).await?;
     let (epoch, info) = state
-        .store
+        .stores
+        .groups
         .group_info(&group_id, None)
         .await?
         .ok_or_else(|| ApiError::internal("group without GroupInfo"))?;
@@ -506,7 +514,8 @@ pub async fn ack(
 ) -> Result<Json<GroupView>, ApiError> {
     group_record(&state, &group_id).await?;
     state
-        .store
+        .stores
+        .groups
         .acknowledge_epoch(
             &group_id,
             &caller_member(&auth),
@@ -536,7 +545,8 @@ pub async fn actions(
     auth: DeviceAuth,
 ) -> Result<Json<atlas_proto::mls::MemberActionsResponse>, ApiError> {
     let actions = state
-        .store
+        .stores
+        .member_actions
         .pending_member_actions(&caller_member(&auth))
         .await?
         .into_iter()
@@ -557,7 +567,8 @@ pub async fn action_done(
     }
     let member = caller_member(&auth);
     let done = state
-        .store
+        .stores
+        .member_actions
         .complete_member_action(&action_id, &member, &req.outcome, state.clock.now())
         .await?;
     if !done {

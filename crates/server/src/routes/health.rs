@@ -11,11 +11,11 @@ use axum::http::StatusCode;
 /// 200 when storage answers, 503 otherwise.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let started = std::time::Instant::now();
-    let ok = state.store.ping().await.is_ok();
+    let ok = state.stores.all.ping().await.is_ok();
     let body = HealthResponse {
         status: if ok { "ok" } else { "unavailable" }.into(),
         storage: StorageHealth {
-            backend: state.store.backend().into(),
+            backend: state.stores.all.backend().into(),
             ok,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
@@ -35,7 +35,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
 /// a server), the verdict is in `status`; thresholds in `atlas_proto::e2ee`.
 pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, ApiError> {
     let since = state.clock.now() - time::Duration::HOUR;
-    let counts = state.store.outcome_counts(since).await?;
+    let counts = state.stores.reports.outcome_counts(since).await?;
     let ratio = |n: u64| {
         if counts.reported == 0 {
             0.0
@@ -45,7 +45,8 @@ pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, Api
     };
     let failure_ratio = ratio(counts.failed);
     let behind: u64 = state
-        .store
+        .stores
+        .groups
         .group_epoch_health(crate::routes::metrics::MAX_GROUPS)
         .await?
         .iter()

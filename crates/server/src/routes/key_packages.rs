@@ -40,7 +40,8 @@ pub async fn upload(
         .signature_key_binding
         .ok_or_else(|| ApiError::invalid("signature_key_binding is required"))?;
     let device = state
-        .store
+        .stores
+        .accounts
         .device(&auth.user_id, &auth.device_id)
         .await?
         .ok_or_else(|| ApiError::invalid("unknown device"))?;
@@ -80,7 +81,8 @@ pub async fn upload(
         });
     }
     let counts = state
-        .store
+        .stores
+        .key_packages
         .upload_key_packages(&auth.user_id, &auth.device_id, &packages, state.clock.now())
         .await?;
     Ok(Json(stock(counts)))
@@ -92,7 +94,8 @@ pub async fn count(
     LinkedDeviceAuth(auth): LinkedDeviceAuth,
 ) -> Result<Json<KeyPackageStock>, ApiError> {
     let counts = state
-        .store
+        .stores
+        .key_packages
         .key_package_counts(&auth.user_id, &auth.device_id)
         .await?;
     Ok(Json(stock(counts)))
@@ -105,7 +108,8 @@ pub async fn claim(
     ApiJson(req): ApiJson<KeyPackageClaim>,
 ) -> Result<Json<KeyPackageClaimResponse>, ApiError> {
     let claimed = state
-        .store
+        .stores
+        .key_packages
         .claim_key_packages(&req.user_id, &req.devices, state.clock.now())
         .await?;
     Ok(Json(KeyPackageClaimResponse {

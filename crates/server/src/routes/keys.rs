@@ -42,7 +42,8 @@ pub async fn upload(
         .chain(req.fallback_key.iter())
         .try_for_each(check_key)?;
     let counts = state
-        .store
+        .stores
+        .prekeys
         .upload_keys(&auth.user_id, &auth.device_id, &req, state.clock.now())
         .await?;
     Ok(Json(counts))
@@ -55,7 +56,8 @@ pub async fn count(
 ) -> Result<Json<KeyCounts>, ApiError> {
     Ok(Json(
         state
-            .store
+            .stores
+            .prekeys
             .key_counts(&auth.user_id, &auth.device_id)
             .await?,
     ))
@@ -87,7 +89,8 @@ pub async fn claim(
         atlas_store::ClaimKind::FallbackOnly
     };
     let claimed = state
-        .store
+        .stores
+        .prekeys
         .claim_keys(&req.user_id, &req.device_ids, kind, state.clock.now())
         .await?;
     let devices = claimed
@@ -126,7 +129,8 @@ pub async fn check(
         .map(|k| ((k.key_type.as_str(), k.key_id.as_str()), k.key.as_str()))
         .collect();
     let stored = state
-        .store
+        .stores
+        .key_checks
         .device_public_keys(&auth.user_id, &auth.device_id)
         .await?;
     // Active keys must all be the device's; older ones (consumed, rotated)
@@ -158,7 +162,8 @@ pub async fn check(
             .map(|m| (m.key_type.clone(), m.key_id.clone()))
             .collect();
         state
-            .store
+            .stores
+            .key_checks
             .revoke_keys(&auth.user_id, &auth.device_id, &ids, now)
             .await?
     } else {
@@ -169,7 +174,8 @@ pub async fn check(
             "key material in the database does not match what the device published");
     }
     state
-        .store
+        .stores
+        .key_checks
         .record_key_check(&KeyCheckRecord {
             user_id: auth.user_id.to_string(),
             device_id: auth.device_id.to_string(),

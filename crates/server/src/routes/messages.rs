@@ -86,7 +86,8 @@ async fn resend_requests_answered(
 ) -> Result<Vec<String>, ApiError> {
     crate::routes::resend::check_message_id(original)?;
     let pending: Vec<_> = state
-        .store
+        .stores
+        .repair
         .resend_requests(original)
         .await?
         .into_iter()
@@ -246,7 +247,7 @@ async fn store_send(
         now,
         receipt,
     };
-    let stored = state.store.store_message(&message).await?;
+    let stored = state.stores.messages.store_message(&message).await?;
     let accepted_at = stored
         .accepted_at
         .format(&time::format_description::well_known::Rfc3339)
@@ -272,7 +273,8 @@ async fn store_send(
     }
     for request_id in answering {
         state
-            .store
+            .stores
+            .repair
             .complete_resend(
                 &request_id,
                 (&message.sender_id, &message.sender_device_id),
@@ -287,7 +289,7 @@ async fn store_send(
         .map(|(device_id, seq)| Delivery { device_id, seq })
         .collect();
     let (status, receipt) = if stored.duplicate {
-        let stored_receipts = state.store.receipts(&stored.message_id).await?;
+        let stored_receipts = state.stores.messages.receipts(&stored.message_id).await?;
         let accepted = stored_receipts
             .iter()
             .find(|r| r.receipt_type == ReceiptType::Accepted)
@@ -327,7 +329,8 @@ pub async fn inbox(
 ) -> Result<Json<InboxResponse>, ApiError> {
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let mut messages = state
-        .store
+        .stores
+        .messages
         .inbox(&auth.user_id, &auth.device_id, q.after, limit + 1)
         .await?;
     let more = messages.len() > limit as usize;
@@ -372,7 +375,8 @@ pub async fn ack(
         record
     };
     let acknowledged = state
-        .store
+        .stores
+        .messages
         .ack(
             &auth.user_id,
             &auth.device_id,

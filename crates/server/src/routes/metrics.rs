@@ -53,7 +53,7 @@ pub async fn public(State(state): State<AppState>) -> Result<axum::response::Res
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let groups = state.store.group_epoch_health(MAX_GROUPS).await?;
+    let groups = state.stores.groups.group_epoch_health(MAX_GROUPS).await?;
     let mut out = String::new();
     state.metrics.render(&mut out);
     let gauges: [Gauge; 3] = [

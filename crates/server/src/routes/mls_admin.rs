@@ -20,7 +20,8 @@ async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, 
         metrics_label: crate::routes::metrics::group_label(state, group_id),
         group: view(state, group_id).await?,
         actions: state
-            .store
+            .stores
+            .member_actions
             .group_member_actions(group_id)
             .await?
             .into_iter()
@@ -42,7 +43,7 @@ pub async fn show(
 
 /// The member a `USER_ID/DEVICE_ID`, or a bare `USER_ID` with one device in the group, names.
 async fn resolve_member(state: &AppState, group_id: &str, given: &str) -> Result<String, ApiError> {
-    let members = state.store.group_members(group_id).await?;
+    let members = state.stores.groups.group_members(group_id).await?;
     let active: Vec<&str> = members
         .iter()
         .filter(|m| m.status == "active")
@@ -90,7 +91,8 @@ async fn request(
     group_record(state, group_id).await?;
     let member_id = resolve_member(state, group_id, member).await?;
     state
-        .store
+        .stores
+        .member_actions
         .request_member_action(&MemberAction {
             action_id: uuid::Uuid::now_v7().to_string(),
             group_id: group_id.to_owned(),
@@ -148,7 +150,8 @@ pub async fn rollback(
         )));
     }
     let stored = state
-        .store
+        .stores
+        .groups
         .epoch_state(&group_id, req.target_epoch)
         .await?
         .ok_or_else(|| {
@@ -173,7 +176,8 @@ pub async fn rollback(
         })
         .collect();
     state
-        .store
+        .stores
+        .groups
         .rollback_group(&atlas_store::Rollback {
             group_id: group_id.clone(),
             target_epoch: req.target_epoch,

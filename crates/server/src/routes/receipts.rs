@@ -55,7 +55,7 @@ async fn visible(
     if let Caller::Operator(op) = caller {
         op.require(SCOPE_RECEIPTS)?;
     }
-    let receipts = state.store.receipts(message_id).await?;
+    let receipts = state.stores.messages.receipts(message_id).await?;
     let allowed = match (caller, receipts.first()) {
         (_, None) => false,
         (Caller::Operator(_), Some(_)) => true,
@@ -116,7 +116,8 @@ pub async fn reissue(
         match resign(record, &signer, now) {
             Ok(jws) => {
                 state
-                    .store
+                    .stores
+                    .messages
                     .update_receipt(&record.receipt_id, signer.kid(), &jws, now)
                     .await?;
                 record.kid = signer.kid().to_owned();

@@ -53,7 +53,7 @@ async fn refine_key_not_found(
     auth: &DeviceAuth,
     message_id: &str,
 ) -> Result<FailureCode, ApiError> {
-    let copies = state.store.message_copies(message_id).await?;
+    let copies = state.stores.repair.message_copies(message_id).await?;
     let Some(key) = copies
         .iter()
         .find(|c| {
@@ -65,7 +65,8 @@ async fn refine_key_not_found(
         return Ok(FailureCode::KeyNotFound);
     };
     let used = state
-        .store
+        .stores
+        .key_checks
         .key_by_public(auth.user_id.as_str(), auth.device_id.as_str(), key)
         .await?;
     Ok(match used {
@@ -129,7 +130,8 @@ pub async fn record(
         per_sender: COUNTED_FAILURES_PER_SENDER,
     };
     let changes = state
-        .store
+        .stores
+        .reports
         .record_reports(&auth.user_id, &auth.device_id, &rows, caps, now)
         .await?;
     let mut recorded = 0;

@@ -70,8 +70,12 @@ pub async fn request(
     if let Caller::Operator(op) = &caller {
         op.require(SCOPE_MESSAGES)?;
     }
-    let copies = state.store.message_copies(&message_id).await?;
-    let reports = state.store.message_reports("", &message_id).await?;
+    let copies = state.stores.repair.message_copies(&message_id).await?;
+    let reports = state
+        .stores
+        .reports
+        .message_reports("", &message_id)
+        .await?;
     let decrypted = |c: &MessageCopy| {
         reports.iter().any(|r| {
             r.device_id == c.recipient_device_id
@@ -140,7 +144,7 @@ pub async fn request(
             detail: None,
         });
     }
-    let stored = state.store.request_resends(&records).await?;
+    let stored = state.stores.repair.request_resends(&records).await?;
     for r in &stored {
         tracing::info!(message_id = %r.message_id, request_id = %r.request_id, recipient = %format!("{}/{}", r.recipient_id, r.recipient_device_id), by = %requested_by, "resend requested");
         if let (Ok(user), Ok(device)) = (
@@ -170,7 +174,8 @@ pub async fn pending(
     auth: DeviceAuth,
 ) -> Result<Json<ResendRequests>, ApiError> {
     let pending = state
-        .store
+        .stores
+        .repair
         .pending_resends(&auth.user_id, &auth.device_id, 100)
         .await?;
     Ok(Json(ResendRequests {
@@ -190,7 +195,8 @@ pub async fn unavailable(
         return Err(ApiError::invalid("detail is at most 200 characters"));
     }
     let closed = state
-        .store
+        .stores
+        .repair
         .complete_resend(
             &request_id,
             (&auth.user_id, &auth.device_id),

@@ -58,7 +58,8 @@ pub async fn reset(
         op.require(SCOPE_MESSAGES)?;
     }
     let parties = state
-        .store
+        .stores
+        .repair
         .session_parties(&session_id)
         .await?
         .ok_or_else(unknown_session)?;
@@ -89,7 +90,7 @@ pub async fn reset(
             },
         )
         .collect();
-    let in_flight = state.store.reset_session(&rows).await?;
+    let in_flight = state.stores.repair.reset_session(&rows).await?;
     tracing::info!(%session_id, by = %requested_by, in_flight = in_flight.len(), "olm session reset");
     for (user, device) in &ends {
         if let (Ok(user), Ok(device)) = (UserId::new(user.as_str()), DeviceId::new(device.as_str()))
@@ -118,7 +119,8 @@ pub async fn unseen(
     auth: DeviceAuth,
 ) -> Result<Json<SessionResets>, ApiError> {
     let rows = state
-        .store
+        .stores
+        .repair
         .unseen_session_resets(&auth.user_id, &auth.device_id)
         .await?;
     Ok(Json(SessionResets {
@@ -151,7 +153,8 @@ pub async fn ack(
         .map(|id| session_id(id))
         .collect::<Result<Vec<_>, _>>()?;
     state
-        .store
+        .stores
+        .repair
         .ack_session_resets(&auth.user_id, &auth.device_id, &ids, state.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -29,7 +29,8 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 async fn listing(state: &AppState) -> Result<Json<SigningKeysResponse>, ApiError> {
     let now = state.clock.now();
     let keys = state
-        .store
+        .stores
+        .server_keys
         .server_keys(SIGNING_PURPOSE)
         .await?
         .into_iter()
@@ -140,7 +141,11 @@ pub async fn rotate_token_key(
         .try_into()
         .map_err(|_| ApiError::internal("new token key is not 32 bytes"))?;
     state.keys.rotate(&next, now, now).await?;
-    let revoked = state.store.revoke_refresh_tokens(None, now).await?;
+    let revoked = state
+        .stores
+        .refresh_tokens
+        .revoke_refresh_tokens(None, now)
+        .await?;
     state
         .tokens
         .install(HmacJwsKey::new(secret), next.kid.clone());

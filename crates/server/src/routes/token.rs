@@ -54,7 +54,8 @@ pub async fn token(
                 ));
             }
             let device = state
-                .store
+                .stores
+                .accounts
                 .device(&user_id, &device_id)
                 .await?
                 // A pending (linked, not yet certified) device gets a token too, to fetch its certificate.
@@ -71,7 +72,8 @@ pub async fn token(
         }
         TokenRequest::RefreshToken { refresh_token } => {
             let used = state
-                .store
+                .stores
+                .refresh_tokens
                 .use_refresh_token(&Sha256::digest(refresh_token.as_bytes()), now)
                 .await?;
             let record = match used {
@@ -134,7 +136,8 @@ async fn issue(
     };
     let refresh_token = atlas_proto::b64::encode(atlas_crypto::random_bytes::<32>());
     state
-        .store
+        .stores
+        .refresh_tokens
         .insert_refresh_token(&RefreshTokenRecord {
             token_hash: Sha256::digest(refresh_token.as_bytes()).to_vec(),
             user_id,

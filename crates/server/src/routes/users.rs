@@ -80,7 +80,8 @@ pub async fn register(
                 certificate,
             };
             state
-                .store
+                .stores
+                .accounts
                 .create_user(&req.user_id, &req.device, &identity, now)
                 .await?;
             "active"
@@ -98,7 +99,8 @@ pub async fn register(
                 ));
             }
             state
-                .store
+                .stores
+                .accounts
                 .add_device(
                     &req.user_id,
                     &req.device,
@@ -133,7 +135,8 @@ pub async fn link_token(
     let token = atlas_proto::b64::encode(atlas_crypto::random_bytes::<32>());
     let expires_at = state.clock.now() + LINK_TOKEN_TTL;
     state
-        .store
+        .stores
+        .accounts
         .create_link_token(&auth.user_id, &Sha256::digest(token.as_bytes()), expires_at)
         .await?;
     let expires_at = expires_at
@@ -154,8 +157,8 @@ pub async fn devices(
     _auth: DeviceAuth,
     ApiPath(user_id): ApiPath<UserId>,
 ) -> Result<Json<DeviceListResponse>, ApiError> {
-    let devices = state.store.devices(&user_id).await?;
-    let identity_key = state.store.identity_key(&user_id).await?;
+    let devices = state.stores.accounts.devices(&user_id).await?;
+    let identity_key = state.stores.accounts.identity_key(&user_id).await?;
     let devices = devices
         .into_iter()
         .map(|d| DeviceInfo {

@@ -52,7 +52,8 @@ async fn catch_up(
 ) -> Option<u64> {
     loop {
         let page = state
-            .store
+            .stores
+            .messages
             .inbox(&auth.user_id, &auth.device_id, last, 100)
             .await
             .ok()?;
