@@ -54,9 +54,6 @@ fn pg(tx: &mut Tx) -> StoreResult<&mut sqlx::PgConnection> {
         .ok_or_else(|| StoreError::Corrupt("a PostgreSQL send on another backend".into()))
 }
 
-/// Advisory lock id held while migrating, so replicas starting together migrate once.
-const MIGRATION_LOCK: i64 = 0x0041_544c_4153;
-
 impl PostgresStore {
     /// Connects to `url` and migrates the database.
     pub async fn connect(url: &str) -> StoreResult<Self> {
@@ -64,11 +61,9 @@ impl PostgresStore {
             .max_connections(16)
             .connect(url)
             .await?;
-        Self::migrate(&pool).await?;
-        Ok(Self {
-            db: Db::Postgres(pool.clone()),
-            pool,
-        })
+        let db = Db::Postgres(pool.clone());
+        migrations::run_migrations(&db).await?;
+        Ok(Self { db, pool })
     }
 
     async fn store_message_once(&self, m: &NewMessage) -> StoreResult<StoredSend> {
@@ -161,38 +156,5 @@ impl PostgresStore {
         .fetch_all(pg(tx)?)
         .await?;
         crate::messages::judge(tx, m, rows).await
-    }
-
-    async fn migrate(pool: &PgPool) -> StoreResult<()> {
-        let mut conn = pool.acquire().await?;
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *conn)
-            .await?;
-        let result = async {
-            sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
-                .execute(&mut *conn)
-                .await?;
-            for (version, sql) in migrations::MIGRATIONS {
-                let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1").bind(version).fetch_optional(&mut *conn).await?;
-                if done.is_some() {
-                    continue;
-                }
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                for statement in migrations::statements(sql) {
-                    sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *tx).await?;
-                }
-                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, NOW())").bind(version).execute(&mut *tx).await?;
-                tx.commit().await?;
-                tracing::info!(version, "applied PostgreSQL migration");
-            }
-            Ok::<_, sqlx::Error>(())
-        }
-        .await;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *conn)
-            .await?;
-        Ok(result?)
     }
 }

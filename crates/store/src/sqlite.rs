@@ -86,7 +86,11 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        Self::migrate(&writer).await?;
+        migrations::run_migrations(&Db::Sqlite {
+            writer: writer.clone(),
+            reader: writer.clone(),
+        })
+        .await?;
         if let Some(path) = sqlite_path(&url) {
             // SQLite gives its -wal and -shm files the database file's mode; make sure of it.
             for suffix in ["-wal", "-shm"] {
@@ -123,36 +127,6 @@ impl SqliteStore {
 
     async fn queue(&self, write: Write) -> StoreResult<()> {
         self.writes.send(write).await.map_err(|_| closed())
-    }
-
-    async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
-        let mut tx = pool.begin().await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        for (version, sql) in migrations::MIGRATIONS {
-            let sql = migrations::for_sqlite(sql);
-            let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if done.is_some() {
-                continue;
-            }
-            for statement in migrations::statements(&sql) {
-                sqlx::query(sqlx::AssertSqlSafe(statement))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(time::OffsetDateTime::now_utc())
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(version, "applied SQLite migration");
-        }
-        tx.commit().await?;
-        Ok(())
     }
 }
 

@@ -134,6 +134,7 @@ mod accounts;
 mod backups;
 mod groups;
 mod messages;
+mod migrations;
 mod prekeys;
 mod repair;
 mod reports;
