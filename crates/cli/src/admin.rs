@@ -69,10 +69,9 @@ pub enum DeviceAdminCommand {
 pub enum TokenCommand {
     /// Create an operator token and print it (shown once; only its hash is stored).
     Create {
-        /// A scope the token gets (repeatable, at least one): devices, diagnose, dpop, keys,
-        /// messages, mls, receipts, or all.
-        #[arg(long = "scope", required = true)]
-        scopes: Vec<String>,
+        /// A scope the token gets (repeatable, at least one).
+        #[arg(long = "scope", required = true, value_enum)]
+        scopes: Vec<atlas_proto::OperatorScope>,
         /// How long the token works: 90s, 30m, 12h, 7d (at most 365d).
         #[arg(long, default_value = "24h", value_parser = crate::keys_cmd::parse_duration)]
         expires_in: u64,
@@ -150,10 +149,6 @@ pub enum JtiCommand {
 /// Longest operator token lifetime, seconds.
 const MAX_TOKEN_LIFETIME: u64 = 365 * 86_400;
 
-const SCOPES: &[&str] = &[
-    "all", "devices", "diagnose", "dpop", "keys", "messages", "mls", "receipts",
-];
-
 /// `atlas admin …`.
 pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     let cmd = match cmd {
@@ -172,15 +167,12 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             store,
             json,
         } => {
-            if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
-                anyhow::bail!("unknown scope '{unknown}' (known: {})", SCOPES.join(", "));
-            }
             anyhow::ensure!(
                 (1..=MAX_TOKEN_LIFETIME).contains(&expires_in),
                 "--expires-in must be between 1s and 365d"
             );
             let (token, record) = atlas_server::auth::operator::new_token(
-                scopes,
+                &scopes,
                 label,
                 time::OffsetDateTime::now_utc(),
                 time::Duration::seconds(i64::try_from(expires_in)?),

@@ -20,9 +20,19 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/backups/{user_id}/{backup_id}"),
 ];
 
-/// Every (method, path template) the router declares, read from its source.
+/// Every (method, path template) the router declares, read from its source:
+/// the main router, and the admin router nested under `/admin`.
 fn router_routes() -> Vec<(String, String)> {
-    let source = include_str!("../../server/src/routes/mod.rs");
+    let mut out = routes_in(include_str!("../../server/src/routes/mod.rs"), "");
+    out.extend(routes_in(
+        include_str!("../../server/src/routes/admin.rs"),
+        "/admin",
+    ));
+    out
+}
+
+/// The `.route(…)` calls of one router's source, their paths under `prefix`.
+fn routes_in(source: &str, prefix: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for chunk in source.split(".route(").skip(1) {
         // The route's arguments end at the first line that closes the call.
@@ -38,7 +48,7 @@ fn router_routes() -> Vec<(String, String)> {
             ("put(", "PUT"),
         ] {
             if call.contains(needle) {
-                out.push((method.to_owned(), path.to_owned()));
+                out.push((method.to_owned(), format!("{prefix}{path}")));
             }
         }
     }

@@ -313,7 +313,11 @@ async fn operators_inspect_and_clear_the_replay_cache() {
         ],
         None,
     );
-    assert!(!ok && stderr.contains("unknown scope"), "{stderr}");
+    // Refused by the one list of scopes, which the error names.
+    assert!(
+        !ok && stderr.contains("invalid value 'everything'") && stderr.contains("dpop"),
+        "{stderr}"
+    );
 
     // A proof is used, then replayed: refused.
     let device = support::RawDevice::register(&url, "ops").await;

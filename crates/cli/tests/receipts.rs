@@ -62,8 +62,12 @@ fn failed(report: &ReceiptReport) -> Vec<&'static str> {
 /// An operator token with `scopes`, minted straight into the server's store.
 async fn operator(h: &Harness, scopes: &[&str]) -> String {
     let store = atlas_store::open(&h.database_url()).await.unwrap();
+    let scopes: Vec<atlas_proto::OperatorScope> = scopes
+        .iter()
+        .map(|s| atlas_proto::OperatorScope::parse(s).unwrap())
+        .collect();
     let (token, record) = atlas_server::auth::operator::new_token(
-        scopes.iter().map(|s| s.to_string()).collect(),
+        &scopes,
         "test".into(),
         h.clock.now(),
         // The test moves its clock by weeks.

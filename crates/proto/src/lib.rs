@@ -11,9 +11,11 @@ pub mod ids;
 pub mod mls;
 pub mod receipt;
 pub mod repair;
+pub mod scope;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{DeviceId, IdError, MemberRef, UserId};
+pub use scope::OperatorScope;
 
 /// Base64url without padding, as JOSE and our wire format use it.
 pub mod b64 {

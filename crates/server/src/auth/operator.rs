@@ -3,7 +3,7 @@
 //! hash is stored; each token carries scopes and can be revoked.
 use crate::error::ApiError;
 use crate::state::AppState;
-use atlas_proto::ErrorCode;
+use atlas_proto::{ErrorCode, OperatorScope};
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -12,12 +12,9 @@ use sha2::{Digest, Sha256};
 /// Prefix of every operator token, so one pasted in the wrong place is recognisable.
 pub const TOKEN_PREFIX: &str = "atlas-op.";
 
-/// Scope that grants every admin route.
-pub const SCOPE_ALL: &str = "all";
-
 /// Makes a new operator token: the secret to hand out once, and the record to store.
 pub fn new_token(
-    scopes: Vec<String>,
+    scopes: &[OperatorScope],
     label: String,
     now: time::OffsetDateTime,
     lifetime: time::Duration,
@@ -30,7 +27,7 @@ pub fn new_token(
     let record = atlas_store::OperatorTokenRecord {
         token_id,
         token_hash: Sha256::digest(token.as_bytes()).to_vec(),
-        scopes,
+        scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
         label,
         created_at: now,
         expires_at: Some(now + lifetime),
@@ -51,13 +48,13 @@ pub struct OperatorAuth {
     /// The token's public id (what the audit trail names).
     pub token_id: String,
     /// Its scopes.
-    pub scopes: Vec<String>,
+    pub scopes: Vec<OperatorScope>,
 }
 
 impl OperatorAuth {
     /// Refuses with 403 `insufficient_scope` unless the token has `scope` (or `all`).
-    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
-        if self.scopes.iter().any(|s| s == scope || s == SCOPE_ALL) {
+    pub fn require(&self, scope: OperatorScope) -> Result<(), ApiError> {
+        if self.scopes.iter().any(|s| s.grants(scope)) {
             return Ok(());
         }
         Err(ApiError::new(
@@ -100,9 +97,66 @@ impl FromRequestParts<AppState> for OperatorAuth {
         tracing::info!(token_id = %record.token_id, path = %parts.uri.path(), method = %parts.method, "operator request");
         Ok(OperatorAuth {
             token_id: record.token_id,
-            scopes: record.scopes,
+            // A scope this server does not know (a newer one, say) grants nothing.
+            scopes: record
+                .scopes
+                .iter()
+                .filter_map(|s| OperatorScope::parse(s))
+                .collect(),
         })
     }
+}
+
+/// The scope an [`Admin`] extractor demands.
+pub trait RequiredScope: Send + Sync + 'static {
+    /// The scope.
+    const SCOPE: OperatorScope;
+}
+
+/// An operator request whose token holds the scope `S` names: a handler that
+/// takes `Admin<scope::Mls>` is an MLS admin route, checked before it runs.
+pub struct Admin<S: RequiredScope> {
+    /// The authenticated operator.
+    pub operator: OperatorAuth,
+    scope: std::marker::PhantomData<S>,
+}
+
+impl<S: RequiredScope> std::ops::Deref for Admin<S> {
+    type Target = OperatorAuth;
+
+    fn deref(&self) -> &OperatorAuth {
+        &self.operator
+    }
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for Admin<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let operator = OperatorAuth::from_request_parts(parts, state).await?;
+        operator.require(S::SCOPE)?;
+        Ok(Self {
+            operator,
+            scope: std::marker::PhantomData,
+        })
+    }
+}
+
+/// The marker types of [`Admin`], one per scope.
+pub mod scope {
+    use super::{OperatorScope, RequiredScope};
+
+    macro_rules! markers {
+        ($($name:ident),* $(,)?) => {$(
+            #[doc = concat!("Needs the `", stringify!($name), "` scope.")]
+            pub struct $name;
+            impl RequiredScope for $name {
+                const SCOPE: OperatorScope = OperatorScope::$name;
+            }
+        )*};
+    }
+
+    markers!(Devices, Diagnose, Dpop, Keys, Messages, Mls, Receipts);
 }
 
 #[cfg(test)]
@@ -113,24 +167,27 @@ mod tests {
     fn scopes_gate_routes_and_all_opens_every_one() {
         let dpop_only = OperatorAuth {
             token_id: "t".into(),
-            scopes: vec!["dpop".into()],
+            scopes: vec![OperatorScope::Dpop],
         };
-        assert!(dpop_only.require("dpop").is_ok());
+        assert!(dpop_only.require(OperatorScope::Dpop).is_ok());
         assert_eq!(
-            dpop_only.require("receipts").unwrap_err().code(),
+            dpop_only
+                .require(OperatorScope::Receipts)
+                .unwrap_err()
+                .code(),
             ErrorCode::InsufficientScope
         );
         let all = OperatorAuth {
             token_id: "t".into(),
-            scopes: vec![SCOPE_ALL.into()],
+            scopes: vec![OperatorScope::All],
         };
-        assert!(all.require("receipts").is_ok());
+        assert!(all.require(OperatorScope::Receipts).is_ok());
     }
 
     #[test]
     fn new_tokens_are_prefixed_and_only_hashed() {
         let (token, record) = new_token(
-            vec!["dpop".into()],
+            &[OperatorScope::Dpop],
             "x".into(),
             time::OffsetDateTime::UNIX_EPOCH,
             time::Duration::hours(1),

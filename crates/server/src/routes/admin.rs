@@ -1,63 +1,43 @@
-//! The admin API (operator Bearer tokens): the runbook's look-ups and repairs.
-use crate::auth::jti::cache_key;
-use crate::auth::operator::OperatorAuth;
-use crate::error::ApiError;
-use crate::extract::ApiPath;
+//! The admin API, nested under `/admin`: every route needs an operator token
+//! (`Authorization: Bearer`), and its handler's `Admin<scope::…>` extractor
+//! checks the token's scope before the handler runs. A new admin route is one
+//! handler with that extractor plus one line here.
+use super::{devices, diagnose, dpop_admin, mls_admin, signing_keys};
 use crate::state::AppState;
-use atlas_crypto::dpop::MAX_JTI_LEN;
-use atlas_proto::api::JtiStatus;
-use axum::Json;
-use axum::extract::State;
+use axum::Router;
+use axum::routing::{get, post};
 
-/// Scope of the DPoP replay-cache routes.
-pub const SCOPE_DPOP: &str = "dpop";
-
-fn checked(jti: String) -> Result<String, ApiError> {
-    if jti.is_empty() || jti.len() > MAX_JTI_LEN {
-        return Err(ApiError::invalid(format!(
-            "jti must be 1 to {MAX_JTI_LEN} characters"
-        )));
-    }
-    Ok(jti)
-}
-
-/// The operator's jti, checked against scope and length.
-fn authorised_jti(operator: &OperatorAuth, jti: String) -> Result<String, ApiError> {
-    operator.require(SCOPE_DPOP)?;
-    checked(jti)
-}
-
-/// `GET /admin/dpop/jti/{jti}`: is this proof id remembered (would a proof with it be a replay)?
-pub async fn show_jti(
-    State(state): State<AppState>,
-    operator: OperatorAuth,
-    ApiPath(jti): ApiPath<String>,
-) -> Result<Json<JtiStatus>, ApiError> {
-    let jti = authorised_jti(&operator, jti)?;
-    let expires_at = state.jti.get(&jti).await.map_err(ApiError::internal)?;
-    Ok(Json(JtiStatus {
-        key: cache_key(&jti),
-        jti,
-        seen: expires_at.is_some(),
-        expires_at,
-        cleared: None,
-    }))
-}
-
-/// `DELETE /admin/dpop/jti/{jti}`: forgets a proof id (a replay false positive).
-pub async fn clear_jti(
-    State(state): State<AppState>,
-    operator: OperatorAuth,
-    ApiPath(jti): ApiPath<String>,
-) -> Result<Json<JtiStatus>, ApiError> {
-    let jti = authorised_jti(&operator, jti)?;
-    let cleared = state.jti.remove(&jti).await.map_err(ApiError::internal)?;
-    tracing::warn!(token_id = %operator.token_id, %jti, cleared, "operator cleared a DPoP jti");
-    Ok(Json(JtiStatus {
-        key: cache_key(&jti),
-        jti,
-        seen: false,
-        expires_at: None,
-        cleared: Some(cleared),
-    }))
+/// The admin routes, without their `/admin` prefix.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        // Devices (scope devices).
+        .route(
+            "/devices/{user_id}/{device_id}/revoke",
+            post(devices::admin_revoke),
+        )
+        // The runbook's diagnosis flow (scope diagnose).
+        .route("/diagnose/messages/{message_id}", get(diagnose::message))
+        .route("/diagnose/users/{user_id}", get(diagnose::user))
+        .route("/diagnose/groups/{group_id}", get(diagnose::group))
+        // The DPoP replay cache (scope dpop).
+        .route(
+            "/dpop/jti/{jti}",
+            get(dpop_admin::show_jti).delete(dpop_admin::clear_jti),
+        )
+        // MLS recovery (scope mls).
+        .route("/groups/{group_id}", get(mls_admin::show))
+        .route(
+            "/groups/{group_id}/members/{member_id}/send-update",
+            post(mls_admin::send_update),
+        )
+        .route(
+            "/groups/{group_id}/members/{member_id}/rejoin",
+            post(mls_admin::rejoin),
+        )
+        .route("/groups/{group_id}/rollback", post(mls_admin::rollback))
+        // Server keys (scope keys).
+        .route("/signing-keys", get(signing_keys::list))
+        .route("/signing-keys/rotate", post(signing_keys::rotate))
+        .route("/signing-keys/{kid}/revoke", post(signing_keys::revoke))
+        .route("/token-key/rotate", post(signing_keys::rotate_token_key))
 }

@@ -3,7 +3,7 @@
 //! cannot forge), the newcomer fetches its certificate and the sealed identity
 //! key once, and a device is removed by the identity key's signature — or by an
 //! operator for a stolen phone.
-use crate::auth::operator::OperatorAuth;
+use crate::auth::operator::{Admin, scope};
 use crate::auth::{DeviceAuth, LinkedDeviceAuth};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
@@ -20,8 +20,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use time::format_description::well_known::Rfc3339;
 
-/// Scope of the operator's device routes.
-pub const SCOPE_DEVICES: &str = "devices";
 /// Longest certificate or signature accepted (an Ed25519 signature is 86 characters).
 const MAX_SIGNATURE: usize = 128;
 /// Longest sealed identity key accepted.
@@ -187,10 +185,9 @@ pub async fn revoke(
 /// device (a stolen phone) without the user's identity key; listed with no signature.
 pub async fn admin_revoke(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    operator: Admin<scope::Devices>,
     ApiPath((user_id, device_id)): ApiPath<(UserId, DeviceId)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    operator.require(SCOPE_DEVICES)?;
     device_of(&state, &user_id, &device_id).await?;
     remove(&state, &user_id, &device_id, None).await?;
     tracing::warn!(token_id = %operator.token_id, %user_id, %device_id, "operator removed a device");

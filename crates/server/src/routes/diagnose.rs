@@ -1,7 +1,7 @@
 //! `GET /admin/diagnose/{messages|users|groups}/{id}` (operator, scope
 //! `diagnose`): gathers the evidence the runbook's checks look at from
 //! storage and walks the decision tree of `atlas_ops::diagnose`.
-use crate::auth::operator::OperatorAuth;
+use crate::auth::operator::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::state::AppState;
@@ -16,9 +16,6 @@ use atlas_store::StoreError;
 use axum::Json;
 use axum::extract::State;
 use time::format_description::well_known::Rfc3339;
-
-/// Scope of the diagnosis routes.
-pub const SCOPE_DIAGNOSE: &str = "diagnose";
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
@@ -36,10 +33,9 @@ async fn latest_backup(state: &AppState, user_id: &str) -> Result<Option<String>
 /// `GET /admin/diagnose/messages/{message_id}`.
 pub async fn message(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    _: Admin<scope::Diagnose>,
     ApiPath(message_id): ApiPath<String>,
 ) -> Result<Json<Diagnosis>, ApiError> {
-    operator.require(SCOPE_DIAGNOSE)?;
     crate::routes::resend::check_message_id(&message_id)?;
     let copies = state.stores.repair.message_copies(&message_id).await?;
     let reports = state
@@ -136,10 +132,9 @@ pub async fn message(
 /// `GET /admin/diagnose/users/{user_id}`.
 pub async fn user(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    _: Admin<scope::Diagnose>,
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<Json<Diagnosis>, ApiError> {
-    operator.require(SCOPE_DIAGNOSE)?;
     let user = UserId::new(user_id.as_str()).map_err(|e| ApiError::invalid(e.to_string()))?;
     let mut evidence = UserEvidence {
         user_id: user_id.clone(),
@@ -211,10 +206,9 @@ pub async fn user(
 /// `GET /admin/diagnose/groups/{group_id}`.
 pub async fn group(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    _: Admin<scope::Diagnose>,
     ApiPath(group_id): ApiPath<String>,
 ) -> Result<Json<Diagnosis>, ApiError> {
-    operator.require(SCOPE_DIAGNOSE)?;
     let mut evidence = GroupEvidence {
         group_id: group_id.clone(),
         ..Default::default()

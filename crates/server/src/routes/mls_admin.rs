@@ -1,6 +1,6 @@
 //! The operator's MLS recovery routes (scope `mls`): inspect a group, ask a
 //! stuck member's device to catch up and self-update, or to rejoin by external commit.
-use crate::auth::operator::OperatorAuth;
+use crate::auth::operator::{Admin, OperatorAuth, scope};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::routes::groups::{action_view, group_record, view};
@@ -11,9 +11,6 @@ use atlas_store::MemberAction;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-
-/// Scope of the MLS recovery routes.
-pub const SCOPE_MLS: &str = "mls";
 
 async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, ApiError> {
     Ok(AdminGroupView {
@@ -33,10 +30,9 @@ async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, 
 /// `GET /admin/groups/{group_id}`: epoch, members' acknowledged epochs, recovery steps.
 pub async fn show(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    _: Admin<scope::Mls>,
     ApiPath(group_id): ApiPath<String>,
 ) -> Result<Json<AdminGroupView>, ApiError> {
-    operator.require(SCOPE_MLS)?;
     group_record(&state, &group_id).await?;
     Ok(Json(admin_view(&state, &group_id).await?))
 }
@@ -87,7 +83,6 @@ async fn request(
     member: &str,
     action: &str,
 ) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
-    operator.require(SCOPE_MLS)?;
     group_record(state, group_id).await?;
     let member_id = resolve_member(state, group_id, member).await?;
     state
@@ -115,7 +110,7 @@ async fn request(
 /// device catches up from the stored commits, then commits a self-update.
 pub async fn send_update(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    operator: Admin<scope::Mls>,
     ApiPath((group_id, member)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
     request(&state, &operator, &group_id, &member, "update").await
@@ -125,7 +120,7 @@ pub async fn send_update(
 /// device rejoins by external commit from the latest GroupInfo (resync).
 pub async fn rejoin(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    operator: Admin<scope::Mls>,
     ApiPath((group_id, member)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
     request(&state, &operator, &group_id, &member, "rejoin").await
@@ -137,11 +132,10 @@ pub async fn rejoin(
 /// commit, since openmls cannot take a member back to an epoch it has left.
 pub async fn rollback(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    operator: Admin<scope::Mls>,
     ApiPath(group_id): ApiPath<String>,
     crate::extract::ApiJson(req): crate::extract::ApiJson<atlas_proto::mls::RollbackRequest>,
 ) -> Result<Json<AdminGroupView>, ApiError> {
-    operator.require(SCOPE_MLS)?;
     let group = group_record(&state, &group_id).await?;
     if req.target_epoch >= group.current_epoch {
         return Err(ApiError::invalid(format!(

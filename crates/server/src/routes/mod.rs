@@ -3,6 +3,7 @@ pub mod admin;
 pub mod backups;
 pub mod devices;
 pub mod diagnose;
+pub mod dpop_admin;
 pub mod groups;
 pub mod health;
 pub mod key_packages;
@@ -54,10 +55,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/devices/certificate/claim", post(devices::claim))
         .route("/devices/{device_id}/certificate", post(devices::certify))
         .route("/devices/{device_id}/revoke", post(devices::revoke))
-        .route(
-            "/admin/devices/{user_id}/{device_id}/revoke",
-            post(devices::admin_revoke),
-        )
         .route("/token", post(token::token))
         .route("/keys/upload", post(keys::upload))
         .route("/keys/count", get(keys::count))
@@ -96,25 +93,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/groups/actions/{action_id}/done",
             post(groups::action_done),
         )
-        .route("/admin/groups/{group_id}", get(mls_admin::show))
-        .route(
-            "/admin/diagnose/messages/{message_id}",
-            get(diagnose::message),
-        )
-        .route("/admin/diagnose/users/{user_id}", get(diagnose::user))
-        .route("/admin/diagnose/groups/{group_id}", get(diagnose::group))
-        .route(
-            "/admin/groups/{group_id}/rollback",
-            post(mls_admin::rollback),
-        )
-        .route(
-            "/admin/groups/{group_id}/members/{member_id}/send-update",
-            post(mls_admin::send_update),
-        )
-        .route(
-            "/admin/groups/{group_id}/members/{member_id}/rejoin",
-            post(mls_admin::rejoin),
-        )
         .route("/groups/{group_id}", get(groups::show))
         .route(
             "/groups/{group_id}/commits",
@@ -129,22 +107,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/groups/{group_id}/group-info", get(groups::group_info))
         .route("/groups/{group_id}/ack", post(groups::ack))
         .route("/.well-known/jwks.json", get(receipts::jwks))
+        .nest("/admin", admin::router())
         .route("/receipts/{message_id}", get(receipts::latest))
         .route("/receipts/{message_id}/reissue", post(receipts::reissue))
-        .route("/admin/signing-keys", get(signing_keys::list))
-        .route("/admin/signing-keys/rotate", post(signing_keys::rotate))
-        .route(
-            "/admin/signing-keys/{kid}/revoke",
-            post(signing_keys::revoke),
-        )
-        .route(
-            "/admin/token-key/rotate",
-            post(signing_keys::rotate_token_key),
-        )
-        .route(
-            "/admin/dpop/jti/{jti}",
-            get(admin::show_jti).delete(admin::clear_jti),
-        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
         })

@@ -14,9 +14,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-/// Scope of the operator receipt routes.
-pub const SCOPE_RECEIPTS: &str = "receipts";
-
 /// Longest message id accepted in a path (ours are 36-character UUIDs).
 const MAX_MESSAGE_ID_LEN: usize = 64;
 
@@ -53,7 +50,7 @@ async fn visible(
         )));
     }
     if let Caller::Operator(op) = caller {
-        op.require(SCOPE_RECEIPTS)?;
+        op.require(atlas_proto::OperatorScope::Receipts)?;
     }
     let receipts = state.stores.messages.receipts(message_id).await?;
     let allowed = match (caller, receipts.first()) {

@@ -16,8 +16,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use time::format_description::well_known::Rfc3339;
 
-/// Operator scope of message repair (resends, session resets).
-pub const SCOPE_MESSAGES: &str = "messages";
 /// Resend requests one device pair may make at once.
 pub const BURST: u32 = 10;
 /// Resend requests per device pair and minute, sustained.
@@ -68,7 +66,7 @@ pub async fn request(
 ) -> Result<(StatusCode, Json<ResendRequests>), ApiError> {
     check_message_id(&message_id)?;
     if let Caller::Operator(op) = &caller {
-        op.require(SCOPE_MESSAGES)?;
+        op.require(atlas_proto::OperatorScope::Messages)?;
     }
     let copies = state.stores.repair.message_copies(&message_id).await?;
     let reports = state

@@ -8,7 +8,6 @@
 use crate::auth::{Caller, DeviceAuth};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::resend::SCOPE_MESSAGES;
 use crate::state::AppState;
 use atlas_proto::api::PushEvent;
 use atlas_proto::repair::{
@@ -55,7 +54,7 @@ pub async fn reset(
 ) -> Result<(StatusCode, Json<SessionResetResponse>), ApiError> {
     let session_id = session_id(&raw)?;
     if let Caller::Operator(op) = &caller {
-        op.require(SCOPE_MESSAGES)?;
+        op.require(atlas_proto::OperatorScope::Messages)?;
     }
     let parties = state
         .stores

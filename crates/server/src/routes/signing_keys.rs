@@ -1,6 +1,6 @@
 //! The admin API of the server's keys: receipt-signing keys (list, rotate with
 //! overlap, revoke) and the access-token key (rotate, killing every token).
-use crate::auth::operator::OperatorAuth;
+use crate::auth::operator::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::receipts::{SIGNING_PURPOSE, new_signing_key};
@@ -15,9 +15,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use time::format_description::well_known::Rfc3339;
-
-/// Scope of the signing-key routes.
-pub const SCOPE_KEYS: &str = "keys";
 
 /// Longest overlap accepted (one year): beyond it, revoke and reissue instead.
 const MAX_OVERLAP_SECS: u64 = 366 * 24 * 3600;
@@ -51,9 +48,8 @@ async fn listing(state: &AppState) -> Result<Json<SigningKeysResponse>, ApiError
 /// `GET /admin/signing-keys`.
 pub async fn list(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    _: Admin<scope::Keys>,
 ) -> Result<Json<SigningKeysResponse>, ApiError> {
-    operator.require(SCOPE_KEYS)?;
     state
         .signing_keys
         .current(&state.keys, state.clock.now())
@@ -66,10 +62,9 @@ pub async fn list(
 /// every receipt it signed keeps verifying until it expires).
 pub async fn rotate(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    operator: Admin<scope::Keys>,
     body: axum::body::Bytes,
 ) -> Result<Json<SigningKeysResponse>, ApiError> {
-    operator.require(SCOPE_KEYS)?;
     // The body is optional: an empty POST rotates with the default overlap.
     let request: RotateSigningRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateSigningRequest::default()
@@ -99,10 +94,9 @@ pub async fn rotate(
 /// installs a new one in the same transaction.
 pub async fn revoke(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    operator: Admin<scope::Keys>,
     ApiPath(kid): ApiPath<String>,
 ) -> Result<Json<SigningKeysResponse>, ApiError> {
-    operator.require(SCOPE_KEYS)?;
     if kid.is_empty() || kid.len() > 128 {
         return Err(ApiError::invalid("kid must be 1 to 128 characters"));
     }
@@ -129,9 +123,8 @@ pub async fn revoke(
 /// Other server processes pick the new key up at the first token they cannot verify.
 pub async fn rotate_token_key(
     State(state): State<AppState>,
-    operator: OperatorAuth,
+    operator: Admin<scope::Keys>,
 ) -> Result<Json<TokenKeyRotated>, ApiError> {
-    operator.require(SCOPE_KEYS)?;
     let now = state.clock.now();
     let previous_kid = state.tokens.kid();
     let next = crate::new_hmac_key(ACCESS_TOKEN_PURPOSE, now);
