@@ -33,6 +33,12 @@ pub(crate) struct LocalState {
     sealer: SecretBox,
 }
 
+impl Drop for LocalState {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 fn read_or_create_key(path: &Path) -> Result<[u8; 32], ClientError> {
     if path.exists() {
         let bytes = std::fs::read(path).map_err(|e| {

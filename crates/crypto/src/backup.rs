@@ -72,6 +72,13 @@ pub struct BackupKeys {
     download: [u8; 32],
 }
 
+impl Drop for BackupKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seal);
+        zeroize::Zeroize::zeroize(&mut self.download);
+    }
+}
+
 impl BackupKeys {
     /// The key that proves to the server the holder may download the blob, base64url.
     pub fn download_key(&self) -> String {

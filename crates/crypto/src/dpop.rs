@@ -207,6 +207,12 @@ pub struct NonceIssuer {
     lifetime_secs: i64,
 }
 
+impl Drop for NonceIssuer {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl NonceIssuer {
     /// A nonce issuer with a server-held key; nonces live `lifetime_secs`.
     pub fn new(key: [u8; 32], lifetime_secs: i64) -> Self {

@@ -146,6 +146,12 @@ pub struct LinkCode {
     pub secret: [u8; 32],
 }
 
+impl Drop for LinkCode {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl std::fmt::Debug for LinkCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LinkCode(..)")

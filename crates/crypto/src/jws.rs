@@ -115,6 +115,12 @@ pub struct HmacJwsKey {
     key: [u8; 32],
 }
 
+impl Drop for HmacJwsKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl HmacJwsKey {
     /// A key from 32 secret bytes.
     pub fn new(key: [u8; 32]) -> Self {

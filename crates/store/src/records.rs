@@ -235,7 +235,7 @@ pub struct OperatorTokenRecord {
 }
 
 /// A server-held key (token signing, nonce MAC, …).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerKeyRecord {
     /// Key id.
     pub kid: String,
@@ -247,6 +247,17 @@ pub struct ServerKeyRecord {
     pub secret: Vec<u8>,
     /// Creation time.
     pub created_at: OffsetDateTime,
+}
+impl std::fmt::Debug for ServerKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log line.
+        f.debug_struct("ServerKeyRecord")
+            .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A server key with its lifecycle (receipt-signing keys rotate and are revoked).
@@ -310,4 +321,26 @@ pub(crate) fn device_list_mismatch(
         extra,
         current: current.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_key_prints_without_its_secret() {
+        let key = ServerKeyRecord {
+            kid: "k1".into(),
+            purpose: "access-token".into(),
+            alg: "HS256".into(),
+            secret: b"hunter2-hunter2".to_vec(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let printed = format!("{key:?}");
+        assert!(printed.contains("k1"), "{printed}");
+        assert!(
+            !printed.contains("secret") && !printed.contains("104"),
+            "{printed}"
+        );
+    }
 }
