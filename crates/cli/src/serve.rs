@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// Database URL: postgres://… for PostgreSQL; default is SQLite in --data-dir.
     #[arg(long, env = "ATLAS_DATABASE_URL")]
     database_url: Option<String>,
-    /// Public origin clients use (DPoP htu is checked against it); default http://<listen>.
+    /// Public origin clients use (DPoP htu is checked against it); default `http://<listen>`.
     #[arg(long, env = "ATLAS_PUBLIC_URL")]
     public_url: Option<String>,
     /// Largest request body in bytes.

@@ -54,7 +54,7 @@ pub struct VerifyReceiptArgs {
     /// The receipt: its JSON, base64 of its JSON, @FILE, or - for stdin.
     #[arg(long)]
     receipt: String,
-    /// JWKS to verify against: a URL or a file (default: <iss>/.well-known/jwks.json from the receipt).
+    /// JWKS to verify against: a URL or a file (default: `<iss>/.well-known/jwks.json` from the receipt).
     #[arg(long)]
     jwks: Option<String>,
     /// Verify as of this time (RFC 3339) instead of now, e.g. to ask whether it was valid then.

@@ -34,7 +34,7 @@ pub fn new_signing_key(now: OffsetDateTime) -> ServerKeyRecord {
     }
 }
 
-/// The active signing key, cached for [`KEY_CACHE`].
+/// The active signing key, cached for `KEY_CACHE`.
 #[derive(Default)]
 pub struct SigningKeys {
     cached: RwLock<Option<(Instant, Arc<ReceiptSigner>)>>,
