@@ -132,14 +132,16 @@ pub enum DpopCommand {
 pub enum JtiCommand {
     /// Is this proof id remembered (would a proof with it be refused as a replay)?
     Show {
-        /// The proof's jti.
+        /// The proof's jti (any text a client chose, so it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         jti: String,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Forget a proof id (clear a replay false positive).
     Clear {
-        /// The proof's jti.
+        /// The proof's jti (any text a client chose, so it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         jti: String,
         #[command(flatten)]
         server: ServerArgs,

@@ -23,7 +23,8 @@ pub enum KeysCommand {
     },
     /// Remove a key from the JWKS at once; receipts it signed stop verifying until reissued.
     RevokeSigning {
-        /// The key id (`kid`).
+        /// The key id (`kid`; base64url, so it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[command(flatten)]
         server: ServerArgs,

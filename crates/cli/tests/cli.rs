@@ -586,3 +586,40 @@ fn a_closed_output_pipe_ends_the_cli_quietly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Key ids are base64url and proof ids any text, so either may start with `-`:
+/// the CLI takes them as values, not as unknown flags (one signing key in 64 did).
+#[test]
+fn ids_starting_with_a_hyphen_are_values() {
+    for args in [
+        [
+            "keys",
+            "revoke-signing",
+            "-Tabc",
+            "--server",
+            "http://127.0.0.1:1",
+        ]
+        .as_slice(),
+        [
+            "dpop",
+            "jti",
+            "clear",
+            "-x1",
+            "--server",
+            "http://127.0.0.1:1",
+        ]
+        .as_slice(),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
+            .args(args)
+            .env_remove("ATLAS_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("unexpected argument"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("no operator token"), "{args:?}: {stderr}");
+    }
+}

@@ -1,7 +1,9 @@
-//! In-process fan-out: pushes each stored envelope to the WebSocket of its
-//! recipient device, if connected, and nudges devices with notices (a group
-//! log grew, a resend was asked). Lossy by design (a lagging socket re-reads from the store), so it
-//! never holds up a send.
+//! Fan-out: pushes each stored envelope to the WebSocket of its recipient
+//! device, if connected, and nudges devices with notices (a group log grew, a
+//! resend was asked). Lossy by design (a lagging socket re-reads from the
+//! store), so it never holds up a send. [`Fanout`] is the seam: today's
+//! [`LocalFanout`] reaches the connections of this process; one that spans
+//! replicas (Redis pub/sub) implements the same trait.
 use atlas_proto::api::{InboxMessage, PushEvent};
 use atlas_proto::{DeviceId, UserId};
 use std::collections::HashMap;
@@ -10,16 +12,28 @@ use tokio::sync::broadcast;
 
 type DeviceKey = (UserId, DeviceId);
 
-/// Channels of connected devices.
+/// Delivery to connected devices.
+pub trait Fanout: Send + Sync {
+    /// Subscribes a connection of `device` to its new messages.
+    fn subscribe(&self, user: &UserId, device: &DeviceId) -> broadcast::Receiver<InboxMessage>;
+    /// Pushes a message to the device's connections (no-op when none is connected).
+    fn publish(&self, user: &UserId, device: &DeviceId, message: InboxMessage);
+    /// Subscribes a connection of `device` to its notices.
+    fn subscribe_notices(&self, user: &UserId, device: &DeviceId)
+    -> broadcast::Receiver<PushEvent>;
+    /// Nudges a device's connections (no-op when none is connected).
+    fn publish_notice(&self, user: &UserId, device: &DeviceId, notice: PushEvent);
+}
+
+/// Channels of the devices connected to this process.
 #[derive(Default)]
-pub struct Fanout {
+pub struct LocalFanout {
     channels: Mutex<HashMap<DeviceKey, broadcast::Sender<InboxMessage>>>,
     notices: Mutex<HashMap<DeviceKey, broadcast::Sender<PushEvent>>>,
 }
 
-impl Fanout {
-    /// Subscribes a connection of `device` to its new messages.
-    pub fn subscribe(&self, user: &UserId, device: &DeviceId) -> broadcast::Receiver<InboxMessage> {
+impl Fanout for LocalFanout {
+    fn subscribe(&self, user: &UserId, device: &DeviceId) -> broadcast::Receiver<InboxMessage> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         channels
             .entry((user.clone(), device.clone()))
@@ -27,8 +41,7 @@ impl Fanout {
             .subscribe()
     }
 
-    /// Pushes a message to the device's connections (no-op when none is connected).
-    pub fn publish(&self, user: &UserId, device: &DeviceId, message: InboxMessage) {
+    fn publish(&self, user: &UserId, device: &DeviceId, message: InboxMessage) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let key = (user.clone(), device.clone());
         if let Some(sender) = channels.get(&key)
@@ -39,8 +52,7 @@ impl Fanout {
         }
     }
 
-    /// Subscribes a connection of `device` to its notices.
-    pub fn subscribe_notices(
+    fn subscribe_notices(
         &self,
         user: &UserId,
         device: &DeviceId,
@@ -52,8 +64,7 @@ impl Fanout {
             .subscribe()
     }
 
-    /// Nudges a device's connections (no-op when none is connected).
-    pub fn publish_notice(&self, user: &UserId, device: &DeviceId, notice: PushEvent) {
+    fn publish_notice(&self, user: &UserId, device: &DeviceId, notice: PushEvent) {
         let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
         let key = (user.clone(), device.clone());
         if let Some(sender) = notices.get(&key)

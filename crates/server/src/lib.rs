@@ -23,8 +23,8 @@ use atlas_crypto::jws::HmacJwsKey;
 use atlas_store::ServerKeyRecord;
 use kek::Kek;
 use server_keys::{ACCESS_TOKEN_PURPOSE, NONCE_PURPOSE, ServerKeys};
+use state::{AppState, Inner, RuntimeConfig};
 pub use state::{Clock, ServerConfig, SystemClock};
-use state::{Inner, RuntimeConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,25 +133,37 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     start_with_clock(config, Arc::new(SystemClock)).await
 }
 
-/// [`start`] with an injected clock (tests).
-pub async fn start_with_clock(
-    config: ServerConfig,
+/// The server's state before any socket: storage opened and migrated, server
+/// keys unsealed, and the shutdown signal its long-lived tasks watch.
+pub struct App {
+    /// What every handler gets.
+    pub state: AppState,
+    /// Turns true when the server stops.
+    pub shutdown: watch::Sender<bool>,
+    /// The replay cache (pruned in the background while serving).
+    jti: Arc<StoreJtiCache>,
+}
+
+impl App {
+    /// The full API on this state (a router that tests call without a socket).
+    pub fn router(&self, config: &ServerConfig) -> axum::Router {
+        routes::router(self.state.clone(), config.max_body_bytes)
+    }
+}
+
+/// Builds the state for `config` as served at `public_url`.
+pub async fn build(
+    config: &ServerConfig,
     clock: Arc<dyn Clock>,
-) -> Result<RunningServer, StartError> {
+    public_url: String,
+) -> Result<App, StartError> {
     let store = atlas_store::open(&config.database_url).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
-        .trim_end_matches('/')
-        .to_owned();
+    let public_url = public_url.trim_end_matches('/').to_owned();
 
     let stores = atlas_store::Stores::new(store);
     let keys = ServerKeys::new(
         stores.server_keys.clone(),
-        Kek::load_or_create(&kek_path(&config)?)?,
+        Kek::load_or_create(&kek_path(config)?)?,
     );
     let sealed = keys
         .seal_legacy(&[
@@ -169,8 +181,7 @@ pub async fn start_with_clock(
     let (_, metrics_salt) = hmac_key(&keys, server_keys::METRICS_LABEL_PURPOSE, now).await?;
     let jti = Arc::new(StoreJtiCache::new(stores.jtis.clone()));
 
-    let (shutdown, stopped) = watch::channel(false);
-    let timeouts = config.timeouts;
+    let (shutdown, _) = watch::channel(false);
     let state = Arc::new(Inner {
         stores: stores.clone(),
         config: RuntimeConfig {
@@ -188,7 +199,7 @@ pub async fn start_with_clock(
         device_statuses: Default::default(),
         jti: jti.clone(),
         nonces: NonceIssuer::new(nonce_key, 300),
-        fanout: Default::default(),
+        fanout: Arc::new(fanout::LocalFanout::default()),
         clock: clock.clone(),
         signing_keys: receipts::SigningKeys::default(),
         receipts: receipts::ReceiptPolicy {
@@ -213,6 +224,36 @@ pub async fn start_with_clock(
         },
         registration: config.registration.clone(),
     });
+    Ok(App {
+        state,
+        shutdown,
+        jti,
+    })
+}
+
+/// [`start`] with an injected clock (tests).
+pub async fn start_with_clock(
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let app = build(&config, clock.clone(), public_url).await?;
+    let public_url = app.state.config.public_url.clone();
+    let backend = app.state.stores.all.backend();
+    let router = app.router(&config);
+    let App {
+        state,
+        shutdown,
+        jti,
+    } = app;
+    let stopped = shutdown.subscribe();
+    let timeouts = config.timeouts;
+
     let metrics_listener = match config.metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -231,7 +272,6 @@ pub async fn start_with_clock(
             stop,
         ));
     }
-    let app = routes::router(state, config.max_body_bytes);
     let mut pruner_stop = shutdown.subscribe();
     let task = tokio::spawn(async move {
         let pruner = tokio::spawn(async move {
@@ -248,10 +288,10 @@ pub async fn start_with_clock(
                 }
             }
         });
-        listener::serve(listener, app, timeouts, stopped).await;
+        listener::serve(listener, router, timeouts, stopped).await;
         let _ = pruner.await;
     });
-    tracing::info!(%addr, %public_url, backend = stores.all.backend(), "atlas server listening");
+    tracing::info!(%addr, %public_url, backend, "atlas server listening");
     Ok(RunningServer {
         addr,
         public_url,

@@ -155,7 +155,7 @@ pub struct Inner {
     /// DPoP nonce issuer.
     pub nonces: NonceIssuer,
     /// Live delivery to connected devices.
-    pub fanout: Fanout,
+    pub fanout: Arc<dyn Fanout>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// The receipt-signing key in use.
