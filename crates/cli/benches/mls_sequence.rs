@@ -5,7 +5,12 @@
 //! N−1 members in one commit, sent through the same route.
 //!
 //! `cargo bench -p atlas-cli --bench mls_sequence -- [--sizes 10,100,1000] [--rounds 20]`
-#![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: fail loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // A benchmark: fail loudly.
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -7,7 +7,12 @@
 //! request carries a fresh proof (Ed25519) and is verified, replay-checked and
 //! stored durably by the server before it answers. Ciphertexts are opaque to
 //! the server, so a fixed 256-byte body stands in for Olm output here.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: fail loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // A benchmark: fail loudly.
 
 #[path = "../tests/support/mod.rs"]
 mod support;

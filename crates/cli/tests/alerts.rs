@@ -1,7 +1,12 @@
 //! The alert rules of `deploy/prometheus/`: valid for promtool, behaving as
 //! their unit tests say, and firing in a real Prometheus that scrapes a real
 //! `atlas serve` while devices report decryption failures.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 mod support;
 

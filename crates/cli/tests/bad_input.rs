@@ -1,6 +1,11 @@
 //! Replayed, forged, misdirected and malformed requests: each gets a clear 4xx
 //! with a stable code, nothing stored changes, and the server keeps serving.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 mod support;
 

@@ -2,7 +2,12 @@
 //! reproduced, `atlas diagnose message|user|group` names it with its evidence
 //! and recovery, and `--apply` starts the recovery that makes the message
 //! readable again.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 mod support;
 

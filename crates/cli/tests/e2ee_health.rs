@@ -2,7 +2,12 @@
 //! `/health/e2ee`, `/metrics`, the logs and the Prometheus alerts of
 //! `deploy/prometheus/alerts.yml` turn into verdicts — checked by promtool and
 //! by a real Prometheus that scrapes a running `atlas serve`.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 mod support;
 

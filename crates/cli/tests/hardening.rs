@@ -1,6 +1,11 @@
 //! Attacks of the hostile review (issue 10), reproduced and refused: what a
 //! reader of the database file can do, token and refresh-token lifetimes.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 mod support;
 

@@ -2,7 +2,12 @@
 //! against the published JWKS, through key rotation with overlap, revocation,
 //! expiry and its extension in the `receipts` table, and reissue; and who may
 //! see or reissue them.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 mod support;
 

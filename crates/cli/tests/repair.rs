@@ -1,7 +1,12 @@
 //! The runbook's causes of "Unable to decrypt message", reproduced for real,
 //! and their recovery: each failure is reported, shows in `/health/e2ee` and
 //! `/metrics`, and the message becomes readable again — on SQLite and PostgreSQL.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 mod support;
 

@@ -39,7 +39,10 @@ impl SecretBox {
                 },
             )
             .unwrap_or_else(|_| {
-                unreachable!("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers")
+                #[expect(clippy::unreachable, reason = "encryption into a Vec cannot fail")]
+                {
+                    unreachable!("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers")
+                }
             });
         out.extend_from_slice(&sealed);
         out

@@ -1,6 +1,11 @@
 //! The router on its state, called without a socket: what the routes answer
 //! needs no listener.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 use atlas_server::{ServerConfig, SystemClock};
 use axum::body::Body;

@@ -1,6 +1,11 @@
 //! One conformance suite, run against SQLite and against PostgreSQL (each test
 //! in its own fresh database), one module per storage area.
-#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
 
 use atlas_crypto::olm::OlmAccount;
 use atlas_proto::api::{DeviceKeys, KeysUploadRequest, OutgoingEnvelope, PublicKey};
