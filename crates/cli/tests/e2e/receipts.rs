@@ -9,7 +9,7 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-mod support;
+use crate::support;
 
 use atlas_crypto::receipt_inspect::{ReceiptReport, verify_receipt};
 use atlas_proto::b64;

@@ -8,7 +8,7 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-mod support;
+use crate::support;
 
 use atlas_store::testdb::TempDir;
 use std::process::Command;
@@ -576,8 +576,10 @@ async fn an_acknowledged_send_survives_kill_9() {
 /// ends quietly with status 0 instead of panicking on the broken pipe.
 #[test]
 fn a_closed_output_pipe_ends_the_cli_quietly() {
-    let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../../crypto/test-vectors/rfc9449-dpop.json")).unwrap();
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../crypto/test-vectors/rfc9449-dpop.json"
+    ))
+    .unwrap();
     let proof = vectors["proofs"][0]["proof"].as_str().unwrap();
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);

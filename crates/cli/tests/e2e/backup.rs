@@ -10,7 +10,7 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-mod support;
+use crate::support;
 
 use atlas_store::testdb::TempDir;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-mod support;
+use crate::support;
 
 use atlas_client::Client;
 use atlas_proto::UserId;

@@ -7,7 +7,7 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-mod support;
+use crate::support;
 
 use atlas_crypto::jws::HmacJwsKey;
 use atlas_crypto::olm::OlmAccount;

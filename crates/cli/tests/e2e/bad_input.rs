@@ -7,7 +7,7 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-mod support;
+use crate::support;
 
 use atlas_crypto::jws::JwsSigner;
 use serde_json::{Value, json};
@@ -28,9 +28,9 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
 /// Every (method, path template) the router declares, read from its source:
 /// the main router, and the admin router nested under `/admin`.
 fn router_routes() -> Vec<(String, String)> {
-    let mut out = routes_in(include_str!("../../server/src/routes/mod.rs"), "");
+    let mut out = routes_in(include_str!("../../../server/src/routes/mod.rs"), "");
     out.extend(routes_in(
-        include_str!("../../server/src/routes/admin.rs"),
+        include_str!("../../../server/src/routes/admin.rs"),
         "/admin",
     ));
     out

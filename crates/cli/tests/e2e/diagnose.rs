@@ -9,7 +9,7 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-mod support;
+use crate::support;
 
 use atlas_proto::UserId;
 use serde_json::Value;

@@ -1,0 +1,24 @@
+//! The end-to-end tests of `atlas`: servers, clients and the CLI together, one
+//! test binary with a module per area (the kit is `support`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)] // Tests fail loudly on purpose.
+
+#[macro_use]
+#[path = "../support/mod.rs"]
+mod support;
+
+mod alerts;
+mod backup;
+mod bad_input;
+mod cli;
+mod conversation;
+mod diagnose;
+mod e2ee_health;
+mod groups;
+mod hardening;
+mod receipts;
+mod repair;
