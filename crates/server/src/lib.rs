@@ -9,6 +9,7 @@ pub mod fanout;
 pub mod kek;
 pub mod limits;
 pub mod listener;
+pub mod mls_commit;
 pub mod rate_limit;
 pub mod receipts;
 pub mod routes;

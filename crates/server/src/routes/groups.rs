@@ -8,11 +8,11 @@ use crate::state::AppState;
 use atlas_crypto::mls_ds::{DsError, DsGroup};
 use atlas_proto::api::PushEvent;
 use atlas_proto::mls::{
-    CommitRequest, CommitResponse, CreateGroupRequest, EpochAck, EpochConflict, GroupInfoResponse,
-    GroupLogEntry, GroupLogResponse, GroupMemberView, GroupMessageRequest, GroupView,
+    CommitRequest, CommitResponse, CreateGroupRequest, EpochAck, GroupInfoResponse, GroupLogEntry,
+    GroupLogResponse, GroupMemberView, GroupMessageRequest, GroupView,
 };
 use atlas_proto::{ErrorCode, b64};
-use atlas_store::{CommitOutcome, GroupMessageRecord, GroupRecord, NewCommit, NewGroup};
+use atlas_store::{GroupMessageRecord, GroupRecord, NewGroup};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -55,7 +55,7 @@ pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-fn entry(r: GroupMessageRecord) -> GroupLogEntry {
+pub(crate) fn entry(r: GroupMessageRecord) -> GroupLogEntry {
     GroupLogEntry {
         group_id: r.group_id,
         seq: r.seq,
@@ -67,7 +67,7 @@ fn entry(r: GroupMessageRecord) -> GroupLogEntry {
     }
 }
 
-fn invalid_mls(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn invalid_mls(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         ErrorCode::InvalidMlsMessage,
@@ -90,7 +90,7 @@ pub(crate) async fn group_record(
 }
 
 /// Nudges the connected devices of `members` (`USER_ID/DEVICE_ID`) about a new log entry.
-fn notify<'a>(
+pub(crate) fn notify<'a>(
     state: &AppState,
     group_id: &str,
     seq: u64,
@@ -115,7 +115,13 @@ fn notify<'a>(
 }
 
 /// Nudges every active member but `sender` about a new log entry.
-async fn notify_members(state: &AppState, group_id: &str, seq: u64, kind: &str, sender: &str) {
+pub(crate) async fn notify_members(
+    state: &AppState,
+    group_id: &str,
+    seq: u64,
+    kind: &str,
+    sender: &str,
+) {
     let Ok(members) = state.stores.groups.group_members(group_id).await else {
         return;
     };
@@ -126,7 +132,7 @@ async fn notify_members(state: &AppState, group_id: &str, seq: u64, kind: &str, 
     notify(state, group_id, seq, kind, active);
 }
 
-fn not_a_member(what: &str) -> ApiError {
+pub(crate) fn not_a_member(what: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotAMember, what)
 }
 
@@ -155,47 +161,14 @@ async fn access(state: &AppState, group_id: &str, member: &str) -> Result<Access
 }
 
 /// Refuses callers that are not active members (never were, or were removed).
-async fn require_active(state: &AppState, group_id: &str, member: &str) -> Result<(), ApiError> {
+pub(crate) async fn require_active(
+    state: &AppState,
+    group_id: &str,
+    member: &str,
+) -> Result<(), ApiError> {
     match access(state, group_id, member).await? {
         Access::Member => Ok(()),
         Access::Removed { .. } => Err(not_a_member("removed from the group")),
-    }
-}
-
-async fn conflict(state: &AppState, group_id: &str, current: u64, from: u64) -> ApiError {
-    let winner = state
-        .stores
-        .groups
-        .commit_of_epoch(group_id, from.saturating_add(1))
-        .await
-        .ok()
-        .flatten()
-        .map(entry);
-    let details = EpochConflict {
-        current_epoch: current,
-        winner,
-    };
-    ApiError::new(
-        StatusCode::CONFLICT,
-        ErrorCode::EpochConflict,
-        format!("the group is in epoch {current}: process the newer commits, then retry"),
-    )
-    .with_details(serde_json::to_value(details).unwrap_or_default())
-}
-
-async fn ds_error(state: &AppState, group_id: &str, e: DsError) -> ApiError {
-    match e {
-        DsError::Malformed(m) => ApiError::invalid(format!("malformed MLS message: {m}")),
-        DsError::WrongEpoch { message, current } if message < current => {
-            conflict(state, group_id, current, message).await
-        }
-        e @ DsError::WrongEpoch { .. } => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::WrongEpoch,
-            e.to_string(),
-        ),
-        e @ (DsError::WrongGroup(_) | DsError::NotACommit | DsError::Invalid(_)) => invalid_mls(e),
-        e @ DsError::State(_) => ApiError::internal(e),
     }
 }
 
@@ -267,116 +240,27 @@ pub async fn show(
     Ok(Json(view(&state, &group_id).await?))
 }
 
-/// `POST /groups/{group_id}/commits`: validates the commit against the current
-/// epoch and sequences it; the first valid commit of an epoch wins, a later one
-/// gets 409 `epoch_conflict` with the winner.
+/// `POST /groups/{group_id}/commits`: the commit pipeline (`crate::mls_commit`)
+/// validates it against the current epoch and sequences it; the first valid
+/// commit of an epoch wins, a later one gets 409 `epoch_conflict` with the winner.
 pub async fn commit(
     State(state): State<AppState>,
     auth: DeviceAuth,
     ApiPath(group_id): ApiPath<String>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<(StatusCode, Json<CommitResponse>), ApiError> {
-    let group = group_record(&state, &group_id).await?;
-    let commit = decode(&req.commit, "commit")?;
-    let group_info = decode(&req.group_info, "group_info")?;
-    let welcome = req
-        .welcome
-        .as_deref()
-        .map(|w| decode(w, "welcome"))
-        .transpose()?;
-    let mut ds = DsGroup::restore(&group.public_state).map_err(ApiError::internal)?;
-    let from = ds.epoch();
-    let summary = match ds.apply_commit(&commit) {
-        Ok(summary) => summary,
-        Err(e) => return Err(ds_error(&state, &group_id, e).await),
+    let submitted = crate::mls_commit::Submitted {
+        commit: decode(&req.commit, "commit")?,
+        group_info: decode(&req.group_info, "group_info")?,
+        welcome: req
+            .welcome
+            .as_deref()
+            .map(|w| decode(w, "welcome"))
+            .transpose()?,
     };
-    let me = caller_member(&auth);
-    if summary.sender.to_string() != me {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            format!(
-                "the commit is signed by {}, not by the calling device",
-                summary.sender
-            ),
-        ));
-    }
-    ds.check_group_info(&group_info).map_err(invalid_mls)?;
-    let mut added: Vec<String> = summary.added.iter().map(ToString::to_string).collect();
-    let welcome = match (welcome, added.is_empty()) {
-        (Some(w), false) => Some((added.clone(), w)),
-        (None, true) => None,
-        (None, false) => {
-            return Err(ApiError::invalid(
-                "a commit that adds members needs their welcome",
-            ));
-        }
-        (Some(_), true) => {
-            return Err(ApiError::invalid(
-                "welcome given for a commit that adds no one",
-            ));
-        }
-    };
-    if summary.external {
-        // An external commit is an active member's resync (the rejoin path, also
-        // after a rollback): a removed device, or one never added, cannot let itself in.
-        require_active(&state, &group_id, &me).await.map_err(|_| {
-            tracing::warn!(%group_id, member = %me, "external commit from a device that is not an active member refused");
-            not_a_member("an external commit is accepted only from an active member of the group")
-        })?;
-        // A (re)join: the joiner's old leaf, if any, is among the removed.
-        added.push(me.clone());
-    }
-    let commit_id = uuid::Uuid::now_v7().to_string();
-    let outcome = state
-        .stores
-        .groups
-        .sequence_commit(&NewCommit {
-            group_id: group_id.clone(),
-            commit_id: commit_id.clone(),
-            sender_id: me,
-            from_epoch: from,
-            public_state: ds.snapshot().map_err(ApiError::internal)?,
-            group_info,
-            commit,
-            welcome,
-            added,
-            removed: summary.removed.iter().map(ToString::to_string).collect(),
-            now: state.clock.now(),
-        })
-        .await?;
-    match outcome {
-        CommitOutcome::Accepted { seq } => {
-            notify_members(
-                &state,
-                &group_id,
-                seq,
-                atlas_store::kind::COMMIT,
-                &caller_member(&auth),
-            )
-            .await;
-            let welcomed: Vec<String> = summary.added.iter().map(ToString::to_string).collect();
-            notify(
-                &state,
-                &group_id,
-                seq + 1,
-                atlas_store::kind::WELCOME,
-                welcomed.iter().map(String::as_str),
-            );
-            tracing::info!(%group_id, epoch = summary.epoch, sender = %summary.sender, external = summary.external, "commit sequenced");
-            Ok((
-                StatusCode::CREATED,
-                Json(CommitResponse {
-                    commit_id,
-                    epoch: summary.epoch,
-                    seq,
-                }),
-            ))
-        }
-        CommitOutcome::Lost { current_epoch, .. } => {
-            Err(conflict(&state, &group_id, current_epoch, from).await)
-        }
-    }
+    let response =
+        crate::mls_commit::sequence(&state, &group_id, &caller_member(&auth), submitted).await?;
+    Ok((StatusCode::CREATED, Json(response)))
 }
 
 /// `POST /groups/{group_id}/messages`: an application message of a member.
@@ -391,7 +275,7 @@ pub async fn post_message(
     let ds = DsGroup::restore(&group.public_state).map_err(ApiError::internal)?;
     let epoch = match ds.check_application(&body) {
         Ok(epoch) => epoch,
-        Err(e) => return Err(ds_error(&state, &group_id, e).await),
+        Err(e) => return Err(crate::mls_commit::ds_error(&state, &group_id, e).await),
     };
     let now = state.clock.now();
     let me = caller_member(&auth);
