@@ -96,7 +96,7 @@ pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()
         let certified = match &d.certificate {
             Some(c) if verify_certificate(trusted_key, &user, &d.keys, c).is_ok() => "yes",
             Some(_) => "NO (invalid)",
-            None if d.status == "pending" => "pending",
+            None if d.status == atlas_proto::api::DeviceStatus::Pending => "pending",
             None => "NO",
         };
         outln!(

@@ -330,7 +330,11 @@ impl Client {
             trusted: Vec::new(),
             untrusted: Vec::new(),
         };
-        for device in listed.devices.iter().filter(|d| d.status == "active") {
+        for device in listed
+            .devices
+            .iter()
+            .filter(|d| d.status == atlas_proto::api::DeviceStatus::Active)
+        {
             let keys = &device.keys;
             let verdict = atlas_crypto::device::verify_device_keys(user, keys)
                 .map_err(|_| "its keys are not self-signed".to_owned())

@@ -130,7 +130,7 @@ pub struct DeviceInfo {
     #[serde(flatten)]
     pub keys: DeviceKeys,
     /// `pending` (linked, not yet certified), `active` or `revoked`.
-    pub status: String,
+    pub status: DeviceStatus,
     /// RFC 3339 registration time.
     pub created_at: String,
     /// One-time keys still unclaimed.
@@ -513,4 +513,59 @@ pub struct JtiStatus {
     /// For a clear: whether it was removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleared: Option<bool>,
+}
+
+/// Where a device is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    /// Registered with a link code, waiting for another device of the user to certify it.
+    Pending,
+    /// Certified and in use.
+    Active,
+    /// Removed by its user or an operator.
+    Revoked,
+}
+
+impl DeviceStatus {
+    /// The status as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Active, Self::Revoked]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for DeviceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod device_status_tests {
+    use super::DeviceStatus;
+
+    #[test]
+    fn statuses_round_trip_on_the_wire() {
+        for status in [
+            DeviceStatus::Pending,
+            DeviceStatus::Active,
+            DeviceStatus::Revoked,
+        ] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{status}\""));
+            assert_eq!(DeviceStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(serde_json::from_str::<DeviceStatus>("\"ghost\"").is_err());
+    }
 }

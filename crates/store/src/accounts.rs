@@ -142,7 +142,8 @@ impl TryFrom<DeviceRow> for DeviceRecord {
                 curve25519: r.curve25519,
                 signature: r.signature,
             },
-            status: r.status,
+            status: atlas_proto::api::DeviceStatus::parse(&r.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("device status {}", r.status)))?,
             created_at: r.created_at,
             one_time_keys: r.otk.max(0) as u64,
             fallback_key: r.fb > 0,

@@ -192,7 +192,9 @@ impl<T: Backend> PrekeyStore for T {
         }
         let mut out = Vec::new();
         for d in devices {
-            if d.status != "active" || !(only.is_empty() || only.contains(&d.keys.device_id)) {
+            if d.status != atlas_proto::api::DeviceStatus::Active
+                || !(only.is_empty() || only.contains(&d.keys.device_id))
+            {
                 continue;
             }
             let device = d.keys.device_id.as_str();

@@ -10,8 +10,8 @@ pub struct DeviceRecord {
     pub user_id: UserId,
     /// Its public keys.
     pub keys: DeviceKeys,
-    /// `pending`, `active` or `revoked`.
-    pub status: String,
+    /// Pending, active or revoked.
+    pub status: atlas_proto::api::DeviceStatus,
     /// Registration time.
     pub created_at: OffsetDateTime,
     /// Unclaimed one-time keys.

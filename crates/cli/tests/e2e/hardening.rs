@@ -459,7 +459,7 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
         .iter()
         .find(|d| d.keys.device_id == *laptop.device_id())
         .unwrap();
-    assert_eq!(removed.status, "revoked");
+    assert_eq!(removed.status, atlas_proto::api::DeviceStatus::Revoked);
     atlas_crypto::identity::verify_revocation(
         listed.identity_key.as_deref().unwrap(),
         phone.user_id(),

@@ -2,6 +2,7 @@
 //! removed. Every authenticated request asks, so answers are cached briefly; the
 //! process that removes or certifies a device forgets its entry at once, so its
 //! tokens die there immediately (other processes notice within [`TTL`]).
+use atlas_proto::api::DeviceStatus;
 use atlas_proto::{DeviceId, UserId};
 use atlas_store::{AccountStore, StoreError};
 use std::collections::HashMap;
@@ -25,11 +26,11 @@ pub enum DeviceState {
 }
 
 impl DeviceState {
-    fn of(status: &str) -> Self {
+    fn of(status: DeviceStatus) -> Self {
         match status {
-            "active" => Self::Active,
-            "pending" => Self::Pending,
-            _ => Self::Gone,
+            DeviceStatus::Active => Self::Active,
+            DeviceStatus::Pending => Self::Pending,
+            DeviceStatus::Revoked => Self::Gone,
         }
     }
 }
@@ -64,7 +65,7 @@ impl DeviceStatuses {
         let state = store
             .device(user_id, device_id)
             .await?
-            .map_or(DeviceState::Gone, |d| DeviceState::of(&d.status));
+            .map_or(DeviceState::Gone, |d| DeviceState::of(d.status));
         let mut entries = self.lock();
         if entries.len() >= SWEEP_AT {
             entries.retain(|_, (at, _)| at.elapsed() < TTL);

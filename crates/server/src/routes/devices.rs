@@ -72,7 +72,7 @@ pub async fn pending(
         .devices(&auth.user_id)
         .await?
         .into_iter()
-        .filter(|d| d.status == "pending")
+        .filter(|d| d.status == atlas_proto::api::DeviceStatus::Pending)
         .filter_map(|d| {
             Some(PendingDevice {
                 link_token_hash: atlas_proto::b64::encode(d.link_token_hash?),

@@ -58,7 +58,7 @@ pub async fn message(
                 .accounts
                 .device(&u, &d)
                 .await?
-                .is_some_and(|d| d.status == "active"),
+                .is_some_and(|d| d.status == atlas_proto::api::DeviceStatus::Active),
             _ => false,
         };
         let key_row = match &c.prekey_key {
@@ -179,7 +179,7 @@ pub async fn user(
             .await?;
         evidence.devices.push(DeviceEvidence {
             device_id: d.keys.device_id.to_string(),
-            status: d.status,
+            status: d.status.as_str().to_owned(),
             keys: counts,
             fallback_rotated,
             key_check: check

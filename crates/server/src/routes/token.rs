@@ -59,7 +59,7 @@ pub async fn token(
                 .device(&user_id, &device_id)
                 .await?
                 // A pending (linked, not yet certified) device gets a token too, to fetch its certificate.
-                .filter(|d| d.status == "active" || d.status == "pending");
+                .filter(|d| d.status != atlas_proto::api::DeviceStatus::Revoked);
             let device = device.ok_or_else(|| invalid_grant("unknown or inactive device"))?;
             let payload = token_signing_payload(&user_id, &device_id, &proof.jkt, iat);
             atlas_crypto::device::verify(&device.keys.ed25519, payload.as_bytes(), &signature)
