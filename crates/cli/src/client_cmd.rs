@@ -1,6 +1,6 @@
 //! Client commands: `register`, `send`, `inbox`, `receipt`, `whoami`.
 use crate::output::outln;
-use anyhow::Context;
+use crate::profile::open;
 use atlas_client::{Client, Received};
 use atlas_proto::UserId;
 use std::path::Path;
@@ -45,15 +45,6 @@ pub struct InboxArgs {
     /// Keep listening (WebSocket push) after printing the backlog; one JSON object per line with --json.
     #[arg(long)]
     follow: bool,
-}
-
-pub(crate) async fn open(profile_dir: &Path) -> anyhow::Result<Client> {
-    Client::open(profile_dir).await.with_context(|| {
-        format!(
-            "opening profile {} (register it first)",
-            profile_dir.display()
-        )
-    })
 }
 
 /// `atlas register`.

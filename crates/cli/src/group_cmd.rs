@@ -1,6 +1,6 @@
 //! `atlas group …`: MLS groups from a client profile.
-use crate::client_cmd::open;
 use crate::output::outln;
+use crate::profile::open;
 use atlas_client::GroupReceived;
 use atlas_proto::UserId;
 use std::path::Path;

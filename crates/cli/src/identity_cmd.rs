@@ -1,8 +1,8 @@
 //! Devices and identities: `atlas devices`, `atlas device link-code|approve|remove`,
 //! `atlas verify`. A user's identity key certifies each of its devices; contacts
 //! pin it on first use and compare safety numbers out of band.
-use crate::client_cmd::open;
 use crate::output::outln;
+use crate::profile::open;
 use atlas_client::Client;
 use atlas_crypto::identity::verify_certificate;
 use atlas_proto::{DeviceId, UserId};

@@ -10,6 +10,7 @@ mod identity_cmd;
 mod keys_cmd;
 mod mls_cmd;
 mod output;
+mod profile;
 mod serve;
 mod verify;
 

@@ -705,7 +705,7 @@ impl Client {
 
     /// Asks the sender of a message this device could not read to resend it.
     pub async fn request_resend(&self, message_id: &str) -> Result<ResendRequests, ClientError> {
-        crate::reports::check_message_id(message_id)?;
+        crate::outcome::check_message_id(message_id)?;
         self.transport
             .call::<(), _>(
                 Method::POST,
@@ -923,7 +923,7 @@ impl Client {
         let reports = out
             .iter()
             .map(|r| {
-                crate::reports::outcome(
+                crate::outcome::outcome(
                     r.resend_of.clone().unwrap_or_else(|| r.message_id.clone()),
                     None,
                     &r.created_at,
@@ -1040,6 +1040,6 @@ fn failure_code(e: &atlas_crypto::olm::OlmError) -> String {
 
 /// `/receipts/<id>`, for an id that needs no escaping (server ids are UUIDs).
 fn receipt_path(message_id: &str) -> Result<String, ClientError> {
-    crate::reports::check_message_id(message_id)?;
+    crate::outcome::check_message_id(message_id)?;
     Ok(format!("/receipts/{message_id}"))
 }

@@ -363,7 +363,7 @@ impl Client {
             .iter()
             .filter(|r| r.kind == "application")
             .map(|r| {
-                crate::reports::outcome(
+                crate::outcome::outcome(
                     r.seq.to_string(),
                     Some(r.group.clone()),
                     &r.created_at,

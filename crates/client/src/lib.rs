@@ -11,6 +11,7 @@ mod hygiene;
 mod identity;
 mod local;
 pub mod operator;
+mod outcome;
 mod payload;
 mod push;
 mod reports;
