@@ -1,6 +1,8 @@
-//! Server storage: the [`Store`] trait, its records and errors, and two
-//! backends (SQLite, the embedded default, and PostgreSQL) sharing one schema
-//! whose table and column names the operator runbooks query verbatim.
+//! Server storage: one trait per area ([`Stores`] hands them out; [`Store`] is
+//! their sum), their records and errors, and two backends (SQLite, the
+//! embedded default, and PostgreSQL) sharing one schema whose table and column
+//! names the operator runbooks query verbatim. Each area's SQL is written once
+//! for both backends (see `db.rs`).
 #![forbid(unsafe_code)]
 
 mod accounts;
