@@ -366,9 +366,11 @@ impl<T: Backend> ReportStore for T {
         let mut tx = self.db().begin().await?;
         // Rows are locked in one canonical order, whatever order the request listed them in.
         let mut order: Vec<usize> = (0..reports.len()).collect();
-        order.sort_by(|&a, &b| {
-            let key = |r: &NewReport| (r.group_id.clone(), r.message_id.clone());
-            key(&reports[a]).cmp(&key(&reports[b]))
+        order.sort_by_key(|&i| {
+            (
+                reports[i].group_id.as_deref(),
+                reports[i].message_id.as_str(),
+            )
         });
         let mut changes = vec![ReportChange::Unchanged; reports.len()];
         for i in order {

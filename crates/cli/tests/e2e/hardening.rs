@@ -652,11 +652,28 @@ async fn registration_is_limited_and_can_need_a_token() {
     closed.stop().await;
 }
 
+/// A `GET /ws` upgrade request of `device`, with its token and a fresh proof.
+fn ws_request(
+    base: &str,
+    device: &RawDevice,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/ws", base.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    let proof = device.proof("GET", "/ws", Some(token), now());
+    request
+        .headers_mut()
+        .insert("authorization", format!("DPoP {token}").parse().unwrap());
+    request.headers_mut().insert("dpop", proof.parse().unwrap());
+    request
+}
+
 /// The review opened 1,000 WebSockets for one device. Now a device gets at most
 /// its limit (429 with Retry-After after), and a closed socket frees its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_per_device_are_capped() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let dir = atlas_store::testdb::TempDir::new("atlas-ws-cap").unwrap();
     let limits = atlas_server::limits::LimitConfig {
         websockets_per_device: 2,
@@ -666,17 +683,8 @@ async fn websockets_per_device_are_capped() {
     let url = server.public_url.clone();
     let device = RawDevice::register(&url, "wsuser").await;
     let token = device.token().await;
-    let open = || async {
-        let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
-            .into_client_request()
-            .unwrap();
-        let proof = device.proof("GET", "/ws", Some(&token), now());
-        request
-            .headers_mut()
-            .insert("authorization", format!("DPoP {token}").parse().unwrap());
-        request.headers_mut().insert("dpop", proof.parse().unwrap());
-        tokio_tungstenite::connect_async(request).await
-    };
+    let open =
+        || async { tokio_tungstenite::connect_async(ws_request(&url, &device, &token)).await };
     let first = open().await.expect("first socket");
     let _second = open().await.expect("second socket");
     match open().await {
@@ -1014,17 +1022,9 @@ async fn idle_and_half_sent_connections_are_closed() {
     assert_eq!(health.status(), 200);
 
     // A WebSocket whose client never answers pings is closed after the idle limit.
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let device = RawDevice::register(&server.public_url, "sleeper").await;
     let token = device.token().await;
-    let mut request = format!("{}/ws", server.public_url.replacen("http", "ws", 1))
-        .into_client_request()
-        .unwrap();
-    let proof = device.proof("GET", "/ws", Some(&token), now());
-    request
-        .headers_mut()
-        .insert("authorization", format!("DPoP {token}").parse().unwrap());
-    request.headers_mut().insert("dpop", proof.parse().unwrap());
+    let request = ws_request(&server.public_url, &device, &token);
     let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     // Take the raw stream back so nothing answers the pings.
     let mut raw = match socket.into_inner() {
