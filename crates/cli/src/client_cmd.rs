@@ -118,7 +118,7 @@ pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 pub struct ReceiptArgs {
     /// The message id (as `send` printed it).
-    message_id: String,
+    message_id: atlas_proto::MessageId,
     /// Have the server sign the receipts again with its current key (sender only).
     #[arg(long)]
     reissue: bool,
@@ -174,7 +174,9 @@ fn print_line(m: &Received) {
             m.sender_id,
             m.sender_device_id,
             m.message_id,
-            error.as_deref().unwrap_or("unknown error")
+            error
+                .as_ref()
+                .map_or_else(|| "unknown error".to_owned(), ToString::to_string)
         ),
     }
 }

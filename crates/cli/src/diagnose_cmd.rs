@@ -4,7 +4,7 @@
 use crate::admin::{ServerArgs, percent_encode};
 use crate::output::outln;
 use atlas_client::operator::OperatorClient;
-use atlas_proto::diagnose::{Diagnosis, RecoveryAction};
+use atlas_proto::diagnose::{Diagnosis, Finding, RecoveryAction};
 use reqwest::Method;
 
 /// `atlas diagnose …`.
@@ -65,10 +65,10 @@ pub async fn diagnose(cmd: DiagnoseCommand) -> anyhow::Result<()> {
 fn print(d: &Diagnosis) {
     outln!("Diagnosis of {}", d.subject);
     for (i, s) in d.steps.iter().enumerate() {
-        let mark = match s.finding.as_str() {
-            "ok" => "ok",
-            "problem" => "!!",
-            _ => "--",
+        let mark = match s.finding {
+            Finding::Ok => "ok",
+            Finding::Problem => "!!",
+            Finding::Info => "--",
         };
         outln!("{:>2}. [{mark}] {}\n       {}", i + 1, s.check, s.evidence);
     }

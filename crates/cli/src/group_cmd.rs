@@ -66,7 +66,9 @@ pub fn print_group_line(m: &GroupReceived) {
             m.group,
             m.sender,
             m.seq,
-            error.as_deref().unwrap_or("unknown error")
+            error
+                .as_ref()
+                .map_or_else(|| "unknown error".to_owned(), ToString::to_string)
         ),
     }
 }

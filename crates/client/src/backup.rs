@@ -13,7 +13,7 @@ use atlas_crypto::olm::{OlmAccount, OlmSession};
 use atlas_proto::api::{PublicKey, PublishedKey};
 use atlas_proto::b64;
 use atlas_proto::backup::{BackupDownload, BackupInfo, BackupList, BackupUpload};
-use atlas_proto::{DeviceId, UserId};
+use atlas_proto::{BackupId, DeviceId, UserId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -96,11 +96,7 @@ impl Client {
         let plaintext =
             serde_json::to_vec(&state).map_err(|e| ClientError::State(e.to_string()))?;
         let now = OffsetDateTime::now_utc();
-        let backup_id = format!(
-            "backup-{}-{}",
-            self.user_id(),
-            now.unix_timestamp_nanos() / 1_000_000
-        );
+        let backup_id = BackupId::for_user(self.user_id(), now.unix_timestamp_nanos() / 1_000_000);
         let kdf = backup::new_kdf();
         let keys = backup::derive_keys(&kdf, passphrase).map_err(backup_error)?;
         let upload = BackupUpload {

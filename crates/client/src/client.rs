@@ -9,12 +9,12 @@ use atlas_crypto::identity::{LinkCode, UserIdentity};
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::{Ciphertext, OlmAccount, OlmSession};
 use atlas_proto::api::*;
+use atlas_proto::e2ee::{DecryptFailure, FailureCode};
 use atlas_proto::receipt::ReceiptsResponse;
 use atlas_proto::repair::{
     ResendRequests, ResendUnavailable, SessionResetResponse, SessionResets, SessionResetsAck,
-    std_session_id, url_session_id,
 };
-use atlas_proto::{DeviceId, ErrorCode, UserId};
+use atlas_proto::{ClientMessageId, DeviceId, ErrorCode, MessageId, SessionId, UserId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -39,8 +39,8 @@ pub(crate) struct Profile {
 
 /// Why a message did not decrypt.
 enum Undecryptable {
-    /// It cannot be decrypted as things stand (a failure code and reason): reported, acknowledged.
-    Failed(String),
+    /// It cannot be decrypted as things stand: reported, acknowledged.
+    Failed(DecryptFailure),
     /// Something local or the network failed: retry later, do not acknowledge.
     Transient(ClientError),
 }
@@ -51,7 +51,7 @@ pub struct Received {
     /// Sequence number on this device.
     pub seq: u64,
     /// Message id.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Sender user.
     pub sender_id: UserId,
     /// Sender device.
@@ -61,9 +61,9 @@ pub struct Received {
     /// The text, when it decrypted.
     pub text: Option<String>,
     /// Why it did not decrypt.
-    pub error: Option<String>,
+    pub error: Option<DecryptFailure>,
     /// For a resend: the message it replaces.
-    pub resend_of: Option<String>,
+    pub resend_of: Option<MessageId>,
 }
 
 /// A registered device.
@@ -536,7 +536,7 @@ impl Client {
                 device_id: payload.recipient_device,
                 msg_type: ciphertext.msg_type,
                 body: ciphertext.body,
-                session_id: Some(url_session_id(&session.session_id())),
+                session_id: Some(session_id(session.session_id())?.url_form()),
             });
         }
         Ok(envelopes)
@@ -549,7 +549,8 @@ impl Client {
         text: &str,
     ) -> Result<SendResponse, ClientError> {
         let account = self.account.lock().await;
-        let client_message_id = atlas_crypto::random_id();
+        let client_message_id = ClientMessageId::new(atlas_crypto::random_id())
+            .map_err(|e| ClientError::State(e.to_string()))?;
         let mut devices = self.local.peer_devices(recipient.as_str()).await?;
         if devices.is_empty() {
             devices = self.refresh_peer_devices(recipient).await?;
@@ -610,9 +611,8 @@ impl Client {
                     .await?;
                 continue;
             };
-            let recipient = UserId::new(request.recipient_id.as_str())
-                .map_err(|e| ClientError::State(e.to_string()))?;
-            let device = request.recipient_device_id.clone();
+            let recipient = request.recipient_id.clone();
+            let device = request.recipient_device_id.to_string();
             if self
                 .local
                 .peer(recipient.as_str(), &device)
@@ -623,8 +623,8 @@ impl Client {
             }
             // A lost or skipped message key leaves the session usable; anything else may not.
             let fresh = !matches!(
-                request.reason.as_deref(),
-                Some("MissingSkippedKey" | "DuplicateMessage")
+                request.reason,
+                Some(FailureCode::MissingSkippedKey | FailureCode::DuplicateMessage)
             );
             let account = self.account.lock().await;
             let envelopes = self
@@ -633,7 +633,8 @@ impl Client {
             drop(account);
             let resend = SendRequest {
                 recipient_id: recipient,
-                client_message_id: format!("resend-{}", request.request_id),
+                client_message_id: ClientMessageId::new(format!("resend-{}", request.request_id))
+                    .map_err(|e| ClientError::State(e.to_string()))?,
                 encryption_algorithm: OLM_ALGORITHM.into(),
                 envelopes,
                 resend_of: Some(request.message_id.clone()),
@@ -663,7 +664,7 @@ impl Client {
         let mut session_ids = Vec::new();
         for reset in unseen.resets {
             self.local
-                .retire_session(&std_session_id(&reset.session_id))
+                .retire_session(reset.session_id.std_form().as_str())
                 .await?;
             tracing::info!(session_id = %reset.session_id, peer = %reset.peer, by = %reset.requested_by, "olm session retired");
             session_ids.push(reset.session_id);
@@ -682,19 +683,9 @@ impl Client {
     /// Resets an Olm session of this device (its id in either base64 form).
     pub async fn reset_session(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
     ) -> Result<SessionResetResponse, ClientError> {
-        let id = url_session_id(session_id);
-        if id.is_empty()
-            || id.len() > 64
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ClientError::Input(format!(
-                "{session_id:?} is not a session id"
-            )));
-        }
+        let id = session_id.url_form();
         let answer = self
             .transport
             .call::<(), _>(Method::POST, &format!("/sessions/{id}/reset"), "", None)
@@ -704,8 +695,10 @@ impl Client {
     }
 
     /// Asks the sender of a message this device could not read to resend it.
-    pub async fn request_resend(&self, message_id: &str) -> Result<ResendRequests, ClientError> {
-        crate::outcome::check_message_id(message_id)?;
+    pub async fn request_resend(
+        &self,
+        message_id: &MessageId,
+    ) -> Result<ResendRequests, ClientError> {
         self.transport
             .call::<(), _>(
                 Method::POST,
@@ -717,8 +710,8 @@ impl Client {
     }
 
     /// The latest signed receipts of a message this user sent or received.
-    pub async fn receipts(&self, message_id: &str) -> Result<ReceiptsResponse, ClientError> {
-        let path = receipt_path(message_id)?;
+    pub async fn receipts(&self, message_id: &MessageId) -> Result<ReceiptsResponse, ClientError> {
+        let path = format!("/receipts/{message_id}");
         self.transport
             .call::<(), _>(Method::GET, &path, "", None)
             .await
@@ -727,9 +720,9 @@ impl Client {
     /// Has the server sign this user's sent message's receipts again with its current key.
     pub async fn reissue_receipts(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
     ) -> Result<ReceiptsResponse, ClientError> {
-        let path = format!("{}/reissue", receipt_path(message_id)?);
+        let path = format!("/receipts/{message_id}/reissue");
         self.transport
             .call::<(), _>(Method::POST, &path, "", None)
             .await
@@ -785,28 +778,34 @@ impl Client {
         if let Some(id) = &message.session_id
             && self
                 .local
-                .is_retired(&std_session_id(id))
+                .is_retired(id.std_form().as_str())
                 .await
                 .map_err(Transient)?
         {
-            return Err(Failed(
-                "SessionRetired: sent on a session that was reset".into(),
-            ));
+            return Err(Failed(DecryptFailure::new(
+                FailureCode::SessionRetired,
+                "sent on a session that was reset",
+            )));
         }
         let sessions = self
             .local
             .sessions(sender, device)
             .await
             .map_err(Transient)?;
-        let mut last_error = String::from("KeyNotFound: no session with the sender");
+        let mut last_error =
+            DecryptFailure::new(FailureCode::KeyNotFound, "no session with the sender");
         let mut decrypted = None;
         // A pre-key message of a session this device already has is an ordinary
         // message of that session (its one-time key is used up): no new session.
         let starts = ciphertext.prekey_info().map(|p| p.session_id);
         let known_session = sessions.iter().any(|(id, _)| Some(id) == starts.as_ref());
         for (_, pickle) in sessions {
-            let mut session = OlmSession::from_pickle(&pickle, &self.local.key)
-                .map_err(|_| Failed("KeyCorrupted: stored session unreadable".into()))?;
+            let mut session = OlmSession::from_pickle(&pickle, &self.local.key).map_err(|_| {
+                Failed(DecryptFailure::new(
+                    FailureCode::KeyCorrupted,
+                    "stored session unreadable",
+                ))
+            })?;
             match session.decrypt(&ciphertext) {
                 Ok(plain) => {
                     decrypted = Some((session, plain, false));
@@ -827,7 +826,7 @@ impl Client {
                     {
                         Transient(e)
                     }
-                    e => Failed(format!("KeyNotFound: {e}")),
+                    e => Failed(DecryptFailure::new(FailureCode::KeyNotFound, e.to_string())),
                 })?;
             match account.create_inbound_session(&curve, &ciphertext) {
                 Ok((session, plain)) => decrypted = Some((session, plain, true)),
@@ -835,16 +834,21 @@ impl Client {
             }
         }
         let (session, plain, inbound) = decrypted.ok_or(Failed(last_error))?;
-        let payload: Payload = serde_json::from_slice(&plain)
-            .map_err(|_| Failed("Malformed: plaintext is not an Atlas payload".into()))?;
+        let payload: Payload = serde_json::from_slice(&plain).map_err(|_| {
+            Failed(DecryptFailure::new(
+                FailureCode::Malformed,
+                "plaintext is not an Atlas payload",
+            ))
+        })?;
         if payload.sender != message.sender_id
             || payload.sender_device != message.sender_device_id
             || payload.recipient != self.user_id
             || payload.recipient_device != self.device_id
         {
-            return Err(Failed(
-                "Forged: envelope labels do not match the encrypted sender/recipient".into(),
-            ));
+            return Err(Failed(DecryptFailure::new(
+                FailureCode::Forged,
+                "envelope labels do not match the encrypted sender/recipient",
+            )));
         }
         let account_pickle = inbound.then(|| account.pickle(&self.local.key));
         self.local
@@ -924,18 +928,18 @@ impl Client {
             .iter()
             .map(|r| {
                 crate::outcome::outcome(
-                    r.resend_of.clone().unwrap_or_else(|| r.message_id.clone()),
+                    r.resend_of.as_ref().unwrap_or(&r.message_id).to_string(),
                     None,
                     &r.created_at,
-                    r.error.as_deref(),
+                    r.error.as_ref(),
                 )
             })
             .collect();
         self.report(reports).await;
         let key_not_found = out.iter().any(|r| {
             r.error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("KeyNotFound"))
+                .as_ref()
+                .is_some_and(|e| e.code == FailureCode::KeyNotFound)
         });
         if key_not_found {
             // A sender used a key this device does not hold: make sure the server
@@ -1026,20 +1030,18 @@ impl Client {
 }
 
 /// Maps an Olm failure to the failure code reported to the user.
-fn failure_code(e: &atlas_crypto::olm::OlmError) -> String {
+fn failure_code(e: &atlas_crypto::olm::OlmError) -> DecryptFailure {
     use atlas_crypto::olm::OlmError as E;
     let code = match e {
-        E::KeyNotFound => "KeyNotFound",
-        E::MissingMessageKey(_) => "MissingSkippedKey",
-        E::RatchetDesync | E::GapTooLarge => "RatchetDesync",
-        E::CorruptedState | E::BadKey | E::BadMessage => "KeyCorrupted",
-        E::Session(_) => "RatchetDesync",
+        E::KeyNotFound => FailureCode::KeyNotFound,
+        E::MissingMessageKey(_) => FailureCode::MissingSkippedKey,
+        E::RatchetDesync | E::GapTooLarge | E::Session(_) => FailureCode::RatchetDesync,
+        E::CorruptedState | E::BadKey | E::BadMessage => FailureCode::KeyCorrupted,
     };
-    format!("{code}: {e}")
+    DecryptFailure::new(code, e.to_string())
 }
 
-/// `/receipts/<id>`, for an id that needs no escaping (server ids are UUIDs).
-fn receipt_path(message_id: &str) -> Result<String, ClientError> {
-    crate::outcome::check_message_id(message_id)?;
-    Ok(format!("/receipts/{message_id}"))
+/// A session id as vodozemac writes it; anything else is this device's bug.
+fn session_id(raw: String) -> Result<SessionId, ClientError> {
+    SessionId::new(raw).map_err(|e| ClientError::State(format!("session id: {e}")))
 }

@@ -4,8 +4,9 @@
 use crate::client::Client;
 use crate::error::ClientError;
 use atlas_crypto::mls::{CommitOut, Incoming, MlsDevice, MlsError};
+use atlas_proto::e2ee::{DecryptFailure, FailureCode};
 use atlas_proto::mls::*;
-use atlas_proto::{DeviceId, ErrorCode, MemberRef, UserId, b64};
+use atlas_proto::{DeviceId, ErrorCode, GroupId, MemberRef, UserId, b64};
 use reqwest::Method;
 use serde::Serialize;
 
@@ -20,7 +21,7 @@ const COMMIT_ATTEMPTS: usize = 5;
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupReceived {
     /// The group.
-    pub group: String,
+    pub group: GroupId,
     /// Position in the group's log.
     pub seq: u64,
     /// The sender (`USER_ID/DEVICE_ID`).
@@ -34,7 +35,7 @@ pub struct GroupReceived {
     /// What a commit did, e.g. "epoch 3".
     pub event: Option<String>,
     /// Why it could not be processed.
-    pub error: Option<String>,
+    pub error: Option<DecryptFailure>,
     /// RFC 3339 time the server stored it.
     pub created_at: String,
 }
@@ -114,7 +115,8 @@ impl Client {
     pub async fn group_create(&self, name: &str) -> Result<GroupView, ClientError> {
         let info = self.with_mls(|mls| mls.create_group(name)).await?;
         let request = CreateGroupRequest {
-            group_id: name.to_owned(),
+            group_id: GroupId::new(name)
+                .map_err(|e| ClientError::Input(format!("group name: {e}")))?,
             group_info: b64::encode_std(info),
         };
         let created = self
@@ -367,7 +369,7 @@ impl Client {
                     r.seq.to_string(),
                     Some(r.group.clone()),
                     &r.created_at,
-                    r.error.as_deref(),
+                    r.error.as_ref(),
                 )
             })
             .collect();
@@ -420,8 +422,8 @@ impl Client {
         }
         let ahead = out.iter().any(|r| {
             r.error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("EpochInFuture"))
+                .as_ref()
+                .is_some_and(|e| e.code == FailureCode::EpochInFuture)
         });
         if may_catch_up && ahead && self.with_mls(|mls| mls.has_group(name)).await? {
             let own = self.with_mls(|mls| mls.epoch(name)).await?;
@@ -512,20 +514,26 @@ impl Client {
             }
             Err(ClientError::Mls(MlsError::WrongEpoch { message, own })) => {
                 let code = if message < own {
-                    "EpochTooOld"
+                    FailureCode::EpochTooOld
                 } else {
-                    "EpochInFuture"
+                    FailureCode::EpochInFuture
                 };
-                received.error = Some(format!(
-                    "{code}: message of epoch {message}, device in epoch {own}"
+                received.error = Some(DecryptFailure::new(
+                    code,
+                    format!("message of epoch {message}, device in epoch {own}"),
                 ));
             }
             // The group's key schedule and this device's disagree.
-            Err(ClientError::Mls(e)) => received.error = Some(format!("RatchetDesync: {e}")),
+            Err(ClientError::Mls(e)) => {
+                received.error = Some(DecryptFailure::new(
+                    FailureCode::RatchetDesync,
+                    e.to_string(),
+                ));
+            }
             Err(e) => return Err(e),
         }
-        if received.error.is_some() {
-            tracing::warn!(group = %received.group, seq = received.seq, error = received.error.as_deref().unwrap_or(""), "group decrypt error");
+        if let Some(error) = &received.error {
+            tracing::warn!(group = %received.group, seq = received.seq, %error, "group decrypt error");
         }
         Ok(Some(received))
     }

@@ -17,7 +17,9 @@ fn claims(now: i64) -> ReceiptClaims {
         iss: "https://api.atlas.dev".into(),
         receipt_id: "019a0000-0000-7000-8000-000000000001".into(),
         receipt_type: ReceiptType::Accepted,
-        message_id: format!("{}-{}-7000-8000-000000000000", &ms[..8], &ms[8..]),
+        message_id: format!("{}-{}-7000-8000-000000000000", &ms[..8], &ms[8..])
+            .parse()
+            .unwrap(),
         sender_id: UserId::new("alice").unwrap(),
         sender_device_id: DeviceId::new("ALICEDEVICE1").unwrap(),
         recipient_id: UserId::new("bob").unwrap(),

@@ -138,7 +138,7 @@ pub(crate) mod tests {
             receipt_id: "r1".into(),
             receipt_type: ReceiptType::Accepted,
             // A UUIDv7 of the acceptance time (2025-10-29T00:00:00Z).
-            message_id: "019a2d43-a800-7000-8000-000000000000".into(),
+            message_id: "019a2d43-a800-7000-8000-000000000000".parse().unwrap(),
             sender_id: UserId::new("alice").unwrap(),
             sender_device_id: DeviceId::new("A1").unwrap(),
             recipient_id: UserId::new("bob").unwrap(),

@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(failed(&future), ["timestamps"]);
 
         let mut odd = claims();
-        odd.message_id = uuid_at((NOW - 3_600) * 1000);
+        odd.message_id = uuid_at((NOW - 3_600) * 1000).parse().unwrap();
         let report = verify_receipt(&f.signer.sign(&odd).to_json(), &f.jwks, NOW);
         assert!(report.failure().unwrap().contains("message id's own time"));
 

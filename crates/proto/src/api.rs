@@ -1,5 +1,5 @@
 //! Request and response bodies of the HTTP API.
-use crate::ids::{DeviceId, UserId};
+use crate::ids::{ClientMessageId, DeviceId, GroupId, MessageId, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Default `encryption_algorithm` of 1:1 messages.
@@ -334,7 +334,7 @@ pub struct OutgoingEnvelope {
     /// The Olm session it was encrypted on (public: both sides derive it from
     /// public keys), so a session can be reset and its in-flight messages found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
 }
 
 /// `POST /messages` body.
@@ -344,7 +344,7 @@ pub struct SendRequest {
     /// Recipient user.
     pub recipient_id: UserId,
     /// Client-chosen id that makes the send idempotent (per sending device).
-    pub client_message_id: String,
+    pub client_message_id: ClientMessageId,
     /// Algorithm of the ciphertexts.
     #[serde(default = "default_algorithm")]
     pub encryption_algorithm: String,
@@ -353,7 +353,7 @@ pub struct SendRequest {
     pub envelopes: Vec<OutgoingEnvelope>,
     /// The message this re-encrypts, answering `request-resend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resend_of: Option<String>,
+    pub resend_of: Option<MessageId>,
     /// Current devices of the recipient the sender does not encrypt to, because
     /// the recipient's identity key did not certify them (the sender's judgement).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -377,7 +377,7 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendResponse {
     /// Server-assigned id of the message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// RFC 3339 time the server accepted (and durably stored) it.
     pub accepted_at: String,
     /// One per recipient device.
@@ -405,7 +405,7 @@ pub struct InboxMessage {
     /// Per-device sequence number (1, 2, 3 … without gaps).
     pub seq: u64,
     /// The message id (shared by the copies for the recipient's other devices).
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Sender user.
     pub sender_id: UserId,
     /// Sender device.
@@ -420,10 +420,10 @@ pub struct InboxMessage {
     pub created_at: String,
     /// The Olm session the sender says it used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// For a resend: the original message id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resend_of: Option<String>,
+    pub resend_of: Option<MessageId>,
 }
 
 /// Answer to `GET /messages`.
@@ -470,7 +470,7 @@ pub enum PushEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupNotice {
     /// The group.
-    pub group_id: String,
+    pub group_id: GroupId,
     /// Position of the new entry in the group's log.
     pub seq: u64,
     /// `commit`, `application` or `welcome`.

@@ -2,6 +2,7 @@
 //! (`backup-<user>-<unix-ms>`), anyone may list a user's backups' public
 //! parameters, and the blob goes to whoever shows the download key that the
 //! passphrase yields.
+use crate::ids::{BackupId, DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Largest sealed key state accepted, bytes of base64url.
@@ -28,7 +29,7 @@ pub struct BackupKdf {
 #[serde(deny_unknown_fields)]
 pub struct BackupUpload {
     /// `backup-<user>-<unix-ms>`.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// How the keys were derived.
     pub kdf: BackupKdf,
     /// Hex SHA-256 of the download key.
@@ -41,11 +42,11 @@ pub struct BackupUpload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupInfo {
     /// Id.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The device it was made on.
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// 1, 2, 3 … per user.
     pub version: u64,
     /// How to derive its keys.
@@ -70,28 +71,4 @@ pub struct BackupDownload {
     pub info: BackupInfo,
     /// The sealed key state.
     pub blob: String,
-}
-
-/// Whether `id` is `backup-<user_id>-<unix-ms>`.
-pub fn is_backup_id(id: &str, user_id: &str) -> bool {
-    id.strip_prefix("backup-")
-        .and_then(|rest| rest.strip_prefix(user_id))
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|ms| {
-            !ms.is_empty() && ms.len() <= 16 && ms.bytes().all(|b| b.is_ascii_digit())
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backup_ids_name_their_user_and_time() {
-        assert!(is_backup_id("backup-alice-1763848800000", "alice"));
-        assert!(!is_backup_id("backup-alice-1763848800000", "bob"));
-        assert!(!is_backup_id("backup-alice-", "alice"));
-        assert!(!is_backup_id("backup-alice-12x", "alice"));
-        assert!(!is_backup_id("backup-alice-bob-1", "alice"));
-    }
 }

@@ -1,5 +1,6 @@
 //! Decryption outcome reports (codes and timings, never content) and the E2EE
 //! health the server derives from them.
+use crate::ids::GroupId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -87,9 +88,47 @@ impl FailureCode {
     }
 }
 
+/// A failure code outside the fixed set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown failure code {0:?}")]
+pub struct UnknownFailureCode(pub String);
+
+impl std::str::FromStr for FailureCode {
+    type Err = UnknownFailureCode;
+    fn from_str(s: &str) -> Result<Self, UnknownFailureCode> {
+        Self::parse(s).ok_or_else(|| UnknownFailureCode(s.to_owned()))
+    }
+}
+
 impl std::fmt::Display for FailureCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Why one message did not decrypt on this device: the code it reports and
+/// the local detail it shows its user (never sent to the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecryptFailure {
+    /// The reported code.
+    pub code: FailureCode,
+    /// What the device saw, in words.
+    pub reason: String,
+}
+
+impl DecryptFailure {
+    /// A failure with its code and detail.
+    pub fn new(code: FailureCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for DecryptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.reason)
     }
 }
 
@@ -111,7 +150,7 @@ pub struct DecryptionReport {
     pub message_id: String,
     /// For a group message: the group; `message_id` is then its log sequence number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// Success or failure.
     pub outcome: Outcome,
     /// Required with a failure, absent with a success.

@@ -14,7 +14,10 @@ pub mod repair;
 pub mod scope;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use ids::{DeviceId, IdError, MemberRef, UserId};
+pub use ids::{
+    BackupId, ClientMessageId, DeviceId, GroupId, IdError, MemberRef, MessageId, RequestId,
+    SessionId, UserId,
+};
 pub use scope::OperatorScope;
 
 /// Base64url without padding, as JOSE and our wire format use it.

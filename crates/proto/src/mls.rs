@@ -1,7 +1,6 @@
 //! Request and response bodies of the MLS routes. MLS messages travel as
 //! standard base64 of their RFC 9420 wire encoding.
-use crate::ids::DeviceId;
-use crate::ids::UserId;
+use crate::ids::{DeviceId, GroupId, RequestId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// `POST /mls/key-packages`.
@@ -64,7 +63,7 @@ pub struct KeyPackageClaimResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateGroupRequest {
     /// The group's name (its MLS group id), unique per server.
-    pub group_id: String,
+    pub group_id: GroupId,
     /// The creator's GroupInfo of epoch 0, with the ratchet tree.
     pub group_info: String,
 }
@@ -114,7 +113,7 @@ pub struct GroupMessageRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupLogEntry {
     /// The group.
-    pub group_id: String,
+    pub group_id: GroupId,
     /// Position in the log.
     pub seq: u64,
     /// `commit`, `application` or `welcome`.
@@ -165,7 +164,7 @@ pub struct GroupMemberView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupView {
     /// The group.
-    pub group_id: String,
+    pub group_id: GroupId,
     /// Its epoch.
     pub current_epoch: u64,
     /// RFC 3339 time of the last epoch change.
@@ -187,9 +186,9 @@ pub struct GroupInfoResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberActionView {
     /// Id, to report it done.
-    pub action_id: String,
+    pub action_id: RequestId,
     /// The group.
-    pub group_id: String,
+    pub group_id: GroupId,
     /// The member (`USER_ID/DEVICE_ID`).
     pub member_id: String,
     /// `update` (catch up from the stored commits, then self-update) or `rejoin` (external commit).

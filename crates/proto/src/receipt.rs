@@ -1,7 +1,7 @@
 //! Signed receipts: what the server attests about a message, the JWS JSON
 //! serialization they travel in, and the API bodies that carry them.
 use crate::b64;
-use crate::ids::{DeviceId, UserId};
+use crate::ids::{DeviceId, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// What a receipt attests.
@@ -54,7 +54,7 @@ pub struct ReceiptClaims {
     /// `accepted` or `delivered`.
     pub receipt_type: ReceiptType,
     /// The message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Sending user.
     pub sender_id: UserId,
     /// Sending device.
@@ -133,7 +133,7 @@ pub struct ReceiptView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReceiptsResponse {
     /// The message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Its receipts, `accepted` first, then `delivered` per device.
     pub receipts: Vec<ReceiptView>,
 }

@@ -1,29 +1,30 @@
 //! Repair of 1:1 messages: resend requests and Olm session resets.
+use crate::ids::{DeviceId, MessageId, RequestId, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// One request that a sending device re-encrypt a message for one recipient device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResendRequestView {
     /// Id.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The message to re-encrypt.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Recipient user.
-    pub recipient_id: String,
+    pub recipient_id: UserId,
     /// The device that could not read it.
-    pub recipient_device_id: String,
+    pub recipient_device_id: DeviceId,
     /// Sender user.
-    pub sender_id: String,
+    pub sender_id: UserId,
     /// The device whose outbox holds the plaintext.
-    pub sender_device_id: String,
+    pub sender_device_id: DeviceId,
     /// The failure code reported for the message on that device, if any.
-    pub reason: Option<String>,
+    pub reason: Option<crate::e2ee::FailureCode>,
     /// `pending`, `resent` or `unavailable`.
     pub status: String,
     /// RFC 3339.
     pub requested_at: String,
     /// The resend, once sent.
-    pub resent_message_id: Option<String>,
+    pub resent_message_id: Option<MessageId>,
     /// Why the sender could not resend.
     pub detail: Option<String>,
 }
@@ -47,27 +48,16 @@ pub struct ResendUnavailable {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResendNotice {
     /// The request.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The message.
-    pub message_id: String,
-}
-
-/// A session id as it travels in URLs and JSON: vodozemac's standard base64
-/// with `+` and `/` replaced (base64url), so it fits in a path segment.
-pub fn url_session_id(session_id: &str) -> String {
-    session_id.replace('+', "-").replace('/', "_")
-}
-
-/// The standard-base64 form a device stores, from [`url_session_id`]'s form.
-pub fn std_session_id(session_id: &str) -> String {
-    session_id.replace('-', "+").replace('_', "/")
+    pub message_id: MessageId,
 }
 
 /// Answer to `POST /sessions/{session_id}/reset`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionResetResponse {
     /// The retired session (base64url).
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Its two devices, `USER_ID/DEVICE_ID`; each retires it on its next sync.
     pub devices: Vec<String>,
     /// Messages on it not yet delivered: their recipients will ask for resends.
@@ -78,7 +68,7 @@ pub struct SessionResetResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionResetView {
     /// The retired session (base64url).
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The other end.
     pub peer: String,
     /// Who asked.
@@ -99,24 +89,12 @@ pub struct SessionResets {
 #[serde(deny_unknown_fields)]
 pub struct SessionResetsAck {
     /// Sessions this device has retired (at most 100).
-    pub session_ids: Vec<String>,
+    pub session_ids: Vec<SessionId>,
 }
 
 /// A nudge: one of this device's sessions was reset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionResetNotice {
     /// The session (base64url).
-    pub session_id: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_ids_survive_the_url_form() {
-        let id = "ab+c/d3";
-        assert_eq!(url_session_id(id), "ab-c_d3");
-        assert_eq!(std_session_id(&url_session_id(id)), id);
-    }
+    pub session_id: SessionId,
 }

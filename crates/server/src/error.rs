@@ -75,6 +75,25 @@ impl ApiError {
         )
     }
 
+    /// A stored identifier in its wire type. Rows are checked on the way in,
+    /// so one that fails its check now is corruption: a 500, logged.
+    pub fn stored_id<T>(value: impl Into<String>) -> Result<T, ApiError>
+    where
+        T: TryFrom<String, Error = atlas_proto::IdError>,
+    {
+        let value = value.into();
+        T::try_from(value.clone())
+            .map_err(|e| Self::internal(format_args!("stored id {value:?}: {e}")))
+    }
+
+    /// [`ApiError::stored_id`] of a nullable column.
+    pub fn stored_opt_id<T>(value: Option<impl Into<String>>) -> Result<Option<T>, ApiError>
+    where
+        T: TryFrom<String, Error = atlas_proto::IdError>,
+    {
+        value.map(Self::stored_id).transpose()
+    }
+
     /// Attaches structured details.
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);

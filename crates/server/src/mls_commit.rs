@@ -8,8 +8,8 @@ use crate::routes::groups::{
 };
 use crate::state::AppState;
 use atlas_crypto::mls_ds::{DsError, DsGroup};
-use atlas_proto::ErrorCode;
 use atlas_proto::mls::{CommitResponse, EpochConflict};
+use atlas_proto::{ErrorCode, GroupId};
 use atlas_store::{CommitOutcome, NewCommit};
 use axum::http::StatusCode;
 
@@ -26,7 +26,7 @@ pub struct Submitted {
 /// Validates and sequences `submitted` from member `me` in `group_id`.
 pub async fn sequence(
     state: &AppState,
-    group_id: &str,
+    group_id: &GroupId,
     me: &str,
     submitted: Submitted,
 ) -> Result<CommitResponse, ApiError> {
@@ -83,7 +83,7 @@ pub async fn sequence(
         .stores
         .groups
         .sequence_commit(&NewCommit {
-            group_id: group_id.to_owned(),
+            group_id: group_id.to_string(),
             commit_id: commit_id.clone(),
             sender_id: me.to_owned(),
             from_epoch: from,
@@ -121,7 +121,7 @@ pub async fn sequence(
 }
 
 /// 409 `epoch_conflict`: the group moved on; the details name the commit that won.
-async fn conflict(state: &AppState, group_id: &str, current: u64, from: u64) -> ApiError {
+async fn conflict(state: &AppState, group_id: &GroupId, current: u64, from: u64) -> ApiError {
     let winner = state
         .stores
         .groups
@@ -129,7 +129,7 @@ async fn conflict(state: &AppState, group_id: &str, current: u64, from: u64) -> 
         .await
         .ok()
         .flatten()
-        .map(entry);
+        .and_then(|winner| entry(winner).ok());
     let details = EpochConflict {
         current_epoch: current,
         winner,
@@ -144,7 +144,7 @@ async fn conflict(state: &AppState, group_id: &str, current: u64, from: u64) -> 
 
 /// The answer to a message the delivery service refused: 409 with the winner
 /// for an old epoch, 400 otherwise.
-pub(crate) async fn ds_error(state: &AppState, group_id: &str, e: DsError) -> ApiError {
+pub(crate) async fn ds_error(state: &AppState, group_id: &GroupId, e: DsError) -> ApiError {
     match e {
         DsError::Malformed(m) => ApiError::invalid(format!("malformed MLS message: {m}")),
         DsError::WrongEpoch { message, current } if message < current => {

@@ -7,7 +7,7 @@ use atlas_crypto::receipt::{ReceiptSigner, claims_of};
 use atlas_proto::receipt::{
     CiphertextDigest, FlattenedJws, ReceiptClaims, ReceiptType, ReceiptView,
 };
-use atlas_proto::{DeviceId, UserId, b64};
+use atlas_proto::{DeviceId, MessageId, UserId, b64};
 use atlas_store::{ReceiptRecord, ServerKeyRecord};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
@@ -93,7 +93,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// The parties and contents of a message, as a receipt states them.
 pub struct MessageFacts<'a> {
     /// The message.
-    pub message_id: &'a str,
+    pub message_id: &'a MessageId,
     /// Sending user.
     pub sender_id: &'a UserId,
     /// Sending device.
@@ -123,7 +123,7 @@ impl ReceiptPolicy {
             } else {
                 ReceiptType::Accepted
             },
-            message_id: facts.message_id.to_owned(),
+            message_id: facts.message_id.clone(),
             sender_id: facts.sender_id.clone(),
             sender_device_id: facts.sender_device_id.clone(),
             recipient_id: facts.recipient_id.clone(),

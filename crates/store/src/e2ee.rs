@@ -1,8 +1,9 @@
 //! Storage of decryption outcome reports and the figures `/health/e2ee` and
 //! `atlas diagnose` read from them.
-use crate::StoreResult;
 use crate::db::{Backend, Tx, read, run};
-use atlas_proto::{DeviceId, UserId};
+use crate::{StoreError, StoreResult};
+use atlas_proto::e2ee::{FailureCode, UnknownFailureCode};
+use atlas_proto::{DeviceId, GroupId, UserId};
 use time::OffsetDateTime;
 
 /// One report as the server accepts it (codes already validated).
@@ -11,11 +12,11 @@ pub struct NewReport {
     /// 1:1 message id, or a group log position.
     pub message_id: String,
     /// The group, for a group message.
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// Whether it decrypted.
     pub success: bool,
     /// Failure code.
-    pub code: Option<String>,
+    pub code: Option<FailureCode>,
     /// Latency the device measured, milliseconds.
     pub latency_ms: Option<u64>,
 }
@@ -56,9 +57,9 @@ pub struct ReportRecord {
     /// `success`, `failure` or `recovered`.
     pub status: String,
     /// Latest failure code.
-    pub code: Option<String>,
+    pub code: Option<FailureCode>,
     /// First failure code.
-    pub first_code: Option<String>,
+    pub first_code: Option<FailureCode>,
     /// Acceptance to decryption, milliseconds, capped by the message's age.
     pub latency_ms: Option<u64>,
     /// First report.
@@ -166,9 +167,19 @@ struct ReportRow {
     reported_at: OffsetDateTime,
 }
 
-impl From<ReportRow> for ReportRecord {
-    fn from(r: ReportRow) -> Self {
-        Self {
+/// A stored failure code, checked again on the way out.
+fn stored_code(code: Option<String>) -> StoreResult<Option<FailureCode>> {
+    code.map(|c| {
+        c.parse()
+            .map_err(|e: UnknownFailureCode| StoreError::Corrupt(e.to_string()))
+    })
+    .transpose()
+}
+
+impl TryFrom<ReportRow> for ReportRecord {
+    type Error = StoreError;
+    fn try_from(r: ReportRow) -> StoreResult<Self> {
+        Ok(Self {
             group_id: r.group_id,
             message_id: r.message_id,
             user_id: r.user_id,
@@ -176,12 +187,12 @@ impl From<ReportRow> for ReportRecord {
             sender_id: r.sender_id,
             sender_device_id: r.sender_device_id,
             status: r.status,
-            code: r.code,
-            first_code: r.first_code,
+            code: stored_code(r.code)?,
+            first_code: stored_code(r.first_code)?,
             latency_ms: r.latency_ms.map(|v| v.max(0) as u64),
             first_reported_at: r.first_reported_at,
             reported_at: r.reported_at,
-        }
+        })
     }
 }
 
@@ -216,7 +227,7 @@ async fn received_message(
              JOIN mls_group_members g ON g.group_id = m.group_id AND g.member_id = $3 \
              WHERE m.group_id = $1 AND m.seq = $2 AND m.kind = 'application' AND m.sender_id <> $3",
         )
-        .bind(group_id)
+        .bind(group_id.as_str())
         .bind(seq)
         .bind(&member),
         fetch_optional
@@ -299,7 +310,7 @@ async fn record_one(
                     .bind(&sender)
                     .bind(&sender_device)
                     .bind(if success { "success" } else { "failure" })
-                    .bind(report.code.as_deref())
+                    .bind(report.code.map(FailureCode::as_str))
                     .bind(latency)
                     .bind(now)
                     .bind(now_ms)
@@ -342,7 +353,7 @@ async fn record_one(
                     .bind(&report.message_id)
                     .bind(user)
                     .bind(device)
-                    .bind(report.code.as_deref()),
+                    .bind(report.code.map(FailureCode::as_str)),
                     execute
                 )?;
                 ReportChange::Unchanged
@@ -449,7 +460,7 @@ impl<T: Backend> ReportStore for T {
             .bind(message_id),
             fetch_all
         )?;
-        Ok(rows.into_iter().map(ReportRecord::from).collect())
+        rows.into_iter().map(ReportRecord::try_from).collect()
     }
 
     async fn user_reports(
@@ -469,7 +480,7 @@ impl<T: Backend> ReportStore for T {
             .bind(i64::from(limit)),
             fetch_all
         )?;
-        Ok(rows.into_iter().map(ReportRecord::from).collect())
+        rows.into_iter().map(ReportRecord::try_from).collect()
     }
 }
 

@@ -7,7 +7,7 @@ use crate::accounts::{device, user, user_exists};
 use crate::db::{Backend, Tx, read, run};
 use crate::records::{
     AckedMessage, CheckRow, DeliveredReceipts, NewMessage, ReceiptRecord, SendCheck, StoredSend,
-    device_list_mismatch,
+    device_list_mismatch, id, opt_id,
 };
 use crate::{StoreError, StoreResult};
 use atlas_proto::api::{DeviceListMismatch, InboxMessage};
@@ -104,7 +104,7 @@ pub(crate) async fn judge(
         }
         let (accepted_at, deliveries) = deliveries_of(tx, &value).await?;
         return Ok(SendCheck::Duplicate(StoredSend {
-            message_id: value,
+            message_id: id(value)?,
             accepted_at,
             deliveries,
             duplicate: true,
@@ -238,15 +238,15 @@ impl<T: Backend> MessageStore for T {
             .map(|r| {
                 Ok(InboxMessage {
                     seq: r.seq.max(0) as u64,
-                    message_id: r.message_id,
+                    message_id: id(r.message_id)?,
                     sender_id: user(r.sender_id)?,
                     sender_device_id: device(r.sender_device_id)?,
                     encryption_algorithm: r.encryption_algorithm,
                     msg_type: u8::try_from(r.msg_type).unwrap_or(u8::MAX),
                     body: r.body,
                     created_at: rfc3339(r.created_at),
-                    session_id: r.session_id,
-                    resend_of: r.resend_of,
+                    session_id: opt_id(r.session_id)?,
+                    resend_of: opt_id(r.resend_of)?,
                 })
             })
             .collect()
@@ -281,7 +281,7 @@ impl<T: Backend> MessageStore for T {
         let mut receipts = Vec::with_capacity(rows.len());
         for (message_id, sender_id, sender_device_id, body, accepted_at) in rows {
             receipts.push(receipt(&AckedMessage {
-                message_id,
+                message_id: id(message_id)?,
                 sender_id: user(sender_id)?,
                 sender_device_id: device(sender_device_id)?,
                 body,
@@ -340,7 +340,7 @@ impl<T: Backend> MessageStore for T {
                         Some(device(r.device_id)?)
                     },
                     receipt_id: r.receipt_id,
-                    message_id: r.message_id,
+                    message_id: id(r.message_id)?,
                     sender_id: user(r.sender_id)?,
                     recipient_id: user(r.recipient_id)?,
                     kid: r.kid,

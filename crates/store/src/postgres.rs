@@ -100,7 +100,7 @@ impl PostgresStore {
                    encryption_algorithm, msg_type, body, seq, created_at, session_id, resend_of, prekey_key) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
-            .bind(&m.message_id)
+            .bind(m.message_id.as_str())
             .bind(envelope.device_id.as_str())
             .bind(m.recipient_id.as_str())
             .bind(m.sender_id.as_str())
@@ -123,8 +123,8 @@ impl PostgresStore {
         )
         .bind(m.sender_id.as_str())
         .bind(m.sender_device_id.as_str())
-        .bind(&m.client_message_id)
-        .bind(&m.message_id)
+        .bind(m.client_message_id.as_str())
+        .bind(m.message_id.as_str())
         .bind(&m.request_hash)
         .bind(m.now)
         .execute(pg(&mut tx)?)
@@ -151,7 +151,7 @@ impl PostgresStore {
         )
         .bind(m.sender_id.as_str())
         .bind(m.sender_device_id.as_str())
-        .bind(&m.client_message_id)
+        .bind(m.client_message_id.as_str())
         .bind(m.recipient_id.as_str())
         .fetch_all(pg(tx)?)
         .await?;

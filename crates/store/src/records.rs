@@ -1,7 +1,25 @@
 //! Rows as the store hands them out.
 use atlas_proto::api::{ClaimedKey, DeviceKeys, OutgoingEnvelope};
-use atlas_proto::{DeviceId, UserId};
+use atlas_proto::{ClientMessageId, DeviceId, MessageId, UserId};
 use time::OffsetDateTime;
+
+/// A stored identifier, checked again on the way out: a row that no longer
+/// passes its type's check is corruption, not input.
+pub(crate) fn id<T>(value: String) -> crate::StoreResult<T>
+where
+    T: TryFrom<String, Error = atlas_proto::IdError>,
+{
+    T::try_from(value.clone())
+        .map_err(|e| crate::StoreError::Corrupt(format!("stored id {value:?}: {e}")))
+}
+
+/// [`id`] of a column that may be NULL.
+pub(crate) fn opt_id<T>(value: Option<String>) -> crate::StoreResult<Option<T>>
+where
+    T: TryFrom<String, Error = atlas_proto::IdError>,
+{
+    value.map(id).transpose()
+}
 
 /// A device as stored.
 #[derive(Debug, Clone)]
@@ -84,7 +102,7 @@ pub struct ClaimedDeviceRecord {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// Server-assigned id.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Sender user.
     pub sender_id: UserId,
     /// Sender device.
@@ -92,7 +110,7 @@ pub struct NewMessage {
     /// Recipient user.
     pub recipient_id: UserId,
     /// Sender's idempotency key.
-    pub client_message_id: String,
+    pub client_message_id: ClientMessageId,
     /// Hash of the request body, to tell a retry from a reuse of the idempotency key.
     pub request_hash: Vec<u8>,
     /// Algorithm of the ciphertexts.
@@ -105,7 +123,7 @@ pub struct NewMessage {
     /// would add to a fuller queue is refused ([`crate::StoreError::QueueFull`]).
     pub queue_limit: u64,
     /// The original message, for a resend.
-    pub resend_of: Option<String>,
+    pub resend_of: Option<MessageId>,
     /// The DPoP proof id of the request and until when to remember it, recorded in
     /// the send's transaction (a replay is refused with [`crate::StoreError::Replay`]).
     pub proof_id: Option<(String, i64)>,
@@ -134,7 +152,7 @@ pub struct ReceiptRecord {
     /// Receipt id (kept across reissues).
     pub receipt_id: String,
     /// The message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// `accepted` or `delivered`.
     pub receipt_type: atlas_proto::receipt::ReceiptType,
     /// The acknowledging device (`delivered` only).
@@ -157,7 +175,7 @@ pub struct ReceiptRecord {
 #[derive(Debug, Clone)]
 pub struct AckedMessage {
     /// The message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Sending user.
     pub sender_id: UserId,
     /// Sending device.
@@ -175,7 +193,7 @@ pub type DeliveredReceipts<'a> = &'a (dyn Fn(&AckedMessage) -> ReceiptRecord + S
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSend {
     /// The message id (the original one for a retried send).
-    pub message_id: String,
+    pub message_id: MessageId,
     /// When it was accepted.
     pub accepted_at: OffsetDateTime,
     /// Sequence number per recipient device.

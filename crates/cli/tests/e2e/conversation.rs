@@ -22,9 +22,15 @@ fn texts(received: &[atlas_client::Received]) -> Vec<String> {
     received
         .iter()
         .map(|r| {
-            r.text
-                .clone()
-                .unwrap_or_else(|| format!("<{}>", r.error.clone().unwrap_or_default()))
+            r.text.clone().unwrap_or_else(|| {
+                format!(
+                    "<{}>",
+                    r.error
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                )
+            })
         })
         .collect()
 }

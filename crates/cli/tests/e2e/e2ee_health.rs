@@ -13,6 +13,7 @@ use crate::support;
 
 use atlas_client::Client;
 use atlas_proto::UserId;
+use atlas_proto::e2ee::FailureCode;
 use serde_json::{Value, json};
 use support::{
     Harness, RawDevice, decrypt_count, e2ee_health as health, metrics_text as metrics,
@@ -57,7 +58,10 @@ async fn outcome_reports_drive_health_and_metrics(h: Harness) {
     let mallory = RawDevice::register(&url, "mallory").await;
     send_undecryptable(&mallory, &bob, 1).await;
     let got = bob.sync().await.unwrap();
-    assert!(got[0].error.as_deref().unwrap().starts_with("KeyNotFound"));
+    assert_eq!(
+        got[0].error.as_ref().unwrap().code,
+        FailureCode::KeyNotFound
+    );
     let bad = health(&url).await;
     // The failure is in the figures, but one reporter (and one sender) is no
     // outage: the verdict needs failures across several users.

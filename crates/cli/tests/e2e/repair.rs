@@ -33,7 +33,7 @@ async fn acquainted(h: &Harness) -> (Client, Client) {
 fn codes(received: &[Received]) -> Vec<&str> {
     received
         .iter()
-        .filter_map(|r| r.error.as_deref()?.split(':').next())
+        .filter_map(|r| Some(r.error.as_ref()?.code.as_str()))
         .collect()
 }
 
@@ -56,7 +56,7 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
         .collect();
     assert_eq!(
         failed,
-        ids[..4].iter().map(String::as_str).collect::<Vec<_>>()
+        ids[..4].iter().map(|id| id.as_str()).collect::<Vec<_>>()
     );
     let health = e2ee_health(&h.url()).await;
     assert_eq!(health.failed_decryptions_last_hour, 4);
@@ -282,10 +282,15 @@ async fn session_resets_are_authorised() {
     assert_eq!(status, 413);
     // Either end may reset its own session (the standard base64 form works too).
     let answer = bob
-        .reset_session(&atlas_proto::repair::std_session_id(&session))
+        .reset_session(
+            &session
+                .parse::<atlas_proto::SessionId>()
+                .unwrap()
+                .std_form(),
+        )
         .await
         .unwrap();
-    assert_eq!(answer.session_id, session);
+    assert_eq!(answer.session_id, session.as_str());
     assert_eq!(alice.apply_session_resets().await.unwrap(), 1);
     assert_eq!(alice.apply_session_resets().await.unwrap(), 0);
 }
@@ -309,7 +314,7 @@ async fn resend_requests_are_authorised_limited_and_checked() {
         (status, body["error"].as_str()),
         (404, Some("unknown_message"))
     );
-    let err = alice.request_resend(id).await.unwrap_err();
+    let err = alice.request_resend(&sent.message_id).await.unwrap_err();
     assert_eq!(err.code(), Some(atlas_proto::ErrorCode::UnknownMessage));
     // Malformed ids, no credentials.
     let (status, _) = mallory

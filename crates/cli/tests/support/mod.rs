@@ -670,7 +670,7 @@ pub async fn send_to_rotated_key(
     from: &atlas_client::Client,
     to: &atlas_client::Client,
     text: &str,
-) -> String {
+) -> atlas_proto::MessageId {
     exhaust_one_time_keys(h, to.user_id().as_str()).await;
     let sent = from.send_text(to.user_id(), text).await.unwrap();
     to.rotate_fallback_key().await.unwrap();
@@ -743,7 +743,7 @@ pub async fn send_numbered(
     from: &atlas_client::Client,
     to: &atlas_client::Client,
     n: usize,
-) -> Vec<String> {
+) -> Vec<atlas_proto::MessageId> {
     let mut ids = Vec::with_capacity(n);
     for i in 1..=n {
         let sent = from

@@ -1,16 +1,17 @@
 //! `atlas diagnose group`: the runbook's MLS checks (member epochs, group
 //! epoch, pending commits) and the recovery ladder.
 use super::{cause, step};
-use atlas_proto::diagnose::{Diagnosis, Recovery, RecoveryAction};
+use atlas_proto::GroupId;
+use atlas_proto::diagnose::{CauseCode, Diagnosis, Finding, Recovery, RecoveryAction};
 
 /// How far behind a member may be before it counts as stuck (the alert's threshold).
 pub const MAX_LAG: u64 = 2;
 
 /// Everything the server knows about a group.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GroupEvidence {
     /// The group.
-    pub group_id: String,
+    pub group_id: GroupId,
     /// Whether it exists.
     pub exists: bool,
     /// Current epoch.
@@ -58,16 +59,16 @@ pub fn diagnose_group(g: &GroupEvidence) -> Diagnosis {
             steps: vec![step(
                 "Check group's current epoch",
                 "no such group",
-                "problem",
+                Finding::Problem,
             )],
-            cause: cause("unknown", "no such group"),
+            cause: cause(CauseCode::Unknown, "no such group"),
             recovery: vec![],
         };
     }
     let mut steps = vec![step(
         "Check group's current epoch",
         format!("epoch {} since {}", g.current_epoch, g.last_epoch_change),
-        "info",
+        Finding::Info,
     )];
     let active: Vec<&MemberEvidence> = g.members.iter().filter(|m| m.status == "active").collect();
     let mut stuck = Vec::new();
@@ -83,7 +84,11 @@ pub fn diagnose_group(g: &GroupEvidence) -> Diagnosis {
                     .map(|c| format!(", last commit {c}"))
                     .unwrap_or_default()
             ),
-            if lag > MAX_LAG { "problem" } else { "ok" },
+            if lag > MAX_LAG {
+                Finding::Problem
+            } else {
+                Finding::Ok
+            },
         ));
         if lag > MAX_LAG {
             stuck.push(*m);
@@ -96,13 +101,20 @@ pub fn diagnose_group(g: &GroupEvidence) -> Diagnosis {
             "{behind} active member(s) have not acknowledged epoch {}",
             g.current_epoch
         ),
-        if behind == 0 { "ok" } else { "info" },
+        if behind == 0 {
+            Finding::Ok
+        } else {
+            Finding::Info
+        },
     ));
     let Some(member) = stuck.first() else {
         return Diagnosis {
             subject,
             steps,
-            cause: cause("healthy", "every active member is within two epochs"),
+            cause: cause(
+                CauseCode::Healthy,
+                "every active member is within two epochs",
+            ),
             recovery: vec![],
         };
     };
@@ -119,7 +131,7 @@ pub fn diagnose_group(g: &GroupEvidence) -> Diagnosis {
                     "waiting for the device to come online".into()
                 }
             ),
-            "info",
+            Finding::Info,
         ));
     }
     let (group_id, member_id) = (g.group_id.clone(), member.member_id.clone());
@@ -161,7 +173,7 @@ pub fn diagnose_group(g: &GroupEvidence) -> Diagnosis {
         subject,
         steps,
         cause: cause(
-            "member_stuck_in_old_epoch",
+            CauseCode::MemberStuckInOldEpoch,
             format!(
                 "{member_id} is stuck in epoch {} of {}",
                 member.epoch, g.current_epoch
@@ -177,7 +189,7 @@ mod tests {
 
     fn group(epochs: &[(&str, u64)]) -> GroupEvidence {
         GroupEvidence {
-            group_id: "team".into(),
+            group_id: "team".parse().unwrap(),
             exists: true,
             current_epoch: 7,
             last_epoch_change: "t".into(),
@@ -198,11 +210,11 @@ mod tests {
     fn a_member_three_behind_is_stuck_and_a_failed_update_escalates_to_rejoin() {
         assert_eq!(
             diagnose_group(&group(&[("a/A", 7), ("b/B", 5)])).cause.code,
-            "healthy"
+            CauseCode::Healthy
         );
         let mut g = group(&[("a/A", 7), ("c/C", 4)]);
         let d = diagnose_group(&g);
-        assert_eq!(d.cause.code, "member_stuck_in_old_epoch");
+        assert_eq!(d.cause.code, CauseCode::MemberStuckInOldEpoch);
         assert!(matches!(
             d.recovery[0].actions[0],
             RecoveryAction::MlsSendUpdate { .. }
@@ -218,8 +230,14 @@ mod tests {
             RecoveryAction::MlsRejoin { .. }
         ));
         assert_eq!(
-            diagnose_group(&GroupEvidence::default()).cause.code,
-            "unknown"
+            diagnose_group(&GroupEvidence {
+                exists: false,
+                members: vec![],
+                ..group(&[])
+            })
+            .cause
+            .code,
+            CauseCode::Unknown
         );
     }
 }

@@ -1,13 +1,15 @@
 //! `atlas diagnose message`: the Systematic Diagnosis Flow for one message,
 //! walked for each recipient device that could not read it.
 use super::{cause, resend_command, reset_command, restore_command, step};
-use atlas_proto::diagnose::{Cause, Diagnosis, Recovery, RecoveryAction, Step};
+use atlas_proto::diagnose::{Cause, CauseCode, Diagnosis, Finding, Recovery, RecoveryAction, Step};
+use atlas_proto::e2ee::FailureCode;
+use atlas_proto::{MessageId, SessionId};
 
 /// Everything the server knows about one message.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MessageEvidence {
     /// The message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// One per recipient device.
     pub copies: Vec<CopyEvidence>,
     /// Newest backup date of the recipient user, if any.
@@ -28,9 +30,9 @@ pub struct CopyEvidence {
     /// 0 pre-key, 1 normal.
     pub msg_type: u8,
     /// Olm session named by the sender (base64url).
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The original, for a resend.
-    pub resend_of: Option<String>,
+    pub resend_of: Option<MessageId>,
     /// RFC 3339 acceptance.
     pub created_at: String,
     /// Acknowledged by the device.
@@ -58,9 +60,9 @@ pub struct ReportEvidence {
     /// `success`, `failure` or `recovered`.
     pub status: String,
     /// Latest failure code.
-    pub code: Option<String>,
+    pub code: Option<FailureCode>,
     /// First failure code.
-    pub first_code: Option<String>,
+    pub first_code: Option<FailureCode>,
 }
 
 /// A `user_keys` row.
@@ -80,15 +82,14 @@ pub struct KeyEvidence {
 fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause, Recovery) {
     let who = &c.recipient;
     let mut steps = Vec::new();
-    let code = c
-        .report
-        .as_ref()
-        .and_then(|r| r.code.clone())
-        .unwrap_or_default();
+    let code = c.report.as_ref().and_then(|r| r.code);
     steps.push(step(
         "Check logs → decryption error",
-        format!("{who} reported {code}"),
-        "problem",
+        format!(
+            "{who} reported {}",
+            code.map_or("no failure", FailureCode::as_str)
+        ),
+        Finding::Problem,
     ));
     let resend = Recovery {
         summary: format!("ask {} to re-encrypt it for {who} (Option 1)", c.sender),
@@ -101,7 +102,7 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
         steps.push(step(
             "Check key status → active?",
             format!("{who} is no longer an active device"),
-            "problem",
+            Finding::Problem,
         ));
         let plan = Recovery {
             summary: "nothing to repair on a removed device; the user reads it on an active one"
@@ -111,26 +112,32 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
         };
         return (
             steps,
-            cause("device_inactive", format!("{who} is no longer active")),
+            cause(
+                CauseCode::DeviceInactive,
+                format!("{who} is no longer active"),
+            ),
             plan,
         );
     }
-    if c.session_reset || code == "SessionRetired" {
+    if c.session_reset || code == Some(FailureCode::SessionRetired) {
         steps.push(step(
             "Check Double Ratchet state → synchronized?",
             "the session was reset after the message was sent on it",
-            "problem",
+            Finding::Problem,
         ));
         return (
             steps,
             cause(
-                "session_retired",
+                CauseCode::SessionRetired,
                 "sent on a session that was reset: in flight when the session was retired",
             ),
             resend,
         );
     }
-    if c.key_looked_up || code == "KeyNotFound" || code == "KeyRotated" {
+    if c.key_looked_up
+        || code == Some(FailureCode::KeyNotFound)
+        || code == Some(FailureCode::KeyRotated)
+    {
         let evidence = match &c.key_used {
             Some(k) => format!(
                 "the pre-key message used {} key {} — status {}{}",
@@ -151,7 +158,7 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
         steps.push(step(
             "Check user_keys table → key exists?",
             evidence,
-            if exists { "ok" } else { "problem" },
+            Finding::ok_if(exists),
         ));
         if !exists {
             let plan = Recovery {
@@ -163,7 +170,7 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
             return (
                 steps,
                 cause(
-                    "key_not_found",
+                    CauseCode::KeyNotFound,
                     "the sender used a key that was never published for this device",
                 ),
                 plan,
@@ -174,16 +181,16 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
                 "Check key status → active?",
                 format!("{} ({})", k.status, k.key_id),
                 if k.status == "rotated" || k.status == "revoked" {
-                    "problem"
+                    Finding::Problem
                 } else {
-                    "ok"
+                    Finding::Ok
                 },
             ));
             if k.status == "rotated" {
                 return (
                     steps,
                     cause(
-                        "key_rotated",
+                        CauseCode::KeyRotated,
                         "the recipient's key was rotated before the message was received",
                     ),
                     resend,
@@ -198,12 +205,12 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
                     None if k.status == "revoked" => "the key was revoked by a key check",
                     None => "the device has not run a key check yet",
                 },
-                if corrupted { "problem" } else { "ok" },
+                Finding::ok_if(!corrupted),
             ));
             if corrupted {
                 return (
                     steps,
-                    cause("key_corrupted_in_database", "key material corrupted in the database: the stored public key is not the device's"),
+                    cause(CauseCode::KeyCorruptedInDatabase, "key material corrupted in the database: the stored public key is not the device's"),
                     Recovery {
                         summary: "the device's key check revoked the bad keys; the sender re-encrypts on a good one".into(),
                         ..resend
@@ -225,7 +232,7 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
             return (
                 steps,
                 cause(
-                    "key_lost_on_device",
+                    CauseCode::KeyLostOnDevice,
                     "the device no longer holds the private key it published",
                 ),
                 plan,
@@ -237,23 +244,26 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
         };
         return (
             steps,
-            cause("key_not_found", "the device has no session with the sender"),
+            cause(
+                CauseCode::KeyNotFound,
+                "the device has no session with the sender",
+            ),
             plan,
         );
     }
-    let synchronized = code != "RatchetDesync";
+    let synchronized = code != Some(FailureCode::RatchetDesync);
     steps.push(step(
         "Check Double Ratchet state → synchronized?",
         format!(
             "session {}: {}",
-            c.session_id.as_deref().unwrap_or("unknown"),
+            c.session_id.as_ref().map_or("unknown", SessionId::as_str),
             if synchronized {
                 "the device decrypts on it"
             } else {
                 "the device's ratchet does not match the sender's"
             }
         ),
-        if synchronized { "ok" } else { "problem" },
+        Finding::ok_if(synchronized),
     ));
     if !synchronized {
         let mut plan = Recovery {
@@ -272,11 +282,14 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
         plan.actions.extend(resend.actions);
         return (
             steps,
-            cause("ratchet_desync", "Double Ratchet state desynchronized"),
+            cause(
+                CauseCode::RatchetDesync,
+                "Double Ratchet state desynchronized",
+            ),
             plan,
         );
     }
-    let missing = code == "MissingSkippedKey";
+    let missing = code == Some(FailureCode::MissingSkippedKey);
     steps.push(step(
         "Check message chain → missing skipped keys?",
         if missing {
@@ -284,13 +297,13 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
         } else {
             "no"
         },
-        if missing { "problem" } else { "ok" },
+        Finding::ok_if(!missing),
     ));
     if missing {
         return (
             steps,
             cause(
-                "missing_skipped_keys",
+                CauseCode::MissingSkippedKeys,
                 "skipped message keys not stored (out-of-order delivery beyond what Olm keeps)",
             ),
             Recovery {
@@ -299,11 +312,11 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
             },
         );
     }
-    if code == "DuplicateMessage" {
+    if code == Some(FailureCode::DuplicateMessage) {
         return (
             steps,
             cause(
-                "duplicate_message",
+                CauseCode::DuplicateMessage,
                 "the device decrypted this message before: a repeated delivery",
             ),
             Recovery {
@@ -316,9 +329,10 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
     (
         steps,
         cause(
-            "escalate",
+            CauseCode::Escalate,
             format!(
-                "{code}: not a cause this tree knows — escalate to the crypto team (security@atlas.dev)"
+                "{}: not a cause this tree knows — escalate to the crypto team (security@atlas.dev)",
+                code.map_or("no code", FailureCode::as_str)
             ),
         ),
         resend,
@@ -346,35 +360,41 @@ pub fn diagnose_message(m: &MessageEvidence, base_url: &str) -> Diagnosis {
             None => "no such message".into(),
         },
         if m.copies.is_empty() {
-            "problem"
+            Finding::Problem
         } else {
-            "info"
+            Finding::Info
         },
     )];
     if m.copies.is_empty() {
         return Diagnosis {
             subject,
             steps,
-            cause: cause("unknown", "no message with this id"),
+            cause: cause(CauseCode::Unknown, "no message with this id"),
             recovery: vec![],
         };
     }
     for c in &m.copies {
         let (evidence, finding) = match (&c.report, c.delivered) {
-            (Some(r), _) if r.status == "success" => ("decrypted".to_owned(), "ok"),
+            (Some(r), _) if r.status == "success" => ("decrypted".to_owned(), Finding::Ok),
             (Some(r), _) if r.status == "recovered" => (
                 format!(
                     "failed with {} at first, decrypted after recovery",
-                    r.first_code.as_deref().unwrap_or("?")
+                    r.first_code.map_or("?", FailureCode::as_str)
                 ),
-                "ok",
+                Finding::Ok,
             ),
             (Some(r), _) => (
-                format!("failed: {}", r.code.as_deref().unwrap_or("?")),
-                "problem",
+                format!("failed: {}", r.code.map_or("?", FailureCode::as_str)),
+                Finding::Problem,
             ),
-            (None, false) => ("not delivered yet (device offline)".to_owned(), "info"),
-            (None, true) => ("delivered, no report from the device".to_owned(), "info"),
+            (None, false) => (
+                "not delivered yet (device offline)".to_owned(),
+                Finding::Info,
+            ),
+            (None, true) => (
+                "delivered, no report from the device".to_owned(),
+                Finding::Info,
+            ),
         };
         steps.push(step(
             &format!("Decryption on {}", c.recipient),
@@ -392,9 +412,9 @@ pub fn diagnose_message(m: &MessageEvidence, base_url: &str) -> Diagnosis {
                         .unwrap_or_default()
                 ),
                 if status == "unavailable" {
-                    "problem"
+                    Finding::Problem
                 } else {
-                    "info"
+                    Finding::Info
                 },
             ));
         }
@@ -411,16 +431,19 @@ pub fn diagnose_message(m: &MessageEvidence, base_url: &str) -> Diagnosis {
         let undelivered = m.copies.iter().any(|c| !c.delivered);
         let found = if recovered {
             cause(
-                "recovered",
+                CauseCode::Recovered,
                 "every device that reported failed first and decrypted after recovery",
             )
         } else if undelivered {
             cause(
-                "not_delivered",
+                CauseCode::NotDelivered,
                 "waiting for a device to come online; nothing failed",
             )
         } else {
-            cause("healthy", "every device that reported decrypted it")
+            cause(
+                CauseCode::Healthy,
+                "every device that reported decrypted it",
+            )
         };
         return Diagnosis {
             subject,
@@ -433,13 +456,13 @@ pub fn diagnose_message(m: &MessageEvidence, base_url: &str) -> Diagnosis {
         steps.push(step(
             "Request message resend → sender still has plaintext?",
             "no: the sending device's outbox no longer holds it",
-            "problem",
+            Finding::Problem,
         ));
         return Diagnosis {
             subject,
             steps,
             cause: cause(
-                "plaintext_unavailable",
+                CauseCode::PlaintextUnavailable,
                 "the sender no longer has the plaintext to resend",
             ),
             recovery: vec![Recovery {
@@ -471,19 +494,19 @@ mod tests {
 
     fn failing(code: &str) -> MessageEvidence {
         MessageEvidence {
-            message_id: "m1".into(),
+            message_id: "m1".parse().unwrap(),
             copies: vec![CopyEvidence {
                 recipient: "bob/B".into(),
                 sender: "alice/A".into(),
                 recipient_user: "bob".into(),
                 algorithm: "olm".into(),
-                session_id: Some("s1".into()),
+                session_id: Some("s1".parse().unwrap()),
                 delivered: true,
                 device_active: true,
                 report: Some(ReportEvidence {
                     status: "failure".into(),
-                    code: Some(code.into()),
-                    first_code: Some(code.into()),
+                    code: Some(code.parse().unwrap()),
+                    first_code: Some(code.parse().unwrap()),
                 }),
                 ..Default::default()
             }],
@@ -494,15 +517,15 @@ mod tests {
     #[test]
     fn each_runbook_cause_has_its_recovery() {
         let d = diagnose_message(&failing("RatchetDesync"), "https://api");
-        assert_eq!(d.cause.code, "ratchet_desync");
+        assert_eq!(d.cause.code, CauseCode::RatchetDesync);
         assert_eq!(
             d.recovery[0].actions,
             [
                 RecoveryAction::ResetSession {
-                    session_id: "s1".into()
+                    session_id: "s1".parse().unwrap()
                 },
                 RecoveryAction::RequestResend {
-                    message_id: "m1".into()
+                    message_id: "m1".parse().unwrap()
                 }
             ]
         );
@@ -511,7 +534,7 @@ mod tests {
             diagnose_message(&failing("MissingSkippedKey"), "x")
                 .cause
                 .code,
-            "missing_skipped_keys"
+            CauseCode::MissingSkippedKeys
         );
 
         let mut rotated = failing("KeyRotated");
@@ -522,7 +545,10 @@ mod tests {
             status: "rotated".into(),
             last_rotated: None,
         });
-        assert_eq!(diagnose_message(&rotated, "x").cause.code, "key_rotated");
+        assert_eq!(
+            diagnose_message(&rotated, "x").cause.code,
+            CauseCode::KeyRotated
+        );
 
         let mut corrupted = failing("KeyNotFound");
         corrupted.copies[0].key_looked_up = true;
@@ -533,12 +559,12 @@ mod tests {
         corrupted.copies[0].key_used_differs = Some(true);
         assert_eq!(
             diagnose_message(&corrupted, "x").cause.code,
-            "key_corrupted_in_database"
+            CauseCode::KeyCorruptedInDatabase
         );
 
         corrupted.copies[0].key_used_differs = Some(false);
         let lost = diagnose_message(&corrupted, "x");
-        assert_eq!(lost.cause.code, "key_lost_on_device");
+        assert_eq!(lost.cause.code, CauseCode::KeyLostOnDevice);
         assert!(
             lost.recovery[0].commands[0]
                 .contains("atlas keys restore --user-id bob --date 2026-11-20T10:00:00Z")
@@ -548,35 +574,42 @@ mod tests {
         gone.copies[0].resends = vec![("unavailable".into(), Some("not in outbox".into()))];
         assert_eq!(
             diagnose_message(&gone, "x").cause.code,
-            "plaintext_unavailable"
+            CauseCode::PlaintextUnavailable
         );
         assert_eq!(
             diagnose_message(&failing("Forged"), "x").cause.code,
-            "escalate"
+            CauseCode::Escalate
         );
     }
 
     #[test]
     fn healthy_recovered_and_unknown_messages() {
-        let mut ok = failing("x");
+        let mut ok = failing("KeyNotFound");
         ok.copies[0].report = Some(ReportEvidence {
             status: "success".into(),
             ..Default::default()
         });
-        assert_eq!(diagnose_message(&ok, "x").cause.code, "healthy");
+        assert_eq!(diagnose_message(&ok, "x").cause.code, CauseCode::Healthy);
         ok.copies[0].report = Some(ReportEvidence {
             status: "recovered".into(),
-            first_code: Some("KeyNotFound".into()),
+            first_code: Some(FailureCode::KeyNotFound),
             ..Default::default()
         });
         let d = diagnose_message(&ok, "x");
-        assert_eq!(d.cause.code, "recovered");
+        assert_eq!(d.cause.code, CauseCode::Recovered);
         assert!(d.recovery.is_empty());
         assert_eq!(
-            diagnose_message(&MessageEvidence::default(), "x")
-                .cause
-                .code,
-            "unknown"
+            diagnose_message(
+                &MessageEvidence {
+                    message_id: "m2".parse().unwrap(),
+                    copies: vec![],
+                    latest_backup: None
+                },
+                "x"
+            )
+            .cause
+            .code,
+            CauseCode::Unknown
         );
     }
 }

@@ -5,34 +5,35 @@ mod user;
 
 pub use group::{GroupEvidence, MemberActionEvidence, MemberEvidence, diagnose_group};
 pub use message::{CopyEvidence, KeyEvidence, MessageEvidence, ReportEvidence, diagnose_message};
-pub use user::{DeviceEvidence, FailureEvidence, UserEvidence, diagnose_user};
+pub use user::{DeviceEvidence, FailedMessage, FailureEvidence, UserEvidence, diagnose_user};
 
-use atlas_proto::diagnose::{Cause, Step};
+use atlas_proto::diagnose::{Cause, CauseCode, Finding, Step};
+use atlas_proto::{MessageId, SessionId};
 
-fn step(check: &str, evidence: impl Into<String>, finding: &str) -> Step {
+fn step(check: &str, evidence: impl Into<String>, finding: Finding) -> Step {
     Step {
         check: check.into(),
         evidence: evidence.into(),
-        finding: finding.into(),
+        finding,
     }
 }
 
-fn cause(code: &str, summary: impl Into<String>) -> Cause {
+fn cause(code: CauseCode, summary: impl Into<String>) -> Cause {
     Cause {
-        code: code.into(),
+        code,
         summary: summary.into(),
     }
 }
 
 /// The runbook's resend line against `base_url`.
-fn resend_command(base_url: &str, message_id: &str) -> String {
+fn resend_command(base_url: &str, message_id: &MessageId) -> String {
     format!(
         "curl -X POST {base_url}/messages/{message_id}/request-resend -H 'Authorization: Bearer <TOKEN>'"
     )
 }
 
 /// The runbook's session-reset line against `base_url`.
-fn reset_command(base_url: &str, session_id: &str) -> String {
+fn reset_command(base_url: &str, session_id: &SessionId) -> String {
     format!(
         "curl -X POST {base_url}/sessions/{session_id}/reset -H 'Authorization: Bearer <TOKEN>'"
     )

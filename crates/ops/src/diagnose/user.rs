@@ -1,7 +1,9 @@
 //! `atlas diagnose user`: a user's devices, keys (the runbook's `user_keys`
 //! query), key checks, recent decryption failures and backups.
 use super::{cause, resend_command, restore_command, step};
-use atlas_proto::diagnose::{Diagnosis, Recovery, RecoveryAction};
+use atlas_proto::diagnose::{CauseCode, Diagnosis, Finding, Recovery, RecoveryAction};
+use atlas_proto::e2ee::FailureCode;
+use atlas_proto::{GroupId, MessageId};
 
 /// Most failed messages a user diagnosis offers to resend at once.
 pub const MAX_RESENDS: usize = 20;
@@ -39,16 +41,28 @@ pub struct DeviceEvidence {
 }
 
 /// One failed message.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FailureEvidence {
-    /// Message id (or group log position).
-    pub message_id: String,
-    /// Group, if a group message.
-    pub group_id: Option<String>,
+    /// The message.
+    pub message: FailedMessage,
     /// The device.
     pub device_id: String,
     /// Failure code.
-    pub code: String,
+    pub code: FailureCode,
+}
+
+/// A message a device could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailedMessage {
+    /// A 1:1 message.
+    Direct(MessageId),
+    /// An entry of a group's log.
+    Group {
+        /// The group.
+        group_id: GroupId,
+        /// Its position in the log.
+        seq: u64,
+    },
 }
 
 fn count(d: &DeviceEvidence, key_type: &str, status: &str) -> u64 {
@@ -64,11 +78,11 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
     let subject = format!("user {}", u.user_id);
     let mut steps = Vec::new();
     if !u.exists {
-        steps.push(step("Check user", "no such user", "problem"));
+        steps.push(step("Check user", "no such user", Finding::Problem));
         return Diagnosis {
             subject,
             steps,
-            cause: cause("unknown", "no such user"),
+            cause: cause(CauseCode::Unknown, "no such user"),
             recovery: vec![],
         };
     }
@@ -87,11 +101,11 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
             &format!("Check user_keys table → {} ({})", d.device_id, d.status),
             summary.join(", "),
             if d.status != "active" {
-                "info"
+                Finding::Info
             } else if identity < 2 {
-                "problem"
+                Finding::Problem
             } else {
-                "ok"
+                Finding::Ok
             },
         ));
         if d.status == "active" && otk == 0 && fallback == 0 {
@@ -108,9 +122,9 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
                     .unwrap_or_default()
             ),
             if d.status == "active" && otk == 0 && fallback == 0 {
-                "problem"
+                Finding::Problem
             } else {
-                "ok"
+                Finding::Ok
             },
         ));
         match &d.key_check {
@@ -118,7 +132,7 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
                 steps.push(step(
                     &format!("Check key material → {}", d.device_id),
                     format!("latest check {at}: {mismatched} stored key(s) differ from what the device published, {revoked} revoked"),
-                    if *mismatched > *revoked { "problem" } else if *mismatched > 0 { "info" } else { "ok" },
+                    if *mismatched > *revoked { Finding::Problem } else if *mismatched > 0 { Finding::Info } else { Finding::Ok },
                 ));
                 if *mismatched > 0 {
                     corrupted.push(d.device_id.clone());
@@ -127,15 +141,15 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
             None => steps.push(step(
                 &format!("Check key material → {}", d.device_id),
                 "no key check reported yet",
-                "info",
+                Finding::Info,
             )),
         }
     }
-    let mut codes: Vec<(String, usize)> = Vec::new();
+    let mut codes: Vec<(FailureCode, usize)> = Vec::new();
     for f in &u.failures {
         match codes.iter_mut().find(|(c, _)| *c == f.code) {
             Some((_, n)) => *n += 1,
-            None => codes.push((f.code.clone(), 1)),
+            None => codes.push((f.code, 1)),
         }
     }
     codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -153,9 +167,9 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
             )
         },
         if u.failures.is_empty() {
-            "ok"
+            Finding::Ok
         } else {
-            "problem"
+            Finding::Problem
         },
     ));
     steps.push(step(
@@ -165,15 +179,18 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
             .map(|d| format!("newest backup {d}"))
             .unwrap_or_else(|| "no backup".into()),
         if u.latest_backup.is_some() {
-            "ok"
+            Finding::Ok
         } else {
-            "info"
+            Finding::Info
         },
     ));
-    let one_to_one: Vec<&FailureEvidence> = u
+    let one_to_one: Vec<&MessageId> = u
         .failures
         .iter()
-        .filter(|f| f.group_id.is_none())
+        .filter_map(|f| match &f.message {
+            FailedMessage::Direct(id) => Some(id),
+            FailedMessage::Group { .. } => None,
+        })
         .take(MAX_RESENDS)
         .collect();
     let resend_all = Recovery {
@@ -183,12 +200,12 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
         ),
         commands: one_to_one
             .iter()
-            .map(|f| resend_command(base_url, &f.message_id))
+            .map(|id| resend_command(base_url, id))
             .collect(),
         actions: one_to_one
             .iter()
-            .map(|f| RecoveryAction::RequestResend {
-                message_id: f.message_id.clone(),
+            .map(|id| RecoveryAction::RequestResend {
+                message_id: (*id).clone(),
             })
             .collect(),
     };
@@ -200,7 +217,7 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
     let (found, recovery) = if !corrupted.is_empty() && !u.failures.is_empty() {
         (
             cause(
-                "key_corrupted_in_database",
+                CauseCode::KeyCorruptedInDatabase,
                 format!(
                     "stored keys of {} differ from what the device published",
                     corrupted.join(", ")
@@ -209,23 +226,35 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
             vec![resend_all],
         )
     } else if let Some((code, _)) = codes.first() {
-        let found = match code.as_str() {
-            "KeyRotated" => cause("key_rotated", "keys rotated before messages arrived"),
-            "KeyNotFound" => cause(
-                "key_not_found",
+        let found = match code {
+            FailureCode::KeyRotated => cause(
+                CauseCode::KeyRotated,
+                "keys rotated before messages arrived",
+            ),
+            FailureCode::KeyNotFound => cause(
+                CauseCode::KeyNotFound,
                 "messages encrypted to keys the device does not hold",
             ),
-            "RatchetDesync" => cause(
-                "ratchet_desync",
+            FailureCode::RatchetDesync => cause(
+                CauseCode::RatchetDesync,
                 "Double Ratchet state desynchronized; diagnose a message for its session",
             ),
-            "MissingSkippedKey" => cause("missing_skipped_keys", "skipped message keys not stored"),
-            "SessionRetired" => cause("session_retired", "messages in flight on reset sessions"),
-            "EpochTooOld" | "EpochInFuture" => cause(
-                "member_stuck_in_old_epoch",
+            FailureCode::MissingSkippedKey => cause(
+                CauseCode::MissingSkippedKeys,
+                "skipped message keys not stored",
+            ),
+            FailureCode::SessionRetired => cause(
+                CauseCode::SessionRetired,
+                "messages in flight on reset sessions",
+            ),
+            FailureCode::EpochTooOld | FailureCode::EpochInFuture => cause(
+                CauseCode::MemberStuckInOldEpoch,
                 "group messages from another epoch; diagnose the group",
             ),
-            other => cause("escalate", format!("{other}: escalate to the crypto team")),
+            other => cause(
+                CauseCode::Escalate,
+                format!("{other}: escalate to the crypto team"),
+            ),
         };
         let mut plans = vec![resend_all];
         if u.latest_backup.is_some() {
@@ -235,7 +264,7 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
     } else if !no_prekeys.is_empty() {
         (
             cause(
-                "no_prekeys",
+                CauseCode::NoPrekeys,
                 format!(
                     "{} offer no prekeys: new senders cannot reach them until the device syncs",
                     no_prekeys.join(", ")
@@ -250,7 +279,7 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
     } else {
         (
             cause(
-                "healthy",
+                CauseCode::Healthy,
                 "no unrecovered decryption failures, keys consistent",
             ),
             vec![],
@@ -294,35 +323,34 @@ mod tests {
             devices: vec![device(0)],
             ..Default::default()
         };
-        assert_eq!(diagnose_user(&u, "x").cause.code, "healthy");
+        assert_eq!(diagnose_user(&u, "x").cause.code, CauseCode::Healthy);
         u.failures = vec![FailureEvidence {
-            message_id: "m1".into(),
+            message: FailedMessage::Direct("m1".parse().unwrap()),
             device_id: "B".into(),
-            code: "KeyRotated".into(),
-            group_id: None,
+            code: FailureCode::KeyRotated,
         }];
         let d = diagnose_user(&u, "x");
-        assert_eq!(d.cause.code, "key_rotated");
+        assert_eq!(d.cause.code, CauseCode::KeyRotated);
         assert_eq!(
             d.recovery[0].actions,
             [RecoveryAction::RequestResend {
-                message_id: "m1".into()
+                message_id: "m1".parse().unwrap()
             }]
         );
         u.devices = vec![device(3)];
         assert_eq!(
             diagnose_user(&u, "x").cause.code,
-            "key_corrupted_in_database"
+            CauseCode::KeyCorruptedInDatabase
         );
         u.failures.clear();
         assert_eq!(
             diagnose_user(&u, "x").cause.code,
-            "healthy",
+            CauseCode::Healthy,
             "repaired and nothing failing"
         );
         assert_eq!(
             diagnose_user(&UserEvidence::default(), "x").cause.code,
-            "unknown"
+            CauseCode::Unknown
         );
     }
 }

@@ -11,7 +11,7 @@ use crate::state::AppState;
 use atlas_crypto::backup::download_verifier;
 use atlas_proto::ErrorCode;
 use atlas_proto::backup::{
-    BackupDownload, BackupInfo, BackupKdf, BackupList, BackupUpload, MAX_BACKUP_BYTES, is_backup_id,
+    BackupDownload, BackupInfo, BackupKdf, BackupList, BackupUpload, MAX_BACKUP_BYTES,
 };
 use atlas_store::{BackupMeta, NewBackup};
 use axum::Json;
@@ -26,9 +26,9 @@ const LIST_LIMIT: u32 = 20;
 
 fn info(meta: &BackupMeta) -> Result<BackupInfo, ApiError> {
     Ok(BackupInfo {
-        backup_id: meta.backup_id.clone(),
-        user_id: meta.user_id.clone(),
-        device_id: meta.device_id.clone(),
+        backup_id: ApiError::stored_id(&*meta.backup_id)?,
+        user_id: ApiError::stored_id(&*meta.user_id)?,
+        device_id: ApiError::stored_id(&*meta.device_id)?,
         version: meta.version,
         kdf: serde_json::from_str(&meta.kdf).map_err(ApiError::internal)?,
         size: meta.size,
@@ -65,7 +65,7 @@ pub async fn upload(
     auth: DeviceAuth,
     ApiJson(req): ApiJson<BackupUpload>,
 ) -> Result<(StatusCode, Json<BackupInfo>), ApiError> {
-    if !is_backup_id(&req.backup_id, auth.user_id.as_str()) {
+    if !req.backup_id.belongs_to(auth.user_id.as_str()) {
         return Err(ApiError::invalid(format!(
             "backup_id must be backup-{}-<unix-ms>",
             auth.user_id
@@ -89,7 +89,7 @@ pub async fn upload(
         .stores
         .backups
         .store_backup(&NewBackup {
-            backup_id: req.backup_id,
+            backup_id: req.backup_id.to_string(),
             user_id: auth.user_id.to_string(),
             device_id: auth.device_id.to_string(),
             kdf: serde_json::to_string(&req.kdf).map_err(ApiError::internal)?,

@@ -6,12 +6,13 @@ use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::state::AppState;
 use atlas_ops::diagnose::{
-    CopyEvidence, DeviceEvidence, FailureEvidence, GroupEvidence, KeyEvidence,
+    CopyEvidence, DeviceEvidence, FailedMessage, FailureEvidence, GroupEvidence, KeyEvidence,
     MemberActionEvidence, MemberEvidence, MessageEvidence, ReportEvidence, UserEvidence,
     diagnose_group, diagnose_message, diagnose_user,
 };
-use atlas_proto::UserId;
 use atlas_proto::diagnose::Diagnosis;
+use atlas_proto::e2ee::FailureCode;
+use atlas_proto::{GroupId, MessageId, UserId};
 use atlas_store::StoreError;
 use axum::Json;
 use axum::extract::State;
@@ -34,9 +35,8 @@ async fn latest_backup(state: &AppState, user_id: &str) -> Result<Option<String>
 pub async fn message(
     State(state): State<AppState>,
     _: Admin<scope::Diagnose>,
-    ApiPath(message_id): ApiPath<String>,
+    ApiPath(message_id): ApiPath<MessageId>,
 ) -> Result<Json<Diagnosis>, ApiError> {
-    crate::routes::resend::check_message_id(&message_id)?;
     let copies = state.stores.repair.message_copies(&message_id).await?;
     let reports = state
         .stores
@@ -46,7 +46,8 @@ pub async fn message(
     let resends = state.stores.repair.resend_requests(&message_id).await?;
     let mut evidence = MessageEvidence {
         message_id: message_id.clone(),
-        ..Default::default()
+        copies: vec![],
+        latest_backup: None,
     };
     for c in &copies {
         let device_active = match (
@@ -95,8 +96,8 @@ pub async fn message(
             recipient_user: c.recipient_id.clone(),
             algorithm: c.encryption_algorithm.clone(),
             msg_type: c.msg_type,
-            session_id: c.session_id.clone(),
-            resend_of: c.resend_of.clone(),
+            session_id: ApiError::stored_opt_id(c.session_id.as_deref())?,
+            resend_of: ApiError::stored_opt_id(c.resend_of.as_deref())?,
             created_at: rfc3339(c.created_at),
             delivered: c.delivered_at.is_some(),
             device_active,
@@ -105,8 +106,8 @@ pub async fn message(
                 .find(|r| r.user_id == c.recipient_id && r.device_id == c.recipient_device_id)
                 .map(|r| ReportEvidence {
                     status: r.status.clone(),
-                    code: r.code.clone(),
-                    first_code: r.first_code.clone(),
+                    code: r.code,
+                    first_code: r.first_code,
                 }),
             key_looked_up: c.prekey_key.is_some(),
             key_used,
@@ -190,10 +191,9 @@ pub async fn user(
     for r in state.stores.reports.user_reports(&user, since, 500).await? {
         match r.status.as_str() {
             "failure" => evidence.failures.push(FailureEvidence {
-                message_id: r.message_id,
-                group_id: (!r.group_id.is_empty()).then_some(r.group_id),
+                message: failed_message(r.group_id, r.message_id)?,
                 device_id: r.device_id,
-                code: r.code.unwrap_or_default(),
+                code: r.code.unwrap_or(FailureCode::KeyCorrupted),
             }),
             "recovered" => evidence.recovered += 1,
             _ => {}
@@ -203,15 +203,30 @@ pub async fn user(
     Ok(Json(diagnose_user(&evidence, &state.config.public_url)))
 }
 
+/// A reported message: 1:1 when stored without a group, else a group log position.
+fn failed_message(group_id: String, message_id: String) -> Result<FailedMessage, ApiError> {
+    if group_id.is_empty() {
+        return Ok(FailedMessage::Direct(ApiError::stored_id(message_id)?));
+    }
+    Ok(FailedMessage::Group {
+        group_id: ApiError::stored_id(group_id)?,
+        seq: message_id.parse().map_err(ApiError::internal)?,
+    })
+}
+
 /// `GET /admin/diagnose/groups/{group_id}`.
 pub async fn group(
     State(state): State<AppState>,
     _: Admin<scope::Diagnose>,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
 ) -> Result<Json<Diagnosis>, ApiError> {
     let mut evidence = GroupEvidence {
         group_id: group_id.clone(),
-        ..Default::default()
+        exists: false,
+        current_epoch: 0,
+        last_epoch_change: String::new(),
+        members: vec![],
+        actions: vec![],
     };
     if let Some(g) = state.stores.groups.group(&group_id).await? {
         evidence.exists = true;

@@ -11,7 +11,7 @@ use atlas_proto::mls::{
     CommitRequest, CommitResponse, CreateGroupRequest, EpochAck, GroupInfoResponse, GroupLogEntry,
     GroupLogResponse, GroupMemberView, GroupMessageRequest, GroupView,
 };
-use atlas_proto::{ErrorCode, b64};
+use atlas_proto::{ErrorCode, GroupId, RequestId, b64};
 use atlas_store::{GroupMessageRecord, GroupRecord, NewGroup};
 use axum::Json;
 use axum::extract::State;
@@ -19,8 +19,6 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 
-/// Longest group name.
-pub const MAX_GROUP_ID: usize = 64;
 /// Default and largest page of the group log.
 const PAGE: u32 = 100;
 const MAX_PAGE: u32 = 500;
@@ -35,36 +33,20 @@ pub fn decode(text: &str, field: &str) -> Result<Vec<u8>, ApiError> {
     b64::decode_std_lenient(text).map_err(|_| ApiError::invalid(format!("{field} is not base64")))
 }
 
-fn checked_group_id(group_id: &str) -> Result<(), ApiError> {
-    let ok = !group_id.is_empty()
-        && group_id.len() <= MAX_GROUP_ID
-        && group_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    // These names are routes of their own under /groups.
-    if ok && !matches!(group_id, "actions" | "welcomes") {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "group id must be 1 to {MAX_GROUP_ID} of A-Z a-z 0-9 - _ ."
-        )))
-    }
-}
-
 pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-pub(crate) fn entry(r: GroupMessageRecord) -> GroupLogEntry {
-    GroupLogEntry {
-        group_id: r.group_id,
+pub(crate) fn entry(r: GroupMessageRecord) -> Result<GroupLogEntry, ApiError> {
+    Ok(GroupLogEntry {
+        group_id: ApiError::stored_id(r.group_id)?,
         seq: r.seq,
         kind: r.kind,
         epoch: r.epoch,
         sender_id: r.sender_id,
         body: b64::encode_std(&r.body),
         created_at: rfc3339(r.created_at),
-    }
+    })
 }
 
 pub(crate) fn invalid_mls(e: impl std::fmt::Display) -> ApiError {
@@ -77,9 +59,8 @@ pub(crate) fn invalid_mls(e: impl std::fmt::Display) -> ApiError {
 
 pub(crate) async fn group_record(
     state: &AppState,
-    group_id: &str,
+    group_id: &GroupId,
 ) -> Result<GroupRecord, ApiError> {
-    checked_group_id(group_id)?;
     state.stores.groups.group(group_id).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -92,7 +73,7 @@ pub(crate) async fn group_record(
 /// Nudges the connected devices of `members` (`USER_ID/DEVICE_ID`) about a new log entry.
 pub(crate) fn notify<'a>(
     state: &AppState,
-    group_id: &str,
+    group_id: &GroupId,
     seq: u64,
     kind: &str,
     members: impl IntoIterator<Item = &'a str>,
@@ -103,7 +84,7 @@ pub(crate) fn notify<'a>(
         };
         if let Some(device) = m.device_id {
             let notice = atlas_proto::api::GroupNotice {
-                group_id: group_id.to_owned(),
+                group_id: group_id.clone(),
                 seq,
                 kind: kind.to_owned(),
             };
@@ -117,7 +98,7 @@ pub(crate) fn notify<'a>(
 /// Nudges every active member but `sender` about a new log entry.
 pub(crate) async fn notify_members(
     state: &AppState,
-    group_id: &str,
+    group_id: &GroupId,
     seq: u64,
     kind: &str,
     sender: &str,
@@ -149,7 +130,7 @@ enum Access {
 }
 
 /// The caller's access to a group; callers that never were in it are refused.
-async fn access(state: &AppState, group_id: &str, member: &str) -> Result<Access, ApiError> {
+async fn access(state: &AppState, group_id: &GroupId, member: &str) -> Result<Access, ApiError> {
     let members = state.stores.groups.group_members(group_id).await?;
     match members.iter().find(|m| m.member_id == member) {
         Some(m) if m.status == "active" => Ok(Access::Member),
@@ -163,7 +144,7 @@ async fn access(state: &AppState, group_id: &str, member: &str) -> Result<Access
 /// Refuses callers that are not active members (never were, or were removed).
 pub(crate) async fn require_active(
     state: &AppState,
-    group_id: &str,
+    group_id: &GroupId,
     member: &str,
 ) -> Result<(), ApiError> {
     match access(state, group_id, member).await? {
@@ -178,7 +159,6 @@ pub async fn create(
     auth: DeviceAuth,
     ApiJson(req): ApiJson<CreateGroupRequest>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
-    checked_group_id(&req.group_id)?;
     let info = decode(&req.group_info, "group_info")?;
     let ds = DsGroup::from_group_info(&req.group_id, &info).map_err(|e| match e {
         DsError::Malformed(m) => ApiError::invalid(format!("malformed GroupInfo: {m}")),
@@ -196,7 +176,7 @@ pub async fn create(
         .stores
         .groups
         .create_group(&NewGroup {
-            group_id: req.group_id.clone(),
+            group_id: req.group_id.to_string(),
             creator: me,
             public_state: ds.snapshot().map_err(ApiError::internal)?,
             group_info: info,
@@ -209,11 +189,11 @@ pub async fn create(
     ))
 }
 
-pub(crate) async fn view(state: &AppState, group_id: &str) -> Result<GroupView, ApiError> {
+pub(crate) async fn view(state: &AppState, group_id: &GroupId) -> Result<GroupView, ApiError> {
     let group = group_record(state, group_id).await?;
     let members = state.stores.groups.group_members(group_id).await?;
     Ok(GroupView {
-        group_id: group.group_id,
+        group_id: group_id.clone(),
         current_epoch: group.current_epoch,
         last_epoch_change: rfc3339(group.last_epoch_change),
         members: members
@@ -233,7 +213,7 @@ pub(crate) async fn view(state: &AppState, group_id: &str) -> Result<GroupView, 
 pub async fn show(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
 ) -> Result<Json<GroupView>, ApiError> {
     group_record(&state, &group_id).await?;
     require_active(&state, &group_id, &caller_member(&auth)).await?;
@@ -246,7 +226,7 @@ pub async fn show(
 pub async fn commit(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<(StatusCode, Json<CommitResponse>), ApiError> {
     let submitted = crate::mls_commit::Submitted {
@@ -267,7 +247,7 @@ pub async fn commit(
 pub async fn post_message(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
     ApiJson(req): ApiJson<GroupMessageRequest>,
 ) -> Result<(StatusCode, Json<GroupLogEntry>), ApiError> {
     let group = group_record(&state, &group_id).await?;
@@ -288,14 +268,14 @@ pub async fn post_message(
     Ok((
         StatusCode::CREATED,
         Json(entry(GroupMessageRecord {
-            group_id,
+            group_id: group_id.to_string(),
             seq,
             kind: atlas_store::kind::APPLICATION.into(),
             epoch,
             sender_id: me,
             body,
             created_at: now,
-        })),
+        })?),
     ))
 }
 
@@ -317,7 +297,7 @@ pub struct LogQuery {
 pub async fn log(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Json<GroupLogResponse>, ApiError> {
     group_record(&state, &group_id).await?;
@@ -342,7 +322,7 @@ pub async fn log(
         .await?
         .into_iter()
         .map(entry)
-        .collect();
+        .collect::<Result<_, _>>()?;
     let next_after = entries.last().map_or(after, |e| e.seq);
     Ok(Json(GroupLogResponse {
         entries,
@@ -362,7 +342,7 @@ pub async fn welcomes(
         .await?
         .into_iter()
         .map(entry)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Json(GroupLogResponse {
         next_after: entries.last().map_or(0, |e| e.seq),
         entries,
@@ -373,7 +353,7 @@ pub async fn welcomes(
 pub async fn group_info(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
 ) -> Result<Json<GroupInfoResponse>, ApiError> {
     group_record(&state, &group_id).await?;
     require_active(&state, &group_id, &caller_member(&auth)).await?;
@@ -393,7 +373,7 @@ pub async fn group_info(
 pub async fn ack(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
     ApiJson(req): ApiJson<EpochAck>,
 ) -> Result<Json<GroupView>, ApiError> {
     group_record(&state, &group_id).await?;
@@ -411,16 +391,18 @@ pub async fn ack(
 }
 
 /// The API form of a recovery step.
-pub(crate) fn action_view(a: atlas_store::MemberAction) -> atlas_proto::mls::MemberActionView {
-    atlas_proto::mls::MemberActionView {
-        action_id: a.action_id,
-        group_id: a.group_id,
+pub(crate) fn action_view(
+    a: atlas_store::MemberAction,
+) -> Result<atlas_proto::mls::MemberActionView, ApiError> {
+    Ok(atlas_proto::mls::MemberActionView {
+        action_id: ApiError::stored_id(a.action_id)?,
+        group_id: ApiError::stored_id(a.group_id)?,
         member_id: a.member_id,
         action: a.action,
         requested_at: rfc3339(a.requested_at),
         done_at: a.done_at.map(rfc3339),
         outcome: a.outcome,
-    }
+    })
 }
 
 /// `GET /groups/actions`: recovery steps operators asked of the calling device.
@@ -435,7 +417,7 @@ pub async fn actions(
         .await?
         .into_iter()
         .map(action_view)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Json(atlas_proto::mls::MemberActionsResponse { actions }))
 }
 
@@ -443,7 +425,7 @@ pub async fn actions(
 pub async fn action_done(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(action_id): ApiPath<String>,
+    ApiPath(action_id): ApiPath<RequestId>,
     ApiJson(req): ApiJson<atlas_proto::mls::ActionDone>,
 ) -> Result<StatusCode, ApiError> {
     if req.outcome.len() > 1024 {

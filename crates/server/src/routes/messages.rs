@@ -5,6 +5,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::receipts::{MessageFacts, ciphertext_digest, view, view_signed};
 use crate::state::AppState;
 use atlas_crypto::olm::Ciphertext;
+use atlas_proto::MessageId;
 use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
@@ -23,11 +24,6 @@ pub const PAGE: u32 = 100;
 const MAX_PAGE: u32 = 500;
 
 fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError> {
-    if req.client_message_id.is_empty() || req.client_message_id.len() > 128 {
-        return Err(ApiError::invalid(
-            "client_message_id must be 1 to 128 characters",
-        ));
-    }
     if req.encryption_algorithm.is_empty() || req.encryption_algorithm.len() > 64 {
         return Err(ApiError::invalid(
             "encryption_algorithm must be 1 to 64 characters",
@@ -52,17 +48,6 @@ fn validate(req: &SendRequest, max_envelope_bytes: usize) -> Result<(), ApiError
                 "ciphertext exceeds {max_envelope_bytes} bytes"
             )));
         }
-        if e.session_id.as_deref().is_some_and(|id| {
-            id.is_empty()
-                || id.len() > 128
-                || !id.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
-                })
-        }) {
-            return Err(ApiError::invalid(
-                "session_id must be 1 to 128 base64 characters",
-            ));
-        }
         if e.body.is_empty()
             || !e
                 .body
@@ -82,9 +67,8 @@ async fn resend_requests_answered(
     state: &AppState,
     auth: &DeviceAuth,
     req: &SendRequest,
-    original: &str,
+    original: &MessageId,
 ) -> Result<Vec<String>, ApiError> {
-    crate::routes::resend::check_message_id(original)?;
     let pending: Vec<_> = state
         .stores
         .repair
@@ -117,14 +101,14 @@ async fn resend_requests_answered(
 
 /// A UUIDv7 from the server clock, so a message id carries its acceptance time
 /// (receipt verifiers check the two agree).
-fn message_id(now: time::OffsetDateTime) -> String {
+fn message_id(now: time::OffsetDateTime) -> Result<MessageId, ApiError> {
     let nanos = now.unix_timestamp_nanos().max(0);
     let ts = uuid::Timestamp::from_unix(
         uuid::NoContext,
         u64::try_from(nanos / 1_000_000_000).unwrap_or(0),
         u32::try_from(nanos % 1_000_000_000).unwrap_or(0),
     );
-    uuid::Uuid::new_v7(ts).to_string()
+    MessageId::new(uuid::Uuid::new_v7(ts).to_string()).map_err(ApiError::internal)
 }
 
 /// `POST /messages`: stores the send and its signed `accepted` receipt durably,
@@ -209,7 +193,7 @@ async fn store_send(
     let request_hash =
         Sha256::digest(serde_json::to_vec(&req).map_err(ApiError::internal)?).to_vec();
     let now = state.clock.now();
-    let message_id = message_id(now);
+    let message_id = message_id(now)?;
     let signer = state.signing_keys.current(&state.keys, now).await?;
     let facts = MessageFacts {
         message_id: &message_id,

@@ -5,14 +5,14 @@ use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::routes::groups::{action_view, group_record, view};
 use crate::state::AppState;
-use atlas_proto::ErrorCode;
 use atlas_proto::mls::AdminGroupView;
+use atlas_proto::{ErrorCode, GroupId};
 use atlas_store::MemberAction;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, ApiError> {
+async fn admin_view(state: &AppState, group_id: &GroupId) -> Result<AdminGroupView, ApiError> {
     Ok(AdminGroupView {
         metrics_label: crate::routes::metrics::group_label(state, group_id),
         group: view(state, group_id).await?,
@@ -23,7 +23,7 @@ async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, 
             .await?
             .into_iter()
             .map(action_view)
-            .collect(),
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -31,14 +31,18 @@ async fn admin_view(state: &AppState, group_id: &str) -> Result<AdminGroupView, 
 pub async fn show(
     State(state): State<AppState>,
     _: Admin<scope::Mls>,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
 ) -> Result<Json<AdminGroupView>, ApiError> {
     group_record(&state, &group_id).await?;
     Ok(Json(admin_view(&state, &group_id).await?))
 }
 
 /// The member a `USER_ID/DEVICE_ID`, or a bare `USER_ID` with one device in the group, names.
-async fn resolve_member(state: &AppState, group_id: &str, given: &str) -> Result<String, ApiError> {
+async fn resolve_member(
+    state: &AppState,
+    group_id: &GroupId,
+    given: &str,
+) -> Result<String, ApiError> {
     let members = state.stores.groups.group_members(group_id).await?;
     let active: Vec<&str> = members
         .iter()
@@ -79,7 +83,7 @@ fn not_a_member(given: &str) -> ApiError {
 async fn request(
     state: &AppState,
     operator: &OperatorAuth,
-    group_id: &str,
+    group_id: &GroupId,
     member: &str,
     action: &str,
 ) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
@@ -90,7 +94,7 @@ async fn request(
         .member_actions
         .request_member_action(&MemberAction {
             action_id: uuid::Uuid::now_v7().to_string(),
-            group_id: group_id.to_owned(),
+            group_id: group_id.to_string(),
             member_id: member_id.clone(),
             action: action.to_owned(),
             requested_by: operator.token_id.clone(),
@@ -111,7 +115,7 @@ async fn request(
 pub async fn send_update(
     State(state): State<AppState>,
     operator: Admin<scope::Mls>,
-    ApiPath((group_id, member)): ApiPath<(String, String)>,
+    ApiPath((group_id, member)): ApiPath<(GroupId, String)>,
 ) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
     request(&state, &operator, &group_id, &member, "update").await
 }
@@ -121,7 +125,7 @@ pub async fn send_update(
 pub async fn rejoin(
     State(state): State<AppState>,
     operator: Admin<scope::Mls>,
-    ApiPath((group_id, member)): ApiPath<(String, String)>,
+    ApiPath((group_id, member)): ApiPath<(GroupId, String)>,
 ) -> Result<(StatusCode, Json<AdminGroupView>), ApiError> {
     request(&state, &operator, &group_id, &member, "rejoin").await
 }
@@ -133,7 +137,7 @@ pub async fn rejoin(
 pub async fn rollback(
     State(state): State<AppState>,
     operator: Admin<scope::Mls>,
-    ApiPath(group_id): ApiPath<String>,
+    ApiPath(group_id): ApiPath<GroupId>,
     crate::extract::ApiJson(req): crate::extract::ApiJson<atlas_proto::mls::RollbackRequest>,
 ) -> Result<Json<AdminGroupView>, ApiError> {
     let group = group_record(&state, &group_id).await?;
@@ -160,7 +164,7 @@ pub async fn rollback(
         .iter()
         .map(|member_id| MemberAction {
             action_id: uuid::Uuid::now_v7().to_string(),
-            group_id: group_id.clone(),
+            group_id: group_id.to_string(),
             member_id: member_id.clone(),
             action: "rejoin".into(),
             requested_by: operator.token_id.clone(),
@@ -173,7 +177,7 @@ pub async fn rollback(
         .stores
         .groups
         .rollback_group(&atlas_store::Rollback {
-            group_id: group_id.clone(),
+            group_id: group_id.to_string(),
             target_epoch: req.target_epoch,
             from_epoch: group.current_epoch,
             members_at_target,

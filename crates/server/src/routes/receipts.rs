@@ -5,8 +5,8 @@ use crate::extract::ApiPath;
 use crate::receipts::{ReissueError, SIGNING_PURPOSE, resign, view};
 use crate::state::AppState;
 use atlas_crypto::receipt::published_jwk;
-use atlas_proto::ErrorCode;
 use atlas_proto::receipt::ReceiptsResponse;
+use atlas_proto::{ErrorCode, MessageId};
 use atlas_store::ReceiptRecord;
 use axum::Json;
 use axum::extract::State;
@@ -69,7 +69,7 @@ async fn visible(
 }
 
 fn response(
-    message_id: String,
+    message_id: MessageId,
     receipts: &[ReceiptRecord],
 ) -> Result<Json<ReceiptsResponse>, ApiError> {
     Ok(Json(ReceiptsResponse {
@@ -82,7 +82,7 @@ fn response(
 pub async fn latest(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(message_id): ApiPath<String>,
+    ApiPath(message_id): ApiPath<MessageId>,
 ) -> Result<Json<ReceiptsResponse>, ApiError> {
     let receipts = visible(&state, &caller, &message_id).await?;
     response(message_id, &receipts)
@@ -94,7 +94,7 @@ pub async fn latest(
 pub async fn reissue(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(message_id): ApiPath<String>,
+    ApiPath(message_id): ApiPath<MessageId>,
 ) -> Result<Json<ReceiptsResponse>, ApiError> {
     let mut receipts = visible(&state, &caller, &message_id).await?;
     if let Caller::Device(d) = &caller

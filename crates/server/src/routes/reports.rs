@@ -119,7 +119,7 @@ pub async fn record(
             message_id: r.message_id.clone(),
             group_id: r.group_id.clone(),
             success: r.outcome == Outcome::Success,
-            code: r.code.map(|c| c.as_str().to_owned()),
+            code: r.code,
             latency_ms: r.latency_ms,
         })
         .collect();

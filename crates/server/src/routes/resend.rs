@@ -7,9 +7,9 @@ use crate::auth::{Caller, DeviceAuth};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
-use atlas_proto::ErrorCode;
 use atlas_proto::api::PushEvent;
 use atlas_proto::repair::{ResendNotice, ResendRequestView, ResendRequests, ResendUnavailable};
+use atlas_proto::{ErrorCode, MessageId, RequestId};
 use atlas_store::{MessageCopy, ResendOutcome, ResendRequestRecord};
 use axum::Json;
 use axum::extract::State;
@@ -21,33 +21,26 @@ pub const BURST: u32 = 10;
 /// Resend requests per device pair and minute, sustained.
 pub const PER_MINUTE: u32 = 20;
 
-/// Message ids are UUIDs; refuse anything else before touching storage.
-pub fn check_message_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("not a message id"))
-    }
-}
-
 /// The wire form of a request.
-pub fn view(r: &ResendRequestRecord) -> ResendRequestView {
-    ResendRequestView {
-        request_id: r.request_id.clone(),
-        message_id: r.message_id.clone(),
-        recipient_id: r.recipient_id.clone(),
-        recipient_device_id: r.recipient_device_id.clone(),
-        sender_id: r.sender_id.clone(),
-        sender_device_id: r.sender_device_id.clone(),
-        reason: r.reason.clone(),
+pub fn view(r: &ResendRequestRecord) -> Result<ResendRequestView, ApiError> {
+    Ok(ResendRequestView {
+        request_id: ApiError::stored_id(&*r.request_id)?,
+        message_id: ApiError::stored_id(&*r.message_id)?,
+        recipient_id: ApiError::stored_id(&*r.recipient_id)?,
+        recipient_device_id: ApiError::stored_id(&*r.recipient_device_id)?,
+        sender_id: ApiError::stored_id(&*r.sender_id)?,
+        sender_device_id: ApiError::stored_id(&*r.sender_device_id)?,
+        reason: r
+            .reason
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(ApiError::internal)?,
         status: r.status.clone(),
         requested_at: r.requested_at.format(&Rfc3339).unwrap_or_default(),
-        resent_message_id: r.resent_message_id.clone(),
+        resent_message_id: ApiError::stored_opt_id(r.resent_message_id.as_deref())?,
         detail: r.detail.clone(),
-    }
+    })
 }
 
 fn unknown_message() -> ApiError {
@@ -62,9 +55,8 @@ fn unknown_message() -> ApiError {
 pub async fn request(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(message_id): ApiPath<String>,
+    ApiPath(message_id): ApiPath<MessageId>,
 ) -> Result<(StatusCode, Json<ResendRequests>), ApiError> {
-    check_message_id(&message_id)?;
     if let Caller::Operator(op) = &caller {
         op.require(atlas_proto::OperatorScope::Messages)?;
     }
@@ -125,10 +117,10 @@ pub async fn request(
         let reason = reports
             .iter()
             .find(|r| r.device_id == copy.recipient_device_id && r.status == "failure")
-            .and_then(|r| r.code.clone());
+            .and_then(|r| r.code.map(|c| c.as_str().to_owned()));
         records.push(ResendRequestRecord {
             request_id: uuid::Uuid::new_v4().to_string(),
-            message_id: message_id.clone(),
+            message_id: message_id.to_string(),
             recipient_id: copy.recipient_id.clone(),
             recipient_device_id: copy.recipient_device_id.clone(),
             sender_id: copy.sender_id.clone(),
@@ -150,8 +142,8 @@ pub async fn request(
             atlas_proto::DeviceId::new(r.sender_device_id.as_str()),
         ) {
             let notice = ResendNotice {
-                request_id: r.request_id.clone(),
-                message_id: r.message_id.clone(),
+                request_id: ApiError::stored_id(&*r.request_id)?,
+                message_id: ApiError::stored_id(&*r.message_id)?,
             };
             state
                 .fanout
@@ -161,7 +153,7 @@ pub async fn request(
     Ok((
         StatusCode::ACCEPTED,
         Json(ResendRequests {
-            requests: stored.iter().map(view).collect(),
+            requests: stored.iter().map(view).collect::<Result<_, _>>()?,
         }),
     ))
 }
@@ -177,7 +169,7 @@ pub async fn pending(
         .pending_resends(&auth.user_id, &auth.device_id, 100)
         .await?;
     Ok(Json(ResendRequests {
-        requests: pending.iter().map(view).collect(),
+        requests: pending.iter().map(view).collect::<Result<_, _>>()?,
     }))
 }
 
@@ -186,7 +178,7 @@ pub async fn pending(
 pub async fn unavailable(
     State(state): State<AppState>,
     auth: DeviceAuth,
-    ApiPath(request_id): ApiPath<String>,
+    ApiPath(request_id): ApiPath<RequestId>,
     ApiJson(body): ApiJson<ResendUnavailable>,
 ) -> Result<StatusCode, ApiError> {
     if body.detail.chars().count() > 200 {

@@ -12,9 +12,8 @@ use crate::state::AppState;
 use atlas_proto::api::PushEvent;
 use atlas_proto::repair::{
     SessionResetNotice, SessionResetResponse, SessionResetView, SessionResets, SessionResetsAck,
-    url_session_id,
 };
-use atlas_proto::{DeviceId, ErrorCode, UserId};
+use atlas_proto::{DeviceId, ErrorCode, SessionId, UserId};
 use atlas_store::SessionResetRecord;
 use axum::Json;
 use axum::extract::State;
@@ -23,20 +22,6 @@ use time::format_description::well_known::Rfc3339;
 
 /// Most sessions acknowledged at once.
 const MAX_ACK: usize = 100;
-
-/// A session id in its base64url form (the standard form is accepted too).
-fn session_id(raw: &str) -> Result<String, ApiError> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 64
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
-    if ok {
-        Ok(url_session_id(raw))
-    } else {
-        Err(ApiError::invalid("not a session id"))
-    }
-}
 
 fn unknown_session() -> ApiError {
     ApiError::new(
@@ -50,9 +35,10 @@ fn unknown_session() -> ApiError {
 pub async fn reset(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(raw): ApiPath<String>,
+    ApiPath(session_id): ApiPath<SessionId>,
 ) -> Result<(StatusCode, Json<SessionResetResponse>), ApiError> {
-    let session_id = session_id(&raw)?;
+    // Stored and announced in the base64url form; the standard form is accepted too.
+    let session_id = session_id.url_form();
     if let Caller::Operator(op) = &caller {
         op.require(atlas_proto::OperatorScope::Messages)?;
     }
@@ -78,7 +64,7 @@ pub async fn reset(
         .into_iter()
         .map(
             |((user, device), (peer_user, peer_device))| SessionResetRecord {
-                session_id: session_id.clone(),
+                session_id: session_id.to_string(),
                 user_id: user.clone(),
                 device_id: device.clone(),
                 peer_user_id: peer_user.clone(),
@@ -125,13 +111,15 @@ pub async fn unseen(
     Ok(Json(SessionResets {
         resets: rows
             .iter()
-            .map(|r| SessionResetView {
-                session_id: r.session_id.clone(),
-                peer: format!("{}/{}", r.peer_user_id, r.peer_device_id),
-                requested_by: r.requested_by.clone(),
-                reset_at: r.reset_at.format(&Rfc3339).unwrap_or_default(),
+            .map(|r| -> Result<_, ApiError> {
+                Ok(SessionResetView {
+                    session_id: ApiError::stored_id(&*r.session_id)?,
+                    peer: format!("{}/{}", r.peer_user_id, r.peer_device_id),
+                    requested_by: r.requested_by.clone(),
+                    reset_at: r.reset_at.format(&Rfc3339).unwrap_or_default(),
+                })
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
     }))
 }
 
@@ -146,11 +134,11 @@ pub async fn ack(
             "at most {MAX_ACK} sessions per acknowledgement"
         )));
     }
-    let ids = body
+    let ids: Vec<String> = body
         .session_ids
         .iter()
-        .map(|id| session_id(id))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|id| id.url_form().to_string())
+        .collect();
     state
         .stores
         .repair

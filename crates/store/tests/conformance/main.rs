@@ -82,11 +82,11 @@ fn envelope(device: &str, body: &str) -> OutgoingEnvelope {
 }
 fn send(from: &str, to: &str, client_id: &str, envelopes: Vec<OutgoingEnvelope>) -> NewMessage {
     NewMessage {
-        message_id: format!("m-{client_id}"),
+        message_id: format!("m-{client_id}").parse().unwrap(),
         sender_id: uid(from),
         sender_device_id: did("D1"),
         recipient_id: uid(to),
-        client_message_id: client_id.into(),
+        client_message_id: client_id.parse().unwrap(),
         request_hash: client_id.as_bytes().to_vec(),
         encryption_algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
         envelopes,
@@ -107,7 +107,7 @@ fn receipt(message_id: &str, from: &str, to: &str, device: Option<&str>) -> Rece
     };
     ReceiptRecord {
         receipt_id: format!("r-{message_id}-{}", device.unwrap_or("")),
-        message_id: message_id.into(),
+        message_id: message_id.parse().unwrap(),
         receipt_type: kind,
         device_id: device.map(did),
         sender_id: uid(from),

@@ -272,7 +272,7 @@ async fn concurrent_retries_store_one_message(db: Db) {
         };
         tasks.push(tokio::spawn(async move {
             let mut m = send("alice", "erin", client_id, vec![envelope("E", body)]);
-            m.message_id = format!("m-{i}");
+            m.message_id = format!("m-{i}").parse().unwrap();
             m.request_hash = hash;
             store.store_message(&m).await
         }));
@@ -344,7 +344,11 @@ async fn receipts_follow_sends_and_acks(db: Db) {
     // The builder saw the ciphertext before it was dropped.
     assert_eq!(
         *seen.lock().unwrap(),
-        [("m-c1".to_owned(), "cGF5bG9hZA==".to_owned(), did("D1"))]
+        [(
+            "m-c1".parse().unwrap(),
+            "cGF5bG9hZA==".to_owned(),
+            did("D1")
+        )]
     );
     let all = store.receipts("m-c1").await.unwrap();
     assert_eq!(

@@ -8,7 +8,7 @@ async fn resends_and_session_resets(db: Db) {
     add_user(&store, "alice", "D1").await;
     add_user(&store, "bob", "D1").await;
     let mut on_session = envelope("D1", "x");
-    on_session.session_id = Some("s1".into());
+    on_session.session_id = Some("s1".parse().unwrap());
     store
         .store_message(&send("alice", "bob", "r1", vec![on_session]))
         .await

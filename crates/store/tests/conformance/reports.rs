@@ -1,6 +1,7 @@
 //! Decryption outcome reports and their caps.
 use super::*;
 use crate::groups::commit;
+use atlas_proto::e2ee::FailureCode;
 
 pub(crate) fn report(
     message_id: &str,
@@ -10,9 +11,9 @@ pub(crate) fn report(
 ) -> NewReport {
     NewReport {
         message_id: message_id.into(),
-        group_id: group.map(str::to_owned),
+        group_id: group.map(|g| g.parse().unwrap()),
         success: code.is_none(),
-        code: code.map(str::to_owned),
+        code: code.map(|c| c.parse().unwrap()),
         latency_ms,
     }
 }
@@ -124,7 +125,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
     let rows = store.message_reports("", "m-c2").await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, "recovered");
-    assert_eq!(rows[0].first_code.as_deref(), Some("KeyNotFound"));
+    assert_eq!(rows[0].first_code, Some(FailureCode::KeyNotFound));
     assert_eq!(rows[0].sender_id, "alice");
     assert_eq!(
         store

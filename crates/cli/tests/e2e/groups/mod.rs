@@ -346,7 +346,7 @@ async fn one_winner_per_epoch_across_two_servers() {
     }
     let mut packages = Vec::new();
     for m in &others {
-        packages.push(b64::decode_std(&alice.claim(&m.http.user_id.to_string()).await).unwrap());
+        packages.push(b64::decode_std(&alice.claim(&m.http.user_id).await).unwrap());
     }
     let add = alice.mls.add("team", &packages).unwrap();
     alice.commit(add).await;
