@@ -5,6 +5,7 @@
 use crate::client::Client;
 use crate::error::ClientError;
 use atlas_proto::api::{KeyCheckRequest, KeyCheckResponse, KeyCounts, PublishedKey};
+use atlas_proto::keys::KeyType;
 use reqwest::Method;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
@@ -35,11 +36,11 @@ impl Client {
         {
             let account = self.account.lock().await;
             for (key_type, key) in [
-                ("ed25519", account.ed25519()),
-                ("curve25519", account.curve25519()),
+                (KeyType::Ed25519, account.ed25519()),
+                (KeyType::Curve25519, account.curve25519()),
             ] {
                 keys.push(PublishedKey {
-                    key_type: key_type.into(),
+                    key_type,
                     key_id: format!("{key_type}:{}", self.device_id()),
                     key,
                 });

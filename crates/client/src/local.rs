@@ -362,7 +362,9 @@ impl LocalState {
         rows.into_iter()
             .map(|r| {
                 Ok(PublishedKey {
-                    key_type: r.try_get("key_type")?,
+                    key_type: r.try_get::<String, _>("key_type")?.parse().map_err(
+                        |e: atlas_proto::keys::UnknownName| ClientError::State(e.to_string()),
+                    )?,
                     key_id: r.try_get("key_id")?,
                     key: r.try_get("public_key")?,
                 })

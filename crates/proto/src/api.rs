@@ -1,5 +1,6 @@
 //! Request and response bodies of the HTTP API.
 use crate::ids::{ClientMessageId, DeviceId, GroupId, MessageId, SessionId, UserId};
+use crate::keys::{KeyType, MismatchProblem};
 use serde::{Deserialize, Serialize};
 
 /// Default `encryption_algorithm` of 1:1 messages.
@@ -216,8 +217,8 @@ pub struct PublicKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishedKey {
-    /// `ed25519`, `curve25519`, `one_time` or `fallback`.
-    pub key_type: String,
+    /// The kind of key.
+    pub key_type: KeyType,
     /// Its id in `user_keys`.
     pub key_id: String,
     /// Public key, base64.
@@ -239,13 +240,13 @@ pub struct KeyCheckRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyMismatch {
     /// Key type.
-    pub key_type: String,
+    pub key_type: KeyType,
     /// Key id.
     pub key_id: String,
     /// What `user_keys` holds.
     pub stored_key: String,
-    /// `differs` (the device published another value) or `unknown` (the device holds no such key).
-    pub problem: String,
+    /// How it disagrees.
+    pub problem: MismatchProblem,
 }
 
 /// Answer to `POST /keys/check`.

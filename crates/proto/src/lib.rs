@@ -8,6 +8,7 @@ pub mod diagnose;
 pub mod e2ee;
 pub mod error;
 pub mod ids;
+pub mod keys;
 pub mod mls;
 pub mod receipt;
 pub mod repair;

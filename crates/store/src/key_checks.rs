@@ -3,6 +3,7 @@
 //! key-consistency check of each device.
 use crate::StoreResult;
 use crate::db::{Backend, read, run};
+use atlas_proto::keys::{KeyStatus, KeyType};
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
 
@@ -15,12 +16,14 @@ pub struct UserKeyRecord {
     pub device_id: String,
     /// Key id (`ed25519:DEVICE`, `curve25519:DEVICE`, or the Olm key id).
     pub key_id: String,
-    /// `ed25519`, `curve25519`, `one_time` or `fallback`.
-    pub key_type: String,
+    /// The kind of key.
+    #[sqlx(try_from = "String")]
+    pub key_type: KeyType,
     /// Public key, base64.
     pub public_key: String,
-    /// `active`, `rotated`, `revoked` or `consumed`.
-    pub status: String,
+    /// Where it is in its life.
+    #[sqlx(try_from = "String")]
+    pub status: KeyStatus,
     /// Last rotation (identity and fallback keys).
     pub last_rotated: Option<OffsetDateTime>,
     /// Publication.
@@ -68,7 +71,7 @@ pub trait KeyStore: Send + Sync {
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
-        keys: &[(String, String)],
+        keys: &[(KeyType, String)],
         now: OffsetDateTime,
     ) -> StoreResult<u64>;
     /// Replaces a device's latest check.
@@ -131,7 +134,7 @@ impl<T: Backend> KeyStore for T {
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
-        keys: &[(String, String)],
+        keys: &[(KeyType, String)],
         now: OffsetDateTime,
     ) -> StoreResult<u64> {
         let mut tx = self.db().begin().await?;
@@ -148,7 +151,7 @@ impl<T: Backend> KeyStore for T {
                 .bind(device_id.as_str())
                 .bind(key_id)
                 .bind(now)
-                .bind(key_type),
+                .bind(key_type.as_str()),
                 execute
             )?;
         }

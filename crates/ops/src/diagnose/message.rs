@@ -3,6 +3,7 @@
 use super::{cause, resend_command, reset_command, restore_command, step};
 use atlas_proto::diagnose::{Cause, CauseCode, Diagnosis, Finding, Recovery, RecoveryAction, Step};
 use atlas_proto::e2ee::FailureCode;
+use atlas_proto::keys::{KeyStatus, KeyType};
 use atlas_proto::{MessageId, SessionId};
 
 /// Everything the server knows about one message.
@@ -66,14 +67,14 @@ pub struct ReportEvidence {
 }
 
 /// A `user_keys` row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KeyEvidence {
     /// Key id.
     pub key_id: String,
     /// Key type.
-    pub key_type: String,
+    pub key_type: KeyType,
     /// Status.
-    pub status: String,
+    pub status: KeyStatus,
     /// Last rotation.
     pub last_rotated: Option<String>,
 }
@@ -180,13 +181,13 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
             steps.push(step(
                 "Check key status → active?",
                 format!("{} ({})", k.status, k.key_id),
-                if k.status == "rotated" || k.status == "revoked" {
+                if matches!(k.status, KeyStatus::Rotated | KeyStatus::Revoked) {
                     Finding::Problem
                 } else {
                     Finding::Ok
                 },
             ));
-            if k.status == "rotated" {
+            if k.status == KeyStatus::Rotated {
                 return (
                     steps,
                     cause(
@@ -196,13 +197,13 @@ fn walk(m: &MessageEvidence, c: &CopyEvidence, base: &str) -> (Vec<Step>, Cause,
                     resend,
                 );
             }
-            let corrupted = k.status == "revoked" || c.key_used_differs == Some(true);
+            let corrupted = k.status == KeyStatus::Revoked || c.key_used_differs == Some(true);
             steps.push(step(
                 "Check key material → matches what the device published?",
                 match c.key_used_differs {
                     Some(false) => "the device's latest key check found this key as it published it",
                     Some(true) => "the device's latest key check found this key stored with a value it never published",
-                    None if k.status == "revoked" => "the key was revoked by a key check",
+                    None if k.status == KeyStatus::Revoked => "the key was revoked by a key check",
                     None => "the device has not run a key check yet",
                 },
                 Finding::ok_if(!corrupted),
@@ -541,8 +542,8 @@ mod tests {
         rotated.copies[0].key_looked_up = true;
         rotated.copies[0].key_used = Some(KeyEvidence {
             key_id: "k".into(),
-            key_type: "fallback".into(),
-            status: "rotated".into(),
+            key_type: KeyType::Fallback,
+            status: KeyStatus::Rotated,
             last_rotated: None,
         });
         assert_eq!(
@@ -553,8 +554,10 @@ mod tests {
         let mut corrupted = failing("KeyNotFound");
         corrupted.copies[0].key_looked_up = true;
         corrupted.copies[0].key_used = Some(KeyEvidence {
-            status: "consumed".into(),
-            ..Default::default()
+            key_id: "k".into(),
+            key_type: KeyType::OneTime,
+            status: KeyStatus::Consumed,
+            last_rotated: None,
         });
         corrupted.copies[0].key_used_differs = Some(true);
         assert_eq!(

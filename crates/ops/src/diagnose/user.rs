@@ -3,6 +3,7 @@
 use super::{cause, resend_command, restore_command, step};
 use atlas_proto::diagnose::{CauseCode, Diagnosis, Finding, Recovery, RecoveryAction};
 use atlas_proto::e2ee::FailureCode;
+use atlas_proto::keys::{KeyStatus, KeyType};
 use atlas_proto::{GroupId, MessageId};
 
 /// Most failed messages a user diagnosis offers to resend at once.
@@ -33,7 +34,7 @@ pub struct DeviceEvidence {
     /// `active` or not.
     pub status: String,
     /// `user_keys` rows by `(key_type, status)`.
-    pub keys: Vec<(String, String, u64)>,
+    pub keys: Vec<(KeyType, KeyStatus, u64)>,
     /// Newest `last_rotated` of its fallback key.
     pub fallback_rotated: Option<String>,
     /// Latest key check: `(when, mismatched, revoked)`.
@@ -65,10 +66,10 @@ pub enum FailedMessage {
     },
 }
 
-fn count(d: &DeviceEvidence, key_type: &str, status: &str) -> u64 {
+fn count(d: &DeviceEvidence, key_type: KeyType, status: KeyStatus) -> u64 {
     d.keys
         .iter()
-        .filter(|(t, s, _)| t == key_type && s == status)
+        .filter(|(t, s, _)| *t == key_type && *s == status)
         .map(|(_, _, n)| n)
         .sum()
 }
@@ -89,9 +90,10 @@ pub fn diagnose_user(u: &UserEvidence, base_url: &str) -> Diagnosis {
     let mut no_prekeys = Vec::new();
     let mut corrupted = Vec::new();
     for d in &u.devices {
-        let otk = count(d, "one_time", "active");
-        let fallback = count(d, "fallback", "active");
-        let identity = count(d, "curve25519", "active") + count(d, "ed25519", "active");
+        let otk = count(d, KeyType::OneTime, KeyStatus::Active);
+        let fallback = count(d, KeyType::Fallback, KeyStatus::Active);
+        let identity = count(d, KeyType::Curve25519, KeyStatus::Active)
+            + count(d, KeyType::Ed25519, KeyStatus::Active);
         let summary: Vec<String> = d
             .keys
             .iter()
@@ -305,10 +307,10 @@ mod tests {
             device_id: "B".into(),
             status: "active".into(),
             keys: vec![
-                ("curve25519".into(), "active".into(), 1),
-                ("ed25519".into(), "active".into(), 1),
-                ("one_time".into(), "active".into(), 25),
-                ("fallback".into(), "active".into(), 1),
+                (KeyType::Curve25519, KeyStatus::Active, 1),
+                (KeyType::Ed25519, KeyStatus::Active, 1),
+                (KeyType::OneTime, KeyStatus::Active, 25),
+                (KeyType::Fallback, KeyStatus::Active, 1),
             ],
             fallback_rotated: None,
             key_check: Some(("t".into(), mismatched, 0)),

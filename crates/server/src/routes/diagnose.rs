@@ -12,6 +12,7 @@ use atlas_ops::diagnose::{
 };
 use atlas_proto::diagnose::Diagnosis;
 use atlas_proto::e2ee::FailureCode;
+use atlas_proto::keys::{KeyStatus, KeyType};
 use atlas_proto::{GroupId, MessageId, UserId};
 use atlas_store::StoreError;
 use axum::Json;
@@ -156,20 +157,20 @@ pub async fn user(
             .key_checks
             .device_public_keys(&user, &d.keys.device_id)
             .await?;
-        let mut counts: Vec<(String, String, u64)> = Vec::new();
+        let mut counts: Vec<(KeyType, KeyStatus, u64)> = Vec::new();
         for k in &keys {
             match counts
                 .iter_mut()
                 .find(|(t, s, _)| *t == k.key_type && *s == k.status)
             {
                 Some((_, _, n)) => *n += 1,
-                None => counts.push((k.key_type.clone(), k.status.clone(), 1)),
+                None => counts.push((k.key_type, k.status, 1)),
             }
         }
         counts.sort();
         let fallback_rotated = keys
             .iter()
-            .filter(|k| k.key_type == "fallback")
+            .filter(|k| k.key_type == KeyType::Fallback)
             .filter_map(|k| k.last_rotated)
             .max()
             .map(rfc3339);

@@ -9,6 +9,7 @@ use atlas_proto::api::{
     ClaimedDevice, KeyCheckRequest, KeyCheckResponse, KeyCounts, KeyMismatch, KeysClaimRequest,
     KeysClaimResponse, KeysUploadRequest, PublicKey,
 };
+use atlas_proto::keys::{KeyStatus, KeyType, MismatchProblem};
 use atlas_store::KeyCheckRecord;
 use axum::Json;
 use axum::extract::State;
@@ -123,10 +124,10 @@ pub async fn check(
             "at most {MAX_KEYS_PER_CHECK} keys per check"
         )));
     }
-    let published: std::collections::HashMap<(&str, &str), &str> = req
+    let published: std::collections::HashMap<(KeyType, &str), &str> = req
         .keys
         .iter()
-        .map(|k| ((k.key_type.as_str(), k.key_id.as_str()), k.key.as_str()))
+        .map(|k| ((k.key_type, k.key_id.as_str()), k.key.as_str()))
         .collect();
     let stored = state
         .stores
@@ -139,27 +140,30 @@ pub async fn check(
     let mismatched: Vec<KeyMismatch> = stored
         .iter()
         .filter_map(|k| {
-            let remembered = published.get(&(k.key_type.as_str(), k.key_id.as_str()));
+            let remembered = published.get(&(k.key_type, k.key_id.as_str()));
             let problem = match remembered {
                 Some(key) if *key == k.public_key => return None,
-                Some(_) => "differs",
-                None if k.status == "active" => "unknown",
+                Some(_) => MismatchProblem::Differs,
+                None if k.status == KeyStatus::Active => MismatchProblem::Unknown,
                 None => return None,
             };
             Some(KeyMismatch {
-                key_type: k.key_type.clone(),
+                key_type: k.key_type,
                 key_id: k.key_id.clone(),
                 stored_key: k.public_key.clone(),
-                problem: problem.into(),
+                problem,
             })
         })
         .collect();
-    let active = stored.iter().filter(|k| k.status == "active").count() as u64;
+    let active = stored
+        .iter()
+        .filter(|k| k.status == KeyStatus::Active)
+        .count() as u64;
     let now = state.clock.now();
     let revoked = if req.repair && !mismatched.is_empty() {
-        let ids: Vec<(String, String)> = mismatched
+        let ids: Vec<(KeyType, String)> = mismatched
             .iter()
-            .map(|m| (m.key_type.clone(), m.key_id.clone()))
+            .map(|m| (m.key_type, m.key_id.clone()))
             .collect();
         state
             .stores

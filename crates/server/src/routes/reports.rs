@@ -14,6 +14,7 @@ use atlas_proto::e2ee::{
     COUNTED_FAILURES_PER_REPORTER, COUNTED_FAILURES_PER_SENDER, DecryptionReport, FailureCode,
     MAX_REPORTS_PER_REQUEST, Outcome, RejectedReport, ReportsRequest, ReportsResponse,
 };
+use atlas_proto::keys::KeyStatus;
 use atlas_store::{FailureCaps, NewReport, ReportChange};
 use axum::Json;
 use axum::extract::State;
@@ -70,7 +71,7 @@ async fn refine_key_not_found(
         .key_by_public(auth.user_id.as_str(), auth.device_id.as_str(), key)
         .await?;
     Ok(match used {
-        Some(k) if k.status == "rotated" => FailureCode::KeyRotated,
+        Some(k) if k.status == KeyStatus::Rotated => FailureCode::KeyRotated,
         _ => FailureCode::KeyNotFound,
     })
 }

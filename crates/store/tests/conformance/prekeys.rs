@@ -1,5 +1,6 @@
 //! One-time and fallback keys, their rows in `user_keys`, and key checks.
 use super::*;
+use atlas_proto::keys::{KeyStatus, KeyType};
 
 async fn one_time_keys_are_claimed_once(db: Db) {
     let store = db.open().await;
@@ -164,7 +165,7 @@ async fn key_rows_revocation_and_checks(db: Db) {
     );
     assert!(
         rows.iter()
-            .all(|r| r.status == "active" && r.user_id == "bob")
+            .all(|r| r.status == KeyStatus::Active && r.user_id == "bob")
     );
     let found = store
         .key_by_public("bob", "D1", "pub1")
@@ -188,10 +189,10 @@ async fn key_rows_revocation_and_checks(db: Db) {
             &uid("bob"),
             &did("D1"),
             &[
-                ("one_time".into(), "k1".into()),
-                ("fallback".into(), "k2".into()),
-                ("ed25519".into(), "ed25519:D1".into()),
-                ("fallback".into(), "f1".into()),
+                (KeyType::OneTime, "k1".into()),
+                (KeyType::Fallback, "k2".into()),
+                (KeyType::Ed25519, "ed25519:D1".into()),
+                (KeyType::Fallback, "f1".into()),
             ],
             now(),
         )
@@ -199,15 +200,15 @@ async fn key_rows_revocation_and_checks(db: Db) {
         .unwrap();
     assert_eq!(revoked, 2);
     let status = |id: &str, rows: &[atlas_store::UserKeyRecord]| {
-        rows.iter().find(|r| r.key_id == id).unwrap().status.clone()
+        rows.iter().find(|r| r.key_id == id).unwrap().status
     };
     let rows = store
         .device_public_keys(&uid("bob"), &did("D1"))
         .await
         .unwrap();
-    assert_eq!(status("k1", &rows), "revoked");
-    assert_eq!(status("k2", &rows), "active");
-    assert_eq!(status("f1", &rows), "revoked");
+    assert_eq!(status("k1", &rows), KeyStatus::Revoked);
+    assert_eq!(status("k2", &rows), KeyStatus::Active);
+    assert_eq!(status("f1", &rows), KeyStatus::Revoked);
     assert!(
         rows.iter()
             .find(|r| r.key_id == "k1")
