@@ -181,10 +181,7 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             );
             let expires_at = record
                 .expires_at
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
+                .map(atlas_proto::timestamp::rfc3339)
                 .unwrap_or_default();
             store.open().await?.create_operator_token(&record).await?;
             if json {

@@ -6,7 +6,6 @@ use anyhow::{Context, bail};
 use atlas_client::Client;
 use atlas_proto::UserId;
 use std::path::{Path, PathBuf};
-use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime, Time};
 
 /// Where the recovery passphrase comes from: `--passphrase-file`,
@@ -40,7 +39,7 @@ impl PassphraseArgs {
 
 /// `--date`: RFC 3339, or `YYYY-MM-DD` meaning the end of that day (UTC).
 pub fn parse_date(text: &str) -> Result<OffsetDateTime, String> {
-    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+    if let Ok(at) = atlas_proto::timestamp::parse_rfc3339(text) {
         return Ok(at);
     }
     let day = Date::parse(

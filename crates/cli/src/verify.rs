@@ -102,7 +102,7 @@ async fn load_jwks(source: &str) -> anyhow::Result<serde_json::Value> {
 pub async fn verify_receipt_cmd(args: VerifyReceiptArgs) -> anyhow::Result<()> {
     let receipt = value(&args.receipt)?;
     let now = match &args.at {
-        Some(at) => time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        Some(at) => atlas_proto::timestamp::parse_rfc3339(at)
             .with_context(|| format!("--at {at} is not RFC 3339"))?,
         None => time::OffsetDateTime::now_utc(),
     };

@@ -18,7 +18,6 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// kv entries not carried in a backup: rebuilt on restore, or about this copy only.
 const NOT_BACKED_UP: [&str; 3] = ["profile", "account", "keys_maintained_at"];
@@ -122,10 +121,7 @@ impl Client {
         let server = server.trim_end_matches('/');
         let http = http_client()?;
         // In UTC the time has no '+', so it goes into the query string as is.
-        let at_text = at
-            .to_offset(time::UtcOffset::UTC)
-            .format(&Rfc3339)
-            .map_err(|e| ClientError::Input(e.to_string()))?;
+        let at_text = atlas_proto::timestamp::rfc3339(at.to_offset(time::UtcOffset::UTC));
         let listed = http
             .get(format!("{server}/backups/{user_id}?at={at_text}"))
             .send()

@@ -3,7 +3,6 @@
 use atlas_proto::GroupId;
 use atlas_proto::e2ee::{DecryptFailure, DecryptionReport, Outcome};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The report for one processed message: its failure's code (never the
 /// local detail), or a success with the latency since the server accepted it.
@@ -14,9 +13,11 @@ pub(crate) fn outcome(
     error: Option<&DecryptFailure>,
 ) -> DecryptionReport {
     let Some(error) = error else {
-        let latency_ms = OffsetDateTime::parse(created_at, &Rfc3339).ok().map(|t| {
-            u64::try_from((OffsetDateTime::now_utc() - t).whole_milliseconds()).unwrap_or(0)
-        });
+        let latency_ms = atlas_proto::timestamp::parse_rfc3339(created_at)
+            .ok()
+            .map(|t| {
+                u64::try_from((OffsetDateTime::now_utc() - t).whole_milliseconds()).unwrap_or(0)
+            });
         return DecryptionReport {
             message_id,
             group_id,

@@ -8,7 +8,6 @@ use atlas_proto::receipt::{FlattenedJws, ReceiptClaims, ReceiptType};
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// How far a timestamp may lie in the future (clock skew between server and verifier).
 pub const CLOCK_SKEW_SECONDS: i64 = 300;
@@ -212,7 +211,7 @@ fn check_kid(kid: &str, jwks: &Value, report: &mut ReceiptReport) -> Option<Publ
 }
 
 fn unix(text: &str) -> Option<i64> {
-    OffsetDateTime::parse(text, &Rfc3339)
+    atlas_proto::timestamp::parse_rfc3339(text)
         .ok()
         .map(OffsetDateTime::unix_timestamp)
 }
@@ -292,7 +291,7 @@ fn check_times(c: &ReceiptClaims, now: i64, report: &mut ReceiptReport) {
 fn fmt(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .map(atlas_proto::timestamp::rfc3339)
         .unwrap_or_else(|| unix.to_string())
 }
 

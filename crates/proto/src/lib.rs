@@ -13,6 +13,7 @@ pub mod mls;
 pub mod receipt;
 pub mod repair;
 pub mod scope;
+pub mod timestamp;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{

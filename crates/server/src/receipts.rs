@@ -7,13 +7,13 @@ use atlas_crypto::receipt::{ReceiptSigner, claims_of};
 use atlas_proto::receipt::{
     CiphertextDigest, FlattenedJws, ReceiptClaims, ReceiptType, ReceiptView,
 };
+use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, MessageId, UserId, b64};
 use atlas_store::{ReceiptRecord, ServerKeyRecord};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// `server_keys.purpose` of receipt-signing keys.
 pub const SIGNING_PURPOSE: &str = "receipt-signing";
@@ -84,10 +84,6 @@ pub struct ReceiptPolicy {
 pub fn ciphertext_digest(body: &str) -> Option<String> {
     let bytes = b64::decode_std_lenient(body).ok()?;
     Some(b64::encode(Sha256::digest(bytes)))
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// The parties and contents of a message, as a receipt states them.

@@ -12,6 +12,7 @@ use crate::records::{
 use crate::{StoreError, StoreResult};
 use atlas_proto::api::{DeviceListMismatch, InboxMessage};
 use atlas_proto::receipt::ReceiptType;
+use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
 
@@ -50,12 +51,6 @@ pub trait MessageStore: Send + Sync {
         jws: &str,
         issued_at: OffsetDateTime,
     ) -> StoreResult<bool>;
-}
-
-/// RFC 3339, as the inbox shows acceptance times.
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// When a stored send was accepted and where it went.

@@ -13,13 +13,12 @@ use atlas_proto::ErrorCode;
 use atlas_proto::backup::{
     BackupDownload, BackupInfo, BackupKdf, BackupList, BackupUpload, MAX_BACKUP_BYTES,
 };
+use atlas_proto::timestamp::{parse_rfc3339, rfc3339};
 use atlas_store::{BackupMeta, NewBackup};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Backups listed at most.
 const LIST_LIMIT: u32 = 20;
@@ -32,10 +31,7 @@ fn info(meta: &BackupMeta) -> Result<BackupInfo, ApiError> {
         version: meta.version,
         kdf: serde_json::from_str(&meta.kdf).map_err(ApiError::internal)?,
         size: meta.size,
-        created_at: meta
-            .created_at
-            .format(&Rfc3339)
-            .map_err(ApiError::internal)?,
+        created_at: rfc3339(meta.created_at),
     })
 }
 
@@ -117,8 +113,9 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<BackupList>, ApiError> {
     let until = match query.at {
-        Some(at) => OffsetDateTime::parse(&at, &Rfc3339)
-            .map_err(|_| ApiError::invalid("at must be an RFC 3339 time"))?,
+        Some(at) => {
+            parse_rfc3339(&at).map_err(|_| ApiError::invalid("at must be an RFC 3339 time"))?
+        }
         None => state.clock.now(),
     };
     let backups = state

@@ -13,12 +13,12 @@ use atlas_crypto::identity;
 use atlas_proto::api::{
     CertificateClaim, CertifyRequest, PendingDevice, PendingDevicesResponse, RevokeDeviceRequest,
 };
+use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, ErrorCode, UserId};
 use atlas_store::DeviceRecord;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use time::format_description::well_known::Rfc3339;
 
 /// Longest certificate or signature accepted (an Ed25519 signature is 86 characters).
 const MAX_SIGNATURE: usize = 128;
@@ -77,7 +77,7 @@ pub async fn pending(
             Some(PendingDevice {
                 link_token_hash: atlas_proto::b64::encode(d.link_token_hash?),
                 link_proof: d.link_proof?,
-                created_at: d.created_at.format(&Rfc3339).unwrap_or_default(),
+                created_at: rfc3339(d.created_at),
                 keys: d.keys,
             })
         })

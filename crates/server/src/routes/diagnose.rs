@@ -13,15 +13,11 @@ use atlas_ops::diagnose::{
 use atlas_proto::diagnose::Diagnosis;
 use atlas_proto::e2ee::FailureCode;
 use atlas_proto::keys::{KeyStatus, KeyType};
+use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{GroupId, MessageId, UserId};
 use atlas_store::StoreError;
 use axum::Json;
 use axum::extract::State;
-use time::format_description::well_known::Rfc3339;
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
 
 async fn latest_backup(state: &AppState, user_id: &str) -> Result<Option<String>, ApiError> {
     let backups = state

@@ -11,13 +11,13 @@ use atlas_proto::mls::{
     CommitRequest, CommitResponse, CreateGroupRequest, EpochAck, GroupInfoResponse, GroupLogEntry,
     GroupLogResponse, GroupMemberView, GroupMessageRequest, GroupView,
 };
+use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{ErrorCode, GroupId, RequestId, b64};
 use atlas_store::{GroupMessageRecord, GroupRecord, NewGroup};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use time::format_description::well_known::Rfc3339;
 
 /// Default and largest page of the group log.
 const PAGE: u32 = 100;
@@ -31,10 +31,6 @@ pub fn caller_member(auth: &DeviceAuth) -> String {
 /// Decodes a base64 field (padded or not) or refuses with a 400 naming it.
 pub fn decode(text: &str, field: &str) -> Result<Vec<u8>, ApiError> {
     b64::decode_std_lenient(text).map_err(|_| ApiError::invalid(format!("{field} is not base64")))
-}
-
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 pub(crate) fn entry(r: GroupMessageRecord) -> Result<GroupLogEntry, ApiError> {

@@ -10,6 +10,7 @@ use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
 use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
+use atlas_proto::timestamp::rfc3339;
 use atlas_store::{AckedMessage, NewMessage, ResendOutcome, StoreError};
 use axum::Json;
 use axum::extract::State;
@@ -232,10 +233,7 @@ async fn store_send(
         receipt,
     };
     let stored = state.stores.messages.store_message(&message).await?;
-    let accepted_at = stored
-        .accepted_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(ApiError::internal)?;
+    let accepted_at = rfc3339(stored.accepted_at);
     if !stored.duplicate {
         for (envelope, (device_id, seq)) in message.envelopes.iter().zip(&stored.deliveries) {
             let pushed = InboxMessage {

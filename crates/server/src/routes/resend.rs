@@ -9,12 +9,12 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use atlas_proto::api::PushEvent;
 use atlas_proto::repair::{ResendNotice, ResendRequestView, ResendRequests, ResendUnavailable};
+use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{ErrorCode, MessageId, RequestId};
 use atlas_store::{MessageCopy, ResendOutcome, ResendRequestRecord};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use time::format_description::well_known::Rfc3339;
 
 /// Resend requests one device pair may make at once.
 pub const BURST: u32 = 10;
@@ -37,7 +37,7 @@ pub fn view(r: &ResendRequestRecord) -> Result<ResendRequestView, ApiError> {
             .transpose()
             .map_err(ApiError::internal)?,
         status: r.status.clone(),
-        requested_at: r.requested_at.format(&Rfc3339).unwrap_or_default(),
+        requested_at: rfc3339(r.requested_at),
         resent_message_id: ApiError::stored_opt_id(r.resent_message_id.as_deref())?,
         detail: r.detail.clone(),
     })

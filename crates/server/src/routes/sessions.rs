@@ -13,12 +13,12 @@ use atlas_proto::api::PushEvent;
 use atlas_proto::repair::{
     SessionResetNotice, SessionResetResponse, SessionResetView, SessionResets, SessionResetsAck,
 };
+use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, ErrorCode, SessionId, UserId};
 use atlas_store::SessionResetRecord;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use time::format_description::well_known::Rfc3339;
 
 /// Most sessions acknowledged at once.
 const MAX_ACK: usize = 100;
@@ -116,7 +116,7 @@ pub async fn unseen(
                     session_id: ApiError::stored_id(&*r.session_id)?,
                     peer: format!("{}/{}", r.peer_user_id, r.peer_device_id),
                     requested_by: r.requested_by.clone(),
-                    reset_at: r.reset_at.format(&Rfc3339).unwrap_or_default(),
+                    reset_at: rfc3339(r.reset_at),
                 })
             })
             .collect::<Result<_, _>>()?,

@@ -11,17 +11,13 @@ use atlas_proto::ErrorCode;
 use atlas_proto::receipt::{
     RotateSigningRequest, SigningKeyView, SigningKeysResponse, TokenKeyRotated,
 };
+use atlas_proto::timestamp::rfc3339;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use time::format_description::well_known::Rfc3339;
 
 /// Longest overlap accepted (one year): beyond it, revoke and reissue instead.
 const MAX_OVERLAP_SECS: u64 = 366 * 24 * 3600;
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
 
 async fn listing(state: &AppState) -> Result<Json<SigningKeysResponse>, ApiError> {
     let now = state.clock.now();
