@@ -264,7 +264,7 @@ pub async fn start_with_clock(
         None => None,
     };
     if let Some(listener) = metrics_listener {
-        let metrics_app = routes::metrics_router(state.clone());
+        let metrics_app = routes::metrics::listener_router(state.clone());
         let stop = shutdown.subscribe();
         tokio::spawn(listener::serve(
             listener,

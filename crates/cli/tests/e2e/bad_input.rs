@@ -25,14 +25,27 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/backups/{user_id}/{backup_id}"),
 ];
 
-/// Every (method, path template) the router declares, read from its source:
-/// the main router, and the admin router nested under `/admin`.
+/// Every (method, path template) the router declares, read from the source
+/// of every route module: `router()` routes as they are, `admin_router()`
+/// routes under `/admin`, where `routes/admin.rs` nests them.
 fn router_routes() -> Vec<(String, String)> {
-    let mut out = routes_in(include_str!("../../../server/src/routes/mod.rs"), "");
-    out.extend(routes_in(
-        include_str!("../../../server/src/routes/admin.rs"),
-        "/admin",
-    ));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src/routes");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (i, part) in source.split("pub fn admin_router()").enumerate() {
+            // Text after the marker up to the function's end is the admin router.
+            let (admin, rest) = match i {
+                0 => ("", part),
+                _ => part.split_once("\n}\n").unwrap_or((part, "")),
+            };
+            out.extend(routes_in(admin, "/admin"));
+            out.extend(routes_in(rest, ""));
+        }
+    }
+    // `/metrics` is declared twice: on the API and on its own listener.
+    out.sort();
+    out.dedup();
     out
 }
 

@@ -16,8 +16,11 @@ use atlas_proto::backup::{
 use atlas_proto::timestamp::{parse_rfc3339, rfc3339};
 use atlas_store::{BackupMeta, NewBackup};
 use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 /// Backups listed at most.
@@ -191,4 +194,18 @@ pub async fn download(
         info: info(&meta)?,
         blob,
     }))
+}
+
+/// Body limit of a key backup upload (the blob plus its JSON around it).
+const MAX_BACKUP_BODY: usize = MAX_BACKUP_BYTES + 64 * 1024;
+
+/// This module's routes; an upload may be larger than other requests (`max_body_bytes`).
+pub fn router(max_body_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/backups",
+            post(upload).layer(DefaultBodyLimit::max(max_body_bytes.max(MAX_BACKUP_BODY))),
+        )
+        .route("/backups/{user_id}", get(list))
+        .route("/backups/{user_id}/{backup_id}", get(download))
 }

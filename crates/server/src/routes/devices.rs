@@ -17,8 +17,10 @@ use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, ErrorCode, UserId};
 use atlas_store::DeviceRecord;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 
 /// Longest certificate or signature accepted (an Ed25519 signature is 86 characters).
 const MAX_SIGNATURE: usize = 128;
@@ -197,4 +199,18 @@ pub async fn admin_revoke(
         "status": "revoked",
         "revoked_by": operator.token_id,
     })))
+}
+
+/// This module's routes for devices.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/devices/pending", get(pending))
+        .route("/devices/certificate/claim", post(claim))
+        .route("/devices/{device_id}/certificate", post(certify))
+        .route("/devices/{device_id}/revoke", post(revoke))
+}
+
+/// This module's routes for operators (scope `devices`), under `/admin`.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/devices/{user_id}/{device_id}/revoke", post(admin_revoke))
 }

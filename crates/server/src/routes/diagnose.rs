@@ -17,7 +17,9 @@ use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{GroupId, MessageId, UserId};
 use atlas_store::StoreError;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
+use axum::routing::get;
 
 async fn latest_backup(state: &AppState, user_id: &str) -> Result<Option<String>, ApiError> {
     let backups = state
@@ -257,4 +259,12 @@ pub async fn group(
             .collect();
     }
     Ok(Json(diagnose_group(&evidence)))
+}
+
+/// The runbook's diagnosis flow, under `/admin` (scope `diagnose`).
+pub fn admin_router() -> Router<AppState> {
+    Router::new()
+        .route("/diagnose/messages/{message_id}", get(message))
+        .route("/diagnose/users/{user_id}", get(user))
+        .route("/diagnose/groups/{group_id}", get(group))
 }

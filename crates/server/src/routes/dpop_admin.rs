@@ -8,7 +8,9 @@ use crate::state::AppState;
 use atlas_crypto::dpop::MAX_JTI_LEN;
 use atlas_proto::api::JtiStatus;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
+use axum::routing::get;
 
 fn checked(jti: String) -> Result<String, ApiError> {
     if jti.is_empty() || jti.len() > MAX_JTI_LEN {
@@ -57,4 +59,9 @@ pub async fn clear_jti(
         expires_at: None,
         cleared: Some(cleared),
     }))
+}
+
+/// The DPoP replay cache, under `/admin` (scope `dpop`).
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/dpop/jti/{jti}", get(show_jti).delete(clear_jti))
 }

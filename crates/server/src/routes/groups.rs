@@ -15,8 +15,11 @@ use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{ErrorCode, GroupId, RequestId, b64};
 use atlas_store::{GroupMessageRecord, GroupRecord, NewGroup};
 use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 /// Default and largest page of the group log.
@@ -442,4 +445,24 @@ pub async fn action_done(
     }
     tracing::info!(%action_id, %member, outcome = %req.outcome, "member finished a recovery step");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body limit of a commit: adding many members makes a large commit and Welcome.
+const MAX_COMMIT_BODY: usize = 16 * 1024 * 1024;
+
+/// This module's routes; a commit may be larger than other requests (`max_body_bytes`).
+pub fn router(max_body_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/groups", post(create))
+        .route("/groups/welcomes", get(welcomes))
+        .route("/groups/actions", get(actions))
+        .route("/groups/actions/{action_id}/done", post(action_done))
+        .route("/groups/{group_id}", get(show))
+        .route(
+            "/groups/{group_id}/commits",
+            post(commit).layer(DefaultBodyLimit::max(max_body_bytes.max(MAX_COMMIT_BODY))),
+        )
+        .route("/groups/{group_id}/messages", post(post_message).get(log))
+        .route("/groups/{group_id}/group-info", get(group_info))
+        .route("/groups/{group_id}/ack", post(ack))
 }

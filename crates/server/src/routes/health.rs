@@ -5,8 +5,10 @@ use crate::state::AppState;
 use atlas_proto::api::{HealthResponse, StorageHealth};
 use atlas_proto::e2ee::{E2eeHealth, health_status};
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::get;
 
 /// 200 when storage answers, 503 otherwise.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
@@ -74,4 +76,11 @@ pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, Api
         failing_users_last_hour: counts.failing_reporters,
         uncounted_failures_last_hour: counts.uncounted,
     }))
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/e2ee", get(e2ee))
 }

@@ -10,7 +10,9 @@ use atlas_proto::mls::{
 };
 use atlas_store::{KeyPackageCounts, NewKeyPackage};
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
+use axum::routing::{get, post};
 
 /// Most KeyPackages in one upload.
 pub const MAX_UPLOAD: usize = 100;
@@ -128,4 +130,12 @@ pub async fn claim(
             })
             .collect(),
     }))
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/mls/key-packages", post(upload))
+        .route("/mls/key-packages/count", get(count))
+        .route("/mls/key-packages/claim", post(claim))
 }

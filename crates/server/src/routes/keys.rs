@@ -12,7 +12,9 @@ use atlas_proto::api::{
 use atlas_proto::keys::{KeyStatus, KeyType, MismatchProblem};
 use atlas_store::KeyCheckRecord;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
+use axum::routing::{get, post};
 
 /// Most keys one upload may carry.
 pub const MAX_KEYS_PER_UPLOAD: usize = 100;
@@ -197,4 +199,13 @@ pub async fn check(
         mismatched,
         revoked,
     }))
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/keys/upload", post(upload))
+        .route("/keys/count", get(count))
+        .route("/keys/claim", post(claim))
+        .route("/keys/check", post(check))
 }

@@ -13,8 +13,10 @@ use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
 use atlas_proto::timestamp::rfc3339;
 use atlas_store::{AckedMessage, NewMessage, ResendOutcome, StoreError};
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::post;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -368,4 +370,11 @@ pub async fn ack(
         )
         .await?;
     Ok(Json(AckResponse { acknowledged }))
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/messages", post(send).get(inbox))
+        .route("/messages/ack", post(ack))
 }

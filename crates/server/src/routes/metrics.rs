@@ -15,9 +15,11 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::telemetry::label;
+use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::routing::get;
 use std::fmt::Write;
 
 /// Most groups exported per scrape.
@@ -92,4 +94,16 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         )],
         out,
     ))
+}
+
+/// `/metrics` on the API listener (answers only when no separate listener is set).
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(public))
+}
+
+/// Only `/metrics`, for its own listener (`--metrics-listen`).
+pub fn listener_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }

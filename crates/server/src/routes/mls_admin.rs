@@ -9,8 +9,10 @@ use atlas_proto::mls::AdminGroupView;
 use atlas_proto::{ErrorCode, GroupId};
 use atlas_store::MemberAction;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 
 async fn admin_view(state: &AppState, group_id: &GroupId) -> Result<AdminGroupView, ApiError> {
     Ok(AdminGroupView {
@@ -187,4 +189,19 @@ pub async fn rollback(
         .await?;
     tracing::warn!(token_id = %operator.token_id, %group_id, from = group.current_epoch, to = req.target_epoch, "MLS group rolled back");
     Ok(Json(admin_view(&state, &group_id).await?))
+}
+
+/// MLS recovery, under `/admin` (scope `mls`).
+pub fn admin_router() -> Router<AppState> {
+    Router::new()
+        .route("/groups/{group_id}", get(show))
+        .route(
+            "/groups/{group_id}/members/{member_id}/send-update",
+            post(send_update),
+        )
+        .route(
+            "/groups/{group_id}/members/{member_id}/rejoin",
+            post(rejoin),
+        )
+        .route("/groups/{group_id}/rollback", post(rollback))
 }

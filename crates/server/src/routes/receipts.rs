@@ -9,9 +9,11 @@ use atlas_proto::receipt::ReceiptsResponse;
 use atlas_proto::{ErrorCode, MessageId};
 use atlas_store::ReceiptRecord;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use serde_json::json;
 
 /// Longest message id accepted in a path (ours are 36-character UUIDs).
@@ -144,4 +146,12 @@ pub async fn reissue(
     };
     tracing::info!(%message_id, kid = signer.kid(), %by, reissued = receipts.len() - expired.len(), "receipts reissued");
     response(message_id, &receipts)
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/receipts/{message_id}", get(latest))
+        .route("/receipts/{message_id}/reissue", post(reissue))
 }

@@ -17,8 +17,10 @@ use atlas_proto::e2ee::{
 use atlas_proto::keys::KeyStatus;
 use atlas_store::{FailureCaps, NewReport, ReportChange};
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::post;
 
 /// Report requests a device may make at once.
 pub const BURST: u32 = 30;
@@ -169,4 +171,9 @@ pub async fn record(
         }
     }
     Ok(Json(ReportsResponse { recorded, rejected }))
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/reports/decryption", post(record))
 }

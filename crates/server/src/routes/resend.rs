@@ -13,8 +13,10 @@ use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{ErrorCode, MessageId, RequestId};
 use atlas_store::{MessageCopy, ResendOutcome, ResendRequestRecord};
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 
 /// Resend requests one device pair may make at once.
 pub const BURST: u32 = 10;
@@ -202,4 +204,15 @@ pub async fn unavailable(
         ));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/messages/{message_id}/request-resend", post(request))
+        .route("/resend-requests", get(pending))
+        .route(
+            "/resend-requests/{request_id}/unavailable",
+            post(unavailable),
+        )
 }

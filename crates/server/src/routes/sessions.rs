@@ -17,8 +17,10 @@ use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, ErrorCode, SessionId, UserId};
 use atlas_store::SessionResetRecord;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 
 /// Most sessions acknowledged at once.
 const MAX_ACK: usize = 100;
@@ -145,4 +147,12 @@ pub async fn ack(
         .ack_session_resets(&auth.user_id, &auth.device_id, &ids, state.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions/{session_id}/reset", post(reset))
+        .route("/sessions/resets", get(unseen))
+        .route("/sessions/resets/ack", post(ack))
 }

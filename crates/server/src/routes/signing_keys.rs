@@ -13,8 +13,10 @@ use atlas_proto::receipt::{
 };
 use atlas_proto::timestamp::rfc3339;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 
 /// Longest overlap accepted (one year): beyond it, revoke and reissue instead.
 const MAX_OVERLAP_SECS: u64 = 366 * 24 * 3600;
@@ -145,4 +147,13 @@ pub async fn rotate_token_key(
         rotated_at: rfc3339(now),
         refresh_tokens_revoked: revoked,
     }))
+}
+
+/// Server keys, under `/admin` (scope `keys`).
+pub fn admin_router() -> Router<AppState> {
+    Router::new()
+        .route("/signing-keys", get(list))
+        .route("/signing-keys/rotate", post(rotate))
+        .route("/signing-keys/{kid}/revoke", post(revoke))
+        .route("/token-key/rotate", post(rotate_token_key))
 }

@@ -10,8 +10,10 @@ use atlas_proto::api::{TokenRequest, TokenResponse, token_signing_payload};
 use atlas_proto::{DeviceId, ErrorCode, UserId};
 use atlas_store::{RefreshTokenRecord, RefreshUse};
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::post;
 use sha2::{Digest, Sha256};
 
 fn invalid_grant(description: &str) -> ApiError {
@@ -153,4 +155,9 @@ async fn issue(
         expires_in: ttl.max(0) as u64,
         refresh_token,
     })
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/token", post(token))
 }

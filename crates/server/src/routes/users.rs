@@ -14,8 +14,10 @@ use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{ErrorCode, UserId};
 use atlas_store::NewIdentity;
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 
 /// A refused certificate, identity key or removal signature.
@@ -175,4 +177,12 @@ pub async fn devices(
         identity_key,
         devices,
     }))
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", post(register))
+        .route("/users/{user_id}/devices", get(devices))
+        .route("/devices/link-tokens", post(link_token))
 }

@@ -7,9 +7,11 @@ use crate::extract::ApiQuery;
 use crate::limits::Limits;
 use crate::state::AppState;
 use atlas_proto::api::{InboxMessage, PushEvent};
+use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use axum::routing::get;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -136,4 +138,9 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
             }
         }
     }
+}
+
+/// This module's routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(connect))
 }
