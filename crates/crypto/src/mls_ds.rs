@@ -161,7 +161,13 @@ impl DsGroup {
         if !rest.is_empty() {
             return Err(corrupt("trailing bytes"));
         }
-        let group = PublicGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
+        // openmls's memory storage unwraps its JSON values while loading, so a
+        // corrupted stored snapshot would panic; it is an error here instead.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            PublicGroup::load(&storage, &GroupId::from_slice(name.as_bytes()))
+        }))
+        .map_err(|_| corrupt("unreadable group state"))?;
+        let group = loaded
             .map_err(state)?
             .ok_or_else(|| corrupt("no group in snapshot"))?;
         Ok(Self {
@@ -292,6 +298,14 @@ mod tests {
     use super::*;
     use crate::mls::{Incoming, MlsDevice};
     use atlas_proto::{DeviceId, UserId};
+
+    /// Found by `cargo fuzz run mls`: a snapshot whose stored tree is not the
+    /// JSON openmls expects made `restore` panic inside openmls's storage.
+    #[test]
+    fn a_corrupted_snapshot_is_an_error_not_a_panic() {
+        let crash = include_bytes!("../test-vectors/fuzz/ds_restore-1");
+        assert!(matches!(DsGroup::restore(crash), Err(DsError::State(_))));
+    }
 
     fn device(user: &str) -> MlsDevice {
         MlsDevice::new(&UserId::new(user).unwrap(), &DeviceId::new("D1").unwrap()).unwrap()
