@@ -94,7 +94,7 @@ impl Client {
         };
         let plaintext =
             serde_json::to_vec(&state).map_err(|e| ClientError::State(e.to_string()))?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock().now();
         let backup_id = BackupId::for_user(self.user_id(), now.unix_timestamp_nanos() / 1_000_000);
         let kdf = backup::new_kdf();
         let keys = backup::derive_keys(&kdf, passphrase).map_err(backup_error)?;

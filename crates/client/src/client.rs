@@ -2,6 +2,7 @@
 //! needed, device list kept exact), and receiving (strictly in sequence order,
 //! sessions created from pre-key messages, acknowledged after processing).
 use crate::error::ClientError;
+use crate::inbound::{Received, check_labels, classify, followup};
 use crate::local::LocalState;
 use crate::payload::Payload;
 use crate::transport::{Transport, http_client, refusal};
@@ -9,6 +10,7 @@ use atlas_crypto::identity::{LinkCode, UserIdentity};
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::{Ciphertext, OlmAccount, OlmSession};
 use atlas_proto::api::*;
+use atlas_proto::clock::{Clock, SystemClock};
 use atlas_proto::e2ee::{DecryptFailure, FailureCode};
 use atlas_proto::receipt::ReceiptsResponse;
 use atlas_proto::repair::{
@@ -18,6 +20,7 @@ use atlas_proto::{ClientMessageId, DeviceId, ErrorCode, MessageId, SessionId, Us
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Keep at least this many one-time keys published.
 const MIN_ONE_TIME_KEYS: u64 = 10;
@@ -43,27 +46,6 @@ enum Undecryptable {
     Failed(DecryptFailure),
     /// Something local or the network failed: retry later, do not acknowledge.
     Transient(ClientError),
-}
-
-/// One received message, decrypted or not.
-#[derive(Debug, Clone, Serialize)]
-pub struct Received {
-    /// Sequence number on this device.
-    pub seq: u64,
-    /// Message id.
-    pub message_id: MessageId,
-    /// Sender user.
-    pub sender_id: UserId,
-    /// Sender device.
-    pub sender_device_id: DeviceId,
-    /// Acceptance time at the server.
-    pub created_at: String,
-    /// The text, when it decrypted.
-    pub text: Option<String>,
-    /// Why it did not decrypt.
-    pub error: Option<DecryptFailure>,
-    /// For a resend: the message it replaces.
-    pub resend_of: Option<MessageId>,
 }
 
 /// A registered device.
@@ -241,6 +223,7 @@ impl Client {
             signer,
             profile.user_id.clone(),
             profile.device_id.clone(),
+            Arc::new(SystemClock),
         )?;
         Ok(Self {
             transport,
@@ -250,6 +233,16 @@ impl Client {
             user_id: profile.user_id,
             device_id: profile.device_id,
         })
+    }
+
+    /// Takes the time from `clock` from now on (tests move time with it).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.transport.clock = clock;
+    }
+
+    /// Where this device gets the time.
+    pub fn clock(&self) -> &dyn Clock {
+        self.transport.clock.as_ref()
     }
 
     /// This device's user.
@@ -273,8 +266,7 @@ impl Client {
             .transport
             .call::<(), _>(Method::GET, "/keys/count", "", None)
             .await?;
-        self.forget_expired_fallback_key(time::OffsetDateTime::now_utc())
-            .await?;
+        self.forget_expired_fallback_key(self.clock().now()).await?;
         if !force && counts.one_time_keys >= MIN_ONE_TIME_KEYS && counts.fallback_key {
             return Ok(counts);
         }
@@ -298,7 +290,7 @@ impl Client {
             )
             .await?;
         if new_fallback {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = self.clock().unix();
             self.local
                 .put("fallback_published_at", now.to_string().as_bytes())
                 .await?;
@@ -337,8 +329,7 @@ impl Client {
     /// Publishes a new fallback key. The server marks the previous one `rotated`;
     /// this device keeps its private half for [`FALLBACK_GRACE`].
     pub async fn rotate_fallback_key(&self) -> Result<KeyCounts, ClientError> {
-        self.rotate_fallback_key_at(time::OffsetDateTime::now_utc())
-            .await
+        self.rotate_fallback_key_at(self.clock().now()).await
     }
 
     /// [`Client::rotate_fallback_key`] with the time it happens (the grace period starts then).
@@ -811,7 +802,7 @@ impl Client {
                     decrypted = Some((session, plain, false));
                     break;
                 }
-                Err(e) => last_error = failure_code(&e),
+                Err(e) => last_error = classify(&e),
             }
         }
         if decrypted.is_none() && ciphertext.is_prekey() && !known_session {
@@ -830,7 +821,7 @@ impl Client {
                 })?;
             match account.create_inbound_session(&curve, &ciphertext) {
                 Ok((session, plain)) => decrypted = Some((session, plain, true)),
-                Err(e) => last_error = failure_code(&e),
+                Err(e) => last_error = classify(&e),
             }
         }
         let (session, plain, inbound) = decrypted.ok_or(Failed(last_error))?;
@@ -840,16 +831,7 @@ impl Client {
                 "plaintext is not an Atlas payload",
             ))
         })?;
-        if payload.sender != message.sender_id
-            || payload.sender_device != message.sender_device_id
-            || payload.recipient != self.user_id
-            || payload.recipient_device != self.device_id
-        {
-            return Err(Failed(DecryptFailure::new(
-                FailureCode::Forged,
-                "envelope labels do not match the encrypted sender/recipient",
-            )));
-        }
+        check_labels(&payload, message, (&self.user_id, &self.device_id)).map_err(Failed)?;
         let account_pickle = inbound.then(|| account.pickle(&self.local.key));
         self.local
             .save_session(
@@ -923,33 +905,15 @@ impl Client {
                 )
                 .await?;
         }
-        // A resend's outcome is the original's: a success there is a recovery.
-        let reports = out
-            .iter()
-            .map(|r| {
-                crate::outcome::outcome(
-                    r.resend_of.as_ref().unwrap_or(&r.message_id).to_string(),
-                    None,
-                    &r.created_at,
-                    r.error.as_ref(),
-                )
-            })
-            .collect();
-        self.report(reports).await;
-        let key_not_found = out.iter().any(|r| {
-            r.error
-                .as_ref()
-                .is_some_and(|e| e.code == FailureCode::KeyNotFound)
-        });
-        if key_not_found {
-            // A sender used a key this device does not hold: make sure the server
-            // hands out no more such keys before the resend claims one.
-            if let Err(e) = self.check_keys(true).await {
-                tracing::warn!(error = %e, "key consistency check failed");
-            }
+        let plan = followup(&out, self.clock().now());
+        self.report(plan.reports).await;
+        if plan.check_keys
+            && let Err(e) = self.check_keys(true).await
+        {
+            tracing::warn!(error = %e, "key consistency check failed");
         }
-        for failed in out.iter().filter(|r| r.error.is_some()) {
-            self.ask_for_resend(failed).await;
+        for message_id in &plan.ask_resend {
+            self.ask_for_resend(message_id).await;
         }
         if let Some(e) = interrupted {
             return Err(e);
@@ -960,25 +924,21 @@ impl Client {
         Ok(out)
     }
 
-    /// Asks once per message for a resend of what did not decrypt (a resend
-    /// that fails too is not asked again, so two broken devices cannot loop).
-    async fn ask_for_resend(&self, failed: &Received) {
-        if failed.resend_of.is_some() {
-            return;
-        }
-        let key = format!("resend_asked/{}", failed.message_id);
+    /// Asks once per message (remembered across syncs) for a resend.
+    async fn ask_for_resend(&self, message_id: &MessageId) {
+        let key = format!("resend_asked/{message_id}");
         match self.local.get(&key).await {
             Ok(None) => {}
             _ => return,
         }
-        match self.request_resend(&failed.message_id).await {
+        match self.request_resend(message_id).await {
             Ok(_) => {
                 if let Err(e) = self.local.put(&key, b"1").await {
                     tracing::warn!(error = %e, "could not remember a resend request");
                 }
             }
             Err(e) => {
-                tracing::warn!(message_id = %failed.message_id, error = %e, "resend request refused")
+                tracing::warn!(%message_id, error = %e, "resend request refused")
             }
         }
     }
@@ -1027,18 +987,6 @@ impl Client {
         }
         Ok(all)
     }
-}
-
-/// Maps an Olm failure to the failure code reported to the user.
-fn failure_code(e: &atlas_crypto::olm::OlmError) -> DecryptFailure {
-    use atlas_crypto::olm::OlmError as E;
-    let code = match e {
-        E::KeyNotFound => FailureCode::KeyNotFound,
-        E::MissingMessageKey(_) => FailureCode::MissingSkippedKey,
-        E::RatchetDesync | E::GapTooLarge | E::Session(_) => FailureCode::RatchetDesync,
-        E::CorruptedState | E::BadKey | E::BadMessage => FailureCode::KeyCorrupted,
-    };
-    DecryptFailure::new(code, e.to_string())
 }
 
 /// A session id as vodozemac writes it; anything else is this device's bug.

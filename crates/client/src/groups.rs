@@ -365,11 +365,12 @@ impl Client {
             .iter()
             .filter(|r| r.kind == "application")
             .map(|r| {
-                crate::outcome::outcome(
+                crate::inbound::outcome(
                     r.seq.to_string(),
                     Some(r.group.clone()),
                     &r.created_at,
                     r.error.as_ref(),
+                    self.clock().now(),
                 )
             })
             .collect();

@@ -97,7 +97,7 @@ impl Client {
     /// Runs [`Client::maintain_keys`] when the last run is an hour old; a
     /// failure is logged, never a reason to fail the sync.
     pub(crate) async fn maintain_keys_if_due(&self) {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock().now();
         let last = match self.local.get_text("keys_maintained_at").await {
             Ok(t) => t.and_then(|t| t.parse::<i64>().ok()),
             Err(e) => {

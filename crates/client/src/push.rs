@@ -1,8 +1,9 @@
 //! Live delivery over `GET /ws`: messages are processed as they arrive, in
 //! sequence order (a gap is filled from the server's queue first).
-use crate::client::{Client, Received};
+use crate::client::Client;
 use crate::error::ClientError;
 use crate::groups::GroupReceived;
+use crate::inbound::Received;
 use atlas_proto::api::PushEvent;
 use futures_util::StreamExt;
 use reqwest::Method;

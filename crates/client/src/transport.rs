@@ -6,10 +6,12 @@ use atlas_crypto::dpop::create_proof;
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::OlmAccount;
 use atlas_proto::api::{TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::clock::Clock;
 use atlas_proto::{DeviceId, ErrorBody, ErrorCode, UserId};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 /// Renew the access token this many seconds before it expires.
 const RENEW_MARGIN: i64 = 30;
@@ -30,11 +32,9 @@ pub(crate) struct Transport {
     user_id: UserId,
     device_id: DeviceId,
     tokens: tokio::sync::Mutex<Tokens>,
+    /// Proof and token times come from here.
+    pub(crate) clock: Arc<dyn Clock>,
     nonce: std::sync::Mutex<Option<String>>,
-}
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// An HTTP client; installs the ring TLS provider once.
@@ -70,8 +70,10 @@ impl Transport {
         device_signer: OlmAccount,
         user_id: UserId,
         device_id: DeviceId,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, ClientError> {
         Ok(Self {
+            clock,
             http: http_client()?,
             base: base.trim_end_matches('/').to_owned(),
             dpop,
@@ -100,7 +102,7 @@ impl Transport {
             &self.dpop,
             method.as_str(),
             &format!("{}{path}", self.base),
-            now(),
+            self.clock.unix(),
             token,
             nonce.as_deref(),
         )
@@ -135,7 +137,7 @@ impl Transport {
     pub(crate) async fn access_token(&self) -> Result<String, ClientError> {
         let mut tokens = self.tokens.lock().await;
         if let Some((token, exp)) = &tokens.access
-            && *exp > now() + RENEW_MARGIN
+            && *exp > self.clock.unix() + RENEW_MARGIN
         {
             return Ok(token.clone());
         }
@@ -149,7 +151,7 @@ impl Transport {
         let response = match renewed {
             Some(r) => r,
             None => {
-                let iat = now();
+                let iat = self.clock.unix();
                 let jkt = self.dpop.public_jwk().thumbprint();
                 let signature = self.device_signer.sign(&token_signing_payload(
                     &self.user_id,
@@ -168,7 +170,7 @@ impl Transport {
         };
         tokens.access = Some((
             response.access_token.clone(),
-            now() + response.expires_in as i64,
+            self.clock.unix() + response.expires_in as i64,
         ));
         tokens.refresh = Some(response.refresh_token);
         Ok(response.access_token)

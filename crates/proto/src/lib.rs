@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod clock;
 pub mod diagnose;
 pub mod e2ee;
 pub mod error;

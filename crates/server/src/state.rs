@@ -5,7 +5,6 @@ use crate::fanout::Fanout;
 use atlas_crypto::dpop::{IatWindow, NonceIssuer};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// How the server is configured (the `atlas serve` flags).
 #[derive(Debug, Clone)]
@@ -111,30 +110,7 @@ pub struct RuntimeConfig {
     pub websocket_idle: std::time::Duration,
 }
 
-/// Where the server gets the time (tests replace it).
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> OffsetDateTime;
-    /// Now in Unix seconds.
-    fn unix(&self) -> i64 {
-        self.now().unix_timestamp()
-    }
-    /// Now in Unix seconds with a fraction (for rate limits).
-    fn seconds(&self) -> f64 {
-        self.now().unix_timestamp_nanos() as f64 / 1e9
-    }
-}
-
-/// The system clock, truncated to microseconds (what PostgreSQL keeps).
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        let t = OffsetDateTime::now_utc();
-        t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
-            .unwrap_or(t)
-    }
-}
+pub use atlas_proto::clock::{Clock, SystemClock};
 
 /// Everything a handler needs.
 pub struct Inner {
