@@ -12,15 +12,12 @@
     clippy::unreachable
 )] // A benchmark: fail loudly.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use atlas_crypto::mls::MlsDevice;
 use atlas_proto::{DeviceId, UserId, b64};
 use atlas_store::testdb::TempDir;
+use atlas_testing::RawDevice;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::RawDevice;
 
 fn commit_body(out: &atlas_crypto::mls::CommitOut) -> serde_json::Value {
     let mut body = json!({

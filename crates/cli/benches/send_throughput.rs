@@ -14,14 +14,11 @@
     clippy::unreachable
 )] // A benchmark: fail loudly.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use atlas_crypto::dpop::create_proof;
 use atlas_store::testdb::TempDir;
+use atlas_testing::{RawDevice, now};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{RawDevice, now};
 
 /// A registered sender with its token, and a recipient of its own.
 async fn sender(base: &str, i: usize) -> (RawDevice, String) {

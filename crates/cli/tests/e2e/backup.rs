@@ -10,11 +10,9 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_store::testdb::TempDir;
+use atlas_testing::{Harness, RawDevice, atlas_ok, run_atlas};
 use serde_json::{Value, json};
-use support::{Harness, RawDevice, atlas_ok, run_atlas};
 
 fn passphrase_file(dir: &TempDir, name: &str, text: &str) -> String {
     let path = dir.path.join(name);
@@ -182,7 +180,7 @@ async fn backup_api_refuses_bad_input_and_wrong_keys() {
         .await;
     assert_eq!(status, 401);
 
-    let listed = support::get_json(&format!("{url}/backups/bob")).await;
+    let listed = atlas_testing::get_json(&format!("{url}/backups/bob")).await;
     assert_eq!(listed["backups"][0]["backup_id"], "backup-bob-1");
     assert!(
         listed["backups"][0].get("blob").is_none(),

@@ -7,11 +7,9 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_crypto::jws::JwsSigner;
+use atlas_testing::{Harness, RawDevice, fresh_keys, now};
 use serde_json::{Value, json};
-use support::{Harness, RawDevice, fresh_keys, now};
 
 /// Routes reachable without a token (each refuses what it must in its own tests).
 const PUBLIC_ROUTES: &[(&str, &str)] = &[
@@ -429,7 +427,7 @@ async fn malformed_requests_change_nothing(mut h: Harness) {
         .await;
     assert_eq!((s, code(&b)), (400, "invalid_signature"));
     let (s, b) = alice
-        .post_json("/users", support::registration("bob", "X"))
+        .post_json("/users", atlas_testing::registration("bob", "X"))
         .await;
     assert_eq!((s, code(&b)), (409, "user_exists"));
     // A new user needs an identity key that certifies its first device.
@@ -440,15 +438,15 @@ async fn malformed_requests_change_nothing(mut h: Harness) {
         )
         .await;
     assert_eq!((s, code(&b)), (400, "invalid_request"), "{b}");
-    let mut forged = support::registration("eve", "E");
+    let mut forged = atlas_testing::registration("eve", "E");
     forged["device"] = json!(fresh_keys("eve", "E"));
     let (s, b) = alice.post_json("/users", forged).await;
     assert_eq!((s, code(&b)), (400, "invalid_certificate"), "{b}");
-    let mut garbage = support::registration("eve", "E");
+    let mut garbage = atlas_testing::registration("eve", "E");
     garbage["identity_key"] = json!("not a key");
     let (s, b) = alice.post_json("/users", garbage).await;
     assert_eq!((s, code(&b)), (400, "invalid_certificate"), "{b}");
-    let mut both = support::registration("eve", "E");
+    let mut both = atlas_testing::registration("eve", "E");
     both["link_token"] = json!("x");
     let (s, b) = alice.post_json("/users", both).await;
     assert_eq!((s, code(&b)), (400, "invalid_request"), "{b}");

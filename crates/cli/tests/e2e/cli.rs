@@ -8,11 +8,9 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_store::testdb::TempDir;
+use atlas_testing::{Server, serve};
 use std::process::Command;
-use support::{Server, serve};
 
 fn atlas(home: &TempDir, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
@@ -165,11 +163,14 @@ async fn clients_follow_server_dpop_nonces() {
     let home = TempDir::new("atlas-cli-nonce-home").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &["--require-dpop-nonce"]);
     // The server really demands nonces: a proof without one is refused with a fresh nonce.
-    let device = support::RawDevice::register(&server.url, "raw").await;
+    let device = atlas_testing::RawDevice::register(&server.url, "raw").await;
     let r = device
         .http
         .post(format!("{}/token", server.url))
-        .header("DPoP", device.proof("POST", "/token", None, support::now()))
+        .header(
+            "DPoP",
+            device.proof("POST", "/token", None, atlas_testing::now()),
+        )
         .json(&serde_json::json!({"grant_type": "refresh_token", "refresh_token": "x"}))
         .send()
         .await
@@ -178,14 +179,15 @@ async fn clients_follow_server_dpop_nonces() {
     assert!(r.headers().contains_key("dpop-nonce"));
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "use_dpop_nonce");
-    let challenged = |m: &str| support::series(m, "atlas_dpop_proofs_total{result=\"use_nonce\"}");
-    let before = challenged(&support::metrics_text(&server.url).await);
+    let challenged =
+        |m: &str| atlas_testing::series(m, "atlas_dpop_proofs_total{result=\"use_nonce\"}");
+    let before = challenged(&atlas_testing::metrics_text(&server.url).await);
 
     // …and the CLI still completes the whole quickstart, answering each challenge.
     let s = &server;
     let h = &home;
     tokio::task::block_in_place(|| quickstart(s, h));
-    let after = challenged(&support::metrics_text(&server.url).await);
+    let after = challenged(&atlas_testing::metrics_text(&server.url).await);
     assert!(
         after > before,
         "the clients were challenged ({before} → {after}) and followed"
@@ -195,11 +197,11 @@ async fn clients_follow_server_dpop_nonces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_dpop_dissects_real_proofs() {
-    let mut h = support::Harness::sqlite().await;
+    let mut h = atlas_testing::Harness::sqlite().await;
     let url = h.url();
-    let device = support::RawDevice::register(&url, "ops").await;
+    let device = atlas_testing::RawDevice::register(&url, "ops").await;
     let token = device.token().await;
-    let proof = device.proof("POST", "/messages", Some(&token), support::now());
+    let proof = device.proof("POST", "/messages", Some(&token), atlas_testing::now());
     let messages_url = format!("{url}/messages");
     let run = |args: Vec<String>| {
         Command::new(env!("CARGO_BIN_EXE_atlas"))
@@ -246,7 +248,7 @@ async fn verify_dpop_dissects_real_proofs() {
         &thief,
         "GET",
         &messages_url,
-        support::now(),
+        atlas_testing::now(),
         Some(&token),
         None,
     );
@@ -283,10 +285,10 @@ async fn verify_dpop_dissects_real_proofs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_inspect_and_clear_the_replay_cache() {
-    let mut h = support::Harness::sqlite().await;
+    let mut h = atlas_testing::Harness::sqlite().await;
     let url = h.url();
     let db = h.database_url();
-    let atlas = |args: &[&str], token: Option<&str>| support::run_atlas(None, token, args);
+    let atlas = |args: &[&str], token: Option<&str>| atlas_testing::run_atlas(None, token, args);
 
     let (ok, stdout, stderr) = atlas(
         &[
@@ -325,9 +327,9 @@ async fn operators_inspect_and_clear_the_replay_cache() {
     );
 
     // A proof is used, then replayed: refused.
-    let device = support::RawDevice::register(&url, "ops").await;
+    let device = atlas_testing::RawDevice::register(&url, "ops").await;
     let token = device.token().await;
-    let proof = device.proof("GET", "/keys/count", Some(&token), support::now());
+    let proof = device.proof("GET", "/keys/count", Some(&token), atlas_testing::now());
     let jti = atlas_crypto::jws::CompactJws::parse(&proof)
         .unwrap()
         .claims()
@@ -438,12 +440,12 @@ async fn a_proof_is_refused_after_kill_9_and_restart() {
     let data = TempDir::new("atlas-cli-kill").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &[]);
     let addr = server.url.trim_start_matches("http://").to_owned();
-    let device = support::RawDevice::register(&server.url, "victim").await;
+    let device = atlas_testing::RawDevice::register(&server.url, "victim").await;
     let token = device.token().await;
     let auth = Some(format!("DPoP {token}"));
     let mut used = Vec::new();
     for _ in 0..4 {
-        let proof = device.proof("GET", "/keys/count", Some(&token), support::now());
+        let proof = device.proof("GET", "/keys/count", Some(&token), atlas_testing::now());
         let (s, _, _) = device
             .send_raw(
                 "GET",
@@ -476,7 +478,7 @@ async fn a_proof_is_refused_after_kill_9_and_restart() {
 
 async fn expired_jtis(db: &mut sqlx::SqliteConnection) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM dpop_jti WHERE expires_at < $1")
-        .bind(support::now())
+        .bind(atlas_testing::now())
         .fetch_one(db)
         .await
         .unwrap()
@@ -488,9 +490,9 @@ async fn start_up_loads_no_replay_cache_and_expired_ids_are_pruned_while_serving
     let data = TempDir::new("atlas-cli-prune").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &[]);
     let addr = server.url.trim_start_matches("http://").to_owned();
-    let device = support::RawDevice::register(&server.url, "victim").await;
+    let device = atlas_testing::RawDevice::register(&server.url, "victim").await;
     let token = device.token().await;
-    let live = device.proof("GET", "/keys/count", Some(&token), support::now());
+    let live = device.proof("GET", "/keys/count", Some(&token), atlas_testing::now());
     let auth = Some(format!("DPoP {token}"));
     let (s, _, _) = device
         .send_raw("GET", "/keys/count", auth.clone(), Some(live.clone()), None)
@@ -501,7 +503,7 @@ async fn start_up_loads_no_replay_cache_and_expired_ids_are_pruned_while_serving
     // 5,000 expired ids left behind, as a long-running server would accumulate.
     let url = data.sqlite_url("atlas.db");
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let expired = support::now() - 3600;
+    let expired = atlas_testing::now() - 3600;
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
          INSERT INTO dpop_jti (jti, expires_at) SELECT 'old-' || i, $1 FROM n",
@@ -539,8 +541,8 @@ async fn an_acknowledged_send_survives_kill_9() {
     let data = TempDir::new("atlas-cli-durable").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &[]);
     let addr = server.url.trim_start_matches("http://").to_owned();
-    let sender = support::RawDevice::register(&server.url, "sender").await;
-    let recipient = support::RawDevice::register(&server.url, "recipient").await;
+    let sender = atlas_testing::RawDevice::register(&server.url, "sender").await;
+    let recipient = atlas_testing::RawDevice::register(&server.url, "recipient").await;
     let sender_token = sender.token().await;
     let mut sent = Vec::new();
     for i in 0..20 {

@@ -8,11 +8,9 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_client::Client;
 use atlas_proto::UserId;
-use support::Harness;
+use atlas_testing::Harness;
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -201,12 +199,12 @@ async fn rotated_fallback_key_still_decrypts(mut h: Harness) {
         .unwrap();
     // Someone tries to drain alice's one-time keys: past her budget claims get
     // the fallback key, the claimer is slowed down, and alice keeps one-time keys.
-    let drain = support::RawDevice::register(&url, "drain").await;
+    let drain = atlas_testing::RawDevice::register(&url, "drain").await;
     let token = drain.token().await;
     let mut fallback_claims = 0;
     let mut refused = 0;
     for _ in 0..40 {
-        let proof = drain.proof("POST", "/keys/claim", Some(&token), support::now());
+        let proof = drain.proof("POST", "/keys/claim", Some(&token), atlas_testing::now());
         let (status, headers, claimed) = drain
             .send_raw(
                 "POST",

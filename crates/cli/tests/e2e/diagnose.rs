@@ -9,14 +9,12 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_proto::UserId;
-use serde_json::Value;
-use support::{
+use atlas_testing::{
     Harness, acquaint, client, corrupt_one_time_keys, deliver_last_first, desync_session,
     operator_token, run_atlas, send_numbered, send_to_rotated_key,
 };
+use serde_json::Value;
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -129,7 +127,12 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
         .group_send("team", "while you were out")
         .await
         .unwrap();
-    assert_eq!(support::e2ee_health(&h.url()).await.mls_members_behind, 1);
+    assert_eq!(
+        atlas_testing::e2ee_health(&h.url())
+            .await
+            .mls_members_behind,
+        1
+    );
     let d = diagnose(&h, &token, "group", "team", true);
     assert_eq!(cause(&d), "member_stuck_in_old_epoch", "{d:#}");
     assert!(
@@ -147,7 +150,12 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
         cause(&diagnose(&h, &token, "group", "team", false)),
         "healthy"
     );
-    assert_eq!(support::e2ee_health(&h.url()).await.mls_members_behind, 0);
+    assert_eq!(
+        atlas_testing::e2ee_health(&h.url())
+            .await
+            .mls_members_behind,
+        0
+    );
 }
 
 on_both_backends!(every_cause_is_named_and_repaired);

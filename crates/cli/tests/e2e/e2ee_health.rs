@@ -9,16 +9,14 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_client::Client;
 use atlas_proto::UserId;
 use atlas_proto::e2ee::FailureCode;
-use serde_json::{Value, json};
-use support::{
+use atlas_testing::{
     Harness, RawDevice, decrypt_count, e2ee_health as health, metrics_text as metrics,
     required_tool, series as counter,
 };
+use serde_json::{Value, json};
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -33,8 +31,8 @@ async fn send_undecryptable(from: &RawDevice, to: &Client, count: usize) {
 
 async fn outcome_reports_drive_health_and_metrics(h: Harness) {
     let url = h.url();
-    let alice = support::client(&h, "alice").await;
-    let bob = support::client(&h, "bob").await;
+    let alice = atlas_testing::client(&h, "alice").await;
+    let bob = atlas_testing::client(&h, "bob").await;
     let quiet = health(&url).await;
     assert_eq!(
         (quiet.status.as_str(), quiet.decryption_success_rate),
@@ -71,7 +69,7 @@ async fn outcome_reports_drive_health_and_metrics(h: Harness) {
     assert_eq!(bad.failing_users_last_hour, 1);
     assert_eq!(bad.failures_by_code.get("KeyNotFound"), Some(&1));
     // The raw JSON carries the runbook's field names.
-    let raw = support::get_json(&format!("{url}/health/e2ee")).await;
+    let raw = atlas_testing::get_json(&format!("{url}/health/e2ee")).await;
     for field in [
         "status",
         "decryption_success_rate",
@@ -135,7 +133,7 @@ on_both_backends!(outcome_reports_drive_health_and_metrics);
 async fn bad_reports_are_refused_and_cannot_poison_health() {
     let h = Harness::sqlite().await;
     let url = h.url();
-    let alice = support::client(&h, "alice").await;
+    let alice = atlas_testing::client(&h, "alice").await;
     let mut bob = RawDevice::register(&url, "bob").await;
     let token = bob.token().await;
     let one_time_keys = bob.account.generate_one_time_keys(1);
@@ -262,10 +260,10 @@ async fn bad_reports_are_refused_and_cannot_poison_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_few_colluding_accounts_cannot_move_the_verdict_or_the_alert() {
     use atlas_proto::e2ee::{COUNTED_FAILURES_PER_REPORTER, COUNTED_FAILURES_PER_SENDER};
-    let h = support::Harness::sqlite().await;
+    let h = atlas_testing::Harness::sqlite().await;
     let url = h.url();
-    let alice = support::client(&h, "alice").await;
-    let bob = support::client(&h, "bob").await;
+    let alice = atlas_testing::client(&h, "alice").await;
+    let bob = atlas_testing::client(&h, "bob").await;
     for i in 0..10 {
         alice
             .send_text(&uid("bob"), &format!("hi {i}"))
@@ -309,7 +307,7 @@ async fn a_few_colluding_accounts_cannot_move_the_verdict_or_the_alert() {
 /// six users each fail to decrypt what the next one sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_across_many_users_still_turn_the_verdict() {
-    let h = support::Harness::sqlite().await;
+    let h = atlas_testing::Harness::sqlite().await;
     let url = h.url();
     let names = ["u0", "u1", "u2", "u3", "u4", "u5"];
     let mut users = Vec::new();

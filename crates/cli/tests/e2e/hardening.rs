@@ -7,13 +7,11 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_crypto::jws::HmacJwsKey;
 use atlas_crypto::olm::OlmAccount;
 use atlas_proto::{DeviceId, UserId};
 use atlas_server::auth::tokens::{AccessClaims, AccessTokens, Confirmation};
-use support::{Harness, RawDevice, now};
+use atlas_testing::{Harness, RawDevice, now};
 
 /// The review's first step towards a ghost device: read the access-token key out
 /// of the database and mint a token for bob. The key is sealed under the KEK,
@@ -59,7 +57,7 @@ async fn database_and_kek_files_are_owner_only() {
     let mut h = Harness::sqlite().await;
     RawDevice::register(&h.url(), "bob").await;
     h.stop().await;
-    let support::Backend::Sqlite(dir) = &h.backend else {
+    let atlas_testing::Backend::Sqlite(dir) = &h.backend else {
         unreachable!()
     };
     for file in ["atlas.db", "atlas.db-wal", "atlas.db-shm", "server.kek"] {
@@ -80,7 +78,7 @@ fn serve_creates_a_private_data_directory() {
     let data = atlas_store::testdb::TempDir {
         path: parent.path.join("data"),
     };
-    let server = support::serve(&data, "127.0.0.1:0", &[]);
+    let server = atlas_testing::serve(&data, "127.0.0.1:0", &[]);
     let mode = std::fs::metadata(&data.path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
     drop(server);
@@ -124,9 +122,9 @@ async fn a_server_with_another_kek_refuses_to_start() {
 /// device re-authenticates by itself and keeps working; old refresh tokens are dead.
 async fn rotating_the_token_key_kills_every_token(mut h: Harness) {
     let url = h.url();
-    let alice = support::client(&h, "alice").await;
-    let bob = support::client(&h, "bob").await;
-    support::acquaint(&alice, &bob).await;
+    let alice = atlas_testing::client(&h, "alice").await;
+    let bob = atlas_testing::client(&h, "bob").await;
+    atlas_testing::acquaint(&alice, &bob).await;
     let raw = RawDevice::register(&url, "carol").await;
     let grant = raw.token_with(&raw.dpop).await;
     assert_eq!(
@@ -136,8 +134,8 @@ async fn rotating_the_token_key_kills_every_token(mut h: Harness) {
         200
     );
 
-    let op = support::operator_token(&h.database_url(), "keys");
-    let (ok, stdout, stderr) = support::run_atlas(
+    let op = atlas_testing::operator_token(&h.database_url(), "keys");
+    let (ok, stdout, stderr) = atlas_testing::run_atlas(
         None,
         Some(&op),
         &["keys", "rotate-token-key", "--server", &url, "--json"],
@@ -170,10 +168,10 @@ async fn rotating_the_token_key_kills_every_token(mut h: Harness) {
 
     // Without an operator token, or with another scope: refused.
     let (ok, _, stderr) =
-        support::run_atlas(None, None, &["keys", "rotate-token-key", "--server", &url]);
+        atlas_testing::run_atlas(None, None, &["keys", "rotate-token-key", "--server", &url]);
     assert!(!ok, "{stderr}");
-    let wrong = support::operator_token(&h.database_url(), "receipts");
-    let (ok, _, stderr) = support::run_atlas(
+    let wrong = atlas_testing::operator_token(&h.database_url(), "receipts");
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         None,
         Some(&wrong),
         &["keys", "rotate-token-key", "--server", &url],
@@ -260,10 +258,10 @@ async fn plant_ghost(h: &Harness, user: &str, certificate: Option<String>) -> Ol
 /// change; a newcomer who pins the forged key sees a safety number that does
 /// not match bob's.
 async fn a_ghost_device_gets_nothing(mut h: Harness) {
-    let alice = support::client(&h, "alice").await;
-    let bob = support::client(&h, "bob").await;
-    let carol = support::client(&h, "carol").await;
-    support::acquaint(&alice, &bob).await;
+    let alice = atlas_testing::client(&h, "alice").await;
+    let bob = atlas_testing::client(&h, "bob").await;
+    let carol = atlas_testing::client(&h, "carol").await;
+    atlas_testing::acquaint(&alice, &bob).await;
     let before = alice.safety_number(bob.user_id()).await.unwrap();
     assert_eq!(
         before.number,
@@ -362,7 +360,7 @@ async fn a_ghost_device_gets_nothing(mut h: Harness) {
     );
     // A newcomer pins the forged key on first use, but its safety number does not
     // match the one bob's own device shows: comparing out of band exposes the attack.
-    let dave = support::client(&h, "dave").await;
+    let dave = atlas_testing::client(&h, "dave").await;
     let daves = dave.safety_number(bob.user_id()).await.unwrap();
     let bobs = bob.safety_number(dave.user_id()).await.unwrap();
     assert_ne!(daves.number, bobs.number);
@@ -381,8 +379,8 @@ fn assert_dead(e: atlas_client::ClientError) {
 /// operator, kills the device's tokens at once and senders stop encrypting to it.
 async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) {
     let url = h.url();
-    let phone = support::client(&h, "alice").await;
-    let bob = support::client(&h, "bob").await;
+    let phone = atlas_testing::client(&h, "alice").await;
+    let bob = atlas_testing::client(&h, "bob").await;
     let (code, _) = phone.create_link_code().await.unwrap();
     let laptop = atlas_client::Client::register(
         &h.profile("alice-laptop"),
@@ -412,7 +410,7 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
     let token = code.split('.').nth(1).unwrap().to_owned();
     let mut body = serde_json::json!({
         "user_id": "alice",
-        "device": support::fresh_keys("alice", "IMPOSTOR"),
+        "device": atlas_testing::fresh_keys("alice", "IMPOSTOR"),
         "link_token": token,
         "link_proof": "AAAA",
     });
@@ -469,9 +467,9 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
     .expect("the removal is signed by alice's identity key");
 
     // A stolen phone: the operator removes it (typed confirmation skipped with --yes).
-    let op = support::operator_token(&h.database_url(), "devices");
+    let op = atlas_testing::operator_token(&h.database_url(), "devices");
     let member = format!("alice/{}", phone.device_id());
-    let (ok, _, stderr) = support::run_atlas(
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         None,
         Some(&op),
         &[
@@ -480,8 +478,8 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
     );
     assert!(ok, "{stderr}");
     assert_dead(phone.sync().await.unwrap_err());
-    let wrong = support::operator_token(&h.database_url(), "keys");
-    let (ok, _, stderr) = support::run_atlas(
+    let wrong = atlas_testing::operator_token(&h.database_url(), "keys");
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         None,
         Some(&wrong),
         &[
@@ -501,7 +499,7 @@ async fn operator_tokens_need_a_scope_and_expire() {
     let create = |extra: &[&str]| {
         let mut args = vec!["admin", "token", "create", "--database-url", &db, "--json"];
         args.extend_from_slice(extra);
-        support::run_atlas(None, None, &args)
+        atlas_testing::run_atlas(None, None, &args)
     };
     let (ok, _, stderr) = create(&[]);
     assert!(!ok && stderr.contains("--scope"), "{stderr}");
@@ -513,8 +511,9 @@ async fn operator_tokens_need_a_scope_and_expire() {
     assert!(created["expires_at"].as_str().unwrap().starts_with("20"));
     let token = created["token"].as_str().unwrap();
     let url = h.url();
-    let list =
-        |token: &str| support::run_atlas(None, Some(token), &["keys", "signing", "--server", &url]);
+    let list = |token: &str| {
+        atlas_testing::run_atlas(None, Some(token), &["keys", "signing", "--server", &url])
+    };
     let (ok, _, stderr) = list(token);
     assert!(ok, "{stderr}");
     h.clock.advance(11 * 60);
@@ -543,7 +542,7 @@ async fn limited_server(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_guessing_backups_cannot_lock_the_owner_out() {
     let h = Harness::sqlite().await;
-    let bob = support::client(&h, "bob").await;
+    let bob = atlas_testing::client(&h, "bob").await;
     let info = bob.backup_keys(b"correct horse battery").await.unwrap();
     // The stranger connects from 127.0.0.2, bob from 127.0.0.1.
     let stranger = reqwest::Client::builder()
@@ -623,15 +622,15 @@ async fn registration_is_limited_and_can_need_a_token() {
             )
         }
     };
-    let (s, _, e) = register(support::registration("amy", "A")).await;
+    let (s, _, e) = register(atlas_testing::registration("amy", "A")).await;
     assert_eq!((s, e.as_str()), (403, "forbidden"));
-    let mut wrong = support::registration("amy", "A");
+    let mut wrong = atlas_testing::registration("amy", "A");
     wrong["registration_token"] = serde_json::json!("not-the-token-at-all");
     assert_eq!(register(wrong).await.0, 403);
-    let mut right = support::registration("amy", "A");
+    let mut right = atlas_testing::registration("amy", "A");
     right["registration_token"] = serde_json::json!("sixteen-chars-token");
     assert_eq!(register(right).await.0, 201);
-    let (s, retry, e) = register(support::registration("ben", "B")).await;
+    let (s, retry, e) = register(atlas_testing::registration("ben", "B")).await;
     assert_eq!(
         (s, retry, e.as_str()),
         (429, true, "rate_limited"),
@@ -640,7 +639,7 @@ async fn registration_is_limited_and_can_need_a_token() {
     server.stop().await;
 
     let closed = limited_server(&dir, limits, Registration::Closed).await;
-    let mut body = support::registration("cy", "C");
+    let mut body = atlas_testing::registration("cy", "C");
     body["registration_token"] = serde_json::json!("sixteen-chars-token");
     let r = reqwest::Client::new()
         .post(format!("{}/users", closed.public_url))
@@ -805,7 +804,7 @@ async fn device_routes_refuse_bad_input(mut h: Harness) {
 
     // A pending device of alice's, linked with a real token.
     let (_, link) = call("/devices/link-tokens", serde_json::json!({})).await;
-    let newcomer = support::fresh_keys("alice", "NEW");
+    let newcomer = atlas_testing::fresh_keys("alice", "NEW");
     let body = serde_json::json!({
         "user_id": "alice", "device": &newcomer,
         "link_token": link["link_token"], "link_proof": "AAAA",
@@ -912,7 +911,7 @@ async fn device_routes_refuse_bad_input(mut h: Harness) {
     .await;
     assert_eq!((s, code(&b).as_str()), (400, "invalid_certificate"), "{b}");
     // Operator removal of an unknown device.
-    let op = support::operator_token(&h.database_url(), "devices");
+    let op = atlas_testing::operator_token(&h.database_url(), "devices");
     let r = reqwest::Client::new()
         .post(format!("{url}/admin/devices/alice/NOPE/revoke"))
         .bearer_auth(&op)
@@ -1045,8 +1044,8 @@ async fn idle_and_half_sent_connections_are_closed() {
 async fn a_forged_key_package_is_not_added() {
     use atlas_crypto::mls::{MlsDevice, signature_key_statement};
     let h = Harness::sqlite().await;
-    let alice = support::client(&h, "alice").await;
-    let bob = support::client(&h, "bob").await;
+    let alice = atlas_testing::client(&h, "alice").await;
+    let bob = atlas_testing::client(&h, "bob").await;
     alice.group_create("team").await.unwrap();
     let (user, device) = (bob.user_id().clone(), bob.device_id().clone());
     let forger = MlsDevice::new(&user, &device).unwrap();

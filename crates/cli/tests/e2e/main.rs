@@ -1,5 +1,5 @@
 //! The end-to-end tests of `atlas`: servers, clients and the CLI together, one
-//! test binary with a module per area (the kit is `support`).
+//! test binary with a module per area (the kit is `atlas_testing`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,8 +8,7 @@
 )] // Tests fail loudly on purpose.
 
 #[macro_use]
-#[path = "../support/mod.rs"]
-mod support;
+extern crate atlas_testing;
 
 mod alerts;
 mod backup;

@@ -9,15 +9,13 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_crypto::receipt_inspect::{ReceiptReport, verify_receipt};
 use atlas_proto::b64;
 use atlas_proto::receipt::ReceiptsResponse;
 use atlas_server::Clock;
+use atlas_testing::{Harness, RawDevice};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Harness, RawDevice};
 
 const DAY: i64 = 86_400;
 
@@ -384,19 +382,19 @@ async fn receipts_sign_rotate_revoke_expire_and_reissue(h: Harness) {
 /// PostgreSQL; the same statement in SQLite's date arithmetic otherwise.
 async fn extend_expiry(h: &Harness, receipt_id: &str) {
     match &h.backend {
-        support::Backend::Postgres(pg) => {
+        atlas_testing::Backend::Postgres(pg) => {
             pg.psql(&format!(
                 "UPDATE receipts SET expires_at=NOW() + INTERVAL '7 days' WHERE receipt_id='{receipt_id}';"
             ))
             .unwrap();
             // The server clock runs ahead of the database's NOW(): shift by the same offset.
-            let offset = h.clock.unix() - support::now();
+            let offset = h.clock.unix() - atlas_testing::now();
             pg.psql(&format!(
                 "UPDATE receipts SET expires_at=expires_at + INTERVAL '{offset} seconds' WHERE receipt_id='{receipt_id}';"
             ))
             .unwrap();
         }
-        support::Backend::Sqlite(_) => {
+        atlas_testing::Backend::Sqlite(_) => {
             use sqlx::Connection;
             let mut conn = sqlx::SqliteConnection::connect(&h.database_url())
                 .await
@@ -414,7 +412,7 @@ async fn extend_expiry(h: &Harness, receipt_id: &str) {
 on_both_backends!(receipts_sign_rotate_revoke_expire_and_reissue);
 
 fn atlas(home: &std::path::Path, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
-    support::run_atlas(Some(home), token, args)
+    atlas_testing::run_atlas(Some(home), token, args)
 }
 
 /// The Python recipe of docs/receipts.md, run with an independent JOSE library.
@@ -708,7 +706,7 @@ async fn cli_receipts_keys_and_independent_verification() {
     }
     // Runbook section 4, verbatim but for its placeholders: parse, look up the kid, reissue.
     let current = &reissued.receipts[0];
-    let shown = support::run_runbook(
+    let shown = atlas_testing::run_runbook(
         &format!(
             r#"echo '{b64}' | base64 -d | jq .
 curl https://trust.atlas.dev/.well-known/jwks.json | jq '.keys[] | select(.kid=="{kid}")'

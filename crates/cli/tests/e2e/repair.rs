@@ -8,16 +8,14 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_client::{Client, Received};
 use atlas_proto::UserId;
-use serde_json::json;
-use support::{
+use atlas_testing::{
     Harness, RawDevice, acquaint, assert_health_counts, client, corrupt_one_time_keys,
     decrypt_count, deliver_last_first, desync_session, e2ee_health, exhaust_one_time_keys,
     metrics_text, operator_token, profile_sql, send_numbered, send_to_rotated_key,
 };
+use serde_json::json;
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -132,7 +130,7 @@ async fn session_reset_retires_both_ends_and_in_flight_messages_are_resent(h: Ha
     let pending = bob.pending().await.unwrap();
     let session = pending[0].session_id.clone().unwrap();
     let token = operator_token(&h.database_url(), "messages");
-    let answer = support::run_runbook(
+    let answer = atlas_testing::run_runbook(
         &format!(
             "curl -X POST https://api.atlas.dev/sessions/{session}/reset \\\n  -H 'Authorization: Bearer {token}'\n"
         ),

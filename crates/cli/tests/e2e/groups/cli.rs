@@ -8,7 +8,7 @@ async fn cli_groups_create_add_send_update_remove() {
     let h = Harness::sqlite().await;
     let home = h.homes.path.clone();
     let url = h.url();
-    let atlas = |args: &[&str]| support::atlas_ok(&home, args);
+    let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
     for user in ["alice", "bob", "carol", "dave"] {
         atlas(&["--profile", user, "register", user, "--server", &url]);
     }
@@ -32,7 +32,7 @@ async fn cli_groups_create_add_send_update_remove() {
         tokio::task::spawn_blocking({
             let home = home.clone();
             move || {
-                support::run_atlas(
+                atlas_testing::run_atlas(
                     Some(&home),
                     None,
                     &["--profile", "bob", "group", "update", "team"],
@@ -42,7 +42,7 @@ async fn cli_groups_create_add_send_update_remove() {
         tokio::task::spawn_blocking({
             let home = home.clone();
             move || {
-                support::run_atlas(
+                atlas_testing::run_atlas(
                     Some(&home),
                     None,
                     &["--profile", "carol", "group", "update", "team"],
@@ -89,7 +89,7 @@ async fn cli_groups_create_add_send_update_remove() {
         listed.contains("carol/") && listed.contains("(removed)"),
         "{listed}"
     );
-    let (ok, _, stderr) = support::run_atlas(
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         Some(&home),
         None,
         &["--profile", "carol", "group", "send", "team", "let me in"],
@@ -106,7 +106,7 @@ async fn cli_groups_create_add_send_update_remove() {
         "welcome back carol",
     ]);
     assert!(atlas(&["--profile", "carol", "inbox"]).contains("welcome back carol"));
-    let (ok, _, stderr) = support::run_atlas(
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         Some(&home),
         None,
         &["--profile", "dave", "group", "create", "team"],
@@ -116,7 +116,7 @@ async fn cli_groups_create_add_send_update_remove() {
     atlas(&["--profile", "alice", "group", "add", "team", "dave"]);
     atlas(&["--profile", "alice", "group", "send", "team", "hi dave"]);
     assert!(atlas(&["--profile", "dave", "inbox"]).contains("hi dave"));
-    let (ok, _, stderr) = support::run_atlas(
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         Some(&home),
         None,
         &["--profile", "alice", "group", "add", "team", "nobody"],

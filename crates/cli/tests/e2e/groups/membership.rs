@@ -148,7 +148,7 @@ async fn bad_handshakes_leave_the_group_untouched(h: Harness) {
                 "POST",
                 "/groups/team/commits",
                 Some(&bob.token),
-                support::now(),
+                atlas_testing::now(),
             ),
         )
         .header("Content-Type", "application/json")

@@ -8,12 +8,10 @@
     clippy::unreachable
 )] // Tests fail loudly on purpose.
 
-use crate::support;
-
 use atlas_crypto::mls::{Incoming, MlsDevice};
 use atlas_proto::b64;
+use atlas_testing::{Harness, RawDevice};
 use serde_json::{Value, json};
-use support::{Harness, RawDevice};
 
 /// A registered device with an MLS identity and a token.
 pub(super) struct Member {

@@ -39,7 +39,7 @@ async fn mls_blob(home: &std::path::Path, profile: &str, replace: Option<&[u8]>)
 async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
     let home = h.homes.path.clone();
     let url = h.url();
-    let atlas = |args: &[&str]| support::atlas_ok(&home, args);
+    let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
     for user in ["alice", "bob", "carol"] {
         atlas(&["--profile", user, "register", user, "--server", &url]);
     }
@@ -85,8 +85,8 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         "while you were away",
     ]);
     atlas(&["--profile", "alice", "inbox"]);
-    let token = support::operator_token(&h.database_url(), "mls");
-    let op = |args: &[&str]| support::run_atlas(None, Some(&token), args);
+    let token = atlas_testing::operator_token(&h.database_url(), "mls");
+    let op = |args: &[&str]| atlas_testing::run_atlas(None, Some(&token), args);
     let (ok, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
     assert!(ok && shown.contains("team at epoch 7"), "{shown}");
     assert!(
@@ -191,7 +191,7 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         let url = url.clone();
         let token = token.clone();
         move || {
-            support::run_atlas(
+            atlas_testing::run_atlas(
                 None,
                 Some(&token),
                 &[
@@ -260,8 +260,8 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
         &url,
     ]);
     assert!(!ok && stderr.contains("unknown_group"), "{stderr}");
-    let other = support::operator_token(&h.database_url(), "dpop");
-    let (ok, _, stderr) = support::run_atlas(
+    let other = atlas_testing::operator_token(&h.database_url(), "dpop");
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         None,
         Some(&other),
         &["mls", "show", "--group-id", "team", "--server", &url],
@@ -274,7 +274,7 @@ async fn stuck_members_recover_with_send_update_and_rejoin(h: Harness) {
 async fn rollback_epoch_discards_a_bad_commit_and_members_converge(h: Harness) {
     let home = h.homes.path.clone();
     let url = h.url();
-    let atlas = |args: &[&str]| support::atlas_ok(&home, args);
+    let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
     for user in ["alice", "bob", "carol", "mallory"] {
         atlas(&["--profile", user, "register", user, "--server", &url]);
     }
@@ -296,7 +296,7 @@ async fn rollback_epoch_discards_a_bad_commit_and_members_converge(h: Harness) {
     assert!(atlas(&["--profile", "alice", "inbox"]).contains("mallory was here"));
     atlas(&["--profile", "bob", "inbox"]);
 
-    let token = support::operator_token(&h.database_url(), "mls");
+    let token = atlas_testing::operator_token(&h.database_url(), "mls");
     // Without --yes the group id must be typed back; a wrong answer changes nothing.
     let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_atlas"))
         .args([
@@ -319,7 +319,7 @@ async fn rollback_epoch_discards_a_bad_commit_and_members_converge(h: Harness) {
     let refused = refused.wait_with_output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not confirmed; nothing changed"));
-    let op = |args: &[&str]| support::run_atlas(None, Some(&token), args);
+    let op = |args: &[&str]| atlas_testing::run_atlas(None, Some(&token), args);
     let (_, shown, _) = op(&["mls", "show", "--group-id", "team", "--server", &url]);
     assert!(shown.contains("team at epoch 3"), "{shown}");
     let (ok, _, stderr) = op(&[
@@ -385,7 +385,7 @@ async fn rollback_epoch_discards_a_bad_commit_and_members_converge(h: Harness) {
         );
     }
     assert!(!atlas(&["--profile", "mallory", "inbox"]).contains("after the rollback"));
-    let (ok, _, stderr) = support::run_atlas(
+    let (ok, _, stderr) = atlas_testing::run_atlas(
         Some(&home),
         None,
         &[

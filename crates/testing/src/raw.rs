@@ -1,0 +1,271 @@
+//! A device that builds its own requests, to send what a real client never would.
+use crate::*;
+use atlas_crypto::dpop::create_proof;
+use atlas_crypto::jws::JwsSigner;
+use atlas_crypto::olm::OlmAccount;
+use atlas_proto::api::{RegisterRequest, TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::{DeviceId, UserId};
+use atlas_server::Clock;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// A device that crafts its own requests.
+pub struct RawDevice {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub account: OlmAccount,
+    pub dpop: JwsSigner,
+    /// The user's identity key (this raw device is the user's first).
+    pub identity: atlas_crypto::identity::UserIdentity,
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    /// The server's clock, when the test moves it (proofs and grants must follow).
+    pub clock: Option<Arc<TestClock>>,
+}
+
+pub fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl RawDevice {
+    pub async fn register(base: &str, user: &str) -> Self {
+        let account = OlmAccount::new();
+        let user_id = UserId::new(user).unwrap();
+        let device_id = DeviceId::new("RAW").unwrap();
+        let http = atlas_client::http_client().unwrap();
+        let identity = atlas_crypto::identity::UserIdentity::generate();
+        let keys = account.device_keys(&user_id, &device_id);
+        let request = RegisterRequest {
+            user_id: user_id.clone(),
+            identity_key: Some(identity.public_key()),
+            certificate: Some(identity.certify(&user_id, &keys)),
+            device: keys,
+            link_token: None,
+            link_proof: None,
+            registration_token: None,
+        };
+        let r = http
+            .post(format!("{base}/users"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        Self {
+            base: base.to_owned(),
+            http,
+            account,
+            dpop: JwsSigner::generate_ed25519(),
+            identity,
+            user_id,
+            device_id,
+            clock: None,
+        }
+    }
+
+    /// Sends `count` messages to one device that nothing can decrypt (no
+    /// session was ever made); their message ids.
+    pub async fn send_junk(&self, user: &str, device: &str, count: usize) -> Vec<String> {
+        let token = self.token().await;
+        let mut ids = Vec::new();
+        for i in 0..count {
+            let (status, body) = self
+                .call(
+                    &token,
+                    "POST",
+                    "/messages",
+                    Some(serde_json::json!({
+                        "recipient_id": user,
+                        "client_message_id": format!("garbage-{user}-{i}"),
+                        "envelopes": [{"device_id": device, "msg_type": 1, "body": "R2FyYmFnZSBjaXBoZXJ0ZXh0IGZyb20gbWFsbG9yeQ"}],
+                    })),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            ids.push(body["message_id"].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
+    /// Reports every message in `ids` as a `KeyNotFound` failure; how many the server recorded.
+    pub async fn report_failures(&self, ids: &[String]) -> u64 {
+        let token = self.token().await;
+        let reports: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"message_id": id, "outcome": "failure", "code": "KeyNotFound"}))
+            .collect();
+        let (status, answer) = self
+            .call(
+                &token,
+                "POST",
+                "/reports/decryption",
+                Some(serde_json::json!({ "reports": reports })),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["recorded"].as_u64().unwrap()
+    }
+
+    /// Dates proofs and grants by `clock` instead of the system clock.
+    pub fn following(mut self, clock: &Arc<TestClock>) -> Self {
+        self.clock = Some(clock.clone());
+        self
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.as_ref().map_or_else(now, |c| c.unix())
+    }
+
+    pub fn proof(&self, method: &str, path: &str, token: Option<&str>, iat: i64) -> String {
+        create_proof(
+            &self.dpop,
+            method,
+            &format!("{}{path}", self.base),
+            iat,
+            token,
+            None,
+        )
+    }
+
+    pub async fn token_with(&self, dpop: &JwsSigner) -> TokenResponse {
+        let iat = self.now();
+        let jkt = dpop.public_jwk().thumbprint();
+        let grant = TokenRequest::DeviceSignature {
+            user_id: self.user_id.clone(),
+            device_id: self.device_id.clone(),
+            iat,
+            signature: self.account.sign(&token_signing_payload(
+                &self.user_id,
+                &self.device_id,
+                &jkt,
+                iat,
+            )),
+        };
+        let proof = create_proof(
+            dpop,
+            "POST",
+            &format!("{}/token", self.base),
+            iat,
+            None,
+            None,
+        );
+        let r = self
+            .http
+            .post(format!("{}/token", self.base))
+            .header("DPoP", proof)
+            .json(&grant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    pub async fn token(&self) -> String {
+        self.token_with(&self.dpop).await.access_token
+    }
+
+    /// A request with explicit Authorization and DPoP headers; returns status, headers and JSON body.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<String>,
+        proof: Option<String>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(a) = authorization {
+            request = request.header("Authorization", a);
+        }
+        if let Some(p) = proof {
+            request = request.header("DPoP", p);
+        }
+        if let Some(b) = body {
+            request = request.header("Content-Type", "application/json").body(b);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// `POST /token` with this device's DPoP key and `grant` as the body.
+    pub async fn post_token(&self, grant: serde_json::Value) -> (u16, serde_json::Value) {
+        let proof = self.proof("POST", "/token", None, self.now());
+        let (status, _, json) = self
+            .send_raw(
+                "POST",
+                "/token",
+                None,
+                Some(proof),
+                Some(grant.to_string().into_bytes()),
+            )
+            .await;
+        (status, json)
+    }
+
+    /// An unauthenticated JSON POST.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, _, json) = self
+            .send_raw(
+                "POST",
+                path,
+                None,
+                None,
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        (status, json)
+    }
+
+    /// An authenticated request with a fresh, correct proof.
+    pub async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let proof = self.proof(
+            method,
+            path.split('?').next().unwrap(),
+            Some(token),
+            self.now(),
+        );
+        let (status, _, json) = self
+            .send_raw(
+                method,
+                path,
+                Some(format!("DPoP {token}")),
+                Some(proof),
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await;
+        (status, json)
+    }
+}
+
+/// The body of a valid first-device registration of `user` (a new identity key certifying `device`).
+pub fn registration(user: &str, device: &str) -> serde_json::Value {
+    let keys = fresh_keys(user, device);
+    let identity = atlas_crypto::identity::UserIdentity::generate();
+    let certificate = identity.certify(&UserId::new(user).unwrap(), &keys);
+    serde_json::json!({
+        "user_id": user,
+        "device": keys,
+        "identity_key": identity.public_key(),
+        "certificate": certificate,
+    })
+}
+
+/// A new, validly self-signed key bundle for `user`'s device `device`.
+pub fn fresh_keys(user: &str, device: &str) -> atlas_proto::api::DeviceKeys {
+    OlmAccount::new().device_keys(&UserId::new(user).unwrap(), &DeviceId::new(device).unwrap())
+}
