@@ -59,7 +59,7 @@ pub async fn backup(
     let client = Client::open(profile_dir).await?;
     let secret = passphrase.read(true)?;
     eprintln!("deriving the backup key (Argon2id) and encrypting …");
-    let info = client.backup_keys(&secret).await?;
+    let info = client.keys().backup(&secret).await?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&info)?);
     } else {
@@ -96,7 +96,7 @@ pub async fn restore(
     eprintln!("fetching the newest backup of {user_id} at or before {at} …");
     let (client, restored) =
         Client::restore_keys(profile_dir, &server, user_id, at, &secret).await?;
-    let received = client.sync().await?;
+    let received = client.messages().sync().await?;
     if json {
         let out = serde_json::json!({ "restored": restored, "device_id": client.device_id(), "received": received });
         outln!("{}", serde_json::to_string_pretty(&out)?);

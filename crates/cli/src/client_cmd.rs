@@ -84,7 +84,10 @@ pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<
 /// `atlas send`.
 pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
-    let sent = client.send_text(&args.user_id, &args.text).await?;
+    let sent = client
+        .messages()
+        .send_text(&args.user_id, &args.text)
+        .await?;
     let untrusted = client.untrusted_devices(&args.user_id).await?;
     for u in &untrusted {
         eprintln!(
@@ -131,9 +134,9 @@ pub struct ReceiptArgs {
 pub async fn receipt(profile_dir: &Path, args: ReceiptArgs) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
     let answer = if args.reissue {
-        client.reissue_receipts(&args.message_id).await?
+        client.receipts().reissue(&args.message_id).await?
     } else {
-        client.receipts(&args.message_id).await?
+        client.receipts().latest(&args.message_id).await?
     };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&answer)?);
@@ -184,8 +187,8 @@ fn print_line(m: &Received) {
 /// `atlas inbox`.
 pub async fn inbox(profile_dir: &Path, args: InboxArgs) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
-    let received = client.sync().await?;
-    let in_groups = client.groups_sync().await?;
+    let received = client.messages().sync().await?;
+    let in_groups = client.groups().sync_all().await?;
     if args.json && !args.follow {
         // One array: direct messages, then group entries (those have a "group" field).
         let mut all = Vec::new();

@@ -78,7 +78,7 @@ pub async fn group(profile_dir: &Path, cmd: GroupCommand) -> anyhow::Result<()> 
     let client = open(profile_dir).await?;
     match cmd {
         GroupCommand::Create { name } => {
-            let view = client.group_create(&name).await?;
+            let view = client.groups().create(&name).await?;
             outln!(
                 "created group {} (epoch {})",
                 view.group_id,
@@ -86,24 +86,24 @@ pub async fn group(profile_dir: &Path, cmd: GroupCommand) -> anyhow::Result<()> 
             );
         }
         GroupCommand::Add { group, user_id } => {
-            let done = client.group_add(&group, &user_id).await?;
+            let done = client.groups().add(&group, &user_id).await?;
             outln!("added {user_id} to {group} (epoch {})", done.epoch);
         }
         GroupCommand::Remove { group, user_id } => {
-            let done = client.group_remove(&group, &user_id).await?;
+            let done = client.groups().remove(&group, &user_id).await?;
             outln!("removed {user_id} from {group} (epoch {})", done.epoch);
         }
         GroupCommand::Send { group, text } => {
-            let sent = client.group_send(&group, &text).await?;
+            let sent = client.groups().send(&group, &text).await?;
             outln!("sent to {group} (seq {}, epoch {})", sent.seq, sent.epoch);
         }
         GroupCommand::Update { group } => {
-            let done = client.group_update(&group).await?;
+            let done = client.groups().update(&group).await?;
             outln!("updated this device in {group} (epoch {})", done.epoch);
         }
         GroupCommand::Members { group, json } => {
-            client.group_sync(&group).await?;
-            let view = client.group_view(&group).await?;
+            client.groups().sync(&group).await?;
+            let view = client.groups().view(&group).await?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&view)?);
             } else {

@@ -6,6 +6,7 @@
 //! profile — so a wrong passphrase or a corrupted blob leaves the profile as it was.
 use crate::client::{Client, Profile};
 use crate::error::ClientError;
+use crate::handles::Keys;
 use crate::local::LocalState;
 use crate::transport::{http_client, refusal};
 use atlas_crypto::backup::{self, BackupError};
@@ -58,57 +59,6 @@ pub struct Restored {
 }
 
 impl Client {
-    /// Encrypts this device's key state under `passphrase` and uploads it.
-    pub async fn backup_keys(&self, passphrase: &[u8]) -> Result<BackupInfo, ClientError> {
-        backup::check_new_passphrase(passphrase).map_err(backup_error)?;
-        let pickle_key: [u8; 32] = atlas_crypto::random_bytes();
-        let state = {
-            let account = self.account.lock().await;
-            let mut sessions = Vec::new();
-            for (id, user, device, pickle) in self.local.all_sessions().await? {
-                let session = OlmSession::from_pickle(&pickle, &self.local.key)?;
-                sessions.push((id, user, device, session.pickle(&pickle_key)));
-            }
-            let mut values = Vec::new();
-            for k in self.local.keys_with_prefix("").await? {
-                if NOT_BACKED_UP.contains(&k.as_str()) {
-                    continue;
-                }
-                if let Some(v) = self.local.get(&k).await? {
-                    values.push((k, b64::encode(v)));
-                }
-            }
-            KeyState {
-                format: 1,
-                server: self.server().to_owned(),
-                user_id: self.user_id().clone(),
-                device_id: self.device_id().clone(),
-                dpop_alg: self.transport.dpop_alg().to_owned(),
-                pickle_key: b64::encode(pickle_key),
-                account: account.pickle(&pickle_key),
-                sessions,
-                peers: self.local.all_peers().await?,
-                published_keys: self.local.published_keys().await?,
-                values,
-            }
-        };
-        let plaintext =
-            serde_json::to_vec(&state).map_err(|e| ClientError::State(e.to_string()))?;
-        let now = self.clock().now();
-        let backup_id = BackupId::for_user(self.user_id(), now.unix_timestamp_nanos() / 1_000_000);
-        let kdf = backup::new_kdf();
-        let keys = backup::derive_keys(&kdf, passphrase).map_err(backup_error)?;
-        let upload = BackupUpload {
-            blob: keys.seal(&backup_id, &plaintext),
-            backup_id,
-            kdf,
-            download_verifier: keys.download_verifier(),
-        };
-        self.transport
-            .call(Method::POST, "/backups", "", Some(&upload))
-            .await
-    }
-
     /// Restores the newest backup of `user_id` made at or before `at` into the
     /// profile in `profile_dir` (new or existing), then opens it.
     pub async fn restore_keys(
@@ -237,5 +187,58 @@ impl Client {
                 sessions: sessions.len(),
             },
         ))
+    }
+}
+
+impl Keys<'_> {
+    /// Encrypts this device's key state under `passphrase` and uploads it.
+    pub async fn backup(&self, passphrase: &[u8]) -> Result<BackupInfo, ClientError> {
+        backup::check_new_passphrase(passphrase).map_err(backup_error)?;
+        let pickle_key: [u8; 32] = atlas_crypto::random_bytes();
+        let state = {
+            let account = self.account.lock().await;
+            let mut sessions = Vec::new();
+            for (id, user, device, pickle) in self.local.all_sessions().await? {
+                let session = OlmSession::from_pickle(&pickle, &self.local.key)?;
+                sessions.push((id, user, device, session.pickle(&pickle_key)));
+            }
+            let mut values = Vec::new();
+            for k in self.local.keys_with_prefix("").await? {
+                if NOT_BACKED_UP.contains(&k.as_str()) {
+                    continue;
+                }
+                if let Some(v) = self.local.get(&k).await? {
+                    values.push((k, b64::encode(v)));
+                }
+            }
+            KeyState {
+                format: 1,
+                server: self.server().to_owned(),
+                user_id: self.user_id().clone(),
+                device_id: self.device_id().clone(),
+                dpop_alg: self.transport.dpop_alg().to_owned(),
+                pickle_key: b64::encode(pickle_key),
+                account: account.pickle(&pickle_key),
+                sessions,
+                peers: self.local.all_peers().await?,
+                published_keys: self.local.published_keys().await?,
+                values,
+            }
+        };
+        let plaintext =
+            serde_json::to_vec(&state).map_err(|e| ClientError::State(e.to_string()))?;
+        let now = self.clock().now();
+        let backup_id = BackupId::for_user(self.user_id(), now.unix_timestamp_nanos() / 1_000_000);
+        let kdf = backup::new_kdf();
+        let keys = backup::derive_keys(&kdf, passphrase).map_err(backup_error)?;
+        let upload = BackupUpload {
+            blob: keys.seal(&backup_id, &plaintext),
+            backup_id,
+            kdf,
+            download_verifier: keys.download_verifier(),
+        };
+        self.transport
+            .call(Method::POST, "/backups", "", Some(&upload))
+            .await
     }
 }

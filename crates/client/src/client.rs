@@ -2,7 +2,7 @@
 //! needed, device list kept exact), and receiving (strictly in sequence order,
 //! sessions created from pre-key messages, acknowledged after processing).
 use crate::error::ClientError;
-use crate::inbound::{Received, check_labels, classify, followup};
+use crate::inbound::{check_labels, classify};
 use crate::local::LocalState;
 use crate::payload::Payload;
 use crate::transport::{Transport, http_client, refusal};
@@ -12,22 +12,18 @@ use atlas_crypto::olm::{Ciphertext, OlmAccount, OlmSession};
 use atlas_proto::api::*;
 use atlas_proto::clock::{Clock, SystemClock};
 use atlas_proto::e2ee::{DecryptFailure, FailureCode};
-use atlas_proto::receipt::ReceiptsResponse;
-use atlas_proto::repair::{
-    ResendRequests, ResendUnavailable, SessionResetResponse, SessionResets, SessionResetsAck,
-};
-use atlas_proto::{ClientMessageId, DeviceId, ErrorCode, MessageId, SessionId, UserId};
+use atlas_proto::{DeviceId, MessageId, SessionId, UserId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Keep at least this many one-time keys published.
-const MIN_ONE_TIME_KEYS: u64 = 10;
+pub(crate) const MIN_ONE_TIME_KEYS: u64 = 10;
 /// How many one-time keys to keep published. vodozemac keeps the private halves
 /// of at most 50; the other half of that room holds keys claimed by senders
 /// whose first message has not arrived yet.
-const ONE_TIME_KEY_BATCH: usize = 25;
+pub(crate) const ONE_TIME_KEY_BATCH: usize = 25;
 /// How long the previous fallback key keeps working after a rotation, so
 /// messages encrypted to it before the sender saw the new one still decrypt.
 pub const FALLBACK_GRACE: time::Duration = time::Duration::days(7);
@@ -41,7 +37,7 @@ pub(crate) struct Profile {
 }
 
 /// Why a message did not decrypt.
-enum Undecryptable {
+pub(crate) enum Undecryptable {
     /// It cannot be decrypted as things stand: reported, acknowledged.
     Failed(DecryptFailure),
     /// Something local or the network failed: retry later, do not acknowledge.
@@ -157,8 +153,8 @@ impl Client {
         match (identity, link) {
             (Some(identity), _) => {
                 client.store_identity(&identity).await?;
-                client.top_up_keys(true).await?;
-                client.top_up_key_packages().await?;
+                client.keys().top_up(true).await?;
+                client.groups().top_up_key_packages().await?;
             }
             (None, Some(link)) => {
                 client
@@ -166,8 +162,8 @@ impl Client {
                     .put(crate::identity::LINK_PENDING, link.encode().as_bytes())
                     .await?;
                 // Published now, claimable the moment an existing device certifies this one.
-                client.top_up_keys(true).await?;
-                client.top_up_key_packages().await?;
+                client.keys().top_up(true).await?;
+                client.groups().top_up_key_packages().await?;
                 client.finish_link().await?;
             }
             (None, None) => {}
@@ -260,44 +256,6 @@ impl Client {
         &self.transport.base
     }
 
-    /// Publishes one-time keys when the server's stock runs low (and a fallback key if none).
-    pub async fn top_up_keys(&self, force: bool) -> Result<KeyCounts, ClientError> {
-        let counts: KeyCounts = self
-            .transport
-            .call::<(), _>(Method::GET, "/keys/count", "", None)
-            .await?;
-        self.forget_expired_fallback_key(self.clock().now()).await?;
-        if !force && counts.one_time_keys >= MIN_ONE_TIME_KEYS && counts.fallback_key {
-            return Ok(counts);
-        }
-        let mut account = self.account.lock().await;
-        let wanted = (ONE_TIME_KEY_BATCH as u64).saturating_sub(counts.one_time_keys) as usize;
-        let most = account.max_one_time_keys() / 2;
-        let one_time_keys = account.generate_one_time_keys(wanted.min(most));
-        let fallback_key = if counts.fallback_key {
-            None
-        } else {
-            account.rotate_fallback_key()
-        };
-        let new_fallback = fallback_key.is_some();
-        let counts = self
-            .publish(
-                &mut account,
-                KeysUploadRequest {
-                    one_time_keys,
-                    fallback_key,
-                },
-            )
-            .await?;
-        if new_fallback {
-            let now = self.clock().unix();
-            self.local
-                .put("fallback_published_at", now.to_string().as_bytes())
-                .await?;
-        }
-        Ok(counts)
-    }
-
     /// Uploads new keys. The account is persisted before the upload, so the
     /// server never hands out a key whose private half this device could lose.
     pub(crate) async fn publish(
@@ -324,12 +282,6 @@ impl Client {
             .put("account", account.pickle(&self.local.key).as_bytes())
             .await?;
         Ok(counts)
-    }
-
-    /// Publishes a new fallback key. The server marks the previous one `rotated`;
-    /// this device keeps its private half for [`FALLBACK_GRACE`].
-    pub async fn rotate_fallback_key(&self) -> Result<KeyCounts, ClientError> {
-        self.rotate_fallback_key_at(self.clock().now()).await
     }
 
     /// [`Client::rotate_fallback_key`] with the time it happens (the grace period starts then).
@@ -489,7 +441,7 @@ impl Client {
 
     /// Encrypts `text` for each of `devices` of `recipient`, persisting every
     /// advanced ratchet before the ciphertext leaves, so a crash cannot reuse a message key.
-    async fn seal(
+    pub(crate) async fn seal(
         &self,
         account: &OlmAccount,
         recipient: &UserId,
@@ -533,207 +485,6 @@ impl Client {
         Ok(envelopes)
     }
 
-    /// Encrypts `text` for every device of `recipient` and sends it; returns the server's answer.
-    pub async fn send_text(
-        &self,
-        recipient: &UserId,
-        text: &str,
-    ) -> Result<SendResponse, ClientError> {
-        let account = self.account.lock().await;
-        let client_message_id = ClientMessageId::new(atlas_crypto::random_id())
-            .map_err(|e| ClientError::State(e.to_string()))?;
-        let mut devices = self.local.peer_devices(recipient.as_str()).await?;
-        if devices.is_empty() {
-            devices = self.refresh_peer_devices(recipient).await?;
-        }
-        for _attempt in 0..3 {
-            let untrusted = self.untrusted_devices(recipient).await?;
-            let request = SendRequest {
-                recipient_id: recipient.clone(),
-                client_message_id: client_message_id.clone(),
-                encryption_algorithm: OLM_ALGORITHM.into(),
-                envelopes: self
-                    .seal(&account, recipient, &devices, false, text)
-                    .await?,
-                resend_of: None,
-                untrusted_devices: untrusted.into_iter().map(|u| u.device_id).collect(),
-            };
-            match self
-                .transport
-                .call::<_, SendResponse>(Method::POST, "/messages", "", Some(&request))
-                .await
-            {
-                Ok(sent) => {
-                    self.local
-                        .remember_sent(&sent.message_id, recipient.as_str(), text)
-                        .await?;
-                    return Ok(sent);
-                }
-                Err(e) if e.code() == Some(ErrorCode::DeviceListMismatch) => {
-                    devices = self.refresh_peer_devices(recipient).await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(ClientError::Protocol {
-            status: 409,
-            detail: "recipient's device list keeps changing".into(),
-        })
-    }
-
-    /// Answers the resend requests addressed to this device: re-encrypts each
-    /// message from the outbox for the device that asked (on a new session
-    /// unless the failure left the session intact), or tells the server the
-    /// plaintext is gone. Returns how many messages were resent.
-    pub async fn answer_resend_requests(&self) -> Result<usize, ClientError> {
-        let asked: ResendRequests = self
-            .transport
-            .call::<(), _>(Method::GET, "/resend-requests", "", None)
-            .await?;
-        let mut resent = 0;
-        for request in asked.requests {
-            let Some((_, text)) = self.local.sent(&request.message_id).await? else {
-                let gone = ResendUnavailable {
-                    detail: "no longer in the sending device's outbox".into(),
-                };
-                let path = format!("/resend-requests/{}/unavailable", request.request_id);
-                self.transport
-                    .call_no_content(Method::POST, &path, Some(&gone))
-                    .await?;
-                continue;
-            };
-            let recipient = request.recipient_id.clone();
-            let device = request.recipient_device_id.to_string();
-            if self
-                .local
-                .peer(recipient.as_str(), &device)
-                .await?
-                .is_none()
-            {
-                self.refresh_peer_devices(&recipient).await?;
-            }
-            // A lost or skipped message key leaves the session usable; anything else may not.
-            let fresh = !matches!(
-                request.reason,
-                Some(FailureCode::MissingSkippedKey | FailureCode::DuplicateMessage)
-            );
-            let account = self.account.lock().await;
-            let envelopes = self
-                .seal(&account, &recipient, &[device], fresh, &text)
-                .await?;
-            drop(account);
-            let resend = SendRequest {
-                recipient_id: recipient,
-                client_message_id: ClientMessageId::new(format!("resend-{}", request.request_id))
-                    .map_err(|e| ClientError::State(e.to_string()))?,
-                encryption_algorithm: OLM_ALGORITHM.into(),
-                envelopes,
-                resend_of: Some(request.message_id.clone()),
-                untrusted_devices: Vec::new(),
-            };
-            let _: SendResponse = self
-                .transport
-                .call(Method::POST, "/messages", "", Some(&resend))
-                .await?;
-            tracing::info!(message_id = %request.message_id, fresh_session = fresh, "resent on request");
-            resent += 1;
-        }
-        Ok(resent)
-    }
-
-    /// Retires the sessions whose reset this device has not applied yet (the
-    /// next message to or from that peer starts a new session); returns how many.
-    pub async fn apply_session_resets(&self) -> Result<usize, ClientError> {
-        let unseen: SessionResets = self
-            .transport
-            .call::<(), _>(Method::GET, "/sessions/resets", "", None)
-            .await?;
-        if unseen.resets.is_empty() {
-            return Ok(0);
-        }
-        let _account = self.account.lock().await;
-        let mut session_ids = Vec::new();
-        for reset in unseen.resets {
-            self.local
-                .retire_session(reset.session_id.std_form().as_str())
-                .await?;
-            tracing::info!(session_id = %reset.session_id, peer = %reset.peer, by = %reset.requested_by, "olm session retired");
-            session_ids.push(reset.session_id);
-        }
-        let count = session_ids.len();
-        self.transport
-            .call_no_content(
-                Method::POST,
-                "/sessions/resets/ack",
-                Some(&SessionResetsAck { session_ids }),
-            )
-            .await?;
-        Ok(count)
-    }
-
-    /// Resets an Olm session of this device (its id in either base64 form).
-    pub async fn reset_session(
-        &self,
-        session_id: &SessionId,
-    ) -> Result<SessionResetResponse, ClientError> {
-        let id = session_id.url_form();
-        let answer = self
-            .transport
-            .call::<(), _>(Method::POST, &format!("/sessions/{id}/reset"), "", None)
-            .await?;
-        self.apply_session_resets().await?;
-        Ok(answer)
-    }
-
-    /// Asks the sender of a message this device could not read to resend it.
-    pub async fn request_resend(
-        &self,
-        message_id: &MessageId,
-    ) -> Result<ResendRequests, ClientError> {
-        self.transport
-            .call::<(), _>(
-                Method::POST,
-                &format!("/messages/{message_id}/request-resend"),
-                "",
-                None,
-            )
-            .await
-    }
-
-    /// The latest signed receipts of a message this user sent or received.
-    pub async fn receipts(&self, message_id: &MessageId) -> Result<ReceiptsResponse, ClientError> {
-        let path = format!("/receipts/{message_id}");
-        self.transport
-            .call::<(), _>(Method::GET, &path, "", None)
-            .await
-    }
-
-    /// Has the server sign this user's sent message's receipts again with its current key.
-    pub async fn reissue_receipts(
-        &self,
-        message_id: &MessageId,
-    ) -> Result<ReceiptsResponse, ClientError> {
-        let path = format!("/receipts/{message_id}/reissue");
-        self.transport
-            .call::<(), _>(Method::POST, &path, "", None)
-            .await
-    }
-
-    /// The text of a message this device sent, while it is in the outbox.
-    pub async fn sent_text(&self, message_id: &str) -> Result<Option<String>, ClientError> {
-        Ok(self.local.sent(message_id).await?.map(|(_, text)| text))
-    }
-
-    /// Highest sequence number processed on this device.
-    pub async fn last_seq(&self) -> Result<u64, ClientError> {
-        Ok(self
-            .local
-            .get_text("last_seq")
-            .await?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0))
-    }
-
     async fn sender_curve25519(
         &self,
         sender: &UserId,
@@ -752,7 +503,7 @@ impl Client {
 
     /// Decrypts one message; on success the session (and account) are persisted.
     /// Returns the text and whether a new inbound session consumed a one-time key.
-    async fn decrypt(
+    pub(crate) async fn decrypt(
         &self,
         account: &mut OlmAccount,
         message: &InboxMessage,
@@ -846,92 +597,14 @@ impl Client {
         Ok((payload.body, inbound))
     }
 
-    /// Processes messages in sequence order (fetching any gap first), acks them, and returns them.
-    pub async fn process(
-        &self,
-        mut messages: Vec<InboxMessage>,
-    ) -> Result<Vec<Received>, ClientError> {
-        messages.sort_by_key(|m| m.seq);
-        let mut last = self.last_seq().await?;
-        if messages.first().is_some_and(|m| m.seq > last + 1) {
-            // A gap: the missing messages are still queued at the server, fetch them first.
-            return self.sync().await;
-        }
-        let mut account = self.account.lock().await;
-        let mut out = Vec::new();
-        let mut created_inbound = false;
-        let mut interrupted = None;
-        let start = last;
-        for message in messages.into_iter().filter(|m| m.seq > start) {
-            let result = match self.decrypt(&mut account, &message).await {
-                Ok((text, inbound)) => {
-                    created_inbound |= inbound;
-                    Ok(text)
-                }
-                Err(Undecryptable::Failed(error)) => {
-                    tracing::warn!(message_id = %message.message_id, sender = %message.sender_id, error = %error, "decrypt error");
-                    Err(error)
-                }
-                Err(Undecryptable::Transient(e)) => {
-                    // Stop here without acknowledging this message: it is processed again on the next sync.
-                    interrupted = Some(e);
-                    break;
-                }
-            };
-            last = message.seq;
-            out.push(Received {
-                seq: message.seq,
-                message_id: message.message_id,
-                sender_id: message.sender_id,
-                sender_device_id: message.sender_device_id,
-                created_at: message.created_at,
-                text: result.as_ref().ok().cloned(),
-                error: result.err(),
-                resend_of: message.resend_of,
-            });
-        }
-        drop(account);
-        if !out.is_empty() {
-            self.local
-                .put("last_seq", last.to_string().as_bytes())
-                .await?;
-            let _: AckResponse = self
-                .transport
-                .call(
-                    Method::POST,
-                    "/messages/ack",
-                    "",
-                    Some(&AckRequest { up_to_seq: last }),
-                )
-                .await?;
-        }
-        let plan = followup(&out, self.clock().now());
-        self.report(plan.reports).await;
-        if plan.check_keys
-            && let Err(e) = self.check_keys(true).await
-        {
-            tracing::warn!(error = %e, "key consistency check failed");
-        }
-        for message_id in &plan.ask_resend {
-            self.ask_for_resend(message_id).await;
-        }
-        if let Some(e) = interrupted {
-            return Err(e);
-        }
-        if created_inbound {
-            self.top_up_keys(false).await?;
-        }
-        Ok(out)
-    }
-
     /// Asks once per message (remembered across syncs) for a resend.
-    async fn ask_for_resend(&self, message_id: &MessageId) {
+    pub(crate) async fn ask_for_resend(&self, message_id: &MessageId) {
         let key = format!("resend_asked/{message_id}");
         match self.local.get(&key).await {
             Ok(None) => {}
             _ => return,
         }
-        match self.request_resend(message_id).await {
+        match self.repair().request_resend(message_id).await {
             Ok(_) => {
                 if let Err(e) = self.local.put(&key, b"1").await {
                     tracing::warn!(error = %e, "could not remember a resend request");
@@ -941,51 +614,6 @@ impl Client {
                 tracing::warn!(%message_id, error = %e, "resend request refused")
             }
         }
-    }
-
-    /// The next page of messages waiting for this device, without processing them.
-    pub async fn pending(&self) -> Result<Vec<InboxMessage>, ClientError> {
-        let after = self.last_seq().await?;
-        let page: InboxResponse = self
-            .transport
-            .call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None)
-            .await?;
-        Ok(page.messages)
-    }
-
-    /// Applies session resets, then fetches, decrypts and acknowledges
-    /// everything waiting for this device, then answers resend requests.
-    pub async fn sync(&self) -> Result<Vec<Received>, ClientError> {
-        // Devices linked with this device's codes are certified here.
-        match self.approve_linked_devices().await {
-            Ok(certified) if !certified.is_empty() => {
-                tracing::info!(?certified, "certified newly linked devices");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not certify linked devices"),
-        }
-        self.apply_session_resets().await?;
-        self.maintain_keys_if_due().await;
-        let mut all = Vec::new();
-        loop {
-            let after = self.last_seq().await?;
-            let page: InboxResponse = self
-                .transport
-                .call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None)
-                .await?;
-            let more = page.more;
-            if page.messages.is_empty() {
-                break;
-            }
-            all.extend(Box::pin(self.process(page.messages)).await?);
-            if !more {
-                break;
-            }
-        }
-        if let Err(e) = self.answer_resend_requests().await {
-            tracing::warn!(error = %e, "resend requests not answered yet");
-        }
-        Ok(all)
     }
 }
 

@@ -3,6 +3,7 @@
 //! another commit takes the epoch first, and the group logs processed in order.
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::handles::Groups;
 use atlas_crypto::mls::{CommitOut, Incoming, MlsDevice, MlsError};
 use atlas_proto::e2ee::{DecryptFailure, FailureCode};
 use atlas_proto::mls::*;
@@ -75,109 +76,6 @@ impl Client {
         Ok(result?)
     }
 
-    /// Publishes KeyPackages when the server's stock runs low (and a last-resort one if none).
-    pub async fn top_up_key_packages(&self) -> Result<KeyPackageStock, ClientError> {
-        let stock: KeyPackageStock = self
-            .transport
-            .call::<(), _>(Method::GET, "/mls/key-packages/count", "", None)
-            .await?;
-        if stock.available >= MIN_KEY_PACKAGES && stock.last_resort {
-            return Ok(stock);
-        }
-        let wanted = KEY_PACKAGE_BATCH.saturating_sub(stock.available as usize);
-        let need_last_resort = !stock.last_resort;
-        let (packages, last_resort) = self
-            .with_mls(|mls| {
-                let packages = (0..wanted)
-                    .map(|_| mls.key_package(false).map(b64::encode_std))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let last_resort = need_last_resort
-                    .then(|| mls.key_package(true).map(b64::encode_std))
-                    .transpose()?;
-                Ok((packages, last_resort))
-            })
-            .await?;
-        let statement = self
-            .with_mls(|mls| Ok(mls.signature_key_statement()))
-            .await?;
-        let binding = self.account.lock().await.sign(&statement);
-        let upload = KeyPackageUpload {
-            key_packages: packages,
-            last_resort,
-            signature_key_binding: Some(binding),
-        };
-        self.transport
-            .call(Method::POST, "/mls/key-packages", "", Some(&upload))
-            .await
-    }
-
-    /// Creates a group with this device as its only member.
-    pub async fn group_create(&self, name: &str) -> Result<GroupView, ClientError> {
-        let info = self.with_mls(|mls| mls.create_group(name)).await?;
-        let request = CreateGroupRequest {
-            group_id: GroupId::new(name)
-                .map_err(|e| ClientError::Input(format!("group name: {e}")))?,
-            group_info: b64::encode_std(info),
-        };
-        let created = self
-            .transport
-            .call(Method::POST, "/groups", "", Some(&request))
-            .await;
-        match created {
-            Ok(view) => {
-                self.local.put(&cursor_key(name), b"0").await?;
-                Ok(view)
-            }
-            Err(e) => {
-                self.with_mls(|mls| mls.forget_group(name)).await?;
-                Err(e)
-            }
-        }
-    }
-
-    /// Adds every device of `user` to the group.
-    pub async fn group_add(
-        &self,
-        name: &str,
-        user: &UserId,
-    ) -> Result<CommitResponse, ClientError> {
-        // Only devices the user's identity key certified are added.
-        let trusted = self.refresh_peer_devices(user).await?;
-        let devices = trusted
-            .iter()
-            .map(|d| DeviceId::new(d.as_str()).map_err(|e| ClientError::State(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        if devices.is_empty() {
-            return Err(ClientError::NoPrekeys(format!(
-                "{user} (no certified device)"
-            )));
-        }
-        let claim = KeyPackageClaim {
-            user_id: user.clone(),
-            devices,
-        };
-        let claimed: KeyPackageClaimResponse = self
-            .transport
-            .call(Method::POST, "/mls/key-packages/claim", "", Some(&claim))
-            .await?;
-        let mut packages = Vec::new();
-        for c in claimed.key_packages {
-            let text = c.key_package.as_deref().ok_or_else(|| {
-                ClientError::NoPrekeys(format!("{user}/{} (no KeyPackage)", c.device_id))
-            })?;
-            let bytes = b64::decode_std_lenient(text).map_err(|_| {
-                ClientError::State("server sent a KeyPackage that is not base64".into())
-            })?;
-            self.check_bound(user, &c, &bytes).await?;
-            packages.push(bytes);
-        }
-        if packages.is_empty() {
-            return Err(ClientError::NoPrekeys(format!("{user} (no active device)")));
-        }
-        self.commit_with_retry(name, |mls| mls.add(name, &packages))
-            .await
-    }
-
     /// Refuses a KeyPackage unless it names the claimed device and its MLS
     /// signature key carries that device's signature by its certified Ed25519
     /// key: otherwise the server could add a member of its own making.
@@ -211,39 +109,13 @@ impl Client {
         Ok(())
     }
 
-    /// Removes every device of `user` from the group.
-    pub async fn group_remove(
-        &self,
-        name: &str,
-        user: &UserId,
-    ) -> Result<CommitResponse, ClientError> {
-        self.commit_with_retry(name, |mls| {
-            let devices: Vec<_> = mls
-                .members(name)?
-                .into_iter()
-                .filter(|m| m.user_id == *user)
-                .collect();
-            if devices.is_empty() {
-                return Err(MlsError::NotAMember(user.to_string()));
-            }
-            mls.remove(name, &devices)
-        })
-        .await
-    }
-
-    /// Refreshes this device's leaf: a new epoch that everyone must process.
-    pub async fn group_update(&self, name: &str) -> Result<CommitResponse, ClientError> {
-        self.commit_with_retry(name, |mls| mls.self_update(name))
-            .await
-    }
-
     /// Posts a commit; when another commit won the epoch, processes the log and rebuilds it.
     async fn commit_with_retry(
         &self,
         name: &str,
         build: impl Fn(&MlsDevice) -> Result<CommitOut, MlsError>,
     ) -> Result<CommitResponse, ClientError> {
-        self.group_sync(name).await?;
+        self.groups().sync(name).await?;
         let mut last_error = None;
         for _ in 0..COMMIT_ATTEMPTS {
             let out = self.with_mls(&build).await?;
@@ -265,7 +137,7 @@ impl Client {
                 }
                 Err(e) if e.code() == Some(ErrorCode::EpochConflict) => {
                     self.with_mls(|mls| mls.discard_commit(name)).await?;
-                    self.group_sync(name).await?;
+                    self.groups().sync(name).await?;
                     last_error = Some(e);
                 }
                 Err(e) => {
@@ -291,91 +163,6 @@ impl Client {
             )
             .await?;
         Ok(())
-    }
-
-    /// Encrypts and posts a text to the group (after catching up, so it goes out in the current epoch).
-    pub async fn group_send(&self, name: &str, text: &str) -> Result<GroupLogEntry, ClientError> {
-        self.group_sync(name).await?;
-        let message = self
-            .with_mls(|mls| mls.encrypt(name, text.as_bytes()))
-            .await?;
-        let request = GroupMessageRequest {
-            message: b64::encode_std(message),
-        };
-        self.transport
-            .call(
-                Method::POST,
-                &format!("/groups/{name}/messages"),
-                "",
-                Some(&request),
-            )
-            .await
-    }
-
-    /// The group as the server sees it: epoch and members with their acknowledged epochs.
-    pub async fn group_view(&self, name: &str) -> Result<GroupView, ClientError> {
-        self.transport
-            .call::<(), _>(Method::GET, &format!("/groups/{name}"), "", None)
-            .await
-    }
-
-    /// Joins the groups this device was welcomed to; returns their names.
-    pub async fn group_accept_welcomes(&self) -> Result<Vec<String>, ClientError> {
-        let welcomes: GroupLogResponse = self
-            .transport
-            .call::<(), _>(Method::GET, "/groups/welcomes", "", None)
-            .await?;
-        let mut joined = Vec::new();
-        for w in welcomes.entries {
-            // Each Welcome once; a device removed and added again gets a new one.
-            let accepted: u64 = self
-                .local
-                .get_text(&welcome_key(&w.group_id))
-                .await?
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            if w.seq <= accepted || self.with_mls(|mls| mls.has_group(&w.group_id)).await? {
-                continue;
-            }
-            let body = b64::decode_std_lenient(&w.body).map_err(|_| {
-                ClientError::State("server sent a Welcome that is not base64".into())
-            })?;
-            let (group, epoch) = self.with_mls(|mls| mls.join(&body)).await?;
-            for key in [cursor_key(&group), welcome_key(&group)] {
-                self.local.put(&key, w.seq.to_string().as_bytes()).await?;
-            }
-            self.acknowledge(&group, epoch).await?;
-            joined.push(group);
-        }
-        if !joined.is_empty() {
-            self.top_up_key_packages().await?;
-        }
-        Ok(joined)
-    }
-
-    /// The groups this device follows.
-    pub async fn groups(&self) -> Result<Vec<String>, ClientError> {
-        self.local.keys_with_prefix("group_seen/").await
-    }
-
-    /// Processes a group's new log entries in order and acknowledges the epoch reached.
-    pub async fn group_sync(&self, name: &str) -> Result<Vec<GroupReceived>, ClientError> {
-        let out = self.group_sync_from(name, None).await?;
-        let reports = out
-            .iter()
-            .filter(|r| r.kind == "application")
-            .map(|r| {
-                crate::inbound::outcome(
-                    r.seq.to_string(),
-                    Some(r.group.clone()),
-                    &r.created_at,
-                    r.error.as_ref(),
-                    self.clock().now(),
-                )
-            })
-            .collect();
-        self.report(reports).await;
-        Ok(out)
     }
 
     /// [`Client::group_sync`], first going back to the commit that created
@@ -539,48 +326,6 @@ impl Client {
         Ok(Some(received))
     }
 
-    /// Carries out the recovery steps operators asked of this device
-    /// (`atlas mls send-update`, `atlas mls rejoin-member`) and reports each back;
-    /// returns the steps and the messages that catching up made readable.
-    pub async fn group_recovery(
-        &self,
-    ) -> Result<(Vec<MemberActionView>, Vec<GroupReceived>), ClientError> {
-        let pending: MemberActionsResponse = self
-            .transport
-            .call::<(), _>(Method::GET, "/groups/actions", "", None)
-            .await?;
-        let mut done = Vec::new();
-        let mut received = Vec::new();
-        for mut action in pending.actions {
-            let result =
-                match action.action.as_str() {
-                    "update" => self.catch_up_and_update(&action.group_id).await.map(
-                        |(outcome, readable)| {
-                            received.extend(readable);
-                            outcome
-                        },
-                    ),
-                    "rejoin" => self.rejoin(&action.group_id).await,
-                    other => Ok(format!("unknown action {other}, ignored")),
-                };
-            let outcome = match result {
-                Ok(outcome) => outcome,
-                Err(e) => format!("failed: {e}"),
-            };
-            tracing::info!(group = %action.group_id, action = %action.action, %outcome, "recovery step");
-            let report = ActionDone {
-                outcome: outcome.clone(),
-            };
-            let path = format!("/groups/actions/{}/done", action.action_id);
-            self.transport
-                .call_no_content(Method::POST, &path, Some(&report))
-                .await?;
-            action.outcome = Some(outcome);
-            done.push(action);
-        }
-        Ok((done, received))
-    }
-
     /// Replays the stored commits from this device's own epoch on, then self-updates.
     async fn catch_up_and_update(
         &self,
@@ -589,7 +334,7 @@ impl Client {
         let from = self.with_mls(|mls| mls.epoch(name)).await?;
         let readable = self.group_sync_from(name, Some(from + 1)).await?;
         let caught_up = self.with_mls(|mls| mls.epoch(name)).await?;
-        let updated = self.group_update(name).await?;
+        let updated = self.groups().update(name).await?;
         let outcome = format!(
             "caught up from epoch {from} to {caught_up}, self-update created epoch {}",
             updated.epoch
@@ -643,13 +388,263 @@ impl Client {
             detail: "the group's epoch keeps moving".into(),
         }))
     }
+}
+
+impl Groups<'_> {
+    /// Publishes KeyPackages when the server's stock runs low (and a last-resort one if none).
+    pub async fn top_up_key_packages(&self) -> Result<KeyPackageStock, ClientError> {
+        let stock: KeyPackageStock = self
+            .transport
+            .call::<(), _>(Method::GET, "/mls/key-packages/count", "", None)
+            .await?;
+        if stock.available >= MIN_KEY_PACKAGES && stock.last_resort {
+            return Ok(stock);
+        }
+        let wanted = KEY_PACKAGE_BATCH.saturating_sub(stock.available as usize);
+        let need_last_resort = !stock.last_resort;
+        let (packages, last_resort) = self
+            .with_mls(|mls| {
+                let packages = (0..wanted)
+                    .map(|_| mls.key_package(false).map(b64::encode_std))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let last_resort = need_last_resort
+                    .then(|| mls.key_package(true).map(b64::encode_std))
+                    .transpose()?;
+                Ok((packages, last_resort))
+            })
+            .await?;
+        let statement = self
+            .with_mls(|mls| Ok(mls.signature_key_statement()))
+            .await?;
+        let binding = self.account.lock().await.sign(&statement);
+        let upload = KeyPackageUpload {
+            key_packages: packages,
+            last_resort,
+            signature_key_binding: Some(binding),
+        };
+        self.transport
+            .call(Method::POST, "/mls/key-packages", "", Some(&upload))
+            .await
+    }
+
+    /// Creates a group with this device as its only member.
+    pub async fn create(&self, name: &str) -> Result<GroupView, ClientError> {
+        let info = self.with_mls(|mls| mls.create_group(name)).await?;
+        let request = CreateGroupRequest {
+            group_id: GroupId::new(name)
+                .map_err(|e| ClientError::Input(format!("group name: {e}")))?,
+            group_info: b64::encode_std(info),
+        };
+        let created = self
+            .transport
+            .call(Method::POST, "/groups", "", Some(&request))
+            .await;
+        match created {
+            Ok(view) => {
+                self.local.put(&cursor_key(name), b"0").await?;
+                Ok(view)
+            }
+            Err(e) => {
+                self.with_mls(|mls| mls.forget_group(name)).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds every device of `user` to the group.
+    pub async fn add(&self, name: &str, user: &UserId) -> Result<CommitResponse, ClientError> {
+        // Only devices the user's identity key certified are added.
+        let trusted = self.refresh_peer_devices(user).await?;
+        let devices = trusted
+            .iter()
+            .map(|d| DeviceId::new(d.as_str()).map_err(|e| ClientError::State(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if devices.is_empty() {
+            return Err(ClientError::NoPrekeys(format!(
+                "{user} (no certified device)"
+            )));
+        }
+        let claim = KeyPackageClaim {
+            user_id: user.clone(),
+            devices,
+        };
+        let claimed: KeyPackageClaimResponse = self
+            .transport
+            .call(Method::POST, "/mls/key-packages/claim", "", Some(&claim))
+            .await?;
+        let mut packages = Vec::new();
+        for c in claimed.key_packages {
+            let text = c.key_package.as_deref().ok_or_else(|| {
+                ClientError::NoPrekeys(format!("{user}/{} (no KeyPackage)", c.device_id))
+            })?;
+            let bytes = b64::decode_std_lenient(text).map_err(|_| {
+                ClientError::State("server sent a KeyPackage that is not base64".into())
+            })?;
+            self.check_bound(user, &c, &bytes).await?;
+            packages.push(bytes);
+        }
+        if packages.is_empty() {
+            return Err(ClientError::NoPrekeys(format!("{user} (no active device)")));
+        }
+        self.commit_with_retry(name, |mls| mls.add(name, &packages))
+            .await
+    }
+
+    /// Removes every device of `user` from the group.
+    pub async fn remove(&self, name: &str, user: &UserId) -> Result<CommitResponse, ClientError> {
+        self.commit_with_retry(name, |mls| {
+            let devices: Vec<_> = mls
+                .members(name)?
+                .into_iter()
+                .filter(|m| m.user_id == *user)
+                .collect();
+            if devices.is_empty() {
+                return Err(MlsError::NotAMember(user.to_string()));
+            }
+            mls.remove(name, &devices)
+        })
+        .await
+    }
+
+    /// Refreshes this device's leaf: a new epoch that everyone must process.
+    pub async fn update(&self, name: &str) -> Result<CommitResponse, ClientError> {
+        self.commit_with_retry(name, |mls| mls.self_update(name))
+            .await
+    }
+
+    /// Encrypts and posts a text to the group (after catching up, so it goes out in the current epoch).
+    pub async fn send(&self, name: &str, text: &str) -> Result<GroupLogEntry, ClientError> {
+        self.groups().sync(name).await?;
+        let message = self
+            .with_mls(|mls| mls.encrypt(name, text.as_bytes()))
+            .await?;
+        let request = GroupMessageRequest {
+            message: b64::encode_std(message),
+        };
+        self.transport
+            .call(
+                Method::POST,
+                &format!("/groups/{name}/messages"),
+                "",
+                Some(&request),
+            )
+            .await
+    }
+
+    /// The group as the server sees it: epoch and members with their acknowledged epochs.
+    pub async fn view(&self, name: &str) -> Result<GroupView, ClientError> {
+        self.transport
+            .call::<(), _>(Method::GET, &format!("/groups/{name}"), "", None)
+            .await
+    }
+
+    /// Joins the groups this device was welcomed to; returns their names.
+    pub async fn accept_welcomes(&self) -> Result<Vec<String>, ClientError> {
+        let welcomes: GroupLogResponse = self
+            .transport
+            .call::<(), _>(Method::GET, "/groups/welcomes", "", None)
+            .await?;
+        let mut joined = Vec::new();
+        for w in welcomes.entries {
+            // Each Welcome once; a device removed and added again gets a new one.
+            let accepted: u64 = self
+                .local
+                .get_text(&welcome_key(&w.group_id))
+                .await?
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            if w.seq <= accepted || self.with_mls(|mls| mls.has_group(&w.group_id)).await? {
+                continue;
+            }
+            let body = b64::decode_std_lenient(&w.body).map_err(|_| {
+                ClientError::State("server sent a Welcome that is not base64".into())
+            })?;
+            let (group, epoch) = self.with_mls(|mls| mls.join(&body)).await?;
+            for key in [cursor_key(&group), welcome_key(&group)] {
+                self.local.put(&key, w.seq.to_string().as_bytes()).await?;
+            }
+            self.acknowledge(&group, epoch).await?;
+            joined.push(group);
+        }
+        if !joined.is_empty() {
+            self.groups().top_up_key_packages().await?;
+        }
+        Ok(joined)
+    }
+
+    /// The groups this device follows.
+    pub async fn list(&self) -> Result<Vec<String>, ClientError> {
+        self.local.keys_with_prefix("group_seen/").await
+    }
+
+    /// Processes a group's new log entries in order and acknowledges the epoch reached.
+    pub async fn sync(&self, name: &str) -> Result<Vec<GroupReceived>, ClientError> {
+        let out = self.group_sync_from(name, None).await?;
+        let reports = out
+            .iter()
+            .filter(|r| r.kind == "application")
+            .map(|r| {
+                crate::inbound::outcome(
+                    r.seq.to_string(),
+                    Some(r.group.clone()),
+                    &r.created_at,
+                    r.error.as_ref(),
+                    self.clock().now(),
+                )
+            })
+            .collect();
+        self.report(reports).await;
+        Ok(out)
+    }
+
+    /// Carries out the recovery steps operators asked of this device
+    /// (`atlas mls send-update`, `atlas mls rejoin-member`) and reports each back;
+    /// returns the steps and the messages that catching up made readable.
+    pub async fn recovery(
+        &self,
+    ) -> Result<(Vec<MemberActionView>, Vec<GroupReceived>), ClientError> {
+        let pending: MemberActionsResponse = self
+            .transport
+            .call::<(), _>(Method::GET, "/groups/actions", "", None)
+            .await?;
+        let mut done = Vec::new();
+        let mut received = Vec::new();
+        for mut action in pending.actions {
+            let result =
+                match action.action.as_str() {
+                    "update" => self.catch_up_and_update(&action.group_id).await.map(
+                        |(outcome, readable)| {
+                            received.extend(readable);
+                            outcome
+                        },
+                    ),
+                    "rejoin" => self.rejoin(&action.group_id).await,
+                    other => Ok(format!("unknown action {other}, ignored")),
+                };
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) => format!("failed: {e}"),
+            };
+            tracing::info!(group = %action.group_id, action = %action.action, %outcome, "recovery step");
+            let report = ActionDone {
+                outcome: outcome.clone(),
+            };
+            let path = format!("/groups/actions/{}/done", action.action_id);
+            self.transport
+                .call_no_content(Method::POST, &path, Some(&report))
+                .await?;
+            action.outcome = Some(outcome);
+            done.push(action);
+        }
+        Ok((done, received))
+    }
 
     /// Carries out recovery steps, accepts Welcomes, then processes every followed group's log.
-    pub async fn groups_sync(&self) -> Result<Vec<GroupReceived>, ClientError> {
-        let (_, mut all) = self.group_recovery().await?;
-        self.group_accept_welcomes().await?;
-        for group in self.groups().await? {
-            all.extend(self.group_sync(&group).await?);
+    pub async fn sync_all(&self) -> Result<Vec<GroupReceived>, ClientError> {
+        let (_, mut all) = self.groups().recovery().await?;
+        self.groups().accept_welcomes().await?;
+        for group in self.groups().list().await? {
+            all.extend(self.groups().sync(&group).await?);
         }
         Ok(all)
     }

@@ -3,7 +3,10 @@
 //! consistency check of what the server hands out against what this device
 //! published (so key material corrupted in the database is found and revoked).
 use crate::client::Client;
+use crate::client::{MIN_ONE_TIME_KEYS, ONE_TIME_KEY_BATCH};
 use crate::error::ClientError;
+use crate::handles::Keys;
+use atlas_proto::api::KeysUploadRequest;
 use atlas_proto::api::{KeyCheckRequest, KeyCheckResponse, KeyCounts, PublishedKey};
 use atlas_proto::keys::KeyType;
 use reqwest::Method;
@@ -28,10 +31,31 @@ pub struct KeyMaintenance {
 }
 
 impl Client {
+    /// Runs [`Client::maintain_keys`] when the last run is an hour old; a
+    /// failure is logged, never a reason to fail the sync.
+    pub(crate) async fn maintain_keys_if_due(&self) {
+        let now = self.clock().now();
+        let last = match self.local.get_text("keys_maintained_at").await {
+            Ok(t) => t.and_then(|t| t.parse::<i64>().ok()),
+            Err(e) => {
+                tracing::warn!(error = %e, "key maintenance state unreadable");
+                return;
+            }
+        };
+        if last.is_some_and(|t| now.unix_timestamp() < t + MAINTENANCE_EVERY.whole_seconds()) {
+            return;
+        }
+        if let Err(e) = self.keys().maintain(now).await {
+            tracing::warn!(error = %e, "key maintenance failed");
+        }
+    }
+}
+
+impl Keys<'_> {
     /// Compares the keys the server holds for this device with what it
     /// published; with `repair`, the server revokes the ones that differ and
     /// fresh keys are published in their place.
-    pub async fn check_keys(&self, repair: bool) -> Result<KeyCheckResponse, ClientError> {
+    pub async fn check(&self, repair: bool) -> Result<KeyCheckResponse, ClientError> {
         let mut keys = self.local.published_keys().await?;
         {
             let account = self.account.lock().await;
@@ -60,15 +84,15 @@ impl Client {
                 revoked = answer.revoked,
                 "server held keys this device never published: revoked, publishing fresh ones"
             );
-            self.top_up_keys(false).await?;
+            self.keys().top_up(false).await?;
         }
         Ok(answer)
     }
 
     /// Checks (and repairs) the keys, drops a fallback key past its grace
     /// period, rotates the fallback key when it is due, and tops up one-time keys.
-    pub async fn maintain_keys(&self, now: OffsetDateTime) -> Result<KeyMaintenance, ClientError> {
-        let check = self.check_keys(true).await?;
+    pub async fn maintain(&self, now: OffsetDateTime) -> Result<KeyMaintenance, ClientError> {
+        let check = self.keys().check(true).await?;
         self.forget_expired_fallback_key(now).await?;
         let published_at = self
             .local
@@ -80,7 +104,7 @@ impl Client {
         if due {
             self.rotate_fallback_key_at(now).await?;
         }
-        let counts = self.top_up_keys(false).await?;
+        let counts = self.keys().top_up(false).await?;
         self.local
             .put(
                 "keys_maintained_at",
@@ -93,23 +117,50 @@ impl Client {
             counts,
         })
     }
+}
 
-    /// Runs [`Client::maintain_keys`] when the last run is an hour old; a
-    /// failure is logged, never a reason to fail the sync.
-    pub(crate) async fn maintain_keys_if_due(&self) {
-        let now = self.clock().now();
-        let last = match self.local.get_text("keys_maintained_at").await {
-            Ok(t) => t.and_then(|t| t.parse::<i64>().ok()),
-            Err(e) => {
-                tracing::warn!(error = %e, "key maintenance state unreadable");
-                return;
-            }
+impl Keys<'_> {
+    /// Publishes one-time keys when the server's stock runs low (and a fallback key if none).
+    pub async fn top_up(&self, force: bool) -> Result<KeyCounts, ClientError> {
+        let counts: KeyCounts = self
+            .transport
+            .call::<(), _>(Method::GET, "/keys/count", "", None)
+            .await?;
+        self.forget_expired_fallback_key(self.clock().now()).await?;
+        if !force && counts.one_time_keys >= MIN_ONE_TIME_KEYS && counts.fallback_key {
+            return Ok(counts);
+        }
+        let mut account = self.account.lock().await;
+        let wanted = (ONE_TIME_KEY_BATCH as u64).saturating_sub(counts.one_time_keys) as usize;
+        let most = account.max_one_time_keys() / 2;
+        let one_time_keys = account.generate_one_time_keys(wanted.min(most));
+        let fallback_key = if counts.fallback_key {
+            None
+        } else {
+            account.rotate_fallback_key()
         };
-        if last.is_some_and(|t| now.unix_timestamp() < t + MAINTENANCE_EVERY.whole_seconds()) {
-            return;
+        let new_fallback = fallback_key.is_some();
+        let counts = self
+            .publish(
+                &mut account,
+                KeysUploadRequest {
+                    one_time_keys,
+                    fallback_key,
+                },
+            )
+            .await?;
+        if new_fallback {
+            let now = self.clock().unix();
+            self.local
+                .put("fallback_published_at", now.to_string().as_bytes())
+                .await?;
         }
-        if let Err(e) = self.maintain_keys(now).await {
-            tracing::warn!(error = %e, "key maintenance failed");
-        }
+        Ok(counts)
+    }
+
+    /// Publishes a new fallback key. The server marks the previous one `rotated`;
+    /// this device keeps its private half for [`FALLBACK_GRACE`].
+    pub async fn rotate_fallback(&self) -> Result<KeyCounts, ClientError> {
+        self.rotate_fallback_key_at(self.clock().now()).await
     }
 }

@@ -30,7 +30,7 @@ impl Client {
         mut on_group: Option<impl FnMut(GroupReceived)>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ClientError> {
-        let after = self.last_seq().await?;
+        let after = self.messages().last_seq().await?;
         let token = self.transport.access_token().await?;
         let proof = self.transport.proof(&Method::GET, "/ws", Some(&token));
         let url = format!(
@@ -70,22 +70,22 @@ impl Client {
             };
             match serde_json::from_str::<PushEvent>(&text) {
                 Ok(PushEvent::Message(message)) => {
-                    for received in self.process(vec![message]).await? {
+                    for received in self.messages().process(vec![message]).await? {
                         on_message(received);
                     }
                 }
                 Ok(PushEvent::Group(_)) => {
                     if let Some(on_group) = on_group.as_mut() {
-                        for received in self.groups_sync().await? {
+                        for received in self.groups().sync_all().await? {
                             on_group(received);
                         }
                     }
                 }
                 Ok(PushEvent::SessionReset(_)) => {
-                    self.apply_session_resets().await?;
+                    self.repair().apply_session_resets().await?;
                 }
                 Ok(PushEvent::Resend(_)) => {
-                    if let Err(e) = self.answer_resend_requests().await {
+                    if let Err(e) = self.repair().answer_resends().await {
                         tracing::warn!(error = %e, "resend requests not answered yet");
                     }
                 }

@@ -25,9 +25,9 @@ pub async fn send_to_rotated_key(
     text: &str,
 ) -> atlas_proto::MessageId {
     exhaust_one_time_keys(h, to.user_id().as_str()).await;
-    let sent = from.send_text(to.user_id(), text).await.unwrap();
-    to.rotate_fallback_key().await.unwrap();
-    to.rotate_fallback_key().await.unwrap();
+    let sent = from.messages().send_text(to.user_id(), text).await.unwrap();
+    to.keys().rotate_fallback().await.unwrap();
+    to.keys().rotate_fallback().await.unwrap();
     sent.message_id
 }
 
@@ -81,6 +81,7 @@ pub async fn send_numbered(
     let mut ids = Vec::with_capacity(n);
     for i in 1..=n {
         let sent = from
+            .messages()
             .send_text(to.user_id(), &format!("m{i}"))
             .await
             .unwrap();

@@ -168,8 +168,8 @@ pub async fn client(h: &Harness, name: &str) -> atlas_client::Client {
 /// Makes `a` and `b` exchange one message each way, so later messages between
 /// them are ordinary (not pre-key) messages of one established session.
 pub async fn acquaint(a: &atlas_client::Client, b: &atlas_client::Client) {
-    a.send_text(b.user_id(), "hello").await.unwrap();
-    b.sync().await.unwrap();
-    b.send_text(a.user_id(), "hi").await.unwrap();
-    a.sync().await.unwrap();
+    a.messages().send_text(b.user_id(), "hello").await.unwrap();
+    b.messages().sync().await.unwrap();
+    b.messages().send_text(a.user_id(), "hi").await.unwrap();
+    a.messages().sync().await.unwrap();
 }

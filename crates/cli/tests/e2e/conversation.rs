@@ -50,10 +50,15 @@ async fn three_users_converse(mut h: Harness) {
     // Pending until the phone certifies it (on its next sync).
     assert!(!alice_laptop.finish_link().await.unwrap());
     assert_eq!(
-        alice_laptop.sync().await.err().and_then(|e| e.code()),
+        alice_laptop
+            .messages()
+            .sync()
+            .await
+            .err()
+            .and_then(|e| e.code()),
         Some(atlas_proto::ErrorCode::DevicePending)
     );
-    assert!(alice.sync().await.unwrap().is_empty());
+    assert!(alice.messages().sync().await.unwrap().is_empty());
     assert!(alice_laptop.finish_link().await.unwrap());
     // A link code works once.
     let again = Client::register(&h.profile("alice-third"), &url, uid("alice"), Some(code)).await;
@@ -71,56 +76,73 @@ async fn three_users_converse(mut h: Harness) {
 
     // First contact: one send reaches both of alice's devices.
     let sent = bob
+        .messages()
         .send_text(&uid("alice"), "hi alice, it's bob")
         .await
         .unwrap();
     assert_eq!(sent.deliveries.len(), 2);
-    assert_eq!(texts(&alice.sync().await.unwrap()), ["hi alice, it's bob"]);
     assert_eq!(
-        texts(&alice_laptop.sync().await.unwrap()),
+        texts(&alice.messages().sync().await.unwrap()),
+        ["hi alice, it's bob"]
+    );
+    assert_eq!(
+        texts(&alice_laptop.messages().sync().await.unwrap()),
         ["hi alice, it's bob"]
     );
     assert!(
-        alice.sync().await.unwrap().is_empty(),
+        alice.messages().sync().await.unwrap().is_empty(),
         "acknowledged messages are not delivered again"
     );
 
     // Replies both ways, on the sessions just created.
     alice
+        .messages()
         .send_text(&uid("bob"), "hello bob, from my phone")
         .await
         .unwrap();
     alice_laptop
+        .messages()
         .send_text(&uid("bob"), "and from my laptop")
         .await
         .unwrap();
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(
         texts(&got),
         ["hello bob, from my phone", "and from my laptop"]
     );
     assert_ne!(got[0].sender_device_id, got[1].sender_device_id);
-    bob.send_text(&uid("alice"), "good to hear").await.unwrap();
-    assert_eq!(texts(&alice_laptop.sync().await.unwrap()), ["good to hear"]);
+    bob.messages()
+        .send_text(&uid("alice"), "good to hear")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&alice_laptop.messages().sync().await.unwrap()),
+        ["good to hear"]
+    );
 
     // Carol and bob.
     carol
+        .messages()
         .send_text(&uid("bob"), "bob? carol here")
         .await
         .unwrap();
     for i in 0..5 {
-        bob.send_text(&uid("carol"), &format!("reply {i}"))
+        bob.messages()
+            .send_text(&uid("carol"), &format!("reply {i}"))
             .await
             .unwrap();
     }
-    assert_eq!(texts(&bob.sync().await.unwrap()), ["bob? carol here"]);
+    assert_eq!(
+        texts(&bob.messages().sync().await.unwrap()),
+        ["bob? carol here"]
+    );
 
     // Out of order: carol is handed the last of bob's five messages first. She
     // notices the gap, fetches the missing ones, and processes all in order.
-    let pending = carol.pending().await.unwrap();
+    let pending = carol.messages().pending().await.unwrap();
     assert_eq!(pending.len(), 5);
     let last = pending.last().cloned().unwrap();
-    let processed = carol.process(vec![last]).await.unwrap();
+    let processed = carol.messages().process(vec![last]).await.unwrap();
     assert_eq!(
         texts(&processed),
         ["reply 0", "reply 1", "reply 2", "reply 3", "reply 4"]
@@ -138,7 +160,11 @@ async fn three_users_converse(mut h: Harness) {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    carol.send_text(&uid("bob"), "pushed to you").await.unwrap();
+    carol
+        .messages()
+        .send_text(&uid("bob"), "pushed to you")
+        .await
+        .unwrap();
     let pushed = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
         .await
         .expect("push arrives")
@@ -155,35 +181,41 @@ async fn three_users_converse(mut h: Harness) {
 
     // Server restart mid-conversation: queued messages, sessions and tokens survive.
     alice
+        .messages()
         .send_text(&uid("carol"), "before the restart")
         .await
         .unwrap();
     h.stop().await;
     h.start().await;
     assert_eq!(h.url(), url);
-    let resumed = texts(&carol.sync().await.unwrap());
+    let resumed = texts(&carol.messages().sync().await.unwrap());
     assert_eq!(resumed, ["before the restart"]);
     carol
+        .messages()
         .send_text(&uid("alice"), "after the restart")
         .await
         .unwrap();
     // The phone had not synced since bob's "good to hear": it gets both, in order.
     assert_eq!(
-        texts(&alice.sync().await.unwrap()),
+        texts(&alice.messages().sync().await.unwrap()),
         ["good to hear", "after the restart"]
     );
     assert_eq!(
-        texts(&alice_laptop.sync().await.unwrap()),
+        texts(&alice_laptop.messages().sync().await.unwrap()),
         ["after the restart"]
     );
     // A client restarted too (reopened from disk) keeps its sessions.
     drop(bob);
     let bob = Client::open(&h.profile("bob")).await.unwrap();
     alice_laptop
+        .messages()
         .send_text(&uid("bob"), "still there?")
         .await
         .unwrap();
-    assert_eq!(texts(&bob.sync().await.unwrap()), ["still there?"]);
+    assert_eq!(
+        texts(&bob.messages().sync().await.unwrap()),
+        ["still there?"]
+    );
     h.stop().await;
 }
 
@@ -242,24 +274,35 @@ async fn rotated_fallback_key_still_decrypts(mut h: Harness) {
         "a drain cannot exhaust alice ({left} one-time keys left)"
     );
 
-    bob.send_text(&uid("alice"), "encrypted to your fallback key")
+    bob.messages()
+        .send_text(&uid("alice"), "encrypted to your fallback key")
         .await
         .unwrap();
-    alice.rotate_fallback_key().await.unwrap();
+    alice.keys().rotate_fallback().await.unwrap();
     assert_eq!(
-        texts(&alice.sync().await.unwrap()),
+        texts(&alice.messages().sync().await.unwrap()),
         ["encrypted to your fallback key"]
     );
-    alice.send_text(&uid("bob"), "got it").await.unwrap();
-    assert_eq!(texts(&bob.sync().await.unwrap()), ["got it"]);
+    alice
+        .messages()
+        .send_text(&uid("bob"), "got it")
+        .await
+        .unwrap();
+    assert_eq!(texts(&bob.messages().sync().await.unwrap()), ["got it"]);
 
     // Sent text stays in the outbox for resends, and nothing on disk holds it in the clear.
     let sent = alice
+        .messages()
         .send_text(&uid("bob"), "secret words in the outbox")
         .await
         .unwrap();
     assert_eq!(
-        alice.sent_text(&sent.message_id).await.unwrap().as_deref(),
+        alice
+            .messages()
+            .sent_text(&sent.message_id)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("secret words in the outbox")
     );
     for entry in std::fs::read_dir(h.profile("alice")).unwrap() {
@@ -284,19 +327,23 @@ async fn a_network_failure_mid_processing_loses_nothing(mut h: Harness) {
         .await
         .unwrap();
     alice
+        .messages()
         .send_text(&uid("carol"), "first contact")
         .await
         .unwrap();
-    let pending = carol.pending().await.unwrap();
+    let pending = carol.messages().pending().await.unwrap();
     h.stop().await;
-    let error = carol.process(pending).await.unwrap_err();
+    let error = carol.messages().process(pending).await.unwrap_err();
     assert!(
         matches!(error, atlas_client::ClientError::Network(_)),
         "{error}"
     );
-    assert_eq!(carol.last_seq().await.unwrap(), 0);
+    assert_eq!(carol.messages().last_seq().await.unwrap(), 0);
     h.start().await;
-    assert_eq!(texts(&carol.sync().await.unwrap()), ["first contact"]);
+    assert_eq!(
+        texts(&carol.messages().sync().await.unwrap()),
+        ["first contact"]
+    );
     h.stop().await;
 }
 

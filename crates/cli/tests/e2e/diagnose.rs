@@ -44,14 +44,19 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     let bob = client(&h, "bob").await;
     let carol = client(&h, "carol").await;
     acquaint(&alice, &bob).await;
-    carol.send_text(&uid("bob"), "from carol").await.unwrap();
-    bob.sync().await.unwrap();
+    carol
+        .messages()
+        .send_text(&uid("bob"), "from carol")
+        .await
+        .unwrap();
+    bob.messages().sync().await.unwrap();
     desync_session(&h, "bob", "alice", "carol").await;
     let lost = alice
+        .messages()
         .send_text(&uid("bob"), "after the desync")
         .await
         .unwrap();
-    bob.sync().await.unwrap();
+    bob.messages().sync().await.unwrap();
     let d = diagnose(&h, &token, "message", &lost.message_id, true);
     assert_eq!(cause(&d), "ratchet_desync", "{d:#}");
     let steps = d["diagnosis"]["steps"].to_string();
@@ -62,8 +67,8 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
         "{commands}"
     );
     assert_eq!(d["applied"].as_array().unwrap().len(), 2, "{d:#}");
-    alice.sync().await.unwrap();
-    let resent = bob.sync().await.unwrap();
+    alice.messages().sync().await.unwrap();
+    let resent = bob.messages().sync().await.unwrap();
     assert_eq!(resent[0].text.as_deref(), Some("after the desync"));
     assert_eq!(
         cause(&diagnose(&h, &token, "message", &lost.message_id, false)),
@@ -74,7 +79,7 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     let dave = client(&h, "dave").await;
     let rotated = send_to_rotated_key(&h, &alice, &dave, "to the old key").await;
     // Dave's device reads (and fails) before anyone answers the resend it asks for.
-    dave.sync().await.unwrap();
+    dave.messages().sync().await.unwrap();
     let d = diagnose(&h, &token, "message", &rotated, false);
     assert_eq!(cause(&d), "key_rotated", "{d:#}");
     assert!(
@@ -89,10 +94,11 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     let erin = client(&h, "erin").await;
     corrupt_one_time_keys(&h, "erin").await;
     let corrupted = alice
+        .messages()
         .send_text(&uid("erin"), "first contact")
         .await
         .unwrap();
-    erin.sync().await.unwrap();
+    erin.messages().sync().await.unwrap();
     let d = diagnose(&h, &token, "message", &corrupted.message_id, false);
     assert_eq!(cause(&d), "key_corrupted_in_database", "{d:#}");
 
@@ -101,7 +107,7 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     acquaint(&frank, &grace).await;
     let ids = send_numbered(&frank, &grace, 45).await;
     deliver_last_first(&h, "grace").await;
-    grace.sync().await.unwrap();
+    grace.messages().sync().await.unwrap();
     assert_eq!(
         cause(&diagnose(&h, &token, "message", &ids[0], false)),
         "missing_skipped_keys"
@@ -109,22 +115,23 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     // The user view collects all four and --apply asks for them again.
     let user = diagnose(&h, &token, "user", "grace", true);
     assert_eq!(cause(&user), "missing_skipped_keys", "{user:#}");
-    frank.sync().await.unwrap();
-    assert_eq!(grace.sync().await.unwrap().len(), 4);
+    frank.messages().sync().await.unwrap();
+    assert_eq!(grace.messages().sync().await.unwrap().len(), 4);
     assert_eq!(
         cause(&diagnose(&h, &token, "user", "grace", false)),
         "healthy"
     );
 
     // A member stuck in an old epoch.
-    alice.group_create("team").await.unwrap();
-    alice.group_add("team", &uid("carol")).await.unwrap();
-    carol.groups_sync().await.unwrap();
+    alice.groups().create("team").await.unwrap();
+    alice.groups().add("team", &uid("carol")).await.unwrap();
+    carol.groups().sync_all().await.unwrap();
     for _ in 0..3 {
-        alice.group_update("team").await.unwrap();
+        alice.groups().update("team").await.unwrap();
     }
     alice
-        .group_send("team", "while you were out")
+        .groups()
+        .send("team", "while you were out")
         .await
         .unwrap();
     assert_eq!(
@@ -141,7 +148,7 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
             .unwrap()
             .starts_with("atlas mls send-update --group-id team --member-id carol/")
     );
-    let read = carol.groups_sync().await.unwrap();
+    let read = carol.groups().sync_all().await.unwrap();
     assert!(
         read.iter()
             .any(|r| r.text.as_deref() == Some("while you were out"))

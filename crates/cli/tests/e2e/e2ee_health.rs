@@ -40,11 +40,12 @@ async fn outcome_reports_drive_health_and_metrics(h: Harness) {
     );
     for i in 0..3 {
         alice
+            .messages()
             .send_text(&uid("bob"), &format!("hi {i}"))
             .await
             .unwrap();
     }
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert!(got.iter().all(|r| r.text.is_some()));
     let good = health(&url).await;
     assert_eq!(good.status, "healthy");
@@ -55,7 +56,7 @@ async fn outcome_reports_drive_health_and_metrics(h: Harness) {
 
     let mallory = RawDevice::register(&url, "mallory").await;
     send_undecryptable(&mallory, &bob, 1).await;
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(
         got[0].error.as_ref().unwrap().code,
         FailureCode::KeyNotFound
@@ -146,7 +147,11 @@ async fn bad_reports_are_refused_and_cannot_poison_health() {
         )
         .await;
     assert_eq!(status, 200);
-    let sent = alice.send_text(&uid("bob"), "hello").await.unwrap();
+    let sent = alice
+        .messages()
+        .send_text(&uid("bob"), "hello")
+        .await
+        .unwrap();
     let report = |body: Value| {
         let (bob, token) = (&bob, &token);
         async move {
@@ -266,11 +271,12 @@ async fn a_few_colluding_accounts_cannot_move_the_verdict_or_the_alert() {
     let bob = atlas_testing::client(&h, "bob").await;
     for i in 0..10 {
         alice
+            .messages()
             .send_text(&uid("bob"), &format!("hi {i}"))
             .await
             .unwrap();
     }
-    bob.sync().await.unwrap();
+    bob.messages().sync().await.unwrap();
     let before = health(&url).await;
     assert_eq!(
         (before.status.as_str(), before.reports_last_hour),

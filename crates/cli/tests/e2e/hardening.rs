@@ -157,10 +157,11 @@ async fn rotating_the_token_key_kills_every_token(mut h: Harness) {
     let fresh = raw.token().await;
     assert_eq!(raw.call(&fresh, "GET", "/keys/count", None).await.0, 200);
     alice
+        .messages()
         .send_text(bob.user_id(), "after rotation")
         .await
         .unwrap();
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert!(
         got.iter()
             .any(|m| m.text.as_deref() == Some("after rotation"))
@@ -270,6 +271,7 @@ async fn a_ghost_device_gets_nothing(mut h: Harness) {
 
     plant_ghost(&h, "bob", None).await;
     let sent = alice
+        .messages()
         .send_text(bob.user_id(), "after the ghost")
         .await
         .unwrap();
@@ -283,6 +285,7 @@ async fn a_ghost_device_gets_nothing(mut h: Harness) {
         skipped[0].reason
     );
     carol
+        .messages()
         .send_text(bob.user_id(), "first contact")
         .await
         .unwrap();
@@ -291,6 +294,7 @@ async fn a_ghost_device_gets_nothing(mut h: Harness) {
         1
     );
     let got: Vec<String> = bob
+        .messages()
         .sync()
         .await
         .unwrap()
@@ -340,6 +344,7 @@ async fn a_ghost_device_gets_nothing(mut h: Harness) {
     h.sql("UPDATE devices SET status = 'revoked' WHERE user_id = 'bob' AND device_id <> 'GHOST'")
         .await;
     let refused = alice
+        .messages()
         .send_text(bob.user_id(), "to the forged identity")
         .await
         .unwrap_err();
@@ -395,13 +400,16 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
         [laptop.device_id().clone()]
     );
     assert!(laptop.finish_link().await.unwrap());
-    bob.send_text(phone.user_id(), "to both").await.unwrap();
+    bob.messages()
+        .send_text(phone.user_id(), "to both")
+        .await
+        .unwrap();
     assert_eq!(
-        laptop.sync().await.unwrap()[0].text.as_deref(),
+        laptop.messages().sync().await.unwrap()[0].text.as_deref(),
         Some("to both")
     );
     assert_eq!(
-        phone.sync().await.unwrap()[0].text.as_deref(),
+        phone.messages().sync().await.unwrap()[0].text.as_deref(),
         Some("to both")
     );
 
@@ -429,6 +437,7 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
         ("pending", None)
     );
     let sent = bob
+        .messages()
         .send_text(phone.user_id(), "not for the impostor")
         .await
         .unwrap();
@@ -445,8 +454,9 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
         .await;
     assert_eq!((s, b["error"].as_str()), (400, Some("invalid_certificate")));
     phone.remove_device(laptop.device_id()).await.unwrap();
-    assert_dead(laptop.sync().await.unwrap_err());
+    assert_dead(laptop.messages().sync().await.unwrap_err());
     let sent = bob
+        .messages()
         .send_text(phone.user_id(), "after removal")
         .await
         .unwrap();
@@ -477,7 +487,7 @@ async fn linked_devices_are_certified_and_removed_by_their_user(mut h: Harness) 
         ],
     );
     assert!(ok, "{stderr}");
-    assert_dead(phone.sync().await.unwrap_err());
+    assert_dead(phone.messages().sync().await.unwrap_err());
     let wrong = atlas_testing::operator_token(&h.database_url(), "keys");
     let (ok, _, stderr) = atlas_testing::run_atlas(
         None,
@@ -543,7 +553,7 @@ async fn limited_server(
 async fn a_stranger_guessing_backups_cannot_lock_the_owner_out() {
     let h = Harness::sqlite().await;
     let bob = atlas_testing::client(&h, "bob").await;
-    let info = bob.backup_keys(b"correct horse battery").await.unwrap();
+    let info = bob.keys().backup(b"correct horse battery").await.unwrap();
     // The stranger connects from 127.0.0.2, bob from 127.0.0.1.
     let stranger = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
@@ -1046,7 +1056,7 @@ async fn a_forged_key_package_is_not_added() {
     let h = Harness::sqlite().await;
     let alice = atlas_testing::client(&h, "alice").await;
     let bob = atlas_testing::client(&h, "bob").await;
-    alice.group_create("team").await.unwrap();
+    alice.groups().create("team").await.unwrap();
     let (user, device) = (bob.user_id().clone(), bob.device_id().clone());
     let forger = MlsDevice::new(&user, &device).unwrap();
     let forged = forger.key_package(false).unwrap();
@@ -1065,17 +1075,17 @@ async fn a_forged_key_package_is_not_added() {
              VALUES ('bob', '{device}', 'forged', X'{hex}', 0, 'active', '2026-01-01T00:00:00Z', {binding})"
         ))
         .await;
-        match alice.group_add("team", &user).await {
+        match alice.groups().add("team", &user).await {
             Err(atlas_client::ClientError::UntrustedKeys(what)) => {
                 assert!(what.contains("MLS KeyPackage"), "{what}")
             }
             other => panic!("a forged KeyPackage must be refused, got {other:?}"),
         }
-        let view = alice.group_view("team").await.unwrap();
+        let view = alice.groups().view("team").await.unwrap();
         assert_eq!(view.current_epoch, 0, "nothing was committed");
     }
     h.sql("DELETE FROM mls_key_packages WHERE user_id = 'bob'")
         .await;
-    bob.top_up_key_packages().await.unwrap();
-    alice.group_add("team", &user).await.unwrap();
+    bob.groups().top_up_key_packages().await.unwrap();
+    alice.groups().add("team", &user).await.unwrap();
 }

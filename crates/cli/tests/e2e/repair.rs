@@ -43,7 +43,7 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
     let ids = send_numbered(&alice, &bob, 45).await;
     deliver_last_first(&h, "bob").await;
 
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(got.len(), 45);
     assert_eq!(got[0].text.as_deref(), Some("m45"));
     assert_eq!(codes(&got), ["MissingSkippedKey"; 4]);
@@ -63,8 +63,8 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
     assert_eq!(health.status, "healthy");
 
     // Bob's device asked for resends; alice's device answers on its next sync.
-    alice.sync().await.unwrap();
-    let resent = bob.sync().await.unwrap();
+    alice.messages().sync().await.unwrap();
+    let resent = bob.messages().sync().await.unwrap();
     let texts: Vec<_> = resent.iter().map(|r| r.text.as_deref().unwrap()).collect();
     assert_eq!(texts, ["m1", "m2", "m3", "m4"]);
     let originals: Vec<_> = resent
@@ -90,15 +90,20 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
 async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
     let carol = client(&h, "carol").await;
     let (alice, bob) = acquainted(&h).await;
-    carol.send_text(&uid("bob"), "from carol").await.unwrap();
-    bob.sync().await.unwrap();
+    carol
+        .messages()
+        .send_text(&uid("bob"), "from carol")
+        .await
+        .unwrap();
+    bob.messages().sync().await.unwrap();
     desync_session(&h, "bob", "alice", "carol").await;
 
     let lost = alice
+        .messages()
         .send_text(&uid("bob"), "after the desync")
         .await
         .unwrap();
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(codes(&got), ["RatchetDesync"]);
     assert_eq!(
         e2ee_health(&h.url())
@@ -107,16 +112,20 @@ async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
             .get("RatchetDesync"),
         Some(&1)
     );
-    alice.sync().await.unwrap();
-    let resent = bob.sync().await.unwrap();
+    alice.messages().sync().await.unwrap();
+    let resent = bob.messages().sync().await.unwrap();
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].text.as_deref(), Some("after the desync"));
     assert_eq!(
         resent[0].resend_of.as_deref(),
         Some(lost.message_id.as_str())
     );
-    alice.send_text(&uid("bob"), "and later").await.unwrap();
-    let later = bob.sync().await.unwrap();
+    alice
+        .messages()
+        .send_text(&uid("bob"), "and later")
+        .await
+        .unwrap();
+    let later = bob.messages().sync().await.unwrap();
     assert_eq!(later[0].text.as_deref(), Some("and later"));
     assert_health_counts(&h.url(), 0, 1).await;
 }
@@ -126,8 +135,12 @@ async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
 /// resent on a new session and read; later messages use the new session.
 async fn session_reset_retires_both_ends_and_in_flight_messages_are_resent(h: Harness) {
     let (alice, bob) = acquainted(&h).await;
-    let in_flight = alice.send_text(&uid("bob"), "in flight").await.unwrap();
-    let pending = bob.pending().await.unwrap();
+    let in_flight = alice
+        .messages()
+        .send_text(&uid("bob"), "in flight")
+        .await
+        .unwrap();
+    let pending = bob.messages().pending().await.unwrap();
     let session = pending[0].session_id.clone().unwrap();
     let token = operator_token(&h.database_url(), "messages");
     let answer = atlas_testing::run_runbook(
@@ -148,23 +161,24 @@ async fn session_reset_retires_both_ends_and_in_flight_messages_are_resent(h: Ha
         ]
     );
 
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(codes(&got), ["SessionRetired"]);
-    alice.sync().await.unwrap();
-    let resent = bob.sync().await.unwrap();
+    alice.messages().sync().await.unwrap();
+    let resent = bob.messages().sync().await.unwrap();
     assert_eq!(resent[0].text.as_deref(), Some("in flight"));
     assert_eq!(
         resent[0].resend_of.as_deref(),
         Some(in_flight.message_id.as_str())
     );
     alice
+        .messages()
         .send_text(&uid("bob"), "on the new session")
         .await
         .unwrap();
-    let next = bob.pending().await.unwrap();
+    let next = bob.messages().pending().await.unwrap();
     assert_ne!(next[0].session_id.as_deref(), Some(session.as_str()));
     assert_eq!(
-        bob.sync().await.unwrap()[0].text.as_deref(),
+        bob.messages().sync().await.unwrap()[0].text.as_deref(),
         Some("on the new session")
     );
     assert_health_counts(&h.url(), 0, 1).await;
@@ -180,8 +194,12 @@ async fn keys_corrupted_in_the_database_are_revoked_and_the_message_resent(h: Ha
     let bob = client(&h, "bob").await;
     let corrupted = corrupt_one_time_keys(&h, "bob").await;
     assert_eq!(corrupted, 25);
-    let lost = alice.send_text(&uid("bob"), "first contact").await.unwrap();
-    let got = bob.sync().await.unwrap();
+    let lost = alice
+        .messages()
+        .send_text(&uid("bob"), "first contact")
+        .await
+        .unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(codes(&got), ["KeyNotFound"]);
     // The 24 corrupted keys still on offer were revoked (the 25th went to alice).
     let revoked = h
@@ -189,10 +207,10 @@ async fn keys_corrupted_in_the_database_are_revoked_and_the_message_resent(h: Ha
         .await;
     assert_eq!(revoked, 24);
     // A later check still names the 25 bad rows (revoked, or handed to alice) but has nothing left to revoke.
-    let check = bob.check_keys(true).await.unwrap();
+    let check = bob.keys().check(true).await.unwrap();
     assert_eq!((check.mismatched.len(), check.revoked), (25, 0));
-    alice.sync().await.unwrap();
-    let resent = bob.sync().await.unwrap();
+    alice.messages().sync().await.unwrap();
+    let resent = bob.messages().sync().await.unwrap();
     assert_eq!(resent[0].text.as_deref(), Some("first contact"));
     assert_eq!(
         resent[0].resend_of.as_deref(),
@@ -209,7 +227,7 @@ async fn key_rotated_before_the_message_arrived_is_named_and_recovered(h: Harnes
     let alice = client(&h, "alice").await;
     let bob = client(&h, "bob").await;
     let lost = send_to_rotated_key(&h, &alice, &bob, "to the fallback key").await;
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(codes(&got), ["KeyNotFound"]);
     let health = e2ee_health(&h.url()).await;
     assert_eq!(
@@ -217,8 +235,8 @@ async fn key_rotated_before_the_message_arrived_is_named_and_recovered(h: Harnes
         Some(&1),
         "{health:?}"
     );
-    alice.sync().await.unwrap();
-    let resent = bob.sync().await.unwrap();
+    alice.messages().sync().await.unwrap();
+    let resent = bob.messages().sync().await.unwrap();
     assert_eq!(resent[0].text.as_deref(), Some("to the fallback key"));
     assert_eq!(resent[0].resend_of.as_deref(), Some(lost.as_str()));
 }
@@ -236,8 +254,11 @@ on_both_backends!(
 async fn session_resets_are_authorised() {
     let h = Harness::sqlite().await;
     let (alice, bob) = acquainted(&h).await;
-    alice.send_text(&uid("bob"), "x").await.unwrap();
-    let session = bob.pending().await.unwrap()[0].session_id.clone().unwrap();
+    alice.messages().send_text(&uid("bob"), "x").await.unwrap();
+    let session = bob.messages().pending().await.unwrap()[0]
+        .session_id
+        .clone()
+        .unwrap();
     let carol = RawDevice::register(&h.url(), "carol").await;
     let token = carol.token().await;
     let reset = format!("/sessions/{session}/reset");
@@ -280,6 +301,7 @@ async fn session_resets_are_authorised() {
     assert_eq!(status, 413);
     // Either end may reset its own session (the standard base64 form works too).
     let answer = bob
+        .repair()
         .reset_session(
             &session
                 .parse::<atlas_proto::SessionId>()
@@ -289,8 +311,8 @@ async fn session_resets_are_authorised() {
         .await
         .unwrap();
     assert_eq!(answer.session_id, session.as_str());
-    assert_eq!(alice.apply_session_resets().await.unwrap(), 1);
-    assert_eq!(alice.apply_session_resets().await.unwrap(), 0);
+    assert_eq!(alice.repair().apply_session_resets().await.unwrap(), 1);
+    assert_eq!(alice.repair().apply_session_resets().await.unwrap(), 0);
 }
 
 /// Who may ask for a resend, how often, and what the sender may send as one.
@@ -300,7 +322,11 @@ async fn resend_requests_are_authorised_limited_and_checked() {
     let url = h.url();
     let alice = client(&h, "alice").await;
     let bob = client(&h, "bob").await;
-    let sent = alice.send_text(&uid("bob"), "hello").await.unwrap();
+    let sent = alice
+        .messages()
+        .send_text(&uid("bob"), "hello")
+        .await
+        .unwrap();
     let id = sent.message_id.as_str();
     let path = format!("/messages/{id}/request-resend");
 
@@ -312,7 +338,11 @@ async fn resend_requests_are_authorised_limited_and_checked() {
         (status, body["error"].as_str()),
         (404, Some("unknown_message"))
     );
-    let err = alice.request_resend(&sent.message_id).await.unwrap_err();
+    let err = alice
+        .repair()
+        .request_resend(&sent.message_id)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(atlas_proto::ErrorCode::UnknownMessage));
     // Malformed ids, no credentials.
     let (status, _) = mallory
@@ -381,8 +411,8 @@ async fn resend_requests_are_authorised_limited_and_checked() {
     );
 
     // The sender answers; once bob has read it, there is nothing left to resend.
-    alice.sync().await.unwrap();
-    let got = bob.sync().await.unwrap();
+    alice.messages().sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(
         got.iter()
             .filter_map(|r| r.text.as_deref())
@@ -397,12 +427,13 @@ async fn resend_requests_are_authorised_limited_and_checked() {
 
     // A sender whose outbox no longer has the message says so.
     let gone = alice
+        .messages()
         .send_text(&uid("bob"), "soon forgotten")
         .await
         .unwrap();
     profile_sql(&h.profile("alice"), "DELETE FROM outbox").await;
-    bob.request_resend(&gone.message_id).await.unwrap();
-    assert_eq!(alice.answer_resend_requests().await.unwrap(), 0);
+    bob.repair().request_resend(&gone.message_id).await.unwrap();
+    assert_eq!(alice.repair().answer_resends().await.unwrap(), 0);
     let marked = h
         .sql("UPDATE resend_requests SET detail = detail WHERE status = 'unavailable' AND detail LIKE '%outbox%'")
         .await;
@@ -411,7 +442,7 @@ async fn resend_requests_are_authorised_limited_and_checked() {
     // Requests between one pair of devices are rate-limited.
     let mut limited = 0;
     for _ in 0..30 {
-        match bob.request_resend(&gone.message_id).await {
+        match bob.repair().request_resend(&gone.message_id).await {
             Err(e) if e.code() == Some(atlas_proto::ErrorCode::RateLimited) => limited += 1,
             other => {
                 other.unwrap();
@@ -467,7 +498,7 @@ async fn fallback_key_rotates_weekly_with_a_grace_period() {
     let alice = client(&h, "alice").await;
     let bob = client(&h, "bob").await;
     let now = time::OffsetDateTime::now_utc();
-    let fresh = bob.maintain_keys(now).await.unwrap();
+    let fresh = bob.keys().maintain(now).await.unwrap();
     assert!(!fresh.fallback_rotated);
     assert!(fresh.check.mismatched.is_empty());
     assert!(fresh.counts.one_time_keys >= 10 && fresh.counts.fallback_key);
@@ -476,11 +507,13 @@ async fn fallback_key_rotates_weekly_with_a_grace_period() {
     let carol = RawDevice::register(&h.url(), "carol").await;
     let token = carol.token().await;
     alice
+        .messages()
         .send_text(&uid("bob"), "to last week's key")
         .await
         .unwrap();
     let week_later = bob
-        .maintain_keys(now + time::Duration::days(8))
+        .keys()
+        .maintain(now + time::Duration::days(8))
         .await
         .unwrap();
     assert!(week_later.fallback_rotated);
@@ -489,7 +522,7 @@ async fn fallback_key_rotates_weekly_with_a_grace_period() {
         .sql("UPDATE user_keys SET status = status WHERE user_id = 'bob' AND key_type = 'fallback' AND status = 'rotated'")
         .await;
     assert_eq!(rotated, 1);
-    let got = bob.sync().await.unwrap();
+    let got = bob.messages().sync().await.unwrap();
     assert_eq!(got[0].text.as_deref(), Some("to last week's key"));
 
     // Malformed and oversized checks are refused.
@@ -543,7 +576,10 @@ async fn a_retried_resend_gets_the_stored_answer() {
         .await;
     assert_eq!(status, 201, "{sent}");
     // Bob cannot read it and asks for a resend by himself.
-    assert_eq!(codes(&bob.sync().await.unwrap()), ["KeyNotFound"]);
+    assert_eq!(
+        codes(&bob.messages().sync().await.unwrap()),
+        ["KeyNotFound"]
+    );
     let (_, asked) = mallory.call(&token, "GET", "/resend-requests", None).await;
     assert_eq!(asked["requests"][0]["message_id"], sent["message_id"]);
     let original = sent["message_id"].as_str().unwrap();

@@ -527,12 +527,13 @@ async fn group_activity_is_pushed_to_listening_devices() {
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    alice.group_create("live").await.unwrap();
+    alice.groups().create("live").await.unwrap();
     alice
-        .group_add("live", &"bob".parse().unwrap())
+        .groups()
+        .add("live", &"bob".parse().unwrap())
         .await
         .unwrap();
-    alice.group_send("live", "pushed to you").await.unwrap();
+    alice.groups().send("live", "pushed to you").await.unwrap();
     let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             let m: atlas_client::GroupReceived = rx.recv().await.unwrap();
