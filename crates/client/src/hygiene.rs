@@ -159,7 +159,7 @@ impl Keys<'_> {
     }
 
     /// Publishes a new fallback key. The server marks the previous one `rotated`;
-    /// this device keeps its private half for [`FALLBACK_GRACE`].
+    /// this device keeps its private half for [`FALLBACK_GRACE`](crate::FALLBACK_GRACE).
     pub async fn rotate_fallback(&self) -> Result<KeyCounts, ClientError> {
         self.rotate_fallback_key_at(self.clock().now()).await
     }

@@ -83,7 +83,7 @@ pub async fn sequence(
         .stores
         .groups
         .sequence_commit(&NewCommit {
-            group_id: group_id.to_string(),
+            group_id: group_id.clone(),
             commit_id: commit_id.clone(),
             sender_id: me.to_owned(),
             from_epoch: from,

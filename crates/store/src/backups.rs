@@ -4,6 +4,7 @@
 use crate::db::{Backend, read, run};
 use crate::e2ee::unix_ms;
 use crate::{StoreError, StoreResult};
+use atlas_proto::{BackupId, DeviceId, UserId};
 use time::OffsetDateTime;
 
 /// Backups kept per user: storing one more deletes the oldest.
@@ -13,11 +14,11 @@ pub const BACKUPS_KEPT: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct NewBackup {
     /// `backup-<user>-<unix-ms>`.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The device it was made on.
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// Key-derivation parameters (JSON).
     pub kdf: String,
     /// Hex SHA-256 of the download key.
@@ -32,11 +33,14 @@ pub struct NewBackup {
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct BackupMeta {
     /// Id.
-    pub backup_id: String,
+    #[sqlx(try_from = "String")]
+    pub backup_id: BackupId,
     /// Owner.
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
     /// Device it was made on.
-    pub device_id: String,
+    #[sqlx(try_from = "String")]
+    pub device_id: DeviceId,
     /// 1, 2, 3 … per user.
     #[sqlx(try_from = "i64")]
     pub version: u64,
@@ -75,7 +79,7 @@ impl<T: Backend> BackupStore for T {
         let exists: Option<(i64,)> = run!(
             &mut tx,
             sqlx::query_as("SELECT CAST(1 AS BIGINT) FROM key_backups WHERE backup_id = $1")
-                .bind(&b.backup_id),
+                .bind(b.backup_id.as_str()),
             fetch_optional
         )?;
         if exists.is_some() {
@@ -85,7 +89,7 @@ impl<T: Backend> BackupStore for T {
         let (last,): (i64,) = run!(
             &mut tx,
             sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM key_backups WHERE user_id = $1")
-                .bind(&b.user_id),
+                .bind(b.user_id.as_str()),
             fetch_one
         )?;
         let version = last + 1;
@@ -96,9 +100,9 @@ impl<T: Backend> BackupStore for T {
                  download_verifier, blob, size, created_at, created_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
-            .bind(&b.backup_id)
-            .bind(&b.user_id)
-            .bind(&b.device_id)
+            .bind(b.backup_id.as_str())
+            .bind(b.user_id.as_str())
+            .bind(b.device_id.as_str())
             .bind(version)
             .bind(&b.kdf)
             .bind(&b.download_verifier)
@@ -112,7 +116,7 @@ impl<T: Backend> BackupStore for T {
         run!(
             &mut tx,
             sqlx::query("DELETE FROM key_backups WHERE user_id = $1 AND version <= $2")
-                .bind(&b.user_id)
+                .bind(b.user_id.as_str())
                 .bind(version - i64::from(BACKUPS_KEPT)),
             execute
         )?;

@@ -4,6 +4,7 @@
 use crate::db::{Backend, Tx, read, run};
 use crate::member_actions::{MemberAction, insert_action};
 use crate::{StoreError, StoreResult};
+use atlas_proto::GroupId;
 use time::OffsetDateTime;
 
 /// A group as stored.
@@ -26,7 +27,7 @@ pub struct GroupRecord {
 #[derive(Debug, Clone)]
 pub struct NewGroup {
     /// Name (unique per server).
-    pub group_id: String,
+    pub group_id: GroupId,
     /// The creating member (`USER_ID/DEVICE_ID`).
     pub creator: String,
     /// Public-group snapshot at epoch 0.
@@ -41,7 +42,7 @@ pub struct NewGroup {
 #[derive(Debug, Clone)]
 pub struct NewCommit {
     /// The group.
-    pub group_id: String,
+    pub group_id: GroupId,
     /// Server-assigned id.
     pub commit_id: String,
     /// The committer (`USER_ID/DEVICE_ID`).
@@ -95,7 +96,8 @@ pub mod kind {
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct GroupMessageRecord {
     /// The group.
-    pub group_id: String,
+    #[sqlx(try_from = "String")]
+    pub group_id: GroupId,
     /// Position in the group's log.
     #[sqlx(try_from = "i64")]
     pub seq: u64,
@@ -290,7 +292,7 @@ async fn insert_log(tx: &mut Tx, entry: &GroupMessageRecord) -> StoreResult<()> 
             "INSERT INTO mls_messages (group_id, seq, kind, epoch, sender_id, body, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(&entry.group_id)
+        .bind(entry.group_id.as_str())
         .bind(signed(entry.seq))
         .bind(&entry.kind)
         .bind(signed(entry.epoch))
@@ -328,7 +330,7 @@ impl<T: Backend> GroupStore for T {
                    created_at, public_state, next_seq) \
                  VALUES ($1, 0, $2, $3, $2, $4, 0) ON CONFLICT DO NOTHING",
             )
-            .bind(&g.group_id)
+            .bind(g.group_id.as_str())
             .bind(g.now)
             .bind(&g.creator)
             .bind(&g.public_state),
@@ -344,7 +346,7 @@ impl<T: Backend> GroupStore for T {
                    joined_epoch, updated_at) \
                  VALUES ($1, $2, 0, NULL, 'active', 0, $3)",
             )
-            .bind(&g.group_id)
+            .bind(g.group_id.as_str())
             .bind(&g.creator)
             .bind(g.now),
             execute
@@ -355,7 +357,7 @@ impl<T: Backend> GroupStore for T {
                 "INSERT INTO mls_epochs (group_id, epoch, public_state, group_info, created_at) \
                  VALUES ($1, 0, $2, $3, $4)",
             )
-            .bind(&g.group_id)
+            .bind(g.group_id.as_str())
             .bind(&g.public_state)
             .bind(&g.group_info)
             .bind(g.now),
@@ -395,7 +397,7 @@ impl<T: Backend> GroupStore for T {
             .bind(c.now)
             .bind(&c.public_state)
             .bind(entries)
-            .bind(&c.group_id)
+            .bind(c.group_id.as_str())
             .bind(from),
             fetch_optional
         )?;
@@ -403,7 +405,7 @@ impl<T: Backend> GroupStore for T {
             let current: Option<(i64,)> = run!(
                 &mut tx,
                 sqlx::query_as("SELECT current_epoch FROM mls_groups WHERE group_id = $1")
-                    .bind(&c.group_id),
+                    .bind(c.group_id.as_str()),
                 fetch_optional
             )?;
             let (current,) = current.ok_or(StoreError::UnknownGroup)?;
@@ -424,7 +426,7 @@ impl<T: Backend> GroupStore for T {
                  VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
             )
             .bind(&c.commit_id)
-            .bind(&c.group_id)
+            .bind(c.group_id.as_str())
             .bind(&c.sender_id)
             .bind(new_epoch)
             .bind(seq)
@@ -435,7 +437,7 @@ impl<T: Backend> GroupStore for T {
         run!(
             &mut tx,
             sqlx::query("DELETE FROM mls_epochs WHERE group_id = $1 AND epoch >= $2")
-                .bind(&c.group_id)
+                .bind(c.group_id.as_str())
                 .bind(new_epoch),
             execute
         )?;
@@ -445,7 +447,7 @@ impl<T: Backend> GroupStore for T {
                 "INSERT INTO mls_epochs (group_id, epoch, public_state, group_info, created_at) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
-            .bind(&c.group_id)
+            .bind(c.group_id.as_str())
             .bind(new_epoch)
             .bind(&c.public_state)
             .bind(&c.group_info)
@@ -470,7 +472,7 @@ impl<T: Backend> GroupStore for T {
                      WHERE group_id = $2 AND member_id = $3",
                 )
                 .bind(c.now)
-                .bind(&c.group_id)
+                .bind(c.group_id.as_str())
                 .bind(member)
                 .bind(seq),
                 execute
@@ -489,7 +491,7 @@ impl<T: Backend> GroupStore for T {
                          ON CONFLICT DO NOTHING",
                     )
                     .bind(member)
-                    .bind(&c.group_id)
+                    .bind(c.group_id.as_str())
                     .bind(seq + 1),
                     execute
                 )?;
@@ -561,7 +563,7 @@ impl<T: Backend> GroupStore for T {
             fetch_one
         )?;
         let entry = GroupMessageRecord {
-            group_id: group_id.to_owned(),
+            group_id: crate::records::id(group_id.to_owned())?,
             seq: seq.max(0) as u64,
             kind: kind::APPLICATION.to_owned(),
             epoch,
@@ -750,7 +752,7 @@ impl<T: Backend> GroupStore for T {
             sqlx::query_as(
                 "SELECT public_state FROM mls_epochs WHERE group_id = $1 AND epoch = $2"
             )
-            .bind(&r.group_id)
+            .bind(r.group_id.as_str())
             .bind(target),
             fetch_optional
         )?;
@@ -764,7 +766,7 @@ impl<T: Backend> GroupStore for T {
             .bind(target)
             .bind(&state)
             .bind(r.now)
-            .bind(&r.group_id)
+            .bind(r.group_id.as_str())
             .bind(signed(r.from_epoch)),
             execute
         )?;
@@ -776,7 +778,7 @@ impl<T: Backend> GroupStore for T {
             sqlx::query(
                 "UPDATE mls_commits SET status = 'rolled_back' WHERE group_id = $1 AND epoch > $2"
             )
-            .bind(&r.group_id)
+            .bind(r.group_id.as_str())
             .bind(target),
             execute
         )?;
@@ -785,14 +787,14 @@ impl<T: Backend> GroupStore for T {
             sqlx::query(
                 "UPDATE mls_messages SET rolled_back = 1 WHERE group_id = $1 AND epoch > $2"
             )
-            .bind(&r.group_id)
+            .bind(r.group_id.as_str())
             .bind(target),
             execute
         )?;
         run!(
             &mut tx,
             sqlx::query("DELETE FROM mls_epochs WHERE group_id = $1 AND epoch > $2")
-                .bind(&r.group_id)
+                .bind(r.group_id.as_str())
                 .bind(target),
             execute
         )?;
@@ -804,7 +806,7 @@ impl<T: Backend> GroupStore for T {
                  removed_seq = (SELECT next_seq FROM mls_groups WHERE group_id = $2) WHERE group_id = $2",
             )
             .bind(r.now)
-            .bind(&r.group_id),
+            .bind(r.group_id.as_str()),
             execute
         )?;
         for member in &r.members_at_target {
@@ -817,7 +819,7 @@ impl<T: Backend> GroupStore for T {
                 )
                 .bind(r.now)
                 .bind(target)
-                .bind(&r.group_id)
+                .bind(r.group_id.as_str())
                 .bind(member),
                 execute
             )?;

@@ -2,15 +2,18 @@
 //! send-update`, `rejoin-member`), which its device performs on its next sync.
 use crate::StoreResult;
 use crate::db::{Backend, Tx, read, run};
+use atlas_proto::{GroupId, RequestId};
 use time::OffsetDateTime;
 
 /// A recovery step requested for one member.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct MemberAction {
     /// Id.
-    pub action_id: String,
+    #[sqlx(try_from = "String")]
+    pub action_id: RequestId,
     /// The group.
-    pub group_id: String,
+    #[sqlx(try_from = "String")]
+    pub group_id: GroupId,
     /// The member (`USER_ID/DEVICE_ID`).
     pub member_id: String,
     /// `update` (catch up, then self-update) or `rejoin` (external commit from the latest GroupInfo).
@@ -53,8 +56,8 @@ pub(crate) async fn insert_action(tx: &mut Tx, a: &MemberAction) -> StoreResult<
                requested_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(&a.action_id)
-        .bind(&a.group_id)
+        .bind(a.action_id.as_str())
+        .bind(a.group_id.as_str())
         .bind(&a.member_id)
         .bind(&a.action)
         .bind(&a.requested_by)

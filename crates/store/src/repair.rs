@@ -2,22 +2,27 @@
 //! per-device copies of a message that both (and diagnosis) look at.
 use crate::StoreResult;
 use crate::db::{Backend, read, run};
-use atlas_proto::{DeviceId, UserId};
+use atlas_proto::{DeviceId, MessageId, RequestId, UserId};
 use time::OffsetDateTime;
 
 /// One recipient device's copy of a 1:1 message.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct MessageCopy {
     /// The message.
-    pub message_id: String,
+    #[sqlx(try_from = "String")]
+    pub message_id: MessageId,
     /// Recipient user.
-    pub recipient_id: String,
+    #[sqlx(try_from = "String")]
+    pub recipient_id: UserId,
     /// Recipient device.
-    pub recipient_device_id: String,
+    #[sqlx(try_from = "String")]
+    pub recipient_device_id: DeviceId,
     /// Sender user.
-    pub sender_id: String,
+    #[sqlx(try_from = "String")]
+    pub sender_id: UserId,
     /// Sender device.
-    pub sender_device_id: String,
+    #[sqlx(try_from = "String")]
+    pub sender_device_id: DeviceId,
     /// Algorithm of the ciphertext.
     pub encryption_algorithm: String,
     /// Olm message type (0 pre-key).
@@ -42,17 +47,23 @@ pub struct MessageCopy {
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ResendRequestRecord {
     /// Id.
-    pub request_id: String,
+    #[sqlx(try_from = "String")]
+    pub request_id: RequestId,
     /// The message to re-encrypt.
-    pub message_id: String,
+    #[sqlx(try_from = "String")]
+    pub message_id: MessageId,
     /// Recipient user.
-    pub recipient_id: String,
+    #[sqlx(try_from = "String")]
+    pub recipient_id: UserId,
     /// The device that could not read it.
-    pub recipient_device_id: String,
+    #[sqlx(try_from = "String")]
+    pub recipient_device_id: DeviceId,
     /// Sender user.
-    pub sender_id: String,
+    #[sqlx(try_from = "String")]
+    pub sender_id: UserId,
     /// The device that holds the plaintext in its outbox.
-    pub sender_device_id: String,
+    #[sqlx(try_from = "String")]
+    pub sender_device_id: DeviceId,
     /// `device:USER/DEVICE` or `operator:TOKEN_ID`.
     pub requested_by: String,
     /// Failure code reported for the message on that device, if any.
@@ -191,12 +202,12 @@ impl<T: Backend> RepairStore for T {
                        requested_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) ON CONFLICT DO NOTHING",
                 )
-                .bind(&r.request_id)
-                .bind(&r.message_id)
-                .bind(&r.recipient_id)
-                .bind(&r.recipient_device_id)
-                .bind(&r.sender_id)
-                .bind(&r.sender_device_id)
+                .bind(r.request_id.as_str())
+                .bind(r.message_id.as_str())
+                .bind(r.recipient_id.as_str())
+                .bind(r.recipient_device_id.as_str())
+                .bind(r.sender_id.as_str())
+                .bind(r.sender_device_id.as_str())
                 .bind(&r.requested_by)
                 .bind(r.reason.as_deref())
                 .bind(r.requested_at),
@@ -209,8 +220,8 @@ impl<T: Backend> RepairStore for T {
                     "SELECT * FROM resend_requests \
                      WHERE message_id = $1 AND recipient_device_id = $2 AND status = 'pending'",
                 )
-                .bind(&r.message_id)
-                .bind(&r.recipient_device_id),
+                .bind(r.message_id.as_str())
+                .bind(r.recipient_device_id.as_str()),
                 fetch_one
             )?;
             out.push(pending);

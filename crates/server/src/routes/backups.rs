@@ -28,9 +28,9 @@ const LIST_LIMIT: u32 = 20;
 
 fn info(meta: &BackupMeta) -> Result<BackupInfo, ApiError> {
     Ok(BackupInfo {
-        backup_id: ApiError::stored_id(&*meta.backup_id)?,
-        user_id: ApiError::stored_id(&*meta.user_id)?,
-        device_id: ApiError::stored_id(&*meta.device_id)?,
+        backup_id: meta.backup_id.clone(),
+        user_id: meta.user_id.clone(),
+        device_id: meta.device_id.clone(),
         version: meta.version,
         kdf: serde_json::from_str(&meta.kdf).map_err(ApiError::internal)?,
         size: meta.size,
@@ -88,9 +88,9 @@ pub async fn upload(
         .stores
         .backups
         .store_backup(&NewBackup {
-            backup_id: req.backup_id.to_string(),
-            user_id: auth.user_id.to_string(),
-            device_id: auth.device_id.to_string(),
+            backup_id: req.backup_id,
+            user_id: auth.user_id,
+            device_id: auth.device_id,
             kdf: serde_json::to_string(&req.kdf).map_err(ApiError::internal)?,
             download_verifier: req.download_verifier.to_ascii_lowercase(),
             blob: req.blob,

@@ -49,18 +49,12 @@ pub async fn message(
         latest_backup: None,
     };
     for c in &copies {
-        let device_active = match (
-            UserId::new(c.recipient_id.as_str()),
-            atlas_proto::DeviceId::new(c.recipient_device_id.as_str()),
-        ) {
-            (Ok(u), Ok(d)) => state
-                .stores
-                .accounts
-                .device(&u, &d)
-                .await?
-                .is_some_and(|d| d.status == atlas_proto::api::DeviceStatus::Active),
-            _ => false,
-        };
+        let device_active = state
+            .stores
+            .accounts
+            .device(&c.recipient_id, &c.recipient_device_id)
+            .await?
+            .is_some_and(|d| d.status == atlas_proto::api::DeviceStatus::Active);
         let key_row = match &c.prekey_key {
             Some(key) => {
                 state
@@ -92,7 +86,7 @@ pub async fn message(
         evidence.copies.push(CopyEvidence {
             recipient: format!("{}/{}", c.recipient_id, c.recipient_device_id),
             sender: format!("{}/{}", c.sender_id, c.sender_device_id),
-            recipient_user: c.recipient_id.clone(),
+            recipient_user: c.recipient_id.to_string(),
             algorithm: c.encryption_algorithm.clone(),
             msg_type: c.msg_type,
             session_id: ApiError::stored_opt_id(c.session_id.as_deref())?,

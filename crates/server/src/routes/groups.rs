@@ -38,7 +38,7 @@ pub fn decode(text: &str, field: &str) -> Result<Vec<u8>, ApiError> {
 
 pub(crate) fn entry(r: GroupMessageRecord) -> Result<GroupLogEntry, ApiError> {
     Ok(GroupLogEntry {
-        group_id: ApiError::stored_id(r.group_id)?,
+        group_id: r.group_id,
         seq: r.seq,
         kind: r.kind,
         epoch: r.epoch,
@@ -175,7 +175,7 @@ pub async fn create(
         .stores
         .groups
         .create_group(&NewGroup {
-            group_id: req.group_id.to_string(),
+            group_id: req.group_id.clone(),
             creator: me,
             public_state: ds.snapshot().map_err(ApiError::internal)?,
             group_info: info,
@@ -267,7 +267,7 @@ pub async fn post_message(
     Ok((
         StatusCode::CREATED,
         Json(entry(GroupMessageRecord {
-            group_id: group_id.to_string(),
+            group_id: group_id.clone(),
             seq,
             kind: atlas_store::kind::APPLICATION.into(),
             epoch,
@@ -394,8 +394,8 @@ pub(crate) fn action_view(
     a: atlas_store::MemberAction,
 ) -> Result<atlas_proto::mls::MemberActionView, ApiError> {
     Ok(atlas_proto::mls::MemberActionView {
-        action_id: ApiError::stored_id(a.action_id)?,
-        group_id: ApiError::stored_id(a.group_id)?,
+        action_id: a.action_id,
+        group_id: a.group_id,
         member_id: a.member_id,
         action: a.action,
         requested_at: rfc3339(a.requested_at),

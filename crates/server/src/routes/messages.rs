@@ -5,12 +5,12 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::receipts::{MessageFacts, ciphertext_digest, view, view_signed};
 use crate::state::AppState;
 use atlas_crypto::olm::Ciphertext;
-use atlas_proto::MessageId;
 use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
 use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
 use atlas_proto::timestamp::rfc3339;
+use atlas_proto::{MessageId, RequestId};
 use atlas_store::{AckedMessage, NewMessage, ResendOutcome, StoreError};
 use axum::Json;
 use axum::Router;
@@ -71,7 +71,7 @@ async fn resend_requests_answered(
     auth: &DeviceAuth,
     req: &SendRequest,
     original: &MessageId,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<RequestId>, ApiError> {
     let pending: Vec<_> = state
         .stores
         .repair

@@ -95,8 +95,8 @@ async fn request(
         .stores
         .member_actions
         .request_member_action(&MemberAction {
-            action_id: uuid::Uuid::now_v7().to_string(),
-            group_id: group_id.to_string(),
+            action_id: super::new_request_id()?,
+            group_id: group_id.clone(),
             member_id: member_id.clone(),
             action: action.to_owned(),
             requested_by: operator.token_id.clone(),
@@ -164,17 +164,19 @@ pub async fn rollback(
     let members_at_target: Vec<String> = at_target.iter().map(ToString::to_string).collect();
     let rejoin = members_at_target
         .iter()
-        .map(|member_id| MemberAction {
-            action_id: uuid::Uuid::now_v7().to_string(),
-            group_id: group_id.to_string(),
-            member_id: member_id.clone(),
-            action: "rejoin".into(),
-            requested_by: operator.token_id.clone(),
-            requested_at: now,
-            done_at: None,
-            outcome: None,
+        .map(|member_id| {
+            Ok(MemberAction {
+                action_id: super::new_request_id()?,
+                group_id: group_id.clone(),
+                member_id: member_id.clone(),
+                action: "rejoin".into(),
+                requested_by: operator.token_id.clone(),
+                requested_at: now,
+                done_at: None,
+                outcome: None,
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     state
         .stores
         .groups

@@ -28,6 +28,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 
+/// A fresh id for a resend request or a member action (a UUIDv7, so ids sort by time).
+pub(crate) fn new_request_id() -> Result<atlas_proto::RequestId, ApiError> {
+    atlas_proto::RequestId::new(uuid::Uuid::now_v7().to_string()).map_err(ApiError::internal)
+}
+
 /// The full API: each module's routes, and the admin routes under `/admin`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()

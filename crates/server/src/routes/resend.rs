@@ -26,12 +26,12 @@ pub const PER_MINUTE: u32 = 20;
 /// The wire form of a request.
 pub fn view(r: &ResendRequestRecord) -> Result<ResendRequestView, ApiError> {
     Ok(ResendRequestView {
-        request_id: ApiError::stored_id(&*r.request_id)?,
-        message_id: ApiError::stored_id(&*r.message_id)?,
-        recipient_id: ApiError::stored_id(&*r.recipient_id)?,
-        recipient_device_id: ApiError::stored_id(&*r.recipient_device_id)?,
-        sender_id: ApiError::stored_id(&*r.sender_id)?,
-        sender_device_id: ApiError::stored_id(&*r.sender_device_id)?,
+        request_id: r.request_id.clone(),
+        message_id: r.message_id.clone(),
+        recipient_id: r.recipient_id.clone(),
+        recipient_device_id: r.recipient_device_id.clone(),
+        sender_id: r.sender_id.clone(),
+        sender_device_id: r.sender_device_id.clone(),
         reason: r
             .reason
             .as_deref()
@@ -121,8 +121,8 @@ pub async fn request(
             .find(|r| r.device_id == copy.recipient_device_id && r.status == "failure")
             .and_then(|r| r.code.map(|c| c.as_str().to_owned()));
         records.push(ResendRequestRecord {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            message_id: message_id.to_string(),
+            request_id: super::new_request_id()?,
+            message_id: message_id.clone(),
             recipient_id: copy.recipient_id.clone(),
             recipient_device_id: copy.recipient_device_id.clone(),
             sender_id: copy.sender_id.clone(),
@@ -139,18 +139,13 @@ pub async fn request(
     let stored = state.stores.repair.request_resends(&records).await?;
     for r in &stored {
         tracing::info!(message_id = %r.message_id, request_id = %r.request_id, recipient = %format!("{}/{}", r.recipient_id, r.recipient_device_id), by = %requested_by, "resend requested");
-        if let (Ok(user), Ok(device)) = (
-            atlas_proto::UserId::new(r.sender_id.as_str()),
-            atlas_proto::DeviceId::new(r.sender_device_id.as_str()),
-        ) {
-            let notice = ResendNotice {
-                request_id: ApiError::stored_id(&*r.request_id)?,
-                message_id: ApiError::stored_id(&*r.message_id)?,
-            };
-            state
-                .fanout
-                .publish_notice(&user, &device, PushEvent::Resend(notice));
-        }
+        let notice = ResendNotice {
+            request_id: r.request_id.clone(),
+            message_id: r.message_id.clone(),
+        };
+        state
+            .fanout
+            .publish_notice(&r.sender_id, &r.sender_device_id, PushEvent::Resend(notice));
     }
     Ok((
         StatusCode::ACCEPTED,

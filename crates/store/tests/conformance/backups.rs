@@ -7,9 +7,9 @@ async fn backups_keep_the_newest_ten(db: Db) {
     let t = now();
     for i in 0..12 {
         let backup = atlas_store::NewBackup {
-            backup_id: format!("backup-zoe-{i}"),
-            user_id: "zoe".into(),
-            device_id: "Z".into(),
+            backup_id: format!("backup-zoe-{i}").parse().unwrap(),
+            user_id: "zoe".parse().unwrap(),
+            device_id: "Z".parse().unwrap(),
             kdf: "{}".into(),
             download_verifier: "v".into(),
             blob: "sealed".into(),
@@ -33,9 +33,9 @@ async fn backups_keep_the_newest_ten(db: Db) {
         (12, "v", "sealed")
     );
     let again = atlas_store::NewBackup {
-        backup_id: "backup-zoe-11".into(),
-        user_id: "zoe".into(),
-        device_id: "Z".into(),
+        backup_id: "backup-zoe-11".parse().unwrap(),
+        user_id: "zoe".parse().unwrap(),
+        device_id: "Z".parse().unwrap(),
         kdf: "{}".into(),
         download_verifier: "v".into(),
         blob: "other".into(),

@@ -132,7 +132,7 @@ async fn key_packages_are_claimed_once_then_last_resort(db: Db) {
 
 pub(crate) fn commit(group: &str, id: &str, from: u64, added: &[&str]) -> NewCommit {
     NewCommit {
-        group_id: group.into(),
+        group_id: group.parse().unwrap(),
         commit_id: id.into(),
         sender_id: "alice/D1".into(),
         from_epoch: from,
@@ -176,7 +176,7 @@ async fn mls_gauges_follow_commits_acks_and_rollbacks(db: Db) {
     for id in ["a", "b"] {
         store
             .create_group(&NewGroup {
-                group_id: id.into(),
+                group_id: id.parse().unwrap(),
                 creator: "alice/D1".into(),
                 public_state: b"s".to_vec(),
                 group_info: b"i".to_vec(),
@@ -248,7 +248,7 @@ async fn mls_gauges_follow_commits_acks_and_rollbacks(db: Db) {
 async fn group_commits_are_sequenced_first_wins(db: Db) {
     let store = db.open().await;
     let group = NewGroup {
-        group_id: "team".into(),
+        group_id: "team".parse().unwrap(),
         creator: "alice/D1".into(),
         public_state: b"state-0".to_vec(),
         group_info: b"info-0".to_vec(),
@@ -430,8 +430,8 @@ async fn group_commits_are_sequenced_first_wins(db: Db) {
 
 fn action(id: &str, member: &str, minutes: i64) -> atlas_store::MemberAction {
     atlas_store::MemberAction {
-        action_id: id.into(),
-        group_id: "team".into(),
+        action_id: id.parse().unwrap(),
+        group_id: "team".parse().unwrap(),
         member_id: member.into(),
         action: "update".into(),
         requested_by: "op-1".into(),
@@ -448,7 +448,7 @@ async fn member_actions_are_pending_until_their_member_reports(db: Db) {
     let store = db.open().await;
     store
         .create_group(&NewGroup {
-            group_id: "team".into(),
+            group_id: "team".parse().unwrap(),
             creator: "alice/D1".into(),
             public_state: b"s".to_vec(),
             group_info: b"i".to_vec(),
@@ -464,7 +464,10 @@ async fn member_actions_are_pending_until_their_member_reports(db: Db) {
         store.request_member_action(&a).await.unwrap();
     }
     let ids = |actions: Vec<atlas_store::MemberAction>| -> Vec<String> {
-        actions.into_iter().map(|a| a.action_id).collect()
+        actions
+            .into_iter()
+            .map(|a| a.action_id.to_string())
+            .collect()
     };
     assert_eq!(
         ids(store.pending_member_actions("bob/B1").await.unwrap()),
@@ -510,7 +513,7 @@ async fn member_actions_are_pending_until_their_member_reports(db: Db) {
     rejoin.action = "rejoin".into();
     store
         .rollback_group(&atlas_store::Rollback {
-            group_id: "team".into(),
+            group_id: "team".parse().unwrap(),
             target_epoch: 0,
             from_epoch: 1,
             members_at_target: vec!["alice/D1".into()],

@@ -27,12 +27,12 @@ async fn resends_and_session_resets(db: Db) {
     assert!(store.message_copies("m-none").await.unwrap().is_empty());
 
     let request = |id: &str| atlas_store::ResendRequestRecord {
-        request_id: id.into(),
-        message_id: "m-r1".into(),
-        recipient_id: "bob".into(),
-        recipient_device_id: "D1".into(),
-        sender_id: "alice".into(),
-        sender_device_id: "D1".into(),
+        request_id: id.parse().unwrap(),
+        message_id: "m-r1".parse().unwrap(),
+        recipient_id: "bob".parse().unwrap(),
+        recipient_device_id: "D1".parse().unwrap(),
+        sender_id: "alice".parse().unwrap(),
+        sender_device_id: "D1".parse().unwrap(),
         requested_by: "bob/D1".into(),
         reason: Some("MissingSkippedKey".into()),
         status: "pending".into(),

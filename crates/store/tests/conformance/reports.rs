@@ -146,7 +146,7 @@ async fn decryption_reports_count_first_outcomes_and_recoveries(db: Db) {
 
     // Group messages: only members other than the sender may report, only application messages.
     let group = NewGroup {
-        group_id: "team".into(),
+        group_id: "team".parse().unwrap(),
         creator: "alice/D1".into(),
         public_state: b"s".to_vec(),
         group_info: b"i".to_vec(),
