@@ -7,6 +7,7 @@ use crate::handles::Groups;
 use atlas_crypto::mls::{CommitOut, Incoming, MlsDevice, MlsError};
 use atlas_proto::e2ee::{DecryptFailure, FailureCode};
 use atlas_proto::mls::*;
+use atlas_proto::timestamp::Timestamp;
 use atlas_proto::{DeviceId, ErrorCode, GroupId, MemberRef, UserId, b64};
 use reqwest::Method;
 use serde::Serialize;
@@ -38,7 +39,7 @@ pub struct GroupReceived {
     /// Why it could not be processed.
     pub error: Option<DecryptFailure>,
     /// RFC 3339 time the server stored it.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 fn cursor_key(group: &str) -> String {
@@ -282,7 +283,7 @@ impl Client {
             text: None,
             event: None,
             error: None,
-            created_at: e.created_at.clone(),
+            created_at: e.created_at,
         };
         match outcome {
             Ok(None) => return Ok(None),
@@ -587,7 +588,7 @@ impl Groups<'_> {
                 crate::inbound::outcome(
                     r.seq.to_string(),
                     Some(r.group.clone()),
-                    &r.created_at,
+                    r.created_at,
                     r.error.as_ref(),
                     self.clock().now(),
                 )

@@ -155,7 +155,7 @@ impl Client {
         self.local
             .put(&link_secret_key(&code.token_hash()), &code.secret)
             .await?;
-        Ok((code.encode(), token.expires_at))
+        Ok((code.encode(), token.expires_at.to_string()))
     }
 
     /// Certifies the devices linked with codes this device made, after checking

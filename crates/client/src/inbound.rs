@@ -6,6 +6,7 @@ use crate::payload::Payload;
 use atlas_crypto::olm::OlmError;
 use atlas_proto::api::InboxMessage;
 use atlas_proto::e2ee::{DecryptFailure, DecryptionReport, FailureCode, Outcome};
+use atlas_proto::timestamp::Timestamp;
 use atlas_proto::{DeviceId, GroupId, MessageId, UserId};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -22,7 +23,7 @@ pub struct Received {
     /// Sender device.
     pub sender_device_id: DeviceId,
     /// Acceptance time at the server.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// The text, when it decrypted.
     pub text: Option<String>,
     /// Why it did not decrypt.
@@ -88,7 +89,7 @@ pub(crate) fn followup(received: &[Received], now: OffsetDateTime) -> Followup {
                 outcome(
                     r.resend_of.as_ref().unwrap_or(&r.message_id).to_string(),
                     None,
-                    &r.created_at,
+                    r.created_at,
                     r.error.as_ref(),
                     now,
                 )
@@ -112,14 +113,14 @@ pub(crate) fn followup(received: &[Received], now: OffsetDateTime) -> Followup {
 pub(crate) fn outcome(
     message_id: String,
     group_id: Option<GroupId>,
-    created_at: &str,
+    created_at: Timestamp,
     error: Option<&DecryptFailure>,
     now: OffsetDateTime,
 ) -> DecryptionReport {
     let Some(error) = error else {
-        let latency_ms = atlas_proto::timestamp::parse_rfc3339(created_at)
-            .ok()
-            .map(|t| u64::try_from((now - t).whole_milliseconds()).unwrap_or(0));
+        // A device clock behind the server's reports 0, not a negative latency.
+        let latency_ms =
+            Some(u64::try_from((now - created_at.0).whole_milliseconds()).unwrap_or(0));
         return DecryptionReport {
             message_id,
             group_id,
@@ -142,6 +143,7 @@ mod tests {
     use super::*;
 
     const NOW: OffsetDateTime = time::macros::datetime!(2026-01-01 00:00:01 UTC);
+    const ACCEPTED: OffsetDateTime = time::macros::datetime!(2026-01-01 00:00:00 UTC);
 
     fn received(id: &str, code: Option<FailureCode>, resend_of: Option<&str>) -> Received {
         Received {
@@ -149,7 +151,7 @@ mod tests {
             message_id: id.parse().unwrap(),
             sender_id: "alice".parse().unwrap(),
             sender_device_id: "A".parse().unwrap(),
-            created_at: "2026-01-01T00:00:00Z".into(),
+            created_at: Timestamp(ACCEPTED),
             text: code.is_none().then(|| "hi".into()),
             error: code.map(|c| DecryptFailure::new(c, "detail")),
             resend_of: resend_of.map(|r| r.parse().unwrap()),
@@ -206,7 +208,7 @@ mod tests {
             encryption_algorithm: "olm".into(),
             msg_type: 1,
             body: String::new(),
-            created_at: String::new(),
+            created_at: Timestamp(NOW),
             session_id: None,
             resend_of: None,
         };
@@ -230,7 +232,7 @@ mod tests {
         let failed = outcome(
             "m".into(),
             None,
-            "2026-01-01T00:00:00Z",
+            Timestamp(ACCEPTED),
             Some(&DecryptFailure::new(FailureCode::RatchetDesync, "bad mac")),
             NOW,
         );
@@ -244,15 +246,16 @@ mod tests {
         let ok = outcome(
             "m".into(),
             Some("g".parse().unwrap()),
-            "2026-01-01T00:00:00Z",
+            Timestamp(ACCEPTED),
             None,
             NOW,
         );
         assert_eq!(ok.outcome, Outcome::Success);
         assert_eq!(ok.latency_ms, Some(1000));
+        let ahead = Timestamp(NOW + time::Duration::seconds(5));
         assert_eq!(
-            outcome("m".into(), None, "garbage", None, NOW).latency_ms,
-            None
+            outcome("m".into(), None, ahead, None, NOW).latency_ms,
+            Some(0)
         );
     }
 }

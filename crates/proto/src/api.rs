@@ -1,6 +1,7 @@
 //! Request and response bodies of the HTTP API.
 use crate::ids::{ClientMessageId, DeviceId, GroupId, MessageId, SessionId, UserId};
 use crate::keys::{KeyType, MismatchProblem};
+use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Default `encryption_algorithm` of 1:1 messages.
@@ -67,7 +68,7 @@ pub struct PendingDevice {
     /// Its proof of holding the link code.
     pub link_proof: String,
     /// RFC 3339 registration time.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// Answer to `GET /devices/pending`.
@@ -121,7 +122,7 @@ pub struct LinkTokenResponse {
     /// Single-use token that lets a new device join this user.
     pub link_token: String,
     /// RFC 3339 expiry.
-    pub expires_at: String,
+    pub expires_at: Timestamp,
 }
 
 /// One device as listed by `GET /users/{user_id}/devices`.
@@ -133,7 +134,7 @@ pub struct DeviceInfo {
     /// `pending` (linked, not yet certified), `active` or `revoked`.
     pub status: DeviceStatus,
     /// RFC 3339 registration time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// One-time keys still unclaimed.
     pub one_time_keys_available: u64,
     /// Whether an active fallback key is published.
@@ -380,7 +381,7 @@ pub struct SendResponse {
     /// Server-assigned id of the message.
     pub message_id: MessageId,
     /// RFC 3339 time the server accepted (and durably stored) it.
-    pub accepted_at: String,
+    pub accepted_at: Timestamp,
     /// One per recipient device.
     pub deliveries: Vec<Delivery>,
     /// True when this answers a retry of an earlier identical send.
@@ -418,7 +419,7 @@ pub struct InboxMessage {
     /// Ciphertext.
     pub body: String,
     /// RFC 3339 acceptance time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// The Olm session the sender says it used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<SessionId>,

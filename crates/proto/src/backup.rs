@@ -3,6 +3,7 @@
 //! parameters, and the blob goes to whoever shows the download key that the
 //! passphrase yields.
 use crate::ids::{BackupId, DeviceId, UserId};
+use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Largest sealed key state accepted, bytes of base64url.
@@ -54,7 +55,7 @@ pub struct BackupInfo {
     /// Blob size, bytes.
     pub size: u64,
     /// RFC 3339.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// Answer to `GET /backups/{user_id}`.

@@ -1,6 +1,7 @@
 //! Request and response bodies of the MLS routes. MLS messages travel as
 //! standard base64 of their RFC 9420 wire encoding.
 use crate::ids::{DeviceId, GroupId, RequestId, UserId};
+use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// `POST /mls/key-packages`.
@@ -125,7 +126,7 @@ pub struct GroupLogEntry {
     /// The MLS message.
     pub body: String,
     /// RFC 3339 time it was stored.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// `GET /groups/{group_id}/messages` and `GET /groups/welcomes`.
@@ -168,7 +169,7 @@ pub struct GroupView {
     /// Its epoch.
     pub current_epoch: u64,
     /// RFC 3339 time of the last epoch change.
-    pub last_epoch_change: String,
+    pub last_epoch_change: Timestamp,
     /// Members, with their acknowledged epochs.
     pub members: Vec<GroupMemberView>,
 }
@@ -194,10 +195,10 @@ pub struct MemberActionView {
     /// `update` (catch up from the stored commits, then self-update) or `rejoin` (external commit).
     pub action: String,
     /// RFC 3339 request time.
-    pub requested_at: String,
+    pub requested_at: Timestamp,
     /// RFC 3339 time the device reported back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done_at: Option<String>,
+    pub done_at: Option<Timestamp>,
     /// What the device reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,

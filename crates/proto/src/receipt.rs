@@ -2,6 +2,7 @@
 //! serialization they travel in, and the API bodies that carry them.
 use crate::b64;
 use crate::ids::{DeviceId, MessageId, UserId};
+use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// What a receipt attests.
@@ -120,9 +121,9 @@ pub struct ReceiptView {
     /// Key id it is signed with.
     pub kid: String,
     /// RFC 3339 signing time.
-    pub issued_at: String,
+    pub issued_at: Timestamp,
     /// RFC 3339 end of validity (from the `receipts` table).
-    pub expires_at: String,
+    pub expires_at: Timestamp,
     /// The receipt itself.
     pub jws: FlattenedJws,
     /// The same, as standard base64 of its JSON.
@@ -148,16 +149,16 @@ pub struct SigningKeyView {
     /// `active` (signs new receipts), `retired` (published until `publish_until`) or `revoked`.
     pub status: String,
     /// RFC 3339 creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// RFC 3339 time it stopped signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired_at: Option<String>,
+    pub retired_at: Option<Timestamp>,
     /// RFC 3339 time it leaves the JWKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_until: Option<String>,
     /// RFC 3339 revocation time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<String>,
+    pub revoked_at: Option<Timestamp>,
     /// Whether `/.well-known/jwks.json` lists it now.
     pub published: bool,
 }
@@ -177,7 +178,7 @@ pub struct TokenKeyRotated {
     /// Id of the key that stopped verifying.
     pub previous_kid: String,
     /// When (RFC 3339).
-    pub rotated_at: String,
+    pub rotated_at: Timestamp,
     /// Unspent refresh tokens revoked with it.
     pub refresh_tokens_revoked: u64,
 }

@@ -1,5 +1,6 @@
 //! Repair of 1:1 messages: resend requests and Olm session resets.
 use crate::ids::{DeviceId, MessageId, RequestId, SessionId, UserId};
+use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// One request that a sending device re-encrypt a message for one recipient device.
@@ -22,7 +23,7 @@ pub struct ResendRequestView {
     /// `pending`, `resent` or `unavailable`.
     pub status: String,
     /// RFC 3339.
-    pub requested_at: String,
+    pub requested_at: Timestamp,
     /// The resend, once sent.
     pub resent_message_id: Option<MessageId>,
     /// Why the sender could not resend.
@@ -74,7 +75,7 @@ pub struct SessionResetView {
     /// Who asked.
     pub requested_by: String,
     /// RFC 3339.
-    pub reset_at: String,
+    pub reset_at: Timestamp,
 }
 
 /// Answer to `GET /sessions/resets`.

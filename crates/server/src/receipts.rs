@@ -196,8 +196,8 @@ pub fn view_signed(record: &ReceiptRecord, jws: FlattenedJws) -> ReceiptView {
         receipt_type: record.receipt_type,
         device_id: record.device_id.clone(),
         kid: record.kid.clone(),
-        issued_at: rfc3339(record.issued_at),
-        expires_at: rfc3339(record.expires_at),
+        issued_at: record.issued_at.into(),
+        expires_at: record.expires_at.into(),
         base64: jws.to_base64(),
         jws,
     }

@@ -12,7 +12,6 @@ use crate::records::{
 use crate::{StoreError, StoreResult};
 use atlas_proto::api::{DeviceListMismatch, InboxMessage};
 use atlas_proto::receipt::ReceiptType;
-use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, UserId};
 use time::OffsetDateTime;
 
@@ -239,7 +238,7 @@ impl<T: Backend> MessageStore for T {
                     encryption_algorithm: r.encryption_algorithm,
                     msg_type: u8::try_from(r.msg_type).unwrap_or(u8::MAX),
                     body: r.body,
-                    created_at: rfc3339(r.created_at),
+                    created_at: r.created_at.into(),
                     session_id: opt_id(r.session_id)?,
                     resend_of: opt_id(r.resend_of)?,
                 })

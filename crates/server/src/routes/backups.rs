@@ -13,7 +13,7 @@ use atlas_proto::ErrorCode;
 use atlas_proto::backup::{
     BackupDownload, BackupInfo, BackupKdf, BackupList, BackupUpload, MAX_BACKUP_BYTES,
 };
-use atlas_proto::timestamp::{parse_rfc3339, rfc3339};
+use atlas_proto::timestamp::parse_rfc3339;
 use atlas_store::{BackupMeta, NewBackup};
 use axum::Json;
 use axum::Router;
@@ -34,7 +34,7 @@ fn info(meta: &BackupMeta) -> Result<BackupInfo, ApiError> {
         version: meta.version,
         kdf: serde_json::from_str(&meta.kdf).map_err(ApiError::internal)?,
         size: meta.size,
-        created_at: rfc3339(meta.created_at),
+        created_at: meta.created_at.into(),
     })
 }
 

@@ -13,7 +13,6 @@ use atlas_crypto::identity;
 use atlas_proto::api::{
     CertificateClaim, CertifyRequest, PendingDevice, PendingDevicesResponse, RevokeDeviceRequest,
 };
-use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, ErrorCode, UserId};
 use atlas_store::DeviceRecord;
 use axum::Json;
@@ -79,7 +78,7 @@ pub async fn pending(
             Some(PendingDevice {
                 link_token_hash: atlas_proto::b64::encode(d.link_token_hash?),
                 link_proof: d.link_proof?,
-                created_at: rfc3339(d.created_at),
+                created_at: d.created_at.into(),
                 keys: d.keys,
             })
         })

@@ -11,7 +11,7 @@ use atlas_proto::mls::{
     CommitRequest, CommitResponse, CreateGroupRequest, EpochAck, GroupInfoResponse, GroupLogEntry,
     GroupLogResponse, GroupMemberView, GroupMessageRequest, GroupView,
 };
-use atlas_proto::timestamp::rfc3339;
+use atlas_proto::timestamp::Timestamp;
 use atlas_proto::{ErrorCode, GroupId, RequestId, b64};
 use atlas_store::{GroupMessageRecord, GroupRecord, NewGroup};
 use axum::Json;
@@ -44,7 +44,7 @@ pub(crate) fn entry(r: GroupMessageRecord) -> Result<GroupLogEntry, ApiError> {
         epoch: r.epoch,
         sender_id: r.sender_id,
         body: b64::encode_std(&r.body),
-        created_at: rfc3339(r.created_at),
+        created_at: r.created_at.into(),
     })
 }
 
@@ -194,7 +194,7 @@ pub(crate) async fn view(state: &AppState, group_id: &GroupId) -> Result<GroupVi
     Ok(GroupView {
         group_id: group_id.clone(),
         current_epoch: group.current_epoch,
-        last_epoch_change: rfc3339(group.last_epoch_change),
+        last_epoch_change: group.last_epoch_change.into(),
         members: members
             .into_iter()
             .map(|m| GroupMemberView {
@@ -398,8 +398,8 @@ pub(crate) fn action_view(
         group_id: a.group_id,
         member_id: a.member_id,
         action: a.action,
-        requested_at: rfc3339(a.requested_at),
-        done_at: a.done_at.map(rfc3339),
+        requested_at: a.requested_at.into(),
+        done_at: a.done_at.map(Timestamp::from),
         outcome: a.outcome,
     })
 }

@@ -9,7 +9,7 @@ use atlas_proto::api::{
     AckRequest, AckResponse, Delivery, InboxMessage, InboxResponse, SendRequest, SendResponse,
 };
 use atlas_proto::receipt::{CiphertextDigest, ReceiptType};
-use atlas_proto::timestamp::rfc3339;
+use atlas_proto::timestamp::Timestamp;
 use atlas_proto::{MessageId, RequestId};
 use atlas_store::{AckedMessage, NewMessage, ResendOutcome, StoreError};
 use axum::Json;
@@ -235,7 +235,7 @@ async fn store_send(
         receipt,
     };
     let stored = state.stores.messages.store_message(&message).await?;
-    let accepted_at = rfc3339(stored.accepted_at);
+    let accepted_at = Timestamp::from(stored.accepted_at);
     if !stored.duplicate {
         for (envelope, (device_id, seq)) in message.envelopes.iter().zip(&stored.deliveries) {
             let pushed = InboxMessage {
@@ -246,7 +246,7 @@ async fn store_send(
                 encryption_algorithm: message.encryption_algorithm.clone(),
                 msg_type: envelope.msg_type,
                 body: envelope.body.clone(),
-                created_at: accepted_at.clone(),
+                created_at: accepted_at,
                 session_id: envelope.session_id.clone(),
                 resend_of: message.resend_of.clone(),
             };

@@ -9,7 +9,6 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use atlas_proto::api::PushEvent;
 use atlas_proto::repair::{ResendNotice, ResendRequestView, ResendRequests, ResendUnavailable};
-use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{ErrorCode, MessageId, RequestId};
 use atlas_store::{MessageCopy, ResendOutcome, ResendRequestRecord};
 use axum::Json;
@@ -39,7 +38,7 @@ pub fn view(r: &ResendRequestRecord) -> Result<ResendRequestView, ApiError> {
             .transpose()
             .map_err(ApiError::internal)?,
         status: r.status.clone(),
-        requested_at: rfc3339(r.requested_at),
+        requested_at: r.requested_at.into(),
         resent_message_id: ApiError::stored_opt_id(r.resent_message_id.as_deref())?,
         detail: r.detail.clone(),
     })

@@ -13,7 +13,6 @@ use atlas_proto::api::PushEvent;
 use atlas_proto::repair::{
     SessionResetNotice, SessionResetResponse, SessionResetView, SessionResets, SessionResetsAck,
 };
-use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{DeviceId, ErrorCode, SessionId, UserId};
 use atlas_store::SessionResetRecord;
 use axum::Json;
@@ -118,7 +117,7 @@ pub async fn unseen(
                     session_id: ApiError::stored_id(&*r.session_id)?,
                     peer: format!("{}/{}", r.peer_user_id, r.peer_device_id),
                     requested_by: r.requested_by.clone(),
-                    reset_at: rfc3339(r.reset_at),
+                    reset_at: r.reset_at.into(),
                 })
             })
             .collect::<Result<_, _>>()?,

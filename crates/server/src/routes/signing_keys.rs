@@ -11,7 +11,7 @@ use atlas_proto::ErrorCode;
 use atlas_proto::receipt::{
     RotateSigningRequest, SigningKeyView, SigningKeysResponse, TokenKeyRotated,
 };
-use atlas_proto::timestamp::rfc3339;
+use atlas_proto::timestamp::{Timestamp, rfc3339};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -34,10 +34,10 @@ async fn listing(state: &AppState) -> Result<Json<SigningKeysResponse>, ApiError
             kid: k.key.kid,
             alg: k.key.alg,
             status: k.status,
-            created_at: rfc3339(k.key.created_at),
-            retired_at: k.retired_at.map(rfc3339),
+            created_at: k.key.created_at.into(),
+            retired_at: k.retired_at.map(Timestamp::from),
             publish_until: k.publish_until.map(rfc3339),
-            revoked_at: k.revoked_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(Timestamp::from),
         })
         .collect();
     Ok(Json(SigningKeysResponse { keys }))
@@ -144,7 +144,7 @@ pub async fn rotate_token_key(
     Ok(Json(TokenKeyRotated {
         kid: next.kid,
         previous_kid,
-        rotated_at: rfc3339(now),
+        rotated_at: now.into(),
         refresh_tokens_revoked: revoked,
     }))
 }

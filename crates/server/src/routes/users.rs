@@ -10,7 +10,6 @@ use atlas_crypto::identity;
 use atlas_proto::api::{
     DeviceInfo, DeviceListResponse, LinkTokenResponse, RegisterRequest, RegisterResponse,
 };
-use atlas_proto::timestamp::rfc3339;
 use atlas_proto::{ErrorCode, UserId};
 use atlas_store::NewIdentity;
 use axum::Json;
@@ -142,7 +141,7 @@ pub async fn link_token(
         .accounts
         .create_link_token(&auth.user_id, &Sha256::digest(token.as_bytes()), expires_at)
         .await?;
-    let expires_at = rfc3339(expires_at);
+    let expires_at = expires_at.into();
     Ok((
         StatusCode::CREATED,
         Json(LinkTokenResponse {
@@ -165,7 +164,7 @@ pub async fn devices(
         .map(|d| DeviceInfo {
             keys: d.keys,
             status: d.status,
-            created_at: rfc3339(d.created_at),
+            created_at: d.created_at.into(),
             one_time_keys_available: d.one_time_keys,
             fallback_key: d.fallback_key,
             certificate: d.certificate,
