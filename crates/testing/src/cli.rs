@@ -92,6 +92,13 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// SIGKILL, not a graceful stop: nothing the server held only in memory survives.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        let status = self.child.wait().unwrap();
+        assert!(!status.success(), "killed, not stopped: {status}");
+    }
+
     /// What the server logged so far, one line each.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")

@@ -174,6 +174,21 @@ impl RawDevice {
         proof: Option<String>,
         body: Option<Vec<u8>>,
     ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        self.try_send_raw(method, path, authorization, proof, body)
+            .await
+            .unwrap()
+    }
+
+    /// [`RawDevice::send_raw`] that reports a failed connection (a killed
+    /// server, say) instead of failing the test.
+    pub async fn try_send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<String>,
+        proof: Option<String>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, serde_json::Value), reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(a) = authorization {
@@ -185,15 +200,15 @@ impl RawDevice {
         if let Some(b) = body {
             request = request.header("Content-Type", "application/json").body(b);
         }
-        let r = request.send().await.unwrap();
+        let r = request.send().await?;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        (
+        let text = r.text().await?;
+        Ok((
             status,
             headers,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        ))
     }
 
     /// `POST /token` with this device's DPoP key and `grant` as the body.
@@ -233,6 +248,17 @@ impl RawDevice {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
+        self.try_call(token, method, path, body).await.unwrap()
+    }
+
+    /// [`RawDevice::call`] that reports a failed connection instead of failing the test.
+    pub async fn try_call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), reqwest::Error> {
         let proof = self.proof(
             method,
             path.split('?').next().unwrap(),
@@ -240,15 +266,15 @@ impl RawDevice {
             self.now(),
         );
         let (status, _, json) = self
-            .send_raw(
+            .try_send_raw(
                 method,
                 path,
                 Some(format!("DPoP {token}")),
                 Some(proof),
                 body.map(|b| b.to_string().into_bytes()),
             )
-            .await;
-        (status, json)
+            .await?;
+        Ok((status, json))
     }
 }
 

@@ -428,13 +428,6 @@ async fn operators_inspect_and_clear_the_replay_cache() {
     h.stop().await;
 }
 
-/// SIGKILL, not a graceful stop: nothing the server held only in memory survives.
-fn kill_9(server: &mut Server) {
-    server.child.kill().unwrap(); // SIGKILL on Unix
-    let status = server.child.wait().unwrap();
-    assert!(!status.success(), "killed, not stopped: {status}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proof_is_refused_after_kill_9_and_restart() {
     let data = TempDir::new("atlas-cli-kill").unwrap();
@@ -459,7 +452,7 @@ async fn a_proof_is_refused_after_kill_9_and_restart() {
         used.push(proof);
     }
     // Killed the instant the last answer arrived: no flush, no graceful shutdown.
-    kill_9(&mut server);
+    server.kill_9();
     let mut server = serve(&data, &addr, &[]);
     for (i, proof) in used.into_iter().enumerate() {
         let (s, _, b) = device
@@ -557,7 +550,7 @@ async fn an_acknowledged_send_survives_kill_9() {
         assert_eq!(status, 201, "{body}");
         sent.push(body["message_id"].as_str().unwrap().to_owned());
     }
-    kill_9(&mut server);
+    server.kill_9();
     let mut server = serve(&data, &addr, &[]);
     let token = recipient.token().await;
     let (status, inbox) = recipient

@@ -16,6 +16,7 @@ mod bad_input;
 mod cli;
 mod conversation;
 mod diagnose;
+mod durability;
 mod e2ee_health;
 mod groups;
 mod hardening;
