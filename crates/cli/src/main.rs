@@ -3,6 +3,7 @@
 
 mod admin;
 mod backup_cmd;
+mod bench;
 mod client_cmd;
 mod diagnose_cmd;
 mod group_cmd;
@@ -75,6 +76,9 @@ enum Command {
     VerifyDpop(verify::VerifyDpopArgs),
     /// Verify a signed receipt: structure, kid in the JWKS, signature, timestamps, expiry.
     VerifyReceipt(verify::VerifyReceiptArgs),
+    /// Load a running server and measure it: throughput, latency, errors, server CPU and memory.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn home(cli_home: Option<PathBuf>) -> PathBuf {
@@ -123,6 +127,7 @@ async fn main() -> ExitCode {
         Command::Keys(cmd) => keys_cmd::keys(&profile_dir, cmd).await,
         Command::VerifyDpop(args) => verify::verify_dpop(args),
         Command::VerifyReceipt(args) => verify::verify_receipt_cmd(args).await,
+        Command::Bench(cmd) => bench::bench(cmd).await,
         Command::Admin(cmd) => admin::admin(cmd).await,
         Command::Dpop(cmd) => admin::dpop(cmd).await,
         Command::Mls(cmd) => mls_cmd::mls(cmd).await,

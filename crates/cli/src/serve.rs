@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// The token new users must present with --registration token.
     #[arg(long, env = "ATLAS_REGISTRATION_TOKEN", hide_env_values = true)]
     registration_token: Option<String>,
+    /// New users one address may register per minute (also the burst); raise it
+    /// for load tests (`atlas bench`) that register many users from one host.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    registrations_per_minute: u32,
     /// Undelivered messages a device may hold before sends to it wait (429 queue_full).
     #[arg(long, default_value_t = 10_000)]
     max_queued_per_device: u64,
@@ -145,6 +149,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.limits.websockets_per_device = args.max_websockets_per_device.max(1);
     config.metrics_listen = args.metrics_listen;
     config.limits.queued_per_device = args.max_queued_per_device.max(1);
+    config.limits.registrations_per_address =
+        (args.registrations_per_minute, args.registrations_per_minute);
     config.metrics_group_ids = args.metrics_group_ids;
     config.timeouts = atlas_server::listener::Timeouts {
         header_read: Duration::from_secs(args.header_read_timeout),

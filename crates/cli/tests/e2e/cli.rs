@@ -625,3 +625,92 @@ fn ids_starting_with_a_hyphen_are_values() {
         assert!(stderr.contains("no operator token"), "{args:?}: {stderr}");
     }
 }
+
+/// `atlas bench send` against a server started as the README does (plus a
+/// registration limit for many users from one host): it registers its own
+/// users, measures, and reports throughput, latency, errors and the server's
+/// CPU and memory from /proc.
+#[test]
+fn bench_send_loads_a_running_server_and_reports() {
+    let data = TempDir::new("atlas-bench-e2e").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
+    let pid = server.child.id().to_string();
+    let (ok, out, err) = atlas_testing::run_atlas(
+        None,
+        None,
+        &[
+            "bench",
+            "send",
+            "--server",
+            &server.url,
+            "--senders",
+            "4",
+            "--duration",
+            "2s",
+            "--warmup",
+            "1s",
+            "--server-pid",
+            &pid,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert!(
+        report["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["server_cpu_us_per_message"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["server_peak_rss_mib"].as_f64().unwrap() > 1.0,
+        "{report}"
+    );
+    assert!(
+        err.contains("measuring"),
+        "a progress line on stderr: {err}"
+    );
+
+    // A second run registers users of its own: no clash with the first.
+    let (ok, _, err) = atlas_testing::run_atlas(
+        None,
+        None,
+        &[
+            "bench",
+            "send",
+            "--server",
+            &server.url,
+            "--senders",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert!(ok, "{err}");
+    // No senders, or no server: a clear refusal, not a panic.
+    let (ok, _, err) = atlas_testing::run_atlas(None, None, &["bench", "send", "--senders", "0"]);
+    assert!(!ok && err.contains("--senders"), "{err}");
+    let (ok, _, err) = atlas_testing::run_atlas(
+        None,
+        None,
+        &[
+            "bench",
+            "send",
+            "--server",
+            "http://127.0.0.1:1",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert!(
+        !ok && err.contains("cannot reach") && !err.contains("panicked"),
+        "{err}"
+    );
+    stop(&mut server);
+}

@@ -1,0 +1,106 @@
+//! A bench device: a user of its own with one device, registered over the
+//! public API like any client, holding a DPoP key and an access token.
+use anyhow::{Context, bail};
+use atlas_crypto::dpop::create_proof;
+use atlas_crypto::jws::JwsSigner;
+use atlas_crypto::olm::OlmAccount;
+use atlas_proto::api::{RegisterRequest, TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::{DeviceId, UserId};
+use std::time::Duration;
+
+/// One registered device.
+pub struct BenchDevice {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    pub dpop: JwsSigner,
+    account: OlmAccount,
+}
+
+impl BenchDevice {
+    /// Registers `user` with a new identity key and one device, waiting out
+    /// the server's per-address registration limit (its `Retry-After`).
+    pub async fn register(
+        http: &reqwest::Client,
+        server: &str,
+        user: &str,
+        waiting: impl Fn(u64),
+    ) -> anyhow::Result<Self> {
+        let account = OlmAccount::new();
+        let user_id = UserId::new(user)?;
+        let device_id = DeviceId::new("BENCH")?;
+        let identity = atlas_crypto::identity::UserIdentity::generate();
+        let keys = account.device_keys(&user_id, &device_id);
+        let request = RegisterRequest {
+            user_id: user_id.clone(),
+            identity_key: Some(identity.public_key()),
+            certificate: Some(identity.certify(&user_id, &keys)),
+            device: keys,
+            link_token: None,
+            link_proof: None,
+            registration_token: None,
+        };
+        loop {
+            let answer = http
+                .post(format!("{server}/users"))
+                .json(&request)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {server}"))?;
+            match answer.status().as_u16() {
+                201 => break,
+                429 => {
+                    let wait = retry_after(&answer).unwrap_or(1);
+                    waiting(wait);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                status => bail!("registering {user}: {status} {}", answer.text().await?),
+            }
+        }
+        Ok(Self {
+            user_id,
+            device_id,
+            dpop: JwsSigner::generate_ed25519(),
+            account,
+        })
+    }
+
+    /// A fresh access token, bound to this device's DPoP key.
+    pub async fn token(&self, http: &reqwest::Client, server: &str) -> anyhow::Result<String> {
+        let iat = time::OffsetDateTime::now_utc().unix_timestamp();
+        let jkt = self.dpop.public_jwk().thumbprint();
+        let grant = TokenRequest::DeviceSignature {
+            user_id: self.user_id.clone(),
+            device_id: self.device_id.clone(),
+            iat,
+            signature: self.account.sign(&token_signing_payload(
+                &self.user_id,
+                &self.device_id,
+                &jkt,
+                iat,
+            )),
+        };
+        let url = format!("{server}/token");
+        let proof = create_proof(&self.dpop, "POST", &url, iat, None, None);
+        let answer = http
+            .post(&url)
+            .header("DPoP", proof)
+            .json(&grant)
+            .send()
+            .await?;
+        if answer.status() != 200 {
+            bail!("token for {}: {}", self.user_id, answer.text().await?);
+        }
+        Ok(answer.json::<TokenResponse>().await?.access_token)
+    }
+}
+
+/// Seconds from a `Retry-After` header.
+fn retry_after(answer: &reqwest::Response) -> Option<u64> {
+    answer
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
