@@ -31,22 +31,44 @@ pub struct SendArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: u64,
     /// Sends per second in all, paced evenly (default: as fast as answers come).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// The server's process id: report its CPU per message and peak RSS (Linux /proc).
     #[arg(long)]
     server_pid: Option<u32>,
     /// Ciphertext bytes per send.
-    #[arg(long, default_value_t = 256)]
-    body_bytes: usize,
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=65_536))]
+    body_bytes: u32,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A `--rate`: sends per second, more than none.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate above 0 (sends per second)")),
+    }
 }
 
 /// `atlas bench …`.
 pub async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Send(args) => send::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_must_be_positive_numbers() {
+        assert_eq!(positive_rate("2000"), Ok(2000.0));
+        assert_eq!(positive_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-5", "NaN", "inf", "fast"] {
+            assert!(positive_rate(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -47,10 +47,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     // Each sender's pace, when --rate asks for one.
     let interval = args
         .rate
-        .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(senders as f64 / r));
     let answered = Arc::new(AtomicU64::new(0));
-    let body = "A".repeat(args.body_bytes);
+    let body = "A".repeat(args.body_bytes as usize);
     let mut tasks = Vec::with_capacity(senders);
     for (i, (device, token)) in devices.into_iter().enumerate() {
         let recipient = format!("{prefix}-{}", (i + 1) % senders);

@@ -696,6 +696,8 @@ fn bench_send_loads_a_running_server_and_reports() {
     // No senders, or no server: a clear refusal, not a panic.
     let (ok, _, err) = atlas_testing::run_atlas(None, None, &["bench", "send", "--senders", "0"]);
     assert!(!ok && err.contains("--senders"), "{err}");
+    let (ok, _, err) = atlas_testing::run_atlas(None, None, &["bench", "send", "--rate", "-5"]);
+    assert!(!ok && err.contains("not a rate above 0"), "{err}");
     let (ok, _, err) = atlas_testing::run_atlas(
         None,
         None,
