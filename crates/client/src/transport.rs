@@ -5,7 +5,7 @@ use crate::error::ClientError;
 use atlas_crypto::dpop::create_proof;
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::OlmAccount;
-use atlas_proto::api::{TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::api::{TokenRequest, TokenResponse};
 use atlas_proto::clock::Clock;
 use atlas_proto::{DeviceId, ErrorBody, ErrorCode, UserId};
 use reqwest::{Method, StatusCode};
@@ -153,19 +153,10 @@ impl Transport {
             None => {
                 let iat = self.clock.unix();
                 let jkt = self.dpop.public_jwk().thumbprint();
-                let signature = self.device_signer.sign(&token_signing_payload(
-                    &self.user_id,
-                    &self.device_id,
-                    &jkt,
-                    iat,
-                ));
-                self.request_token(TokenRequest::DeviceSignature {
-                    user_id: self.user_id.clone(),
-                    device_id: self.device_id.clone(),
-                    iat,
-                    signature,
-                })
-                .await?
+                let grant =
+                    self.device_signer
+                        .token_grant(&self.user_id, &self.device_id, &jkt, iat);
+                self.request_token(grant).await?
             }
         };
         tokens.access = Some((

@@ -13,7 +13,7 @@
 use crate::at_rest::SecretBox;
 use crate::device::{DeviceSignatureError, verify};
 use atlas_proto::UserId;
-use atlas_proto::api::DeviceKeys;
+use atlas_proto::api::{DeviceKeys, RegisterRequest};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use ed25519_dalek::{Signer, SigningKey};
@@ -86,6 +86,20 @@ impl UserIdentity {
 
     fn sign(&self, message: &str) -> String {
         STANDARD_NO_PAD.encode(self.key.sign(message.as_bytes()).to_bytes())
+    }
+
+    /// The registration of a new user `user_id` with this identity key and its
+    /// first device `keys`, certified by it.
+    pub fn first_device_registration(&self, user_id: &UserId, keys: DeviceKeys) -> RegisterRequest {
+        RegisterRequest {
+            user_id: user_id.clone(),
+            identity_key: Some(self.public_key()),
+            certificate: Some(self.certify(user_id, &keys)),
+            device: keys,
+            link_token: None,
+            link_proof: None,
+            registration_token: None,
+        }
     }
 
     /// Certifies `keys` as a device of `user_id`.

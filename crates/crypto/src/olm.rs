@@ -1,6 +1,6 @@
 //! Olm (Double Ratchet) accounts and sessions over vodozemac, with the types
 //! the rest of Atlas speaks: base64 strings, message types, signed key bundles.
-use atlas_proto::api::{DeviceKeys, PublicKey};
+use atlas_proto::api::{DeviceKeys, PublicKey, TokenRequest, token_signing_payload};
 use atlas_proto::{DeviceId, UserId};
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
@@ -125,6 +125,23 @@ impl OlmAccount {
     /// Signs `message` with the Ed25519 identity key; base64 signature.
     pub fn sign(&self, message: &str) -> String {
         self.account.sign(message).to_base64()
+    }
+
+    /// The `POST /token` grant of this device: its signature over who it is,
+    /// the DPoP key the token will be bound to (`jkt`) and the time.
+    pub fn token_grant(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        jkt: &str,
+        iat: i64,
+    ) -> TokenRequest {
+        TokenRequest::DeviceSignature {
+            user_id: user_id.clone(),
+            device_id: device_id.clone(),
+            iat,
+            signature: self.sign(&token_signing_payload(user_id, device_id, jkt, iat)),
+        }
     }
 
     /// The device's self-signed key bundle.

@@ -3,7 +3,7 @@ use crate::*;
 use atlas_crypto::dpop::create_proof;
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::OlmAccount;
-use atlas_proto::api::{RegisterRequest, TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::api::TokenResponse;
 use atlas_proto::{DeviceId, UserId};
 use atlas_server::Clock;
 use std::sync::Arc;
@@ -35,15 +35,7 @@ impl RawDevice {
         let http = atlas_client::http_client().unwrap();
         let identity = atlas_crypto::identity::UserIdentity::generate();
         let keys = account.device_keys(&user_id, &device_id);
-        let request = RegisterRequest {
-            user_id: user_id.clone(),
-            identity_key: Some(identity.public_key()),
-            certificate: Some(identity.certify(&user_id, &keys)),
-            device: keys,
-            link_token: None,
-            link_proof: None,
-            registration_token: None,
-        };
+        let request = identity.first_device_registration(&user_id, keys);
         let r = http
             .post(format!("{base}/users"))
             .json(&request)
@@ -130,17 +122,9 @@ impl RawDevice {
     pub async fn token_with(&self, dpop: &JwsSigner) -> TokenResponse {
         let iat = self.now();
         let jkt = dpop.public_jwk().thumbprint();
-        let grant = TokenRequest::DeviceSignature {
-            user_id: self.user_id.clone(),
-            device_id: self.device_id.clone(),
-            iat,
-            signature: self.account.sign(&token_signing_payload(
-                &self.user_id,
-                &self.device_id,
-                &jkt,
-                iat,
-            )),
-        };
+        let grant = self
+            .account
+            .token_grant(&self.user_id, &self.device_id, &jkt, iat);
         let proof = create_proof(
             dpop,
             "POST",

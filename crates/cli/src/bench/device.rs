@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use atlas_crypto::dpop::create_proof;
 use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::olm::OlmAccount;
-use atlas_proto::api::{RegisterRequest, TokenRequest, TokenResponse, token_signing_payload};
+use atlas_proto::api::TokenResponse;
 use atlas_proto::{DeviceId, UserId};
 use std::time::Duration;
 
@@ -30,15 +30,7 @@ impl BenchDevice {
         let device_id = DeviceId::new("BENCH")?;
         let identity = atlas_crypto::identity::UserIdentity::generate();
         let keys = account.device_keys(&user_id, &device_id);
-        let request = RegisterRequest {
-            user_id: user_id.clone(),
-            identity_key: Some(identity.public_key()),
-            certificate: Some(identity.certify(&user_id, &keys)),
-            device: keys,
-            link_token: None,
-            link_proof: None,
-            registration_token: None,
-        };
+        let request = identity.first_device_registration(&user_id, keys);
         loop {
             let answer = http
                 .post(format!("{server}/users"))
@@ -68,17 +60,9 @@ impl BenchDevice {
     pub async fn token(&self, http: &reqwest::Client, server: &str) -> anyhow::Result<String> {
         let iat = time::OffsetDateTime::now_utc().unix_timestamp();
         let jkt = self.dpop.public_jwk().thumbprint();
-        let grant = TokenRequest::DeviceSignature {
-            user_id: self.user_id.clone(),
-            device_id: self.device_id.clone(),
-            iat,
-            signature: self.account.sign(&token_signing_payload(
-                &self.user_id,
-                &self.device_id,
-                &jkt,
-                iat,
-            )),
-        };
+        let grant = self
+            .account
+            .token_grant(&self.user_id, &self.device_id, &jkt, iat);
         let url = format!("{server}/token");
         let proof = create_proof(&self.dpop, "POST", &url, iat, None, None);
         let answer = http
