@@ -347,6 +347,42 @@ async fn a_network_failure_mid_processing_loses_nothing(mut h: Harness) {
     h.stop().await;
 }
 
+/// The SDK takes its time from the injected clock: proofs dated by a device
+/// clock ten minutes ahead are refused (outside the server's `iat` window),
+/// and the same device works again once its clock is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_dates_its_proofs_by_its_clock() {
+    struct Ahead;
+    impl atlas_proto::clock::Clock for Ahead {
+        fn now(&self) -> time::OffsetDateTime {
+            time::OffsetDateTime::now_utc() + time::Duration::minutes(10)
+        }
+    }
+    let h = Harness::sqlite().await;
+    let bob = atlas_testing::client(&h, "bob").await;
+    let mut alice = atlas_testing::client(&h, "alice").await;
+    alice.set_clock(std::sync::Arc::new(Ahead));
+    let refused = alice
+        .messages()
+        .send_text(bob.user_id(), "from the future")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(atlas_proto::ErrorCode::InvalidDpopProof),
+        "{refused}"
+    );
+    alice.set_clock(std::sync::Arc::new(atlas_proto::clock::SystemClock));
+    alice
+        .messages()
+        .send_text(bob.user_id(), "on time")
+        .await
+        .unwrap();
+    let got = bob.messages().sync().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].text.as_deref(), Some("on time"));
+}
+
 on_both_backends!(
     three_users_converse,
     rotated_fallback_key_still_decrypts,
