@@ -89,3 +89,33 @@ pub async fn send_numbered(
     }
     ids
 }
+
+/// Fault injection for "Double Ratchet desynchronised": `carol` writes to
+/// `bob` (so bob holds a second session), bob's session with `alice` is
+/// overwritten by that one, and `alice` sends; returns that send, which bob
+/// cannot read. Each client's profile is named after its user.
+pub async fn send_on_desynced_session(
+    h: &Harness,
+    alice: &atlas_client::Client,
+    bob: &atlas_client::Client,
+    carol: &atlas_client::Client,
+) -> atlas_proto::api::SendResponse {
+    carol
+        .messages()
+        .send_text(bob.user_id(), "from carol")
+        .await
+        .unwrap();
+    bob.messages().sync().await.unwrap();
+    desync_session(
+        h,
+        bob.user_id().as_str(),
+        alice.user_id().as_str(),
+        carol.user_id().as_str(),
+    )
+    .await;
+    alice
+        .messages()
+        .send_text(bob.user_id(), "after the desync")
+        .await
+        .unwrap()
+}

@@ -1,12 +1,6 @@
 //! The alert rules of `deploy/prometheus/`: valid for promtool, behaving as
 //! their unit tests say, and firing in a real Prometheus that scrapes a real
 //! `atlas serve` while devices report decryption failures.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_store::testdb::TempDir;
 use atlas_testing::{RawDevice, required_tool, serve};

@@ -3,12 +3,6 @@
 //! `atlas keys restore` into a fresh profile elsewhere, and the messages that
 //! waited are read — with a wrong passphrase, a corrupted backup and a date
 //! before any backup refused without touching local state.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_store::testdb::TempDir;
 use atlas_testing::{Harness, RawDevice, atlas_ok, run_atlas};

@@ -1,11 +1,5 @@
 //! Replayed, forged, misdirected and malformed requests: each gets a clear 4xx
 //! with a stable code, nothing stored changes, and the server keeps serving.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_crypto::jws::JwsSigner;
 use atlas_testing::{Harness, RawDevice, fresh_keys, now};

@@ -1,12 +1,6 @@
 //! The `atlas` binary as a user runs it: the README quickstart with the exact
 //! command forms, JSON output, a server that demands DPoP nonces, and a
 //! graceful stop on SIGTERM.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_store::testdb::TempDir;
 use atlas_testing::{Server, serve};

@@ -1,12 +1,6 @@
 //! Three users (one with two devices) talk through a real server: first
 //! contact, replies both ways, out-of-order arrival, live push, and a server
 //! restart mid-conversation — on SQLite and on PostgreSQL.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_client::Client;
 use atlas_proto::UserId;

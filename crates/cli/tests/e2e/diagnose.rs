@@ -2,17 +2,11 @@
 //! reproduced, `atlas diagnose message|user|group` names it with its evidence
 //! and recovery, and `--apply` starts the recovery that makes the message
 //! readable again.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_proto::UserId;
 use atlas_testing::{
-    Harness, acquaint, client, corrupt_one_time_keys, deliver_last_first, desync_session,
-    operator_token, run_atlas, send_numbered, send_to_rotated_key,
+    Harness, acquaint, client, corrupt_one_time_keys, deliver_last_first, operator_token,
+    run_atlas, send_numbered, send_on_desynced_session, send_to_rotated_key,
 };
 use serde_json::Value;
 
@@ -44,18 +38,7 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
     let bob = client(&h, "bob").await;
     let carol = client(&h, "carol").await;
     acquaint(&alice, &bob).await;
-    carol
-        .messages()
-        .send_text(&uid("bob"), "from carol")
-        .await
-        .unwrap();
-    bob.messages().sync().await.unwrap();
-    desync_session(&h, "bob", "alice", "carol").await;
-    let lost = alice
-        .messages()
-        .send_text(&uid("bob"), "after the desync")
-        .await
-        .unwrap();
+    let lost = send_on_desynced_session(&h, &alice, &bob, &carol).await;
     bob.messages().sync().await.unwrap();
     let d = diagnose(&h, &token, "message", &lost.message_id, true);
     assert_eq!(cause(&d), "ratchet_desync", "{d:#}");

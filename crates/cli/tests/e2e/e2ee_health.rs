@@ -2,12 +2,6 @@
 //! `/health/e2ee`, `/metrics`, the logs and the Prometheus alerts of
 //! `deploy/prometheus/alerts.yml` turn into verdicts — checked by promtool and
 //! by a real Prometheus that scrapes a running `atlas serve`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_client::Client;
 use atlas_proto::UserId;

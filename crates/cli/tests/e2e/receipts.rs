@@ -2,12 +2,6 @@
 //! against the published JWKS, through key rotation with overlap, revocation,
 //! expiry and its extension in the `receipts` table, and reissue; and who may
 //! see or reissue them.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_crypto::receipt_inspect::{ReceiptReport, verify_receipt};
 use atlas_proto::b64;

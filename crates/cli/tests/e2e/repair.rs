@@ -1,19 +1,13 @@
 //! The runbook's causes of "Unable to decrypt message", reproduced for real,
 //! and their recovery: each failure is reported, shows in `/health/e2ee` and
 //! `/metrics`, and the message becomes readable again — on SQLite and PostgreSQL.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_client::{Client, Received};
 use atlas_proto::UserId;
 use atlas_testing::{
     Harness, RawDevice, acquaint, assert_health_counts, client, corrupt_one_time_keys,
-    decrypt_count, deliver_last_first, desync_session, e2ee_health, exhaust_one_time_keys,
-    metrics_text, operator_token, profile_sql, send_numbered, send_to_rotated_key,
+    decrypt_count, deliver_last_first, e2ee_health, exhaust_one_time_keys, metrics_text,
+    operator_token, profile_sql, send_numbered, send_on_desynced_session, send_to_rotated_key,
 };
 use serde_json::json;
 
@@ -90,19 +84,7 @@ async fn skipped_keys_lost_in_reordering_are_recovered_by_resend(h: Harness) {
 async fn desynchronised_ratchet_is_recovered_on_a_fresh_session(h: Harness) {
     let carol = client(&h, "carol").await;
     let (alice, bob) = acquainted(&h).await;
-    carol
-        .messages()
-        .send_text(&uid("bob"), "from carol")
-        .await
-        .unwrap();
-    bob.messages().sync().await.unwrap();
-    desync_session(&h, "bob", "alice", "carol").await;
-
-    let lost = alice
-        .messages()
-        .send_text(&uid("bob"), "after the desync")
-        .await
-        .unwrap();
+    let lost = send_on_desynced_session(&h, &alice, &bob, &carol).await;
     let got = bob.messages().sync().await.unwrap();
     assert_eq!(codes(&got), ["RatchetDesync"]);
     assert_eq!(

@@ -1,12 +1,6 @@
 //! MLS groups through the delivery service: real openmls members over HTTP,
 //! first-commit-wins per epoch (also across two server processes on one
 //! PostgreSQL), and bad handshake input refused without touching the group.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable
-)] // Tests fail loudly on purpose.
 
 use atlas_crypto::mls::{Incoming, MlsDevice};
 use atlas_proto::b64;
