@@ -177,8 +177,8 @@ impl From<StoreError> for ApiError {
                 C::InvalidDpopProof,
                 "Invalid DPoP proof: jti was already used (replay)",
             ),
-            StoreError::Database(sqlx_error) => {
-                tracing::error!(error = %sqlx_error, "database error");
+            e @ (StoreError::Database(_) | StoreError::Sqlite(_)) => {
+                tracing::error!(error = %e, "database error");
                 Self::new(
                     S::SERVICE_UNAVAILABLE,
                     C::Unavailable,

@@ -12,6 +12,10 @@ use tokio::sync::broadcast;
 
 type DeviceKey = (UserId, DeviceId);
 
+/// Events held for a slow connection before it lags and re-reads from the
+/// store: every slot is allocated up front, for every connected device.
+const CHANNEL: usize = 16;
+
 /// Delivery to connected devices.
 pub trait Fanout: Send + Sync {
     /// Subscribes a connection of `device` to its new messages.
@@ -37,7 +41,7 @@ impl Fanout for LocalFanout {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         channels
             .entry((user.clone(), device.clone()))
-            .or_insert_with(|| broadcast::channel(256).0)
+            .or_insert_with(|| broadcast::channel(CHANNEL).0)
             .subscribe()
     }
 
@@ -60,7 +64,7 @@ impl Fanout for LocalFanout {
         let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
         notices
             .entry((user.clone(), device.clone()))
-            .or_insert_with(|| broadcast::channel(256).0)
+            .or_insert_with(|| broadcast::channel(CHANNEL).0)
             .subscribe()
     }
 

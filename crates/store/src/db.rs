@@ -6,6 +6,11 @@
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Postgres, Sqlite};
+use std::sync::Arc;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// The right to write to a SQLite database, first come first served.
+pub(crate) type WriteGate = Arc<Mutex<()>>;
 
 /// Connection pools of one database.
 #[derive(Clone, Debug)]
@@ -16,6 +21,9 @@ pub(crate) enum Db {
         writer: SqlitePool,
         /// The readers.
         reader: SqlitePool,
+        /// Held by whoever writes: this pool's writer or the store's writer
+        /// thread (see `sqlite/writer.rs`), so the two never wait on SQLite's lock.
+        gate: WriteGate,
     },
     /// One pool for reads and writes.
     Postgres(PgPool),
@@ -23,8 +31,8 @@ pub(crate) enum Db {
 
 /// An open transaction on either backend; dropped without [`Tx::commit`], it rolls back.
 pub(crate) enum Tx {
-    /// On the SQLite writer.
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// On the SQLite writer, holding the write gate until it ends.
+    Sqlite(sqlx::Transaction<'static, Sqlite>, OwnedMutexGuard<()>),
     /// On a PostgreSQL connection.
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
@@ -57,7 +65,7 @@ impl Dialect {
 }
 
 /// A storage backend: its [`Db`], on which every area runs its SQL (each area
-/// implements its trait once for every backend), and the two writes whose
+/// implements its trait once for every backend), and the hot writes whose
 /// durability each backend gets its own way (SQLite by group commit).
 #[async_trait::async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -72,13 +80,28 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> crate::StoreResult<crate::StoredSend>;
     /// Records a proof id durably (see [`crate::JtiStore::insert_jti`]).
     async fn insert_jti_durably(&self, jti: &str, expires_at: i64) -> crate::StoreResult<bool>;
+    /// Acknowledges a device's messages (see [`crate::MessageStore::ack`]).
+    async fn ack_durably(
+        &self,
+        user_id: &atlas_proto::UserId,
+        device_id: &atlas_proto::DeviceId,
+        up_to_seq: u64,
+        now: time::OffsetDateTime,
+        receipt: crate::DeliveredReceipts<'_>,
+    ) -> crate::StoreResult<u64> {
+        crate::messages::ack_in_transaction(self.db(), user_id, device_id, up_to_seq, now, receipt)
+            .await
+    }
 }
 
 impl Db {
     /// Starts a write transaction.
     pub(crate) async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Self::Sqlite { writer, gate, .. } => {
+                let held = gate.clone().lock_owned().await;
+                Tx::Sqlite(writer.begin().await?, held)
+            }
             Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -88,23 +111,15 @@ impl Tx {
     /// Commits the transaction durably.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => tx.commit().await,
+            Self::Sqlite(tx, _held) => tx.commit().await,
             Self::Postgres(tx) => tx.commit().await,
-        }
-    }
-
-    /// The SQLite connection under the transaction, for SQLite's own batch statements.
-    pub(crate) fn sqlite(&mut self) -> Option<&mut sqlx::SqliteConnection> {
-        match self {
-            Self::Sqlite(tx) => Some(&mut **tx),
-            Self::Postgres(_) => None,
         }
     }
 
     /// The PostgreSQL connection under the transaction.
     pub(crate) fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
         match self {
-            Self::Sqlite(_) => None,
+            Self::Sqlite(..) => None,
             Self::Postgres(tx) => Some(&mut **tx),
         }
     }
@@ -112,7 +127,7 @@ impl Tx {
     /// Which dialect the transaction speaks.
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
-            Self::Sqlite(_) => Dialect::Sqlite,
+            Self::Sqlite(..) => Dialect::Sqlite,
             Self::Postgres(_) => Dialect::Postgres,
         }
     }
@@ -124,7 +139,7 @@ impl Tx {
 macro_rules! run {
     ($tx:expr, $query:expr, execute) => {
         match $tx {
-            $crate::db::Tx::Sqlite(tx) => {
+            $crate::db::Tx::Sqlite(tx, _) => {
                 $query.execute(&mut **tx).await.map(|r| r.rows_affected())
             }
             $crate::db::Tx::Postgres(tx) => {
@@ -134,7 +149,7 @@ macro_rules! run {
     };
     ($tx:expr, $query:expr, $method:ident) => {
         match $tx {
-            $crate::db::Tx::Sqlite(tx) => $query.$method(&mut **tx).await,
+            $crate::db::Tx::Sqlite(tx, _) => $query.$method(&mut **tx).await,
             $crate::db::Tx::Postgres(tx) => $query.$method(&mut **tx).await,
         }
     };

@@ -94,6 +94,9 @@ pub enum StoreError {
     /// The database failed (our side, not the client's).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite writer thread's connection failed (our side, not the client's).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A stored value could not be read back (corruption or a bug).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),

@@ -4,7 +4,7 @@
 //! written is the backend's (SQLite group-commits, PostgreSQL locks rows);
 //! the checks and reads are here.
 use crate::accounts::{device, user, user_exists};
-use crate::db::{Backend, Tx, read, run};
+use crate::db::{Backend, Db, Tx, read, run};
 use crate::records::{
     AckedMessage, CheckRow, DeliveredReceipts, NewMessage, ReceiptRecord, SendCheck, StoredSend,
     device_list_mismatch, id, opt_id,
@@ -75,13 +75,17 @@ async fn deliveries_of(
     Ok((accepted, out))
 }
 
-/// The verdict on a send from its check rows; queries only in the rare cases
-/// (a retry needs the original's deliveries, no devices needs the user checked).
-pub(crate) async fn judge(
-    tx: &mut Tx,
-    m: &NewMessage,
-    rows: Vec<CheckRow>,
-) -> StoreResult<SendCheck> {
+/// What a send's check rows say before any rare follow-up query.
+pub(crate) enum Checked {
+    /// A retry of the stored send with this message id.
+    Retry(String),
+    /// New: the recipient's active devices with their last sequence numbers,
+    /// and those whose queue is full.
+    Devices(Vec<(DeviceId, i64)>, Vec<DeviceId>),
+}
+
+/// Reads a send's check rows (its idempotency record, the recipient's devices).
+pub(crate) fn classify(m: &NewMessage, rows: Vec<CheckRow>) -> StoreResult<Checked> {
     let mut current = Vec::with_capacity(rows.len());
     let mut full = Vec::new();
     for (kind, value, hash, next_seq, queued) in rows {
@@ -96,17 +100,18 @@ pub(crate) async fn judge(
         if hash.as_deref() != Some(m.request_hash.as_slice()) {
             return Err(StoreError::IdempotencyConflict);
         }
-        let (accepted_at, deliveries) = deliveries_of(tx, &value).await?;
-        return Ok(SendCheck::Duplicate(StoredSend {
-            message_id: id(value)?,
-            accepted_at,
-            deliveries,
-            duplicate: true,
-        }));
+        return Ok(Checked::Retry(value));
     }
-    if current.is_empty() && !user_exists(tx, m.recipient_id.as_str()).await? {
-        return Err(StoreError::UnknownUser);
-    }
+    Ok(Checked::Devices(current, full))
+}
+
+/// Admits a new send to the recipient's devices (known to exist when there are
+/// none): its envelopes must match them and no queue it adds to may be full.
+pub(crate) fn admit(
+    m: &NewMessage,
+    mut current: Vec<(DeviceId, i64)>,
+    full: Vec<DeviceId>,
+) -> StoreResult<Vec<(DeviceId, i64)>> {
     current.sort();
     let ids: Vec<DeviceId> = current.iter().map(|(d, _)| d.clone()).collect();
     // Devices the sender does not trust (not certified by the recipient's identity key) get no copy.
@@ -130,7 +135,33 @@ pub(crate) async fn judge(
     {
         return Err(StoreError::QueueFull(device));
     }
-    Ok(SendCheck::Accept(current))
+    Ok(current)
+}
+
+/// The verdict on a send from its check rows; queries only in the rare cases
+/// (a retry needs the original's deliveries, no devices needs the user checked).
+pub(crate) async fn judge(
+    tx: &mut Tx,
+    m: &NewMessage,
+    rows: Vec<CheckRow>,
+) -> StoreResult<SendCheck> {
+    match classify(m, rows)? {
+        Checked::Retry(value) => {
+            let (accepted_at, deliveries) = deliveries_of(tx, &value).await?;
+            Ok(SendCheck::Duplicate(StoredSend {
+                message_id: id(value)?,
+                accepted_at,
+                deliveries,
+                duplicate: true,
+            }))
+        }
+        Checked::Devices(current, _)
+            if current.is_empty() && !user_exists(tx, m.recipient_id.as_str()).await? =>
+        {
+            Err(StoreError::UnknownUser)
+        }
+        Checked::Devices(current, full) => admit(m, current, full).map(|_| SendCheck::Accept),
+    }
 }
 
 /// Inserts receipts in a few multi-row statements.
@@ -254,61 +285,8 @@ impl<T: Backend> MessageStore for T {
         now: OffsetDateTime,
         receipt: DeliveredReceipts<'_>,
     ) -> StoreResult<u64> {
-        let (user_id_str, device_id_str) = (user_id.as_str(), device_id.as_str());
-        let up_to = i64::try_from(up_to_seq).unwrap_or(i64::MAX);
-        let mut tx = self.db().begin().await?;
-        let sql = format!(
-            "SELECT message_id, sender_id, sender_device_id, body, created_at FROM messages \
-             WHERE recipient_id = $1 AND recipient_device_id = $2 AND seq <= $3 AND delivered_at IS NULL \
-             ORDER BY seq{}",
-            tx.dialect().for_update()
-        );
-        let rows: Vec<(String, String, String, String, OffsetDateTime)> = run!(
-            &mut tx,
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(user_id_str)
-                .bind(device_id_str)
-                .bind(up_to),
-            fetch_all
-        )?;
-        let acked = rows.len() as u64;
-        let mut receipts = Vec::with_capacity(rows.len());
-        for (message_id, sender_id, sender_device_id, body, accepted_at) in rows {
-            receipts.push(receipt(&AckedMessage {
-                message_id: id(message_id)?,
-                sender_id: user(sender_id)?,
-                sender_device_id: device(sender_device_id)?,
-                body,
-                accepted_at,
-            }));
-        }
-        run!(
-            &mut tx,
-            sqlx::query(
-                "UPDATE messages SET delivered_at = $1, body = '' \
-                 WHERE recipient_id = $2 AND recipient_device_id = $3 AND seq <= $4 AND delivered_at IS NULL",
-            )
-            .bind(now)
-            .bind(user_id_str)
-            .bind(device_id_str)
-            .bind(up_to),
-            execute
-        )?;
-        let refs: Vec<&ReceiptRecord> = receipts.iter().collect();
-        insert_receipts(&mut tx, &refs).await?;
-        run!(
-            &mut tx,
-            sqlx::query(
-                "UPDATE devices SET acked_seq = CASE WHEN $3 < next_seq THEN $3 ELSE next_seq END \
-                 WHERE user_id = $1 AND device_id = $2 AND acked_seq < $3",
-            )
-            .bind(user_id_str)
-            .bind(device_id_str)
-            .bind(up_to),
-            execute
-        )?;
-        tx.commit().await?;
-        Ok(acked)
+        self.ack_durably(user_id, device_id, up_to_seq, now, receipt)
+            .await
     }
 
     async fn receipts(&self, message_id: &str) -> StoreResult<Vec<ReceiptRecord>> {
@@ -368,4 +346,85 @@ impl<T: Backend> MessageStore for T {
         tx.commit().await?;
         Ok(done > 0)
     }
+}
+
+/// The messages a device acknowledges up to `up_to`, unacknowledged, in
+/// sequence order, with what their `delivered` receipts need.
+pub(crate) fn acked_rows_sql(for_update: &str) -> String {
+    format!(
+        "SELECT message_id, sender_id, sender_device_id, body, created_at FROM messages \
+     WHERE recipient_id = $1 AND recipient_device_id = $2 AND seq <= $3 AND delivered_at IS NULL \
+     ORDER BY seq{for_update}"
+    )
+}
+
+/// [`MessageStore::ack`] in one transaction on `db`: reads the messages (locking
+/// them on PostgreSQL), marks them delivered and stores their receipts.
+pub(crate) async fn ack_in_transaction(
+    db: &Db,
+    user_id: &UserId,
+    device_id: &DeviceId,
+    up_to_seq: u64,
+    now: OffsetDateTime,
+    receipt: DeliveredReceipts<'_>,
+) -> StoreResult<u64> {
+    let (user_id_str, device_id_str) = (user_id.as_str(), device_id.as_str());
+    let up_to = i64::try_from(up_to_seq).unwrap_or(i64::MAX);
+    let mut tx = db.begin().await?;
+    let sql = acked_rows_sql(tx.dialect().for_update());
+    let rows: Vec<AckedRow> = run!(
+        &mut tx,
+        sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(user_id_str)
+            .bind(device_id_str)
+            .bind(up_to),
+        fetch_all
+    )?;
+    let count = rows.len() as u64;
+    let receipts = rows
+        .into_iter()
+        .map(|row| acked(row).map(|m| receipt(&m)))
+        .collect::<StoreResult<Vec<_>>>()?;
+    run!(
+        &mut tx,
+        sqlx::query(
+            "UPDATE messages SET delivered_at = $1, body = '' \
+             WHERE recipient_id = $2 AND recipient_device_id = $3 AND seq <= $4 AND delivered_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id_str)
+        .bind(device_id_str)
+        .bind(up_to),
+        execute
+    )?;
+    let refs: Vec<&ReceiptRecord> = receipts.iter().collect();
+    insert_receipts(&mut tx, &refs).await?;
+    run!(
+        &mut tx,
+        sqlx::query(
+            "UPDATE devices SET acked_seq = CASE WHEN $3 < next_seq THEN $3 ELSE next_seq END \
+             WHERE user_id = $1 AND device_id = $2 AND acked_seq < $3",
+        )
+        .bind(user_id_str)
+        .bind(device_id_str)
+        .bind(up_to),
+        execute
+    )?;
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// A row of [`acked_rows_sql`].
+pub(crate) type AckedRow = (String, String, String, String, OffsetDateTime);
+
+/// The message an acknowledged row is.
+pub(crate) fn acked(row: AckedRow) -> StoreResult<AckedMessage> {
+    let (message_id, sender_id, sender_device_id, body, accepted_at) = row;
+    Ok(AckedMessage {
+        message_id: id(message_id)?,
+        sender_id: user(sender_id)?,
+        sender_device_id: device(sender_device_id)?,
+        body,
+        accepted_at,
+    })
 }

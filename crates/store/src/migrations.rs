@@ -79,7 +79,7 @@ const ADOPT_LOCK: i64 = 0x0041_544c_4153;
 pub(crate) async fn adopt_legacy(db: &Db, migrator: &Migrator) -> StoreResult<()> {
     let mut tx = db.begin().await?;
     let legacy: Option<(i64,)> = match &mut tx {
-        Tx::Sqlite(t) => {
+        Tx::Sqlite(t, _) => {
             sqlx::query_as(
                 "SELECT CAST(1 AS BIGINT) FROM sqlite_master \
                  WHERE type = 'table' AND name = 'schema_migrations'",
@@ -105,7 +105,7 @@ pub(crate) async fn adopt_legacy(db: &Db, migrator: &Migrator) -> StoreResult<()
         return Ok(());
     }
     let created = match &mut tx {
-        Tx::Sqlite(t) => t.ensure_migrations_table("_sqlx_migrations").await,
+        Tx::Sqlite(t, _) => t.ensure_migrations_table("_sqlx_migrations").await,
         Tx::Postgres(t) => t.ensure_migrations_table("_sqlx_migrations").await,
     };
     created.map_err(|e| StoreError::Database(sqlx::Error::Migrate(Box::new(e))))?;

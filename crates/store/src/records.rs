@@ -313,8 +313,8 @@ pub(crate) type CheckRow = (String, String, Option<Vec<u8>>, i64, i64);
 pub(crate) enum SendCheck {
     /// A retry of a stored send: answer with the original.
     Duplicate(StoredSend),
-    /// New and matching the recipient's devices, listed with their last sequence numbers.
-    Accept(Vec<(DeviceId, i64)>),
+    /// New and matching the recipient's devices.
+    Accept,
 }
 
 /// Compares the envelopes of a send with the recipient's current devices.

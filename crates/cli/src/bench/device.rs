@@ -78,6 +78,35 @@ impl BenchDevice {
     }
 }
 
+/// A device's push socket, as `GET /ws` upgrades it.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl BenchDevice {
+    /// Opens the device's push socket (`GET /ws?after=0`) with a fresh proof.
+    pub async fn open_socket(&self, server: &str, token: &str) -> anyhow::Result<Socket> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let iat = time::OffsetDateTime::now_utc().unix_timestamp();
+        let proof = create_proof(
+            &self.dpop,
+            "GET",
+            &format!("{server}/ws"),
+            iat,
+            Some(token),
+            None,
+        );
+        let mut request =
+            format!("{}/ws?after=0", server.replacen("http", "ws", 1)).into_client_request()?;
+        let headers = request.headers_mut();
+        headers.insert("authorization", format!("DPoP {token}").parse()?);
+        headers.insert("dpop", proof.parse()?);
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("opening the socket of {}", self.user_id))?;
+        Ok(socket)
+    }
+}
+
 /// Seconds from a `Retry-After` header.
 fn retry_after(answer: &reqwest::Response) -> Option<u64> {
     answer

@@ -1,28 +1,40 @@
 //! `atlas bench`: a load generator in a process of its own, against any
 //! running server, so the server's cost is measured apart from the client's.
 //! It registers its own users (a unique prefix), warms up, then measures.
+mod connections;
+mod conversation;
 mod device;
 mod proc_stat;
 mod report;
 mod send;
+mod window;
 
 use crate::keys_cmd::parse_duration;
+use device::BenchDevice;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Scenarios of `atlas bench`.
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
     /// 1:1 sends, a fresh DPoP proof each, every sender to another sender.
-    Send(SendArgs),
+    Send(BenchArgs),
+    /// 1:1 sends to online devices: send → WebSocket push latency, and every
+    /// recipient acknowledges what it got (delivered receipts), as clients do.
+    Conversation(BenchArgs),
+    /// Idle authenticated WebSockets held open: the server's memory per 10,000.
+    Connections(BenchArgs),
 }
 
-/// Flags of `atlas bench send`.
+/// Flags of every scenario.
 #[derive(clap::Args)]
-pub struct SendArgs {
+pub struct BenchArgs {
     /// The server to load.
     #[arg(long, env = "ATLAS_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
-    /// Concurrent sending devices (each a user of its own).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Devices taking part, each a user of its own (`connections`: one socket each).
+    #[arg(long, visible_alias = "connections", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=20_000))]
     senders: u32,
     /// Measured time, after the warm-up: 30s, 2m …
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -33,11 +45,11 @@ pub struct SendArgs {
     /// Sends per second in all, paced evenly (default: as fast as answers come).
     #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
     rate: Option<f64>,
-    /// The server's process id: report its CPU per message and peak RSS (Linux /proc).
+    /// The server's process id: report its CPU per message and memory (Linux /proc).
     #[arg(long)]
     server_pid: Option<u32>,
     /// Ciphertext bytes per send.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=65_536))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(24..=65_536))]
     body_bytes: u32,
     /// Print the result as JSON.
     #[arg(long)]
@@ -56,7 +68,67 @@ fn positive_rate(text: &str) -> Result<f64, String> {
 pub async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Send(args) => send::run(args).await,
+        BenchCommand::Conversation(args) => conversation::run(args).await,
+        BenchCommand::Connections(args) => connections::run(args).await,
     }
+}
+
+/// Six hex characters, so each run's users are new.
+fn hex_prefix() -> String {
+    atlas_crypto::random_bytes::<3>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Registrations (and token requests) in flight at once.
+const REGISTERING_AT_ONCE: usize = 16;
+
+/// Registers `count` users `PREFIX-0…` with one device each and fetches their
+/// tokens, a few at a time, with a progress line; in index order.
+async fn register_all(
+    http: &reqwest::Client,
+    server: &str,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<(BenchDevice, String)>> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..REGISTERING_AT_ONCE.min(count) {
+        let (http, server, prefix) = (http.clone(), server.to_owned(), prefix.to_owned());
+        let (done, next) = (done.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(mine);
+                }
+                let user = format!("{prefix}-{i}");
+                let device = BenchDevice::register(&http, &server, &user, |wait| {
+                    eprint!(
+                        "\rregistering: the server's per-address limit, waiting {wait} s \
+                         (serve --registrations-per-minute raises it)   "
+                    );
+                })
+                .await?;
+                let token = device.token(&http, &server).await?;
+                mine.push((i, device, token));
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 16 == 0 || n == count {
+                    eprint!("\rregistering {n}/{count}{}", " ".repeat(60));
+                }
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(count);
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    eprintln!();
+    all.sort_by_key(|(i, _, _)| *i);
+    Ok(all.into_iter().map(|(_, d, t)| (d, t)).collect())
 }
 
 #[cfg(test)]

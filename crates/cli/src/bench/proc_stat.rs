@@ -12,10 +12,19 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Peak resident memory of `pid` in bytes (`VmHWM`).
 pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:").map(|kib| kib * 1024)
+}
+
+/// Resident memory of `pid` in bytes now (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:").map(|kib| kib * 1024)
+}
+
+/// A `/proc/PID/status` line's value in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`; 100 on Linux).
@@ -38,6 +47,7 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_seconds(me).is_some());
         assert!(peak_rss_bytes(me).is_some_and(|b| b > 1024 * 1024));
+        assert!(rss_bytes(me).is_some_and(|b| b > 1024 * 1024));
         assert!(cpu_seconds(u32::MAX).is_none());
     }
 }

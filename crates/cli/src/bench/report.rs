@@ -9,7 +9,7 @@ pub struct Report {
     pub scenario: &'static str,
     /// The server loaded.
     pub server: String,
-    /// Concurrent senders.
+    /// Devices taking part.
     pub senders: u32,
     /// Measured seconds.
     pub seconds: f64,
@@ -17,8 +17,17 @@ pub struct Report {
     pub messages: u64,
     /// Of them per second.
     pub messages_per_second: f64,
-    /// Latency percentiles, milliseconds.
+    /// Send latency (request to answer), milliseconds; `connections`: socket opening.
     pub latency_ms: Latency,
+    /// Send → WebSocket push latency, milliseconds (`conversation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_latency_ms: Option<Latency>,
+    /// Messages pushed and acknowledged by their recipients (`conversation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<u64>,
+    /// Sockets held and the server's memory for them (`connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<Sockets>,
     /// Refused or failed sends by error code (HTTP status when the body had none).
     pub errors: BTreeMap<String, u64>,
     /// Server CPU per answered send, microseconds (with `--server-pid`).
@@ -27,6 +36,26 @@ pub struct Report {
     pub server_peak_rss_mib: Option<f64>,
     /// This load generator's CPU per answered send, microseconds.
     pub client_cpu_us_per_message: Option<f64>,
+}
+
+/// Bytes in MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Idle sockets and what they cost the server.
+#[derive(Debug, Serialize)]
+pub struct Sockets {
+    /// Opened.
+    pub opened: u64,
+    /// Still open at the end.
+    pub open_at_end: u64,
+    /// Server resident memory before opening them, MiB.
+    pub server_rss_before_mib: Option<f64>,
+    /// Server resident memory with them all open, MiB.
+    pub server_rss_open_mib: Option<f64>,
+    /// The difference, scaled to 10,000 sockets, MiB.
+    pub server_mib_per_10k: Option<f64>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -57,7 +86,59 @@ impl Latency {
     }
 }
 
+impl Latency {
+    fn print(&self, what: &str) {
+        crate::output::outln!(
+            "  {what} ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            self.p50,
+            self.p90,
+            self.p99,
+            self.p999,
+            self.max
+        );
+    }
+}
+
 impl Report {
+    /// A report of `messages` answered in a run of `scenario` with `args`, figures to fill in.
+    pub fn new(
+        scenario: &'static str,
+        server: &str,
+        args: &super::BenchArgs,
+        messages: u64,
+    ) -> Self {
+        let seconds = args.duration as f64;
+        Self {
+            scenario,
+            server: server.to_owned(),
+            senders: args.senders,
+            seconds,
+            messages,
+            messages_per_second: messages as f64 / seconds,
+            latency_ms: Latency::default(),
+            push_latency_ms: None,
+            acknowledged: None,
+            sockets: None,
+            errors: BTreeMap::new(),
+            server_cpu_us_per_message: None,
+            server_peak_rss_mib: args
+                .server_pid
+                .and_then(super::proc_stat::peak_rss_bytes)
+                .map(mib),
+            client_cpu_us_per_message: None,
+        }
+    }
+
+    /// Prints the report, as JSON with `json`.
+    pub fn emit(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            crate::output::outln!("{}", serde_json::to_string_pretty(self)?);
+        } else {
+            self.print();
+        }
+        Ok(())
+    }
+
     /// The report for people.
     pub fn print(&self) {
         crate::output::outln!(
@@ -72,15 +153,34 @@ impl Report {
             self.messages_per_second,
             self.messages
         );
-        let l = &self.latency_ms;
-        crate::output::outln!(
-            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            l.p50,
-            l.p90,
-            l.p99,
-            l.p999,
-            l.max
-        );
+        let what = if self.sockets.is_some() {
+            "socket opening"
+        } else {
+            "send latency"
+        };
+        self.latency_ms.print(what);
+        if let Some(push) = &self.push_latency_ms {
+            push.print("send → push");
+        }
+        if let Some(n) = self.acknowledged {
+            crate::output::outln!("  acknowledged by recipients: {n}");
+        }
+        if let Some(s) = &self.sockets {
+            crate::output::outln!(
+                "  sockets: {} opened, {} open at the end",
+                s.opened,
+                s.open_at_end
+            );
+            if let (Some(before), Some(open), Some(per)) = (
+                s.server_rss_before_mib,
+                s.server_rss_open_mib,
+                s.server_mib_per_10k,
+            ) {
+                crate::output::outln!(
+                    "  server RSS: {before:.0} MiB before, {open:.0} MiB with them open: {per:.0} MiB per 10,000"
+                );
+            }
+        }
         if self.errors.is_empty() {
             crate::output::outln!("  errors: none");
         } else {

@@ -710,3 +710,65 @@ fn bench_send_loads_a_running_server_and_reports() {
     );
     stop(&mut server);
 }
+
+/// Runs `atlas bench SCENARIO` briefly against `server` with `--json`; the report.
+fn bench_report(server: &Server, scenario: &str, devices: &str) -> serde_json::Value {
+    let pid = server.child.id().to_string();
+    let (ok, out, err) = atlas_testing::run_atlas(
+        None,
+        None,
+        &[
+            "bench",
+            scenario,
+            "--server",
+            &server.url,
+            "--senders",
+            devices,
+            "--duration",
+            "2s",
+            "--warmup",
+            "1s",
+            "--server-pid",
+            &pid,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn bench_conversation_measures_push_latency_and_acknowledges() {
+    let data = TempDir::new("atlas-bench-conversation").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
+    let report = bench_report(&server, "conversation", "4");
+    assert_eq!(report["scenario"], "conversation", "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let sent = report["messages"].as_u64().unwrap();
+    assert!(sent > 0, "{report}");
+    assert!(
+        report["push_latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "pushes arrived and were timed: {report}"
+    );
+    // Recipients acknowledged what was pushed: delivered receipts were made.
+    assert!(report["acknowledged"].as_u64().unwrap() > 0, "{report}");
+    stop(&mut server);
+}
+
+#[test]
+fn bench_connections_holds_sockets_and_reports_server_memory() {
+    let data = TempDir::new("atlas-bench-connections").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
+    let report = bench_report(&server, "connections", "40");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let sockets = &report["sockets"];
+    assert_eq!(sockets["opened"], 40, "{report}");
+    assert_eq!(sockets["open_at_end"], 40, "{report}");
+    assert!(
+        sockets["server_rss_open_mib"].as_f64().unwrap()
+            >= sockets["server_rss_before_mib"].as_f64().unwrap(),
+        "{report}"
+    );
+    assert!(sockets["server_mib_per_10k"].as_f64().is_some(), "{report}");
+    stop(&mut server);
+}

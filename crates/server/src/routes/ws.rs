@@ -15,6 +15,11 @@ use axum::routing::get;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+/// Bytes read from a socket at once (tungstenite's default is 128 KiB).
+const READ_BUFFER: usize = 4096;
+/// Largest frame or message a client may send (64 MiB by default).
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
 /// Query of `GET /ws`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +37,12 @@ pub async fn connect(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let slot = Limits::open_socket(&state, &auth.user_id, &auth.device_id)?;
+    // A client only sends pongs and a close here: small buffers and frames keep
+    // an idle socket cheap (10,000 of them) and refuse a flood.
+    let ws = ws
+        .read_buffer_size(READ_BUFFER)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .max_message_size(MAX_CLIENT_FRAME);
     Ok(ws.on_upgrade(move |socket| async move {
         push(state, auth, q.after, socket).await;
         drop(slot);

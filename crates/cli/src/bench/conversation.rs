@@ -1,0 +1,238 @@
+//! `atlas bench conversation`: every device is online on its WebSocket and
+//! sends to the next one, as fast as answers come or at `--rate`. Each body
+//! carries its send time, so the recipient measures send → push latency; each
+//! recipient acknowledges what it got (`POST /messages/ack`, one request
+//! covering whatever arrived meanwhile), which makes the server sign and store
+//! a `delivered` receipt per message, as with real clients.
+use super::device::{BenchDevice, Socket};
+use super::report::{Latency, Report};
+use super::send::{error_code, send_one};
+use super::window::Window;
+use super::{BenchArgs, hex_prefix, register_all};
+use atlas_crypto::dpop::create_proof;
+use atlas_proto::api::PushEvent;
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long recipients keep listening after the window, for pushes in flight.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// What one device saw in the measured window.
+#[derive(Default)]
+struct Tally {
+    send_us: Vec<u32>,
+    push_us: Vec<u32>,
+    acknowledged: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn error(&mut self, code: String) {
+        *self.errors.entry(code).or_default() += 1;
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.send_us.extend(other.send_us);
+        self.push_us.extend(other.push_us);
+        self.acknowledged += other.acknowledged;
+        for (code, n) in other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+    }
+}
+
+/// A body carrying `sent`, as microseconds since the run's start in its first
+/// 20 characters (digits are base64 characters), padded to `bytes` (a multiple of 4).
+fn stamped_body(window: &Window, sent: Instant, bytes: usize) -> String {
+    let micros = sent.duration_since(window.start).as_micros();
+    let mut body = format!("{micros:020}");
+    body.push_str(&"A".repeat(bytes.max(24) / 4 * 4 - 20));
+    body
+}
+
+/// When the message with `body` was sent, if it is a stamped body.
+fn sent_at(window: &Window, body: &str) -> Option<Instant> {
+    let micros: u64 = body.get(..20)?.parse().ok()?;
+    Some(window.start + Duration::from_micros(micros))
+}
+
+/// Runs the scenario and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let server = args.server.trim_end_matches('/').to_owned();
+    let http = atlas_client::http_client()?;
+    let prefix = format!("bench-{}", hex_prefix());
+    let senders = args.senders as usize;
+    let devices = register_all(&http, &server, &prefix, senders).await?;
+    let mut online = Vec::with_capacity(senders);
+    for (device, token) in devices {
+        let socket = device.open_socket(&server, &token).await?;
+        online.push((Arc::new(device), token, socket));
+    }
+
+    let window = Window::new(args.warmup, args.duration);
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(senders as f64 / r));
+    let pushed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(3 * senders);
+    for (i, (device, token, socket)) in online.into_iter().enumerate() {
+        let recipient = format!("{prefix}-{}", (i + 1) % senders);
+        let (seen, last_seen) = watch::channel(0u64);
+        let (h, s, d, t) = (http.clone(), server.clone(), device.clone(), token.clone());
+        tasks.push(tokio::spawn(acknowledge(h, s, d, t, last_seen, window)));
+        tasks.push(tokio::spawn(listen(socket, seen, window, pushed.clone())));
+        let (http, server, bytes) = (http.clone(), server.clone(), args.body_bytes as usize);
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut next = Instant::now();
+            let mut n = 0u64;
+            while Instant::now() < window.end {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += interval;
+                }
+                n += 1;
+                let sent = Instant::now();
+                let body = stamped_body(&window, sent, bytes);
+                let outcome = send_one(&http, &server, &device, &token, &recipient, n, &body).await;
+                if window.counts(sent) {
+                    match outcome {
+                        Ok(()) => tally.send_us.push(sent.elapsed().as_micros() as u32),
+                        Err(code) => tally.error(code),
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    let cpu = window.watch(&pushed, "pushed", args.server_pid).await;
+
+    let mut all = Tally::default();
+    for task in tasks {
+        all.add(task.await?);
+    }
+    let messages = all.send_us.len() as u64;
+    let (server_cpu, client_cpu) = cpu.per(messages);
+    let report = Report {
+        latency_ms: Latency::of(all.send_us),
+        push_latency_ms: Some(Latency::of(all.push_us)),
+        acknowledged: Some(all.acknowledged),
+        errors: all.errors,
+        server_cpu_us_per_message: server_cpu,
+        client_cpu_us_per_message: client_cpu,
+        ..Report::new("conversation", &server, &args, messages)
+    };
+    report.emit(args.json)
+}
+
+/// Reads pushes until the window (and its grace) ends: measures each
+/// message's latency and tells the acknowledging task the last sequence number.
+async fn listen(
+    mut socket: Socket,
+    seen: watch::Sender<u64>,
+    window: Window,
+    pushed: Arc<AtomicU64>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let stop = tokio::time::sleep_until((window.end + GRACE).into());
+    tokio::pin!(stop);
+    loop {
+        let frame = tokio::select! {
+            frame = socket.next() => frame,
+            () = &mut stop => break,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None => {
+                if Instant::now() < window.end {
+                    tally.error("socket_closed".into());
+                }
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => {
+                tally.error("socket_failed".into());
+                break;
+            }
+        };
+        let Ok(PushEvent::Message(message)) = serde_json::from_str::<PushEvent>(&text) else {
+            continue;
+        };
+        if let Some(sent) = sent_at(&window, &message.body)
+            && sent >= window.measure_from
+            && sent <= window.end
+        {
+            tally.push_us.push(sent.elapsed().as_micros() as u32);
+            pushed.fetch_add(1, Ordering::Relaxed);
+        }
+        seen.send_replace(message.seq);
+    }
+    let _ = socket.close(None).await;
+    tally
+}
+
+/// Acknowledges up to the last sequence number seen, one request at a time
+/// (each covering every push that arrived while the previous one ran).
+async fn acknowledge(
+    http: reqwest::Client,
+    server: String,
+    device: Arc<BenchDevice>,
+    token: String,
+    mut last_seen: watch::Receiver<u64>,
+    window: Window,
+) -> Tally {
+    let mut tally = Tally::default();
+    let url = format!("{server}/messages/ack");
+    while last_seen.changed().await.is_ok() {
+        let up_to_seq = *last_seen.borrow_and_update();
+        let started = Instant::now();
+        let iat = time::OffsetDateTime::now_utc().unix_timestamp();
+        let proof = create_proof(&device.dpop, "POST", &url, iat, Some(&token), None);
+        let outcome = http
+            .post(&url)
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .json(&serde_json::json!({ "up_to_seq": up_to_seq }))
+            .send()
+            .await;
+        let counted = window.counts(started);
+        match outcome {
+            Ok(answer) if answer.status() == 200 => {
+                let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                if counted {
+                    tally.acknowledged += body["acknowledged"].as_u64().unwrap_or(0);
+                }
+            }
+            Ok(answer) => {
+                let code = error_code(answer).await;
+                if counted {
+                    tally.error(format!("ack_{code}"));
+                }
+            }
+            Err(_) if counted => tally.error("ack_connection".into()),
+            Err(_) => {}
+        }
+    }
+    tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamped_body_is_base64_and_gives_back_its_time() {
+        let window = Window::new(0, 1);
+        let sent = window.start + Duration::from_micros(1_234_567);
+        let body = stamped_body(&window, sent, 101);
+        assert_eq!(body.len(), 100);
+        assert!(atlas_server::receipts::ciphertext_digest(&body).is_some());
+        assert_eq!(sent_at(&window, &body), Some(sent));
+        assert_eq!(sent_at(&window, "AAAA"), None);
+    }
+}
