@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// for load tests (`atlas bench`) that register many users from one host.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     registrations_per_minute: u32,
+    /// Access tokens (`POST /token`) one address may request per minute (the
+    /// burst is a fifth of it, at least 120); raise it with --registrations-per-minute for load tests.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    tokens_per_minute: u32,
     /// Undelivered messages a device may hold before sends to it wait (429 queue_full).
     #[arg(long, default_value_t = 10_000)]
     max_queued_per_device: u64,
@@ -151,6 +155,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.limits.queued_per_device = args.max_queued_per_device.max(1);
     config.limits.registrations_per_address =
         (args.registrations_per_minute, args.registrations_per_minute);
+    config.limits.tokens_per_address = (
+        (args.tokens_per_minute / 5).max(120),
+        args.tokens_per_minute,
+    );
     config.metrics_group_ids = args.metrics_group_ids;
     config.timeouts = atlas_server::listener::Timeouts {
         header_read: Duration::from_secs(args.header_read_timeout),

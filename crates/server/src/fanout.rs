@@ -7,24 +7,29 @@
 use atlas_proto::api::{InboxMessage, PushEvent};
 use atlas_proto::{DeviceId, UserId};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 type DeviceKey = (UserId, DeviceId);
 
 /// Events held for a slow connection before it lags and re-reads from the
-/// store: every slot is allocated up front, for every connected device.
+/// store: every slot is allocated up front, for every connected device (so
+/// events are shared, `Arc`s: a slot is a pointer, and a receiver's copy too).
 const CHANNEL: usize = 16;
 
 /// Delivery to connected devices.
 pub trait Fanout: Send + Sync {
     /// Subscribes a connection of `device` to its new messages.
-    fn subscribe(&self, user: &UserId, device: &DeviceId) -> broadcast::Receiver<InboxMessage>;
+    fn subscribe(&self, user: &UserId, device: &DeviceId)
+    -> broadcast::Receiver<Arc<InboxMessage>>;
     /// Pushes a message to the device's connections (no-op when none is connected).
     fn publish(&self, user: &UserId, device: &DeviceId, message: InboxMessage);
     /// Subscribes a connection of `device` to its notices.
-    fn subscribe_notices(&self, user: &UserId, device: &DeviceId)
-    -> broadcast::Receiver<PushEvent>;
+    fn subscribe_notices(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> broadcast::Receiver<Arc<PushEvent>>;
     /// Nudges a device's connections (no-op when none is connected).
     fn publish_notice(&self, user: &UserId, device: &DeviceId, notice: PushEvent);
 }
@@ -32,12 +37,16 @@ pub trait Fanout: Send + Sync {
 /// Channels of the devices connected to this process.
 #[derive(Default)]
 pub struct LocalFanout {
-    channels: Mutex<HashMap<DeviceKey, broadcast::Sender<InboxMessage>>>,
-    notices: Mutex<HashMap<DeviceKey, broadcast::Sender<PushEvent>>>,
+    channels: Mutex<HashMap<DeviceKey, broadcast::Sender<Arc<InboxMessage>>>>,
+    notices: Mutex<HashMap<DeviceKey, broadcast::Sender<Arc<PushEvent>>>>,
 }
 
 impl Fanout for LocalFanout {
-    fn subscribe(&self, user: &UserId, device: &DeviceId) -> broadcast::Receiver<InboxMessage> {
+    fn subscribe(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> broadcast::Receiver<Arc<InboxMessage>> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         channels
             .entry((user.clone(), device.clone()))
@@ -49,7 +58,7 @@ impl Fanout for LocalFanout {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let key = (user.clone(), device.clone());
         if let Some(sender) = channels.get(&key)
-            && sender.send(message).is_err()
+            && sender.send(Arc::new(message)).is_err()
         {
             // Nobody listens any more.
             channels.remove(&key);
@@ -60,7 +69,7 @@ impl Fanout for LocalFanout {
         &self,
         user: &UserId,
         device: &DeviceId,
-    ) -> broadcast::Receiver<PushEvent> {
+    ) -> broadcast::Receiver<Arc<PushEvent>> {
         let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
         notices
             .entry((user.clone(), device.clone()))
@@ -72,7 +81,7 @@ impl Fanout for LocalFanout {
         let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
         let key = (user.clone(), device.clone());
         if let Some(sender) = notices.get(&key)
-            && sender.send(notice).is_err()
+            && sender.send(Arc::new(notice)).is_err()
         {
             notices.remove(&key);
         }

@@ -33,6 +33,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         19,
         include_str!("../migrations/0019_key_package_binding.sql"),
     ),
+    (20, include_str!("../migrations/0020_undelivered_index.sql")),
 ];
 
 /// The same migration with SQLite's types.

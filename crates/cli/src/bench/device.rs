@@ -56,25 +56,38 @@ impl BenchDevice {
         })
     }
 
-    /// A fresh access token, bound to this device's DPoP key.
-    pub async fn token(&self, http: &reqwest::Client, server: &str) -> anyhow::Result<String> {
+    /// A fresh access token, bound to this device's DPoP key, waiting out the
+    /// server's per-address token limit.
+    pub async fn token(
+        &self,
+        http: &reqwest::Client,
+        server: &str,
+        waiting: impl Fn(u64),
+    ) -> anyhow::Result<String> {
         let iat = time::OffsetDateTime::now_utc().unix_timestamp();
         let jkt = self.dpop.public_jwk().thumbprint();
         let grant = self
             .account
             .token_grant(&self.user_id, &self.device_id, &jkt, iat);
         let url = format!("{server}/token");
-        let proof = create_proof(&self.dpop, "POST", &url, iat, None, None);
-        let answer = http
-            .post(&url)
-            .header("DPoP", proof)
-            .json(&grant)
-            .send()
-            .await?;
-        if answer.status() != 200 {
-            bail!("token for {}: {}", self.user_id, answer.text().await?);
+        loop {
+            let proof = create_proof(&self.dpop, "POST", &url, iat, None, None);
+            let answer = http
+                .post(&url)
+                .header("DPoP", proof)
+                .json(&grant)
+                .send()
+                .await?;
+            match answer.status().as_u16() {
+                200 => return Ok(answer.json::<TokenResponse>().await?.access_token),
+                429 => {
+                    let wait = retry_after(&answer).unwrap_or(1);
+                    waiting(wait);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                _ => bail!("token for {}: {}", self.user_id, answer.text().await?),
+            }
         }
-        Ok(answer.json::<TokenResponse>().await?.access_token)
     }
 }
 

@@ -81,6 +81,13 @@ fn hex_prefix() -> String {
         .collect()
 }
 
+/// Says the bench waits out a server limit, and which `serve` flag raises it.
+fn waiting(what: &str, flag: &str, secs: u64) {
+    eprint!(
+        "\rregistering: the server's per-address limit on {what}, waiting {secs} s (serve {flag} raises it)   "
+    );
+}
+
 /// Registrations (and token requests) in flight at once.
 const REGISTERING_AT_ONCE: usize = 16;
 
@@ -107,13 +114,14 @@ async fn register_all(
                 }
                 let user = format!("{prefix}-{i}");
                 let device = BenchDevice::register(&http, &server, &user, |wait| {
-                    eprint!(
-                        "\rregistering: the server's per-address limit, waiting {wait} s \
-                         (serve --registrations-per-minute raises it)   "
-                    );
+                    waiting("registrations", "--registrations-per-minute", wait)
                 })
                 .await?;
-                let token = device.token(&http, &server).await?;
+                let token = device
+                    .token(&http, &server, |wait| {
+                        waiting("tokens", "--tokens-per-minute", wait)
+                    })
+                    .await?;
                 mine.push((i, device, token));
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % 16 == 0 || n == count {

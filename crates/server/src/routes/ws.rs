@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::limits::Limits;
 use crate::state::AppState;
-use atlas_proto::api::{InboxMessage, PushEvent};
+use atlas_proto::api::InboxMessage;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -49,8 +49,20 @@ pub async fn connect(
     }))
 }
 
-async fn send(socket: &mut WebSocket, message: InboxMessage) -> bool {
-    match serde_json::to_string(&PushEvent::Message(message)) {
+/// [`atlas_proto::api::PushEvent::Message`] serialised from a shared message, without copying it.
+#[derive(serde::Serialize)]
+struct MessageFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    message: &'a InboxMessage,
+}
+
+async fn send(socket: &mut WebSocket, message: &InboxMessage) -> bool {
+    match serde_json::to_string(&MessageFrame {
+        kind: "message",
+        message,
+    }) {
         Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
         Err(_) => false,
     }
@@ -73,7 +85,7 @@ async fn catch_up(
         let done = page.len() < 100;
         for message in page {
             last = message.seq;
-            if !send(socket, message).await {
+            if !send(socket, &message).await {
                 return None;
             }
         }
@@ -109,7 +121,7 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
                 Ok(message) if message.seq <= last => {}
                 Ok(message) if message.seq == last + 1 => {
                     last = message.seq;
-                    if !send(&mut socket, message).await { return }
+                    if !send(&mut socket, &message).await { return }
                 }
                 // A gap (or a lagging channel): the store has everything in order.
                 Ok(_) | Err(RecvError::Lagged(_)) => {
@@ -120,7 +132,7 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
             },
             notice = notices.recv() => match notice {
                 Ok(notice) => {
-                    let Ok(text) = serde_json::to_string(&notice) else { return };
+                    let Ok(text) = serde_json::to_string(notice.as_ref()) else { return };
                     if socket.send(Message::Text(text.into())).await.is_err() { return }
                 }
                 // Missed nudges only delay a fetch the client makes anyway on reconnect.
