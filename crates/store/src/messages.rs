@@ -53,7 +53,7 @@ pub trait MessageStore: Send + Sync {
 }
 
 /// When a stored send was accepted and where it went.
-async fn deliveries_of(
+pub(crate) async fn deliveries_of(
     tx: &mut Tx,
     message_id: &str,
 ) -> StoreResult<(OffsetDateTime, Vec<(DeviceId, u64)>)> {

@@ -201,6 +201,33 @@ async fn concurrent_sends_get_distinct_sequence_numbers(db: Db) {
     assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
 }
 
+/// Many sends at once to a device with room for three: sends committed together
+/// count each other, so exactly three are stored, whatever the batching.
+async fn concurrent_sends_respect_the_queue_cap(db: Db) {
+    let store = db.open().await;
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "erin", "Q").await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut m = send("alice", "erin", &format!("cap{i}"), vec![envelope("Q", "x")]);
+            m.queue_limit = 3;
+            store.store_message(&m).await
+        }));
+    }
+    let (mut stored, mut full) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(s) => stored.push(s.deliveries[0].1),
+            Err(StoreError::QueueFull(_)) => full += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    stored.sort();
+    assert_eq!((stored, full), (vec![1, 2, 3], 27));
+}
+
 /// Two senders list a two-device recipient's envelopes in opposite orders, many
 /// times at once: every send is stored (no deadlock between their row locks) and
 /// each device's sequence numbers stay gapless.
@@ -437,6 +464,7 @@ async fn queues_are_capped_until_acknowledged(db: Db) {
 on_both_backends!(
     messages_are_sequenced_idempotent_and_durable,
     concurrent_sends_get_distinct_sequence_numbers,
+    concurrent_sends_respect_the_queue_cap,
     concurrent_retries_store_one_message,
     concurrent_sends_in_opposite_device_orders_all_succeed,
     receipts_follow_sends_and_acks,
