@@ -211,7 +211,12 @@ async fn concurrent_sends_respect_the_queue_cap(db: Db) {
     for i in 0..30 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let mut m = send("alice", "erin", &format!("cap{i}"), vec![envelope("Q", "x")]);
+            let mut m = send(
+                "alice",
+                "erin",
+                &format!("cap{i}"),
+                vec![envelope("Q", "x")],
+            );
             m.queue_limit = 3;
             store.store_message(&m).await
         }));

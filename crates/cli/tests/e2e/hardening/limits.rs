@@ -189,6 +189,52 @@ async fn websockets_per_device_are_capped() {
     server.stop().await;
 }
 
+/// A client may only send pings, pongs and a close on its push socket: a frame
+/// over 64 KiB ends the socket instead of being buffered (the default was 64 MiB),
+/// while a small one is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_client_frame_closes_the_socket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = atlas_store::testdb::TempDir::new("atlas-ws-frame").unwrap();
+    let server = limited_server(
+        &dir,
+        Default::default(),
+        atlas_server::state::Registration::Open,
+    )
+    .await;
+    let url = server.public_url.clone();
+    let device = RawDevice::register(&url, "frames").await;
+    let token = device.token().await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(&url, &device, &token))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Ping(vec![1; 64].into()))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next()).await;
+    assert!(
+        matches!(answer, Ok(Some(Ok(Message::Pong(_))))),
+        "a small frame is answered: {answer:?}"
+    );
+    socket
+        .send(Message::Binary(vec![0; 70 * 1024].into()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "the server ended the socket");
+    server.stop().await;
+}
+
 /// `/metrics` on an address of its own: the public listener no longer answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_have_a_listener_of_their_own() {
