@@ -138,6 +138,16 @@ pub(crate) fn admit(
     Ok(current)
 }
 
+/// The sequence number a new message to `device` gets: one past the last of
+/// the device in `current` (which [`admit`] checked holds it).
+pub(crate) fn next_seq(current: &[(DeviceId, i64)], device: &DeviceId) -> i64 {
+    current
+        .iter()
+        .find(|(d, _)| d == device)
+        .map_or(0, |(_, seq)| *seq)
+        + 1
+}
+
 /// The verdict on a send from its check rows; queries only in the rare cases
 /// (a retry needs the original's deliveries, no devices needs the user checked).
 pub(crate) async fn judge(

@@ -1,10 +1,9 @@
 //! Batch statements: how many rows one multi-row statement carries.
 
-/// Statement sizes (sends per check, rows per insert). Batches are cut into
-/// these sizes so that the database prepares a bounded set of statements once
-/// and reuses them, instead of compiling one for every batch length. Every
-/// size up to 16 is there, so a typical batch takes one statement per table:
-/// under load each round trip to SQLite's worker thread costs more than the work.
+/// Statement sizes (rows per multi-row insert). Batches are cut into these
+/// sizes so that the database prepares a bounded set of statements once and
+/// reuses them, instead of compiling one for every batch length. Every size up
+/// to 16 is there, so a typical batch takes one statement.
 pub(crate) const SIZES: [usize; 20] = [
     256, 128, 64, 32, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1,
 ];

@@ -7,7 +7,7 @@
 use super::device::{BenchDevice, Socket};
 use super::report::{Latency, Report};
 use super::send::{error_code, send_one};
-use super::window::Window;
+use super::window::{Pacer, Window};
 use super::{BenchArgs, hex_prefix, register_all};
 use atlas_crypto::dpop::create_proof;
 use atlas_proto::api::PushEvent;
@@ -89,15 +89,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (http, server, bytes) = (http.clone(), server.clone(), args.body_bytes as usize);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
-            let mut next = Instant::now();
-            let mut n = 0u64;
-            while Instant::now() < window.end {
-                if let Some(interval) = interval {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += interval;
-                }
-                n += 1;
-                let sent = Instant::now();
+            let mut pacer = Pacer::new(interval);
+            while let Some((n, sent)) = pacer.tick(&window).await {
                 let body = stamped_body(&window, sent, bytes);
                 let outcome = send_one(&http, &server, &device, &token, &recipient, n, &body).await;
                 if window.counts(sent) {

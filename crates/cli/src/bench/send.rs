@@ -3,14 +3,14 @@
 //! answers come or at `--rate`. A progress line runs on stderr.
 use super::device::BenchDevice;
 use super::report::{Latency, Report};
-use super::window::Window;
+use super::window::{Pacer, Window};
 use super::{BenchArgs, hex_prefix, register_all};
 use atlas_crypto::dpop::create_proof;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What one sender saw in the measured window.
 #[derive(Default)]
@@ -41,15 +41,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (http.clone(), server.clone(), body.clone(), answered.clone());
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
-            let mut next = Instant::now();
-            let mut n = 0u64;
-            while Instant::now() < window.end {
-                if let Some(interval) = interval {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += interval;
-                }
-                n += 1;
-                let sent = Instant::now();
+            let mut pacer = Pacer::new(interval);
+            while let Some((n, sent)) = pacer.tick(&window).await {
                 let outcome = send_one(&http, &server, &device, &token, &recipient, n, &body).await;
                 if !window.counts(sent) {
                     continue;

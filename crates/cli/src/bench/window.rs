@@ -87,3 +87,33 @@ impl Window {
         }
     }
 }
+
+/// Paces one sender's requests: the next request number and its start time,
+/// at `interval` apart when given (`--rate`), until the window ends.
+pub struct Pacer {
+    interval: Option<Duration>,
+    next: Instant,
+    n: u64,
+}
+
+impl Pacer {
+    /// A pacer starting now.
+    pub fn new(interval: Option<Duration>) -> Self {
+        Self {
+            interval,
+            next: Instant::now(),
+            n: 0,
+        }
+    }
+
+    /// Waits for the next request's turn; `None` once `window` has ended.
+    pub async fn tick(&mut self, window: &Window) -> Option<(u64, Instant)> {
+        if let Some(interval) = self.interval {
+            tokio::time::sleep_until(self.next.into()).await;
+            self.next += interval;
+        }
+        let now = Instant::now();
+        self.n += 1;
+        (now < window.end).then_some((self.n, now))
+    }
+}

@@ -9,7 +9,7 @@
 use super::store_alone;
 use crate::accounts::{device, user_exists};
 use crate::db::Tx;
-use crate::messages::{Checked, admit, classify, deliveries_of};
+use crate::messages::{Checked, admit, classify, deliveries_of, next_seq};
 use crate::records::{CheckRow, id};
 use crate::{NewMessage, StoreError, StoreResult, StoredSend};
 use atlas_proto::DeviceId;
@@ -78,17 +78,18 @@ async fn store_batch(
     batch: &[NewMessage],
 ) -> StoreResult<Vec<StoreResult<StoredSend>>> {
     let mut tx = Tx::Postgres(pool.begin().await?);
-    let fresh = insert_proof_ids(&mut tx, batch).await?;
+    let mut fresh = insert_proof_ids(&mut tx, batch).await?;
     let mut logged = logged_sends(&mut tx, batch).await?;
     let devices = recipient_devices(&mut tx, batch).await?;
-    let mut next_seq: HashMap<(String, DeviceId), i64> = HashMap::new();
+    let mut assigned: HashMap<(String, DeviceId), i64> = HashMap::new();
     let mut accepted: HashMap<(&str, &str, &str), usize> = HashMap::new();
     let mut results: Vec<StoreResult<StoredSend>> = Vec::with_capacity(batch.len());
     let mut rows = Rows::default();
     for (i, m) in batch.iter().enumerate() {
+        // A proof id is spent by the first send of the batch that carries it.
         if m.proof_id
             .as_ref()
-            .is_some_and(|(jti, _)| !fresh.contains(jti.as_str()))
+            .is_some_and(|(jti, _)| !fresh.remove(jti.as_str()))
         {
             results.push(Err(StoreError::Replay));
             continue;
@@ -120,7 +121,7 @@ async fn store_batch(
                 .map(|(kind, name, hash, stored_next, queued)| {
                     let next = device(name.clone())
                         .ok()
-                        .and_then(|d| next_seq.get(&(m.recipient_id.to_string(), d)).copied())
+                        .and_then(|d| assigned.get(&(m.recipient_id.to_string(), d)).copied())
                         .unwrap_or(*stored_next);
                     (
                         kind.clone(),
@@ -160,13 +161,8 @@ async fn store_batch(
         };
         let mut deliveries = Vec::with_capacity(m.envelopes.len());
         for envelope in &m.envelopes {
-            // `admit` checked every envelope goes to a current device.
-            let seq = current
-                .iter()
-                .find(|(d, _)| *d == envelope.device_id)
-                .map_or(0, |(_, seq)| *seq)
-                + 1;
-            next_seq.insert(
+            let seq = next_seq(&current, &envelope.device_id);
+            assigned.insert(
                 (m.recipient_id.to_string(), envelope.device_id.clone()),
                 seq,
             );
@@ -182,7 +178,7 @@ async fn store_batch(
             duplicate: false,
         }));
     }
-    rows.write(&mut tx, next_seq).await?;
+    rows.write(&mut tx, assigned).await?;
     tx.commit().await?;
     Ok(results)
 }

@@ -6,7 +6,7 @@
 //! a database error fails the whole batch and every writer retries (sends are
 //! idempotent).
 use crate::accounts::device;
-use crate::messages::{Checked, admit, classify};
+use crate::messages::{Checked, admit, classify, next_seq};
 use crate::records::{CheckRow, id};
 use crate::{NewMessage, ReceiptRecord, StoreError, StoreResult, StoredSend};
 use atlas_proto::{DeviceId, MessageId, UserId};
@@ -119,12 +119,7 @@ fn send(tx: &Transaction, m: &NewMessage) -> StoreResult<StoredSend> {
     )?;
     let mut deliveries = Vec::with_capacity(m.envelopes.len());
     for envelope in &m.envelopes {
-        // `admit` checked every envelope goes to a current device.
-        let seq = current
-            .iter()
-            .find(|(d, _)| *d == envelope.device_id)
-            .map_or(0, |(_, seq)| *seq)
-            + 1;
+        let seq = next_seq(&current, &envelope.device_id);
         advance.execute(params![
             m.recipient_id.as_str(),
             envelope.device_id.as_str()

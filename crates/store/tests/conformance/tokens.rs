@@ -133,6 +133,26 @@ async fn tokens_keys_and_jtis(db: Db) {
         "nothing of the replay was stored"
     );
 
+    // One proof on many different sends at once (committed together or not):
+    // exactly one is stored, every other is a replay.
+    let tries: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let mut m = send("alice", "bob", &format!("r{i}"), vec![envelope("B1", "z")]);
+            m.proof_id = Some(("racing-proof".into(), unix + 300));
+            tokio::spawn(async move { store.store_message(&m).await })
+        })
+        .collect();
+    let (mut stored, mut replays) = (0, 0);
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(_) => stored += 1,
+            Err(StoreError::Replay) => replays += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((stored, replays), (1, 15));
+
     // Pruning goes in batches and leaves live ids alone.
     for i in 0..25 {
         store
