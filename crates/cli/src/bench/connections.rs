@@ -6,7 +6,7 @@ use super::device::Socket;
 use super::proc_stat::rss_bytes;
 use super::report::{Latency, Report, Sockets, mib};
 use super::window::Window;
-use super::{BenchArgs, hex_prefix, register_all};
+use super::{BenchArgs, Setup};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,11 +20,10 @@ const OPENING_AT_ONCE: usize = 64;
 
 /// Runs the scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let server = args.server.trim_end_matches('/').to_owned();
-    let http = atlas_client::http_client()?;
-    let prefix = format!("bench-{}", hex_prefix());
+    let Setup {
+        server, devices, ..
+    } = Setup::new(&args).await?;
     let count = args.senders as usize;
-    let devices = register_all(&http, &server, &prefix, count).await?;
     let rss_before = args.server_pid.and_then(rss_bytes);
 
     let opening = Arc::new(Semaphore::new(OPENING_AT_ONCE));

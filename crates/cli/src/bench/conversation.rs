@@ -8,7 +8,7 @@ use super::device::{BenchDevice, Socket};
 use super::report::{Latency, Report};
 use super::send::{error_code, send_one};
 use super::window::{Pacer, Window};
-use super::{BenchArgs, hex_prefix, register_all};
+use super::{BenchArgs, Setup};
 use atlas_crypto::dpop::create_proof;
 use atlas_proto::api::PushEvent;
 use futures_util::StreamExt;
@@ -63,11 +63,13 @@ fn sent_at(window: &Window, body: &str) -> Option<Instant> {
 
 /// Runs the scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let server = args.server.trim_end_matches('/').to_owned();
-    let http = atlas_client::http_client()?;
-    let prefix = format!("bench-{}", hex_prefix());
+    let Setup {
+        server,
+        http,
+        prefix,
+        devices,
+    } = Setup::new(&args).await?;
     let senders = args.senders as usize;
-    let devices = register_all(&http, &server, &prefix, senders).await?;
     let mut online = Vec::with_capacity(senders);
     for (device, token) in devices {
         let socket = device.open_socket(&server, &token).await?;

@@ -81,6 +81,31 @@ fn hex_prefix() -> String {
         .collect()
 }
 
+/// What every scenario starts from: the server, an HTTP client, this run's
+/// user prefix and its `--senders` devices, registered, with their tokens.
+struct Setup {
+    server: String,
+    http: reqwest::Client,
+    prefix: String,
+    devices: Vec<(BenchDevice, String)>,
+}
+
+impl Setup {
+    /// Registers the run's devices.
+    async fn new(args: &BenchArgs) -> anyhow::Result<Self> {
+        let server = args.server.trim_end_matches('/').to_owned();
+        let http = atlas_client::http_client()?;
+        let prefix = format!("bench-{}", hex_prefix());
+        let devices = register_all(&http, &server, &prefix, args.senders as usize).await?;
+        Ok(Self {
+            server,
+            http,
+            prefix,
+            devices,
+        })
+    }
+}
+
 /// Says the bench waits out a server limit, and which `serve` flag raises it.
 fn waiting(what: &str, flag: &str, secs: u64) {
     eprint!(

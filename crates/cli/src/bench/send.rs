@@ -4,7 +4,7 @@
 use super::device::BenchDevice;
 use super::report::{Latency, Report};
 use super::window::{Pacer, Window};
-use super::{BenchArgs, hex_prefix, register_all};
+use super::{BenchArgs, Setup};
 use atlas_crypto::dpop::create_proof;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -21,11 +21,13 @@ struct Tally {
 
 /// Runs the scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let server = args.server.trim_end_matches('/').to_owned();
-    let http = atlas_client::http_client()?;
-    let prefix = format!("bench-{}", hex_prefix());
+    let Setup {
+        server,
+        http,
+        prefix,
+        devices,
+    } = Setup::new(&args).await?;
     let senders = args.senders as usize;
-    let devices = register_all(&http, &server, &prefix, senders).await?;
 
     let window = Window::new(args.warmup, args.duration);
     // Each sender's pace, when --rate asks for one.

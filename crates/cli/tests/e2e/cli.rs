@@ -628,28 +628,7 @@ fn ids_starting_with_a_hyphen_are_values() {
 fn bench_send_loads_a_running_server_and_reports() {
     let data = TempDir::new("atlas-bench-e2e").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
-    let pid = server.child.id().to_string();
-    let (ok, out, err) = atlas_testing::run_atlas(
-        None,
-        None,
-        &[
-            "bench",
-            "send",
-            "--server",
-            &server.url,
-            "--senders",
-            "4",
-            "--duration",
-            "2s",
-            "--warmup",
-            "1s",
-            "--server-pid",
-            &pid,
-            "--json",
-        ],
-    );
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (report, err) = bench_report(&server, "send", "4");
     assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     assert!(
@@ -711,8 +690,9 @@ fn bench_send_loads_a_running_server_and_reports() {
     stop(&mut server);
 }
 
-/// Runs `atlas bench SCENARIO` briefly against `server` with `--json`; the report.
-fn bench_report(server: &Server, scenario: &str, devices: &str) -> serde_json::Value {
+/// Runs `atlas bench SCENARIO` briefly against `server` with `--json`; the
+/// report and what was shown on stderr.
+fn bench_report(server: &Server, scenario: &str, devices: &str) -> (serde_json::Value, String) {
     let pid = server.child.id().to_string();
     let (ok, out, err) = atlas_testing::run_atlas(
         None,
@@ -734,14 +714,14 @@ fn bench_report(server: &Server, scenario: &str, devices: &str) -> serde_json::V
         ],
     );
     assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
+    (serde_json::from_str(&out).unwrap(), err)
 }
 
 #[test]
 fn bench_conversation_measures_push_latency_and_acknowledges() {
     let data = TempDir::new("atlas-bench-conversation").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
-    let report = bench_report(&server, "conversation", "4");
+    let (report, _) = bench_report(&server, "conversation", "4");
     assert_eq!(report["scenario"], "conversation", "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     let sent = report["messages"].as_u64().unwrap();
@@ -759,7 +739,7 @@ fn bench_conversation_measures_push_latency_and_acknowledges() {
 fn bench_connections_holds_sockets_and_reports_server_memory() {
     let data = TempDir::new("atlas-bench-connections").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
-    let report = bench_report(&server, "connections", "40");
+    let (report, _) = bench_report(&server, "connections", "40");
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     let sockets = &report["sockets"];
     assert_eq!(sockets["opened"], 40, "{report}");
