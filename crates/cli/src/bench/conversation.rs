@@ -77,9 +77,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let window = Window::new(args.warmup, args.duration);
-    let interval = args
-        .rate
-        .map(|r| Duration::from_secs_f64(senders as f64 / r));
+    let interval = args.interval();
     let pushed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(3 * senders);
     for (i, (device, token, socket)) in online.into_iter().enumerate() {

@@ -56,6 +56,14 @@ pub struct BenchArgs {
     json: bool,
 }
 
+impl BenchArgs {
+    /// Each sender's pace when `--rate` asks for one: the rate shared by `--senders`.
+    fn interval(&self) -> Option<std::time::Duration> {
+        self.rate
+            .map(|r| std::time::Duration::from_secs_f64(f64::from(self.senders) / r))
+    }
+}
+
 /// A `--rate`: sends per second, more than none.
 fn positive_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {

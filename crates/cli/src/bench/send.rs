@@ -10,7 +10,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 /// What one sender saw in the measured window.
 #[derive(Default)]
@@ -30,10 +29,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let senders = args.senders as usize;
 
     let window = Window::new(args.warmup, args.duration);
-    // Each sender's pace, when --rate asks for one.
-    let interval = args
-        .rate
-        .map(|r| Duration::from_secs_f64(senders as f64 / r));
+    let interval = args.interval();
     let answered = Arc::new(AtomicU64::new(0));
     let body = "A".repeat(args.body_bytes as usize);
     let mut tasks = Vec::with_capacity(senders);
