@@ -39,7 +39,8 @@ pub enum GroupCommand {
         /// The group.
         group: String,
     },
-    /// The group's epoch and members, with the epoch each has acknowledged.
+    /// The group's epoch and members, with the epoch each has acknowledged
+    /// (after what catching up with the group's log read).
     Members {
         /// The group.
         group: String,
@@ -87,26 +88,44 @@ pub async fn group(profile_dir: &Path, cmd: GroupCommand) -> anyhow::Result<()> 
         }
         GroupCommand::Add { group, user_id } => {
             let done = client.groups().add(&group, &user_id).await?;
-            outln!("added {user_id} to {group} (epoch {})", done.epoch);
+            done.read.iter().for_each(print_group_line);
+            outln!("added {user_id} to {group} (epoch {})", done.answer.epoch);
         }
         GroupCommand::Remove { group, user_id } => {
             let done = client.groups().remove(&group, &user_id).await?;
-            outln!("removed {user_id} from {group} (epoch {})", done.epoch);
+            done.read.iter().for_each(print_group_line);
+            outln!(
+                "removed {user_id} from {group} (epoch {})",
+                done.answer.epoch
+            );
         }
         GroupCommand::Send { group, text } => {
             let sent = client.groups().send(&group, &text).await?;
-            outln!("sent to {group} (seq {}, epoch {})", sent.seq, sent.epoch);
+            sent.read.iter().for_each(print_group_line);
+            outln!(
+                "sent to {group} (seq {}, epoch {})",
+                sent.answer.seq,
+                sent.answer.epoch
+            );
         }
         GroupCommand::Update { group } => {
             let done = client.groups().update(&group).await?;
-            outln!("updated this device in {group} (epoch {})", done.epoch);
+            done.read.iter().for_each(print_group_line);
+            outln!(
+                "updated this device in {group} (epoch {})",
+                done.answer.epoch
+            );
         }
         GroupCommand::Members { group, json } => {
-            client.groups().sync(&group).await?;
+            let read = client.groups().sync(&group).await?;
             let view = client.groups().view(&group).await?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&view)?);
+                // What the sync read goes along, or it would never be shown.
+                let mut out = serde_json::to_value(&view)?;
+                out["read"] = serde_json::to_value(&read)?;
+                outln!("{}", serde_json::to_string_pretty(&out)?);
             } else {
+                read.iter().for_each(print_group_line);
                 outln!(
                     "{} at epoch {} (since {})",
                     view.group_id,

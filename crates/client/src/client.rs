@@ -50,6 +50,8 @@ pub struct Client {
     pub(crate) local: LocalState,
     /// This device's MLS state, loaded on first use.
     pub(crate) mls: tokio::sync::Mutex<Option<atlas_crypto::mls::MlsDevice>>,
+    /// The epoch of each group this process last acknowledged.
+    pub(crate) acknowledged: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Serialises everything that advances Olm state.
     pub(crate) account: tokio::sync::Mutex<OlmAccount>,
     user_id: UserId,
@@ -226,6 +228,7 @@ impl Client {
             local,
             account: tokio::sync::Mutex::new(account),
             mls: tokio::sync::Mutex::new(None),
+            acknowledged: std::sync::Mutex::default(),
             user_id: profile.user_id,
             device_id: profile.device_id,
         })

@@ -16,7 +16,7 @@ use serde::Serialize;
 const MIN_KEY_PACKAGES: u64 = 5;
 /// How many to publish when topping up.
 const KEY_PACKAGE_BATCH: usize = 10;
-/// Attempts of a commit that keeps losing its epoch.
+/// Attempts of a commit (or a message) that keeps losing its epoch.
 const COMMIT_ATTEMPTS: usize = 5;
 
 /// One processed entry of a group log.
@@ -42,6 +42,16 @@ pub struct GroupReceived {
     pub created_at: Timestamp,
 }
 
+/// A group operation's answer, and the log entries it read first to act in
+/// the group's current epoch: show them as a sync's, or they are never seen.
+#[derive(Debug)]
+pub struct Caught<T> {
+    /// The server's answer.
+    pub answer: T,
+    /// What catching up read, in log order.
+    pub read: Vec<GroupReceived>,
+}
+
 fn cursor_key(group: &str) -> String {
     format!("group_seen/{group}")
 }
@@ -61,11 +71,31 @@ impl Client {
         &self,
         f: impl FnOnce(&MlsDevice) -> Result<T, MlsError>,
     ) -> Result<T, ClientError> {
+        self.on_mls(f, true).await
+    }
+
+    /// Runs `f`, which only reads, on this device's MLS state: nothing to store.
+    async fn peek_mls<T>(
+        &self,
+        f: impl FnOnce(&MlsDevice) -> Result<T, MlsError>,
+    ) -> Result<T, ClientError> {
+        self.on_mls(f, false).await
+    }
+
+    async fn on_mls<T>(
+        &self,
+        f: impl FnOnce(&MlsDevice) -> Result<T, MlsError>,
+        changes: bool,
+    ) -> Result<T, ClientError> {
         let mut guard = self.mls.lock().await;
+        let mut created = false;
         if guard.is_none() {
             *guard = Some(match self.local.get("mls").await? {
                 Some(snapshot) => MlsDevice::restore(&snapshot)?,
-                None => MlsDevice::new(self.user_id(), self.device_id())?,
+                None => {
+                    created = true;
+                    MlsDevice::new(self.user_id(), self.device_id())?
+                }
             });
         }
         let device = guard
@@ -73,7 +103,9 @@ impl Client {
             .ok_or_else(|| ClientError::State("MLS state missing".into()))?;
         let result = f(device);
         // Saved after failures too: openmls may have consumed secrets either way.
-        self.local.put("mls", &device.snapshot()?).await?;
+        if changes || created {
+            self.local.put("mls", &device.snapshot()?).await?;
+        }
         Ok(result?)
     }
 
@@ -115,8 +147,8 @@ impl Client {
         &self,
         name: &str,
         build: impl Fn(&MlsDevice) -> Result<CommitOut, MlsError>,
-    ) -> Result<CommitResponse, ClientError> {
-        self.groups().sync(name).await?;
+    ) -> Result<Caught<CommitResponse>, ClientError> {
+        let mut read = self.groups().sync(name).await?;
         let mut last_error = None;
         for _ in 0..COMMIT_ATTEMPTS {
             let out = self.with_mls(&build).await?;
@@ -134,11 +166,14 @@ impl Client {
                 Ok(accepted) => {
                     let epoch = self.with_mls(|mls| mls.confirm_commit(name)).await?;
                     self.acknowledge(name, epoch).await?;
-                    return Ok(accepted);
+                    return Ok(Caught {
+                        answer: accepted,
+                        read,
+                    });
                 }
                 Err(e) if e.code() == Some(ErrorCode::EpochConflict) => {
                     self.with_mls(|mls| mls.discard_commit(name)).await?;
-                    self.groups().sync(name).await?;
+                    read.extend(self.groups().sync(name).await?);
                     last_error = Some(e);
                 }
                 Err(e) => {
@@ -163,6 +198,9 @@ impl Client {
                 Some(&EpochAck { epoch }),
             )
             .await?;
+        if let Ok(mut acknowledged) = self.acknowledged.lock() {
+            acknowledged.insert(name.to_owned(), epoch);
+        }
         Ok(())
     }
 
@@ -214,8 +252,8 @@ impl Client {
                 .as_ref()
                 .is_some_and(|e| e.code == FailureCode::EpochInFuture)
         });
-        if may_catch_up && ahead && self.with_mls(|mls| mls.has_group(name)).await? {
-            let own = self.with_mls(|mls| mls.epoch(name)).await?;
+        if may_catch_up && ahead && self.peek_mls(|mls| mls.has_group(name)).await? {
+            let own = self.peek_mls(|mls| mls.epoch(name)).await?;
             tracing::info!(
                 group = name,
                 epoch = own,
@@ -240,20 +278,34 @@ impl Client {
             out.sort_by_key(|r| r.seq);
             return Ok(out);
         }
-        if self.with_mls(|mls| mls.has_group(name)).await? {
-            let epoch = self.with_mls(|mls| mls.epoch(name)).await?;
-            match self.acknowledge(name, epoch).await {
-                // The server no longer counts this device in (removed, or rolled back past its add).
-                Err(e) if e.code() == Some(ErrorCode::NotAMember) => {
-                    tracing::warn!(
-                        group = name,
-                        "this device is not a member of the group on the server"
-                    );
-                }
-                other => other?,
+        if self.peek_mls(|mls| mls.has_group(name)).await? {
+            let epoch = self.peek_mls(|mls| mls.epoch(name)).await?;
+            // The server keeps the highest epoch acknowledged: once is enough.
+            let acknowledged = self
+                .acknowledged
+                .lock()
+                .is_ok_and(|a| a.get(name) == Some(&epoch));
+            if !acknowledged {
+                self.acknowledge_once(name, epoch).await?;
             }
         }
         Ok(out)
+    }
+
+    /// Acknowledges `epoch` after a sync; a device the server no longer counts
+    /// in is not an error here.
+    async fn acknowledge_once(&self, name: &str, epoch: u64) -> Result<(), ClientError> {
+        match self.acknowledge(name, epoch).await {
+            // The server no longer counts this device in (removed, or rolled back past its add).
+            Err(e) if e.code() == Some(ErrorCode::NotAMember) => {
+                tracing::warn!(
+                    group = name,
+                    "this device is not a member of the group on the server"
+                );
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     async fn process_entry(&self, e: &GroupLogEntry) -> Result<Option<GroupReceived>, ClientError> {
@@ -332,14 +384,15 @@ impl Client {
         &self,
         name: &str,
     ) -> Result<(String, Vec<GroupReceived>), ClientError> {
-        let from = self.with_mls(|mls| mls.epoch(name)).await?;
-        let readable = self.group_sync_from(name, Some(from + 1)).await?;
-        let caught_up = self.with_mls(|mls| mls.epoch(name)).await?;
+        let from = self.peek_mls(|mls| mls.epoch(name)).await?;
+        let mut readable = self.group_sync_from(name, Some(from + 1)).await?;
+        let caught_up = self.peek_mls(|mls| mls.epoch(name)).await?;
         let updated = self.groups().update(name).await?;
         let outcome = format!(
             "caught up from epoch {from} to {caught_up}, self-update created epoch {}",
-            updated.epoch
+            updated.answer.epoch
         );
+        readable.extend(updated.read);
         Ok((outcome, readable))
     }
 
@@ -453,7 +506,11 @@ impl Groups<'_> {
     }
 
     /// Adds every device of `user` to the group.
-    pub async fn add(&self, name: &str, user: &UserId) -> Result<CommitResponse, ClientError> {
+    pub async fn add(
+        &self,
+        name: &str,
+        user: &UserId,
+    ) -> Result<Caught<CommitResponse>, ClientError> {
         // Only devices the user's identity key certified are added.
         let trusted = self.refresh_peer_devices(user).await?;
         let devices = trusted
@@ -492,7 +549,11 @@ impl Groups<'_> {
     }
 
     /// Removes every device of `user` from the group.
-    pub async fn remove(&self, name: &str, user: &UserId) -> Result<CommitResponse, ClientError> {
+    pub async fn remove(
+        &self,
+        name: &str,
+        user: &UserId,
+    ) -> Result<Caught<CommitResponse>, ClientError> {
         self.commit_with_retry(name, |mls| {
             let devices: Vec<_> = mls
                 .members(name)?
@@ -508,28 +569,39 @@ impl Groups<'_> {
     }
 
     /// Refreshes this device's leaf: a new epoch that everyone must process.
-    pub async fn update(&self, name: &str) -> Result<CommitResponse, ClientError> {
+    pub async fn update(&self, name: &str) -> Result<Caught<CommitResponse>, ClientError> {
         self.commit_with_retry(name, |mls| mls.self_update(name))
             .await
     }
 
-    /// Encrypts and posts a text to the group (after catching up, so it goes out in the current epoch).
-    pub async fn send(&self, name: &str, text: &str) -> Result<GroupLogEntry, ClientError> {
-        self.groups().sync(name).await?;
-        let message = self
-            .with_mls(|mls| mls.encrypt(name, text.as_bytes()))
-            .await?;
-        let request = GroupMessageRequest {
-            message: b64::encode_std(message),
-        };
-        self.transport
-            .call(
-                Method::POST,
-                &format!("/groups/{name}/messages"),
-                "",
-                Some(&request),
-            )
-            .await
+    /// Encrypts and posts a text to the group (after catching up, so it goes
+    /// out in the current epoch; again when a commit overtook it).
+    pub async fn send(&self, name: &str, text: &str) -> Result<Caught<GroupLogEntry>, ClientError> {
+        let mut read = Vec::new();
+        let mut last_error = None;
+        for _ in 0..COMMIT_ATTEMPTS {
+            read.extend(self.groups().sync(name).await?);
+            let message = self
+                .with_mls(|mls| mls.encrypt(name, text.as_bytes()))
+                .await?;
+            let request = GroupMessageRequest {
+                message: b64::encode_std(message),
+            };
+            let path = format!("/groups/{name}/messages");
+            match self
+                .transport
+                .call(Method::POST, &path, "", Some(&request))
+                .await
+            {
+                Ok(answer) => return Ok(Caught { answer, read }),
+                Err(e) if e.code() == Some(ErrorCode::EpochConflict) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Protocol {
+            status: 409,
+            detail: "the group's epoch keeps moving".into(),
+        }))
     }
 
     /// The group as the server sees it: epoch and members with their acknowledged epochs.
@@ -554,7 +626,7 @@ impl Groups<'_> {
                 .await?
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(0);
-            if w.seq <= accepted || self.with_mls(|mls| mls.has_group(&w.group_id)).await? {
+            if w.seq <= accepted || self.peek_mls(|mls| mls.has_group(&w.group_id)).await? {
                 continue;
             }
             let body = b64::decode_std_lenient(&w.body).map_err(|_| {

@@ -10,26 +10,14 @@ use reqwest::Method;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-impl Client {
-    /// Receives pushed messages until the server closes the socket (e.g. when
-    /// the access token expires) or `stop` resolves; calls `on_message` for each.
-    pub async fn listen(
-        &self,
-        on_message: impl FnMut(Received),
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), ClientError> {
-        self.listen_all(on_message, None::<fn(GroupReceived)>, stop)
-            .await
-    }
+/// A device's push socket, as `GET /ws` upgrades it.
+pub type PushSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-    /// [`Client::listen`], and with `on_group`, group activity too: each nudge
-    /// makes this device sync its groups and report what it read.
-    pub async fn listen_all(
-        &self,
-        mut on_message: impl FnMut(Received),
-        mut on_group: Option<impl FnMut(GroupReceived)>,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), ClientError> {
+impl Client {
+    /// Opens this device's push socket (`GET /ws`), resuming after the last
+    /// message it processed; for callers that read the socket themselves.
+    pub async fn push_socket(&self) -> Result<PushSocket, ClientError> {
         let after = self.messages().last_seq().await?;
         let token = self.transport.access_token().await?;
         let proof = self.transport.proof(&Method::GET, "/ws", Some(&token));
@@ -53,9 +41,32 @@ impl Client {
                 .parse()
                 .map_err(|_| ClientError::Push("bad proof header".into()))?,
         );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        let (socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .map_err(|e| ClientError::Push(e.to_string()))?;
+        Ok(socket)
+    }
+
+    /// Receives pushed messages until the server closes the socket (e.g. when
+    /// the access token expires) or `stop` resolves; calls `on_message` for each.
+    pub async fn listen(
+        &self,
+        on_message: impl FnMut(Received),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        self.listen_all(on_message, None::<fn(GroupReceived)>, stop)
+            .await
+    }
+
+    /// [`Client::listen`], and with `on_group`, group activity too: each nudge
+    /// makes this device sync its groups and report what it read.
+    pub async fn listen_all(
+        &self,
+        mut on_message: impl FnMut(Received),
+        mut on_group: Option<impl FnMut(GroupReceived)>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        let mut socket = self.push_socket().await?;
         tokio::pin!(stop);
         loop {
             let frame = tokio::select! {

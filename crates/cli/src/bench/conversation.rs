@@ -20,23 +20,30 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long recipients keep listening after the window, for pushes in flight.
-const GRACE: Duration = Duration::from_secs(2);
+pub(super) const GRACE: Duration = Duration::from_secs(2);
 
 /// What one device saw in the measured window.
 #[derive(Default)]
-struct Tally {
-    send_us: Vec<u32>,
-    push_us: Vec<u32>,
-    acknowledged: u64,
-    errors: BTreeMap<String, u64>,
+pub(super) struct Tally {
+    /// Send latencies, µs.
+    pub send_us: Vec<u32>,
+    /// Send → push (or decrypted) latencies, µs.
+    pub push_us: Vec<u32>,
+    /// Messages acknowledged (`groups`: decrypted).
+    pub acknowledged: u64,
+    /// Commits accepted (`groups`).
+    pub commits: u64,
+    /// Failures by code.
+    pub errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
-    fn error(&mut self, code: String) {
+    pub fn error(&mut self, code: String) {
         *self.errors.entry(code).or_default() += 1;
     }
 
-    fn add(&mut self, other: Tally) {
+    pub fn add(&mut self, other: Tally) {
+        self.commits += other.commits;
         self.send_us.extend(other.send_us);
         self.push_us.extend(other.push_us);
         self.acknowledged += other.acknowledged;
@@ -48,7 +55,7 @@ impl Tally {
 
 /// A body carrying `sent`, as microseconds since the run's start in its first
 /// 20 characters (digits are base64 characters), padded to `bytes` (a multiple of 4).
-fn stamped_body(window: &Window, sent: Instant, bytes: usize) -> String {
+pub(super) fn stamped_body(window: &Window, sent: Instant, bytes: usize) -> String {
     let micros = sent.duration_since(window.start).as_micros();
     let mut body = format!("{micros:020}");
     body.push_str(&"A".repeat(bytes.max(24) / 4 * 4 - 20));
@@ -56,7 +63,7 @@ fn stamped_body(window: &Window, sent: Instant, bytes: usize) -> String {
 }
 
 /// When the message with `body` was sent, if it is a stamped body.
-fn sent_at(window: &Window, body: &str) -> Option<Instant> {
+pub(super) fn sent_at(window: &Window, body: &str) -> Option<Instant> {
     let micros: u64 = body.get(..20)?.parse().ok()?;
     Some(window.start + Duration::from_micros(micros))
 }

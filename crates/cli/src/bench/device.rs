@@ -92,8 +92,7 @@ impl BenchDevice {
 }
 
 /// A device's push socket, as `GET /ws` upgrades it.
-pub type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub use atlas_client::PushSocket as Socket;
 
 impl BenchDevice {
     /// Opens the device's push socket (`GET /ws?after=0`) with a fresh proof.

@@ -4,6 +4,7 @@
 mod connections;
 mod conversation;
 mod device;
+mod groups;
 mod proc_stat;
 mod report;
 mod send;
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     /// 1:1 sends to online devices: send → WebSocket push latency, and every
     /// recipient acknowledges what it got (delivered receipts), as clients do.
     Conversation(BenchArgs),
+    /// MLS groups of --group-size full clients sending messages and now and
+    /// then a key update: send → decrypted-by-each-member (fan-out) latency.
+    Groups(groups::GroupsArgs),
     /// Idle authenticated WebSockets held open: the server's memory per 10,000.
     Connections(BenchArgs),
 }
@@ -77,6 +81,7 @@ pub async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Send(args) => send::run(args).await,
         BenchCommand::Conversation(args) => conversation::run(args).await,
+        BenchCommand::Groups(args) => groups::run(args).await,
         BenchCommand::Connections(args) => connections::run(args).await,
     }
 }

@@ -19,12 +19,16 @@ pub struct Report {
     pub messages_per_second: f64,
     /// Send latency (request to answer), milliseconds; `connections`: socket opening.
     pub latency_ms: Latency,
-    /// Send → WebSocket push latency, milliseconds (`conversation`).
+    /// Send → WebSocket push latency, milliseconds (`conversation`); send →
+    /// decrypted, per receiving member (`groups`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push_latency_ms: Option<Latency>,
     /// Messages pushed and acknowledged by their recipients (`conversation`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acknowledged: Option<u64>,
+    /// The groups and what happened in them (`groups`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupsRun>,
     /// Sockets held and the server's memory for them (`connections`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sockets: Option<Sockets>,
@@ -41,6 +45,19 @@ pub struct Report {
 /// Bytes in MiB.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The groups of a `groups` run.
+#[derive(Debug, Serialize)]
+pub struct GroupsRun {
+    /// Groups.
+    pub groups: u32,
+    /// Members in each.
+    pub group_size: u32,
+    /// Key updates (commits) accepted in the measured time.
+    pub commits: u64,
+    /// Messages decrypted by their recipients (a message counts once per receiving member).
+    pub decrypted: u64,
 }
 
 /// Idle sockets and what they cost the server.
@@ -118,6 +135,7 @@ impl Report {
             latency_ms: Latency::default(),
             push_latency_ms: None,
             acknowledged: None,
+            groups: None,
             sockets: None,
             errors: BTreeMap::new(),
             server_cpu_us_per_message: None,
@@ -160,10 +178,23 @@ impl Report {
         };
         self.latency_ms.print(what);
         if let Some(push) = &self.push_latency_ms {
-            push.print("send → push");
+            push.print(if self.groups.is_some() {
+                "send → decrypted"
+            } else {
+                "send → push"
+            });
         }
         if let Some(n) = self.acknowledged {
             crate::output::outln!("  acknowledged by recipients: {n}");
+        }
+        if let Some(g) = &self.groups {
+            crate::output::outln!(
+                "  {} groups of {}: {} commits, {} copies decrypted",
+                g.groups,
+                g.group_size,
+                g.commits,
+                g.decrypted
+            );
         }
         if let Some(s) = &self.sockets {
             crate::output::outln!(

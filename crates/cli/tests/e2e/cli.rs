@@ -687,26 +687,32 @@ fn bench_send_loads_a_running_server_and_reports() {
 /// Runs `atlas bench SCENARIO` briefly against `server` with `--json`; the
 /// report and what was shown on stderr.
 fn bench_report(server: &Server, scenario: &str, devices: &str) -> (serde_json::Value, String) {
+    bench_report_with(server, scenario, devices, &["--duration", "2s"])
+}
+
+/// [`bench_report`] with more flags, `--duration` among them.
+fn bench_report_with(
+    server: &Server,
+    scenario: &str,
+    devices: &str,
+    more: &[&str],
+) -> (serde_json::Value, String) {
     let pid = server.child.id().to_string();
-    let (ok, out, err) = atlas_testing::run_atlas(
-        None,
-        None,
-        &[
-            "bench",
-            scenario,
-            "--server",
-            &server.url,
-            "--senders",
-            devices,
-            "--duration",
-            "2s",
-            "--warmup",
-            "1s",
-            "--server-pid",
-            &pid,
-            "--json",
-        ],
-    );
+    let mut args = vec![
+        "bench",
+        scenario,
+        "--server",
+        &server.url,
+        "--senders",
+        devices,
+        "--warmup",
+        "1s",
+        "--server-pid",
+        &pid,
+        "--json",
+    ];
+    args.extend_from_slice(more);
+    let (ok, out, err) = atlas_testing::run_atlas(None, None, &args);
     assert!(ok, "{err}");
     (serde_json::from_str(&out).unwrap(), err)
 }
@@ -726,6 +732,63 @@ fn bench_conversation_measures_push_latency_and_acknowledges() {
     );
     // Recipients acknowledged what was pushed: delivered receipts were made.
     assert!(report["acknowledged"].as_u64().unwrap() > 0, "{report}");
+    stop(&mut server);
+}
+
+#[test]
+fn bench_groups_measures_fan_out_with_commits_between_messages() {
+    let data = TempDir::new("atlas-bench-groups").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
+    // Every second operation of a member is a key update: epochs move under the senders.
+    let more = [
+        "--group-size",
+        "3",
+        "--commit-every",
+        "2",
+        "--duration",
+        "4s",
+    ];
+    let (report, _) = bench_report_with(&server, "groups", "6", &more);
+    assert_eq!(report["scenario"], "groups", "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let groups = &report["groups"];
+    assert_eq!(
+        (&groups["groups"], &groups["group_size"]),
+        (&2.into(), &3.into()),
+        "{report}"
+    );
+    assert!(groups["commits"].as_u64().unwrap() > 0, "{report}");
+    let (sent, decrypted) = (
+        report["messages"].as_u64().unwrap(),
+        groups["decrypted"].as_u64().unwrap(),
+    );
+    assert!(sent > 0 && decrypted > 0, "{report}");
+    // Each message reaches the two other members, once each; sends still in
+    // flight when the window closed may be read without being counted as sent.
+    assert!(decrypted <= (sent + 6) * 2, "{report}");
+    assert!(
+        report["push_latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+
+    let (ok, _, err) = atlas_testing::run_atlas(
+        None,
+        None,
+        &[
+            "bench",
+            "groups",
+            "--server",
+            &server.url,
+            "--senders",
+            "7",
+            "--group-size",
+            "3",
+        ],
+    );
+    assert!(
+        !ok && err.contains("not a multiple of --group-size 3"),
+        "{err}"
+    );
     stop(&mut server);
 }
 

@@ -27,6 +27,21 @@ async fn cli_groups_create_add_send_update_remove() {
         );
     }
 
+    // What a send reads while catching up is shown, not silently consumed.
+    atlas(&[
+        "--profile",
+        "carol",
+        "group",
+        "send",
+        "team",
+        "read on the way",
+    ]);
+    let sent = atlas(&["--profile", "bob", "group", "send", "team", "bob answers"]);
+    assert!(
+        sent.contains(": read on the way") && sent.contains("sent to team"),
+        "{sent}"
+    );
+
     // bob and carol update at the same time: both land, one on top of the other.
     let (bob, carol) = tokio::join!(
         tokio::task::spawn_blocking({
