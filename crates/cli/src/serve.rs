@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Database URL: postgres://… for PostgreSQL; default is SQLite in --data-dir.
     #[arg(long, env = "ATLAS_DATABASE_URL")]
     database_url: Option<String>,
+    /// Redis (`redis://[:PASSWORD@]HOST[:PORT][/DB]`) holding what replicas share:
+    /// the DPoP replay cache (`dpop:jti:<JTI>`). Default: in the database.
+    #[arg(long, env = "ATLAS_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// Public origin clients use (DPoP htu is checked against it); default `http://<listen>`.
     #[arg(long, env = "ATLAS_PUBLIC_URL")]
     public_url: Option<String>,
@@ -135,6 +139,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(database_url);
     config.listen = args.listen;
     config.public_url = args.public_url;
+    config.redis_url = args.redis_url;
     config.max_body_bytes = args.max_body_bytes;
     config.max_envelope_bytes = args.max_envelope_bytes;
     config.require_dpop_nonce = args.require_dpop_nonce;

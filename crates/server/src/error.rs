@@ -112,6 +112,18 @@ impl ApiError {
         }
     }
 
+    /// 503 `unavailable` with `Retry-After` (seconds): a dependency is down.
+    pub fn unavailable(description: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                description,
+            )
+        }
+    }
+
     /// Attaches a fresh `DPoP-Nonce` header.
     pub fn with_nonce(mut self, nonce: String) -> Self {
         self.nonce = Some(nonce);

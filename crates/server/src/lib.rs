@@ -12,6 +12,7 @@ pub mod listener;
 pub mod mls_commit;
 pub mod rate_limit;
 pub mod receipts;
+pub mod redis_store;
 pub mod routes;
 pub mod server_keys;
 pub mod state;
@@ -46,6 +47,9 @@ pub enum StartError {
     /// The key-encryption key is missing, unreadable or the wrong one.
     #[error(transparent)]
     Kek(#[from] kek::KekError),
+    /// The Redis URL is malformed.
+    #[error("--redis-url: {0}")]
+    Redis(String),
     /// No key-encryption key file was named (PostgreSQL needs one shared by every replica).
     #[error(
         "--kek-file is required with PostgreSQL (the same file on every server sharing the database)"
@@ -181,6 +185,23 @@ pub async fn build(
     let (_, nonce_key) = hmac_key(&keys, NONCE_PURPOSE, now).await?;
     let (_, metrics_salt) = hmac_key(&keys, server_keys::METRICS_LABEL_PURPOSE, now).await?;
     let jti = Arc::new(StoreJtiCache::new(stores.jtis.clone()));
+    let redis = match &config.redis_url {
+        Some(url) => {
+            Some(redis_store::Redis::connect(url).map_err(|e| StartError::Redis(e.to_string()))?)
+        }
+        None => None,
+    };
+    let replay_cache: Arc<dyn auth::jti::JtiCache> = match &redis {
+        Some(redis) => {
+            if !redis.ping().await {
+                tracing::warn!(
+                    "Redis does not answer yet: DPoP-protected requests fail (503) until it does"
+                );
+            }
+            Arc::new(redis_store::RedisJtiCache::new(redis.clone()))
+        }
+        None => jti.clone(),
+    };
 
     let (shutdown, _) = watch::channel(false);
     let state = Arc::new(Inner {
@@ -198,7 +219,7 @@ pub async fn build(
         keys,
         token_key_checked: std::sync::Mutex::new(None),
         device_statuses: Default::default(),
-        jti: jti.clone(),
+        jti: replay_cache,
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout: Arc::new(fanout::LocalFanout::default()),
         clock: clock.clone(),
@@ -224,6 +245,7 @@ pub async fn build(
             label_key: metrics_salt,
         },
         registration: config.registration.clone(),
+        redis,
     });
     Ok(App {
         state,

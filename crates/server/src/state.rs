@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
+    /// `redis://…`: the replay cache every replica shares (else the database's table).
+    pub redis_url: Option<String>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// Largest single ciphertext in a send, bytes of base64.
@@ -53,6 +55,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             database_url: database_url.into(),
+            redis_url: None,
             max_body_bytes: 1024 * 1024,
             max_envelope_bytes: 64 * 1024,
             access_token_ttl_secs: 600,
@@ -152,6 +155,8 @@ pub struct Inner {
     pub metrics_config: MetricsConfig,
     /// Who may register new users.
     pub registration: Registration,
+    /// Redis, when configured (readiness checks it).
+    pub redis: Option<crate::redis_store::Redis>,
 }
 
 /// Handler state.

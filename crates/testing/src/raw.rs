@@ -21,6 +21,9 @@ pub struct RawDevice {
     pub device_id: DeviceId,
     /// The server's clock, when the test moves it (proofs and grants must follow).
     pub clock: Option<Arc<TestClock>>,
+    /// The public origin proofs name (`htu`) when it is not `base`: replicas
+    /// behind one load balancer, reached here at their own addresses.
+    pub public: Option<String>,
 }
 
 pub fn now() -> i64 {
@@ -52,7 +55,19 @@ impl RawDevice {
             user_id,
             device_id,
             clock: None,
+            public: None,
         }
+    }
+
+    /// Names `public` in its proofs (replicas behind one origin) while
+    /// talking to `base`, which the test may point at any replica.
+    pub fn behind(mut self, public: &str) -> Self {
+        self.public = Some(public.to_owned());
+        self
+    }
+
+    fn origin(&self) -> &str {
+        self.public.as_deref().unwrap_or(&self.base)
     }
 
     /// Sends `count` messages to one device that nothing can decrypt (no
@@ -112,7 +127,7 @@ impl RawDevice {
         create_proof(
             &self.dpop,
             method,
-            &format!("{}{path}", self.base),
+            &format!("{}{path}", self.origin()),
             iat,
             token,
             None,
@@ -128,7 +143,7 @@ impl RawDevice {
         let proof = create_proof(
             dpop,
             "POST",
-            &format!("{}/token", self.base),
+            &format!("{}/token", self.origin()),
             iat,
             None,
             None,

@@ -22,3 +22,4 @@ mod groups;
 mod hardening;
 mod receipts;
 mod repair;
+mod replicas;

@@ -17,6 +17,33 @@ pub enum JtiCacheError {
     /// The backing store failed.
     #[error("jti cache backend failed: {0}")]
     Backend(#[from] atlas_store::StoreError),
+    /// Redis did not answer (in time) or refused the command.
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+impl From<JtiCacheError> for crate::error::ApiError {
+    /// Fails closed: no proof is accepted unchecked, the client retries shortly.
+    fn from(e: JtiCacheError) -> Self {
+        match e {
+            JtiCacheError::Backend(e) => e.into(),
+            JtiCacheError::Redis(e) => {
+                tracing::error!(error = %e, "the DPoP replay cache (Redis) is unavailable");
+                Self::unavailable("the replay cache is unavailable, retry later", 1)
+            }
+        }
+    }
+}
+
+/// Who used a proof id, for the operator reading the cache.
+#[derive(Debug, Clone)]
+pub struct JtiUse {
+    /// When it was first used.
+    pub at: time::OffsetDateTime,
+    /// The request it authenticated, e.g. `POST /messages`.
+    pub request: String,
+    /// RFC 7638 thumbprint of the proof's key (the device's DPoP key).
+    pub jkt: String,
 }
 
 /// Remembers proof ids.
@@ -24,13 +51,21 @@ pub enum JtiCacheError {
 pub trait JtiCache: Send + Sync {
     /// Records `jti` until `expires_at` (Unix seconds), durably; false if it was
     /// already recorded (a replay).
-    async fn insert_new(&self, jti: &str, expires_at: i64) -> Result<bool, JtiCacheError>;
+    async fn insert_new(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        used: &JtiUse,
+    ) -> Result<bool, JtiCacheError>;
     /// Whether `jti` is recorded, and until when.
     async fn get(&self, jti: &str) -> Result<Option<i64>, JtiCacheError>;
     /// Forgets `jti` (clearing a false positive); true if it was recorded.
     async fn remove(&self, jti: &str) -> Result<bool, JtiCacheError>;
     /// Forgets up to `limit` ids that expired before `now`; how many.
     async fn prune(&self, now: i64, limit: u32) -> Result<u64, JtiCacheError>;
+    /// Whether a send may record its proof id in the send's own transaction
+    /// (the cache is the store's table), rather than before it.
+    fn records_with_the_write(&self) -> bool;
 }
 
 /// The embedded cache: a table in the server's own database (SQLite: written in
@@ -48,7 +83,12 @@ impl StoreJtiCache {
 
 #[async_trait::async_trait]
 impl JtiCache for StoreJtiCache {
-    async fn insert_new(&self, jti: &str, expires_at: i64) -> Result<bool, JtiCacheError> {
+    async fn insert_new(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        _used: &JtiUse,
+    ) -> Result<bool, JtiCacheError> {
         Ok(self.store.insert_jti(jti, expires_at).await?)
     }
 
@@ -62,6 +102,10 @@ impl JtiCache for StoreJtiCache {
 
     async fn prune(&self, now: i64, limit: u32) -> Result<u64, JtiCacheError> {
         Ok(self.store.prune_jtis(now, limit).await?)
+    }
+
+    fn records_with_the_write(&self) -> bool {
+        true
     }
 }
 

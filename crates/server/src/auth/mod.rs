@@ -107,6 +107,11 @@ async fn verify_proof(
         None => {}
     }
     let proof_id = ProofId {
+        used: jti::JtiUse {
+            at: state.clock.now(),
+            request: format!("{method} {path}"),
+            jkt: verified.jkt.clone(),
+        },
         jti: verified.jti.clone(),
         expires_at: (verified.iat
             + state.config.iat_window.max_age_secs
@@ -126,6 +131,8 @@ pub struct ProofId {
     pub jti: String,
     /// Until when (Unix seconds).
     pub expires_at: i64,
+    /// Who used it, for the operator reading the cache.
+    pub used: jti::JtiUse,
 }
 
 /// The answer to a proof whose id was used before.
@@ -143,19 +150,17 @@ impl ProofId {
     pub async fn spend(&self, state: &AppState) -> Result<(), ApiError> {
         state
             .jti
-            .insert_new(&self.jti, self.expires_at)
-            .await
-            .map(drop)
-            .map_err(ApiError::internal)
+            .insert_new(&self.jti, self.expires_at, &self.used)
+            .await?;
+        Ok(())
     }
 
     /// Records the id durably; a replay if it was recorded before.
     pub async fn record(&self, state: &AppState) -> Result<(), ApiError> {
         let fresh = state
             .jti
-            .insert_new(&self.jti, self.expires_at)
-            .await
-            .map_err(ApiError::internal)?;
+            .insert_new(&self.jti, self.expires_at, &self.used)
+            .await?;
         if !fresh {
             return Err(replayed(state));
         }
@@ -268,8 +273,9 @@ impl FromRequestParts<AppState> for DeviceAuth {
 pub struct DeferredDeviceAuth {
     /// The device.
     pub auth: DeviceAuth,
-    /// The proof id to record.
-    pub proof_id: ProofId,
+    /// The proof id for the request's own write to record; `None` when the
+    /// replay cache is not the store's table and it was recorded already.
+    pub proof_id: Option<ProofId>,
 }
 
 impl FromRequestParts<AppState> for DeferredDeviceAuth {
@@ -277,7 +283,19 @@ impl FromRequestParts<AppState> for DeferredDeviceAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match DeviceAuth::authenticate(parts, state, false).await? {
-            (auth, DeviceState::Active, proof_id) => Ok(Self { auth, proof_id }),
+            (auth, DeviceState::Active, proof_id) if state.jti.records_with_the_write() => {
+                Ok(Self {
+                    auth,
+                    proof_id: Some(proof_id),
+                })
+            }
+            (auth, DeviceState::Active, proof_id) => {
+                proof_id.record(state).await?;
+                Ok(Self {
+                    auth,
+                    proof_id: None,
+                })
+            }
             (_, _, proof_id) => {
                 proof_id.record(state).await?;
                 Err(pending_error())

@@ -33,7 +33,7 @@ pub async fn show_jti(
     ApiPath(jti): ApiPath<String>,
 ) -> Result<Json<JtiStatus>, ApiError> {
     let jti = authorised_jti(jti)?;
-    let expires_at = state.jti.get(&jti).await.map_err(ApiError::internal)?;
+    let expires_at = state.jti.get(&jti).await?;
     Ok(Json(JtiStatus {
         key: cache_key(&jti),
         jti,
@@ -50,7 +50,7 @@ pub async fn clear_jti(
     ApiPath(jti): ApiPath<String>,
 ) -> Result<Json<JtiStatus>, ApiError> {
     let jti = authorised_jti(jti)?;
-    let cleared = state.jti.remove(&jti).await.map_err(ApiError::internal)?;
+    let cleared = state.jti.remove(&jti).await?;
     tracing::warn!(token_id = %operator.token_id, %jti, cleared, "operator cleared a DPoP jti");
     Ok(Json(JtiStatus {
         key: cache_key(&jti),

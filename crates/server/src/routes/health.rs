@@ -1,5 +1,6 @@
-//! `GET /health`: liveness with a storage round trip; `GET /health/e2ee`:
-//! last hour's decryption outcomes as devices reported them.
+//! `GET /health`: liveness with a storage round trip; `GET /livez` and
+//! `GET /readyz` for orchestrators; `GET /health/e2ee`: last hour's decryption
+//! outcomes as devices reported them.
 use crate::error::ApiError;
 use crate::state::AppState;
 use atlas_proto::api::{HealthResponse, StorageHealth};
@@ -31,6 +32,35 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
         },
         Json(body),
     )
+}
+
+/// `GET /livez`: the process is alive and serving; checks nothing else, so an
+/// orchestrator restarts a server only when the server itself is stuck.
+pub async fn livez() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+/// `GET /readyz`: 200 when this server should get traffic — the database and,
+/// when configured, Redis answer, and it is not shutting down; 503 otherwise,
+/// with each check's verdict.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let database = state.stores.all.ping().await.is_ok();
+    let redis = match &state.redis {
+        Some(redis) => Some(redis.ping().await),
+        None => None,
+    };
+    let draining = *state.shutdown.borrow();
+    let ready = database && redis != Some(false) && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": { "database": database, "redis": redis, "draining": draining },
+    });
+    (status, Json(body))
 }
 
 /// `GET /health/e2ee`: always 200 (a poor E2EE figure is no reason to restart
@@ -82,5 +112,7 @@ pub async fn e2ee(State(state): State<AppState>) -> Result<Json<E2eeHealth>, Api
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/health/e2ee", get(e2ee))
 }

@@ -123,7 +123,7 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
     let DeferredDeviceAuth { auth, proof_id } = deferred;
     let outcome = match body {
-        Ok(ApiJson(req)) => store_send(&state, auth, req, &proof_id).await,
+        Ok(ApiJson(req)) => store_send(&state, auth, req, proof_id.as_ref()).await,
         Err(e) => Err(StoreOrApi::Api(e)),
     };
     match outcome {
@@ -131,12 +131,16 @@ pub async fn send(
         Err(StoreOrApi::Store(StoreError::Replay)) => Err(replayed(&state)),
         Err(StoreOrApi::Api(e)) => {
             // Refused before the store saw it: the proof is spent here (or was: a replay).
-            proof_id.record(&state).await?;
+            if let Some(proof_id) = &proof_id {
+                proof_id.record(&state).await?;
+            }
             Err(e)
         }
         Err(StoreOrApi::Store(e)) => {
             // The store refused it, possibly after recording the proof id with the refusal.
-            proof_id.spend(&state).await?;
+            if let Some(proof_id) = &proof_id {
+                proof_id.spend(&state).await?;
+            }
             Err(e.into())
         }
     }
@@ -174,7 +178,7 @@ async fn store_send(
     state: &AppState,
     auth: DeviceAuth,
     req: SendRequest,
-    proof_id: &ProofId,
+    proof_id: Option<&ProofId>,
 ) -> Result<(StatusCode, Json<SendResponse>), StoreOrApi> {
     validate(&req, state.config.max_envelope_bytes)?;
     let digests = req
@@ -230,7 +234,7 @@ async fn store_send(
         untrusted_devices: req.untrusted_devices,
         queue_limit: state.limits.config.queued_per_device,
         resend_of: req.resend_of,
-        proof_id: Some((proof_id.jti.clone(), proof_id.expires_at)),
+        proof_id: proof_id.map(|p| (p.jti.clone(), p.expires_at)),
         now,
         receipt,
     };

@@ -1,0 +1,274 @@
+//! Replicas on one PostgreSQL and one Redis: the DPoP replay cache is shared
+//! (a proof used on one replica is a replay on every other), the runbook's
+//! `redis-cli GET/DEL "dpop:jti:<JTI>"` lines work verbatim, and a Redis
+//! outage fails DPoP-protected requests closed until Redis returns by itself.
+use atlas_server::RunningServer;
+use atlas_testing::{
+    Harness, RawDevice, now, operator_token, required_tool, run_atlas, run_runbook,
+};
+use base64::Engine;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The origin every replica serves behind (the runbook's API host).
+const PUBLIC: &str = "https://api.atlas.dev";
+
+/// The runbook's replay-cache lines (`000`, "DPoP Token Binding Failures").
+const CHECK_JTI: &str = r#"redis-cli -h redis.atlas.svc.cluster.local GET "dpop:jti:<JTI>""#;
+const CLEAR_JTI: &str = r#"redis-cli -h redis.atlas.svc.cluster.local DEL "dpop:jti:<JTI>""#;
+
+/// The shared Redis of the tests (`.ci/run` starts one on 127.0.0.1:6379).
+fn shared_redis() -> String {
+    std::env::var("ATLAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A replica on the harness's database and on `redis`, behind [`PUBLIC`].
+async fn replica(h: &Harness, redis: &str) -> RunningServer {
+    let mut config = h.config();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.public_url = Some(PUBLIC.into());
+    config.redis_url = Some(redis.into());
+    atlas_server::start(config).await.unwrap()
+}
+
+fn base(replica: &RunningServer) -> String {
+    format!("http://{}", replica.addr)
+}
+
+/// The `jti` claim of a compact DPoP proof.
+fn jti_of(proof: &str) -> String {
+    let payload = proof.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// Runs a runbook line about `jti` against the Redis on 127.0.0.1.
+fn runbook_redis(line: &str, jti: &str) -> String {
+    let line = line
+        .replace("redis.atlas.svc.cluster.local", "127.0.0.1")
+        .replace("<JTI>", jti);
+    run_runbook(&line, PUBLIC).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_used_on_one_replica_is_a_replay_on_the_others() {
+    if required_tool("redis-cli").is_none() {
+        return;
+    }
+    let h = Harness::postgres().await;
+    let redis = shared_redis();
+    let replicas = [
+        replica(&h, &redis).await,
+        replica(&h, &redis).await,
+        replica(&h, &redis).await,
+    ];
+    let mut alice = RawDevice::register(&base(&replicas[0]), "alice")
+        .await
+        .behind(PUBLIC);
+    let token = alice.token().await;
+    let auth = Some(format!("DPoP {token}"));
+    let proof = alice.proof("GET", "/messages", Some(&token), now());
+    let (status, _, body) = alice
+        .send_raw("GET", "/messages", auth.clone(), Some(proof.clone()), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for other in &replicas[1..] {
+        alice.base = base(other);
+        let (status, _, body) = alice
+            .send_raw("GET", "/messages", auth.clone(), Some(proof.clone()), None)
+            .await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("replay"),
+            "{body}"
+        );
+    }
+
+    // The runbook's check shows whose proof it was and until when it counts.
+    let jti = jti_of(&proof);
+    let record: serde_json::Value = serde_json::from_str(&runbook_redis(CHECK_JTI, &jti)).unwrap();
+    assert_eq!(record["request"], "GET /messages", "{record}");
+    assert_eq!(
+        record["jkt"],
+        alice.dpop.public_jwk().thumbprint(),
+        "{record}"
+    );
+    assert!(
+        record["first_used_at"].as_str().unwrap().ends_with('Z'),
+        "{record}"
+    );
+    let expires_at = record["expires_at"].as_i64().unwrap();
+    assert!(
+        expires_at > now() && expires_at <= now() + 120 + 30 + 1,
+        "{record}"
+    );
+    let key = format!("dpop:jti:{jti}");
+    let ttl: i64 = runbook_redis(
+        &format!("redis-cli -h redis.atlas.svc.cluster.local TTL {key}"),
+        &jti,
+    )
+    .parse()
+    .unwrap();
+    assert!(
+        (1..=151).contains(&ttl),
+        "Redis expires it with the proof: {ttl}"
+    );
+    // `atlas dpop jti show` reads the same cache through any replica.
+    let op = operator_token(&h.database_url(), "dpop");
+    let server = base(&replicas[2]);
+    let (ok, shown, err) = run_atlas(
+        None,
+        Some(&op),
+        &["dpop", "jti", "show", &jti, "--server", &server],
+    );
+    assert!(ok && shown.contains("seen"), "{shown}{err}");
+
+    // Clearing it (a false positive) makes the same proof acceptable again, anywhere.
+    assert_eq!(runbook_redis(CLEAR_JTI, &jti), "1");
+    alice.base = base(&replicas[1]);
+    let (status, _, body) = alice
+        .send_raw("GET", "/messages", auth.clone(), Some(proof.clone()), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (ok, cleared, err) = run_atlas(
+        None,
+        Some(&op),
+        &["dpop", "jti", "clear", &jti, "--server", &server],
+    );
+    assert!(ok && cleared.contains(": cleared"), "{cleared}{err}");
+    assert_eq!(runbook_redis(CHECK_JTI, &jti), "", "gone from Redis");
+    for r in replicas {
+        r.stop().await;
+    }
+}
+
+/// A `redis-server` of the test's own, stopped when dropped (a failing test too).
+struct OwnRedis(Child);
+
+impl OwnRedis {
+    /// Stops it as a crash would (SIGKILL).
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts [`OwnRedis`] on `port` and waits until it listens.
+fn redis_server(port: u16) -> OwnRedis {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    OwnRedis(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_requests_fail_closed_and_service_resumes_when_it_returns() {
+    if required_tool("redis-server").is_none() {
+        return;
+    }
+    let port = free_port();
+    let mut redis = redis_server(port);
+    let mut h = Harness::sqlite().await;
+    h.stop().await;
+    let server = replica(&h, &format!("redis://127.0.0.1:{port}")).await;
+    let url = base(&server);
+    let http = atlas_client::http_client().unwrap();
+    let alice = RawDevice::register(&url, "alice").await.behind(PUBLIC);
+    let token = alice.token().await;
+    let sent = alice.send_junk("alice", "RAW", 3).await;
+    assert_eq!(sent.len(), 3);
+    let ready = |http: reqwest::Client| {
+        let url = url.clone();
+        async move { http.get(format!("{url}/readyz")).send().await.unwrap() }
+    };
+    assert_eq!(ready(http.clone()).await.status(), 200);
+
+    redis.kill();
+    // Fail closed: no proof is accepted unchecked while the cache is away.
+    let (status, body) = alice.call(&token, "GET", "/messages", None).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &"unavailable".into()),
+        "{body}"
+    );
+    let proof = alice.proof("GET", "/messages", Some(&token), now());
+    let (_, headers, _) = alice
+        .send_raw(
+            "GET",
+            "/messages",
+            Some(format!("DPoP {token}")),
+            Some(proof),
+            None,
+        )
+        .await;
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    let not_ready = ready(http.clone()).await;
+    assert_eq!(not_ready.status(), 503);
+    let checks: serde_json::Value = not_ready.json().await.unwrap();
+    assert_eq!(checks["checks"]["redis"], false, "{checks}");
+    assert_eq!(checks["checks"]["database"], true, "{checks}");
+    let alive = http.get(format!("{url}/livez")).send().await.unwrap();
+    assert_eq!(alive.status(), 200, "alive, only not ready");
+
+    // Redis returns (empty: it kept nothing): service resumes by itself, and
+    // what was acknowledged before the outage is all there.
+    let _redis = redis_server(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let (status, body) = alice.call(&token, "GET", "/messages", None).await;
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids: Vec<&str> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    for id in &sent {
+        assert!(ids.contains(&id.as_str()), "{id} kept: {listed}");
+    }
+    assert_eq!(ready(http).await.status(), 200);
+    server.stop().await;
+}

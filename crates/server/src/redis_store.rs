@@ -1,0 +1,135 @@
+//! Redis, for what the replicas of one deployment share. Today: the DPoP
+//! replay cache, under exactly the keys the runbook reads and deletes
+//! (`redis-cli GET "dpop:jti:<JTI>"`). Every command has a short deadline, so
+//! a Redis outage fails requests closed (503) instead of hanging them, and the
+//! connection is re-established by itself when Redis returns.
+use crate::auth::jti::{JtiCache, JtiCacheError, JtiUse, cache_key};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+/// Longest wait for one Redis answer before the request fails closed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest wait for a connection to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection to Redis, shared by every task of the server.
+#[derive(Clone)]
+pub struct Redis {
+    connection: ConnectionManager,
+}
+
+impl Redis {
+    /// Prepares a connection to `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`,
+    /// `rediss://` for TLS). A malformed URL is refused now; a Redis that is
+    /// down is not, so the server starts and turns ready when Redis answers.
+    pub fn connect(url: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(Self {
+            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+        })
+    }
+
+    /// Whether Redis answers a `PING`.
+    pub async fn ping(&self) -> bool {
+        let mut c = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok()
+    }
+}
+
+/// What Redis keeps for a proof id: enough for an operator to tell whose and
+/// which request it was (`redis-cli GET "dpop:jti:<JTI>"` shows it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JtiRecord {
+    first_used_at: String,
+    request: String,
+    jkt: String,
+    expires_at: i64,
+}
+
+/// The replay cache in Redis: `SET dpop:jti:<JTI> <record> NX EX <seconds>`,
+/// the seconds the proof could still be accepted; Redis expires it then.
+pub struct RedisJtiCache {
+    redis: Redis,
+}
+
+impl RedisJtiCache {
+    /// A cache on `redis`.
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+}
+
+#[async_trait::async_trait]
+impl JtiCache for RedisJtiCache {
+    async fn insert_new(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        used: &JtiUse,
+    ) -> Result<bool, JtiCacheError> {
+        let now = used.at.unix_timestamp();
+        let record = JtiRecord {
+            first_used_at: atlas_proto::timestamp::Timestamp::from(used.at).to_string(),
+            request: used.request.clone(),
+            jkt: used.jkt.clone(),
+            expires_at,
+        };
+        let value =
+            serde_json::to_string(&record).map_err(|e| JtiCacheError::Redis(e.to_string()))?;
+        let mut c = self.redis.connection.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(cache_key(jti))
+            .arg(value)
+            .arg("NX")
+            .arg("EX")
+            .arg((expires_at - now).max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(redis_error)?;
+        Ok(set.is_some())
+    }
+
+    async fn get(&self, jti: &str) -> Result<Option<i64>, JtiCacheError> {
+        let mut c = self.redis.connection.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(cache_key(jti))
+            .query_async(&mut c)
+            .await
+            .map_err(redis_error)?;
+        Ok(value.map(|v| {
+            // A key set by hand (`redis-cli SET`) still counts as seen.
+            serde_json::from_str::<JtiRecord>(&v).map_or(0, |r| r.expires_at)
+        }))
+    }
+
+    async fn remove(&self, jti: &str) -> Result<bool, JtiCacheError> {
+        let mut c = self.redis.connection.clone();
+        let removed: i64 = redis::cmd("DEL")
+            .arg(cache_key(jti))
+            .query_async(&mut c)
+            .await
+            .map_err(redis_error)?;
+        Ok(removed > 0)
+    }
+
+    async fn prune(&self, _now: i64, _limit: u32) -> Result<u64, JtiCacheError> {
+        // Redis expires each key itself.
+        Ok(0)
+    }
+
+    fn records_with_the_write(&self) -> bool {
+        false
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> JtiCacheError {
+    JtiCacheError::Redis(e.to_string())
+}
