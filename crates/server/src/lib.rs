@@ -12,6 +12,7 @@ pub mod listener;
 pub mod mls_commit;
 pub mod rate_limit;
 pub mod receipts;
+pub mod redis_fanout;
 pub mod redis_store;
 pub mod routes;
 pub mod server_keys;
@@ -202,6 +203,12 @@ pub async fn build(
         }
         None => jti.clone(),
     };
+    let fanout: Arc<dyn fanout::Fanout> = match (&redis, &config.redis_url) {
+        (Some(redis), Some(url)) => redis_fanout::RedisFanout::start(redis, url)
+            .await
+            .map_err(|e| StartError::Redis(e.to_string()))?,
+        _ => Arc::new(fanout::LocalFanout::default()),
+    };
 
     let (shutdown, _) = watch::channel(false);
     let state = Arc::new(Inner {
@@ -221,7 +228,7 @@ pub async fn build(
         device_statuses: Default::default(),
         jti: replay_cache,
         nonces: NonceIssuer::new(nonce_key, 300),
-        fanout: Arc::new(fanout::LocalFanout::default()),
+        fanout,
         clock: clock.clone(),
         signing_keys: receipts::SigningKeys::default(),
         receipts: receipts::ReceiptPolicy {

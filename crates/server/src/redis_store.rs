@@ -24,14 +24,34 @@ impl Redis {
     /// down is not, so the server starts and turns ready when Redis answers.
     pub fn connect(url: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
         Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            connection: ConnectionManager::new_lazy_with_config(client, base_config())?,
         })
+    }
+
+    /// A handle on the shared connection.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// A connection of its own for subscriptions (RESP3): messages on its
+    /// channels go to `pushes`, and it resubscribes by itself after a reconnect.
+    pub fn subscriber(
+        &self,
+        url: &str,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<ConnectionManager, redis::RedisError> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info)?;
+        let config = base_config()
+            .set_push_sender(pushes)
+            .set_automatic_resubscription();
+        ConnectionManager::new_lazy_with_config(client, config)
     }
 
     /// Whether Redis answers a `PING`.
@@ -42,6 +62,15 @@ impl Redis {
             .await
             .is_ok()
     }
+}
+
+/// Deadlines and reconnection of every Redis connection.
+fn base_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500))
 }
 
 /// What Redis keeps for a proof id: enough for an operator to tell whose and

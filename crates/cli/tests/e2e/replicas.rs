@@ -149,6 +149,46 @@ async fn a_proof_used_on_one_replica_is_a_replay_on_the_others() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_on_one_replica_is_pushed_what_another_accepted() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let h = Harness::postgres().await;
+    let redis = shared_redis();
+    let (a, b) = (replica(&h, &redis).await, replica(&h, &redis).await);
+    let alice = RawDevice::register(&base(&a), "alice").await.behind(PUBLIC);
+    let bob = RawDevice::register(&base(&b), "bob").await.behind(PUBLIC);
+    let token = bob.token().await;
+    let mut request = format!("ws://{}/ws?after=0", b.addr)
+        .into_client_request()
+        .unwrap();
+    let proof = bob.proof("GET", "/ws", Some(&token), now());
+    request
+        .headers_mut()
+        .insert("authorization", format!("DPoP {token}").parse().unwrap());
+    request.headers_mut().insert("dpop", proof.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let started = Instant::now();
+    let sent = alice.send_junk("bob", "RAW", 3).await;
+    for id in &sent {
+        let pushed = tokio::time::timeout(Duration::from_secs(1), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("{id}: not pushed on B within a second"))
+            .unwrap()
+            .unwrap();
+        let frame: serde_json::Value = serde_json::from_str(pushed.to_text().unwrap()).unwrap();
+        assert_eq!(frame["message_id"], id.as_str(), "{frame}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A `redis-server` of the test's own, stopped when dropped (a failing test too).
 struct OwnRedis(Child);
 

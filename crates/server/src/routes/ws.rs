@@ -4,6 +4,7 @@
 use crate::auth::DeviceAuth;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::fanout::Live;
 use crate::limits::Limits;
 use crate::state::AppState;
 use atlas_proto::api::InboxMessage;
@@ -95,9 +96,21 @@ async fn catch_up(
     }
 }
 
+/// Tells the fan-out when a connection's receivers are gone.
+struct Subscribed<'a>(&'a AppState, &'a DeviceAuth);
+
+impl Drop for Subscribed<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fanout
+            .unsubscribe(&self.1.user_id, &self.1.device_id);
+    }
+}
+
 async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSocket) {
     // Subscribe before reading the backlog so nothing stored in between is missed.
-    let mut live = state.fanout.subscribe(&auth.user_id, &auth.device_id);
+    let mut live = state.fanout.subscribe(&auth.user_id, &auth.device_id).await;
+    let _subscribed = Subscribed(&state, &auth);
     let mut notices = state
         .fanout
         .subscribe_notices(&auth.user_id, &auth.device_id);
@@ -118,13 +131,13 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
     loop {
         tokio::select! {
             event = live.recv() => match event {
-                Ok(message) if message.seq <= last => {}
-                Ok(message) if message.seq == last + 1 => {
+                Ok(Live::Message(message)) if message.seq <= last => {}
+                Ok(Live::Message(message)) if message.seq == last + 1 => {
                     last = message.seq;
                     if !send(&mut socket, &message).await { return }
                 }
-                // A gap (or a lagging channel): the store has everything in order.
-                Ok(_) | Err(RecvError::Lagged(_)) => {
+                // A gap, a lagging channel, or stored elsewhere: the store has everything in order.
+                Ok(Live::Message(_) | Live::Wake) | Err(RecvError::Lagged(_)) => {
                     let Some(l) = catch_up(&state, &auth, &mut socket, last).await else { return };
                     last = l;
                 }
