@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod control;
 pub mod error;
 pub mod extract;
 pub mod fanout;
@@ -203,11 +204,14 @@ pub async fn build(
         }
         None => jti.clone(),
     };
-    let fanout: Arc<dyn fanout::Fanout> = match (&redis, &config.redis_url) {
-        (Some(redis), Some(url)) => redis_fanout::RedisFanout::start(redis, url)
-            .await
-            .map_err(|e| StartError::Redis(e.to_string()))?,
-        _ => Arc::new(fanout::LocalFanout::default()),
+    let (fanout, control_events): (Arc<dyn fanout::Fanout>, _) = match (&redis, &config.redis_url) {
+        (Some(redis), Some(url)) => {
+            let (fanout, events) = redis_fanout::RedisFanout::start(redis, url)
+                .await
+                .map_err(|e| StartError::Redis(e.to_string()))?;
+            (fanout, Some(events))
+        }
+        _ => (Arc::new(fanout::LocalFanout::default()), None),
     };
 
     let (shutdown, _) = watch::channel(false);
@@ -254,6 +258,24 @@ pub async fn build(
         registration: config.registration.clone(),
         redis,
     });
+    if let Some(mut events) = control_events {
+        let state = state.clone();
+        let mut stop = shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(text) => match control::ControlEvent::decode(&text) {
+                            Some(event) => control::apply(&state, &event),
+                            None => tracing::warn!(event = %text, "unknown control event ignored"),
+                        },
+                        None => return,
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
     Ok(App {
         state,
         shutdown,

@@ -37,10 +37,23 @@ pub struct RedisFanout {
 
 impl RedisFanout {
     /// Fan-out over `redis`: opens a RESP3 connection for subscriptions (it
-    /// resubscribes by itself after reconnecting) and starts its reader.
-    pub async fn start(redis: &Redis, url: &str) -> Result<Arc<Self>, redis::RedisError> {
+    /// resubscribes by itself after reconnecting), subscribes to the control
+    /// channel, and starts its reader; control events arrive on the receiver.
+    pub async fn start(
+        redis: &Redis,
+        url: &str,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<String>), redis::RedisError> {
         let (pushes, mut received) = mpsc::unbounded_channel();
+        let (control, events) = mpsc::unbounded_channel();
         let subscriber = redis.subscriber(url, pushes)?;
+        let mut c = subscriber.clone();
+        tokio::spawn(async move {
+            // Until Redis answers once; after that it resubscribes by itself.
+            while let Err(e) = c.subscribe(crate::control::CHANNEL).await {
+                tracing::warn!(error = %e, "cannot subscribe to the control channel yet");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
         let fanout = Arc::new(Self {
             local: Arc::new(LocalFanout::default()),
             publisher: redis.connection(),
@@ -52,10 +65,10 @@ impl RedisFanout {
         let me = fanout.me.clone();
         tokio::spawn(async move {
             while let Some(push) = received.recv().await {
-                deliver(&local, &me, push);
+                deliver(&local, &me, &control, push);
             }
         });
-        Ok(fanout)
+        Ok((fanout, events))
     }
 
     /// Publishes `payload` on `device`'s channel without waiting for Redis.
@@ -77,7 +90,12 @@ impl RedisFanout {
 }
 
 /// Hands a message from Redis to this replica's connections.
-fn deliver(local: &LocalFanout, me: &str, push: redis::PushInfo) {
+fn deliver(
+    local: &LocalFanout,
+    me: &str,
+    control: &mpsc::UnboundedSender<String>,
+    push: redis::PushInfo,
+) {
     if push.kind != redis::PushKind::Message {
         return;
     }
@@ -90,6 +108,10 @@ fn deliver(local: &LocalFanout, me: &str, push: redis::PushInfo) {
     ) else {
         return;
     };
+    if channel == crate::control::CHANNEL {
+        let _ = control.send(payload);
+        return;
+    }
     let Some((user, device)) = channel
         .strip_prefix("atlas:push:")
         .and_then(|d| d.split_once('/'))

@@ -189,6 +189,62 @@ async fn a_socket_on_one_replica_is_pushed_what_another_accepted() {
     b.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_rotated_on_one_replica_signs_on_the_others_at_once() {
+    let h = Harness::postgres().await;
+    let redis = shared_redis();
+    let (a, b) = (replica(&h, &redis).await, replica(&h, &redis).await);
+    let alice = RawDevice::register(&base(&b), "alice").await.behind(PUBLIC);
+    RawDevice::register(&base(&b), "bob").await;
+    let token = alice.token().await;
+    let send = |n: u32| {
+        let (alice, token) = (&alice, &token);
+        async move {
+            let body = serde_json::json!({
+                "recipient_id": "bob",
+                "client_message_id": format!("rotation-{n}"),
+                "envelopes": [{"device_id": "RAW", "msg_type": 1, "body": "AAAAAAAAAAAAAAAAAAAAAAAA"}],
+            });
+            let (status, answer) = alice.call(token, "POST", "/messages", Some(body)).await;
+            assert_eq!(status, 201, "{answer}");
+            answer["receipt"]["kid"].as_str().unwrap().to_owned()
+        }
+    };
+    // B signs with the key it has cached (for seconds, were it not told).
+    let before = send(0).await;
+    let op = operator_token(&h.database_url(), "keys");
+    let rotated: serde_json::Value = atlas_client::http_client()
+        .unwrap()
+        .post(format!("{}/admin/signing-keys/rotate", base(&a)))
+        .bearer_auth(&op)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_kid = rotated["keys"][0]["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, before, "{rotated}");
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut n = 1;
+    loop {
+        let kid = send(n).await;
+        if kid == new_kid {
+            break;
+        }
+        assert_eq!(kid, before);
+        assert!(
+            Instant::now() < deadline,
+            "B still signs with {kid}, not {new_kid}"
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A `redis-server` of the test's own, stopped when dropped (a failing test too).
 struct OwnRedis(Child);
 

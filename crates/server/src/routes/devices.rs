@@ -119,7 +119,10 @@ pub async fn certify(
             "the device is not waiting for a certificate",
         ));
     }
-    state.device_statuses.forget(&auth.user_id, &device_id);
+    state.announce(crate::control::ControlEvent::DeviceChanged(
+        auth.user_id.clone(),
+        device_id.clone(),
+    ));
     tracing::info!(user_id = %auth.user_id, %device_id, by = %auth.device_id, "device certified");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -154,7 +157,10 @@ async fn remove(
         .accounts
         .revoke_device(user_id, device_id, revocation, state.clock.now())
         .await?;
-    state.device_statuses.forget(user_id, device_id);
+    state.announce(crate::control::ControlEvent::DeviceChanged(
+        user_id.clone(),
+        device_id.clone(),
+    ));
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -82,7 +82,7 @@ pub async fn rotate(
     let now = state.clock.now();
     let next = new_signing_key(now);
     state.keys.rotate(&next, now + overlap, now).await?;
-    state.signing_keys.invalidate();
+    state.announce(crate::control::ControlEvent::SigningKeysChanged);
     tracing::warn!(token_id = %operator.token_id, kid = %next.kid, overlap_secs = overlap.whole_seconds(), "receipt-signing key rotated");
     listing(&state).await
 }
@@ -110,7 +110,7 @@ pub async fn revoke(
             format!("no unrevoked receipt-signing key {kid}"),
         ));
     }
-    state.signing_keys.invalidate();
+    state.announce(crate::control::ControlEvent::SigningKeysChanged);
     tracing::warn!(token_id = %operator.token_id, %kid, "receipt-signing key revoked");
     listing(&state).await
 }

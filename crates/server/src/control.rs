@@ -1,0 +1,98 @@
+//! Events every replica obeys at once: a change one replica makes that the
+//! others cache (the receipt-signing key, a device's standing) is announced on
+//! the Redis channel `atlas:control`, so their caches drop it now rather than
+//! when they expire. Without Redis there is one process and nothing to tell.
+use crate::state::Inner;
+use atlas_proto::{DeviceId, UserId};
+
+/// The Redis channel of control events.
+pub const CHANNEL: &str = "atlas:control";
+
+/// Something every replica must act on at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// Receipt-signing keys were rotated or revoked: sign with the new one.
+    SigningKeysChanged,
+    /// A device was revoked or certified: read its standing again.
+    DeviceChanged(UserId, DeviceId),
+}
+
+impl ControlEvent {
+    /// The event as published.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::SigningKeysChanged => "signing_keys".into(),
+            Self::DeviceChanged(user, device) => format!("device {user}/{device}"),
+        }
+    }
+
+    /// An event as published; `None` for what this version does not know.
+    pub fn decode(text: &str) -> Option<Self> {
+        match text.split_once(' ') {
+            None if text == "signing_keys" => Some(Self::SigningKeysChanged),
+            Some(("device", id)) => {
+                let (user, device) = id.split_once('/')?;
+                Some(Self::DeviceChanged(
+                    UserId::new(user).ok()?,
+                    DeviceId::new(device).ok()?,
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Acts on `event` in this process.
+pub fn apply(state: &Inner, event: &ControlEvent) {
+    match event {
+        ControlEvent::SigningKeysChanged => state.signing_keys.invalidate(),
+        ControlEvent::DeviceChanged(user, device) => state.device_statuses.forget(user, device),
+    }
+}
+
+impl Inner {
+    /// Acts on `event` here and tells every other replica to.
+    pub fn announce(&self, event: ControlEvent) {
+        apply(self, &event);
+        if let Some(redis) = &self.redis {
+            let mut c = redis.connection();
+            tokio::spawn(async move {
+                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(CHANNEL)
+                    .arg(event.encode())
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = sent {
+                    // The others' caches expire by themselves within seconds.
+                    tracing::warn!(error = %e, event = %event.encode(), "control event not published");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_unknown_ones_are_ignored() {
+        let device = ControlEvent::DeviceChanged(
+            UserId::new("alice").unwrap(),
+            DeviceId::new("PHONE").unwrap(),
+        );
+        for event in [ControlEvent::SigningKeysChanged, device] {
+            assert_eq!(ControlEvent::decode(&event.encode()), Some(event));
+        }
+        for junk in [
+            "",
+            "device",
+            "device alice",
+            "device a/b/c",
+            "lockdown",
+            "signing_keys now",
+        ] {
+            assert_eq!(ControlEvent::decode(junk), None, "{junk}");
+        }
+    }
+}
