@@ -119,14 +119,6 @@ impl ServerArgs {
     }
 }
 
-/// `atlas dpop …`.
-#[derive(clap::Subcommand)]
-pub enum DpopCommand {
-    /// The server's DPoP replay cache (`dpop:jti:<JTI>`).
-    #[command(subcommand)]
-    Jti(JtiCommand),
-}
-
 /// `atlas dpop jti …`.
 #[derive(clap::Subcommand)]
 pub enum JtiCommand {
@@ -239,9 +231,8 @@ async fn revoke_device(
     Ok(())
 }
 
-/// `atlas dpop …`.
-pub async fn dpop(cmd: DpopCommand) -> anyhow::Result<()> {
-    let DpopCommand::Jti(cmd) = cmd;
+/// `atlas dpop jti …`.
+pub async fn jti(cmd: JtiCommand) -> anyhow::Result<()> {
     let (method, jti, server) = match cmd {
         JtiCommand::Show { jti, server } => (reqwest::Method::GET, jti, server),
         JtiCommand::Clear { jti, server } => (reqwest::Method::DELETE, jti, server),

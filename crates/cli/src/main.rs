@@ -6,6 +6,7 @@ mod backup_cmd;
 mod bench;
 mod client_cmd;
 mod diagnose_cmd;
+mod dpop_cmd;
 mod group_cmd;
 mod identity_cmd;
 mod keys_cmd;
@@ -69,9 +70,9 @@ enum Command {
     /// Walk the runbook's diagnosis flow for a message, user or group; --apply starts the recovery.
     #[command(subcommand)]
     Diagnose(diagnose_cmd::DiagnoseCommand),
-    /// The server's DPoP replay cache (admin API, operator token).
+    /// DPoP by hand: a proof and token of this device, a new DPoP key, the server's replay cache.
     #[command(subcommand)]
-    Dpop(admin::DpopCommand),
+    Dpop(dpop_cmd::DpopCommand),
     /// Dissect a DPoP proof: signature, key thumbprint vs the token's cnf.jkt, ath, htm/htu, iat.
     VerifyDpop(verify::VerifyDpopArgs),
     /// Verify a signed receipt: structure, kid in the JWKS, signature, timestamps, expiry.
@@ -129,7 +130,7 @@ async fn main() -> ExitCode {
         Command::VerifyReceipt(args) => verify::verify_receipt_cmd(args).await,
         Command::Bench(cmd) => bench::bench(cmd).await,
         Command::Admin(cmd) => admin::admin(cmd).await,
-        Command::Dpop(cmd) => admin::dpop(cmd).await,
+        Command::Dpop(cmd) => dpop_cmd::dpop(&profile_dir, cmd).await,
         Command::Mls(cmd) => mls_cmd::mls(cmd).await,
         Command::Diagnose(cmd) => diagnose_cmd::diagnose(cmd).await,
     };

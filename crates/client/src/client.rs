@@ -234,6 +234,46 @@ impl Client {
         })
     }
 
+    /// A fresh DPoP proof for `method` on `url` and the access token it is
+    /// bound to (obtained or renewed as needed), for checking a request by hand.
+    pub async fn dpop_proof(
+        &self,
+        method: &str,
+        url: &str,
+    ) -> Result<(String, String), ClientError> {
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| ClientError::Input(format!("{method:?} is not an HTTP method")))?;
+        let token = self.transport.access_token().await?;
+        let proof = self.transport.proof_for_url(&method, url, Some(&token));
+        Ok((proof, token))
+    }
+
+    /// Regenerates this device's DPoP key pair and binds a new access token to
+    /// it; the old key is erased, so tokens bound to it are of no use to anyone.
+    /// Returns the new key's thumbprint (`cnf.jkt`).
+    pub async fn rotate_dpop_key(&mut self) -> Result<String, ClientError> {
+        let dpop = JwsSigner::generate_ed25519();
+        self.local.put("dpop", &dpop.secret_bytes()).await?;
+        let mut profile: Profile = serde_json::from_slice(
+            &self
+                .local
+                .get("profile")
+                .await?
+                .ok_or_else(|| ClientError::State("profile missing".into()))?,
+        )
+        .map_err(|e| ClientError::State(format!("profile: {e}")))?;
+        profile.dpop_alg = dpop.alg().into();
+        self.local
+            .put(
+                "profile",
+                &serde_json::to_vec(&profile).map_err(|e| ClientError::State(e.to_string()))?,
+            )
+            .await?;
+        self.transport.replace_dpop_key(dpop).await;
+        self.transport.access_token().await?;
+        Ok(self.transport.dpop_thumbprint())
+    }
+
     /// Takes the time from `clock` from now on (tests move time with it).
     pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
         self.transport.clock = clock;

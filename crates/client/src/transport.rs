@@ -97,15 +97,34 @@ impl Transport {
 
     /// A DPoP proof for a request (with `ath` when a token is given).
     pub(crate) fn proof(&self, method: &Method, path: &str, token: Option<&str>) -> String {
+        self.proof_for_url(method, &format!("{}{path}", self.base), token)
+    }
+
+    /// A DPoP proof naming the whole `url` as its `htu`.
+    pub(crate) fn proof_for_url(&self, method: &Method, url: &str, token: Option<&str>) -> String {
         let nonce = self.nonce.lock().unwrap_or_else(|p| p.into_inner()).clone();
         create_proof(
             &self.dpop,
             method.as_str(),
-            &format!("{}{path}", self.base),
+            url,
             self.clock.unix(),
             token,
             nonce.as_deref(),
         )
+    }
+
+    /// The DPoP key's RFC 7638 thumbprint (`cnf.jkt` of the tokens bound to it).
+    pub(crate) fn dpop_thumbprint(&self) -> String {
+        self.dpop.public_jwk().thumbprint()
+    }
+
+    /// Binds from now on to `dpop`: tokens bound to the old key are dropped
+    /// (its refresh token too: a refresh keeps the old binding).
+    pub(crate) async fn replace_dpop_key(&mut self, dpop: JwsSigner) {
+        self.dpop = dpop;
+        let mut tokens = self.tokens.lock().await;
+        tokens.access = None;
+        tokens.refresh = None;
     }
 
     async fn request_token(&self, grant: TokenRequest) -> Result<TokenResponse, ClientError> {

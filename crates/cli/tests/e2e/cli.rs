@@ -625,6 +625,104 @@ fn ids_starting_with_a_hyphen_are_values() {
 /// users, measures, and reports throughput, latency, errors and the server's
 /// CPU and memory from /proc.
 #[test]
+fn the_runbook_dpop_check_runs_with_a_proof_from_the_cli_and_a_rotated_key() {
+    let data = TempDir::new("atlas-dpop-proof").unwrap();
+    let home = TempDir::new("atlas-dpop-proof-home").unwrap();
+    let mut server = serve(&data, "127.0.0.1:0", &[]);
+    ok(
+        &home,
+        &[
+            "--profile",
+            "alice",
+            "register",
+            "alice",
+            "--server",
+            &server.url,
+        ],
+    );
+    let url = format!("{}/messages", server.url);
+    let proof = |home: &TempDir| -> serde_json::Value {
+        let out = ok(
+            home,
+            &[
+                "--profile",
+                "alice",
+                "dpop",
+                "proof",
+                "--method",
+                "POST",
+                "--url",
+                &url,
+                "--json",
+            ],
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let first = proof(&home);
+    // The runbook's lines, verbatim but for the placeholders: the header
+    // decodes, and a valid proof with a bad body is a 400, not a 401.
+    let check = |p: &serde_json::Value| {
+        let script = format!(
+            r#"echo '{header}' | base64 -d | jq .
+curl -X POST https://api.atlas.dev/messages \
+  -H 'DPoP: {proof}' \
+  -H 'Authorization: DPoP {token}' \
+  -d '{{"content":"test"}}' -o /dev/stderr -w '%{{http_code}}' || true"#,
+            header = p["header_base64"].as_str().unwrap(),
+            proof = p["proof"].as_str().unwrap(),
+            token = p["access_token"].as_str().unwrap(),
+        );
+        atlas_testing::run_runbook(&script, &server.url)
+    };
+    let shown = check(&first);
+    assert!(
+        shown.contains("\"typ\": \"dpop+jwt\"") && shown.contains("\"jwk\""),
+        "{shown}"
+    );
+    assert!(
+        shown.trim_end().ends_with("400"),
+        "authentication passed, the body did not: {shown}"
+    );
+    // The text form is the two headers, ready for curl.
+    let text = ok(
+        &home,
+        &["--profile", "alice", "dpop", "proof", "--url", &url],
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("DPoP: ey") && lines[1].starts_with("Authorization: DPoP "),
+        "{text}"
+    );
+    let (ok_, _, err) = atlas(
+        &home,
+        &["--profile", "alice", "dpop", "proof", "--url", "/messages"],
+    );
+    assert!(!ok_ && err.contains("absolute http(s) URL"), "{err}");
+
+    // A new key pair: a new binding, and the old token is of no use with any proof it can now make.
+    let rotated: serde_json::Value = serde_json::from_str(&ok(
+        &home,
+        &["--profile", "alice", "dpop", "rotate-key", "--json"],
+    ))
+    .unwrap();
+    let second = proof(&home);
+    assert_ne!(second["access_token"], first["access_token"]);
+    let jwk_x = |p: &serde_json::Value| {
+        let header = atlas_proto::b64::decode_std(p["header_base64"].as_str().unwrap()).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["jwk"]["x"].clone()
+    };
+    assert_ne!(jwk_x(&second), jwk_x(&first), "{rotated}");
+    assert!(check(&second).trim_end().ends_with("400"));
+    let stale = serde_json::json!({
+        "header_base64": second["header_base64"],
+        "proof": second["proof"],
+        "access_token": first["access_token"],
+    });
+    assert!(check(&stale).trim_end().ends_with("401"));
+    stop(&mut server);
+}
+
+#[test]
 fn bench_send_loads_a_running_server_and_reports() {
     let data = TempDir::new("atlas-bench-e2e").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
