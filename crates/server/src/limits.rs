@@ -1,7 +1,10 @@
 //! Limits on shared resources, each answered with 429 and `Retry-After` (or, for
 //! one-time keys, a fallback key): key claims per claimer and per target, backup
 //! downloads per source and per user, registrations and token requests per
-//! address, WebSockets per device and in total. Counters are per server process.
+//! address, WebSockets per device and in total. Counters are per server process,
+//! but for the limits that protect secrets (backup downloads, registrations,
+//! tokens), which with Redis are shared by every replica: N replicas must not
+//! allow N times the guesses.
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
@@ -106,6 +109,38 @@ impl Limits {
         limiter
             .check(key, state.clock.seconds())
             .map_err(|wait| ApiError::rate_limited(format!("too many {what}; retry later"), wait))
+    }
+
+    /// [`Limits::take`] from the bucket every replica shares when Redis is
+    /// configured (`name` tells the buckets apart); Redis unavailable fails
+    /// closed, as these limits guard secrets.
+    pub async fn take_shared(
+        limiter: &RateLimiter,
+        name: &str,
+        state: &AppState,
+        key: &str,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        let Some(redis) = &state.redis else {
+            return Self::take(limiter, state, key, what);
+        };
+        match redis
+            .take_token(&format!("{name}:{key}"), limiter.burst, limiter.per_second)
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(ApiError::rate_limited(
+                format!("too many {what}; retry later"),
+                wait,
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "shared rate limit unavailable (Redis)");
+                Err(ApiError::unavailable(
+                    "rate limiting is unavailable, retry later",
+                    1,
+                ))
+            }
+        }
     }
 
     /// A place for one more WebSocket of `device`, held until the guard is dropped.

@@ -8,8 +8,10 @@ const MAX_KEYS: usize = 10_000;
 
 /// A token bucket per key: `burst` requests at once, refilled at `per_second`.
 pub struct RateLimiter {
-    burst: f64,
-    per_second: f64,
+    /// Requests at once.
+    pub burst: f64,
+    /// Refill per second.
+    pub per_second: f64,
     buckets: Mutex<HashMap<String, (f64, f64)>>,
 }
 

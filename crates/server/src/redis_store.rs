@@ -162,3 +162,47 @@ impl JtiCache for RedisJtiCache {
 fn redis_error(e: redis::RedisError) -> JtiCacheError {
     JtiCacheError::Redis(e.to_string())
 }
+
+/// A token bucket in Redis, atomic (one Lua script) and timed by Redis's own
+/// clock, so every replica draws from the same bucket of a key.
+const TOKEN_BUCKET: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1]) or burst
+local at = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.max(1, math.ceil((1 - tokens) / rate))
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return wait
+";
+
+impl Redis {
+    /// Takes a token from the shared bucket `key` (`burst` at once, `per_second`
+    /// refill): `Ok(None)` when one was there, `Ok(Some(seconds))` to wait.
+    pub async fn take_token(
+        &self,
+        key: &str,
+        burst: f64,
+        per_second: f64,
+    ) -> Result<Option<u64>, redis::RedisError> {
+        let mut c = self.connection.clone();
+        let wait: u64 = redis::cmd("EVAL")
+            .arg(TOKEN_BUCKET)
+            .arg(1)
+            .arg(format!("atlas:limit:{key}"))
+            .arg(burst)
+            .arg(per_second)
+            .query_async(&mut c)
+            .await?;
+        Ok((wait > 0).then_some(wait))
+    }
+}

@@ -28,6 +28,8 @@ async fn replica(h: &Harness, redis: &str) -> RunningServer {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.public_url = Some(PUBLIC.into());
     config.redis_url = Some(redis.into());
+    // Limits are shared through Redis: the tests' registrations must not meet them.
+    config.limits.registrations_per_address = (1000, 1000);
     atlas_server::start(config).await.unwrap()
 }
 
@@ -243,6 +245,58 @@ async fn a_signing_key_rotated_on_one_replica_signs_on_the_others_at_once() {
     }
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_that_guard_secrets_are_shared_by_the_replicas() {
+    if required_tool("redis-cli").is_none() {
+        return;
+    }
+    // A database of Redis of this test's own, its bucket emptied first (a rerun).
+    let redis = format!("{}/5", shared_redis().trim_end_matches('/'));
+    let out = Command::new("redis-cli")
+        .args(["-n", "5", "DEL", "atlas:limit:registration:127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let h = Harness::postgres().await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut config = h.config();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.redis_url = Some(redis.clone());
+        config.limits.registrations_per_address = (3, 3);
+        replicas.push(atlas_server::start(config).await.unwrap());
+    }
+    let http = atlas_client::http_client().unwrap();
+    let register = |i: usize| {
+        let (http, url) = (http.clone(), base(&replicas[i % 2]));
+        async move {
+            let body = atlas_testing::registration(&format!("shared{i}"), "PHONE");
+            http.post(format!("{url}/users"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(register(i).await.status(), 201, "registration {i}");
+    }
+    // Three on the two replicas together: the fourth is refused wherever it goes.
+    for i in 3..5 {
+        let refused = register(i).await;
+        assert_eq!(refused.status(), 429, "registration {i}");
+        let wait: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=20).contains(&wait), "{wait}");
+    }
+    for r in replicas {
+        r.stop().await;
+    }
 }
 
 /// A `redis-server` of the test's own, stopped when dropped (a failing test too).

@@ -154,18 +154,22 @@ pub async fn download(
     // attempts long before the owner (elsewhere) does; the per-user budget bounds
     // guessing from many addresses.
     let limits = &state.limits;
-    Limits::take(
+    Limits::take_shared(
         &limits.backup_per_source,
+        "backup_source",
         &state,
         &format!("{source} {user_id}"),
         "backup downloads from this address",
-    )?;
-    Limits::take(
+    )
+    .await?;
+    Limits::take_shared(
         &limits.backup_per_user,
+        "backup_user",
         &state,
         &user_id,
         "backup downloads of this user",
-    )?;
+    )
+    .await?;
     let unknown = || {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -32,12 +32,14 @@ pub async fn token(
     headers: HeaderMap,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    Limits::take(
+    Limits::take_shared(
         &state.limits.tokens,
+        "token",
         &state,
         &source,
         "token requests from this address",
-    )?;
+    )
+    .await?;
     let proof = check_proof(&state, &method, "/token", &headers, None).await?;
     let now = state.clock.now();
     let (user_id, device_id, family) = match req {

@@ -55,12 +55,14 @@ pub async fn register(
     ClientAddr(source): ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    Limits::take(
+    Limits::take_shared(
         &state.limits.registrations,
+        "registration",
         &state,
         &source,
         "registrations from this address",
-    )?;
+    )
+    .await?;
     if req.link_token.is_none() {
         allowed_to_register(&state.registration, req.registration_token.as_deref())?;
     }
