@@ -299,6 +299,135 @@ async fn limits_that_guard_secrets_are_shared_by_the_replicas() {
     }
 }
 
+/// Sending devices, spread over the replicas.
+const SENDERS: usize = 6;
+/// Answered sends to see before a replica is killed, so it dies under load.
+const BEFORE_KILL: usize = 150;
+/// Sends each device makes in all.
+const SENDS_EACH: u64 = 80;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_carry_on_through_the_others_when_a_replica_is_killed() {
+    use atlas_store::testdb::{TempDir, TempPostgres};
+    use std::sync::{Arc, Mutex};
+    let pg = TempPostgres::create().await.unwrap();
+    let data = TempDir::new("atlas-replicas").unwrap();
+    let kek = data.path.join("server.kek");
+    let redis = shared_redis();
+    let extra = [
+        "--database-url",
+        &pg.url,
+        "--kek-file",
+        kek.to_str().unwrap(),
+        "--redis-url",
+        &redis,
+        "--public-url",
+        PUBLIC,
+        "--registrations-per-minute",
+        "1000",
+    ];
+    let mut replicas: Vec<atlas_testing::Server> = (0..3)
+        .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
+        .collect();
+    let urls: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.url.clone()).collect());
+    let recipient = RawDevice::register(&urls[0], "recipient")
+        .await
+        .behind(PUBLIC);
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut load = Vec::new();
+    for i in 0..SENDERS {
+        let mut sender = RawDevice::register(&urls[i % 3], &format!("sender{i}"))
+            .await
+            .behind(PUBLIC);
+        let (acknowledged, urls) = (acknowledged.clone(), urls.clone());
+        load.push(tokio::spawn(async move {
+            let token = sender.token().await;
+            let mut at = i % 3;
+            let mut moved = 0;
+            for n in 0..SENDS_EACH {
+                let body = serde_json::json!({
+                    "recipient_id": "recipient",
+                    "client_message_id": format!("s{i}-{n}"),
+                    "envelopes": [{"device_id": "RAW", "msg_type": 1, "body": "AAAA"}],
+                });
+                loop {
+                    sender.base = urls[at].clone();
+                    match sender
+                        .try_call(&token, "POST", "/messages", Some(body.clone()))
+                        .await
+                    {
+                        // A retry that the dead replica had stored answers 200, the same message.
+                        Ok((201 | 200, answer)) => {
+                            assert!(answer["receipt"]["kid"].is_string(), "{answer}");
+                            let id = answer["message_id"].as_str().unwrap().to_owned();
+                            acknowledged.lock().unwrap().push(id);
+                            break;
+                        }
+                        Ok((429, _)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        Ok((status, answer)) => panic!("send refused: {status} {answer}"),
+                        // That replica is gone: the same send, through the next one.
+                        Err(_) => {
+                            at = (at + 1) % 3;
+                            moved += 1;
+                        }
+                    }
+                }
+            }
+            moved
+        }));
+    }
+    let started = Instant::now();
+    while acknowledged.lock().unwrap().len() < BEFORE_KILL {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the load did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    replicas[1].kill_9();
+    let mut moved = 0;
+    for task in load {
+        moved += task.await.unwrap();
+    }
+    assert!(moved > 0, "the senders of the killed replica moved on");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let answered: std::collections::HashSet<&String> = acknowledged.iter().collect();
+    assert_eq!(
+        answered.len(),
+        SENDERS * SENDS_EACH as usize,
+        "every send answered once, as one message"
+    );
+
+    // Every answered send is in the recipient's queue exactly once, with its receipt.
+    let token = recipient.token().await;
+    let (mut listed, mut after) = (Vec::new(), 0);
+    loop {
+        let path = format!("/messages?after={after}&limit=500");
+        let (status, page) = recipient.call(&token, "GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        for m in page["messages"].as_array().unwrap() {
+            listed.push(m["message_id"].as_str().unwrap().to_owned());
+        }
+        after = page["next_after"].as_u64().unwrap();
+        if !page["more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    let stored: std::collections::HashSet<&String> = listed.iter().collect();
+    assert_eq!(stored.len(), listed.len(), "a message is queued twice");
+    assert_eq!(stored, answered, "stored and answered differ");
+    for id in acknowledged.iter().step_by(37) {
+        let (status, receipts) = recipient
+            .call(&token, "GET", &format!("/receipts/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{id}: {receipts}");
+        assert_eq!(
+            receipts["receipts"][0]["receipt_type"], "accepted",
+            "{receipts}"
+        );
+    }
+}
+
 /// A `redis-server` of the test's own, stopped when dropped (a failing test too).
 struct OwnRedis(Child);
 
