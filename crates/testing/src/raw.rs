@@ -239,6 +239,23 @@ impl RawDevice {
         (status, json)
     }
 
+    /// The ids of every message in this device's queue, in order (all pages).
+    pub async fn queued_ids(&self, token: &str) -> Vec<String> {
+        let (mut listed, mut after) = (Vec::new(), 0);
+        loop {
+            let path = format!("/messages?after={after}&limit=500");
+            let (status, page) = self.call(token, "GET", &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            for m in page["messages"].as_array().unwrap() {
+                listed.push(m["message_id"].as_str().unwrap().to_owned());
+            }
+            after = page["next_after"].as_u64().unwrap();
+            if !page["more"].as_bool().unwrap() {
+                return listed;
+            }
+        }
+    }
+
     /// An authenticated request with a fresh, correct proof.
     pub async fn call(
         &self,

@@ -3,7 +3,7 @@
 //! `atlas serve` while devices report decryption failures.
 
 use atlas_store::testdb::TempDir;
-use atlas_testing::{RawDevice, required_tool, serve};
+use atlas_testing::{RawDevice, free_port, required_tool, serve};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -46,14 +46,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Prometheus scraping `target` every second, with the shipped rules whose

@@ -74,26 +74,7 @@ async fn answered_sends_survive_kill_9_mid_load(database_url: Option<&str>) {
 
     let server = serve(&data, url.trim_start_matches("http://"), &extra);
     let token = recipient.token().await;
-    let mut listed = Vec::new();
-    let mut after = 0;
-    loop {
-        let (status, page) = recipient
-            .call(
-                &token,
-                "GET",
-                &format!("/messages?after={after}&limit=500"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        for m in page["messages"].as_array().unwrap() {
-            listed.push(m["message_id"].as_str().unwrap().to_owned());
-        }
-        after = page["next_after"].as_u64().unwrap();
-        if !page["more"].as_bool().unwrap() {
-            break;
-        }
-    }
+    let listed = recipient.queued_ids(&token).await;
     let stored: HashSet<&String> = listed.iter().collect();
     assert_eq!(stored.len(), listed.len(), "a message is queued twice");
     let lost: Vec<&String> = acknowledged

@@ -4,7 +4,7 @@
 //! outage fails DPoP-protected requests closed until Redis returns by itself.
 use atlas_server::RunningServer;
 use atlas_testing::{
-    Harness, RawDevice, now, operator_token, required_tool, run_atlas, run_runbook,
+    Harness, RawDevice, free_port, now, operator_token, required_tool, run_atlas, run_runbook,
 };
 use base64::Engine;
 use std::process::{Child, Command, Stdio};
@@ -400,19 +400,7 @@ async fn clients_carry_on_through_the_others_when_a_replica_is_killed() {
 
     // Every answered send is in the recipient's queue exactly once, with its receipt.
     let token = recipient.token().await;
-    let (mut listed, mut after) = (Vec::new(), 0);
-    loop {
-        let path = format!("/messages?after={after}&limit=500");
-        let (status, page) = recipient.call(&token, "GET", &path, None).await;
-        assert_eq!(status, 200, "{page}");
-        for m in page["messages"].as_array().unwrap() {
-            listed.push(m["message_id"].as_str().unwrap().to_owned());
-        }
-        after = page["next_after"].as_u64().unwrap();
-        if !page["more"].as_bool().unwrap() {
-            break;
-        }
-    }
+    let listed = recipient.queued_ids(&token).await;
     let stored: std::collections::HashSet<&String> = listed.iter().collect();
     assert_eq!(stored.len(), listed.len(), "a message is queued twice");
     assert_eq!(stored, answered, "stored and answered differ");
@@ -468,14 +456,6 @@ fn redis_server(port: u16) -> OwnRedis {
         std::thread::sleep(Duration::from_millis(50));
     }
     OwnRedis(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
