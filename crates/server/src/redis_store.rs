@@ -79,6 +79,7 @@ fn base_config() -> ConnectionManagerConfig {
 struct JtiRecord {
     first_used_at: String,
     request: String,
+    device: Option<String>,
     jkt: String,
     expires_at: i64,
 }
@@ -108,6 +109,7 @@ impl JtiCache for RedisJtiCache {
         let record = JtiRecord {
             first_used_at: atlas_proto::timestamp::Timestamp::from(used.at).to_string(),
             request: used.request.clone(),
+            device: used.device.clone(),
             jkt: used.jkt.clone(),
             expires_at,
         };

@@ -97,6 +97,7 @@ async fn a_proof_used_on_one_replica_is_a_replay_on_the_others() {
     let jti = jti_of(&proof);
     let record: serde_json::Value = serde_json::from_str(&runbook_redis(CHECK_JTI, &jti)).unwrap();
     assert_eq!(record["request"], "GET /messages", "{record}");
+    assert_eq!(record["device"], "alice/RAW", "{record}");
     assert_eq!(
         record["jkt"],
         alice.dpop.public_jwk().thumbprint(),

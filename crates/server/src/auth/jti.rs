@@ -44,6 +44,8 @@ pub struct JtiUse {
     pub request: String,
     /// RFC 7638 thumbprint of the proof's key (the device's DPoP key).
     pub jkt: String,
+    /// `USER_ID/DEVICE_ID` of the token it came with (none at `POST /token`).
+    pub device: Option<String>,
 }
 
 /// Remembers proof ids.

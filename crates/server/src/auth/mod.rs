@@ -53,7 +53,7 @@ pub async fn check_proof(
     headers: &HeaderMap,
     access_token: Option<&str>,
 ) -> Result<VerifiedProof, ApiError> {
-    verify_proof(state, method, path, headers, access_token, true)
+    verify_proof(state, method, path, headers, access_token, None, true)
         .await
         .map(|(verified, _)| verified)
 }
@@ -66,6 +66,7 @@ async fn verify_proof(
     path: &str,
     headers: &HeaderMap,
     access_token: Option<&str>,
+    device: Option<String>,
     record: bool,
 ) -> Result<(VerifiedProof, ProofId), ApiError> {
     let mut values = headers.get_all("dpop").iter();
@@ -111,6 +112,7 @@ async fn verify_proof(
             at: state.clock.now(),
             request: format!("{method} {path}"),
             jkt: verified.jkt.clone(),
+            device,
         },
         jti: verified.jti.clone(),
         expires_at: (verified.iat
@@ -216,6 +218,7 @@ impl DeviceAuth {
             parts.uri.path(),
             &parts.headers,
             Some(token),
+            Some(format!("{}/{}", claims.sub, claims.did)),
             record,
         )
         .await?;
