@@ -1,6 +1,7 @@
-//! Redis, for what the replicas of one deployment share. Today: the DPoP
-//! replay cache, under exactly the keys the runbook reads and deletes
-//! (`redis-cli GET "dpop:jti:<JTI>"`). Every command has a short deadline, so
+//! Redis, for what the replicas of one deployment share: the DPoP replay
+//! cache, under exactly the keys the runbook reads and deletes (`redis-cli GET
+//! "dpop:jti:<JTI>"`), and the rate limits that guard secrets (fan-out and
+//! control events: `redis_fanout`, `control`). Every command has a short deadline, so
 //! a Redis outage fails requests closed (503) instead of hanging them, and the
 //! connection is re-established by itself when Redis returns.
 use crate::auth::jti::{JtiCache, JtiCacheError, JtiUse, cache_key};
@@ -19,8 +20,8 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Prepares a connection to `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`,
-    /// `rediss://` for TLS). A malformed URL is refused now; a Redis that is
+    /// Prepares a connection to `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`;
+    /// no TLS in this build). A malformed URL is refused now; a Redis that is
     /// down is not, so the server starts and turns ready when Redis answers.
     pub fn connect(url: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
