@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/health/e2ee"),
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("POST", "/users"),
     ("POST", "/token"),
