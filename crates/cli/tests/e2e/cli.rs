@@ -723,6 +723,38 @@ curl -X POST https://api.atlas.dev/messages \
 }
 
 #[test]
+fn serve_refuses_a_malformed_redis_url() {
+    let data = TempDir::new("atlas-bad-redis-url").unwrap();
+    let mut child = Command::new(atlas_testing::atlas_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            "nonsense://x",
+            "--data-dir",
+        ])
+        .arg(&data.path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve started with a malformed --redis-url");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success() && err.contains("--redis-url"), "{err}");
+}
+
+#[test]
 fn bench_send_loads_a_running_server_and_reports() {
     let data = TempDir::new("atlas-bench-e2e").unwrap();
     let mut server = serve(&data, "127.0.0.1:0", &["--registrations-per-minute", "100"]);
