@@ -186,3 +186,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Waits until a load has `count` answered sends (a minute at most), so what
+/// the test does next happens under load.
+pub async fn wait_until_answered(answered: &std::sync::Mutex<Vec<String>>, count: usize) {
+    let started = std::time::Instant::now();
+    while answered.lock().unwrap().len() < count {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the load did not get going"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -9,7 +9,7 @@ use atlas_testing::{RawDevice, serve};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Concurrent sending devices, so sends share group commits when the server dies.
 const SENDERS: usize = 8;
@@ -55,14 +55,7 @@ async fn answered_sends_survive_kill_9_mid_load(database_url: Option<&str>) {
             unreachable!("the loop ends when the server dies")
         }));
     }
-    let started = Instant::now();
-    while acknowledged.lock().unwrap().len() < BEFORE_KILL {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the load did not get going"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    atlas_testing::wait_until_answered(&acknowledged, BEFORE_KILL).await;
     server.kill_9();
     let mut attempted = 0;
     for task in load {

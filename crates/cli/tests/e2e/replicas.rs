@@ -377,14 +377,7 @@ async fn clients_carry_on_through_the_others_when_a_replica_is_killed() {
             moved
         }));
     }
-    let started = Instant::now();
-    while acknowledged.lock().unwrap().len() < BEFORE_KILL {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the load did not get going"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    atlas_testing::wait_until_answered(&acknowledged, BEFORE_KILL).await;
     replicas[1].kill_9();
     let mut moved = 0;
     for task in load {
