@@ -17,7 +17,17 @@ const MIN_KEY_PACKAGES: u64 = 5;
 /// How many to publish when topping up.
 const KEY_PACKAGE_BATCH: usize = 10;
 /// Attempts of a commit (or a message) that keeps losing its epoch.
-const COMMIT_ATTEMPTS: usize = 5;
+const COMMIT_ATTEMPTS: u32 = 8;
+/// The first back-off after a lost epoch is up to this long; it doubles per attempt.
+const FIRST_BACK_OFF_MS: u64 = 20;
+
+/// Waits a random while after losing an epoch, longer each time, so members racing for
+/// the same epoch stop colliding (without it, equal retries of equal peers collide again).
+async fn back_off(attempt: u32) {
+    let ceiling = FIRST_BACK_OFF_MS << attempt.min(5);
+    let jitter = u64::from(u16::from_le_bytes(atlas_crypto::random_bytes::<2>())) % ceiling;
+    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+}
 
 /// One processed entry of a group log.
 #[derive(Debug, Clone, Serialize)]
@@ -150,7 +160,7 @@ impl Client {
     ) -> Result<Caught<CommitResponse>, ClientError> {
         let mut read = self.groups().sync(name).await?;
         let mut last_error = None;
-        for _ in 0..COMMIT_ATTEMPTS {
+        for attempt in 0..COMMIT_ATTEMPTS {
             let out = self.with_mls(&build).await?;
             let request = CommitRequest {
                 commit: b64::encode_std(&out.commit),
@@ -173,6 +183,7 @@ impl Client {
                 }
                 Err(e) if e.code() == Some(ErrorCode::EpochConflict) => {
                     self.with_mls(|mls| mls.discard_commit(name)).await?;
+                    back_off(attempt).await;
                     read.extend(self.groups().sync(name).await?);
                     last_error = Some(e);
                 }
@@ -399,7 +410,7 @@ impl Client {
     /// Rejoins by external commit from the latest GroupInfo, replacing this device's state of the group.
     async fn rejoin(&self, name: &str) -> Result<String, ClientError> {
         let mut last_error = None;
-        for _ in 0..COMMIT_ATTEMPTS {
+        for attempt in 0..COMMIT_ATTEMPTS {
             let info: GroupInfoResponse = self
                 .transport
                 .call::<(), _>(Method::GET, &format!("/groups/{name}/group-info"), "", None)
@@ -433,7 +444,10 @@ impl Client {
                         accepted.epoch
                     ));
                 }
-                Err(e) if e.code() == Some(ErrorCode::EpochConflict) => last_error = Some(e),
+                Err(e) if e.code() == Some(ErrorCode::EpochConflict) => {
+                    back_off(attempt).await;
+                    last_error = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -579,7 +593,10 @@ impl Groups<'_> {
     pub async fn send(&self, name: &str, text: &str) -> Result<Caught<GroupLogEntry>, ClientError> {
         let mut read = Vec::new();
         let mut last_error = None;
-        for _ in 0..COMMIT_ATTEMPTS {
+        for attempt in 0..COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt - 1).await;
+            }
             read.extend(self.groups().sync(name).await?);
             let message = self
                 .with_mls(|mls| mls.encrypt(name, text.as_bytes()))

@@ -21,20 +21,20 @@ const OPENING_AT_ONCE: usize = 64;
 /// Runs the scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let Setup {
-        server, devices, ..
+        servers, devices, ..
     } = Setup::new(&args).await?;
     let count = args.senders as usize;
-    let rss_before = args.server_pid.and_then(rss_bytes);
+    let rss_before = total_rss(&args.server_pid);
 
     let opening = Arc::new(Semaphore::new(OPENING_AT_ONCE));
     let opened = Arc::new(AtomicU64::new(0));
     let mut openers = Vec::with_capacity(count);
-    for (device, token) in devices {
-        let (server, opening, opened) = (server.clone(), opening.clone(), opened.clone());
+    for (i, (device, token)) in devices.into_iter().enumerate() {
+        let (servers, opening, opened) = (servers.clone(), opening.clone(), opened.clone());
         openers.push(tokio::spawn(async move {
             let _turn = opening.acquire_owned().await;
             let started = Instant::now();
-            let socket = device.open_socket(&server, &token).await;
+            let socket = device.open_socket(&servers, servers.home(i), &token).await;
             let took = started.elapsed().as_micros() as u32;
             let n = opened.fetch_add(1, Ordering::Relaxed) + 1;
             if n % 256 == 0 || n as usize == count {
@@ -70,13 +70,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(|socket| tokio::spawn(hold(socket, window, open.clone())))
         .collect();
-    window.watch(&open, "open", args.server_pid).await;
+    window.watch(&open, "open", &args.server_pid).await;
     let mut still_open = Vec::with_capacity(holders.len());
     for holder in holders {
         still_open.extend(holder.await?);
     }
     // Read while the sockets are still held: the memory they cost.
-    let rss_open = args.server_pid.and_then(rss_bytes);
+    let rss_open = total_rss(&args.server_pid);
     let open_at_end = still_open.len() as u64;
     drop(still_open);
 
@@ -97,9 +97,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             server_rss_open_mib: rss_open.map(mib),
             server_mib_per_10k: per_10k,
         }),
-        ..Report::new("connections", &server, &args, 0)
+        ..Report::new("connections", &servers, &args, 0)
     };
     report.emit(args.json)
+}
+
+/// The resident memory of the servers together; `None` unless all can be read.
+fn total_rss(pids: &[u32]) -> Option<u64> {
+    pids.iter()
+        .map(|&pid| rss_bytes(pid))
+        .sum::<Option<u64>>()
+        .filter(|_| !pids.is_empty())
 }
 
 /// Holds a socket until the window ends (pongs go out as frames are read);

@@ -6,12 +6,13 @@
 //! a `delivered` receipt per message, as with real clients.
 use super::device::{BenchDevice, Socket};
 use super::report::{Latency, Report};
-use super::send::{error_code, send_one};
+use super::send::{Caller, Outgoing, call, error_code, send_one};
+use super::servers::Servers;
 use super::window::{Pacer, Window};
 use super::{BenchArgs, Setup};
-use atlas_crypto::dpop::create_proof;
 use atlas_proto::api::PushEvent;
 use futures_util::StreamExt;
+use reqwest::Method;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,15 +72,17 @@ pub(super) fn sent_at(window: &Window, body: &str) -> Option<Instant> {
 /// Runs the scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let Setup {
-        server,
+        servers,
         http,
         prefix,
         devices,
     } = Setup::new(&args).await?;
     let senders = args.senders as usize;
     let mut online = Vec::with_capacity(senders);
-    for (device, token) in devices {
-        let socket = device.open_socket(&server, &token).await?;
+    for (i, (device, token)) in devices.into_iter().enumerate() {
+        let socket = device
+            .open_socket(&servers, servers.home(i), &token)
+            .await?;
         online.push((Arc::new(device), token, socket));
     }
 
@@ -90,19 +93,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (i, (device, token, socket)) in online.into_iter().enumerate() {
         let recipient = format!("{prefix}-{}", (i + 1) % senders);
         let (seen, last_seen) = watch::channel(0u64);
-        let (h, s, d, t) = (http.clone(), server.clone(), device.clone(), token.clone());
-        tasks.push(tokio::spawn(acknowledge(h, s, d, t, last_seen, window)));
+        let home = servers.home(i);
+        let (h, s, d, t) = (http.clone(), servers.clone(), device.clone(), token.clone());
+        tasks.push(tokio::spawn(acknowledge(
+            h, s, home, d, t, last_seen, window,
+        )));
         tasks.push(tokio::spawn(listen(socket, seen, window, pushed.clone())));
-        let (http, server, bytes) = (http.clone(), server.clone(), args.body_bytes as usize);
+        let (http, servers, bytes) = (http.clone(), servers.clone(), args.body_bytes as usize);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut pacer = Pacer::new(interval);
+            let mut at = home;
             while let Some((n, sent)) = pacer.tick(&window).await {
                 let body = stamped_body(&window, sent, bytes);
-                let outcome = send_one(&http, &server, &device, &token, &recipient, n, &body).await;
+                let send = Outgoing {
+                    recipient: &recipient,
+                    client_message_id: &format!("b{n}"),
+                    body: &body,
+                };
+                let outcome = send_one(&http, &servers, &mut at, &device, &token, &send).await;
                 if window.counts(sent) {
                     match outcome {
-                        Ok(()) => tally.send_us.push(sent.elapsed().as_micros() as u32),
+                        Ok(_) => tally.send_us.push(sent.elapsed().as_micros() as u32),
                         Err(code) => tally.error(code),
                     }
                 }
@@ -110,7 +122,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tally
         }));
     }
-    let cpu = window.watch(&pushed, "pushed", args.server_pid).await;
+    let cpu = window.watch(&pushed, "pushed", &args.server_pid).await;
 
     let mut all = Tally::default();
     for task in tasks {
@@ -125,7 +137,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         errors: all.errors,
         server_cpu_us_per_message: server_cpu,
         client_cpu_us_per_message: client_cpu,
-        ..Report::new("conversation", &server, &args, messages)
+        ..Report::new("conversation", &servers, &args, messages)
     };
     report.emit(args.json)
 }
@@ -180,26 +192,33 @@ async fn listen(
 /// (each covering every push that arrived while the previous one ran).
 async fn acknowledge(
     http: reqwest::Client,
-    server: String,
+    servers: Arc<Servers>,
+    mut at: usize,
     device: Arc<BenchDevice>,
     token: String,
     mut last_seen: watch::Receiver<u64>,
     window: Window,
 ) -> Tally {
     let mut tally = Tally::default();
-    let url = format!("{server}/messages/ack");
+    let caller = Caller {
+        device: &device,
+        token: &token,
+    };
     while last_seen.changed().await.is_ok() {
         let up_to_seq = *last_seen.borrow_and_update();
         let started = Instant::now();
-        let iat = time::OffsetDateTime::now_utc().unix_timestamp();
-        let proof = create_proof(&device.dpop, "POST", &url, iat, Some(&token), None);
-        let outcome = http
-            .post(&url)
-            .header("Authorization", format!("DPoP {token}"))
-            .header("DPoP", proof)
-            .json(&serde_json::json!({ "up_to_seq": up_to_seq }))
-            .send()
-            .await;
+        let body = serde_json::json!({ "up_to_seq": up_to_seq });
+        let outcome = call(
+            &http,
+            &servers,
+            &mut at,
+            &caller,
+            Method::POST,
+            "/messages/ack",
+            Some(&body),
+        )
+        .await
+        .map(|(answer, _)| answer);
         let counted = window.counts(started);
         match outcome {
             Ok(answer) if answer.status() == 200 => {
@@ -214,7 +233,7 @@ async fn acknowledge(
                     tally.error(format!("ack_{code}"));
                 }
             }
-            Err(_) if counted => tally.error("ack_connection".into()),
+            Err(code) if counted => tally.error(format!("ack_{code}")),
             Err(_) => {}
         }
     }

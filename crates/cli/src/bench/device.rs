@@ -1,5 +1,6 @@
 //! A bench device: a user of its own with one device, registered over the
 //! public API like any client, holding a DPoP key and an access token.
+use super::servers::Servers;
 use anyhow::{Context, bail};
 use atlas_crypto::dpop::create_proof;
 use atlas_crypto::jws::JwsSigner;
@@ -61,7 +62,8 @@ impl BenchDevice {
     pub async fn token(
         &self,
         http: &reqwest::Client,
-        server: &str,
+        servers: &Servers,
+        at: usize,
         waiting: impl Fn(u64),
     ) -> anyhow::Result<String> {
         let iat = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -69,9 +71,10 @@ impl BenchDevice {
         let grant = self
             .account
             .token_grant(&self.user_id, &self.device_id, &jkt, iat);
-        let url = format!("{server}/token");
+        let url = format!("{}/token", servers.url(at));
+        let named = servers.proof_url(at, "/token");
         loop {
-            let proof = create_proof(&self.dpop, "POST", &url, iat, None, None);
+            let proof = create_proof(&self.dpop, "POST", &named, iat, None, None);
             let answer = http
                 .post(&url)
                 .header("DPoP", proof)
@@ -95,18 +98,18 @@ impl BenchDevice {
 pub use atlas_client::PushSocket as Socket;
 
 impl BenchDevice {
-    /// Opens the device's push socket (`GET /ws?after=0`) with a fresh proof.
-    pub async fn open_socket(&self, server: &str, token: &str) -> anyhow::Result<Socket> {
+    /// Opens the device's push socket (`GET /ws?after=0`) at replica `at`, with a fresh proof.
+    pub async fn open_socket(
+        &self,
+        servers: &Servers,
+        at: usize,
+        token: &str,
+    ) -> anyhow::Result<Socket> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let iat = time::OffsetDateTime::now_utc().unix_timestamp();
-        let proof = create_proof(
-            &self.dpop,
-            "GET",
-            &format!("{server}/ws"),
-            iat,
-            Some(token),
-            None,
-        );
+        let named = servers.proof_url(at, "/ws");
+        let proof = create_proof(&self.dpop, "GET", &named, iat, Some(token), None);
+        let server = servers.url(at);
         let mut request =
             format!("{}/ws?after=0", server.replacen("http", "ws", 1)).into_client_request()?;
         let headers = request.headers_mut();

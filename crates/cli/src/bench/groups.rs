@@ -9,7 +9,7 @@
 use super::conversation::{GRACE, Tally, sent_at, stamped_body};
 use super::report::{GroupsRun, Latency, Report};
 use super::window::{Pacer, Window};
-use super::{BenchArgs, hex_prefix};
+use super::{BenchArgs, Servers, hex_prefix};
 use anyhow::{Context, bail};
 use atlas_client::{Client, ClientError, GroupReceived, PushSocket};
 use atlas_proto::UserId;
@@ -57,10 +57,15 @@ pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
             args.senders
         );
     }
-    let server = args.server.trim_end_matches('/').to_owned();
+    if args.public_url.is_some() {
+        bail!(
+            "groups: --public-url is not supported (its clients name the address they connect to)"
+        );
+    }
+    let servers = Arc::new(args.servers()?);
     let prefix = format!("bench-{}", hex_prefix());
     let profiles = Profiles(std::env::temp_dir().join(format!("atlas-{prefix}")));
-    let clients = register_all(&server, &profiles.0, &prefix, args.senders as usize).await?;
+    let clients = register_all(&servers, &profiles.0, &prefix, args.senders as usize).await?;
     let groups = form_groups(&prefix, clients, group_size as usize).await?;
 
     let window = Window::new(args.warmup, args.duration);
@@ -89,7 +94,7 @@ pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
             )));
         }
     }
-    let cpu = window.watch(&read, "decrypted", args.server_pid).await;
+    let cpu = window.watch(&read, "decrypted", &args.server_pid).await;
 
     let mut all = Tally::default();
     for task in tasks {
@@ -110,7 +115,7 @@ pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
         errors: all.errors,
         server_cpu_us_per_message: server_cpu,
         client_cpu_us_per_message: client_cpu,
-        ..Report::new("groups", &server, &args, messages)
+        ..Report::new("groups", &servers, &args, messages)
     };
     report.emit(args.json)
 }
@@ -119,10 +124,10 @@ pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
 const REGISTERING_AT_ONCE: usize = 16;
 
 /// Registers `count` clients, each a new user with one device and a profile
-/// under `dir`, a few at a time; a registration refused by the server's
-/// per-address limit is retried after a pause as a new user.
+/// under `dir`, at its home replica, a few at a time; a registration refused
+/// by the server's per-address limit is retried after a pause as a new user.
 async fn register_all(
-    server: &str,
+    servers: &Arc<Servers>,
     dir: &Path,
     prefix: &str,
     count: usize,
@@ -130,8 +135,8 @@ async fn register_all(
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..REGISTERING_AT_ONCE.min(count) {
-        let (server, dir, prefix, next) = (
-            server.to_owned(),
+        let (servers, dir, prefix, next) = (
+            servers.clone(),
             dir.to_owned(),
             prefix.to_owned(),
             next.clone(),
@@ -143,7 +148,8 @@ async fn register_all(
                 if i >= count {
                     return anyhow::Ok(mine);
                 }
-                mine.push((i, register(&server, &dir, &prefix, i).await?));
+                let server = servers.url(servers.home(i));
+                mine.push((i, register(server, &dir, &prefix, i).await?));
                 if (i + 1) % 16 == 0 {
                     eprint!("\rregistering {}/{count}{}", i + 1, " ".repeat(40));
                 }

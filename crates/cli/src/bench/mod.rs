@@ -8,10 +8,13 @@ mod groups;
 mod proc_stat;
 mod report;
 mod send;
+mod servers;
+mod verify;
 mod window;
 
 use crate::keys_cmd::parse_duration;
 use device::BenchDevice;
+use servers::Servers;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -33,9 +36,20 @@ pub enum BenchCommand {
 /// Flags of every scenario.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// The server to load.
-    #[arg(long, env = "ATLAS_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    /// The server to load; repeat it (or separate with commas) for the replicas
+    /// of one deployment: devices are spread over them and move to the next
+    /// when theirs stops answering.
+    #[arg(
+        long = "server",
+        env = "ATLAS_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: Vec<String>,
+    /// The URL the servers know themselves by (their `serve --public-url`),
+    /// when it is not the address loaded: replicas behind one name.
+    #[arg(long)]
+    public_url: Option<String>,
     /// Devices taking part, each a user of its own (`connections`: one socket each).
     #[arg(long, visible_alias = "connections", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=20_000))]
@@ -49,18 +63,28 @@ pub struct BenchArgs {
     /// Sends per second in all, paced evenly (default: as fast as answers come).
     #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
     rate: Option<f64>,
-    /// The server's process id: report its CPU per message and memory (Linux /proc).
+    /// The server's process id: report its CPU per message and memory (Linux
+    /// /proc). Repeat it for replicas: their CPU is summed, the peak memory is the highest.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Ciphertext bytes per send.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(24..=65_536))]
     body_bytes: u32,
+    /// `send`: after the run, check that every answered send is in its
+    /// recipient's queue exactly once, with its receipt; exit 1 when not.
+    #[arg(long)]
+    verify: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
 impl BenchArgs {
+    /// The servers to load, checked.
+    fn servers(&self) -> anyhow::Result<Servers> {
+        Servers::new(&self.server, self.public_url.as_deref())
+    }
+
     /// Each sender's pace when `--rate` asks for one: the rate shared by `--senders`.
     fn interval(&self) -> Option<std::time::Duration> {
         self.rate
@@ -94,24 +118,24 @@ fn hex_prefix() -> String {
         .collect()
 }
 
-/// What every scenario starts from: the server, an HTTP client, this run's
+/// What every scenario starts from: the servers, an HTTP client, this run's
 /// user prefix and its `--senders` devices, registered, with their tokens.
 struct Setup {
-    server: String,
+    servers: Arc<Servers>,
     http: reqwest::Client,
     prefix: String,
     devices: Vec<(BenchDevice, String)>,
 }
 
 impl Setup {
-    /// Registers the run's devices.
+    /// Registers the run's devices, each at its home replica.
     async fn new(args: &BenchArgs) -> anyhow::Result<Self> {
-        let server = args.server.trim_end_matches('/').to_owned();
+        let servers = Arc::new(args.servers()?);
         let http = atlas_client::http_client()?;
         let prefix = format!("bench-{}", hex_prefix());
-        let devices = register_all(&http, &server, &prefix, args.senders as usize).await?;
+        let devices = register_all(&http, &servers, &prefix, args.senders as usize).await?;
         Ok(Self {
-            server,
+            servers,
             http,
             prefix,
             devices,
@@ -133,7 +157,7 @@ const REGISTERING_AT_ONCE: usize = 16;
 /// tokens, a few at a time, with a progress line; in index order.
 async fn register_all(
     http: &reqwest::Client,
-    server: &str,
+    servers: &Arc<Servers>,
     prefix: &str,
     count: usize,
 ) -> anyhow::Result<Vec<(BenchDevice, String)>> {
@@ -141,7 +165,7 @@ async fn register_all(
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..REGISTERING_AT_ONCE.min(count) {
-        let (http, server, prefix) = (http.clone(), server.to_owned(), prefix.to_owned());
+        let (http, servers, prefix) = (http.clone(), servers.clone(), prefix.to_owned());
         let (done, next) = (done.clone(), next.clone());
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
@@ -151,12 +175,13 @@ async fn register_all(
                     return anyhow::Ok(mine);
                 }
                 let user = format!("{prefix}-{i}");
-                let device = BenchDevice::register(&http, &server, &user, |wait| {
+                let home = servers.home(i);
+                let device = BenchDevice::register(&http, servers.url(home), &user, |wait| {
                     waiting("registrations", "--registrations-per-minute", wait)
                 })
                 .await?;
                 let token = device
-                    .token(&http, &server, |wait| {
+                    .token(&http, &servers, home, |wait| {
                         waiting("tokens", "--tokens-per-minute", wait)
                     })
                     .await?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 pub struct Report {
     /// The scenario.
     pub scenario: &'static str,
-    /// The server loaded.
+    /// The server loaded (the replicas, comma-separated).
     pub server: String,
     /// Devices taking part.
     pub senders: u32,
@@ -34,6 +34,12 @@ pub struct Report {
     pub sockets: Option<Sockets>,
     /// Refused or failed sends by error code (HTTP status when the body had none).
     pub errors: BTreeMap<String, u64>,
+    /// Sends that went to the next replica because theirs did not answer (several `--server`s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failovers: Option<u64>,
+    /// What the recipients' queues held after the run (`--verify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<super::verify::Delivery>,
     /// Server CPU per answered send, microseconds (with `--server-pid`).
     pub server_cpu_us_per_message: Option<f64>,
     /// Server peak resident memory, MiB (with `--server-pid`).
@@ -120,14 +126,14 @@ impl Report {
     /// A report of `messages` answered in a run of `scenario` with `args`, figures to fill in.
     pub fn new(
         scenario: &'static str,
-        server: &str,
+        servers: &super::Servers,
         args: &super::BenchArgs,
         messages: u64,
     ) -> Self {
         let seconds = args.duration as f64;
         Self {
             scenario,
-            server: server.to_owned(),
+            server: servers.describe(),
             senders: args.senders,
             seconds,
             messages,
@@ -138,10 +144,14 @@ impl Report {
             groups: None,
             sockets: None,
             errors: BTreeMap::new(),
+            failovers: None,
+            delivery: None,
             server_cpu_us_per_message: None,
             server_peak_rss_mib: args
                 .server_pid
-                .and_then(super::proc_stat::peak_rss_bytes)
+                .iter()
+                .filter_map(|&pid| super::proc_stat::peak_rss_bytes(pid))
+                .max()
                 .map(mib),
             client_cpu_us_per_message: None,
         }
@@ -221,6 +231,20 @@ impl Report {
                 .map(|(c, n)| format!("{c} × {n}"))
                 .collect();
             crate::output::outln!("  errors: {}", list.join(", "));
+        }
+        if let Some(n) = self.failovers {
+            crate::output::outln!("  sends moved to another replica: {n}");
+        }
+        if let Some(d) = &self.delivery {
+            crate::output::outln!(
+                "  delivery: {} answered, {} queued, {} missing, {} duplicated; receipts: {} checked, {} missing",
+                d.answered,
+                d.queued,
+                d.missing,
+                d.duplicated,
+                d.receipts_checked,
+                d.receipts_missing
+            );
         }
         if let Some(cpu) = self.server_cpu_us_per_message {
             crate::output::outln!("  server CPU per message: {cpu:.0} µs");

@@ -51,10 +51,14 @@ impl Window {
     }
 
     /// Shows `done` (what the scenario counts, named `what`) twice a second
-    /// until the end, and measures the CPU used while measuring.
-    pub async fn watch(&self, done: &AtomicU64, what: &str, server_pid: Option<u32>) -> CpuUsed {
+    /// until the end, and measures the CPU used while measuring: the servers'
+    /// summed over `server_pids` (one gone before the end counts nothing).
+    pub async fn watch(&self, done: &AtomicU64, what: &str, server_pids: &[u32]) -> CpuUsed {
         let me = std::process::id();
-        let read = || (server_pid.and_then(cpu_seconds), cpu_seconds(me));
+        let read = || {
+            let servers: Vec<Option<f64>> = server_pids.iter().map(|&p| cpu_seconds(p)).collect();
+            (servers, cpu_seconds(me))
+        };
         let mut at_start = None;
         let mut last = (Instant::now(), 0u64);
         while Instant::now() < self.end {
@@ -79,10 +83,15 @@ impl Window {
         }
         eprintln!();
         let at_end = read();
-        let (server_start, client_start) = at_start.unwrap_or(at_end);
+        let (server_start, client_start) = at_start.unwrap_or_else(|| at_end.clone());
         let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+        let servers: Vec<f64> = server_start
+            .into_iter()
+            .zip(at_end.0)
+            .filter_map(|(a, b)| used(a, b))
+            .collect();
         CpuUsed {
-            server: used(server_start, at_end.0),
+            server: (!servers.is_empty()).then(|| servers.iter().sum()),
             client: used(client_start, at_end.1),
         }
     }

@@ -778,9 +778,20 @@ fn bench_send_loads_a_running_server_and_reports() {
         "a progress line on stderr: {err}"
     );
 
-    // A second run registers users of its own: no clash with the first.
-    let (again, _) = bench_report(&server, "send", "2");
+    // A second run registers users of its own: no clash with the first; it
+    // checks every answered send reached its recipient's queue once.
+    let (again, _) = bench_report_with(&server, "send", "2", &["--duration", "2s", "--verify"]);
     assert!(again["messages"].as_u64().unwrap() > 0, "{again}");
+    let delivery = &again["delivery"];
+    assert!(delivery["answered"].as_u64().unwrap() > 0, "{again}");
+    assert_eq!(delivery["queued"], delivery["answered"], "{again}");
+    assert_eq!(delivery["missing"], 0, "{again}");
+    assert_eq!(delivery["duplicated"], 0, "{again}");
+    assert!(
+        delivery["receipts_checked"].as_u64().unwrap() > 0,
+        "{again}"
+    );
+    assert!(again.get("failovers").is_none(), "one server: {again}");
     // No senders, or no server: a clear refusal, not a panic.
     let (ok, _, err) = atlas_testing::run_atlas(None, None, &["bench", "send", "--senders", "0"]);
     assert!(!ok && err.contains("--senders"), "{err}");
@@ -811,6 +822,15 @@ fn bench_send_loads_a_running_server_and_reports() {
         !ok && err.contains("cannot reach") && !err.contains("panicked"),
         "{err}"
     );
+    for bad in ["ftp://127.0.0.1:1", "127.0.0.1:8080", ""] {
+        let (ok, _, err) =
+            atlas_testing::run_atlas(None, None, &["bench", "send", "--server", bad]);
+        assert!(
+            !ok && err.contains("not an http(s) server address"),
+            "{bad}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
     stop(&mut server);
 }
 

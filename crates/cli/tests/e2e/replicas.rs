@@ -300,17 +300,85 @@ async fn limits_that_guard_secrets_are_shared_by_the_replicas() {
     }
 }
 
-/// Sending devices, spread over the replicas.
-const SENDERS: usize = 6;
-/// Answered sends to see before a replica is killed, so it dies under load.
-const BEFORE_KILL: usize = 150;
-/// Sends each device makes in all.
-const SENDS_EACH: u64 = 80;
+/// `atlas bench send --verify` over `servers` behind [`PUBLIC`], started in
+/// the background: 6 senders for a 1 s warm-up and `seconds` measured.
+fn bench_in_background(servers: &[String], seconds: u32) -> Child {
+    let mut args = vec!["bench".to_owned(), "send".to_owned()];
+    for url in servers {
+        args.extend(["--server".to_owned(), url.clone()]);
+    }
+    args.extend(
+        [
+            "--public-url",
+            PUBLIC,
+            "--senders",
+            "6",
+            "--warmup",
+            "1s",
+            "--duration",
+            &format!("{seconds}s"),
+            "--verify",
+            "--json",
+        ]
+        .map(str::to_owned),
+    );
+    Command::new(atlas_testing::atlas_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The bench's report, once it has finished.
+fn bench_report(bench: Child) -> serde_json::Value {
+    let out = bench.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+    assert!(out.status.success(), "the delivery check failed: {report}");
+    report
+}
+
+/// A number from the database, e.g. `SELECT count(*) …`.
+async fn number(db: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Waits (a minute at most) until the bench's sends have stored `count` messages.
+async fn wait_until_stored(db: &sqlx::PgPool, count: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while number(db, "SELECT count(*) FROM messages").await < count {
+        assert!(Instant::now() < deadline, "the load did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the database says of the run, apart from the bench's own check:
+/// every stored message is one send (one idempotency record, no send stored
+/// twice) with its signed `accepted` receipt. Returns how many were stored.
+async fn stored_once_with_receipts(db: &sqlx::PgPool) -> i64 {
+    let stored = number(db, "SELECT count(*) FROM messages").await;
+    assert_eq!(number(db, "SELECT count(*) FROM send_log").await, stored);
+    let twice = "SELECT count(*) FROM (SELECT sender_id, left(body, 16) FROM messages \
+                 GROUP BY 1, 2 HAVING count(*) > 1) AS t";
+    assert_eq!(number(db, twice).await, 0, "a send was stored twice");
+    let unreceipted = "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM receipts r \
+                       WHERE r.message_id = m.message_id AND r.receipt_type = 'accepted')";
+    assert_eq!(
+        number(db, unreceipted).await,
+        0,
+        "a message without its receipt"
+    );
+    stored
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_carry_on_through_the_others_when_a_replica_is_killed() {
+async fn atlas_bench_carries_on_through_the_others_when_a_replica_is_killed() {
     use atlas_store::testdb::{TempDir, TempPostgres};
-    use std::sync::{Arc, Mutex};
     let pg = TempPostgres::create().await.unwrap();
     let data = TempDir::new("atlas-replicas").unwrap();
     let kek = data.path.join("server.kek");
@@ -330,84 +398,37 @@ async fn clients_carry_on_through_the_others_when_a_replica_is_killed() {
     let mut replicas: Vec<atlas_testing::Server> = (0..3)
         .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
         .collect();
-    let urls: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.url.clone()).collect());
-    let recipient = RawDevice::register(&urls[0], "recipient")
-        .await
-        .behind(PUBLIC);
-    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut load = Vec::new();
-    for i in 0..SENDERS {
-        let mut sender = RawDevice::register(&urls[i % 3], &format!("sender{i}"))
-            .await
-            .behind(PUBLIC);
-        let (acknowledged, urls) = (acknowledged.clone(), urls.clone());
-        load.push(tokio::spawn(async move {
-            let token = sender.token().await;
-            let mut at = i % 3;
-            let mut moved = 0;
-            for n in 0..SENDS_EACH {
-                let body = serde_json::json!({
-                    "recipient_id": "recipient",
-                    "client_message_id": format!("s{i}-{n}"),
-                    "envelopes": [{"device_id": "RAW", "msg_type": 1, "body": "AAAA"}],
-                });
-                loop {
-                    sender.base = urls[at].clone();
-                    match sender
-                        .try_call(&token, "POST", "/messages", Some(body.clone()))
-                        .await
-                    {
-                        // A retry that the dead replica had stored answers 200, the same message.
-                        Ok((201 | 200, answer)) => {
-                            assert!(answer["receipt"]["kid"].is_string(), "{answer}");
-                            let id = answer["message_id"].as_str().unwrap().to_owned();
-                            acknowledged.lock().unwrap().push(id);
-                            break;
-                        }
-                        Ok((429, _)) => tokio::time::sleep(Duration::from_millis(10)).await,
-                        Ok((status, answer)) => panic!("send refused: {status} {answer}"),
-                        // That replica is gone: the same send, through the next one.
-                        Err(_) => {
-                            at = (at + 1) % 3;
-                            moved += 1;
-                        }
-                    }
-                }
-            }
-            moved
-        }));
-    }
-    atlas_testing::wait_until_answered(&acknowledged, BEFORE_KILL).await;
-    replicas[1].kill_9();
-    let mut moved = 0;
-    for task in load {
-        moved += task.await.unwrap();
-    }
-    assert!(moved > 0, "the senders of the killed replica moved on");
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    let answered: std::collections::HashSet<&String> = acknowledged.iter().collect();
-    assert_eq!(
-        answered.len(),
-        SENDERS * SENDS_EACH as usize,
-        "every send answered once, as one message"
-    );
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
 
-    // Every answered send is in the recipient's queue exactly once, with its receipt.
-    let token = recipient.token().await;
-    let listed = recipient.queued_ids(&token).await;
-    let stored: std::collections::HashSet<&String> = listed.iter().collect();
-    assert_eq!(stored.len(), listed.len(), "a message is queued twice");
-    assert_eq!(stored, answered, "stored and answered differ");
-    for id in acknowledged.iter().step_by(37) {
-        let (status, receipts) = recipient
-            .call(&token, "GET", &format!("/receipts/{id}"), None)
-            .await;
-        assert_eq!(status, 200, "{id}: {receipts}");
-        assert_eq!(
-            receipts["receipts"][0]["receipt_type"], "accepted",
-            "{receipts}"
-        );
-    }
+    let bench = bench_in_background(&urls, 6);
+    wait_until_stored(&db, 100).await;
+    replicas[1].kill_9();
+    let report = bench_report(bench);
+
+    // The devices of the killed replica moved on, and nothing failed for it.
+    assert!(report["failovers"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    // Every answered send is in its recipient's queue exactly once, with its receipt…
+    let delivery = &report["delivery"];
+    assert_eq!(
+        (
+            &delivery["missing"],
+            &delivery["duplicated"],
+            &delivery["receipts_missing"]
+        ),
+        (&0.into(), &0.into(), &0.into()),
+        "{report}"
+    );
+    assert!(
+        delivery["receipts_checked"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    // …and the database agrees: what was stored is exactly what was answered.
+    let stored = stored_once_with_receipts(&db).await;
+    assert_eq!(delivery["answered"].as_i64().unwrap(), stored, "{report}");
+    assert_eq!(delivery["queued"].as_i64().unwrap(), stored, "{report}");
 }
 
 /// A `redis-server` of the test's own, stopped when dropped (a failing test too).
@@ -524,4 +545,126 @@ async fn without_redis_requests_fail_closed_and_service_resumes_when_it_returns(
     }
     assert_eq!(ready(http).await.status(), 200);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_fails_sends_closed_and_loses_nothing() {
+    use atlas_store::testdb::{TempDir, TempPostgres};
+    if required_tool("redis-server").is_none() {
+        return;
+    }
+    let port = free_port();
+    let mut redis = redis_server(port);
+    let pg = TempPostgres::create().await.unwrap();
+    let data = TempDir::new("atlas-redis-load").unwrap();
+    let kek = data.path.join("server.kek");
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let extra = [
+        "--database-url",
+        &pg.url,
+        "--kek-file",
+        kek.to_str().unwrap(),
+        "--redis-url",
+        &redis_url,
+        "--public-url",
+        PUBLIC,
+        "--registrations-per-minute",
+        "1000",
+    ];
+    let replicas: Vec<atlas_testing::Server> = (0..2)
+        .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
+        .collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let http = atlas_client::http_client().unwrap();
+
+    let bench = bench_in_background(&urls, 10);
+    wait_until_stored(&db, 60).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for url in &urls {
+        let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503, "{url} is not ready without Redis");
+    }
+    let before_return = number(&db, "SELECT count(*) FROM messages").await;
+    let _redis = redis_server(port);
+    let report = bench_report(bench);
+
+    // While Redis was away, sends failed closed (503 unavailable), and only so.
+    let errors = report["errors"].as_object().unwrap();
+    assert!(errors["unavailable"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(errors.len(), 1, "{report}");
+    // Service resumed by itself: sends were stored after Redis returned.
+    let stored = stored_once_with_receipts(&db).await;
+    assert!(
+        stored > before_return,
+        "nothing after Redis returned: {report}"
+    );
+    // Nothing answered was lost.
+    let delivery = &report["delivery"];
+    assert_eq!(
+        (&delivery["missing"], &delivery["duplicated"]),
+        (&0.into(), &0.into()),
+        "{report}"
+    );
+    assert_eq!(delivery["answered"].as_i64().unwrap(), stored, "{report}");
+    for url in &urls {
+        let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "{url} ready again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atlas_bench_groups_spread_over_replicas_commit_and_read_through_redis() {
+    use atlas_store::testdb::{TempDir, TempPostgres};
+    let pg = TempPostgres::create().await.unwrap();
+    let data = TempDir::new("atlas-replica-groups").unwrap();
+    let kek = data.path.join("server.kek");
+    let redis = shared_redis();
+    // No --public-url: the bench's full clients name the replica they talk to.
+    let extra = [
+        "--database-url",
+        &pg.url,
+        "--kek-file",
+        kek.to_str().unwrap(),
+        "--redis-url",
+        &redis,
+        "--registrations-per-minute",
+        "1000",
+    ];
+    let replicas: Vec<atlas_testing::Server> = (0..3)
+        .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
+        .collect();
+    let mut args = vec!["bench", "groups"];
+    for r in &replicas {
+        args.extend(["--server", &r.url]);
+    }
+    // Groups of three, one member on each replica; every third operation a commit.
+    args.extend([
+        "--senders",
+        "6",
+        "--group-size",
+        "3",
+        "--commit-every",
+        "3",
+        "--warmup",
+        "1s",
+        "--duration",
+        "4s",
+        "--json",
+    ]);
+    let (ok, out, err) = run_atlas(None, None, &args);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let groups = &report["groups"];
+    assert!(groups["commits"].as_u64().unwrap() > 0, "{report}");
+    // Each message is read by the two members on the other replicas (pushed
+    // through Redis), once each.
+    let (sent, decrypted) = (
+        report["messages"].as_u64().unwrap(),
+        groups["decrypted"].as_u64().unwrap(),
+    );
+    assert!(sent > 0 && decrypted > 0, "{report}");
+    assert!(decrypted <= (sent + 6) * 2, "{report}");
 }

@@ -315,26 +315,29 @@ async fn groups_add_talk_race_and_remove(h: Harness) {
     );
 }
 
-/// Two server processes on one PostgreSQL: concurrent commits of one epoch,
-/// each sent to a different process, still have exactly one winner.
+/// Three replicas on one PostgreSQL and one Redis: concurrent commits of one
+/// epoch, each sent to a different replica, still have exactly one winner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_winner_per_epoch_across_two_servers() {
-    let h = Harness::postgres().await;
-    let mut config = h.config();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let second = atlas_server::start(config).await.unwrap();
-    let url = h.url();
+async fn one_winner_per_epoch_across_three_replicas() {
+    let mut h = Harness::postgres().await;
+    h.stop().await;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let mut config = h.config();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.redis_url = Some(
+            std::env::var("ATLAS_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        );
+        replicas.push(atlas_server::start(config).await.unwrap());
+    }
+    let url = replicas[0].public_url.clone();
     let mut alice = Member::new(&url, "alice").await;
     alice.create_group("team").await;
     let mut others = Vec::new();
     for (i, user) in ["bob", "carol", "dave", "erin"].iter().enumerate() {
-        // Half the members talk to the second process.
-        let base = if i % 2 == 0 {
-            url.clone()
-        } else {
-            second.public_url.clone()
-        };
-        others.push(Member::new(&base, user).await);
+        // The members are spread over the replicas.
+        others.push(Member::new(&replicas[i % 3].public_url, user).await);
     }
     let mut packages = Vec::new();
     for m in &others {
@@ -378,7 +381,9 @@ async fn one_winner_per_epoch_across_two_servers() {
     for m in others.iter_mut().skip(1) {
         assert_eq!(texts(&m.sync("team").await), ["converged"]);
     }
-    second.stop().await;
+    for replica in replicas {
+        replica.stop().await;
+    }
 }
 
 /// Five members through adds, removes, updates and concurrent commits, while
