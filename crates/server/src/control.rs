@@ -1,7 +1,9 @@
 //! Events every replica obeys at once: a change one replica makes that the
-//! others cache (the receipt-signing key, a device's standing) is announced on
-//! the Redis channel `atlas:control`, so their caches drop it now rather than
-//! when they expire. Without Redis there is one process and nothing to tell.
+//! others cache (the receipt-signing key, the token key, a device's standing)
+//! is announced on the Redis channel `atlas:control`, so their caches drop it
+//! and the sockets it authenticated close now rather than when they expire.
+//! Without Redis there is one process and nothing to tell.
+use crate::disconnects::Reason;
 use crate::state::Inner;
 use atlas_proto::{DeviceId, UserId};
 
@@ -13,8 +15,13 @@ pub const CHANNEL: &str = "atlas:control";
 pub enum ControlEvent {
     /// Receipt-signing keys were rotated or revoked: sign with the new one.
     SigningKeysChanged,
-    /// A device was revoked or certified: read its standing again.
+    /// A device was certified: read its standing again.
     DeviceChanged(UserId, DeviceId),
+    /// A device was revoked: read its standing again and close its sockets.
+    DeviceRevoked(UserId, DeviceId),
+    /// The access-token key was rotated: load the new one (tokens under the
+    /// old one die) and close every socket.
+    TokenKeyRotated,
 }
 
 impl ControlEvent {
@@ -22,7 +29,9 @@ impl ControlEvent {
     pub fn encode(&self) -> String {
         match self {
             Self::SigningKeysChanged => "signing_keys".into(),
+            Self::TokenKeyRotated => "token_key".into(),
             Self::DeviceChanged(user, device) => format!("device {user}/{device}"),
+            Self::DeviceRevoked(user, device) => format!("device_revoked {user}/{device}"),
         }
     }
 
@@ -30,30 +39,42 @@ impl ControlEvent {
     pub fn decode(text: &str) -> Option<Self> {
         match text.split_once(' ') {
             None if text == "signing_keys" => Some(Self::SigningKeysChanged),
-            Some(("device", id)) => {
-                let (user, device) = id.split_once('/')?;
-                Some(Self::DeviceChanged(
-                    UserId::new(user).ok()?,
-                    DeviceId::new(device).ok()?,
-                ))
-            }
+            None if text == "token_key" => Some(Self::TokenKeyRotated),
+            Some(("device", id)) => device_of(id).map(|(u, d)| Self::DeviceChanged(u, d)),
+            Some(("device_revoked", id)) => device_of(id).map(|(u, d)| Self::DeviceRevoked(u, d)),
             _ => None,
         }
     }
 }
 
+/// `USER/DEVICE`, both valid ids.
+fn device_of(id: &str) -> Option<(UserId, DeviceId)> {
+    let (user, device) = id.split_once('/')?;
+    Some((UserId::new(user).ok()?, DeviceId::new(device).ok()?))
+}
+
 /// Acts on `event` in this process.
-pub fn apply(state: &Inner, event: &ControlEvent) {
+pub async fn apply(state: &Inner, event: &ControlEvent) {
     match event {
         ControlEvent::SigningKeysChanged => state.signing_keys.invalidate(),
         ControlEvent::DeviceChanged(user, device) => state.device_statuses.forget(user, device),
+        ControlEvent::DeviceRevoked(user, device) => {
+            state.device_statuses.forget(user, device);
+            state
+                .disconnects
+                .device(user, device, Reason::DeviceRevoked);
+        }
+        ControlEvent::TokenKeyRotated => {
+            crate::auth::tokens::reload_key_now(state).await;
+            state.disconnects.everyone(Reason::TokensRevoked);
+        }
     }
 }
 
 impl Inner {
     /// Acts on `event` here and tells every other replica to.
-    pub fn announce(&self, event: ControlEvent) {
-        apply(self, &event);
+    pub async fn announce(&self, event: ControlEvent) {
+        apply(self, &event).await;
         if let Some(redis) = &self.redis {
             let mut c = redis.connection();
             tokio::spawn(async move {
@@ -81,7 +102,16 @@ mod tests {
             UserId::new("alice").unwrap(),
             DeviceId::new("PHONE").unwrap(),
         );
-        for event in [ControlEvent::SigningKeysChanged, device] {
+        let revoked = ControlEvent::DeviceRevoked(
+            UserId::new("alice").unwrap(),
+            DeviceId::new("PHONE").unwrap(),
+        );
+        for event in [
+            ControlEvent::SigningKeysChanged,
+            ControlEvent::TokenKeyRotated,
+            device,
+            revoked,
+        ] {
             assert_eq!(ControlEvent::decode(&event.encode()), Some(event));
         }
         for junk in [
@@ -91,6 +121,9 @@ mod tests {
             "device a/b/c",
             "lockdown",
             "signing_keys now",
+            "token_key alice",
+            "device_revoked alice",
+            "device_revoked a/b c",
         ] {
             assert_eq!(ControlEvent::decode(junk), None, "{junk}");
         }

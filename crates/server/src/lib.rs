@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod control;
+pub mod disconnects;
 pub mod error;
 pub mod extract;
 pub mod fanout;
@@ -233,6 +234,7 @@ pub async fn build(
         jti: replay_cache,
         nonces: NonceIssuer::new(nonce_key, 300),
         fanout,
+        disconnects: Default::default(),
         clock: clock.clone(),
         signing_keys: receipts::SigningKeys::default(),
         receipts: receipts::ReceiptPolicy {
@@ -266,7 +268,7 @@ pub async fn build(
                 tokio::select! {
                     event = events.recv() => match event {
                         Some(text) => match control::ControlEvent::decode(&text) {
-                            Some(event) => control::apply(&state, &event),
+                            Some(event) => control::apply(&state, &event).await,
                             None => tracing::warn!(event = %text, "unknown control event ignored"),
                         },
                         None => return,

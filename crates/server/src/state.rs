@@ -135,6 +135,8 @@ pub struct Inner {
     pub nonces: NonceIssuer,
     /// Live delivery to connected devices.
     pub fanout: Arc<dyn Fanout>,
+    /// Push sockets to close at once (a revoked device, a rotated token key).
+    pub disconnects: crate::disconnects::Disconnects,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// The receipt-signing key in use.

@@ -70,6 +70,18 @@ impl RawDevice {
         self.public.as_deref().unwrap_or(&self.base)
     }
 
+    /// Opens the device's push socket (`GET /ws?after=0`) at `base`.
+    pub async fn push_socket(&self, token: &str) -> atlas_client::PushSocket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/ws?after=0", self.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().unwrap();
+        let proof = self.proof("GET", "/ws", Some(token), self.now());
+        let headers = request.headers_mut();
+        headers.insert("authorization", format!("DPoP {token}").parse().unwrap());
+        headers.insert("dpop", proof.parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    }
+
     /// Sends `count` messages to one device that nothing can decrypt (no
     /// session was ever made); their message ids.
     pub async fn send_junk(&self, user: &str, device: &str, count: usize) -> Vec<String> {

@@ -668,3 +668,89 @@ async fn atlas_bench_groups_spread_over_replicas_commit_and_read_through_redis()
     assert!(sent > 0 && decrypted > 0, "{report}");
     assert!(decrypted <= (sent + 6) * 2, "{report}");
 }
+
+/// Reads `socket` until the server closes it (a second at most); the close
+/// frame's code and reason.
+async fn closed_by_server(socket: &mut atlas_client::PushSocket) -> (u16, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("the socket was not closed within a second");
+        match frame {
+            Some(Ok(Message::Close(Some(close)))) => {
+                return (close.code.into(), close.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                panic!("closed without a reason: {frame:?}")
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_close_sockets_and_kill_tokens_on_every_replica() {
+    let h = Harness::postgres().await;
+    let redis = shared_redis();
+    let (a, b, c) = (
+        replica(&h, &redis).await,
+        replica(&h, &redis).await,
+        replica(&h, &redis).await,
+    );
+    let mut bob = RawDevice::register(&base(&b), "bob").await.behind(PUBLIC);
+    let mut carol = RawDevice::register(&base(&c), "carol").await.behind(PUBLIC);
+    let (bob_token, carol_token) = (bob.token().await, carol.token().await);
+    let mut bob_socket = bob.push_socket(&bob_token).await;
+    let mut carol_socket = carol.push_socket(&carol_token).await;
+    let http = atlas_client::http_client().unwrap();
+    let admin = |path: &str, scope: &str| {
+        let request = http
+            .post(format!("{}/admin/{path}", base(&a)))
+            .bearer_auth(operator_token(&h.database_url(), scope))
+            .json(&serde_json::json!({}));
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+        }
+    };
+
+    // An operator removes bob's device through A: B closes its socket at once,
+    // and its token is dead on every replica.
+    admin("devices/bob/RAW/revoke", "devices").await;
+    assert_eq!(
+        closed_by_server(&mut bob_socket).await,
+        (1008, "device_revoked".into())
+    );
+    for r in [&a, &b, &c] {
+        bob.base = base(r);
+        let (status, body) = bob.call(&bob_token, "GET", "/messages", None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+
+    // Carol's socket on C was left alone; rotating the token key through A
+    // closes it, and her token is refused by B and C at once, before any
+    // token under the new key has made them look for it.
+    admin("token-key/rotate", "keys").await;
+    assert_eq!(
+        closed_by_server(&mut carol_socket).await,
+        (1008, "tokens_revoked".into())
+    );
+    for r in [&b, &c, &a] {
+        carol.base = base(r);
+        let (status, body) = carol.call(&carol_token, "GET", "/messages", None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_token")),
+            "{body}"
+        );
+    }
+    let fresh = carol.token().await;
+    let (status, _) = carol.call(&fresh, "GET", "/messages", None).await;
+    assert_eq!(status, 200, "a new token works");
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}

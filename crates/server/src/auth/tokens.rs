@@ -121,8 +121,9 @@ impl AccessTokens {
 /// key ids cannot turn into a database read each.
 const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Picks up a token key another server process rotated to; true if the key changed.
-pub async fn reload_key(state: &crate::state::AppState) -> bool {
+/// Picks up a token key another server process rotated to (a token under an
+/// unknown key id made it look); true if the key changed.
+pub async fn reload_key(state: &crate::state::Inner) -> bool {
     {
         let mut checked = state
             .token_key_checked
@@ -133,6 +134,12 @@ pub async fn reload_key(state: &crate::state::AppState) -> bool {
         }
         *checked = Some(std::time::Instant::now());
     }
+    reload_key_now(state).await
+}
+
+/// Loads the current token key from the store, told that a replica rotated
+/// it: tokens under the old key stop verifying here too. True if it changed.
+pub async fn reload_key_now(state: &crate::state::Inner) -> bool {
     let purpose = crate::server_keys::ACCESS_TOKEN_PURPOSE;
     let now = state.clock.now();
     let make = move || crate::new_hmac_key(purpose, now);

@@ -119,10 +119,12 @@ pub async fn certify(
             "the device is not waiting for a certificate",
         ));
     }
-    state.announce(crate::control::ControlEvent::DeviceChanged(
-        auth.user_id.clone(),
-        device_id.clone(),
-    ));
+    state
+        .announce(crate::control::ControlEvent::DeviceChanged(
+            auth.user_id.clone(),
+            device_id.clone(),
+        ))
+        .await;
     tracing::info!(user_id = %auth.user_id, %device_id, by = %auth.device_id, "device certified");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -157,10 +159,12 @@ async fn remove(
         .accounts
         .revoke_device(user_id, device_id, revocation, state.clock.now())
         .await?;
-    state.announce(crate::control::ControlEvent::DeviceChanged(
-        user_id.clone(),
-        device_id.clone(),
-    ));
+    state
+        .announce(crate::control::ControlEvent::DeviceRevoked(
+            user_id.clone(),
+            device_id.clone(),
+        ))
+        .await;
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -82,7 +82,9 @@ pub async fn rotate(
     let now = state.clock.now();
     let next = new_signing_key(now);
     state.keys.rotate(&next, now + overlap, now).await?;
-    state.announce(crate::control::ControlEvent::SigningKeysChanged);
+    state
+        .announce(crate::control::ControlEvent::SigningKeysChanged)
+        .await;
     tracing::warn!(token_id = %operator.token_id, kid = %next.kid, overlap_secs = overlap.whole_seconds(), "receipt-signing key rotated");
     listing(&state).await
 }
@@ -110,7 +112,9 @@ pub async fn revoke(
             format!("no unrevoked receipt-signing key {kid}"),
         ));
     }
-    state.announce(crate::control::ControlEvent::SigningKeysChanged);
+    state
+        .announce(crate::control::ControlEvent::SigningKeysChanged)
+        .await;
     tracing::warn!(token_id = %operator.token_id, %kid, "receipt-signing key revoked");
     listing(&state).await
 }
@@ -140,7 +144,10 @@ pub async fn rotate_token_key(
     state
         .tokens
         .install(HmacJwsKey::new(secret), next.kid.clone());
-    tracing::warn!(token_id = %operator.token_id, kid = %next.kid, %previous_kid, refresh_tokens_revoked = revoked, "access-token key rotated: every token is dead");
+    state
+        .announce(crate::control::ControlEvent::TokenKeyRotated)
+        .await;
+    tracing::warn!(token_id = %operator.token_id, kid = %next.kid, %previous_kid, refresh_tokens_revoked = revoked, "access-token key rotated: every token is dead, every socket closed");
     Ok(Json(TokenKeyRotated {
         kid: next.kid,
         previous_kid,

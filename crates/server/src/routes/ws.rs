@@ -2,6 +2,7 @@
 //! it is stored. The socket closes when the access token expires; the client
 //! reconnects with a fresh token and its last processed sequence number.
 use crate::auth::DeviceAuth;
+use crate::disconnects::CLOSE_CODE;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::fanout::Live;
@@ -10,7 +11,7 @@ use crate::state::AppState;
 use atlas_proto::api::InboxMessage;
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
@@ -114,6 +115,8 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
     let mut notices = state
         .fanout
         .subscribe_notices(&auth.user_id, &auth.device_id);
+    // Before the backlog too: a revocation while it is read still closes the socket.
+    let mut disconnect = state.disconnects.watch(&auth.user_id, &auth.device_id);
     let Some(mut last) = catch_up(&state, &auth, &mut socket, after).await else {
         return;
     };
@@ -163,6 +166,12 @@ async fn push(state: AppState, auth: DeviceAuth, after: u64, mut socket: WebSock
                 }
                 if socket.send(Message::Ping(Default::default())).await.is_err() { return }
             },
+            // Revoked: the device, or every token. The client cannot resume with what it holds.
+            reason = disconnect.closed() => {
+                let frame = CloseFrame { code: CLOSE_CODE, reason: reason.code().into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
             // The token expired or the server stops: the client reconnects and resumes from its last sequence number.
             () = &mut expiry => {
                 let _ = socket.send(Message::Close(None)).await;
