@@ -75,6 +75,13 @@ impl Client {
             };
             let text = match frame {
                 Some(Ok(Message::Text(text))) => text,
+                // Reconnecting cannot help a removed device: say so rather than fail on the token.
+                Some(Ok(Message::Close(Some(close)))) if close.reason == "device_revoked" => {
+                    return Err(ClientError::Push(
+                        "this device was removed from its account (device_revoked)".into(),
+                    ));
+                }
+                // An expired or revoked token, a server stopping: the caller reconnects.
                 Some(Ok(Message::Close(_))) | None => return Ok(()),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(ClientError::Push(e.to_string())),

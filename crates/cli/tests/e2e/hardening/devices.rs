@@ -236,7 +236,42 @@ pub(super) async fn linked_devices_are_certified_and_removed_by_their_user(mut h
         )
         .await;
     assert_eq!((s, b["error"].as_str()), (400, Some("invalid_certificate")));
+    // The laptop is listening on its push socket when it is removed.
+    let listening = {
+        let laptop = atlas_client::Client::open(&h.profile("alice-laptop"))
+            .await
+            .unwrap();
+        let (pushed, mut was_pushed) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            laptop
+                .listen(move |m| pushed.send(m).unwrap(), std::future::pending())
+                .await
+        });
+        // Something pushed to it shows the socket is open.
+        bob.messages()
+            .send_text(phone.user_id(), "while listening")
+            .await
+            .unwrap();
+        // (after what it had not read yet)
+        loop {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(10), was_pushed.recv())
+                .await
+                .expect("pushed to the listening laptop")
+                .unwrap();
+            if m.text.as_deref() == Some("while listening") {
+                break;
+            }
+        }
+        task
+    };
     phone.remove_device(laptop.device_id()).await.unwrap();
+    // Its socket is closed at once, and the client says why.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), listening)
+        .await
+        .expect("the removed device's socket was closed")
+        .unwrap();
+    let why = ended.unwrap_err().to_string();
+    assert!(why.contains("device_revoked"), "{why}");
     assert_dead(laptop.messages().sync().await.unwrap_err());
     let sent = bob
         .messages()
