@@ -72,6 +72,13 @@ pub enum ErrorCode {
     UnknownBackup,
     /// The route does not exist.
     NotFound,
+    /// No incident with that id.
+    UnknownIncident,
+    /// The incident is closed: nothing more can change.
+    IncidentClosed,
+    /// The incident cannot go from its status to the one asked (e.g. resolved
+    /// back to investigating without `reopen`, or closed before resolved).
+    InvalidTransition,
     /// The method is not allowed on this route.
     MethodNotAllowed,
     /// Too many requests from this caller.
@@ -121,6 +128,9 @@ impl ErrorCode {
             Self::BackupExists => "backup_exists",
             Self::UnknownBackup => "unknown_backup",
             Self::NotFound => "not_found",
+            Self::UnknownIncident => "unknown_incident",
+            Self::IncidentClosed => "incident_closed",
+            Self::InvalidTransition => "invalid_transition",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
             Self::QueueFull => "queue_full",

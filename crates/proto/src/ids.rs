@@ -260,6 +260,51 @@ impl Extra for BackupId {
     }
 }
 
+id_type!(
+    /// An incident: `INC-YYYYMMDDHHMMSS` (UTC, the emergency manual's form),
+    /// with `-N` for the second and later one declared in the same second.
+    IncidentId,
+    24,
+    UUID
+);
+impl Extra for IncidentId {
+    fn extra(value: &str) -> Result<(), IdError> {
+        const SHAPE: IdError = IdError::Shape("INC-YYYYMMDDHHMMSS or INC-YYYYMMDDHHMMSS-N");
+        let rest = value.strip_prefix("INC-").ok_or(SHAPE)?;
+        let (stamp, n) = rest
+            .split_once('-')
+            .map_or((rest, None), |(s, n)| (s, Some(n)));
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        let n_ok = n.is_none_or(|n| (1..=4).contains(&n.len()) && digits(n) && !n.starts_with('0'));
+        if stamp.len() == 14 && digits(stamp) && n_ok {
+            Ok(())
+        } else {
+            Err(SHAPE)
+        }
+    }
+}
+
+impl IncidentId {
+    /// The id of the `n`th incident (1, 2 …) declared in the second of `at`.
+    pub fn at(at: time::OffsetDateTime, n: u32) -> IncidentId {
+        let at = at.to_offset(time::UtcOffset::UTC);
+        let stamp = format!(
+            "INC-{:04}{:02}{:02}{:02}{:02}{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        );
+        IncidentId(if n <= 1 {
+            stamp
+        } else {
+            format!("{stamp}-{n}")
+        })
+    }
+}
+
 impl BackupId {
     /// The id of a backup `user_id` makes at `unix_ms`.
     pub fn for_user(user_id: &UserId, unix_ms: i128) -> BackupId {
@@ -312,6 +357,34 @@ impl fmt::Display for MemberRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incident_ids_have_the_manuals_shape() {
+        let at = time::macros::datetime!(2026-11-30 06:05:09 UTC);
+        assert_eq!(IncidentId::at(at, 1).as_str(), "INC-20261130060509");
+        assert_eq!(IncidentId::at(at, 3).as_str(), "INC-20261130060509-3");
+        let east = at.to_offset(time::macros::offset!(+2));
+        assert_eq!(IncidentId::at(east, 1), IncidentId::at(at, 1), "always UTC");
+        for ok in [
+            "INC-20261130060509",
+            "INC-20261130060509-2",
+            "INC-20261130060509-9999",
+        ] {
+            assert!(IncidentId::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "INC-2026113006050",
+            "INC-20261130060509-",
+            "INC-20261130060509-0",
+            "INC-20261130060509-01",
+            "inc-20261130060509",
+            "INC-2026113006050x",
+            "INC-20261130060509-2-2",
+            "../etc/passwd",
+        ] {
+            assert!(IncidentId::new(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn accepts_plain_names_and_rejects_the_rest() {

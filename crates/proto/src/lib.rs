@@ -9,6 +9,7 @@ pub mod diagnose;
 pub mod e2ee;
 pub mod error;
 pub mod ids;
+pub mod incident;
 pub mod keys;
 pub mod mls;
 pub mod receipt;
@@ -18,8 +19,8 @@ pub mod timestamp;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{
-    BackupId, ClientMessageId, DeviceId, GroupId, IdError, MemberRef, MessageId, RequestId,
-    SessionId, UserId,
+    BackupId, ClientMessageId, DeviceId, GroupId, IdError, IncidentId, MemberRef, MessageId,
+    RequestId, SessionId, UserId,
 };
 pub use scope::OperatorScope;
 

@@ -16,6 +16,8 @@ pub enum OperatorScope {
     Diagnose,
     /// The DPoP replay cache.
     Dpop,
+    /// Incidents: declare, update, close.
+    Incidents,
     /// Receipt-signing and access-token keys.
     Keys,
     /// Resend requests and session resets.
@@ -28,11 +30,12 @@ pub enum OperatorScope {
 
 impl OperatorScope {
     /// Every scope, in wire order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::All,
         Self::Devices,
         Self::Diagnose,
         Self::Dpop,
+        Self::Incidents,
         Self::Keys,
         Self::Messages,
         Self::Mls,
@@ -46,6 +49,7 @@ impl OperatorScope {
             Self::Devices => "devices",
             Self::Diagnose => "diagnose",
             Self::Dpop => "dpop",
+            Self::Incidents => "incidents",
             Self::Keys => "keys",
             Self::Messages => "messages",
             Self::Mls => "mls",

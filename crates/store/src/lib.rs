@@ -10,6 +10,7 @@ mod backups;
 mod db;
 mod e2ee;
 mod groups;
+mod incidents;
 mod jti;
 mod key_checks;
 mod key_packages;
@@ -30,6 +31,7 @@ pub use accounts::AccountStore;
 pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
+pub use incidents::IncidentStore;
 pub use jti::JtiStore;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
 pub use key_packages::{ClaimedKeyPackageRecord, KeyPackageCounts, KeyPackageStore, NewKeyPackage};
@@ -123,6 +125,7 @@ pub trait Store:
     + RepairStore
     + KeyStore
     + BackupStore
+    + IncidentStore
     + Send
     + Sync
     + 'static
@@ -181,6 +184,8 @@ pub struct Stores {
     pub key_checks: Arc<dyn KeyStore>,
     /// Key backups.
     pub backups: Arc<dyn BackupStore>,
+    /// Incidents and their timelines.
+    pub incidents: Arc<dyn IncidentStore>,
     /// The whole store, for its backend name and liveness.
     pub all: Arc<dyn Store>,
 }
@@ -203,6 +208,7 @@ impl Stores {
             repair: store.clone(),
             key_checks: store.clone(),
             backups: store.clone(),
+            incidents: store.clone(),
             all: store,
         }
     }

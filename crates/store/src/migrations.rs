@@ -34,6 +34,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0019_key_package_binding.sql"),
     ),
     (20, include_str!("../migrations/0020_undelivered_index.sql")),
+    (21, include_str!("../migrations/0021_incidents.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -138,6 +138,7 @@ macro_rules! on_both_backends {
 mod accounts;
 mod backups;
 mod groups;
+mod incidents;
 mod messages;
 mod migrations;
 mod prekeys;

@@ -1,0 +1,126 @@
+//! Incidents and their timelines.
+use super::*;
+use atlas_ops::incident::{Change, apply, declare};
+use atlas_proto::IncidentId;
+use atlas_proto::incident::{
+    Component, ComponentStatus, DeclareRequest, Description, IncidentStatus, Message, Severity,
+    UpdateRequest,
+};
+
+fn request() -> DeclareRequest {
+    DeclareRequest {
+        severity: Severity::Sev2,
+        description: Description::new("Messages not delivering").unwrap(),
+        commander: None,
+        components: vec![Component::Delivery],
+        os_user: None,
+    }
+}
+
+fn update(status: IncidentStatus) -> UpdateRequest {
+    UpdateRequest {
+        status,
+        message: Message::new("<b>news</b>").unwrap(),
+        severity: Some(Severity::Sev1),
+        components: [(Component::E2ee, ComponentStatus::DegradedPerformance)].into(),
+        reopen: false,
+    }
+}
+
+/// Incidents round-trip with their timelines; a change is saved only from
+/// the version it was made on, so of two concurrent changes one wins.
+async fn incidents_round_trip_and_changes_are_saved_first_wins(db: Db) {
+    let store = db.open().await;
+    let t = now();
+    let id = IncidentId::at(t, 1);
+    let (mut incident, entries) = declare(id.clone(), &request(), "alice".into(), "ops", t);
+    assert!(store.create_incident(&incident, &entries).await.unwrap());
+    assert!(
+        !store.create_incident(&incident, &entries).await.unwrap(),
+        "the id is taken"
+    );
+    assert_eq!(store.incident(&id).await.unwrap().as_ref(), Some(&incident));
+    assert_eq!(store.incident_timeline(&id).await.unwrap(), entries);
+    let unknown = IncidentId::at(t, 2);
+    assert_eq!(store.incident(&unknown).await.unwrap(), None);
+    assert!(store.incident_timeline(&unknown).await.unwrap().is_empty());
+
+    // Two operators update from the same version: the second save is refused.
+    let version = incident.events;
+    let mut theirs = incident.clone();
+    let u = update(IncidentStatus::Identified);
+    let mine = apply(
+        &mut incident,
+        Change::Update(&u),
+        "ops",
+        t + Duration::seconds(1),
+    )
+    .unwrap();
+    let note = Message::new("looking").unwrap();
+    let other = apply(&mut theirs, Change::Note(&note), "bob", t).unwrap();
+    let (a, b) = tokio::join!(
+        store.save_incident(&incident, version, &mine),
+        store.save_incident(&theirs, version, &other)
+    );
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "exactly one of two concurrent changes is saved"
+    );
+    let stored = store.incident(&id).await.unwrap().unwrap();
+    let timeline = store.incident_timeline(&id).await.unwrap();
+    assert_eq!(timeline.len() as u64, stored.events);
+    assert!(stored == incident || stored == theirs);
+
+    // Listing: newest first; closed ones leave the open list.
+    let later = IncidentId::at(t + Duration::seconds(5), 1);
+    let (second, first_entries) = declare(
+        later.clone(),
+        &request(),
+        "carol".into(),
+        "ops",
+        t + Duration::seconds(5),
+    );
+    assert!(
+        store
+            .create_incident(&second, &first_entries)
+            .await
+            .unwrap()
+    );
+    let listed: Vec<IncidentId> = store
+        .incidents(true, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(listed, [later.clone(), id.clone()]);
+    let mut current = store.incident(&later).await.unwrap().unwrap();
+    let version = current.events;
+    let resolved = UpdateRequest {
+        components: Default::default(),
+        ..update(IncidentStatus::Resolved)
+    };
+    let mut entries = apply(&mut current, Change::Update(&resolved), "ops", t).unwrap();
+    entries.extend(apply(&mut current, Change::Close(None), "ops", t).unwrap());
+    assert!(
+        store
+            .save_incident(&current, version, &entries)
+            .await
+            .unwrap()
+    );
+    let open: Vec<IncidentId> = store
+        .incidents(true, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(open, [id]);
+    assert_eq!(store.incidents(false, 1).await.unwrap()[0].id, later);
+    assert_eq!(
+        store.incident(&later).await.unwrap().unwrap().status,
+        IncidentStatus::Closed
+    );
+}
+
+on_both_backends!(incidents_round_trip_and_changes_are_saved_first_wins);
