@@ -9,6 +9,7 @@ mod diagnose_cmd;
 mod dpop_cmd;
 mod group_cmd;
 mod identity_cmd;
+mod incident_cmd;
 mod keys_cmd;
 mod mls_cmd;
 mod output;
@@ -77,6 +78,9 @@ enum Command {
     VerifyDpop(verify::VerifyDpopArgs),
     /// Verify a signed receipt: structure, kid in the JWKS, signature, timestamps, expiry.
     VerifyReceipt(verify::VerifyReceiptArgs),
+    /// Incidents: declare, update, assign, note, list, show, close (admin API, operator token).
+    #[command(subcommand)]
+    Incident(incident_cmd::IncidentCommand),
     /// Load a running server and measure it: throughput, latency, errors, server CPU and memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -133,6 +137,7 @@ async fn main() -> ExitCode {
         Command::Dpop(cmd) => dpop_cmd::dpop(&profile_dir, cmd).await,
         Command::Mls(cmd) => mls_cmd::mls(cmd).await,
         Command::Diagnose(cmd) => diagnose_cmd::diagnose(cmd).await,
+        Command::Incident(cmd) => incident_cmd::incident(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -81,6 +81,7 @@ fn sample_path(template: &str) -> String {
         .replace("{action_id}", "a1")
         .replace("{kid}", "k1")
         .replace("{jti}", "j1")
+        .replace("{id}", "INC-20261130060509")
 }
 
 /// `GET /keys/count` with the given proof and mallory's token.

@@ -20,6 +20,7 @@ mod durability;
 mod e2ee_health;
 mod groups;
 mod hardening;
+mod incidents;
 mod receipts;
 mod repair;
 mod replicas;

@@ -47,6 +47,8 @@ fn hex_id() -> String {
 pub struct OperatorAuth {
     /// The token's public id (what the audit trail names).
     pub token_id: String,
+    /// Its label (who it was made for), perhaps empty.
+    pub label: String,
     /// Its scopes.
     pub scopes: Vec<OperatorScope>,
 }
@@ -97,6 +99,7 @@ impl FromRequestParts<AppState> for OperatorAuth {
         tracing::info!(token_id = %record.token_id, path = %parts.uri.path(), method = %parts.method, "operator request");
         Ok(OperatorAuth {
             token_id: record.token_id,
+            label: record.label,
             // A scope this server does not know (a newer one, say) grants nothing.
             scopes: record
                 .scopes
@@ -156,7 +159,9 @@ pub mod scope {
         )*};
     }
 
-    markers!(Devices, Diagnose, Dpop, Keys, Messages, Mls, Receipts);
+    markers!(
+        Devices, Diagnose, Dpop, Incidents, Keys, Messages, Mls, Receipts
+    );
 }
 
 #[cfg(test)]
@@ -167,6 +172,7 @@ mod tests {
     fn scopes_gate_routes_and_all_opens_every_one() {
         let dpop_only = OperatorAuth {
             token_id: "t".into(),
+            label: String::new(),
             scopes: vec![OperatorScope::Dpop],
         };
         assert!(dpop_only.require(OperatorScope::Dpop).is_ok());
@@ -179,6 +185,7 @@ mod tests {
         );
         let all = OperatorAuth {
             token_id: "t".into(),
+            label: String::new(),
             scopes: vec![OperatorScope::All],
         };
         assert!(all.require(OperatorScope::Receipts).is_ok());

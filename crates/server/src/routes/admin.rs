@@ -2,7 +2,7 @@
 //! (`Authorization: Bearer`), and its handler's `Admin<scope::…>` extractor
 //! checks the token's scope before the handler runs. A new admin route is one
 //! handler with that extractor plus one line in its module's `admin_router()`.
-use super::{devices, diagnose, dpop_admin, mls_admin, signing_keys};
+use super::{devices, diagnose, dpop_admin, incidents, mls_admin, signing_keys};
 use crate::state::AppState;
 use axum::Router;
 
@@ -12,6 +12,7 @@ pub fn router() -> Router<AppState> {
         .merge(devices::admin_router())
         .merge(diagnose::admin_router())
         .merge(dpop_admin::admin_router())
+        .merge(incidents::admin_router())
         .merge(mls_admin::admin_router())
         .merge(signing_keys::admin_router())
 }

@@ -6,6 +6,7 @@ pub mod diagnose;
 pub mod dpop_admin;
 pub mod groups;
 pub mod health;
+pub mod incidents;
 pub mod key_packages;
 pub mod keys;
 pub mod messages;

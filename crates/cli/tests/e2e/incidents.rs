@@ -1,0 +1,306 @@
+//! Incidents (seed `004`, §2.1, §6.1, §7.1) through `atlas incident`, on both
+//! backends: declared, updated through the status-page stages, closed, with
+//! every refusal clear and changing nothing.
+use atlas_testing::{Harness, operator_token, run_atlas};
+use serde_json::{Value, json};
+
+/// `atlas incident ARGS --server URL --json` with `token`: success and its JSON, or stderr.
+fn incident(url: &str, token: &str, args: &[&str]) -> Result<Value, String> {
+    let mut all = vec!["incident"];
+    all.extend_from_slice(args);
+    all.extend(["--server", url, "--json"]);
+    let (ok, out, err) = run_atlas(None, Some(token), &all);
+    if ok {
+        Ok(serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")))
+    } else {
+        assert!(!err.contains("panicked"), "{err}");
+        Err(err)
+    }
+}
+
+fn kinds(view: &Value) -> Vec<String> {
+    view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn rfc3339(v: &Value) -> time::OffsetDateTime {
+    atlas_proto::timestamp::parse_rfc3339(v.as_str().unwrap()).unwrap()
+}
+
+async fn incidents_are_declared_updated_and_closed(mut h: Harness) {
+    let url = h.url();
+    let op = operator_token(&h.database_url(), "incidents");
+
+    // Declared: the manual's id, severity meanings, the token's label as commander.
+    let declared = incident(
+        &url,
+        &op,
+        &[
+            "declare",
+            "SEV-2",
+            "Messages not delivering <script>x</script>",
+            "--component",
+            "delivery",
+        ],
+    )
+    .unwrap();
+    let id = declared["id"].as_str().unwrap().to_owned();
+    assert!(atlas_proto::IncidentId::new(id.as_str()).is_ok(), "{id}");
+    assert_eq!(
+        (
+            &declared["status"],
+            &declared["severity_name"],
+            &declared["response_minutes"],
+            &declared["commander"]
+        ),
+        (
+            &json!("investigating"),
+            &json!("High"),
+            &json!(30),
+            &json!("operator")
+        ),
+        "{declared}"
+    );
+    assert_eq!(declared["components"]["delivery"], "partial_outage");
+    assert_eq!(
+        declared["description"], "Messages not delivering <script>x</script>",
+        "stored as typed; the status page escapes it"
+    );
+    let due = rfc3339(&declared["next_update_due"]) - rfc3339(&declared["declared_at"]);
+    assert_eq!(due, time::Duration::minutes(30), "SEV-2: every 30 min");
+    assert_eq!(kinds(&declared), ["declared", "component"]);
+
+    // Several at once: distinct ids, several open.
+    let (ok, text, err) = run_atlas(
+        None,
+        Some(&op),
+        &[
+            "incident",
+            "declare",
+            "4",
+            "Typo on the login page",
+            "--server",
+            &url,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("INCIDENT DECLARED") && text.contains("Severity: SEV-4 (Low"),
+        "the manual's banner: {text}"
+    );
+    let commanded = incident(
+        &url,
+        &op,
+        &["declare", "SEV-3", "Slow sends", "--commander", "carol"],
+    )
+    .unwrap();
+    assert_eq!(commanded["commander"], "carol");
+    assert!(
+        commanded.get("next_update_due").is_none(),
+        "SEV-3: none due"
+    );
+    let open = incident(&url, &op, &["list", "--open"]).unwrap();
+    let ids: Vec<&str> = open["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{open}");
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        3
+    );
+
+    // Through the stages, with a severity and a component change recorded.
+    let identified = incident(
+        &url,
+        &op,
+        &[
+            "update",
+            &id,
+            "--status",
+            "identified",
+            "--message",
+            "Replica 2 queue stuck",
+            "--severity",
+            "SEV-1",
+            "--component",
+            "e2ee=degraded_performance",
+        ],
+    )
+    .unwrap();
+    assert_eq!(identified["severity"], "SEV-1");
+    assert_eq!(
+        kinds(&identified)[2..],
+        ["severity", "component", "update"],
+        "{identified}"
+    );
+    incident(&url, &op, &["assign", &id, "--commander", "dave"]).unwrap();
+    incident(
+        &url,
+        &op,
+        &["note", &id, "Rolled back to the previous image"],
+    )
+    .unwrap();
+
+    // Refused, each with its code, changing nothing.
+    let before = incident(&url, &op, &["show", &id]).unwrap();
+    let refusals: [(&[&str], &str); 6] = [
+        (&["close", &id], "invalid_transition"),
+        (
+            &["update", &id, "--status", "closed", "--message", "x"],
+            "close an incident with",
+        ),
+        (
+            &["update", &id, "--status", "fixed", "--message", "x"],
+            "investigating, identified",
+        ),
+        (&["show", "INC-20200101000000"], "unknown_incident"),
+        (&["show", "INC-1"], "INC-YYYYMMDDHHMMSS"),
+        (&["declare", "SEV-5", "x"], "not a severity"),
+    ];
+    for (args, expected) in refusals {
+        let err = incident(&url, &op, args).unwrap_err();
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let huge = "x".repeat(100_000);
+    let escape = "red \u{1b}[31m text";
+    for (args, expected) in [
+        (vec!["declare", "SEV-3", huge.as_str()], "at most 500"),
+        (vec!["note", &id, escape], "control characters"),
+        (vec!["declare", "SEV-3", "   "], "must not be empty"),
+    ] {
+        let err = incident(&url, &op, &args).unwrap_err();
+        assert!(err.contains(expected), "{err}");
+        assert!(
+            err.len() < 1000 && !err.contains('\u{1b}'),
+            "not echoed: {err}"
+        );
+    }
+    assert_eq!(incident(&url, &op, &["show", &id]).unwrap(), before);
+
+    // Resolved; back to work only when said; closed; then only notes.
+    incident(
+        &url,
+        &op,
+        &["update", &id, "--status", "resolved", "--message", "Fixed"],
+    )
+    .unwrap();
+    let err = incident(
+        &url,
+        &op,
+        &["update", &id, "--status", "monitoring", "--message", "x"],
+    )
+    .unwrap_err();
+    assert!(err.contains("--reopen"), "{err}");
+    incident(
+        &url,
+        &op,
+        &[
+            "update",
+            &id,
+            "--status",
+            "monitoring",
+            "--message",
+            "Back",
+            "--reopen",
+        ],
+    )
+    .unwrap();
+    incident(
+        &url,
+        &op,
+        &["update", &id, "--status", "resolved", "--message", "Fixed"],
+    )
+    .unwrap();
+    let closed = incident(
+        &url,
+        &op,
+        &["close", &id, "--resolution", "Replica 2 replaced"],
+    )
+    .unwrap();
+    assert_eq!(
+        (&closed["status"], &closed["resolution"]),
+        (&json!("closed"), &json!("Replica 2 replaced"))
+    );
+    assert!(
+        closed["closed_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator (token ")
+    );
+    let pm = rfc3339(&closed["postmortem_due"]) - rfc3339(&closed["closed_at"]);
+    assert_eq!(pm, time::Duration::hours(48));
+    assert!(closed.get("next_update_due").is_none());
+    let err = incident(
+        &url,
+        &op,
+        &["update", &id, "--status", "resolved", "--message", "x"],
+    )
+    .unwrap_err();
+    assert!(err.contains("incident_closed"), "{err}");
+    incident(&url, &op, &["note", &id, "Customers informed"]).unwrap();
+    let open = incident(&url, &op, &["list", "--open"]).unwrap();
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 2);
+    let all = incident(&url, &op, &["list"]).unwrap();
+    assert_eq!(all["incidents"].as_array().unwrap().len(), 3);
+
+    // Timestamps never run backwards; every entry names its actor.
+    let shown = incident(&url, &op, &["show", &id]).unwrap();
+    let entries = shown["timeline"].as_array().unwrap();
+    let times: Vec<_> = entries.iter().map(|e| rfc3339(&e["at"])).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{shown}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["actor"].as_str().unwrap().contains("token"))
+    );
+    assert_eq!(entries.last().unwrap()["kind"], "note");
+
+    // Another scope, or none: refused.
+    let keys = operator_token(&h.database_url(), "keys");
+    let err = incident(&url, &keys, &["list"]).unwrap_err();
+    assert!(err.contains("insufficient_scope"), "{err}");
+    let (ok, _, err) = run_atlas(None, None, &["incident", "list", "--server", &url]);
+    assert!(!ok && err.contains("ATLAS_ADMIN_TOKEN"), "{err}");
+
+    // The API refuses malformed bodies with a clear code, never a 500.
+    let http = atlas_client::http_client().unwrap();
+    for body in [
+        json!({"severity": "SEV-9", "description": "x"}),
+        json!({"severity": "SEV-2"}),
+        json!({"severity": "SEV-2", "description": "x", "extra": 1}),
+        json!({"severity": "SEV-2", "description": "a\u{0}b"}),
+        json!({"severity": "SEV-2", "description": "x", "components": ["kitchen"]}),
+    ] {
+        let answer = http
+            .post(format!("{url}/admin/incidents"))
+            .bearer_auth(&op)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let refusal: Value = answer.json().await.unwrap();
+        assert_eq!(
+            (status, &refusal["error"]),
+            (400, &json!("invalid_request")),
+            "{body}: {refusal}"
+        );
+    }
+    let answer = http
+        .get(format!("{url}/admin/incidents/..%2Fetc"))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    h.stop().await;
+}
+
+on_both_backends!(incidents_are_declared_updated_and_closed);
