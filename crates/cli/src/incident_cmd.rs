@@ -3,12 +3,13 @@
 //! the server's record, which every operator sees, instead of a file in /tmp.
 use crate::admin::ServerArgs;
 use crate::output::outln;
+use anyhow::Context;
 use atlas_ops::incident::parse_component_status;
 use atlas_proto::IncidentId;
 use atlas_proto::incident::{
     AssignRequest, CloseRequest, Commander, Component, ComponentStatus, DeclareRequest,
-    Description, IncidentEvent, IncidentList, IncidentStatus, IncidentView, Message, NoteRequest,
-    Severity, UpdateRequest,
+    Description, Impact, IncidentEvent, IncidentList, IncidentStatus, IncidentView, Message,
+    NoteRequest, Severity, UpdateRequest,
 };
 use reqwest::Method;
 
@@ -84,6 +85,20 @@ pub enum IncidentCommand {
     Show {
         /// The incident, INC-….
         id: IncidentId,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write the post-mortem (the manual's template): duration, impact and
+    /// timeline from what the server recorded; lessons and actions to fill in.
+    Postmortem {
+        /// The incident, INC-….
+        id: IncidentId,
+        /// Write it to this file instead of printing it.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// A delivery later than this after acceptance counts as delayed.
+        #[arg(long, default_value = "60s", value_parser = crate::keys_cmd::parse_duration)]
+        late_after: u64,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -241,6 +256,33 @@ pub async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
                     i.description,
                     i.commander
                 );
+            }
+        }
+        IncidentCommand::Postmortem {
+            id,
+            output,
+            late_after,
+            server,
+        } => {
+            let client = server.client()?;
+            let view: IncidentView = client
+                .call(Method::GET, &format!("/admin/incidents/{id}"))
+                .await?;
+            let path = format!("/admin/incidents/{id}/impact?late_after={late_after}");
+            let impact: Impact = client.call(Method::GET, &path).await?;
+            let markdown = atlas_ops::postmortem::render(&view, &impact);
+            if server.json {
+                let all =
+                    serde_json::json!({ "incident": view, "impact": impact, "markdown": markdown });
+                return print_json(&all);
+            }
+            match output {
+                Some(file) => {
+                    std::fs::write(&file, &markdown)
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    eprintln!("post-mortem of {id} written to {}", file.display());
+                }
+                None => outln!("{markdown}"),
             }
         }
         IncidentCommand::Show { id, server } => {

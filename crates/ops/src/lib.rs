@@ -6,3 +6,4 @@
 
 pub mod diagnose;
 pub mod incident;
+pub mod postmortem;

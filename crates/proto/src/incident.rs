@@ -596,6 +596,31 @@ pub struct Incident {
     pub events: u64,
 }
 
+/// What the server recorded in an incident's window (`GET /admin/incidents/{id}/impact`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Impact {
+    /// The window: from the declaration…
+    pub from: Option<Timestamp>,
+    /// …to the resolution (or the close, or now).
+    pub until: Option<Timestamp>,
+    /// 1:1 sends accepted in the window.
+    pub messages: u64,
+    /// Their copies, one per recipient device.
+    pub copies: u64,
+    /// Copies delivered more than `late_after_secs` after they were accepted.
+    pub delivered_late: u64,
+    /// Copies not delivered yet.
+    pub undelivered: u64,
+    /// Seconds after which a delivery counts as late.
+    pub late_after_secs: u64,
+    /// Users with a late or undelivered copy.
+    pub users_delayed: u64,
+    /// Decryption failures first reported in the window, by cause.
+    pub decryption_failures: BTreeMap<String, u64>,
+    /// Users who reported them.
+    pub users_failing: u64,
+}
+
 /// `GET /admin/incidents`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IncidentList {

@@ -55,6 +55,15 @@ impl Dialect {
         }
     }
 
+    /// A time column as seconds since the Unix epoch (fractional), so windows
+    /// and differences are computed alike (SQLite keeps times as RFC 3339 text).
+    pub(crate) fn epoch_seconds(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => format!("((julianday({column}) - 2440587.5) * 86400.0)"),
+            Self::Postgres => format!("CAST(EXTRACT(EPOCH FROM {column}) AS DOUBLE PRECISION)"),
+        }
+    }
+
     /// ` FOR UPDATE SKIP LOCKED` where concurrent claimers take different rows.
     pub(crate) fn skip_locked(self) -> &'static str {
         match self {
@@ -95,6 +104,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
 }
 
 impl Db {
+    /// Which dialect the database speaks.
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Self::Sqlite { .. } => Dialect::Sqlite,
+            Self::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     /// Starts a write transaction.
     pub(crate) async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {

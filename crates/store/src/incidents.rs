@@ -5,7 +5,8 @@ use crate::db::{Backend, read, run};
 use crate::{StoreError, StoreResult};
 use atlas_proto::IncidentId;
 use atlas_proto::incident::{
-    Component, ComponentStatus, Incident, IncidentEvent, IncidentStatus, Severity, TimelineEntry,
+    Component, ComponentStatus, Impact, Incident, IncidentEvent, IncidentStatus, Severity,
+    TimelineEntry,
 };
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -33,6 +34,14 @@ pub trait IncidentStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// The latest incidents, newest first; with `open_only`, those not closed.
     async fn incidents(&self, open_only: bool, limit: u32) -> StoreResult<Vec<Incident>>;
+    /// What the messages and decryption reports of `[from, until)` say: a
+    /// scan of that window, for an operator's post-mortem, not a hot path.
+    async fn impact(
+        &self,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+        late_after_secs: u64,
+    ) -> StoreResult<Impact>;
 }
 
 /// The columns of an incident, in [`Row`] order.
@@ -247,6 +256,83 @@ impl<T: Backend> IncidentStore for T {
         )?;
         rows.into_iter().map(Row::into_incident).collect()
     }
+
+    async fn impact(
+        &self,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+        late_after_secs: u64,
+    ) -> StoreResult<Impact> {
+        let d = self.db().dialect();
+        let (created, delivered) = (
+            d.epoch_seconds("created_at"),
+            d.epoch_seconds("delivered_at"),
+        );
+        let late = format!("{delivered} - {created} > $3");
+        let sql = format!(
+            "SELECT COUNT(DISTINCT message_id), COUNT(*), \
+             COUNT(CASE WHEN delivered_at IS NOT NULL AND {late} THEN 1 END), \
+             COUNT(CASE WHEN delivered_at IS NULL THEN 1 END), \
+             COUNT(DISTINCT CASE WHEN delivered_at IS NULL OR {late} THEN recipient_id END) \
+             FROM messages WHERE {created} >= $1 AND {created} < $2"
+        );
+        let (messages, copies, delivered_late, undelivered, users_delayed): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = read!(
+            self.db(),
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(epoch(from))
+                .bind(epoch(until))
+                .bind(late_after_secs as f64),
+            fetch_one
+        )?;
+        let reported = d.epoch_seconds("first_reported_at");
+        let window = format!("first_code IS NOT NULL AND {reported} >= $1 AND {reported} < $2");
+        let sql = format!(
+            "SELECT first_code, COUNT(*) FROM decryption_reports WHERE {window} GROUP BY first_code"
+        );
+        let by_code: Vec<(String, i64)> = read!(
+            self.db(),
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(epoch(from))
+                .bind(epoch(until)),
+            fetch_all
+        )?;
+        let sql = format!("SELECT COUNT(DISTINCT user_id) FROM decryption_reports WHERE {window}");
+        let (users_failing,): (i64,) = read!(
+            self.db(),
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(epoch(from))
+                .bind(epoch(until)),
+            fetch_one
+        )?;
+        Ok(Impact {
+            from: Some(from.into()),
+            until: Some(until.into()),
+            messages: count(messages),
+            copies: count(copies),
+            delivered_late: count(delivered_late),
+            undelivered: count(undelivered),
+            late_after_secs,
+            users_delayed: count(users_delayed),
+            decryption_failures: by_code.into_iter().map(|(c, n)| (c, count(n))).collect(),
+            users_failing: count(users_failing),
+        })
+    }
+}
+
+/// Seconds since the Unix epoch, as [`crate::db::Dialect::epoch_seconds`] reads columns.
+fn epoch(t: OffsetDateTime) -> f64 {
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
+
+/// A count as stored.
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
 }
 
 /// Appends timeline entries in an open transaction.

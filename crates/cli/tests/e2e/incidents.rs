@@ -1,7 +1,7 @@
 //! Incidents (seed `004`, §2.1, §6.1, §7.1) through `atlas incident`, on both
 //! backends: declared, updated through the status-page stages, closed, with
 //! every refusal clear and changing nothing.
-use atlas_testing::{Harness, operator_token, run_atlas};
+use atlas_testing::{Harness, RawDevice, operator_token, run_atlas};
 use serde_json::{Value, json};
 
 /// `atlas incident ARGS --server URL --json` with `token`: success and its JSON, or stderr.
@@ -147,6 +147,12 @@ async fn incidents_are_declared_updated_and_closed(mut h: Harness) {
         &["note", &id, "Rolled back to the previous image"],
     )
     .unwrap();
+    // Traffic during the incident: three sends bob cannot read yet, two of
+    // which he reports as failed to decrypt.
+    let alice = RawDevice::register(&url, "alice").await;
+    let bob = RawDevice::register(&url, "bob").await;
+    let sent = alice.send_junk("bob", "RAW", 3).await;
+    assert_eq!(bob.report_failures(&sent[..2]).await, 2);
 
     // Refused, each with its code, changing nothing.
     let before = incident(&url, &op, &["show", &id]).unwrap();
@@ -249,6 +255,48 @@ async fn incidents_are_declared_updated_and_closed(mut h: Harness) {
     assert_eq!(open["incidents"].as_array().unwrap().len(), 2);
     let all = incident(&url, &op, &["list"]).unwrap();
     assert_eq!(all["incidents"].as_array().unwrap().len(), 3);
+
+    // The post-mortem: the template, with duration, impact and timeline computed.
+    let file = h.profile("postmortem.md");
+    let (ok, _, err) = run_atlas(
+        None,
+        Some(&op),
+        &[
+            "incident",
+            "postmortem",
+            &id,
+            "--output",
+            file.to_str().unwrap(),
+            "--server",
+            &url,
+        ],
+    );
+    assert!(ok, "{err}");
+    let md = std::fs::read_to_string(&file).unwrap();
+    assert!(md.starts_with(&format!("# Post-Mortem: {id}\n")), "{md}");
+    assert!(
+        md.contains("- **Severity**: SEV-1 (Critical); declared as SEV-2"),
+        "{md}"
+    );
+    assert!(md.contains("- **Duration**: "), "{md}");
+    assert!(
+        md.contains("3 messages sent during the incident (3 device copies)"),
+        "{md}"
+    );
+    assert!(md.contains("3 not delivered yet, for 1 users"), "{md}");
+    assert!(
+        md.contains("2 decryption failures reported by 1 users"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Root cause identified: Replica 2 queue stuck"),
+        "{md}"
+    );
+    assert!(md.contains("Incident closed: Replica 2 replaced"), "{md}");
+    assert!(md.contains("&lt;script&gt;"), "HTML escaped: {md}");
+    assert!(md.contains("## Action Items"), "{md}");
+    let err = incident(&url, &op, &["postmortem", "INC-20200101000000"]).unwrap_err();
+    assert!(err.contains("unknown_incident"), "{err}");
 
     // Timestamps never run backwards; every entry names its actor.
     let shown = incident(&url, &op, &["show", &id]).unwrap();

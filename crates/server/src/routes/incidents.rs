@@ -8,8 +8,8 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 use atlas_ops::incident::{self as lifecycle, Change, IncidentError};
 use atlas_proto::incident::{
-    AssignRequest, CloseRequest, DeclareRequest, Incident, IncidentList, IncidentView, NoteRequest,
-    UpdateRequest,
+    AssignRequest, CloseRequest, DeclareRequest, Impact, Incident, IncidentList, IncidentView,
+    NoteRequest, UpdateRequest,
 };
 use atlas_proto::{ErrorCode, IncidentId};
 use axum::Json;
@@ -153,6 +153,49 @@ pub async fn show(
     Ok(Json(full_view(&state, &incident).await?))
 }
 
+/// Query of `GET /admin/incidents/{id}/impact`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpactQuery {
+    /// Seconds after which a delivery counts as late (default 60).
+    pub late_after: Option<u64>,
+}
+
+/// Longest `late_after`: a day.
+const MAX_LATE_AFTER: u64 = 86_400;
+
+/// `GET /admin/incidents/{id}/impact`: what the server recorded from the
+/// declaration to the resolution (or the close, or now), for the post-mortem.
+pub async fn impact(
+    State(state): State<AppState>,
+    _: Admin<scope::Incidents>,
+    ApiPath(id): ApiPath<IncidentId>,
+    ApiQuery(query): ApiQuery<ImpactQuery>,
+) -> Result<Json<Impact>, ApiError> {
+    let late_after = query.late_after.unwrap_or(60);
+    if !(1..=MAX_LATE_AFTER).contains(&late_after) {
+        return Err(ApiError::invalid(format!(
+            "late_after must be 1 to {MAX_LATE_AFTER} seconds"
+        )));
+    }
+    let incident = state
+        .stores
+        .incidents
+        .incident(&id)
+        .await?
+        .ok_or_else(|| unknown(&id))?;
+    let until = incident
+        .resolved_at
+        .or(incident.closed_at)
+        .unwrap_or_else(|| state.clock.now());
+    let impact = state
+        .stores
+        .incidents
+        .impact(incident.declared_at, until, late_after)
+        .await?;
+    Ok(Json(impact))
+}
+
 /// Loads incident `id`, applies `change` by `actor` and saves it, from the
 /// top when another change came first; the incident as it now is.
 async fn change(
@@ -239,6 +282,7 @@ pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/incidents", post(declare).get(list))
         .route("/incidents/{id}", get(show))
+        .route("/incidents/{id}/impact", get(impact))
         .route("/incidents/{id}/updates", post(update))
         .route("/incidents/{id}/assign", post(assign))
         .route("/incidents/{id}/notes", post(note))

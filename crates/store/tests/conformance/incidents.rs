@@ -123,4 +123,64 @@ async fn incidents_round_trip_and_changes_are_saved_first_wins(db: Db) {
     );
 }
 
-on_both_backends!(incidents_round_trip_and_changes_are_saved_first_wins);
+/// The impact of a window: sends in it, their late and undelivered copies.
+async fn impact_counts_the_window(db: Db) {
+    let store = db.open().await;
+    add_user(&store, "alice", "D1").await;
+    add_user(&store, "carol", "P").await;
+    add_user(&store, "dan", "Q").await;
+    let t = now();
+    for (id, to, device) in [
+        ("c1", "carol", "P"),
+        ("c2", "carol", "P"),
+        ("d1", "dan", "Q"),
+    ] {
+        let m = send("alice", to, id, vec![envelope(device, "cGF5bG9hZA==")]);
+        store.store_message(&m).await.unwrap();
+    }
+    // carol reads the first two minutes later; dan never does.
+    store
+        .ack(
+            &uid("carol"),
+            &did("P"),
+            2,
+            t + Duration::minutes(2),
+            &delivered("P"),
+        )
+        .await
+        .unwrap();
+    let impact = store
+        .impact(t - Duration::minutes(1), t + Duration::minutes(1), 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            impact.messages,
+            impact.copies,
+            impact.delivered_late,
+            impact.undelivered,
+            impact.users_delayed
+        ),
+        (3, 3, 2, 1, 2),
+        "{impact:?}"
+    );
+    let lenient = store
+        .impact(t - Duration::minutes(1), t + Duration::minutes(1), 600)
+        .await
+        .unwrap();
+    assert_eq!((lenient.delivered_late, lenient.users_delayed), (0, 1));
+    let after = store
+        .impact(t + Duration::minutes(1), t + Duration::minutes(2), 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.messages, after.copies, after.users_delayed),
+        (0, 0, 0)
+    );
+    assert!(after.decryption_failures.is_empty());
+}
+
+on_both_backends!(
+    incidents_round_trip_and_changes_are_saved_first_wins,
+    impact_counts_the_window
+);
