@@ -396,6 +396,28 @@ fn print_incident(v: &IncidentView) {
     for e in &v.timeline {
         outln!("    {}  {}  {}", e.at, e.actor, describe(&e.event));
     }
+    if !v.notifications.is_empty() {
+        outln!("  notifications:");
+    }
+    for n in &v.notifications {
+        let state = match (n.status.as_str(), &n.last_error, n.next_attempt_at) {
+            ("delivered", _, _) => format!(
+                "delivered {} ({} attempts)",
+                n.delivered_at.map(|t| t.to_string()).unwrap_or_default(),
+                n.attempts
+            ),
+            ("pending", Some(e), Some(next)) => {
+                format!("PENDING: attempt {} got {e}; next at {next}", n.attempts)
+            }
+            ("failed", e, _) => format!(
+                "FAILED after {} attempts: {}",
+                n.attempts,
+                e.as_deref().unwrap_or("?")
+            ),
+            _ => "pending".to_owned(),
+        };
+        outln!("    {:<9}  {state}  {}", n.destination, n.summary);
+    }
 }
 
 /// One timeline entry in words.

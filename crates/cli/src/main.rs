@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the delivery server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Register this profile as a new user (or, with --link-code, as a new device of a user).
     Register(client_cmd::RegisterArgs),
     /// Send an end-to-end-encrypted text message.
@@ -119,7 +119,7 @@ async fn main() -> ExitCode {
     }
     let profile_dir = home(cli.home).join("profiles").join(&cli.profile);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Register(args) => client_cmd::register(&profile_dir, args).await,
         Command::Send(args) => client_cmd::send(&profile_dir, args).await,
         Command::Inbox(args) => client_cmd::inbox(&profile_dir, args).await,

@@ -33,6 +33,16 @@ pub struct ServeArgs {
     /// the DPoP replay cache (`dpop:jti:<JTI>`). Default: in the database.
     #[arg(long, env = "ATLAS_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// A Slack incoming-webhook URL: every incident change is posted there.
+    #[arg(long, env = "ATLAS_SLACK_WEBHOOK_URL", hide_env_values = true, value_parser = http_url)]
+    slack_webhook_url: Option<String>,
+    /// A PagerDuty Events API v2 routing key: SEV-1/2 incidents page, closing resolves.
+    #[arg(long, env = "ATLAS_PAGERDUTY_ROUTING_KEY", hide_env_values = true)]
+    pagerduty_routing_key: Option<String>,
+    /// Where PagerDuty events go.
+    #[arg(long, env = "ATLAS_PAGERDUTY_EVENTS_URL", value_parser = http_url,
+          default_value = atlas_server::notify::PAGERDUTY_EVENTS_URL)]
+    pagerduty_events_url: String,
     /// Public origin clients use (DPoP htu is checked against it); default `http://<listen>`.
     #[arg(long, env = "ATLAS_PUBLIC_URL")]
     public_url: Option<String>,
@@ -140,6 +150,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.public_url = args.public_url;
     config.redis_url = args.redis_url;
+    config.notify = atlas_server::notify::NotifyConfig {
+        slack_webhook_url: args.slack_webhook_url,
+        pagerduty_routing_key: args.pagerduty_routing_key.filter(|k| !k.trim().is_empty()),
+        pagerduty_events_url: args.pagerduty_events_url,
+    };
     config.max_body_bytes = args.max_body_bytes;
     config.max_envelope_bytes = args.max_envelope_bytes;
     config.require_dpop_nonce = args.require_dpop_nonce;
@@ -187,4 +202,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// An `http(s)://` URL (the value is not echoed: a webhook URL is a secret).
+fn http_url(text: &str) -> Result<String, String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(text.to_owned())
+        }
+        _ => Err("not an http(s) URL".into()),
+    }
 }

@@ -76,6 +76,7 @@ pub fn declare(
         components: Default::default(),
         updated_at: now,
         events: 0,
+        paged: false,
     };
     let mut events = vec![IncidentEvent::Declared {
         severity: request.severity,
@@ -243,6 +244,7 @@ pub fn view(incident: &Incident, timeline: Vec<TimelineEntry>) -> IncidentView {
         next_update_due,
         postmortem_due: incident.closed_at.map(|c| (c + POSTMORTEM_DUE).into()),
         timeline,
+        notifications: Vec::new(),
     }
 }
 

@@ -6,4 +6,5 @@
 
 pub mod diagnose;
 pub mod incident;
+pub mod notify;
 pub mod postmortem;

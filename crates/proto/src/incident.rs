@@ -558,6 +558,33 @@ pub struct IncidentView {
     /// What happened, in order (empty in lists).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
+    /// What Slack and PagerDuty were told, and whether it arrived (empty in lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationView>,
+}
+
+/// A notification of an incident change and its delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationView {
+    /// `slack` or `pagerduty`.
+    pub destination: String,
+    /// What, in a few words.
+    pub summary: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: u64,
+    /// How the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Queued when.
+    pub created_at: Timestamp,
+    /// Delivered when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<Timestamp>,
+    /// The next attempt (pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
 }
 
 /// An incident's state as stored (its timeline apart). Every change appends
@@ -594,6 +621,8 @@ pub struct Incident {
     pub updated_at: time::OffsetDateTime,
     /// Timeline entries so far.
     pub events: u64,
+    /// Whether it paged the on-call (closing it then resolves the page).
+    pub paged: bool,
 }
 
 /// What the server recorded in an incident's window (`GET /admin/incidents/{id}/impact`).

@@ -12,6 +12,7 @@ pub mod kek;
 pub mod limits;
 pub mod listener;
 pub mod mls_commit;
+pub mod notify;
 pub mod rate_limit;
 pub mod receipts;
 pub mod redis_fanout;
@@ -258,8 +259,15 @@ pub async fn build(
             label_key: metrics_salt,
         },
         registration: config.registration.clone(),
+        notify_to: config.notify.destinations(),
         redis,
     });
+    notify::spawn(
+        config.notify.clone(),
+        stores.incidents.clone(),
+        clock.clone(),
+        shutdown.subscribe(),
+    );
     if let Some(mut events) = control_events {
         let state = state.clone();
         let mut stop = shutdown.subscribe();

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub kek_file: Option<std::path::PathBuf>,
     /// Header-read (idle) and body-read timeouts of every connection.
     pub timeouts: crate::listener::Timeouts,
+    /// Where incident notifications go (Slack, PagerDuty).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl ServerConfig {
@@ -69,6 +71,10 @@ impl ServerConfig {
             metrics_group_ids: false,
             registration: Registration::Open,
             timeouts: Default::default(),
+            notify: crate::notify::NotifyConfig {
+                pagerduty_events_url: crate::notify::PAGERDUTY_EVENTS_URL.into(),
+                ..Default::default()
+            },
         }
     }
 }
@@ -157,6 +163,8 @@ pub struct Inner {
     pub metrics_config: MetricsConfig,
     /// Who may register new users.
     pub registration: Registration,
+    /// Where incident changes are notified.
+    pub notify_to: Vec<atlas_ops::notify::Destination>,
     /// Redis, when configured (readiness checks it).
     pub redis: Option<crate::redis_store::Redis>,
 }

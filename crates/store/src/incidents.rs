@@ -14,23 +14,26 @@ use time::OffsetDateTime;
 /// The incident part of the store.
 #[async_trait::async_trait]
 pub trait IncidentStore: Send + Sync {
-    /// Stores a new incident with its first entries; false if the id is taken.
+    /// Stores a new incident with its first entries and the notifications
+    /// they make; false if the id is taken.
     async fn create_incident(
         &self,
         incident: &Incident,
         entries: &[TimelineEntry],
+        notices: &[NewNotification],
     ) -> StoreResult<bool>;
     /// One incident.
     async fn incident(&self, id: &IncidentId) -> StoreResult<Option<Incident>>;
     /// Its timeline, in order.
     async fn incident_timeline(&self, id: &IncidentId) -> StoreResult<Vec<TimelineEntry>>;
-    /// Saves `incident` and appends `entries`, if it still has `version`
-    /// entries; false when another change came first.
+    /// Saves `incident`, appends `entries` and queues `notices`, if it still
+    /// has `version` entries; false when another change came first.
     async fn save_incident(
         &self,
         incident: &Incident,
         version: u64,
         entries: &[TimelineEntry],
+        notices: &[NewNotification],
     ) -> StoreResult<bool>;
     /// The latest incidents, newest first; with `open_only`, those not closed.
     async fn incidents(&self, open_only: bool, limit: u32) -> StoreResult<Vec<Incident>>;
@@ -42,12 +45,93 @@ pub trait IncidentStore: Send + Sync {
         until: OffsetDateTime,
         late_after_secs: u64,
     ) -> StoreResult<Impact>;
+    /// An incident's notifications, oldest first.
+    async fn incident_notifications(&self, id: &IncidentId)
+    -> StoreResult<Vec<NotificationRecord>>;
+    /// Takes the oldest pending notification of `destination` for `lease`,
+    /// if it is due and no one holds it: notifications of one destination go
+    /// out one at a time, in order, whichever replica sends them.
+    async fn claim_notification(
+        &self,
+        destination: &str,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> StoreResult<Option<NotificationRecord>>;
+    /// Records attempt `attempt` of a claimed notification and what follows.
+    async fn finish_notification(
+        &self,
+        notification_id: &str,
+        attempt: &Attempt<'_>,
+    ) -> StoreResult<()>;
+    /// Notifications by destination and status, for `/metrics`.
+    async fn notification_counts(&self) -> StoreResult<Vec<(String, String, u64)>>;
 }
+
+/// A notification to queue.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    /// Its id (a UUID).
+    pub notification_id: String,
+    /// `slack` or `pagerduty`.
+    pub destination: String,
+    /// What, in a few words.
+    pub summary: String,
+    /// The JSON body, without secrets.
+    pub payload: String,
+    /// When.
+    pub created_at: OffsetDateTime,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct NotificationRecord {
+    /// Its id.
+    pub notification_id: String,
+    /// The incident.
+    pub incident_id: String,
+    /// `slack` or `pagerduty`.
+    pub destination: String,
+    /// What, in a few words.
+    pub summary: String,
+    /// The JSON body.
+    pub payload: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// How the last attempt failed.
+    pub last_error: Option<String>,
+    /// Queued when.
+    pub created_at: OffsetDateTime,
+    /// Next attempt not before (Unix ms).
+    pub next_attempt_ms: i64,
+    /// Delivered when.
+    pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// One delivery attempt and what follows it.
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    /// 1, 2 …
+    pub number: u32,
+    /// When it ended.
+    pub at: OffsetDateTime,
+    /// HTTP status or network error, in words.
+    pub outcome: &'a str,
+    /// `delivered`, `pending` (retry at `retry_at`) or `failed`.
+    pub status: &'a str,
+    /// When to try again (pending).
+    pub retry_at: OffsetDateTime,
+}
+
+/// The columns of [`NotificationRecord`].
+const NOTIFICATION: &str = "notification_id, incident_id, destination, summary, payload, status, \
+     attempts, last_error, created_at, next_attempt_ms, delivered_at";
 
 /// The columns of an incident, in [`Row`] order.
 const COLUMNS: &str = "incident_id, severity, status, description, commander, declared_at, \
      declared_by, last_update_at, resolved_at, closed_at, closed_by, resolution, components, \
-     updated_at, events";
+     updated_at, events, paged";
 
 /// An `incidents` row as stored.
 #[derive(sqlx::FromRow)]
@@ -67,6 +151,7 @@ struct Row {
     components: String,
     updated_at: OffsetDateTime,
     events: i64,
+    paged: i64,
 }
 
 impl Row {
@@ -96,6 +181,7 @@ impl Row {
             closed_by: self.closed_by,
             resolution: self.resolution,
             updated_at: self.updated_at,
+            paged: self.paged != 0,
         })
     }
 }
@@ -121,6 +207,7 @@ impl<T: Backend> IncidentStore for T {
         &self,
         incident: &Incident,
         entries: &[TimelineEntry],
+        notices: &[NewNotification],
     ) -> StoreResult<bool> {
         let mut tx = self.db().begin().await?;
         let taken: Option<(i64,)> = run!(
@@ -134,7 +221,7 @@ impl<T: Backend> IncidentStore for T {
         }
         let sql = format!(
             "INSERT INTO incidents ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         let inserted = run!(
             &mut tx,
@@ -153,7 +240,8 @@ impl<T: Backend> IncidentStore for T {
                 .bind(&incident.resolution)
                 .bind(components_json(incident))
                 .bind(incident.updated_at)
-                .bind(version(incident.events)),
+                .bind(version(incident.events))
+                .bind(i64::from(incident.paged)),
             execute
         );
         // Two replicas declaring in the same second: the primary key decides.
@@ -164,6 +252,7 @@ impl<T: Backend> IncidentStore for T {
         }
         inserted.map_err(StoreError::Database)?;
         insert_entries(&mut tx, &incident.id, entries).await?;
+        insert_notices(&mut tx, &incident.id, notices).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -207,6 +296,7 @@ impl<T: Backend> IncidentStore for T {
         incident: &Incident,
         expected: u64,
         entries: &[TimelineEntry],
+        notices: &[NewNotification],
     ) -> StoreResult<bool> {
         let mut tx = self.db().begin().await?;
         let updated = run!(
@@ -214,7 +304,7 @@ impl<T: Backend> IncidentStore for T {
             sqlx::query(
                 "UPDATE incidents SET severity = $2, status = $3, commander = $4, \
                  last_update_at = $5, resolved_at = $6, closed_at = $7, closed_by = $8, \
-                 resolution = $9, components = $10, updated_at = $11, events = $12 \
+                 resolution = $9, components = $10, updated_at = $11, events = $12, paged = $14 \
                  WHERE incident_id = $1 AND events = $13"
             )
             .bind(incident.id.as_str())
@@ -229,13 +319,15 @@ impl<T: Backend> IncidentStore for T {
             .bind(components_json(incident))
             .bind(incident.updated_at)
             .bind(version(incident.events))
-            .bind(version(expected)),
+            .bind(version(expected))
+            .bind(i64::from(incident.paged)),
             execute
         )?;
         if updated == 0 {
             return Ok(false);
         }
         insert_entries(&mut tx, &incident.id, entries).await?;
+        insert_notices(&mut tx, &incident.id, notices).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -323,6 +415,140 @@ impl<T: Backend> IncidentStore for T {
             users_failing: count(users_failing),
         })
     }
+
+    async fn incident_notifications(
+        &self,
+        id: &IncidentId,
+    ) -> StoreResult<Vec<NotificationRecord>> {
+        let sql = format!(
+            "SELECT {NOTIFICATION} FROM notifications WHERE incident_id = $1 \
+             ORDER BY created_ms, notification_id"
+        );
+        Ok(read!(
+            self.db(),
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(id.as_str()),
+            fetch_all
+        )?)
+    }
+
+    async fn claim_notification(
+        &self,
+        destination: &str,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> StoreResult<Option<NotificationRecord>> {
+        let mut tx = self.db().begin().await?;
+        let lock = tx.dialect().for_update();
+        let sql = format!(
+            "SELECT {NOTIFICATION}, lease_until_ms FROM notifications \
+             WHERE destination = $1 AND status = 'pending' \
+             ORDER BY created_ms, notification_id LIMIT 1{lock}"
+        );
+        #[derive(sqlx::FromRow)]
+        struct Head {
+            #[sqlx(flatten)]
+            record: NotificationRecord,
+            lease_until_ms: i64,
+        }
+        let head: Option<Head> = run!(
+            &mut tx,
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(destination),
+            fetch_optional
+        )?;
+        let now_ms = crate::e2ee::unix_ms(now);
+        let Some(head) =
+            head.filter(|h| h.lease_until_ms <= now_ms && h.record.next_attempt_ms <= now_ms)
+        else {
+            return Ok(None);
+        };
+        run!(
+            &mut tx,
+            sqlx::query("UPDATE notifications SET lease_until_ms = $2 WHERE notification_id = $1")
+                .bind(&head.record.notification_id)
+                .bind(crate::e2ee::unix_ms(now + lease)),
+            execute
+        )?;
+        tx.commit().await?;
+        Ok(Some(head.record))
+    }
+
+    async fn finish_notification(
+        &self,
+        notification_id: &str,
+        attempt: &Attempt<'_>,
+    ) -> StoreResult<()> {
+        let mut tx = self.db().begin().await?;
+        run!(
+            &mut tx,
+            sqlx::query(
+                "INSERT INTO notification_attempts (notification_id, attempt, at, outcome) \
+                 VALUES ($1, $2, $3, $4)"
+            )
+            .bind(notification_id)
+            .bind(i64::from(attempt.number))
+            .bind(attempt.at)
+            .bind(attempt.outcome),
+            execute
+        )?;
+        let delivered = (attempt.status == "delivered").then_some(attempt.at);
+        let error = (attempt.status != "delivered").then_some(attempt.outcome);
+        run!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE notifications SET status = $2, attempts = $3, last_error = $4, \
+                 next_attempt_ms = $5, lease_until_ms = 0, delivered_at = $6 \
+                 WHERE notification_id = $1"
+            )
+            .bind(notification_id)
+            .bind(attempt.status)
+            .bind(i64::from(attempt.number))
+            .bind(error)
+            .bind(crate::e2ee::unix_ms(attempt.retry_at))
+            .bind(delivered),
+            execute
+        )?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn notification_counts(&self) -> StoreResult<Vec<(String, String, u64)>> {
+        let rows: Vec<(String, String, i64)> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT destination, status, COUNT(*) FROM notifications GROUP BY destination, status"
+            ),
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(|(d, s, n)| (d, s, count(n))).collect())
+    }
+}
+
+/// Queues notifications in an open transaction.
+async fn insert_notices(
+    tx: &mut crate::db::Tx,
+    id: &IncidentId,
+    notices: &[NewNotification],
+) -> StoreResult<()> {
+    for n in notices {
+        let ms = crate::e2ee::unix_ms(n.created_at);
+        run!(
+            &mut *tx,
+            sqlx::query(
+                "INSERT INTO notifications (notification_id, incident_id, destination, summary, \
+                 payload, status, attempts, created_at, created_ms, next_attempt_ms, lease_until_ms) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $7, 0)"
+            )
+            .bind(&n.notification_id)
+            .bind(id.as_str())
+            .bind(&n.destination)
+            .bind(&n.summary)
+            .bind(&n.payload)
+            .bind(n.created_at)
+            .bind(ms),
+            execute
+        )?;
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, as [`crate::db::Dialect::epoch_seconds`] reads columns.

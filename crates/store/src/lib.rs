@@ -31,7 +31,7 @@ pub use accounts::AccountStore;
 pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
-pub use incidents::IncidentStore;
+pub use incidents::{Attempt, IncidentStore, NewNotification, NotificationRecord};
 pub use jti::JtiStore;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
 pub use key_packages::{ClaimedKeyPackageRecord, KeyPackageCounts, KeyPackageStore, NewKeyPackage};

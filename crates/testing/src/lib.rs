@@ -17,6 +17,7 @@ mod faults;
 mod harness;
 mod observe;
 mod raw;
+mod webhook;
 
 pub use cli::*;
 pub use clock::*;
@@ -24,6 +25,7 @@ pub use faults::*;
 pub use harness::*;
 pub use observe::*;
 pub use raw::*;
+pub use webhook::*;
 
 /// Declares each test once for SQLite and once for PostgreSQL.
 #[macro_export]

@@ -352,3 +352,128 @@ async fn incidents_are_declared_updated_and_closed(mut h: Harness) {
 }
 
 on_both_backends!(incidents_are_declared_updated_and_closed);
+
+/// A server on `h`'s database notifying `slack` and `pagerduty` (one receiver's paths).
+async fn notifying_server(h: &Harness, receiver: &str) -> atlas_server::RunningServer {
+    let mut config = h.config();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.notify = atlas_server::notify::NotifyConfig {
+        slack_webhook_url: Some(format!("{receiver}/slack")),
+        pagerduty_routing_key: Some("R0UTINGKEY".into()),
+        pagerduty_events_url: format!("{receiver}/v2/enqueue"),
+    };
+    atlas_server::start(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sev2_reaches_slack_and_pagerduty_through_429_500_and_a_restart() {
+    use atlas_testing::WebhookReceiver;
+    let mut h = Harness::sqlite().await;
+    h.stop().await;
+    // First a 429 with Retry-After, then a 500, then success: for Slack and PagerDuty alike.
+    let receiver = WebhookReceiver::start(&[(429, Some(1)), (500, None)], 200).await;
+    let server = notifying_server(&h, &receiver.url).await;
+    let url = server.public_url.clone();
+    let op = operator_token(&h.database_url(), "incidents");
+
+    let declared = incident(&url, &op, &["declare", "SEV-2", "Messages not delivering"]).unwrap();
+    let id = declared["id"].as_str().unwrap().to_owned();
+    for (status, message) in [("identified", "Queue stuck"), ("resolved", "Fixed")] {
+        incident(
+            &url,
+            &op,
+            &["update", &id, "--status", status, "--message", message],
+        )
+        .unwrap();
+    }
+    incident(&url, &op, &["close", &id]).unwrap();
+
+    // Every Slack message arrives once, in order; PagerDuty gets one trigger and
+    // one resolve with the incident id as dedup_key and the routing key.
+    let slack = receiver.accepted("/slack", 4, 60).await;
+    let texts: Vec<&str> = slack
+        .iter()
+        .map(|r| r.body["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert!(
+        texts[0].starts_with(&format!("🚨 INCIDENT {id} (SEV-2)")),
+        "{texts:?}"
+    );
+    assert!(
+        texts[1].contains("Identified") && texts[1].contains("Queue stuck"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[2].contains("Resolved") && texts[2].contains("Fixed"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[3].contains("has been resolved and closed"),
+        "{texts:?}"
+    );
+    let pd = receiver.accepted("/v2/enqueue", 2, 60).await;
+    let actions: Vec<&str> = pd
+        .iter()
+        .map(|r| r.body["event_action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"]);
+    for event in &pd {
+        assert_eq!(event.body["dedup_key"], id.as_str());
+        assert_eq!(event.body["routing_key"], "R0UTINGKEY");
+    }
+    assert_eq!(
+        pd[0].body["payload"]["summary"],
+        format!("{id}: Messages not delivering")
+    );
+    assert_eq!(pd[0].body["payload"]["severity"], "error");
+    let statuses: Vec<u16> = receiver.received().iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses[..2],
+        [429, 500],
+        "the script was played: {statuses:?}"
+    );
+    // `incident show` says what was delivered and after how many attempts.
+    let shown = incident(&url, &op, &["show", &id]).unwrap();
+    let notes = shown["notifications"].as_array().unwrap();
+    assert_eq!(notes.len(), 6, "{shown}");
+    assert!(notes.iter().all(|n| n["status"] == "delivered"), "{shown}");
+    let attempts: u64 = notes.iter().map(|n| n["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, 6 + 2, "two refused attempts, retried: {shown}");
+
+    // A receiver answering 500 forever: the notification waits, visibly, and
+    // the server keeps serving; a restart loses nothing.
+    receiver.answer_with(500);
+    let second = incident(&url, &op, &["declare", "SEV-4", "Typo on the login page"]).unwrap();
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let waiting = loop {
+        let shown = incident(&url, &op, &["show", &second_id]).unwrap();
+        let n = shown["notifications"][0].clone();
+        if n["attempts"].as_u64().unwrap() >= 2 {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&waiting["status"], &waiting["last_error"]),
+        (&json!("pending"), &json!("HTTP 500")),
+        "{waiting}"
+    );
+    assert!(waiting["next_attempt_at"].is_string(), "{waiting}");
+    let health = reqwest::get(format!("{url}/health")).await.unwrap();
+    assert_eq!(health.status(), 200, "the server keeps serving");
+    let metrics = atlas_testing::metrics_text(&url).await;
+    let pending = r#"atlas_incident_notifications{destination="slack",status="pending"}"#;
+    assert_eq!(atlas_testing::series(&metrics, pending), 1.0, "{metrics}");
+    let delivered = r#"atlas_incident_notifications{destination="pagerduty",status="delivered"}"#;
+    assert_eq!(atlas_testing::series(&metrics, delivered), 2.0);
+    server.stop().await;
+    receiver.answer_with(200);
+    let server = notifying_server(&h, &receiver.url).await;
+    let slack = receiver.accepted("/slack", 5, 60).await;
+    assert_eq!(slack.len(), 5, "delivered after the restart");
+    assert!(slack[4].body["text"].as_str().unwrap().contains(&second_id));
+    server.stop().await;
+}

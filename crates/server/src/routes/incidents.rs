@@ -9,9 +9,10 @@ use crate::state::AppState;
 use atlas_ops::incident::{self as lifecycle, Change, IncidentError};
 use atlas_proto::incident::{
     AssignRequest, CloseRequest, DeclareRequest, Impact, Incident, IncidentList, IncidentView,
-    NoteRequest, UpdateRequest,
+    NoteRequest, NotificationView, TimelineEntry, UpdateRequest,
 };
 use atlas_proto::{ErrorCode, IncidentId};
+use atlas_store::{NewNotification, NotificationRecord};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -54,14 +55,57 @@ fn unknown(id: &IncidentId) -> ApiError {
     )
 }
 
-/// The incident with its timeline.
+/// The incident with its timeline and notifications.
 async fn full_view(state: &AppState, incident: &Incident) -> Result<IncidentView, ApiError> {
-    let timeline = state
-        .stores
-        .incidents
-        .incident_timeline(&incident.id)
-        .await?;
-    Ok(lifecycle::view(incident, timeline))
+    let store = &state.stores.incidents;
+    let timeline = store.incident_timeline(&incident.id).await?;
+    let mut view = lifecycle::view(incident, timeline);
+    let notifications = store.incident_notifications(&incident.id).await?;
+    view.notifications = notifications.into_iter().map(notification_view).collect();
+    Ok(view)
+}
+
+/// A queued notification as `incident show` lists it.
+fn notification_view(n: NotificationRecord) -> NotificationView {
+    let next_attempt_at = (n.status == "pending")
+        .then(|| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(n.next_attempt_ms) * 1_000_000,
+            )
+            .ok()
+        })
+        .flatten()
+        .map(Into::into);
+    NotificationView {
+        destination: n.destination,
+        summary: n.summary,
+        status: n.status,
+        attempts: n.attempts.max(0) as u64,
+        last_error: n.last_error,
+        created_at: n.created_at.into(),
+        delivered_at: n.delivered_at.map(Into::into),
+        next_attempt_at,
+    }
+}
+
+/// The notifications a change makes, for the outbox (written with the change).
+fn outbox(
+    state: &AppState,
+    before: Option<&Incident>,
+    after: &mut Incident,
+    entries: &[TimelineEntry],
+) -> Vec<NewNotification> {
+    let now = state.clock.now();
+    atlas_ops::notify::notices(before, after, entries, &state.notify_to)
+        .into_iter()
+        .map(|n| NewNotification {
+            notification_id: uuid::Uuid::now_v7().to_string(),
+            destination: n.destination.as_str().to_owned(),
+            summary: n.summary,
+            payload: n.payload.to_string(),
+            created_at: now,
+        })
+        .collect()
 }
 
 /// `POST /admin/incidents`: declares an incident (§2.1).
@@ -90,11 +134,13 @@ pub async fn declare(
     let now = state.clock.now();
     for n in 1..=MAX_PER_SECOND {
         let id = IncidentId::at(now, n);
-        let (incident, entries) = lifecycle::declare(id, &request, commander.clone(), &actor, now);
+        let (mut incident, entries) =
+            lifecycle::declare(id, &request, commander.clone(), &actor, now);
+        let notices = outbox(&state, None, &mut incident, &entries);
         if state
             .stores
             .incidents
-            .create_incident(&incident, &entries)
+            .create_incident(&incident, &entries, &notices)
             .await?
         {
             tracing::warn!(incident = %incident.id, severity = %incident.severity, %actor, "incident declared");
@@ -212,12 +258,14 @@ async fn change(
             .await?
             .ok_or_else(|| unknown(id))?;
         let version = incident.events;
+        let before = incident.clone();
         let entries =
             lifecycle::apply(&mut incident, change, actor, state.clock.now()).map_err(refused)?;
+        let notices = outbox(state, Some(&before), &mut incident, &entries);
         if state
             .stores
             .incidents
-            .save_incident(&incident, version, &entries)
+            .save_incident(&incident, version, &entries, &notices)
             .await?
         {
             tracing::info!(incident = %id, status = %incident.status, %actor, "incident changed");

@@ -87,6 +87,26 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             );
         }
     }
+    // Incident notifications by state: failed ones are a page nobody got.
+    let counts = state.stores.incidents.notification_counts().await?;
+    let _ = writeln!(
+        out,
+        "# HELP atlas_incident_notifications Incident notifications by destination and delivery state."
+    );
+    let _ = writeln!(out, "# TYPE atlas_incident_notifications gauge");
+    for destination in atlas_ops::notify::Destination::ALL {
+        for status in ["pending", "delivered", "failed"] {
+            let n = counts
+                .iter()
+                .find(|(d, s, _)| d == destination.as_str() && s == status)
+                .map_or(0, |(_, _, n)| *n);
+            let _ = writeln!(
+                out,
+                "atlas_incident_notifications{{destination=\"{}\",status=\"{status}\"}} {n}",
+                destination.as_str()
+            );
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -34,9 +34,17 @@ async fn incidents_round_trip_and_changes_are_saved_first_wins(db: Db) {
     let t = now();
     let id = IncidentId::at(t, 1);
     let (mut incident, entries) = declare(id.clone(), &request(), "alice".into(), "ops", t);
-    assert!(store.create_incident(&incident, &entries).await.unwrap());
     assert!(
-        !store.create_incident(&incident, &entries).await.unwrap(),
+        store
+            .create_incident(&incident, &entries, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_incident(&incident, &entries, &[])
+            .await
+            .unwrap(),
         "the id is taken"
     );
     assert_eq!(store.incident(&id).await.unwrap().as_ref(), Some(&incident));
@@ -59,8 +67,8 @@ async fn incidents_round_trip_and_changes_are_saved_first_wins(db: Db) {
     let note = Message::new("looking").unwrap();
     let other = apply(&mut theirs, Change::Note(&note), "bob", t).unwrap();
     let (a, b) = tokio::join!(
-        store.save_incident(&incident, version, &mine),
-        store.save_incident(&theirs, version, &other)
+        store.save_incident(&incident, version, &mine, &[]),
+        store.save_incident(&theirs, version, &other, &[])
     );
     assert!(
         a.unwrap() ^ b.unwrap(),
@@ -82,7 +90,7 @@ async fn incidents_round_trip_and_changes_are_saved_first_wins(db: Db) {
     );
     assert!(
         store
-            .create_incident(&second, &first_entries)
+            .create_incident(&second, &first_entries, &[])
             .await
             .unwrap()
     );
@@ -104,7 +112,7 @@ async fn incidents_round_trip_and_changes_are_saved_first_wins(db: Db) {
     entries.extend(apply(&mut current, Change::Close(None), "ops", t).unwrap());
     assert!(
         store
-            .save_incident(&current, version, &entries)
+            .save_incident(&current, version, &entries, &[])
             .await
             .unwrap()
     );
@@ -180,7 +188,122 @@ async fn impact_counts_the_window(db: Db) {
     assert!(after.decryption_failures.is_empty());
 }
 
+fn notice(n: u32, t: OffsetDateTime) -> atlas_store::NewNotification {
+    atlas_store::NewNotification {
+        notification_id: format!("n{n}"),
+        destination: "slack".into(),
+        summary: format!("message {n}"),
+        payload: format!("{{\"text\":\"{n}\"}}"),
+        created_at: t + Duration::milliseconds(i64::from(n)),
+    }
+}
+
+/// Notifications are queued with their change and go out one at a time per
+/// destination, in order: the head is retried before anything behind it.
+async fn notifications_go_out_in_order_one_at_a_time(db: Db) {
+    let store = db.open().await;
+    let t = now();
+    let id = IncidentId::at(t, 1);
+    let (incident, entries) = declare(id.clone(), &request(), "alice".into(), "ops", t);
+    let queued = [notice(1, t), notice(2, t)];
+    assert!(
+        store
+            .create_incident(&incident, &entries, &queued)
+            .await
+            .unwrap()
+    );
+    let lease = Duration::seconds(30);
+    let t = t + Duration::seconds(1);
+    let first = store
+        .claim_notification("slack", t, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.notification_id, "n1");
+    assert_eq!(first.incident_id, id.as_str());
+    assert!(
+        store
+            .claim_notification("slack", t, lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "held"
+    );
+    assert!(
+        store
+            .claim_notification("pagerduty", t, lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let retry_at = t + Duration::seconds(5);
+    let failed = atlas_store::Attempt {
+        number: 1,
+        at: t,
+        outcome: "HTTP 500",
+        status: "pending",
+        retry_at,
+    };
+    store.finish_notification("n1", &failed).await.unwrap();
+    assert!(
+        store
+            .claim_notification("slack", t, lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "not due"
+    );
+    let again = store
+        .claim_notification("slack", retry_at, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.notification_id.as_str(), again.attempts), ("n1", 1));
+    assert_eq!(again.last_error.as_deref(), Some("HTTP 500"));
+    let delivered = atlas_store::Attempt {
+        number: 2,
+        at: retry_at,
+        outcome: "HTTP 200",
+        status: "delivered",
+        retry_at,
+    };
+    store.finish_notification("n1", &delivered).await.unwrap();
+    let second = store
+        .claim_notification("slack", retry_at, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.notification_id, "n2");
+    // A lease that ran out (its holder died) is taken over.
+    let later = retry_at + lease + Duration::seconds(1);
+    let taken = store
+        .claim_notification("slack", later, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.notification_id, "n2");
+    let listed = store.incident_notifications(&id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|n| (n.notification_id.as_str(), n.status.as_str()))
+            .collect::<Vec<_>>(),
+        [("n1", "delivered"), ("n2", "pending")]
+    );
+    assert_eq!(listed[0].delivered_at, Some(retry_at));
+    let mut counts = store.notification_counts().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("slack".into(), "delivered".into(), 1),
+            ("slack".into(), "pending".into(), 1)
+        ]
+    );
+}
+
 on_both_backends!(
     incidents_round_trip_and_changes_are_saved_first_wins,
-    impact_counts_the_window
+    impact_counts_the_window,
+    notifications_go_out_in_order_one_at_a_time
 );
