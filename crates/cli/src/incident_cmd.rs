@@ -445,5 +445,11 @@ pub(crate) fn describe(event: &IncidentEvent) -> String {
         IncidentEvent::Assigned { from, to } => format!("commander {from} → {to}"),
         IncidentEvent::Note { text } => format!("note: {text}"),
         IncidentEvent::Closed { resolution } => format!("closed: {resolution}"),
+        IncidentEvent::Alert {
+            alertname,
+            status,
+            summary,
+            ..
+        } => format!("alert {alertname} {status}: {summary}"),
     }
 }

@@ -4,6 +4,7 @@
 //! the incident lifecycle of the emergency manual as a state machine.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod diagnose;
 pub mod incident;
 pub mod notify;

@@ -96,7 +96,9 @@ pub fn notices(
             IncidentEvent::Closed { resolution } => Some(format!(
                 "✅ Incident {id} has been resolved and closed.\n{resolution}"
             )),
-            IncidentEvent::Component { .. } | IncidentEvent::Note { .. } => None,
+            IncidentEvent::Component { .. }
+            | IncidentEvent::Note { .. }
+            | IncidentEvent::Alert { .. } => None,
         };
         if let Some(text) = text {
             out.push(Notice {

@@ -9,7 +9,12 @@ use time::OffsetDateTime;
 /// The Markdown post-mortem of `incident` with its `impact`.
 pub fn render(incident: &IncidentView, impact: &Impact) -> String {
     let mut md = String::new();
-    let start = incident.declared_at.0;
+    // The incident began with its first alert, when one fired before it was declared.
+    let first_fired = incident.timeline.iter().find_map(|e| match &e.event {
+        IncidentEvent::Alert { status, .. } if status == "firing" => Some(e.at.0),
+        _ => None,
+    });
+    let start = first_fired.map_or(incident.declared_at.0, |t| t.min(incident.declared_at.0));
     let end = incident.resolved_at.or(incident.closed_at).map(|t| t.0);
     let _ = writeln!(md, "# Post-Mortem: {}\n", incident.id);
     let _ = writeln!(md, "## Summary");
@@ -39,13 +44,17 @@ pub fn render(incident: &IncidentView, impact: &Impact) -> String {
     let _ = writeln!(md, "## Timeline");
     let _ = writeln!(md, "| Time (UTC) | Event |");
     let _ = writeln!(md, "|------|-------|");
-    for entry in &incident.timeline {
-        let _ = writeln!(
-            md,
-            "| {} | {} |",
-            clock(entry.at.0, start),
-            cell(&event_line(entry))
-        );
+    let first_alert = incident.timeline.iter().position(
+        |e| matches!(&e.event, IncidentEvent::Alert { status, .. } if status == "firing"),
+    );
+    for (i, entry) in incident.timeline.iter().enumerate() {
+        let line = event_line(entry);
+        let line = if Some(i) == first_alert {
+            format!("First alert: {line}")
+        } else {
+            line
+        };
+        let _ = writeln!(md, "| {} | {} |", clock(entry.at.0, start), cell(&line));
     }
     md.push('\n');
 
@@ -183,6 +192,15 @@ fn event_line(entry: &TimelineEntry) -> String {
         IncidentEvent::Assigned { to, .. } => format!("Incident commander: {to}"),
         IncidentEvent::Note { text } => format!("Note: {text}"),
         IncidentEvent::Closed { resolution } => format!("Incident closed: {resolution} — {by}"),
+        IncidentEvent::Alert {
+            alertname,
+            status,
+            summary,
+            ..
+        } if status == "firing" => format!("Alert fired: {alertname} — {summary}"),
+        IncidentEvent::Alert {
+            alertname, status, ..
+        } => format!("Alert {status}: {alertname}"),
     }
 }
 

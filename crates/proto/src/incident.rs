@@ -512,6 +512,39 @@ pub enum IncidentEvent {
         /// How it ended.
         resolution: String,
     },
+    /// An alert fired (or resolved) in the incident's window, as Alertmanager reported it.
+    Alert {
+        /// `alertname`.
+        alertname: String,
+        /// `firing` or `resolved`.
+        status: String,
+        /// Its `severity` label.
+        severity: String,
+        /// Its `summary` annotation.
+        summary: String,
+    },
+}
+
+/// An alert Alertmanager reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Alertmanager's fingerprint of its labels.
+    pub fingerprint: String,
+    /// When it started firing.
+    pub starts_at: Timestamp,
+    /// When it resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<Timestamp>,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// `alertname`.
+    pub alertname: String,
+    /// Its `severity` label (empty without one).
+    pub severity: String,
+    /// Its `summary` annotation (empty without one).
+    pub summary: String,
+    /// All its labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// An incident as the admin API shows it.

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum OperatorScope {
     /// Every admin route.
     All,
+    /// Posting alerts (Alertmanager's webhook).
+    Alerts,
     /// Removing users' devices.
     Devices,
     /// The diagnosis flow.
@@ -30,8 +32,9 @@ pub enum OperatorScope {
 
 impl OperatorScope {
     /// Every scope, in wire order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::All,
+        Self::Alerts,
         Self::Devices,
         Self::Diagnose,
         Self::Dpop,
@@ -46,6 +49,7 @@ impl OperatorScope {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::All => "all",
+            Self::Alerts => "alerts",
             Self::Devices => "devices",
             Self::Diagnose => "diagnose",
             Self::Dpop => "dpop",

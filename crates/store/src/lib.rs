@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+mod alerts;
 mod backups;
 mod db;
 mod e2ee;
@@ -28,6 +29,7 @@ pub mod testdb;
 mod tokens;
 
 pub use accounts::AccountStore;
+pub use alerts::{ALERTS_KEPT, AlertStore};
 pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
@@ -126,6 +128,7 @@ pub trait Store:
     + KeyStore
     + BackupStore
     + IncidentStore
+    + AlertStore
     + Send
     + Sync
     + 'static
@@ -186,6 +189,8 @@ pub struct Stores {
     pub backups: Arc<dyn BackupStore>,
     /// Incidents and their timelines.
     pub incidents: Arc<dyn IncidentStore>,
+    /// Alerts Alertmanager reported.
+    pub alerts: Arc<dyn AlertStore>,
     /// The whole store, for its backend name and liveness.
     pub all: Arc<dyn Store>,
 }
@@ -209,6 +214,7 @@ impl Stores {
             key_checks: store.clone(),
             backups: store.clone(),
             incidents: store.clone(),
+            alerts: store.clone(),
             all: store,
         }
     }

@@ -36,6 +36,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (20, include_str!("../migrations/0020_undelivered_index.sql")),
     (21, include_str!("../migrations/0021_incidents.sql")),
     (22, include_str!("../migrations/0022_notifications.sql")),
+    (23, include_str!("../migrations/0023_alerts.sql")),
 ];
 
 /// The same migration with SQLite's types.

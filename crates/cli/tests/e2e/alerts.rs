@@ -36,6 +36,26 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     }
 }
 
+#[test]
+fn the_alertmanager_route_to_atlas_passes_amtool() {
+    let Some(amtool) = required_tool("amtool") else {
+        return;
+    };
+    let out = Command::new(amtool)
+        .args(["check-config", "alertmanager.yml"])
+        .current_dir(rules_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+    let config = std::fs::read_to_string(rules_dir().join("alertmanager.yml")).unwrap();
+    assert!(
+        config.contains("url: https://api.atlas.dev/admin/alerts"),
+        "{config}"
+    );
+    assert!(config.contains("send_resolved: true"), "{config}");
+}
+
 struct Prometheus {
     child: Child,
     url: String,

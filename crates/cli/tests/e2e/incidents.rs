@@ -376,6 +376,49 @@ async fn a_sev2_reaches_slack_and_pagerduty_through_429_500_and_a_restart() {
     let url = server.public_url.clone();
     let op = operator_token(&h.database_url(), "incidents");
 
+    // Alertmanager reported an alert five minutes before anyone declared.
+    let am = operator_token(&h.database_url(), "alerts");
+    let fired = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    let alert = |status: &str, ends: &str| {
+        json!({"version": "4", "status": status, "receiver": "atlas", "groupKey": "{}:{}",
+            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager", "alerts": [{
+                "status": status,
+                "labels": {"alertname": "HighDecryptionFailureRate", "severity": "critical"},
+                "annotations": {"summary": "Decryption failure rate above 10/min"},
+                "startsAt": atlas_proto::timestamp::rfc3339(fired),
+                "endsAt": ends, "generatorURL": "http://prometheus", "fingerprint": "6f1a2b3c"}]})
+    };
+    let http = atlas_client::http_client().unwrap();
+    let post = |body: Value, token: &str| {
+        http.post(format!("{url}/admin/alerts"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let answer = post(alert("firing", "0001-01-01T00:00:00Z"), &am)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // Malformed, oversized or unauthorised webhooks are refused and change nothing.
+    for (body, token, status) in [
+        (json!({"version": "3", "alerts": []}), am.as_str(), 400),
+        (
+            json!({"version": "4", "alerts": [{"status": "firing"}]}),
+            am.as_str(),
+            400,
+        ),
+        (
+            json!({"version": "4", "alerts": vec![alert("firing", "")["alerts"][0].clone(); 1001]}),
+            am.as_str(),
+            413,
+        ),
+        (alert("firing", ""), op.as_str(), 403),
+    ] {
+        let answer = post(body, token).await.unwrap();
+        assert_eq!(answer.status(), status);
+    }
+
     let declared = incident(&url, &op, &["declare", "SEV-2", "Messages not delivering"]).unwrap();
     let id = declared["id"].as_str().unwrap().to_owned();
     for (status, message) in [("identified", "Queue stuck"), ("resolved", "Fixed")] {
@@ -386,7 +429,35 @@ async fn a_sev2_reaches_slack_and_pagerduty_through_429_500_and_a_restart() {
         )
         .unwrap();
     }
+    let resolved_at = atlas_proto::timestamp::rfc3339(time::OffsetDateTime::now_utc());
+    let answer = post(alert("resolved", &resolved_at), &am).await.unwrap();
+    assert_eq!(answer.status(), 200);
     incident(&url, &op, &["close", &id]).unwrap();
+
+    // The alert that fired before the declaration is the first timeline entry,
+    // and the post-mortem's first alert.
+    let shown = incident(&url, &op, &["show", &id]).unwrap();
+    let first = &shown["timeline"][0];
+    assert_eq!(
+        (&first["kind"], &first["alertname"], &first["status"]),
+        (
+            &json!("alert"),
+            &json!("HighDecryptionFailureRate"),
+            &json!("firing")
+        ),
+        "{shown}"
+    );
+    assert_eq!(
+        kinds(&shown).iter().filter(|k| *k == "alert").count(),
+        2,
+        "firing and resolved"
+    );
+    let pm = incident(&url, &op, &["postmortem", &id]).unwrap();
+    let md = pm["markdown"].as_str().unwrap();
+    assert!(
+        md.contains("First alert: Alert fired: HighDecryptionFailureRate — Decryption failure rate above 10/min"),
+        "{md}"
+    );
 
     // Every Slack message arrives once, in order; PagerDuty gets one trigger and
     // one resolve with the incident id as dedup_key and the routing key.

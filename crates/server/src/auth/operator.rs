@@ -160,7 +160,7 @@ pub mod scope {
     }
 
     markers!(
-        Devices, Diagnose, Dpop, Incidents, Keys, Messages, Mls, Receipts
+        Alerts, Devices, Diagnose, Dpop, Incidents, Keys, Messages, Mls, Receipts
     );
 }
 

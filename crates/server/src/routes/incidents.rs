@@ -28,6 +28,8 @@ const MAX_PER_SECOND: u32 = 1000;
 const SAVE_ATTEMPTS: usize = 5;
 /// Incidents listed at most.
 const MAX_LIST: u32 = 500;
+/// Alerts shown in one incident's timeline at most.
+const MAX_ALERTS_SHOWN: u32 = 500;
 
 /// Who did it, as the timeline names them: the token's label and id.
 pub fn actor(operator: &OperatorAuth) -> String {
@@ -59,6 +61,15 @@ fn unknown(id: &IncidentId) -> ApiError {
 async fn full_view(state: &AppState, incident: &Incident) -> Result<IncidentView, ApiError> {
     let store = &state.stores.incidents;
     let timeline = store.incident_timeline(&incident.id).await?;
+    // The alerts of its window: from an hour before it was declared to its close.
+    let from = incident.declared_at - atlas_ops::alerts::LOOKBACK;
+    let until = incident.closed_at.unwrap_or_else(|| state.clock.now());
+    let alerts = state
+        .stores
+        .alerts
+        .alerts_between(from, until, MAX_ALERTS_SHOWN)
+        .await?;
+    let timeline = atlas_ops::alerts::merge(timeline, &alerts, from, until);
     let mut view = lifecycle::view(incident, timeline);
     let notifications = store.incident_notifications(&incident.id).await?;
     view.notifications = notifications.into_iter().map(notification_view).collect();

@@ -1,5 +1,6 @@
 //! HTTP routes, one file per resource.
 pub mod admin;
+pub mod alerts;
 pub mod backups;
 pub mod devices;
 pub mod diagnose;

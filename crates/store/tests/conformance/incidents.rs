@@ -302,7 +302,67 @@ async fn notifications_go_out_in_order_one_at_a_time(db: Db) {
     );
 }
 
+/// Alerts are recorded once per start, resolved in place, found by window and pruned.
+async fn alerts_are_kept_by_start_and_found_by_window(db: Db) {
+    let store = db.open().await;
+    let t = now();
+    let alert = |status: &str, ends: Option<OffsetDateTime>, starts: OffsetDateTime| {
+        atlas_proto::incident::AlertRecord {
+            fingerprint: "abc123".into(),
+            starts_at: starts.into(),
+            ends_at: ends.map(Into::into),
+            status: status.into(),
+            alertname: "HighDecryptionFailureRate".into(),
+            severity: "critical".into(),
+            summary: "rate".into(),
+            labels: [(
+                "alertname".to_owned(),
+                "HighDecryptionFailureRate".to_owned(),
+            )]
+            .into(),
+        }
+    };
+    let start = t - Duration::minutes(10);
+    store
+        .record_alerts(&[alert("firing", None, start)], t)
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[alert("resolved", Some(t), start)], t)
+        .await
+        .unwrap();
+    let found = store
+        .alerts_between(t - Duration::hours(1), t + Duration::hours(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        [alert("resolved", Some(t), start)],
+        "one alert, resolved in place"
+    );
+    // Found by its end too; not outside.
+    let by_end = store
+        .alerts_between(t - Duration::minutes(1), t + Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(by_end.len(), 1);
+    let before = store
+        .alerts_between(t - Duration::hours(2), t - Duration::hours(1), 10)
+        .await
+        .unwrap();
+    assert!(before.is_empty());
+    // Recording long after forgets it.
+    let later = t + atlas_store::ALERTS_KEPT + Duration::days(1);
+    store.record_alerts(&[], later).await.unwrap();
+    let gone = store
+        .alerts_between(t - Duration::hours(1), t + Duration::hours(1), 10)
+        .await
+        .unwrap();
+    assert!(gone.is_empty());
+}
+
 on_both_backends!(
+    alerts_are_kept_by_start_and_found_by_window,
     incidents_round_trip_and_changes_are_saved_first_wins,
     impact_counts_the_window,
     notifications_go_out_in_order_one_at_a_time
