@@ -9,3 +9,4 @@ pub mod diagnose;
 pub mod incident;
 pub mod notify;
 pub mod postmortem;
+pub mod status;

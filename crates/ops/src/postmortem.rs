@@ -24,7 +24,7 @@ pub fn render(incident: &IncidentView, impact: &Impact) -> String {
         |end| {
             format!(
                 "{} ({} to {} UTC)",
-                duration(end - start),
+                crate::status::duration(end - start),
                 clock(start, start),
                 clock(end, start)
             )
@@ -221,17 +221,6 @@ fn date(t: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
 }
 
-/// `X hours Y minutes`, as the template says it.
-fn duration(d: time::Duration) -> String {
-    let minutes = d.whole_minutes().max(0);
-    let (h, m) = (minutes / 60, minutes % 60);
-    let unit = |n: i64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
-    match h {
-        0 => unit(m, "minute"),
-        _ => format!("{} {}", unit(h, "hour"), unit(m, "minute")),
-    }
-}
-
 /// Text for a Markdown table cell: one line, no column breaks.
 fn cell(text: &str) -> String {
     escape(text).replace('\n', " ").replace('|', "\\|")
@@ -342,14 +331,5 @@ mod tests {
         ] {
             assert!(md.contains(heading), "{heading}");
         }
-    }
-
-    #[test]
-    fn durations_read_as_people_say_them() {
-        let m = time::Duration::minutes;
-        assert_eq!(duration(m(1)), "1 minute");
-        assert_eq!(duration(m(59)), "59 minutes");
-        assert_eq!(duration(m(61)), "1 hour 1 minute");
-        assert_eq!(duration(m(185)), "3 hours 5 minutes");
     }
 }

@@ -15,6 +15,7 @@ pub mod mls;
 pub mod receipt;
 pub mod repair;
 pub mod scope;
+pub mod status;
 pub mod timestamp;
 
 pub use error::{ErrorBody, ErrorCode};

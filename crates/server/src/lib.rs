@@ -260,6 +260,7 @@ pub async fn build(
         },
         registration: config.registration.clone(),
         notify_to: config.notify.destinations(),
+        status_page: Default::default(),
         redis,
     });
     notify::spawn(

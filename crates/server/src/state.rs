@@ -163,6 +163,8 @@ pub struct Inner {
     pub metrics_config: MetricsConfig,
     /// Who may register new users.
     pub registration: Registration,
+    /// The public status page, computed at most every few seconds.
+    pub status_page: crate::routes::status::StatusCache,
     /// Where incident changes are notified.
     pub notify_to: Vec<atlas_ops::notify::Destination>,
     /// Redis, when configured (readiness checks it).

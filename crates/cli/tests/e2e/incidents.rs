@@ -533,7 +533,7 @@ async fn a_sev2_reaches_slack_and_pagerduty_through_429_500_and_a_restart() {
         "{waiting}"
     );
     assert!(waiting["next_attempt_at"].is_string(), "{waiting}");
-    let health = reqwest::get(format!("{url}/health")).await.unwrap();
+    let health = http.get(format!("{url}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200, "the server keeps serving");
     let metrics = atlas_testing::metrics_text(&url).await;
     let pending = r#"atlas_incident_notifications{destination="slack",status="pending"}"#;

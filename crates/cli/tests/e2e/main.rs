@@ -24,3 +24,4 @@ mod incidents;
 mod receipts;
 mod repair;
 mod replicas;
+mod status_page;

@@ -18,6 +18,7 @@ pub mod reports;
 pub mod resend;
 pub mod sessions;
 pub mod signing_keys;
+pub mod status;
 pub mod token;
 pub mod users;
 pub mod ws;
@@ -39,6 +40,7 @@ pub(crate) fn new_request_id() -> Result<atlas_proto::RequestId, ApiError> {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(status::router())
         .merge(metrics::router())
         .merge(reports::router())
         .merge(users::router())
