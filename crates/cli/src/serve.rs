@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// the DPoP replay cache (`dpop:jti:<JTI>`). Default: in the database.
     #[arg(long, env = "ATLAS_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Addresses (CIDR, comma-separated) admin requests may come from; others
+    /// are refused and counted (atlas_admin_refused_total). Default: any.
+    #[arg(long, env = "ATLAS_ADMIN_ALLOW", value_delimiter = ',')]
+    admin_allow: Vec<ipnet::IpNet>,
     /// A Slack incoming-webhook URL: every incident change is posted there.
     #[arg(long, env = "ATLAS_SLACK_WEBHOOK_URL", hide_env_values = true, value_parser = http_url)]
     slack_webhook_url: Option<String>,
@@ -150,6 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.public_url = args.public_url;
     config.redis_url = args.redis_url;
+    config.admin_allow = args.admin_allow;
     config.notify = atlas_server::notify::NotifyConfig {
         slack_webhook_url: args.slack_webhook_url,
         pagerduty_routing_key: args.pagerduty_routing_key.filter(|k| !k.trim().is_empty()),

@@ -210,6 +210,8 @@ impl IntoResponse for ApiError {
             details: self.details,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        // The request counter reads it: failed authentications are counted by reason.
+        response.extensions_mut().insert(self.code);
         let headers = response.headers_mut();
         if let Some(scheme) = self.www_authenticate {
             let algs = if scheme == "DPoP" {

@@ -227,6 +227,7 @@ pub async fn build(
             require_dpop_nonce: config.require_dpop_nonce,
             iat_window: config.iat_window,
             websocket_idle: config.timeouts.websocket_idle,
+            admin_allow: config.admin_allow.clone(),
         },
         tokens: AccessTokens::new(HmacJwsKey::new(token_secret), token_kid, public_url.clone()),
         keys,

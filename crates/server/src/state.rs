@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub timeouts: crate::listener::Timeouts,
     /// Where incident notifications go (Slack, PagerDuty).
     pub notify: crate::notify::NotifyConfig,
+    /// Addresses admin requests may come from (empty: any); others are refused and counted.
+    pub admin_allow: Vec<ipnet::IpNet>,
 }
 
 impl ServerConfig {
@@ -75,6 +77,7 @@ impl ServerConfig {
                 pagerduty_events_url: crate::notify::PAGERDUTY_EVENTS_URL.into(),
                 ..Default::default()
             },
+            admin_allow: Vec::new(),
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct RuntimeConfig {
     pub iat_window: IatWindow,
     /// See [`crate::listener::Timeouts::websocket_idle`].
     pub websocket_idle: std::time::Duration,
+    /// See [`ServerConfig::admin_allow`].
+    pub admin_allow: Vec<ipnet::IpNet>,
 }
 
 pub use atlas_proto::clock::{Clock, SystemClock};

@@ -17,7 +17,21 @@ pub struct Metrics {
     crypto: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     http: Mutex<BTreeMap<(String, String, u16), u64>>,
     dpop: Mutex<BTreeMap<&'static str, u64>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    admin_requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    admin_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
+
+/// Failed authentications counted from the start, so an alert sees the first.
+pub const AUTH_FAILURE_REASONS: [&str; 4] = [
+    "invalid_token",
+    "invalid_dpop_proof",
+    "insufficient_scope",
+    "forbidden",
+];
+
+/// Operator tokens whose admin requests are counted apart; more share one series.
+const MAX_ADMIN_TOKENS: usize = 200;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -30,6 +44,9 @@ impl Default for Metrics {
             ),
             http: Mutex::new(BTreeMap::new()),
             dpop: Mutex::new(DPOP_RESULTS.iter().map(|r| (*r, 0)).collect()),
+            auth_failures: Mutex::new(AUTH_FAILURE_REASONS.iter().map(|r| (*r, 0)).collect()),
+            admin_requests: Mutex::new(BTreeMap::new()),
+            admin_refused: Mutex::new([("address", 0)].into()),
         }
     }
 }
@@ -47,6 +64,49 @@ impl Metrics {
     /// Counts one crypto operation outcome.
     pub fn crypto(&self, operation: &'static str, status: &'static str) {
         bump(&self.crypto, (operation, status));
+    }
+
+    /// A request refused for its credentials (401/403), by its error code.
+    pub fn auth_failure(&self, reason: &'static str) {
+        bump(&self.auth_failures, reason);
+    }
+
+    /// An admin request of an operator token: `read` (GET) or `write`.
+    pub fn admin_request(&self, token_id: &str, kind: &'static str) {
+        let mut map = self.admin_requests.lock().unwrap_or_else(|p| p.into_inner());
+        let known = map.keys().any(|(t, _)| t == token_id);
+        let token = if known || map.len() < MAX_ADMIN_TOKENS {
+            token_id.to_owned()
+        } else {
+            "other".to_owned()
+        };
+        *map.entry((token, kind)).or_insert(0) += 1;
+    }
+
+    /// An admin request refused before its token was looked at (`address`: outside `--admin-allow`).
+    pub fn admin_refused(&self, reason: &'static str) {
+        bump(&self.admin_refused, reason);
+    }
+
+    /// Failed authentications so far, by reason (for the indicator watcher).
+    pub fn auth_failures(&self) -> BTreeMap<&'static str, u64> {
+        self.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Admin requests so far, by token and kind (for the indicator watcher).
+    pub fn admin_requests(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.admin_requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Refused admin requests so far, by reason.
+    pub fn admin_refusals(&self) -> u64 {
+        self.admin_refused.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// DPoP proofs refused as replays so far.
+    pub fn replays(&self) -> u64 {
+        let map = self.dpop.lock().unwrap_or_else(|p| p.into_inner());
+        map.get("replay").copied().unwrap_or(0)
     }
 
     /// Counts one DPoP proof check by result (one of [`DPOP_RESULTS`]).
@@ -107,6 +167,37 @@ impl Metrics {
                 out,
                 "atlas_dpop_proofs_total{{result=\"{result}\"}} {value}"
             );
+        }
+        drop(map);
+        // Indicators of compromise (seed 004, §5.2).
+        header(
+            out,
+            "atlas_auth_failures_total",
+            "Requests refused for their credentials (401/403), by error code.",
+        );
+        for (reason, value) in self.auth_failures() {
+            let _ = writeln!(out, "atlas_auth_failures_total{{reason=\"{reason}\"}} {value}");
+        }
+        header(
+            out,
+            "atlas_admin_requests_total",
+            "Admin requests by operator token and kind (read: GET, write: the rest).",
+        );
+        for ((token, kind), value) in self.admin_requests() {
+            let _ = writeln!(
+                out,
+                "atlas_admin_requests_total{{token_id=\"{}\",kind=\"{kind}\"}} {value}",
+                label(&token)
+            );
+        }
+        header(
+            out,
+            "atlas_admin_refused_total",
+            "Admin requests refused before their token was read (address: outside --admin-allow).",
+        );
+        let refused = self.admin_refused.lock().unwrap_or_else(|p| p.into_inner());
+        for (reason, value) in refused.iter() {
+            let _ = writeln!(out, "atlas_admin_refused_total{{reason=\"{reason}\"}} {value}");
         }
     }
 }

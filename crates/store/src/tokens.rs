@@ -36,6 +36,9 @@ pub trait OperatorTokenStore: Send + Sync {
     /// Revokes an operator token; false if there was no such unrevoked token.
     async fn revoke_operator_token(&self, token_id: &str, now: OffsetDateTime)
     -> StoreResult<bool>;
+    /// Operator tokens ever created (revoked and expired ones too: rows stay),
+    /// and the newest one's id, label and creation time.
+    async fn operator_tokens_created(&self) -> StoreResult<(u64, Option<(String, String, OffsetDateTime)>)>;
 }
 
 /// A refresh token row and whether it was spent (used or revoked).
@@ -222,5 +225,24 @@ impl<T: Backend> OperatorTokenStore for T {
         )?;
         tx.commit().await?;
         Ok(done > 0)
+    }
+
+    async fn operator_tokens_created(
+        &self,
+    ) -> StoreResult<(u64, Option<(String, String, OffsetDateTime)>)> {
+        let (count,): (i64,) = read!(
+            self.db(),
+            sqlx::query_as("SELECT COUNT(*) FROM operator_tokens"),
+            fetch_one
+        )?;
+        let newest: Option<(String, String, OffsetDateTime)> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT token_id, label, created_at FROM operator_tokens \
+                 ORDER BY created_at DESC, token_id DESC LIMIT 1"
+            ),
+            fetch_optional
+        )?;
+        Ok((count.max(0) as u64, newest))
     }
 }

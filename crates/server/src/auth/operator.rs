@@ -75,6 +75,7 @@ impl FromRequestParts<AppState> for OperatorAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        refuse_unlisted_addresses(parts, state)?;
         let (scheme, token) = super::authorization(parts)
             .ok_or_else(|| bearer_error("missing Authorization: Bearer <operator token>"))?;
         if !scheme.eq_ignore_ascii_case("bearer") || !token.starts_with(TOKEN_PREFIX) {
@@ -97,6 +98,12 @@ impl FromRequestParts<AppState> for OperatorAuth {
             ));
         }
         tracing::info!(token_id = %record.token_id, path = %parts.uri.path(), method = %parts.method, "operator request");
+        let kind = if parts.method == axum::http::Method::GET {
+            "read"
+        } else {
+            "write"
+        };
+        state.metrics.admin_request(&record.token_id, kind);
         Ok(OperatorAuth {
             token_id: record.token_id,
             label: record.label,
@@ -108,6 +115,29 @@ impl FromRequestParts<AppState> for OperatorAuth {
                 .collect(),
         })
     }
+}
+
+/// With `--admin-allow`, refuses admin requests from other addresses before
+/// their token is looked at ("key access from unexpected sources", seed 004 §5.2).
+fn refuse_unlisted_addresses(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+    let allowed = &state.config.admin_allow;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if ip.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
+        return Ok(());
+    }
+    state.metrics.admin_refused("address");
+    tracing::warn!(address = ?ip, path = %parts.uri.path(), "admin request from outside --admin-allow refused");
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden,
+        "admin requests are not accepted from this address",
+    ))
 }
 
 /// The scope an [`Admin`] extractor demands.

@@ -87,6 +87,24 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             );
         }
     }
+    // Operator tokens are made on the server host, not through the API: the
+    // database's count is the counter ("unexpected admin account creation").
+    let (tokens, _) = state.stores.operator_tokens.operator_tokens_created().await?;
+    let open = state
+        .stores
+        .incidents
+        .incidents(true, crate::routes::incidents::MAX_OPEN)
+        .await?
+        .len();
+    let _ = writeln!(
+        out,
+        "# HELP atlas_operator_tokens_created_total Operator tokens ever created.\n\
+         # TYPE atlas_operator_tokens_created_total counter\n\
+         atlas_operator_tokens_created_total {tokens}\n\
+         # HELP atlas_incidents_open Incidents declared and not yet closed.\n\
+         # TYPE atlas_incidents_open gauge\n\
+         atlas_incidents_open {open}"
+    );
     // Incident notifications by state: failed ones are a page nobody got.
     let counts = state.stores.incidents.notification_counts().await?;
     let _ = writeln!(

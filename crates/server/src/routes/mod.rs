@@ -111,8 +111,12 @@ async fn count_request(
         _ => "other",
     };
     let response = next.run(request).await;
-    state
-        .metrics
-        .http(method, &route, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.metrics.http(method, &route, status);
+    if matches!(status, 401 | 403)
+        && let Some(code) = response.extensions().get::<ErrorCode>()
+    {
+        state.metrics.auth_failure(code.as_str());
+    }
     response
 }
