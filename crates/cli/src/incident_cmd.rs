@@ -444,6 +444,7 @@ pub(crate) fn describe(event: &IncidentEvent) -> String {
         }
         IncidentEvent::Assigned { from, to } => format!("commander {from} → {to}"),
         IncidentEvent::Note { text } => format!("note: {text}"),
+        IncidentEvent::Indicator { text } => format!("indicator of compromise: {text}"),
         IncidentEvent::Closed { resolution } => format!("closed: {resolution}"),
         IncidentEvent::Alert {
             alertname,

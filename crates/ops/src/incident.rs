@@ -41,6 +41,8 @@ pub enum Change<'a> {
     Note(&'a Message),
     /// Closing, with how it ended.
     Close(Option<&'a Message>),
+    /// An indicator of compromise the server noticed.
+    Indicator(&'a str),
 }
 
 /// The state a component is shown in while an incident of `severity` affects it.
@@ -116,6 +118,9 @@ pub fn apply(
         }
         Change::Note(text) => vec![IncidentEvent::Note {
             text: text.as_str().to_owned(),
+        }],
+        Change::Indicator(text) => vec![IncidentEvent::Indicator {
+            text: text.to_owned(),
         }],
         Change::Close(resolution) => {
             if next.status != IncidentStatus::Resolved {

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod diagnose;
 pub mod incident;
+pub mod indicators;
 pub mod notify;
 pub mod postmortem;
 pub mod status;

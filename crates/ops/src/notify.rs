@@ -96,6 +96,9 @@ pub fn notices(
             IncidentEvent::Closed { resolution } => Some(format!(
                 "✅ Incident {id} has been resolved and closed.\n{resolution}"
             )),
+            IncidentEvent::Indicator { text } => {
+                Some(format!("🛡️ {id} indicator of compromise: {text}"))
+            }
             IncidentEvent::Component { .. }
             | IncidentEvent::Note { .. }
             | IncidentEvent::Alert { .. } => None,

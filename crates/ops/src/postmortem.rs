@@ -191,6 +191,7 @@ fn event_line(entry: &TimelineEntry) -> String {
         }
         IncidentEvent::Assigned { to, .. } => format!("Incident commander: {to}"),
         IncidentEvent::Note { text } => format!("Note: {text}"),
+        IncidentEvent::Indicator { text } => format!("Indicator of compromise: {text}"),
         IncidentEvent::Closed { resolution } => format!("Incident closed: {resolution} — {by}"),
         IncidentEvent::Alert {
             alertname,

@@ -512,6 +512,11 @@ pub enum IncidentEvent {
         /// How it ended.
         resolution: String,
     },
+    /// An indicator of compromise the server noticed while the incident was open.
+    Indicator {
+        /// What, in words.
+        text: String,
+    },
     /// An alert fired (or resolved) in the incident's window, as Alertmanager reported it.
     Alert {
         /// `alertname`.

@@ -8,6 +8,7 @@ pub mod disconnects;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod indicators;
 pub mod kek;
 pub mod limits;
 pub mod listener;
@@ -264,6 +265,7 @@ pub async fn build(
         status_page: Default::default(),
         redis,
     });
+    indicators::spawn(state.clone(), config.indicator_interval);
     notify::spawn(
         config.notify.clone(),
         stores.incidents.clone(),

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub notify: crate::notify::NotifyConfig,
     /// Addresses admin requests may come from (empty: any); others are refused and counted.
     pub admin_allow: Vec<ipnet::IpNet>,
+    /// How often indicators of compromise are checked for open incidents' timelines.
+    pub indicator_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -78,6 +80,7 @@ impl ServerConfig {
                 ..Default::default()
             },
             admin_allow: Vec::new(),
+            indicator_interval: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -73,7 +73,10 @@ impl Metrics {
 
     /// An admin request of an operator token: `read` (GET) or `write`.
     pub fn admin_request(&self, token_id: &str, kind: &'static str) {
-        let mut map = self.admin_requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .admin_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let known = map.keys().any(|(t, _)| t == token_id);
         let token = if known || map.len() < MAX_ADMIN_TOKENS {
             token_id.to_owned()
@@ -90,17 +93,27 @@ impl Metrics {
 
     /// Failed authentications so far, by reason (for the indicator watcher).
     pub fn auth_failures(&self) -> BTreeMap<&'static str, u64> {
-        self.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.auth_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Admin requests so far, by token and kind (for the indicator watcher).
     pub fn admin_requests(&self) -> BTreeMap<(String, &'static str), u64> {
-        self.admin_requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.admin_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Refused admin requests so far, by reason.
     pub fn admin_refusals(&self) -> u64 {
-        self.admin_refused.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+        self.admin_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
     }
 
     /// DPoP proofs refused as replays so far.
@@ -176,7 +189,10 @@ impl Metrics {
             "Requests refused for their credentials (401/403), by error code.",
         );
         for (reason, value) in self.auth_failures() {
-            let _ = writeln!(out, "atlas_auth_failures_total{{reason=\"{reason}\"}} {value}");
+            let _ = writeln!(
+                out,
+                "atlas_auth_failures_total{{reason=\"{reason}\"}} {value}"
+            );
         }
         header(
             out,
@@ -197,7 +213,10 @@ impl Metrics {
         );
         let refused = self.admin_refused.lock().unwrap_or_else(|p| p.into_inner());
         for (reason, value) in refused.iter() {
-            let _ = writeln!(out, "atlas_admin_refused_total{{reason=\"{reason}\"}} {value}");
+            let _ = writeln!(
+                out,
+                "atlas_admin_refused_total{{reason=\"{reason}\"}} {value}"
+            );
         }
     }
 }

@@ -38,7 +38,9 @@ pub trait OperatorTokenStore: Send + Sync {
     -> StoreResult<bool>;
     /// Operator tokens ever created (revoked and expired ones too: rows stay),
     /// and the newest one's id, label and creation time.
-    async fn operator_tokens_created(&self) -> StoreResult<(u64, Option<(String, String, OffsetDateTime)>)>;
+    async fn operator_tokens_created(
+        &self,
+    ) -> StoreResult<(u64, Option<(String, String, OffsetDateTime)>)>;
 }
 
 /// A refresh token row and whether it was spent (used or revoked).

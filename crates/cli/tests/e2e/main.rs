@@ -21,6 +21,7 @@ mod e2ee_health;
 mod groups;
 mod hardening;
 mod incidents;
+mod indicators;
 mod receipts;
 mod repair;
 mod replicas;

@@ -255,7 +255,7 @@ pub async fn impact(
 
 /// Loads incident `id`, applies `change` by `actor` and saves it, from the
 /// top when another change came first; the incident as it now is.
-async fn change(
+pub(crate) async fn change(
     state: &AppState,
     id: &IncidentId,
     actor: &str,

@@ -89,7 +89,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     }
     // Operator tokens are made on the server host, not through the API: the
     // database's count is the counter ("unexpected admin account creation").
-    let (tokens, _) = state.stores.operator_tokens.operator_tokens_created().await?;
+    let (tokens, _) = state
+        .stores
+        .operator_tokens
+        .operator_tokens_created()
+        .await?;
     let open = state
         .stores
         .incidents
