@@ -5,7 +5,7 @@ use atlas_testing::{Harness, RawDevice, operator_token, run_atlas};
 use serde_json::{Value, json};
 
 /// `atlas incident ARGS --server URL --json` with `token`: success and its JSON, or stderr.
-fn incident(url: &str, token: &str, args: &[&str]) -> Result<Value, String> {
+pub(crate) fn incident(url: &str, token: &str, args: &[&str]) -> Result<Value, String> {
     let mut all = vec!["incident"];
     all.extend_from_slice(args);
     all.extend(["--server", url, "--json"]);

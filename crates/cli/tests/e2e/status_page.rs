@@ -1,17 +1,12 @@
 //! The public status page (`/status`, Statuspage's JSON, the Atom feed)
 //! through an incident's stages, rendered by a real browser (headless Chromium).
-use atlas_testing::{Harness, operator_token, required_tool, run_atlas};
+use atlas_testing::{Harness, operator_token, required_tool};
 use serde_json::Value;
 use std::process::Command;
 
-/// `atlas incident …` against `url` with `op`.
+/// `atlas incident …` against `url` with `op`; its JSON.
 fn incident(url: &str, op: &str, args: &[&str]) -> Value {
-    let mut all = vec!["incident"];
-    all.extend_from_slice(args);
-    all.extend(["--server", url, "--json"]);
-    let (ok, out, err) = run_atlas(None, Some(op), &all);
-    assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
+    super::incidents::incident(url, op, args).unwrap()
 }
 
 /// Headless Chromium on `url`: the DOM it rendered (and a screenshot, when `screenshot`).
