@@ -63,18 +63,20 @@ async fn the_status_page_shows_each_stage_to_a_browser_and_leaks_nothing() {
         ],
     );
     let id = declared["id"].as_str().unwrap().to_owned();
-    incident(
-        &url,
-        &op,
-        &[
-            "update",
-            &id,
-            "--status",
-            "identified",
-            "--message",
-            "A storage queue is stuck",
-        ],
-    );
+    // The manual's stages (§6.1), as updates users read.
+    for (stage, message) in [
+        (
+            "investigating",
+            "We are investigating reports of delayed messages.",
+        ),
+        ("identified", "A storage queue is stuck"),
+    ] {
+        incident(
+            &url,
+            &op,
+            &["update", &id, "--status", stage, "--message", message],
+        );
+    }
     // The page is computed at most every 5 seconds.
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
 
@@ -142,19 +144,21 @@ async fn the_status_page_shows_each_stage_to_a_browser_and_leaks_nothing() {
     );
     eprintln!("status page screenshot: {}", shot.display());
 
-    // Resolved: operational again, the incident in the past with its total duration.
-    incident(
-        &url,
-        &op,
-        &[
-            "update",
-            &id,
-            "--status",
-            "resolved",
-            "--message",
-            "All delayed messages delivered",
-        ],
-    );
+    // Monitoring, then resolved: operational again, the incident in the past
+    // with its total duration, every stage on the page and in the feed.
+    for (stage, message) in [
+        (
+            "monitoring",
+            "A fix has been deployed. We are monitoring the situation.",
+        ),
+        ("resolved", "All delayed messages delivered"),
+    ] {
+        incident(
+            &url,
+            &op,
+            &["update", &id, "--status", stage, "--message", message],
+        );
+    }
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let status: Value = get("/api/v2/status.json").await.json().await.unwrap();
     assert_eq!(status["status"]["indicator"], "none", "{status}");
@@ -163,6 +167,22 @@ async fn the_status_page_shows_each_stage_to_a_browser_and_leaks_nothing() {
         page.contains("Past incidents") && page.contains("Total duration: 0 minutes"),
         "{page}"
     );
-    assert!(page.contains("All delayed messages delivered"));
+    for heading in ["Investigating", "Identified", "Monitoring", "Resolved"] {
+        assert!(
+            page.contains(&format!("<strong>{heading}</strong>")),
+            "{heading}: {page}"
+        );
+    }
+    let feed = get("/status/feed.atom").await.text().await.unwrap();
+    for heading in ["Investigating", "Identified", "Monitoring", "Resolved"] {
+        let title =
+            format!("<title>{heading}: Messages delayed &lt;b&gt;for some&lt;/b&gt;</title>");
+        assert_eq!(feed.matches(&title).count(), 1, "{heading}: {feed}");
+    }
+    let summary: Value = get("/api/v2/summary.json").await.json().await.unwrap();
+    assert!(
+        summary["incidents"].as_array().unwrap().is_empty(),
+        "resolved: {summary}"
+    );
     h.stop().await;
 }
