@@ -222,7 +222,8 @@ pub struct ImpactQuery {
 const MAX_LATE_AFTER: u64 = 86_400;
 
 /// `GET /admin/incidents/{id}/impact`: what the server recorded from the
-/// declaration to the resolution (or the close, or now), for the post-mortem.
+/// first alert (or the declaration) to the resolution (or the close, or
+/// now), for the post-mortem.
 pub async fn impact(
     State(state): State<AppState>,
     _: Admin<scope::Incidents>,
@@ -245,10 +246,21 @@ pub async fn impact(
         .resolved_at
         .or(incident.closed_at)
         .unwrap_or_else(|| state.clock.now());
+    // From the first alert that fired before the declaration, as the post-mortem's duration.
+    let lookback = incident.declared_at - atlas_ops::alerts::LOOKBACK;
+    let from = state
+        .stores
+        .alerts
+        .alerts_between(lookback, incident.declared_at, 1)
+        .await?
+        .first()
+        .map_or(incident.declared_at, |a| {
+            a.starts_at.0.max(lookback).min(incident.declared_at)
+        });
     let impact = state
         .stores
         .incidents
-        .impact(incident.declared_at, until, late_after)
+        .impact(from, until, late_after)
         .await?;
     Ok(Json(impact))
 }
