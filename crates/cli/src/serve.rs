@@ -159,6 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         slack_webhook_url: args.slack_webhook_url,
         pagerduty_routing_key: args.pagerduty_routing_key.filter(|k| !k.trim().is_empty()),
         pagerduty_events_url: args.pagerduty_events_url,
+        ..Default::default()
     };
     config.max_body_bytes = args.max_body_bytes;
     config.max_envelope_bytes = args.max_envelope_bytes;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Where notifications go: each destination only when configured.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NotifyConfig {
     /// A Slack incoming-webhook URL (a secret: never stored or logged).
     pub slack_webhook_url: Option<String>,
@@ -18,10 +18,23 @@ pub struct NotifyConfig {
     pub pagerduty_routing_key: Option<String>,
     /// The Events API v2 enqueue URL.
     pub pagerduty_events_url: String,
+    /// How long a destination may take to answer before the attempt counts as failed.
+    pub request_timeout: Duration,
 }
 
 /// PagerDuty's Events API v2 enqueue URL.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            slack_webhook_url: None,
+            pagerduty_routing_key: None,
+            pagerduty_events_url: PAGERDUTY_EVENTS_URL.into(),
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
 
 impl NotifyConfig {
     /// The destinations configured.
@@ -39,8 +52,8 @@ impl NotifyConfig {
 
 /// How long a replica holds a notification it is sending.
 const LEASE: time::Duration = time::Duration::seconds(30);
-/// A request to a destination gives up after this long (then it is retried).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request to a destination gives up after this long by default (then it is retried).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle destination is looked at.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -56,7 +69,10 @@ pub fn spawn(
     }
     // Slack and PagerDuty speak HTTPS (rustls, with ring as the client does).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Ok(http) = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() else {
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .build()
+    else {
         tracing::error!("notifications disabled: no HTTP client");
         return;
     };
@@ -123,6 +139,7 @@ impl Sender {
             outcome: &described,
             status,
             retry_at,
+            others_not_before: at + self.destination.pace(),
         };
         if let Err(e) = self
             .store
@@ -134,7 +151,7 @@ impl Sender {
         match decided {
             Next::Delivered => {
                 tracing::info!(incident = %notification.incident_id, destination = self.destination.as_str(), summary = %notification.summary, "notification delivered");
-                self.destination.pace().unsigned_abs()
+                POLL
             }
             Next::RetryAt(t) => {
                 tracing::warn!(incident = %notification.incident_id, destination = self.destination.as_str(), attempt, outcome = %described, retry_at = %atlas_proto::timestamp::rfc3339(t), "notification not delivered: will retry");

@@ -75,10 +75,7 @@ impl ServerConfig {
             metrics_group_ids: false,
             registration: Registration::Open,
             timeouts: Default::default(),
-            notify: crate::notify::NotifyConfig {
-                pagerduty_events_url: crate::notify::PAGERDUTY_EVENTS_URL.into(),
-                ..Default::default()
-            },
+            notify: Default::default(),
             admin_allow: Vec::new(),
             indicator_interval: std::time::Duration::from_secs(60),
         }

@@ -122,6 +122,9 @@ pub struct Attempt<'a> {
     pub status: &'a str,
     /// When to try again (pending).
     pub retry_at: OffsetDateTime,
+    /// The destination's other notifications wait until then (its pace,
+    /// kept whichever replica sends the next one).
+    pub others_not_before: OffsetDateTime,
 }
 
 /// The columns of [`NotificationRecord`].
@@ -505,6 +508,17 @@ impl<T: Backend> IncidentStore for T {
             .bind(error)
             .bind(crate::e2ee::unix_ms(attempt.retry_at))
             .bind(delivered),
+            execute
+        )?;
+        run!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE notifications SET next_attempt_ms = $2 WHERE status = 'pending' \
+                 AND next_attempt_ms < $2 AND notification_id <> $1 AND destination = \
+                 (SELECT destination FROM notifications WHERE notification_id = $1)"
+            )
+            .bind(notification_id)
+            .bind(crate::e2ee::unix_ms(attempt.others_not_before)),
             execute
         )?;
         tx.commit().await?;

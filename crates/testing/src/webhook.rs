@@ -5,6 +5,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A status that means: keep the connection open and never answer.
+pub const HANG: u16 = 0;
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -56,7 +59,7 @@ impl WebhookReceiver {
         Self { url, script, task }
     }
 
-    /// Answers from now on with `status`.
+    /// Answers from now on with `status` ([`HANG`]: never answers).
     pub fn answer_with(&self, status: u16) {
         let mut s = self.script.lock().unwrap();
         s.next.clear();
@@ -125,6 +128,9 @@ async fn answer(mut socket: tokio::net::TcpStream, script: Arc<Mutex<Script>>) {
         s.received.push(Received { path, body, status });
         (status, retry_after)
     };
+    if status == HANG {
+        std::future::pending::<()>().await;
+    }
     let retry = retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
     let reply = format!(
         "HTTP/1.1 {status} Scripted\r\n{retry}Content-Length: 2\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nok"

@@ -361,6 +361,7 @@ async fn notifying_server(h: &Harness, receiver: &str) -> atlas_server::RunningS
         slack_webhook_url: Some(format!("{receiver}/slack")),
         pagerduty_routing_key: Some("R0UTINGKEY".into()),
         pagerduty_events_url: format!("{receiver}/v2/enqueue"),
+        request_timeout: std::time::Duration::from_secs(1),
     };
     atlas_server::start(config).await.unwrap()
 }
@@ -540,6 +541,21 @@ async fn a_sev2_reaches_slack_and_pagerduty_through_429_500_and_a_restart() {
     assert_eq!(atlas_testing::series(&metrics, pending), 1.0, "{metrics}");
     let delivered = r#"atlas_incident_notifications{destination="pagerduty",status="delivered"}"#;
     assert_eq!(atlas_testing::series(&metrics, delivered), 2.0);
+    // A receiver that hangs: the attempt times out (1 s here, 10 s by default) and is retried.
+    receiver.answer_with(atlas_testing::HANG);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let shown = incident(&url, &op, &["show", &second_id]).unwrap();
+        let n = &shown["notifications"][0];
+        if n["last_error"] == "network: timed out" {
+            assert_eq!(n["status"], "pending", "{n}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let health = http.get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "the server keeps serving");
     server.stop().await;
     receiver.answer_with(200);
     let server = notifying_server(&h, &receiver.url).await;

@@ -243,6 +243,7 @@ async fn notifications_go_out_in_order_one_at_a_time(db: Db) {
         outcome: "HTTP 500",
         status: "pending",
         retry_at,
+        others_not_before: t,
     };
     store.finish_notification("n1", &failed).await.unwrap();
     assert!(
@@ -266,16 +267,24 @@ async fn notifications_go_out_in_order_one_at_a_time(db: Db) {
         outcome: "HTTP 200",
         status: "delivered",
         retry_at,
+        others_not_before: retry_at + Duration::seconds(1),
     };
     store.finish_notification("n1", &delivered).await.unwrap();
-    let second = store
+    // The destination's pace holds the next one back, whoever would send it.
+    let held = store
         .claim_notification("slack", retry_at, lease)
+        .await
+        .unwrap();
+    assert!(held.is_none(), "paced");
+    let paced = retry_at + Duration::seconds(1);
+    let second = store
+        .claim_notification("slack", paced, lease)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(second.notification_id, "n2");
     // A lease that ran out (its holder died) is taken over.
-    let later = retry_at + lease + Duration::seconds(1);
+    let later = paced + lease + Duration::seconds(1);
     let taken = store
         .claim_notification("slack", later, lease)
         .await
