@@ -70,6 +70,16 @@ async fn record(state: &AppState, text: &str) {
         }
     };
     for incident in open {
+        // Another replica may have seen the same (a token created: one database).
+        let timeline = state.stores.incidents.incident_timeline(&incident.id).await;
+        let seen = timeline.is_ok_and(|t| {
+            t.iter().any(|e| {
+                matches!(&e.event, atlas_proto::incident::IncidentEvent::Indicator { text: seen } if seen == text)
+            })
+        });
+        if seen {
+            continue;
+        }
         let change = Change::Indicator(text);
         if let Err(e) = crate::routes::incidents::change(state, &incident.id, "atlas", change).await
         {
