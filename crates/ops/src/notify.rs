@@ -99,9 +99,9 @@ pub fn notices(
             IncidentEvent::Indicator { text } => {
                 Some(format!("🛡️ {id} indicator of compromise: {text}"))
             }
-            IncidentEvent::Component { .. }
-            | IncidentEvent::Note { .. }
-            | IncidentEvent::Alert { .. } => None,
+            IncidentEvent::Note { text } => Some(format!("📝 {id} note: {text}")),
+            // Shown with the update that changed them; alerts came from Alertmanager.
+            IncidentEvent::Component { .. } | IncidentEvent::Alert { .. } => None,
         };
         if let Some(text) = text {
             out.push(Notice {
@@ -324,11 +324,13 @@ mod tests {
     }
 
     #[test]
-    fn a_sev3_pages_only_when_escalated_and_notes_tell_nobody() {
+    fn a_sev3_pages_only_when_escalated_and_notes_reach_slack_only() {
         let (mut i, n) = declared(Severity::Sev3);
         assert!(at(&n, Destination::PagerDuty).is_empty() && !i.paged);
         let note = Message::new("n").unwrap();
-        assert!(change(&mut i, Change::Note(&note)).is_empty());
+        let n = change(&mut i, Change::Note(&note));
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].payload["text"], "📝 INC-20261130060000 note: n");
         let n = change(
             &mut i,
             Change::Update(&update(IncidentStatus::Identified, Some(Severity::Sev2))),
