@@ -300,6 +300,48 @@ async fn limits_that_guard_secrets_are_shared_by_the_replicas() {
     }
 }
 
+/// `n` `atlas serve` processes on one new PostgreSQL database and `redis`,
+/// behind [`PUBLIC`] when `behind` (full SDK clients name the replica they
+/// talk to, so the groups bench runs without it).
+struct Replicas {
+    servers: Vec<atlas_testing::Server>,
+    pg: atlas_store::testdb::TempPostgres,
+    _data: atlas_store::testdb::TempDir,
+}
+
+async fn serve_replicas(n: usize, redis: &str, behind: bool) -> Replicas {
+    let pg = atlas_store::testdb::TempPostgres::create().await.unwrap();
+    let data = atlas_store::testdb::TempDir::new("atlas-replicas").unwrap();
+    let kek = data.path.join("server.kek");
+    let mut extra = vec![
+        "--database-url",
+        &pg.url,
+        "--kek-file",
+        kek.to_str().unwrap(),
+        "--redis-url",
+        redis,
+        "--registrations-per-minute",
+        "1000",
+    ];
+    if behind {
+        extra.extend(["--public-url", PUBLIC]);
+    }
+    let servers = (0..n)
+        .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
+        .collect();
+    Replicas {
+        servers,
+        pg,
+        _data: data,
+    }
+}
+
+impl Replicas {
+    fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(|r| r.url.clone()).collect()
+    }
+}
+
 /// `atlas bench send --verify` over `servers` behind [`PUBLIC`], started in
 /// the background: 6 senders for a 1 s warm-up and `seconds` measured.
 fn bench_in_background(servers: &[String], seconds: u32) -> Child {
@@ -378,32 +420,13 @@ async fn stored_once_with_receipts(db: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atlas_bench_carries_on_through_the_others_when_a_replica_is_killed() {
-    use atlas_store::testdb::{TempDir, TempPostgres};
-    let pg = TempPostgres::create().await.unwrap();
-    let data = TempDir::new("atlas-replicas").unwrap();
-    let kek = data.path.join("server.kek");
-    let redis = shared_redis();
-    let extra = [
-        "--database-url",
-        &pg.url,
-        "--kek-file",
-        kek.to_str().unwrap(),
-        "--redis-url",
-        &redis,
-        "--public-url",
-        PUBLIC,
-        "--registrations-per-minute",
-        "1000",
-    ];
-    let mut replicas: Vec<atlas_testing::Server> = (0..3)
-        .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
-        .collect();
-    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
-    let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let mut replicas = serve_replicas(3, &shared_redis(), true).await;
+    let urls = replicas.urls();
+    let db = sqlx::PgPool::connect(&replicas.pg.url).await.unwrap();
 
     let bench = bench_in_background(&urls, 6);
     wait_until_stored(&db, 100).await;
-    replicas[1].kill_9();
+    replicas.servers[1].kill_9();
     let report = bench_report(bench);
 
     // The devices of the killed replica moved on, and nothing failed for it.
@@ -549,33 +572,14 @@ async fn without_redis_requests_fail_closed_and_service_resumes_when_it_returns(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_under_load_fails_sends_closed_and_loses_nothing() {
-    use atlas_store::testdb::{TempDir, TempPostgres};
     if required_tool("redis-server").is_none() {
         return;
     }
     let port = free_port();
     let mut redis = redis_server(port);
-    let pg = TempPostgres::create().await.unwrap();
-    let data = TempDir::new("atlas-redis-load").unwrap();
-    let kek = data.path.join("server.kek");
-    let redis_url = format!("redis://127.0.0.1:{port}");
-    let extra = [
-        "--database-url",
-        &pg.url,
-        "--kek-file",
-        kek.to_str().unwrap(),
-        "--redis-url",
-        &redis_url,
-        "--public-url",
-        PUBLIC,
-        "--registrations-per-minute",
-        "1000",
-    ];
-    let replicas: Vec<atlas_testing::Server> = (0..2)
-        .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
-        .collect();
-    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
-    let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let replicas = serve_replicas(2, &format!("redis://127.0.0.1:{port}"), true).await;
+    let urls = replicas.urls();
+    let db = sqlx::PgPool::connect(&replicas.pg.url).await.unwrap();
     let http = atlas_client::http_client().unwrap();
 
     let bench = bench_in_background(&urls, 10);
@@ -616,27 +620,9 @@ async fn redis_killed_under_load_fails_sends_closed_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atlas_bench_groups_spread_over_replicas_commit_and_read_through_redis() {
-    use atlas_store::testdb::{TempDir, TempPostgres};
-    let pg = TempPostgres::create().await.unwrap();
-    let data = TempDir::new("atlas-replica-groups").unwrap();
-    let kek = data.path.join("server.kek");
-    let redis = shared_redis();
-    // No --public-url: the bench's full clients name the replica they talk to.
-    let extra = [
-        "--database-url",
-        &pg.url,
-        "--kek-file",
-        kek.to_str().unwrap(),
-        "--redis-url",
-        &redis,
-        "--registrations-per-minute",
-        "1000",
-    ];
-    let replicas: Vec<atlas_testing::Server> = (0..3)
-        .map(|_| atlas_testing::serve(&data, "127.0.0.1:0", &extra))
-        .collect();
+    let replicas = serve_replicas(3, &shared_redis(), false).await;
     let mut args = vec!["bench", "groups"];
-    for r in &replicas {
+    for r in &replicas.servers {
         args.extend(["--server", &r.url]);
     }
     // Groups of three, one member on each replica; every third operation a commit.
