@@ -440,6 +440,22 @@ impl<T: Backend> IncidentStore for T {
         now: OffsetDateTime,
         lease: time::Duration,
     ) -> StoreResult<Option<NotificationRecord>> {
+        // Most looks find nothing due: answer those from a reader, without
+        // taking the write lock (SQLite's writer serves the send path).
+        let now_ms = crate::e2ee::unix_ms(now);
+        let due: Option<(i64,)> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT CAST(1 AS BIGINT) FROM notifications WHERE destination = $1 \
+                 AND status = 'pending' AND next_attempt_ms <= $2 AND lease_until_ms <= $2 LIMIT 1"
+            )
+            .bind(destination)
+            .bind(now_ms),
+            fetch_optional
+        )?;
+        if due.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.db().begin().await?;
         let lock = tx.dialect().for_update();
         let sql = format!(
@@ -458,7 +474,6 @@ impl<T: Backend> IncidentStore for T {
             sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(destination),
             fetch_optional
         )?;
-        let now_ms = crate::e2ee::unix_ms(now);
         let Some(head) =
             head.filter(|h| h.lease_until_ms <= now_ms && h.record.next_attempt_ms <= now_ms)
         else {
