@@ -114,6 +114,15 @@ fn impact_line(i: &Impact) -> String {
         "{} copies delivered more than {} s late and {} not delivered yet, for {} users",
         i.delivered_late, i.late_after_secs, i.undelivered, i.users_delayed
     ));
+    if i.requests > 0 {
+        let share = |n: u64| n as f64 * 100.0 / i.requests as f64;
+        parts.push(format!(
+            "{} API requests, {:.1} % answered 5xx and {:.1} % 4xx",
+            i.requests,
+            share(i.server_errors),
+            share(i.client_errors)
+        ));
+    }
     let failures: u64 = i.decryption_failures.values().sum();
     if failures == 0 {
         parts.push("no decryption failures reported".into());
@@ -291,6 +300,9 @@ mod tests {
             users_delayed: 42,
             decryption_failures: [("OLM_BAD_MAC".to_owned(), 3)].into(),
             users_failing: 2,
+            requests: 4000,
+            server_errors: 120,
+            client_errors: 40,
             ..Impact::default()
         };
         let md = render(&view(&i, timeline), &impact);
@@ -312,6 +324,10 @@ mod tests {
             "300 copies delivered more than 60 s late and 4 not delivered yet, for 42 users"
         ));
         assert!(md.contains("3 decryption failures reported by 2 users (OLM_BAD_MAC × 3)"));
+        assert!(
+            md.contains("4000 API requests, 3.0 % answered 5xx and 1.0 % 4xx"),
+            "{md}"
+        );
         assert!(md.contains("| 06:00 | Incident declared (SEV-2): Messages \\| not &lt;b&gt;delivering&lt;/b&gt; — ops |"), "{md}");
         assert!(md.contains("| 06:12 | Root cause identified: Replica 2's queue was stuck |"));
         assert!(md.contains("| 06:40 | Fix deployed, monitoring: Replica 2 replaced |"));

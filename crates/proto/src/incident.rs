@@ -686,6 +686,15 @@ pub struct Impact {
     pub decryption_failures: BTreeMap<String, u64>,
     /// Users who reported them.
     pub users_failing: u64,
+    /// HTTP requests answered in the window (as the replicas recorded them each minute).
+    #[serde(default)]
+    pub requests: u64,
+    /// Of them, answered 4xx.
+    #[serde(default)]
+    pub client_errors: u64,
+    /// Of them, answered 5xx.
+    #[serde(default)]
+    pub server_errors: u64,
 }
 
 /// `GET /admin/incidents`.

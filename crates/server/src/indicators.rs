@@ -1,6 +1,8 @@
 //! Watches the indicators of compromise (seed `004`, §5.2) and writes what
 //! goes over a threshold into every open incident's timeline, as `atlas`. The
-//! counters are this replica's (the token count is the database's).
+//! counters are this replica's (the token count is the database's). On the
+//! same tick it adds this replica's requests by status class to the minute's
+//! totals in the database, the error rates of post-mortems.
 use crate::state::AppState;
 use atlas_ops::incident::Change;
 use atlas_ops::indicators::{Snapshot, findings};
@@ -39,11 +41,15 @@ pub fn spawn(state: AppState, every: Duration) {
     tokio::spawn(async move {
         let mut stop = state.shutdown.clone();
         let mut before = snapshot(&state).await;
+        let mut requests_before = state.metrics.status_classes();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            let requests = state.metrics.status_classes();
+            record_requests(&state, &requests_before, &requests).await;
+            requests_before = requests;
             let now = snapshot(&state).await;
             let found = findings(&before, &now, every.as_secs());
             before = now;
@@ -53,6 +59,36 @@ pub fn spawn(state: AppState, every: Duration) {
             }
         }
     });
+}
+
+/// Adds the requests answered since the last tick to this minute's totals.
+async fn record_requests(
+    state: &AppState,
+    before: &std::collections::BTreeMap<String, u64>,
+    now: &std::collections::BTreeMap<String, u64>,
+) {
+    let deltas: Vec<(String, u64)> = now
+        .iter()
+        .map(|(class, n)| {
+            (
+                class.clone(),
+                n.saturating_sub(before.get(class).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    if deltas.is_empty() {
+        return;
+    }
+    let ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
+    if let Err(e) = state
+        .stores
+        .incidents
+        .add_request_counts(ms / 60_000 * 60_000, &deltas)
+        .await
+    {
+        tracing::warn!(error = %e, "request counts not recorded");
+    }
 }
 
 /// Adds `text` to the timeline of every open incident.

@@ -116,6 +116,16 @@ impl Metrics {
             .sum()
     }
 
+    /// HTTP requests answered so far, by status class (`2xx`, `4xx`, `5xx` …).
+    pub fn status_classes(&self) -> BTreeMap<String, u64> {
+        let map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let mut classes = BTreeMap::new();
+        for ((_, _, status), n) in map.iter() {
+            *classes.entry(format!("{}xx", status / 100)).or_insert(0) += n;
+        }
+        classes
+    }
+
     /// DPoP proofs refused as replays so far.
     pub fn replays(&self) -> u64 {
         let map = self.dpop.lock().unwrap_or_else(|p| p.into_inner());

@@ -45,6 +45,10 @@ pub trait IncidentStore: Send + Sync {
         until: OffsetDateTime,
         late_after_secs: u64,
     ) -> StoreResult<Impact>;
+    /// Adds requests answered in the minute starting at `minute_ms`, by
+    /// status class (`2xx`, `4xx`, `5xx` …), forgetting minutes older than 90 days.
+    async fn add_request_counts(&self, minute_ms: i64, counts: &[(String, u64)])
+    -> StoreResult<()>;
     /// An incident's notifications, oldest first.
     async fn incident_notifications(&self, id: &IncidentId)
     -> StoreResult<Vec<NotificationRecord>>;
@@ -397,6 +401,25 @@ impl<T: Backend> IncidentStore for T {
                 .bind(epoch(until)),
             fetch_all
         )?;
+        let by_class: Vec<(String, i64)> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT class, CAST(SUM(requests) AS BIGINT) FROM request_minutes \
+                 WHERE minute_ms >= $1 AND minute_ms < $2 GROUP BY class"
+            )
+            .bind(crate::e2ee::unix_ms(from) / 60_000 * 60_000)
+            .bind(crate::e2ee::unix_ms(until)),
+            fetch_all
+        )?;
+        let class = |c: &str| {
+            by_class
+                .iter()
+                .filter(|(k, _)| k == c)
+                .map(|(_, n)| count(*n))
+                .sum()
+        };
+        let requests = by_class.iter().map(|(_, n)| count(*n)).sum();
+        let (client_errors, server_errors) = (class("4xx"), class("5xx"));
         let sql = format!("SELECT COUNT(DISTINCT user_id) FROM decryption_reports WHERE {window}");
         let (users_failing,): (i64,) = read!(
             self.db(),
@@ -416,7 +439,40 @@ impl<T: Backend> IncidentStore for T {
             users_delayed: count(users_delayed),
             decryption_failures: by_code.into_iter().map(|(c, n)| (c, count(n))).collect(),
             users_failing: count(users_failing),
+            requests,
+            client_errors,
+            server_errors,
         })
+    }
+
+    async fn add_request_counts(
+        &self,
+        minute_ms: i64,
+        counts: &[(String, u64)],
+    ) -> StoreResult<()> {
+        let mut tx = self.db().begin().await?;
+        for (class, n) in counts.iter().filter(|(_, n)| *n > 0) {
+            run!(
+                &mut tx,
+                sqlx::query(
+                    "INSERT INTO request_minutes (minute_ms, class, requests) VALUES ($1, $2, $3) \
+                     ON CONFLICT (minute_ms, class) DO UPDATE \
+                     SET requests = request_minutes.requests + excluded.requests"
+                )
+                .bind(minute_ms)
+                .bind(class)
+                .bind(version(*n)),
+                execute
+            )?;
+        }
+        run!(
+            &mut tx,
+            sqlx::query("DELETE FROM request_minutes WHERE minute_ms < $1")
+                .bind(minute_ms - 90 * 86_400_000),
+            execute
+        )?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn incident_notifications(

@@ -459,6 +459,42 @@ async fn a_sev2_reaches_slack_and_pagerduty_through_429_500_and_a_restart() {
         md.contains("First alert: Alert fired: HighDecryptionFailureRate — Decryption failure rate above 10/min"),
         "{md}"
     );
+    for computed in [
+        "- **Duration**: ",
+        "- **Impact**: ",
+        "Incident declared (SEV-2)",
+        "Root cause identified: Queue stuck",
+        "Service restored: Fixed",
+        "Incident closed: ",
+    ] {
+        assert!(md.contains(computed), "{computed}: {md}");
+    }
+    // The status page, its JSON and its feed show each stage of the incident.
+    let page = http.get(format!("{url}/status")).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    let feed = http
+        .get(format!("{url}/status/feed.atom"))
+        .send()
+        .await
+        .unwrap();
+    let feed = feed.text().await.unwrap();
+    for stage in ["Identified", "Resolved"] {
+        assert!(
+            page.contains(&format!("<strong>{stage}</strong>")),
+            "{stage}: {page}"
+        );
+        let title = format!("<title>{stage}: Messages not delivering</title>");
+        assert!(feed.contains(&title), "{stage}: {feed}");
+    }
+    let summary: Value = http
+        .get(format!("{url}/api/v2/summary.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["status"]["indicator"], "none", "closed: {summary}");
 
     // Every Slack message arrives once, in order; PagerDuty gets one trigger and
     // one resolve with the incident id as dedup_key and the routing key.

@@ -110,5 +110,24 @@ async fn indicators_are_counted_and_written_into_the_open_incident() {
         assert!(std::time::Instant::now() < deadline, "{texts:?}");
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+    // The requests of the window, by class, for the post-mortem's error rates.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let impact: Value = http
+            .get(format!("{url}/admin/incidents/{id}/impact"))
+            .bearer_auth(&op)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if impact["client_errors"].as_u64().unwrap_or(0) >= 41 {
+            assert!(impact["requests"].as_u64().unwrap() > 41, "{impact}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{impact}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     server.stop().await;
 }

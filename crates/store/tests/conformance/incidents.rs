@@ -186,6 +186,40 @@ async fn impact_counts_the_window(db: Db) {
         (0, 0, 0)
     );
     assert!(after.decryption_failures.is_empty());
+
+    // Requests by status class, added per minute by each replica, summed.
+    let minute = minute_of(t);
+    for _ in 0..2 {
+        let counts = [
+            ("2xx".to_owned(), 90),
+            ("4xx".to_owned(), 6),
+            ("5xx".to_owned(), 4),
+        ];
+        store.add_request_counts(minute, &counts).await.unwrap();
+    }
+    let with_requests = store
+        .impact(t - Duration::minutes(1), t + Duration::minutes(1), 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            with_requests.requests,
+            with_requests.client_errors,
+            with_requests.server_errors
+        ),
+        (200, 12, 8)
+    );
+    let next_minute = store
+        .impact(t + Duration::minutes(2), t + Duration::minutes(3), 60)
+        .await
+        .unwrap();
+    assert_eq!(next_minute.requests, 0);
+}
+
+/// The start of `t`'s minute, in Unix milliseconds.
+fn minute_of(t: OffsetDateTime) -> i64 {
+    let ms = (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    ms / 60_000 * 60_000
 }
 
 fn notice(n: u32, t: OffsetDateTime) -> atlas_store::NewNotification {
