@@ -348,6 +348,22 @@ async fn incidents_are_declared_updated_and_closed(mut h: Harness) {
         .await
         .unwrap();
     assert_eq!(answer.status(), 400);
+    for query in [
+        "late_after=0",
+        "late_after=86401",
+        "late_after=soon",
+        "bogus=1",
+    ] {
+        let answer = http
+            .get(format!("{url}/admin/incidents/{id}/impact?{query}"))
+            .bearer_auth(&op)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{query}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{query}: {body}");
+    }
     h.stop().await;
 }
 
