@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod at_rest;
+pub mod audit_log;
 pub mod backup;
 pub mod checks;
 pub mod device;
@@ -14,6 +15,7 @@ pub mod jwk;
 pub mod jws;
 pub mod mls;
 pub mod mls_ds;
+pub mod note;
 pub mod olm;
 pub mod receipt;
 pub mod receipt_inspect;

@@ -12,12 +12,16 @@ pub enum OperatorScope {
     All,
     /// Posting alerts (Alertmanager's webhook).
     Alerts,
+    /// Reading and verifying the audit log.
+    Audit,
     /// Removing users' devices.
     Devices,
     /// The diagnosis flow.
     Diagnose,
     /// The DPoP replay cache.
     Dpop,
+    /// Emergency actions: lockdown and lift, evidence, key revocation.
+    Emergency,
     /// Incidents: declare, update, close.
     Incidents,
     /// Receipt-signing and access-token keys.
@@ -32,12 +36,14 @@ pub enum OperatorScope {
 
 impl OperatorScope {
     /// Every scope, in wire order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::All,
         Self::Alerts,
+        Self::Audit,
         Self::Devices,
         Self::Diagnose,
         Self::Dpop,
+        Self::Emergency,
         Self::Incidents,
         Self::Keys,
         Self::Messages,
@@ -50,9 +56,11 @@ impl OperatorScope {
         match self {
             Self::All => "all",
             Self::Alerts => "alerts",
+            Self::Audit => "audit",
             Self::Devices => "devices",
             Self::Diagnose => "diagnose",
             Self::Dpop => "dpop",
+            Self::Emergency => "emergency",
             Self::Incidents => "incidents",
             Self::Keys => "keys",
             Self::Messages => "messages",

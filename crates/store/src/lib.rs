@@ -7,6 +7,7 @@
 
 mod accounts;
 mod alerts;
+mod audit;
 mod backups;
 mod db;
 mod e2ee;
@@ -30,6 +31,7 @@ mod tokens;
 
 pub use accounts::AccountStore;
 pub use alerts::{ALERTS_KEPT, AlertStore};
+pub use audit::{AuditFilter, AuditStore, Sealer, StoredCheckpoint};
 pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
@@ -129,6 +131,7 @@ pub trait Store:
     + BackupStore
     + IncidentStore
     + AlertStore
+    + AuditStore
     + Send
     + Sync
     + 'static
@@ -191,6 +194,8 @@ pub struct Stores {
     pub incidents: Arc<dyn IncidentStore>,
     /// Alerts Alertmanager reported.
     pub alerts: Arc<dyn AlertStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditStore>,
     /// The whole store, for its backend name and liveness.
     pub all: Arc<dyn Store>,
 }
@@ -215,6 +220,7 @@ impl Stores {
             backups: store.clone(),
             incidents: store.clone(),
             alerts: store.clone(),
+            audit: store.clone(),
             all: store,
         }
     }

@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (22, include_str!("../migrations/0022_notifications.sql")),
     (23, include_str!("../migrations/0023_alerts.sql")),
     (24, include_str!("../migrations/0024_request_minutes.sql")),
+    (25, include_str!("../migrations/0025_audit.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -190,7 +190,7 @@ pub mod scope {
     }
 
     markers!(
-        Alerts, Devices, Diagnose, Dpop, Incidents, Keys, Messages, Mls, Receipts
+        Alerts, Audit, Devices, Diagnose, Dpop, Emergency, Incidents, Keys, Messages, Mls, Receipts
     );
 }
 

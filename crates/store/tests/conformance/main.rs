@@ -136,6 +136,7 @@ macro_rules! on_both_backends {
 }
 
 mod accounts;
+mod audit;
 mod backups;
 mod groups;
 mod incidents;
