@@ -15,6 +15,10 @@ pub struct StoreArgs {
     /// The server's database URL (overrides --data-dir).
     #[arg(long, env = "ATLAS_DATABASE_URL")]
     database_url: Option<String>,
+    /// The server's key-encryption key, which opens the audit key (default:
+    /// server.kek beside the SQLite database).
+    #[arg(long, env = "ATLAS_KEK_FILE")]
+    kek_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -34,6 +38,45 @@ impl StoreArgs {
         atlas_store::open(&url)
             .await
             .context("opening the server's store")
+    }
+
+    /// Appends a host-side act to the server's audit log. Without the KEK (a
+    /// PostgreSQL URL and no --kek-file) the act cannot be sealed: it is then
+    /// only reported on stderr, since the store alone cannot vouch for it.
+    async fn audit(
+        &self,
+        store: std::sync::Arc<dyn atlas_store::Store>,
+        entry: atlas_proto::audit::NewAuditEntry,
+    ) {
+        let kek = self.kek_file.clone().or_else(|| match &self.database_url {
+            Some(url) => {
+                atlas_store::sqlite_path(url).and_then(|db| Some(db.parent()?.join("server.kek")))
+            }
+            None => Some(self.data_dir.join("server.kek")),
+        });
+        let recorded = match kek {
+            Some(kek) => match atlas_server::audit::open_on_host(
+                store,
+                &kek,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            {
+                Ok(log) => log
+                    .record(entry.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            },
+            None => Err(anyhow::anyhow!("--kek-file not given")),
+        };
+        if let Err(e) = recorded {
+            eprintln!(
+                "warning: {} was not recorded in the audit log: {e:#}",
+                entry.action
+            );
+        }
     }
 }
 
@@ -175,7 +218,24 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 .expires_at
                 .map(atlas_proto::timestamp::rfc3339)
                 .unwrap_or_default();
-            store.open().await?.create_operator_token(&record).await?;
+            let opened = store.open().await?;
+            opened.create_operator_token(&record).await?;
+            let detail = format!(
+                "scopes {}; label {:?}; until {expires_at}",
+                record.scopes.join(" "),
+                record.label
+            );
+            store
+                .audit(
+                    opened,
+                    atlas_server::audit::host_entry(
+                        record.created_at,
+                        "operator_token.create",
+                        &record.token_id,
+                        detail,
+                    ),
+                )
+                .await;
             if json {
                 outln!(
                     "{}",
@@ -191,11 +251,20 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { token_id, store } => {
-            let revoked = store
-                .open()
-                .await?
-                .revoke_operator_token(&token_id, time::OffsetDateTime::now_utc())
-                .await?;
+            let opened = store.open().await?;
+            let now = time::OffsetDateTime::now_utc();
+            let revoked = opened.revoke_operator_token(&token_id, now).await?;
+            let mut entry = atlas_server::audit::host_entry(
+                now,
+                "operator_token.revoke",
+                &token_id,
+                String::new(),
+            );
+            if !revoked {
+                entry.outcome = atlas_proto::audit::AuditOutcome::Refused;
+                entry.detail = "no active token with this id".into();
+            }
+            store.audit(opened, entry).await;
             anyhow::ensure!(revoked, "no active operator token with id {token_id}");
             outln!("revoked operator token {token_id}");
         }

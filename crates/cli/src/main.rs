@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit_cmd;
 mod backup_cmd;
 mod bench;
 mod client_cmd;
@@ -81,6 +82,9 @@ enum Command {
     /// Incidents: declare, update, assign, note, list, show, close (admin API, operator token).
     #[command(subcommand)]
     Incident(incident_cmd::IncidentCommand),
+    /// The audit log: list entries, verify its seals and signed checkpoints.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Load a running server and measure it: throughput, latency, errors, server CPU and memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -138,6 +142,7 @@ async fn main() -> ExitCode {
         Command::Mls(cmd) => mls_cmd::mls(cmd).await,
         Command::Diagnose(cmd) => diagnose_cmd::diagnose(cmd).await,
         Command::Incident(cmd) => incident_cmd::incident(cmd).await,
+        Command::Audit(cmd) => audit_cmd::audit(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,21 @@ fn context(purpose: &str, kid: &str) -> Vec<u8> {
 }
 
 impl Kek {
+    /// Reads the KEK at `path`, which must exist (commands on the server host:
+    /// a new KEK there would not open the server's keys, and would stop it starting).
+    pub fn load(path: &Path) -> Result<Self, KekError> {
+        if !path.exists() {
+            return Err(KekError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not found (start the server once, or pass --kek-file)",
+                ),
+            });
+        }
+        Self::load_or_create(path)
+    }
+
     /// Reads the KEK at `path`, creating it (mode `0600`) if it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, KekError> {
         let io = |source| KekError::Io {

@@ -2,6 +2,8 @@
 //! authenticates devices with DPoP-bound tokens, and hands out prekeys.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod audit_layer;
 pub mod auth;
 pub mod control;
 pub mod disconnects;
@@ -60,6 +62,9 @@ pub enum StartError {
         "--kek-file is required with PostgreSQL (the same file on every server sharing the database)"
     )]
     KekFileRequired,
+    /// The audit log's key is unusable.
+    #[error("audit log: {0}")]
+    Audit(#[from] audit::AuditError),
 }
 
 /// How often expired DPoP proof ids are pruned.
@@ -189,6 +194,15 @@ pub async fn build(
     let (token_kid, token_secret) = hmac_key(&keys, ACCESS_TOKEN_PURPOSE, now).await?;
     let (_, nonce_key) = hmac_key(&keys, NONCE_PURPOSE, now).await?;
     let (_, metrics_salt) = hmac_key(&keys, server_keys::METRICS_LABEL_PURPOSE, now).await?;
+    let audit = Arc::new(
+        audit::AuditLog::open(
+            stores.audit.clone(),
+            &keys,
+            &audit::origin_for(Some(&public_url)),
+            now,
+        )
+        .await?,
+    );
     let jti = Arc::new(StoreJtiCache::new(stores.jtis.clone()));
     let redis = match &config.redis_url {
         Some(url) => {
@@ -263,8 +277,16 @@ pub async fn build(
         registration: config.registration.clone(),
         notify_to: config.notify.destinations(),
         status_page: Default::default(),
+        audit: audit.clone(),
         redis,
     });
+    audit::spawn(
+        audit,
+        clock.clone(),
+        config.audit_checkpoint_interval,
+        config.audit_verify_interval,
+        shutdown.subscribe(),
+    );
     indicators::spawn(state.clone(), config.indicator_interval);
     notify::spawn(
         config.notify.clone(),

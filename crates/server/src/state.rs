@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub admin_allow: Vec<ipnet::IpNet>,
     /// How often indicators of compromise are checked for open incidents' timelines.
     pub indicator_interval: std::time::Duration,
+    /// How often the audit log is checkpointed (at most a minute, as the runbook contract says).
+    pub audit_checkpoint_interval: std::time::Duration,
+    /// How often the whole audit log is verified in the background.
+    pub audit_verify_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -78,6 +82,8 @@ impl ServerConfig {
             notify: Default::default(),
             admin_allow: Vec::new(),
             indicator_interval: std::time::Duration::from_secs(60),
+            audit_checkpoint_interval: std::time::Duration::from_secs(30),
+            audit_verify_interval: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct Inner {
     pub registration: Registration,
     /// The public status page, computed at most every few seconds.
     pub status_page: crate::routes::status::StatusCache,
+    /// The audit log.
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Where incident changes are notified.
     pub notify_to: Vec<atlas_ops::notify::Destination>,
     /// Redis, when configured (readiness checks it).

@@ -19,6 +19,7 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/users"),
     ("POST", "/token"),
     ("GET", "/.well-known/jwks.json"),
+    ("GET", "/.well-known/atlas/audit-checkpoint"),
     ("GET", "/backups/{user_id}"),
     ("GET", "/backups/{user_id}/{backup_id}"),
 ];

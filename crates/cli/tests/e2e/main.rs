@@ -11,6 +11,7 @@
 extern crate atlas_testing;
 
 mod alerts;
+mod audit;
 mod backup;
 mod bad_input;
 mod cli;

@@ -97,6 +97,9 @@ impl FromRequestParts<AppState> for OperatorAuth {
                 "operator token expired (make a new one with atlas admin token create)",
             ));
         }
+        if let Some(slot) = parts.extensions.get::<crate::audit_layer::AuditSlot>() {
+            slot.set(&record.token_id, &record.label);
+        }
         tracing::info!(token_id = %record.token_id, path = %parts.uri.path(), method = %parts.method, "operator request");
         let kind = if parts.method == axum::http::Method::GET {
             "read"

@@ -2,7 +2,7 @@
 //! (`Authorization: Bearer`), and its handler's `Admin<scope::…>` extractor
 //! checks the token's scope before the handler runs. A new admin route is one
 //! handler with that extractor plus one line in its module's `admin_router()`.
-use super::{alerts, devices, diagnose, dpop_admin, incidents, mls_admin, signing_keys};
+use super::{alerts, audit, devices, diagnose, dpop_admin, incidents, mls_admin, signing_keys};
 use crate::state::AppState;
 use axum::Router;
 
@@ -10,6 +10,7 @@ use axum::Router;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(alerts::admin_router())
+        .merge(audit::admin_router())
         .merge(devices::admin_router())
         .merge(diagnose::admin_router())
         .merge(dpop_admin::admin_router())

@@ -58,6 +58,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let groups = state.stores.groups.group_epoch_health(MAX_GROUPS).await?;
     let mut out = String::new();
     state.metrics.render(&mut out);
+    state
+        .audit
+        .render_metrics(&mut out, state.clock.now())
+        .await;
     let gauges: [Gauge; 3] = [
         (
             "atlas_mls_group_epoch",

@@ -1,6 +1,7 @@
 //! HTTP routes, one file per resource.
 pub mod admin;
 pub mod alerts;
+pub mod audit;
 pub mod backups;
 pub mod devices;
 pub mod diagnose;
@@ -55,6 +56,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(key_packages::router())
         .merge(groups::router(max_body_bytes))
         .merge(receipts::router())
+        .merge(audit::router())
         .nest("/admin", admin::router())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
@@ -67,6 +69,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit_layer::audit_requests,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_request,
