@@ -8,6 +8,7 @@ mod bench;
 mod client_cmd;
 mod diagnose_cmd;
 mod dpop_cmd;
+mod emergency_cmd;
 mod group_cmd;
 mod identity_cmd;
 mod incident_cmd;
@@ -82,6 +83,9 @@ enum Command {
     /// Incidents: declare, update, assign, note, list, show, close (admin API, operator token).
     #[command(subcommand)]
     Incident(incident_cmd::IncidentCommand),
+    /// Emergency actions: lock the server down, lift the lockdown (admin API, scope emergency).
+    #[command(subcommand)]
+    Emergency(emergency_cmd::EmergencyCommand),
     /// The audit log: list entries, verify its seals and signed checkpoints.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -143,6 +147,7 @@ async fn main() -> ExitCode {
         Command::Diagnose(cmd) => diagnose_cmd::diagnose(cmd).await,
         Command::Incident(cmd) => incident_cmd::incident(cmd).await,
         Command::Audit(cmd) => audit_cmd::audit(cmd).await,
+        Command::Emergency(cmd) => emergency_cmd::emergency(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -488,6 +488,9 @@ pub struct HealthResponse {
     pub storage: StorageHealth,
     /// Server version.
     pub version: String,
+    /// The emergency lockdown in force (the client API answers 503 `locked_down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockdown: Option<crate::emergency::LockdownState>,
 }
 
 /// Storage part of the health answer.

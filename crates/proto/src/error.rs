@@ -81,6 +81,15 @@ pub enum ErrorCode {
     InvalidTransition,
     /// The method is not allowed on this route.
     MethodNotAllowed,
+    /// The server is locked down by an operator (an emergency): the client API
+    /// is closed until the lockdown is lifted; retry after `Retry-After`.
+    LockedDown,
+    /// A lockdown is already in force.
+    AlreadyLockedDown,
+    /// There is no lockdown to lift.
+    NotLockedDown,
+    /// The typed confirmation phrase was missing or wrong.
+    ConfirmationMismatch,
     /// Too many requests from this caller.
     RateLimited,
     /// A recipient device holds the most undelivered messages it may; retry later.
@@ -132,6 +141,10 @@ impl ErrorCode {
             Self::IncidentClosed => "incident_closed",
             Self::InvalidTransition => "invalid_transition",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::LockedDown => "locked_down",
+            Self::AlreadyLockedDown => "already_locked_down",
+            Self::NotLockedDown => "not_locked_down",
+            Self::ConfirmationMismatch => "confirmation_mismatch",
             Self::RateLimited => "rate_limited",
             Self::QueueFull => "queue_full",
             Self::Internal => "internal",

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod clock;
 pub mod diagnose;
 pub mod e2ee;
+pub mod emergency;
 pub mod error;
 pub mod ids;
 pub mod incident;

@@ -22,6 +22,8 @@ pub enum ControlEvent {
     /// The access-token key was rotated: load the new one (tokens under the
     /// old one die) and close every socket.
     TokenKeyRotated,
+    /// A lockdown started or was lifted: read it again (and close every socket if it started).
+    LockdownChanged,
 }
 
 impl ControlEvent {
@@ -30,6 +32,7 @@ impl ControlEvent {
         match self {
             Self::SigningKeysChanged => "signing_keys".into(),
             Self::TokenKeyRotated => "token_key".into(),
+            Self::LockdownChanged => "lockdown".into(),
             Self::DeviceChanged(user, device) => format!("device {user}/{device}"),
             Self::DeviceRevoked(user, device) => format!("device_revoked {user}/{device}"),
         }
@@ -40,6 +43,7 @@ impl ControlEvent {
         match text.split_once(' ') {
             None if text == "signing_keys" => Some(Self::SigningKeysChanged),
             None if text == "token_key" => Some(Self::TokenKeyRotated),
+            None if text == "lockdown" => Some(Self::LockdownChanged),
             Some(("device", id)) => device_of(id).map(|(u, d)| Self::DeviceChanged(u, d)),
             Some(("device_revoked", id)) => device_of(id).map(|(u, d)| Self::DeviceRevoked(u, d)),
             _ => None,
@@ -68,6 +72,7 @@ pub async fn apply(state: &Inner, event: &ControlEvent) {
             crate::auth::tokens::reload_key_now(state).await;
             state.disconnects.everyone(Reason::TokensRevoked);
         }
+        ControlEvent::LockdownChanged => crate::lockdown::refresh(state).await,
     }
 }
 
@@ -109,6 +114,7 @@ mod tests {
         for event in [
             ControlEvent::SigningKeysChanged,
             ControlEvent::TokenKeyRotated,
+            ControlEvent::LockdownChanged,
             device,
             revoked,
         ] {

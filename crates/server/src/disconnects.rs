@@ -16,6 +16,8 @@ pub enum Reason {
     DeviceRevoked,
     /// The token key was rotated: every access token is dead.
     TokensRevoked,
+    /// An operator locked the server down (an emergency).
+    LockedDown,
 }
 
 impl Reason {
@@ -24,6 +26,7 @@ impl Reason {
         match self {
             Self::DeviceRevoked => "device_revoked",
             Self::TokensRevoked => "tokens_revoked",
+            Self::LockedDown => "locked_down",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod indicators;
 pub mod kek;
 pub mod limits;
 pub mod listener;
+pub mod lockdown;
 pub mod mls_commit;
 pub mod notify;
 pub mod rate_limit;
@@ -278,8 +279,11 @@ pub async fn build(
         notify_to: config.notify.destinations(),
         status_page: Default::default(),
         audit: audit.clone(),
+        lockdown: Default::default(),
         redis,
     });
+    lockdown::refresh(&state).await;
+    lockdown::spawn(state.clone());
     audit::spawn(
         audit,
         clock.clone(),

@@ -178,6 +178,8 @@ pub struct Inner {
     pub status_page: crate::routes::status::StatusCache,
     /// The audit log.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// The emergency lockdown as this process knows it.
+    pub lockdown: crate::lockdown::Lockdown,
     /// Where incident changes are notified.
     pub notify_to: Vec<atlas_ops::notify::Destination>,
     /// Redis, when configured (readiness checks it).

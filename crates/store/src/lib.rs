@@ -16,6 +16,7 @@ mod incidents;
 mod jti;
 mod key_checks;
 mod key_packages;
+mod lockdown;
 mod member_actions;
 mod messages;
 mod migrations;
@@ -39,6 +40,7 @@ pub use incidents::{Attempt, IncidentStore, NewNotification, NotificationRecord}
 pub use jti::JtiStore;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
 pub use key_packages::{ClaimedKeyPackageRecord, KeyPackageCounts, KeyPackageStore, NewKeyPackage};
+pub use lockdown::LockdownStore;
 pub use member_actions::{MemberAction, MemberActionStore};
 pub use messages::MessageStore;
 pub use postgres::PostgresStore;
@@ -132,6 +134,7 @@ pub trait Store:
     + IncidentStore
     + AlertStore
     + AuditStore
+    + LockdownStore
     + Send
     + Sync
     + 'static
@@ -196,6 +199,8 @@ pub struct Stores {
     pub alerts: Arc<dyn AlertStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditStore>,
+    /// The emergency lockdown.
+    pub lockdown: Arc<dyn LockdownStore>,
     /// The whole store, for its backend name and liveness.
     pub all: Arc<dyn Store>,
 }
@@ -221,6 +226,7 @@ impl Stores {
             incidents: store.clone(),
             alerts: store.clone(),
             audit: store.clone(),
+            lockdown: store.clone(),
             all: store,
         }
     }

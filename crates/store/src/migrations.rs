@@ -39,6 +39,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (23, include_str!("../migrations/0023_alerts.sql")),
     (24, include_str!("../migrations/0024_request_minutes.sql")),
     (25, include_str!("../migrations/0025_audit.sql")),
+    (26, include_str!("../migrations/0026_lockdown.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -7,7 +7,21 @@ use atlas_crypto::note::NoteVerifier;
 use atlas_testing::{Harness, on_both_backends, run_atlas, series};
 use serde_json::Value;
 
-fn token(h: &Harness, kek: &str, scope: &str) -> String {
+/// The KEK file of the harness's server.
+pub(crate) fn kek_of(h: &Harness) -> String {
+    let file = match &h.config().kek_file {
+        Some(file) => file.clone(),
+        None => atlas_store::sqlite_path(&h.database_url())
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("server.kek"),
+    };
+    file.display().to_string()
+}
+
+/// An operator token made on the host, its creation audited.
+pub(crate) fn token(h: &Harness, kek: &str, scope: &str) -> String {
     let db = h.database_url();
     let (ok, out, err) = run_atlas(
         None,
@@ -46,17 +60,9 @@ async fn acts_are_logged_checkpointed_and_tampering_is_named(mut h: Harness) {
     h.stop().await;
     let mut config = h.config();
     config.audit_checkpoint_interval = std::time::Duration::from_millis(200);
-    let kek = match &config.kek_file {
-        Some(file) => file.clone(),
-        None => atlas_store::sqlite_path(&h.database_url())
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("server.kek"),
-    };
+    let kek = kek_of(&h);
     let server = atlas_server::start(config).await.unwrap();
     let url = server.public_url.clone();
-    let kek = kek.display().to_string();
 
     let incidents = token(&h, &kek, "incidents");
     let auditor = token(&h, &kek, "audit");

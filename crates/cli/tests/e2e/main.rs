@@ -19,6 +19,7 @@ mod conversation;
 mod diagnose;
 mod durability;
 mod e2ee_health;
+mod emergency;
 mod groups;
 mod hardening;
 mod incidents;

@@ -657,7 +657,7 @@ async fn atlas_bench_groups_spread_over_replicas_commit_and_read_through_redis()
 
 /// Reads `socket` until the server closes it (a second at most); the close
 /// frame's code and reason.
-async fn closed_by_server(socket: &mut atlas_client::PushSocket) -> (u16, String) {
+pub(crate) async fn closed_by_server(socket: &mut atlas_client::PushSocket) -> (u16, String) {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);

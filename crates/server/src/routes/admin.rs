@@ -2,7 +2,9 @@
 //! (`Authorization: Bearer`), and its handler's `Admin<scope::…>` extractor
 //! checks the token's scope before the handler runs. A new admin route is one
 //! handler with that extractor plus one line in its module's `admin_router()`.
-use super::{alerts, audit, devices, diagnose, dpop_admin, incidents, mls_admin, signing_keys};
+use super::{
+    alerts, audit, devices, diagnose, dpop_admin, emergency, incidents, mls_admin, signing_keys,
+};
 use crate::state::AppState;
 use axum::Router;
 
@@ -14,6 +16,7 @@ pub fn router() -> Router<AppState> {
         .merge(devices::admin_router())
         .merge(diagnose::admin_router())
         .merge(dpop_admin::admin_router())
+        .merge(emergency::admin_router())
         .merge(incidents::admin_router())
         .merge(mls_admin::admin_router())
         .merge(signing_keys::admin_router())

@@ -15,8 +15,15 @@ use axum::routing::get;
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let started = std::time::Instant::now();
     let ok = state.stores.all.ping().await.is_ok();
+    let lockdown = state.lockdown.current();
     let body = HealthResponse {
-        status: if ok { "ok" } else { "unavailable" }.into(),
+        status: match (ok, &lockdown) {
+            (false, _) => "unavailable",
+            (true, Some(_)) => "locked_down",
+            (true, None) => "ok",
+        }
+        .into(),
+        lockdown,
         storage: StorageHealth {
             backend: state.stores.all.backend().into(),
             ok,

@@ -6,6 +6,7 @@ pub mod backups;
 pub mod devices;
 pub mod diagnose;
 pub mod dpop_admin;
+pub mod emergency;
 pub mod groups;
 pub mod health;
 pub mod incidents;
@@ -69,6 +70,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::lockdown::gate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit_layer::audit_requests,

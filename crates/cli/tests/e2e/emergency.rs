@@ -1,0 +1,208 @@
+//! The emergency lockdown (seed 004 §3.1): typed confirmation, the client API
+//! closed (503 locked_down with Retry-After, no tokens, sockets closed) while
+//! health, status, metrics and the admin API stay up; written into the open
+//! incident; held across a restart; lifted; every attempt audited.
+use crate::audit::{kek_of, token};
+use crate::replicas::closed_by_server;
+use atlas_testing::{Harness, RawDevice, on_both_backends, run_atlas};
+use serde_json::Value;
+
+async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
+    let url = h.url();
+    let kek = kek_of(&h);
+    let emergency = token(&h, &kek, "emergency");
+    let incidents = token(&h, &kek, "incidents");
+    let auditor = token(&h, &kek, "audit");
+    let narrow = token(&h, &kek, "incidents");
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&incidents),
+        &[
+            "incident",
+            "declare",
+            "SEV-1",
+            "Key compromise suspected",
+            "--server",
+            &url,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let incident: Value = serde_json::from_str(&out).unwrap();
+    let id = incident["id"].as_str().unwrap().to_owned();
+    let bob = RawDevice::register(&url, "bob").await;
+    let bob_token = bob.token().await;
+    let mut socket = bob.push_socket(&bob_token).await;
+    let shutdown = |token: &str, confirm: Option<&str>| {
+        let mut args = vec![
+            "emergency",
+            "shutdown",
+            "--server",
+            &url,
+            "--reason",
+            "drill",
+        ];
+        if let Some(confirm) = confirm {
+            args.extend(["--confirm", confirm]);
+        }
+        let (ok, out, err) = run_atlas(None, Some(token), &args);
+        (ok, format!("{out}{err}"))
+    };
+
+    // Refused: without the scope, with a wrong phrase, without a terminal to type it on.
+    let (ok, out) = shutdown(&narrow, Some("CONFIRM SHUTDOWN"));
+    assert!(!ok && out.contains("insufficient_scope"), "{out}");
+    let (ok, out) = shutdown(&emergency, Some("confirm shutdown"));
+    assert!(!ok && out.contains("confirmation_mismatch"), "{out}");
+    let (ok, out) = shutdown(&emergency, None);
+    assert!(
+        !ok && out.contains("pass --confirm 'CONFIRM SHUTDOWN'"),
+        "{out}"
+    );
+    assert_eq!(
+        bob.call(&bob_token, "GET", "/messages", None).await.0,
+        200,
+        "nothing changed"
+    );
+
+    let (ok, out) = shutdown(&emergency, Some("CONFIRM SHUTDOWN"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("[3/4] Writing into open incidents... {id}")),
+        "{out}"
+    );
+    assert_eq!(
+        closed_by_server(&mut socket).await,
+        (1008, "locked_down".into())
+    );
+    let (status, headers, body) = bob
+        .send_raw(
+            "GET",
+            "/messages",
+            Some(format!("DPoP {bob_token}")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("locked_down")));
+    assert_eq!(headers["retry-after"], "60");
+    let (status, body) = bob
+        .post_token(serde_json::json!({"grant_type": "refresh_token", "refresh_token": "x"}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("locked_down")),
+        "no tokens"
+    );
+    let http = atlas_client::http_client().unwrap();
+    for path in [
+        "/livez",
+        "/readyz",
+        "/status",
+        "/api/v2/status.json",
+        "/metrics",
+        "/.well-known/jwks.json",
+    ] {
+        let status = http
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{path} stays up");
+    }
+    let health: Value = http
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "locked_down");
+    assert_eq!(health["lockdown"]["reason"], "drill");
+    let (ok, out) = shutdown(&emergency, Some("CONFIRM SHUTDOWN"));
+    assert!(!ok && out.contains("already_locked_down"), "{out}");
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&incidents),
+        &["incident", "show", &id, "--server", &url, "--json"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("EMERGENCY LOCKDOWN"), "{out}");
+
+    // It is in the database: a restarted server is still locked down.
+    h.stop().await;
+    h.start().await;
+    let (status, _) = bob.call(&bob_token, "GET", "/messages", None).await;
+    assert_eq!(status, 503, "held across a restart");
+    let (ok, out, _) = run_atlas(
+        None,
+        Some(&emergency),
+        &["emergency", "status", "--server", &url],
+    );
+    assert!(ok && out.contains("LOCKED DOWN"), "{out}");
+
+    let lift = |confirm: &str| {
+        let (ok, out, err) = run_atlas(
+            None,
+            Some(&emergency),
+            &["emergency", "lift", "--confirm", confirm, "--server", &url],
+        );
+        (ok, format!("{out}{err}"))
+    };
+    let (ok, out) = lift("LIFT");
+    assert!(!ok && out.contains("confirmation_mismatch"), "{out}");
+    let (ok, out) = lift("LIFT LOCKDOWN");
+    assert!(ok, "{out}");
+    assert_eq!(
+        bob.call(&bob_token, "GET", "/messages", None).await.0,
+        200,
+        "open again"
+    );
+    let (ok, out) = lift("LIFT LOCKDOWN");
+    assert!(!ok && out.contains("not_locked_down"), "{out}");
+
+    // Every attempt is in the audit log with its outcome.
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&auditor),
+        &[
+            "audit",
+            "list",
+            "--action",
+            "POST /admin/emergency",
+            "--server",
+            &url,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let seen: Vec<String> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["detail"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "POST /admin/emergency/lockdown refused 403 insufficient_scope",
+            "POST /admin/emergency/lockdown refused 400 confirmation_mismatch",
+            "POST /admin/emergency/lockdown ok 200",
+            "POST /admin/emergency/lockdown refused 409 already_locked_down",
+            "POST /admin/emergency/lift refused 400 confirmation_mismatch",
+            "POST /admin/emergency/lift ok 200",
+            "POST /admin/emergency/lift refused 409 not_locked_down",
+        ]
+    );
+}
+
+on_both_backends!(a_lockdown_closes_the_client_api_until_lifted);
