@@ -125,7 +125,7 @@ mod tests {
             "device",
             "device alice",
             "device a/b/c",
-            "lockdown",
+            "lockdown now",
             "signing_keys now",
             "token_key alice",
             "device_revoked alice",
