@@ -4,12 +4,17 @@
 //! terminal the phrase must be given with `--confirm`.
 use crate::admin::ServerArgs;
 use crate::output::outln;
+use anyhow::Context;
+use atlas_client::operator::OperatorClient;
+use atlas_crypto::note::NoteVerifier;
 use atlas_proto::emergency::{
-    LIFT_PHRASE, LiftRequest, LockdownRequest, LockdownView, SHUTDOWN_PHRASE,
+    EvidenceBundle, LIFT_PHRASE, LiftRequest, LockdownRequest, LockdownView, SHUTDOWN_PHRASE,
 };
 use atlas_proto::incident::Message;
 use reqwest::Method;
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 /// `atlas emergency …`.
 #[derive(clap::Subcommand)]
@@ -25,6 +30,19 @@ pub enum EmergencyCommand {
         /// Why, for the incident timelines and the record.
         #[arg(long)]
         reason: Option<String>,
+        /// Where the evidence goes (must not exist; default
+        /// ./atlas-evidence/emergency_<YYYYmmdd_HHMMSS>).
+        #[arg(long)]
+        evidence_dir: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Save the server's forensic evidence (logs, state, metrics, configuration
+    /// without secrets, audit checkpoint) under a signed manifest, and verify it.
+    Evidence {
+        /// Where it goes (must not exist; default ./atlas-evidence/evidence_<YYYYmmdd_HHMMSS>).
+        #[arg(long)]
+        evidence_dir: Option<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -35,6 +53,14 @@ pub enum EmergencyCommand {
         confirm: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Check saved evidence against its signed MANIFEST (and KEY, or the key you pinned).
+    VerifyEvidence {
+        /// The evidence directory.
+        dir: PathBuf,
+        /// The audit key you pinned (default: the KEY file saved with the evidence).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Whether a lockdown is in force.
     Status {
@@ -60,12 +86,102 @@ fn phrase(given: Option<String>, phrase: &str) -> anyhow::Result<String> {
 
 const RULE: &str = "==========================================";
 
+/// `DIR`, or `./atlas-evidence/<prefix>_<YYYYmmdd_HHMMSS>`; created empty, owner-only.
+fn evidence_dir(given: Option<PathBuf>, prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(dir) => dir,
+        None => {
+            let stamp = time::OffsetDateTime::now_utc().format(
+                time::macros::format_description!("[year][month][day]_[hour][minute][second]"),
+            )?;
+            PathBuf::from("./atlas-evidence").join(format!("{prefix}_{stamp}"))
+        }
+    };
+    anyhow::ensure!(
+        !dir.exists(),
+        "evidence directory {} exists: name another (nothing was done)",
+        dir.display()
+    );
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {} (nothing was done)", parent.display()))?;
+    }
+    std::fs::create_dir(&dir)
+        .with_context(|| format!("cannot create {} (nothing was done)", dir.display()))?;
+    atlas_store::set_mode(&dir, 0o700)?;
+    Ok(dir)
+}
+
+fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    atlas_store::set_mode(path, 0o600)?;
+    Ok(())
+}
+
+/// [`fetch_evidence`]; on failure the directory it made is removed again, so
+/// a refused or failed attempt leaves nothing behind.
+async fn save_evidence(client: &OperatorClient, dir: &Path) -> anyhow::Result<usize> {
+    let saved = fetch_evidence(client, dir).await;
+    if saved.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    saved
+}
+
+/// Fetches the bundle, checks it, writes it under `dir` and checks what is on disk; the file count.
+async fn fetch_evidence(client: &OperatorClient, dir: &Path) -> anyhow::Result<usize> {
+    let bundle: EvidenceBundle = client
+        .call(Method::POST, "/admin/emergency/evidence")
+        .await?;
+    let verifier = NoteVerifier::from_text(&bundle.key).context("the server's audit key")?;
+    let files: BTreeMap<String, Vec<u8>> = bundle
+        .files
+        .into_iter()
+        .map(|(name, text)| (name, text.into_bytes()))
+        .collect();
+    if let Some(bad) = files
+        .keys()
+        .find(|n| !atlas_crypto::evidence::valid_name(n))
+    {
+        anyhow::bail!("the server sent a file named {bad:?}: refused");
+    }
+    atlas_crypto::evidence::verify(&bundle.manifest, &files, &verifier)?;
+    for (name, content) in &files {
+        write_private(&dir.join(name), content)?;
+    }
+    write_private(&dir.join("MANIFEST"), bundle.manifest.as_bytes())?;
+    write_private(&dir.join("KEY"), format!("{}\n", bundle.key).as_bytes())?;
+    // What counts is what is on disk.
+    let mut on_disk = BTreeMap::new();
+    for name in files.keys() {
+        on_disk.insert(name.clone(), std::fs::read(dir.join(name))?);
+    }
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST"))?;
+    atlas_crypto::evidence::verify(&manifest, &on_disk, &verifier)
+        .context("the saved evidence does not verify")?;
+    Ok(files.len())
+}
+
 /// `atlas emergency …`.
 pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
     match cmd {
+        EmergencyCommand::Evidence {
+            evidence_dir: dir,
+            server,
+        } => {
+            let client = server.client()?;
+            let dir = evidence_dir(dir, "evidence")?;
+            let n = save_evidence(&client, &dir).await?;
+            outln!(
+                "saved {n} files and their signed MANIFEST to {} (verified)",
+                dir.display()
+            );
+            Ok(())
+        }
         EmergencyCommand::Shutdown {
             confirm,
             reason,
+            evidence_dir: dir,
             server,
         } => {
             let reason = reason
@@ -77,9 +193,25 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
                 eprintln!("{RULE}\n⚠️  EMERGENCY SHUTDOWN INITIATED\n{RULE}");
             }
             let confirm = phrase(confirm, SHUTDOWN_PHRASE)?;
-            // A wrong phrase goes to the server too, which refuses it and audits the refusal.
-            let view: LockdownView = server
-                .client()?
+            let client = server.client()?;
+            // A wrong phrase, or a lockdown already in force, goes to the server
+            // without evidence: it refuses it and audits the refusal.
+            let current: LockdownView = client.call(Method::GET, "/admin/emergency").await?;
+            let mut saved = None;
+            if confirm == SHUTDOWN_PHRASE && current.lockdown.is_none() {
+                let dir = evidence_dir(dir, "emergency")?;
+                if !server.json {
+                    eprintln!("[1/5] Saving forensic evidence...");
+                }
+                let n = save_evidence(&client, &dir).await.with_context(|| {
+                    format!(
+                        "evidence not saved to {}; nothing was locked down",
+                        dir.display()
+                    )
+                })?;
+                saved = Some((dir, n));
+            }
+            let view: LockdownView = client
                 .call_with(
                     Method::POST,
                     "/admin/emergency/lockdown",
@@ -95,16 +227,24 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|l| format!(" since {} by {}", l.since, l.actor))
                 .unwrap_or_default();
+            if let Some((dir, n)) = &saved {
+                outln!(
+                    "[1/5] Saving forensic evidence... {n} files and a signed MANIFEST in {} (verified)",
+                    dir.display()
+                );
+            }
             outln!(
-                "[1/4] Locking down the client API (503 locked_down, no tokens issued)... done{since}"
+                "[2/5] Blocking client traffic (503 locked_down, no tokens issued)... done{since}"
             );
-            outln!("[2/4] Closing every WebSocket on every replica... done");
+            outln!(
+                "[3/5] Closing every WebSocket and stopping client work on every replica... done"
+            );
             if view.incidents_told.is_empty() {
                 outln!(
-                    "[3/4] Writing into open incidents... none is open: declare one (atlas incident declare SEV-1 …)"
+                    "[4/5] Writing into open incidents... none is open: declare one (atlas incident declare SEV-1 …)"
                 );
                 outln!(
-                    "[4/4] Notifications... none sent (they go out with an incident's timeline)"
+                    "[5/5] Notifications... none sent (they go out with an incident's timeline)"
                 );
             } else {
                 let ids: Vec<String> = view
@@ -112,10 +252,14 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(ToString::to_string)
                     .collect();
-                outln!("[3/4] Writing into open incidents... {}", ids.join(", "));
-                outln!("[4/4] Notifications... queued with those incidents (Slack, PagerDuty)");
+                outln!("[4/5] Writing into open incidents... {}", ids.join(", "));
+                outln!("[5/5] Notifications... queued with those incidents (Slack, PagerDuty)");
             }
-            outln!("{RULE}\nLOCKDOWN IN FORCE — end it with: atlas emergency lift\n{RULE}");
+            outln!("{RULE}\nLOCKDOWN IN FORCE — end it with: atlas emergency lift");
+            if let Some((dir, _)) = &saved {
+                outln!("Evidence saved to {}", dir.display());
+            }
+            outln!("{RULE}");
             Ok(())
         }
         EmergencyCommand::Lift { confirm, server } => {
@@ -133,6 +277,31 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
             } else {
                 outln!("lockdown lifted: the client API is open again");
             }
+            Ok(())
+        }
+        EmergencyCommand::VerifyEvidence { dir, key } => {
+            let key = match key {
+                Some(key) => key,
+                None => std::fs::read_to_string(dir.join("KEY"))
+                    .with_context(|| format!("reading {}", dir.join("KEY").display()))?,
+            };
+            let verifier =
+                NoteVerifier::from_text(&key).context("not a signed-note verifier key")?;
+            let manifest = std::fs::read_to_string(dir.join("MANIFEST"))
+                .with_context(|| format!("reading {}", dir.join("MANIFEST").display()))?;
+            let mut files = BTreeMap::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if name != "MANIFEST" && name != "KEY" {
+                    files.insert(name.clone(), std::fs::read(dir.join(&name))?);
+                }
+            }
+            let names = atlas_crypto::evidence::verify(&manifest, &files, &verifier)?;
+            outln!(
+                "OK: {} files match the MANIFEST signed by {}",
+                names.len(),
+                verifier.name()
+            );
             Ok(())
         }
         EmergencyCommand::Status { server } => {

@@ -22,6 +22,8 @@ mod verify;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Atlas: end-to-end-encrypted messaging.
 #[derive(Parser)]
@@ -113,16 +115,18 @@ async fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATLAS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let json_logs = matches!(&cli.command, Command::Serve(args) if args.log_json);
+    // The server keeps its recent log lines for the emergency evidence bundle.
+    let ring = matches!(cli.command, Command::Serve(_)).then_some(atlas_server::evidence::LogRing);
+    let logs = tracing_subscriber::registry().with(filter).with(ring);
     if json_logs {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+        logs.with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr),
+        )
+        .init();
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+        logs.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init();
     }
     let profile_dir = home(cli.home).join("profiles").join(&cli.profile);

@@ -10,6 +10,7 @@ pub mod checks;
 pub mod device;
 pub mod dpop;
 pub mod dpop_inspect;
+pub mod evidence;
 pub mod identity;
 pub mod jwk;
 pub mod jws;

@@ -50,3 +50,14 @@ pub struct LockdownView {
     #[serde(default)]
     pub incidents_told: Vec<IncidentId>,
 }
+
+/// `POST /admin/emergency/evidence`: what the server saw, for the forensic record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceBundle {
+    /// The SHA-256 of every file, as a note signed by the audit key (`sha256sum -c` reads it too).
+    pub manifest: String,
+    /// The key that signed it (signed-note verifier key form).
+    pub key: String,
+    /// File name to content: `logs.jsonl`, `state.json`, `metrics.txt`, `config.json`, `audit-checkpoint.txt`.
+    pub files: std::collections::BTreeMap<String, String>,
+}

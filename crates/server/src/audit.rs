@@ -116,6 +116,11 @@ impl AuditLog {
         })
     }
 
+    /// The signer (for the emergency evidence's manifest).
+    pub fn signer(&self) -> &NoteSigner {
+        &self.signer
+    }
+
     /// The key checkpoints verify with.
     pub fn verifier(&self) -> NoteVerifier {
         self.signer.verifier()

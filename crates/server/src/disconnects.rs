@@ -87,6 +87,11 @@ impl Disconnects {
         }
     }
 
+    /// Push sockets open in this process (each watches everyone).
+    pub fn sockets(&self) -> usize {
+        self.everyone.receiver_count()
+    }
+
     /// Closes every socket in this process.
     pub fn everyone(&self, reason: Reason) {
         self.everyone.send_replace(Some(reason));

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod control;
 pub mod disconnects;
 pub mod error;
+pub mod evidence;
 pub mod extract;
 pub mod fanout;
 pub mod indicators;

@@ -143,7 +143,46 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// One round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
+    /// Rows in each of [`COUNTED_TABLES`].
+    async fn row_counts(&self) -> StoreResult<Vec<(String, i64)>>;
 }
+
+/// Every table, for row counts (evidence, and checks that a copy is whole).
+pub const COUNTED_TABLES: &[&str] = &[
+    "users",
+    "devices",
+    "user_keys",
+    "messages",
+    "send_log",
+    "refresh_tokens",
+    "link_tokens",
+    "server_keys",
+    "dpop_jti",
+    "operator_tokens",
+    "receipts",
+    "mls_key_packages",
+    "mls_groups",
+    "mls_group_members",
+    "mls_commits",
+    "mls_epochs",
+    "mls_messages",
+    "mls_welcomes",
+    "mls_member_actions",
+    "decryption_reports",
+    "resend_requests",
+    "olm_session_resets",
+    "key_checks",
+    "key_backups",
+    "incidents",
+    "incident_events",
+    "notifications",
+    "notification_attempts",
+    "alerts",
+    "request_minutes",
+    "audit_log",
+    "audit_checkpoints",
+    "lockdown",
+];
 
 #[async_trait::async_trait]
 impl<T: db::Backend> Store for T {
@@ -158,6 +197,21 @@ impl<T: db::Backend> Store for T {
             fetch_one
         )?;
         Ok(())
+    }
+
+    async fn row_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        let mut counts = Vec::with_capacity(COUNTED_TABLES.len());
+        for table in COUNTED_TABLES {
+            // The names are our own constants, never input.
+            let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}");
+            let (n,): (i64,) = db::read!(
+                self.db(),
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())),
+                fetch_one
+            )?;
+            counts.push(((*table).to_owned(), n));
+        }
+        Ok(counts)
     }
 }
 

@@ -33,7 +33,9 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     let bob = RawDevice::register(&url, "bob").await;
     let bob_token = bob.token().await;
     let mut socket = bob.push_socket(&bob_token).await;
-    let shutdown = |token: &str, confirm: Option<&str>| {
+    let evidence = h.homes.path.join("evidence");
+    let dir = |name: &str| evidence.join(name).display().to_string();
+    let shutdown_to = |token: &str, confirm: Option<&str>, to: &str| {
         let mut args = vec![
             "emergency",
             "shutdown",
@@ -41,6 +43,8 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
             &url,
             "--reason",
             "drill",
+            "--evidence-dir",
+            to,
         ];
         if let Some(confirm) = confirm {
             args.extend(["--confirm", confirm]);
@@ -48,6 +52,7 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
         let (ok, out, err) = run_atlas(None, Some(token), &args);
         (ok, format!("{out}{err}"))
     };
+    let shutdown = |token: &str, confirm: Option<&str>| shutdown_to(token, confirm, &dir("bundle"));
 
     // Refused: without the scope, with a wrong phrase, without a terminal to type it on.
     let (ok, out) = shutdown(&narrow, Some("CONFIRM SHUTDOWN"));
@@ -59,6 +64,15 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
         !ok && out.contains("pass --confirm 'CONFIRM SHUTDOWN'"),
         "{out}"
     );
+    std::fs::create_dir_all(dir("taken")).unwrap();
+    let (ok, out) = shutdown_to(&emergency, Some("CONFIRM SHUTDOWN"), &dir("taken"));
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (ok, out) = shutdown_to(&emergency, Some("CONFIRM SHUTDOWN"), "/proc/atlas-evidence");
+    assert!(!ok && out.contains("cannot create"), "{out}");
+    assert!(
+        !std::path::Path::new(&dir("bundle")).exists(),
+        "no evidence for a refused shutdown"
+    );
     assert_eq!(
         bob.call(&bob_token, "GET", "/messages", None).await.0,
         200,
@@ -68,7 +82,63 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     let (ok, out) = shutdown(&emergency, Some("CONFIRM SHUTDOWN"));
     assert!(ok, "{out}");
     assert!(
-        out.contains(&format!("[3/4] Writing into open incidents... {id}")),
+        out.contains(&format!("[4/5] Writing into open incidents... {id}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("[1/5] Saving forensic evidence... 5 files"),
+        "{out}"
+    );
+
+    // The evidence: signed, checkable by sha256sum alone, without secrets.
+    let bundle = std::path::PathBuf::from(dir("bundle"));
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "MANIFEST"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && listed.matches(": OK").count() == 5,
+        "{listed}"
+    );
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["open_incidents"][0]["id"], id.as_str());
+    assert!(state["row_counts"]["users"].as_i64().unwrap() >= 1);
+    let acts = state["recent_admin_actions"].as_array().unwrap();
+    assert!(
+        acts.iter().any(|a| a["action"] == "POST /admin/incidents"),
+        "{acts:?}"
+    );
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+    assert!(
+        !config.contains("kek") && !config.contains("postgres://"),
+        "{config}"
+    );
+    assert!(
+        std::fs::read_to_string(bundle.join("metrics.txt"))
+            .unwrap()
+            .contains("atlas_audit_entries")
+    );
+    assert!(
+        std::fs::read_to_string(bundle.join("audit-checkpoint.txt"))
+            .unwrap()
+            .contains("/audit/")
+    );
+    let verify = |path: &std::path::Path| {
+        let (ok, out, err) = run_atlas(
+            None,
+            None,
+            &["emergency", "verify-evidence", &path.display().to_string()],
+        );
+        (ok, format!("{out}{err}"))
+    };
+    assert!(verify(&bundle).0);
+    std::fs::write(bundle.join("state.json"), "{}").unwrap();
+    let (ok, out) = verify(&bundle);
+    assert!(
+        !ok && out.contains("state.json does not match the manifest"),
         "{out}"
     );
     assert_eq!(
@@ -179,6 +249,24 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     );
     assert!(ok, "{err}");
     let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    // The token without the scope was refused at its first request, and that is recorded too.
+    let (ok, refused, err) = run_atlas(
+        None,
+        Some(&auditor),
+        &[
+            "audit",
+            "list",
+            "--action",
+            "GET /admin/emergency",
+            "--server",
+            &url,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let refused: Vec<Value> = serde_json::from_str(&refused).unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["detail"], "403 insufficient_scope");
     let seen: Vec<String> = entries
         .iter()
         .rev()
@@ -194,8 +282,8 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     assert_eq!(
         seen,
         [
-            "POST /admin/emergency/lockdown refused 403 insufficient_scope",
             "POST /admin/emergency/lockdown refused 400 confirmation_mismatch",
+            "POST /admin/emergency/evidence ok 200",
             "POST /admin/emergency/lockdown ok 200",
             "POST /admin/emergency/lockdown refused 409 already_locked_down",
             "POST /admin/emergency/lift refused 400 confirmation_mismatch",

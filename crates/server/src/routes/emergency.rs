@@ -158,10 +158,19 @@ async fn lift(
     }))
 }
 
+/// `POST /admin/emergency/evidence`: the forensic bundle, signed (step 1 of the shutdown).
+async fn evidence(
+    State(state): State<AppState>,
+    _operator: Admin<scope::Emergency>,
+) -> Result<Json<atlas_proto::emergency::EvidenceBundle>, ApiError> {
+    Ok(Json(crate::evidence::bundle(&state).await?))
+}
+
 /// The admin routes.
 pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/emergency", get(show))
         .route("/emergency/lockdown", post(lockdown))
         .route("/emergency/lift", post(lift))
+        .route("/emergency/evidence", post(evidence))
 }

@@ -55,6 +55,18 @@ pub async fn public(State(state): State<AppState>) -> Result<axum::response::Res
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state).await?,
+    ))
+}
+
+/// Every series `/metrics` shows, in the Prometheus text format (also the
+/// emergency evidence's metrics snapshot).
+pub async fn render(state: &AppState) -> Result<String, ApiError> {
     let groups = state.stores.groups.group_epoch_health(MAX_GROUPS).await?;
     let mut out = String::new();
     state.metrics.render(&mut out);
@@ -86,7 +98,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             let _ = writeln!(
                 out,
                 "{name}{{group_id=\"{}\"}} {}",
-                label(&group_label(&state, &g.group_id)),
+                label(&group_label(state, &g.group_id)),
                 value(g)
             );
         }
@@ -133,13 +145,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             );
         }
     }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    ))
+    Ok(out)
 }
 
 /// `/metrics` on the API listener (answers only when no separate listener is set).

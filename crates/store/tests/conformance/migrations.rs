@@ -66,4 +66,49 @@ async fn older_databases_are_adopted_and_changed_migrations_refused(db: Db) {
     assert!(error.contains("migrat"), "{error}");
 }
 
-on_both_backends!(older_databases_are_adopted_and_changed_migrations_refused);
+/// Every table of the schema is counted (evidence bundles and backups compare
+/// row counts), and every count is a real number.
+async fn row_counts_cover_every_table(db: Db) {
+    use sqlx::Connection;
+    let store = db.open().await;
+    let tables: Vec<(String,)> = match &db {
+        Db::Sqlite(_) => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url()).await.unwrap();
+            sqlx::query_as(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+        Db::Postgres(pg) => {
+            let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::query_as(
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+                 WHERE table_schema = 'public' AND table_name NOT LIKE '_sqlx%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+    };
+    let mut schema: Vec<String> = tables.into_iter().map(|(t,)| t).collect();
+    schema.sort();
+    let mut counted: Vec<String> = atlas_store::COUNTED_TABLES
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    counted.sort();
+    assert_eq!(schema, counted, "a table is missing from COUNTED_TABLES");
+    add_user(&store, "alice", "D1").await;
+    let counts: std::collections::BTreeMap<String, i64> =
+        store.row_counts().await.unwrap().into_iter().collect();
+    assert_eq!(counts["users"], 1);
+    assert_eq!(counts["devices"], 1);
+}
+
+on_both_backends!(
+    older_databases_are_adopted_and_changed_migrations_refused,
+    row_counts_cover_every_table
+);
