@@ -54,6 +54,21 @@ pub enum EmergencyCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Revoke keys that may be compromised (seed 004 §3.3) in one audited step:
+    /// `signing` revokes every receipt-signing key (receipts it signed stop
+    /// verifying; reissue them) and replaces the access-token and DPoP nonce
+    /// keys, so every token dies at once on every replica; devices sign in again
+    /// by themselves with their device keys. Secrets are destroyed, never archived.
+    RevokeKeys {
+        /// What to revoke.
+        #[arg(value_enum)]
+        kind: atlas_proto::emergency::KeyKind,
+        /// Do not ask "Continue? (yes/no)".
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Check saved evidence against its signed MANIFEST (and KEY, or the key you pinned).
     VerifyEvidence {
         /// The evidence directory.
@@ -277,6 +292,58 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
             } else {
                 outln!("lockdown lifted: the client API is open again");
             }
+            Ok(())
+        }
+        EmergencyCommand::RevokeKeys { kind, yes, server } => {
+            if !server.json {
+                eprintln!(
+                    "{RULE}\n⚠️  EMERGENCY KEY REVOCATION\nKey Type: {}\n{RULE}",
+                    kind.as_str()
+                );
+            }
+            if !yes {
+                anyhow::ensure!(
+                    std::io::stdin().is_terminal(),
+                    "no terminal to confirm on: pass --yes"
+                );
+                eprint!("This will invalidate existing sessions. Continue? (yes/no): ");
+                let mut typed = String::new();
+                std::io::stdin().read_line(&mut typed)?;
+                anyhow::ensure!(typed.trim() == "yes", "not confirmed; nothing changed");
+            }
+            let view: atlas_proto::emergency::RevokeKeysView = server
+                .client()?
+                .call_with(
+                    Method::POST,
+                    "/admin/emergency/revoke-keys",
+                    Some(&atlas_proto::emergency::RevokeKeysRequest { kind }),
+                )
+                .await?;
+            if server.json {
+                outln!("{}", serde_json::to_string_pretty(&view)?);
+                return Ok(());
+            }
+            outln!("[1/4] Generating new keys... {}", view.installed.join(", "));
+            outln!(
+                "[2/4] Revoking the old ones (secrets destroyed, public parts in the audit log)..."
+            );
+            for key in &view.revoked {
+                outln!(
+                    "      {} {} ({}, was {})",
+                    key.purpose,
+                    key.kid,
+                    key.alg,
+                    key.was
+                );
+            }
+            outln!("[3/4] Deploying the new keys to every replica... done");
+            outln!(
+                "[4/4] Ending every session: {} refresh tokens revoked, every socket closed",
+                view.refresh_tokens_revoked
+            );
+            outln!(
+                "{RULE}\nKEY REVOCATION COMPLETE\nDevices sign in again by themselves; reissue receipts that must verify (atlas receipt --reissue)\n{RULE}"
+            );
             Ok(())
         }
         EmergencyCommand::VerifyEvidence { dir, key } => {

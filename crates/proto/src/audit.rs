@@ -4,7 +4,7 @@ use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Longest stored text field of an entry; longer values are cut.
-pub const MAX_FIELD_LEN: usize = 512;
+pub const MAX_FIELD_LEN: usize = 8192;
 
 /// How an audited act ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

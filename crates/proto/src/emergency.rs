@@ -61,3 +61,61 @@ pub struct EvidenceBundle {
     /// File name to content: `logs.jsonl`, `state.json`, `metrics.txt`, `config.json`, `audit-checkpoint.txt`.
     pub files: std::collections::BTreeMap<String, String>,
 }
+
+/// Which keys an emergency revocation replaces (seed 004 §3.3 `revoke-keys.sh <KIND>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// Every receipt-signing key, the access-token key and the DPoP nonce key:
+    /// receipts signed before stop verifying, every token dies at once.
+    Signing,
+}
+
+impl KeyKind {
+    /// The name as typed and stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signing => "signing",
+        }
+    }
+}
+
+/// `POST /admin/emergency/revoke-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKeysRequest {
+    /// What to revoke.
+    pub kind: KeyKind,
+}
+
+/// One revoked key: its metadata and public part only (the secret is destroyed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedKey {
+    /// `receipt-signing`, `access-token`, `dpop-nonce`.
+    pub purpose: String,
+    /// Its id.
+    pub kid: String,
+    /// Its algorithm.
+    pub alg: String,
+    /// Its status before (`active`, `retired`, `revoked`).
+    pub was: String,
+    /// The public JWK, for signature keys (receipts it signed can be checked against it in an investigation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_jwk: Option<serde_json::Value>,
+}
+
+/// What an emergency revocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeKeysView {
+    /// The kind.
+    pub kind: KeyKind,
+    /// When.
+    pub at: Timestamp,
+    /// The keys revoked.
+    pub revoked: Vec<RevokedKey>,
+    /// Ids of the keys now in use.
+    pub installed: Vec<String>,
+    /// Refresh tokens revoked (devices sign in again with their device keys).
+    pub refresh_tokens_revoked: u64,
+}

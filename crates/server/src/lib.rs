@@ -22,6 +22,7 @@ pub mod rate_limit;
 pub mod receipts;
 pub mod redis_fanout;
 pub mod redis_store;
+pub mod revocation;
 pub mod routes;
 pub mod server_keys;
 pub mod state;
@@ -29,7 +30,6 @@ pub mod telemetry;
 
 use crate::auth::jti::StoreJtiCache;
 use crate::auth::tokens::AccessTokens;
-use atlas_crypto::dpop::NonceIssuer;
 use atlas_crypto::jws::HmacJwsKey;
 use atlas_store::ServerKeyRecord;
 use kek::Kek;
@@ -251,7 +251,7 @@ pub async fn build(
         token_key_checked: std::sync::Mutex::new(None),
         device_statuses: Default::default(),
         jti: replay_cache,
-        nonces: NonceIssuer::new(nonce_key, 300),
+        nonces: auth::tokens::Nonces::new(nonce_key),
         fanout,
         disconnects: Default::default(),
         clock: clock.clone(),

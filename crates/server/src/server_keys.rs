@@ -106,6 +106,23 @@ impl ServerKeys {
             .await?)
     }
 
+    /// Emergency revocation of every key of `purposes` (secrets destroyed),
+    /// `replacements` active instead, every refresh token revoked, in one
+    /// transaction; the keys as they were, opened, and the refresh tokens revoked.
+    pub async fn revoke_all(
+        &self,
+        purposes: &[&str],
+        replacements: &[ServerKeyRecord],
+        now: OffsetDateTime,
+    ) -> Result<(Vec<ServerKeyState>, u64), ServerKeyError> {
+        let sealed: Vec<ServerKeyRecord> = replacements.iter().map(|k| self.sealed(k)).collect();
+        let (mut before, refresh) = self.store.revoke_keys_of(purposes, &sealed, now).await?;
+        for state in &mut before {
+            state.key = self.opened(state.key.clone())?;
+        }
+        Ok((before, refresh))
+    }
+
     /// Seals every key of `purposes` still stored plain (written before sealing existed)
     /// and checks that every sealed one opens under this KEK; how many it sealed.
     pub async fn seal_legacy(&self, purposes: &[&str]) -> Result<usize, ServerKeyError> {
@@ -113,6 +130,10 @@ impl ServerKeys {
         for purpose in purposes {
             for state in self.store.server_keys(purpose).await? {
                 let key = state.key;
+                // A destroyed secret (emergency revocation) has nothing to seal.
+                if key.secret.is_empty() {
+                    continue;
+                }
                 if let Opened::Legacy(secret) =
                     self.kek.open(&key.purpose, &key.kid, &key.secret)?
                 {

@@ -2,7 +2,7 @@
 use crate::auth::jti::JtiCache;
 use crate::auth::tokens::AccessTokens;
 use crate::fanout::Fanout;
-use atlas_crypto::dpop::{IatWindow, NonceIssuer};
+use atlas_crypto::dpop::IatWindow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -149,7 +149,7 @@ pub struct Inner {
     /// DPoP replay cache.
     pub jti: Arc<dyn JtiCache>,
     /// DPoP nonce issuer.
-    pub nonces: NonceIssuer,
+    pub nonces: crate::auth::tokens::Nonces,
     /// Live delivery to connected devices.
     pub fanout: Arc<dyn Fanout>,
     /// Push sockets to close at once (a revoked device, a rotated token key).

@@ -35,6 +35,17 @@ pub trait ServerKeyStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Replaces the stored secret of key `kid` (sealing a legacy plain secret); false if there is no such key.
     async fn replace_server_key_secret(&self, kid: &str, secret: &[u8]) -> StoreResult<bool>;
+    /// Emergency revocation, in one transaction: every key of `purposes` is
+    /// revoked and its secret destroyed (the row keeps only its metadata),
+    /// `replacements` become the active keys, and every unspent refresh token is
+    /// revoked. Returns the keys as they were (secrets still sealed), so the
+    /// caller can record their public parts; and the refresh tokens revoked.
+    async fn revoke_keys_of(
+        &self,
+        purposes: &[&str],
+        replacements: &[ServerKeyRecord],
+        now: OffsetDateTime,
+    ) -> StoreResult<(Vec<ServerKeyState>, u64)>;
 }
 
 /// A `server_keys` row.
@@ -189,6 +200,53 @@ impl<T: Backend> ServerKeyStore for T {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn revoke_keys_of(
+        &self,
+        purposes: &[&str],
+        replacements: &[ServerKeyRecord],
+        now: OffsetDateTime,
+    ) -> StoreResult<(Vec<ServerKeyState>, u64)> {
+        let mut tx = self.db().begin().await?;
+        let mut before = Vec::new();
+        for purpose in purposes {
+            let sql = format!(
+                "SELECT kid, purpose, alg, secret, status, created_at, retired_at, publish_until, \
+                 revoked_at FROM server_keys WHERE purpose = $1 AND length(secret) > 0{}",
+                tx.dialect().for_update()
+            );
+            let rows: Vec<KeyRow> = run!(
+                &mut tx,
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(*purpose),
+                fetch_all
+            )?;
+            before.extend(rows.into_iter().map(ServerKeyState::from));
+            run!(
+                &mut tx,
+                sqlx::query(
+                    "UPDATE server_keys SET status = 'revoked', \
+                     revoked_at = COALESCE(revoked_at, $1), secret = $2 WHERE purpose = $3"
+                )
+                .bind(now)
+                .bind(Vec::<u8>::new())
+                .bind(*purpose),
+                execute
+            )?;
+        }
+        for key in replacements {
+            insert_key(&mut tx, key).await?;
+        }
+        let refresh = run!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE used_at IS NULL AND revoked_at IS NULL"
+            )
+            .bind(now),
+            execute
+        )?;
+        tx.commit().await?;
+        Ok((before, refresh))
     }
 
     async fn replace_server_key_secret(&self, kid: &str, secret: &[u8]) -> StoreResult<bool> {

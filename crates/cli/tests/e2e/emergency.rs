@@ -293,4 +293,160 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     );
 }
 
-on_both_backends!(a_lockdown_closes_the_client_api_until_lifted);
+/// `revoke-keys signing`: every receipt key is revoked (a receipt signed
+/// before stops verifying, the JWKS drops its key), every token dies at once,
+/// the secrets are gone from the database, the public parts are in the audit
+/// log, and the CLI carries on with no user action.
+async fn revoking_signing_keys_kills_tokens_and_receipts_and_clients_carry_on(h: Harness) {
+    let url = h.url();
+    let kek = kek_of(&h);
+    let home = h.homes.path.clone();
+    let emergency = token(&h, &kek, "emergency");
+    let auditor = token(&h, &kek, "audit");
+    for user in ["alice", "bob"] {
+        atlas_testing::atlas_ok(
+            &home,
+            &["--profile", user, "register", user, "--server", &url],
+        );
+    }
+    let sent: Value = serde_json::from_str(&atlas_testing::atlas_ok(
+        &home,
+        &["--profile", "alice", "send", "bob", "before", "--json"],
+    ))
+    .unwrap();
+    let receipt = sent["receipt"]["base64"].as_str().unwrap().to_owned();
+    let old_kid = sent["receipt"]["kid"].as_str().unwrap().to_owned();
+    atlas_testing::atlas_ok(&home, &["verify-receipt", "--receipt", &receipt]);
+    let carol = RawDevice::register(&url, "carol").await;
+    let captured = carol.token().await;
+    assert_eq!(carol.call(&captured, "GET", "/messages", None).await.0, 200);
+
+    // Without a terminal and without --yes: refused, nothing changed.
+    let (ok, _, err) = run_atlas(
+        None,
+        Some(&emergency),
+        &["emergency", "revoke-keys", "signing", "--server", &url],
+    );
+    assert!(!ok && err.contains("pass --yes"), "{err}");
+    let (ok, _, err) = run_atlas(
+        None,
+        Some(&emergency),
+        &["emergency", "revoke-keys", "everything", "--server", &url],
+    );
+    assert!(!ok && err.contains("invalid value"), "{err}");
+    assert_eq!(carol.call(&captured, "GET", "/messages", None).await.0, 200);
+
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&emergency),
+        &[
+            "emergency",
+            "revoke-keys",
+            "signing",
+            "--yes",
+            "--server",
+            &url,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let view: Value = serde_json::from_str(&out).unwrap();
+    let revoked = view["revoked"].as_array().unwrap();
+    let purposes: std::collections::BTreeSet<&str> = revoked
+        .iter()
+        .map(|k| k["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        purposes,
+        ["access-token", "dpop-nonce", "receipt-signing"].into()
+    );
+    let old = revoked
+        .iter()
+        .find(|k| k["kid"] == old_kid.as_str())
+        .unwrap();
+    assert_eq!(old["public_jwk"]["kid"], old_kid.as_str());
+    assert!(old["public_jwk"].get("d").is_none(), "public parts only");
+
+    // The captured token is dead; the old receipt no longer verifies; the JWKS moved on.
+    let (status, body) = carol.call(&captured, "GET", "/messages", None).await;
+    assert_eq!(status, 401, "{body}");
+    let (ok, out, err) = run_atlas(None, None, &["verify-receipt", "--receipt", &receipt]);
+    assert!(
+        !ok,
+        "a receipt under a revoked key must not verify: {out}{err}"
+    );
+    let jwks: Value = atlas_client::http_client()
+        .unwrap()
+        .get(format!("{url}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kid"] != old_kid.as_str())
+    );
+    // The secrets are destroyed, not kept: the rows hold nothing.
+    for purpose in ["receipt-signing", "access-token", "dpop-nonce"] {
+        let stored = h.stored_server_keys(purpose).await;
+        let wiped = stored
+            .iter()
+            .filter(|(_, secret)| secret.is_empty())
+            .count();
+        assert_eq!(
+            wiped,
+            stored.len() - 1,
+            "{purpose}: all but the new key wiped"
+        );
+    }
+
+    // The users do nothing: their next commands sign in again and work.
+    atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "after"]);
+    let inbox = atlas_testing::atlas_ok(&home, &["--profile", "bob", "inbox"]);
+    assert!(
+        inbox.contains("before") && inbox.contains("after"),
+        "{inbox}"
+    );
+    let fresh: Value = serde_json::from_str(&atlas_testing::atlas_ok(
+        &home,
+        &["--profile", "alice", "send", "bob", "verified", "--json"],
+    ))
+    .unwrap();
+    assert_ne!(fresh["receipt"]["kid"], old_kid.as_str());
+    atlas_testing::atlas_ok(
+        &home,
+        &[
+            "verify-receipt",
+            "--receipt",
+            fresh["receipt"]["base64"].as_str().unwrap(),
+        ],
+    );
+
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&auditor),
+        &[
+            "audit",
+            "list",
+            "--action",
+            "keys.revoke",
+            "--server",
+            &url,
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0]["detail"].as_str().unwrap().contains(&old_kid));
+}
+
+on_both_backends!(
+    a_lockdown_closes_the_client_api_until_lifted,
+    revoking_signing_keys_kills_tokens_and_receipts_and_clients_carry_on
+);

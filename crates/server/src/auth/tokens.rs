@@ -52,6 +52,50 @@ struct TokenKey {
     key: HmacJwsKey,
 }
 
+/// The DPoP nonce key in use, replaceable at once (emergency revocation).
+pub struct Nonces {
+    current: RwLock<Arc<atlas_crypto::dpop::NonceIssuer>>,
+}
+
+/// Nonce lifetime, seconds.
+pub const NONCE_LIFETIME_SECS: i64 = 300;
+
+impl Nonces {
+    /// Nonces under `key`.
+    pub fn new(key: [u8; 32]) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(atlas_crypto::dpop::NonceIssuer::new(
+                key,
+                NONCE_LIFETIME_SECS,
+            ))),
+        }
+    }
+
+    fn current(&self) -> Arc<atlas_crypto::dpop::NonceIssuer> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A fresh nonce.
+    pub fn issue(&self, now: i64) -> String {
+        self.current().issue(now)
+    }
+
+    /// Checks a nonce a proof carries.
+    pub fn check(&self, nonce: &str, now: i64) -> Result<(), atlas_crypto::dpop::DpopError> {
+        self.current().check(nonce, now)
+    }
+
+    /// Replaces the key: nonces under the previous one stop verifying.
+    pub fn install(&self, key: [u8; 32]) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(
+            atlas_crypto::dpop::NonceIssuer::new(key, NONCE_LIFETIME_SECS),
+        );
+    }
+}
+
 /// Issues and verifies access tokens with the server's current token key.
 /// Rotating the key ([`AccessTokens::install`]) kills every outstanding token.
 pub struct AccessTokens {
@@ -142,6 +186,15 @@ pub async fn reload_key(state: &crate::state::Inner) -> bool {
 pub async fn reload_key_now(state: &crate::state::Inner) -> bool {
     let purpose = crate::server_keys::ACCESS_TOKEN_PURPOSE;
     let now = state.clock.now();
+    let nonce = crate::server_keys::NONCE_PURPOSE;
+    let make_nonce = move || crate::new_hmac_key(nonce, now);
+    match state.keys.active(nonce, &make_nonce).await {
+        Ok(key) => match <[u8; 32]>::try_from(key.secret) {
+            Ok(secret) => state.nonces.install(secret),
+            Err(_) => tracing::error!("the DPoP nonce key is not 32 bytes"),
+        },
+        Err(e) => tracing::error!(error = %e, "cannot read the DPoP nonce key"),
+    }
     let make = move || crate::new_hmac_key(purpose, now);
     match state.keys.active(purpose, &make).await {
         Ok(key) if key.kid != state.tokens.kid() => match <[u8; 32]>::try_from(key.secret) {

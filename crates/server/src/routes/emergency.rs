@@ -166,6 +166,29 @@ async fn evidence(
     Ok(Json(crate::evidence::bundle(&state).await?))
 }
 
+/// `POST /admin/emergency/revoke-keys {"kind": "signing"}` (seed 004 §3.3).
+async fn revoke_keys(
+    State(state): State<AppState>,
+    operator: Admin<scope::Emergency>,
+    crate::limits::ClientAddr(source): crate::limits::ClientAddr,
+    ApiJson(request): ApiJson<atlas_proto::emergency::RevokeKeysRequest>,
+) -> Result<Json<atlas_proto::emergency::RevokeKeysView>, ApiError> {
+    let view = crate::revocation::revoke(&state, request.kind, &operator, &source).await?;
+    let _ = tell_incidents(
+        &state,
+        &operator.token_id,
+        &format!(
+            "🔑 Emergency key revocation ({}) by {}: {} keys revoked, {} refresh tokens revoked; devices sign in again with their device keys.",
+            request.kind.as_str(),
+            actor(&operator),
+            view.revoked.len(),
+            view.refresh_tokens_revoked
+        ),
+    )
+    .await;
+    Ok(Json(view))
+}
+
 /// The admin routes.
 pub fn admin_router() -> Router<AppState> {
     Router::new()
@@ -173,4 +196,5 @@ pub fn admin_router() -> Router<AppState> {
         .route("/emergency/lockdown", post(lockdown))
         .route("/emergency/lift", post(lift))
         .route("/emergency/evidence", post(evidence))
+        .route("/emergency/revoke-keys", post(revoke_keys))
 }
