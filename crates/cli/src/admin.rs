@@ -23,7 +23,15 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn atlas_store::Store>> {
-        let url = match &self.database_url {
+        let url = self.url()?;
+        atlas_store::open(&url)
+            .await
+            .context("opening the server's store")
+    }
+
+    /// The database URL: --database-url, or the SQLite file in --data-dir (which must exist).
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
+        Ok(match &self.database_url {
             Some(url) => url.clone(),
             None => {
                 let file = self.data_dir.join("atlas.db");
@@ -34,10 +42,7 @@ impl StoreArgs {
                 );
                 format!("sqlite://{}", file.display())
             }
-        };
-        atlas_store::open(&url)
-            .await
-            .context("opening the server's store")
+        })
     }
 
     /// Appends a host-side act to the server's audit log. Without the KEK (a

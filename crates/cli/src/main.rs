@@ -6,6 +6,7 @@ mod audit_cmd;
 mod backup_cmd;
 mod bench;
 mod client_cmd;
+mod db_cmd;
 mod diagnose_cmd;
 mod dpop_cmd;
 mod emergency_cmd;
@@ -85,6 +86,9 @@ enum Command {
     /// Incidents: declare, update, assign, note, list, show, close (admin API, operator token).
     #[command(subcommand)]
     Incident(incident_cmd::IncidentCommand),
+    /// The database schema: applied migrations and which binaries can serve it.
+    #[command(subcommand)]
+    Db(db_cmd::DbCommand),
     /// Emergency actions: lock the server down, lift the lockdown (admin API, scope emergency).
     #[command(subcommand)]
     Emergency(emergency_cmd::EmergencyCommand),
@@ -151,6 +155,7 @@ async fn main() -> ExitCode {
         Command::Diagnose(cmd) => diagnose_cmd::diagnose(cmd).await,
         Command::Incident(cmd) => incident_cmd::incident(cmd).await,
         Command::Audit(cmd) => audit_cmd::audit(cmd).await,
+        Command::Db(cmd) => db_cmd::db(cmd).await,
         Command::Emergency(cmd) => emergency_cmd::emergency(cmd).await,
     };
     match result {

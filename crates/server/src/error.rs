@@ -197,7 +197,7 @@ impl From<StoreError> for ApiError {
                     "storage unavailable, retry later",
                 )
             }
-            e @ StoreError::Corrupt(_) => Self::internal(e),
+            e @ (StoreError::Corrupt(_) | StoreError::SchemaTooNew { .. }) => Self::internal(e),
         }
     }
 }

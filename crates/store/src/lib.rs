@@ -108,6 +108,19 @@ pub enum StoreError {
     /// A stored value could not be read back (corruption or a bug).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The database was migrated by a newer release that this binary cannot serve.
+    #[error(
+        "this database needs atlas {needs} or newer (migrated by atlas {written_by}); this is atlas {this}: \
+         run the newer release, or restore a backup taken before the upgrade"
+    )]
+    SchemaTooNew {
+        /// The oldest binary version that can serve it.
+        needs: String,
+        /// The binary that migrated it.
+        written_by: String,
+        /// This binary.
+        this: String,
+    },
 }
 
 /// Result of storage operations.
@@ -182,6 +195,7 @@ pub const COUNTED_TABLES: &[&str] = &[
     "audit_log",
     "audit_checkpoints",
     "lockdown",
+    "schema_compat",
 ];
 
 #[async_trait::async_trait]
@@ -284,6 +298,35 @@ impl Stores {
             all: store,
         }
     }
+}
+
+pub use migrations::{BINARY_VERSION, SCHEMA_FLOOR, SchemaStatus, version_key};
+
+/// The schema state of the database `database_url` names, read without
+/// migrating or writing anything (`atlas db status`).
+pub async fn schema_status(database_url: &str) -> StoreResult<SchemaStatus> {
+    let db = if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
+    {
+        db::Db::Postgres(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(database_url)
+                .await?,
+        )
+    } else {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(database_url)?.read_only(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        db::Db::Sqlite {
+            writer: pool.clone(),
+            reader: pool,
+            gate: Default::default(),
+        }
+    };
+    migrations::schema_status(&db).await
 }
 
 /// Opens the store a database URL names (`sqlite://…` or `postgres://…`) and migrates it.

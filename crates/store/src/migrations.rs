@@ -40,6 +40,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (24, include_str!("../migrations/0024_request_minutes.sql")),
     (25, include_str!("../migrations/0025_audit.sql")),
     (26, include_str!("../migrations/0026_lockdown.sql")),
+    (27, include_str!("../migrations/0027_schema_compat.sql")),
 ];
 
 /// The same migration with SQLite's types.
@@ -148,20 +149,166 @@ pub(crate) async fn adopt_legacy(db: &Db, migrator: &Migrator) -> StoreResult<()
     Ok(())
 }
 
-/// Adopts old records, then applies what is missing.
+/// This binary's version.
+pub const BINARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The oldest binary that can serve the schema this binary's migrations make.
+/// Additive migrations keep it; raise it only with a migration an older binary
+/// cannot work with, and say so in the release notes.
+pub const SCHEMA_FLOOR: &str = "0.1.0";
+
+/// `a.b.c` as numbers (anything after a `-` or `+` ignored; missing parts are 0).
+pub fn version_key(version: &str) -> (u64, u64, u64) {
+    let core = version.split(['-', '+']).next().unwrap_or("");
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+/// What the database says about its schema, read without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Applied migrations: version, description, whether this binary knows it.
+    pub applied: Vec<(i64, String, bool)>,
+    /// This binary's migrations not applied yet.
+    pub pending: Vec<i64>,
+    /// The oldest binary that can serve it, and who wrote that (if recorded).
+    pub min_binary_version: Option<String>,
+    /// The binary that recorded it.
+    pub written_by: Option<String>,
+    /// This binary.
+    pub this_binary: String,
+    /// Whether this binary may serve it.
+    pub servable: bool,
+}
+
+async fn table_exists(db: &Db, table: &str) -> StoreResult<bool> {
+    let sql = match db.dialect() {
+        crate::db::Dialect::Sqlite => {
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM sqlite_master WHERE type = 'table' AND name = $1"
+        }
+        crate::db::Dialect::Postgres => {
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+        }
+    };
+    let (n,): (i64,) = crate::db::read!(
+        db,
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(table),
+        fetch_one
+    )?;
+    Ok(n > 0)
+}
+
+/// Reads the schema's state.
+pub(crate) async fn schema_status(db: &Db) -> StoreResult<SchemaStatus> {
+    let known: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+    let applied: Vec<(i64, String)> = if table_exists(db, "_sqlx_migrations").await? {
+        crate::db::read!(
+            db,
+            sqlx::query_as(
+                "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version"
+            ),
+            fetch_all
+        )?
+    } else {
+        Vec::new()
+    };
+    let compat: Option<(String, String)> = if table_exists(db, "schema_compat").await? {
+        crate::db::read!(
+            db,
+            sqlx::query_as("SELECT min_binary_version, written_by FROM schema_compat WHERE id = 1"),
+            fetch_optional
+        )?
+    } else {
+        None
+    };
+    let future = applied.iter().any(|(v, _)| !known.contains(v));
+    let servable = !future
+        || compat
+            .as_ref()
+            .is_some_and(|(min, _)| version_key(min) <= version_key(BINARY_VERSION));
+    Ok(SchemaStatus {
+        pending: known
+            .iter()
+            .filter(|v| !applied.iter().any(|(a, _)| a == *v))
+            .copied()
+            .collect(),
+        applied: applied
+            .into_iter()
+            .map(|(v, d)| (v, d, known.contains(&v)))
+            .collect(),
+        min_binary_version: compat.as_ref().map(|(m, _)| m.clone()),
+        written_by: compat.map(|(_, w)| w),
+        this_binary: BINARY_VERSION.to_owned(),
+        servable,
+    })
+}
+
+/// Adopts old records, then applies what is missing. A database a newer
+/// release migrated is served only if that release recorded that this binary
+/// can (its migrations only added); otherwise start-up stops with a clear error.
 pub(crate) async fn run_migrations(db: &Db) -> StoreResult<()> {
-    let migrator = migrator(matches!(db, Db::Sqlite { .. }));
+    let mut migrator = migrator(matches!(db, Db::Sqlite { .. }));
     adopt_legacy(db, &migrator).await?;
+    let status = schema_status(db).await?;
+    let future = status.applied.iter().any(|(_, _, known)| !known);
+    if !status.servable {
+        return Err(StoreError::SchemaTooNew {
+            needs: status
+                .min_binary_version
+                .unwrap_or_else(|| "(not recorded)".into()),
+            written_by: status
+                .written_by
+                .unwrap_or_else(|| "a newer release".into()),
+            this: BINARY_VERSION.into(),
+        });
+    }
+    if future {
+        tracing::warn!(
+            min = ?status.min_binary_version,
+            written_by = ?status.written_by,
+            "serving a database migrated by a newer release (a rollback): its extra tables and columns are left alone"
+        );
+    }
+    migrator.set_ignore_missing(future);
     let done = match db {
         Db::Sqlite { writer, .. } => migrator.run(writer).await,
         Db::Postgres(pool) => migrator.run(pool).await,
     };
-    done.map_err(|e| StoreError::Database(sqlx::Error::Migrate(Box::new(e))))
+    done.map_err(|e| StoreError::Database(sqlx::Error::Migrate(Box::new(e))))?;
+    if !future {
+        let mut tx = db.begin().await?;
+        run!(
+            &mut tx,
+            sqlx::query(
+                "INSERT INTO schema_compat (id, min_binary_version, written_by, updated_at) \
+                 VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET \
+                 min_binary_version = excluded.min_binary_version, \
+                 written_by = excluded.written_by, updated_at = excluded.updated_at"
+            )
+            .bind(SCHEMA_FLOOR)
+            .bind(BINARY_VERSION)
+            .bind(time::OffsetDateTime::now_utc()),
+            execute
+        )?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        assert!(version_key("0.10.0") > version_key("0.9.9"));
+        assert_eq!(version_key("1.2.3-rc.1"), (1, 2, 3));
+        assert_eq!(version_key("2"), (2, 0, 0));
+        assert!(version_key(SCHEMA_FLOOR) <= version_key(BINARY_VERSION));
+    }
 
     #[test]
     fn versions_are_ordered_and_distinct() {

@@ -27,4 +27,5 @@ mod indicators;
 mod receipts;
 mod repair;
 mod replicas;
+mod rollback;
 mod status_page;
