@@ -7,6 +7,13 @@ cd "$(dirname "$0")"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 yamllint -c ../../.yamllint.yml --strict .
+# The emergency half (seed 004 §3): the policy validates, the scripts parse
+# (and pass shellcheck where it is installed).
+kubernetes-validate --strict --quiet -k 1.32.0 emergency/networkpolicy-deny-all.yaml
+for script in emergency/emergency-shutdown.sh emergency-rollback.sh; do
+  bash -n "$script"
+  if command -v shellcheck > /dev/null; then shellcheck "$script"; fi
+done
 for overlay in overlays/*/; do
   name=$(basename "$overlay")
   kubectl kustomize "$overlay" > "$out/$name.yaml"

@@ -357,9 +357,12 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
             let manifest = std::fs::read_to_string(dir.join("MANIFEST"))
                 .with_context(|| format!("reading {}", dir.join("MANIFEST").display()))?;
             let mut files = BTreeMap::new();
+            // Files only: what others add beside the bundle goes in subdirectories
+            // (emergency-shutdown.sh puts the cluster's view in cluster/).
             for entry in std::fs::read_dir(&dir)? {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                if name != "MANIFEST" && name != "KEY" {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type()?.is_file() && name != "MANIFEST" && name != "KEY" {
                     files.insert(name.clone(), std::fs::read(dir.join(&name))?);
                 }
             }

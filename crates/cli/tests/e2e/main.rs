@@ -24,6 +24,7 @@ mod groups;
 mod hardening;
 mod incidents;
 mod indicators;
+mod k8s_scripts;
 mod receipts;
 mod repair;
 mod replicas;
