@@ -323,24 +323,45 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
                 outln!("{}", serde_json::to_string_pretty(&view)?);
                 return Ok(());
             }
-            outln!("[1/4] Generating new keys... {}", view.installed.join(", "));
-            outln!(
-                "[2/4] Revoking the old ones (secrets destroyed, public parts in the audit log)..."
-            );
-            for key in &view.revoked {
-                outln!(
-                    "      {} {} ({}, was {})",
-                    key.purpose,
-                    key.kid,
-                    key.alg,
-                    key.was
-                );
+            match kind {
+                atlas_proto::emergency::KeyKind::Signing => {
+                    outln!("[1/4] Generating new keys... {}", view.installed.join(", "));
+                    outln!(
+                        "[2/4] Revoking the old ones (secrets destroyed, public parts in the audit log)..."
+                    );
+                    for key in &view.revoked {
+                        outln!(
+                            "      {} {} ({}, was {})",
+                            key.purpose,
+                            key.kid,
+                            key.alg,
+                            key.was
+                        );
+                    }
+                    outln!("[3/4] Deploying the new keys to every replica... done");
+                    outln!(
+                        "[4/4] Ending every session: {} refresh tokens revoked, every socket closed",
+                        view.refresh_tokens_revoked
+                    );
+                }
+                atlas_proto::emergency::KeyKind::Encryption => {
+                    outln!(
+                        "[1/4] Generating a new key-encryption key... {}",
+                        view.installed.join(", ")
+                    );
+                    for key in &view.revoked {
+                        outln!(
+                            "[2/4] Re-sealing every server secret under it in one transaction... {}",
+                            key.alg
+                        );
+                        outln!(
+                            "[3/4] Destroying the old KEK {} (overwritten, not archived)... done",
+                            key.kid
+                        );
+                    }
+                    outln!("[4/4] Every replica reloads the KEK file... done");
+                }
             }
-            outln!("[3/4] Deploying the new keys to every replica... done");
-            outln!(
-                "[4/4] Ending every session: {} refresh tokens revoked, every socket closed",
-                view.refresh_tokens_revoked
-            );
             outln!(
                 "{RULE}\nKEY REVOCATION COMPLETE\nDevices sign in again by themselves; reissue receipts that must verify (atlas receipt --reissue)\n{RULE}"
             );

@@ -70,6 +70,9 @@ pub enum KeyKind {
     /// Every receipt-signing key, the access-token key and the DPoP nonce key:
     /// receipts signed before stop verifying, every token dies at once.
     Signing,
+    /// The key-encryption key that seals the server's secrets at rest: a new
+    /// KEK, every secret re-sealed in one transaction, the old KEK destroyed.
+    Encryption,
 }
 
 impl KeyKind {
@@ -77,6 +80,7 @@ impl KeyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Signing => "signing",
+            Self::Encryption => "encryption",
         }
     }
 }

@@ -24,6 +24,8 @@ pub enum ControlEvent {
     TokenKeyRotated,
     /// A lockdown started or was lifted: read it again (and close every socket if it started).
     LockdownChanged,
+    /// The KEK was rotated: load it again from the KEK file.
+    KekChanged,
 }
 
 impl ControlEvent {
@@ -33,6 +35,7 @@ impl ControlEvent {
             Self::SigningKeysChanged => "signing_keys".into(),
             Self::TokenKeyRotated => "token_key".into(),
             Self::LockdownChanged => "lockdown".into(),
+            Self::KekChanged => "kek".into(),
             Self::DeviceChanged(user, device) => format!("device {user}/{device}"),
             Self::DeviceRevoked(user, device) => format!("device_revoked {user}/{device}"),
         }
@@ -44,6 +47,7 @@ impl ControlEvent {
             None if text == "signing_keys" => Some(Self::SigningKeysChanged),
             None if text == "token_key" => Some(Self::TokenKeyRotated),
             None if text == "lockdown" => Some(Self::LockdownChanged),
+            None if text == "kek" => Some(Self::KekChanged),
             Some(("device", id)) => device_of(id).map(|(u, d)| Self::DeviceChanged(u, d)),
             Some(("device_revoked", id)) => device_of(id).map(|(u, d)| Self::DeviceRevoked(u, d)),
             _ => None,
@@ -73,6 +77,18 @@ pub async fn apply(state: &Inner, event: &ControlEvent) {
             state.disconnects.everyone(Reason::TokensRevoked);
         }
         ControlEvent::LockdownChanged => crate::lockdown::refresh(state).await,
+        ControlEvent::KekChanged => match crate::kek::Kek::load(&state.kek_file) {
+            Ok(kek) if kek.fingerprint() != state.keys.kek().fingerprint() => {
+                tracing::warn!(kek = %kek.fingerprint(), "the KEK was rotated: using the new one");
+                state.keys.install_kek(kek);
+            }
+            Ok(_) => {}
+            // Another replica rotated a file this one does not share: its secrets
+            // no longer open here. Loud, since every server must share one KEK.
+            Err(e) => {
+                tracing::error!(error = %e, "the KEK was rotated but cannot be reloaded here")
+            }
+        },
     }
 }
 
@@ -115,6 +131,7 @@ mod tests {
             ControlEvent::SigningKeysChanged,
             ControlEvent::TokenKeyRotated,
             ControlEvent::LockdownChanged,
+            ControlEvent::KekChanged,
             device,
             revoked,
         ] {

@@ -35,6 +35,7 @@ pub enum KekError {
 /// A loaded KEK.
 pub struct Kek {
     sealer: SecretBox,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for Kek {
@@ -89,25 +90,81 @@ impl Kek {
                 Ok(Self::from_key(&key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key: [u8; 32] = atlas_crypto::random_bytes();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(io)?;
-                writeln!(file, "{}", atlas_proto::b64::encode(key)).map_err(io)?;
-                file.sync_all().map_err(io)?;
+                let kek = Self::create_new(path)?;
                 tracing::warn!(path = %path.display(), "created a new key-encryption key: back it up apart from the database");
-                Ok(Self::from_key(&key))
+                Ok(kek)
             }
             Err(e) => Err(io(e)),
         }
     }
 
+    /// Writes a new random KEK to `path`, which must not exist (mode `0600`, synced).
+    pub fn create_new(path: &Path) -> Result<Self, KekError> {
+        let io = |source| KekError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let key: [u8; 32] = atlas_crypto::random_bytes();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(io)?;
+        writeln!(file, "{}", atlas_proto::b64::encode(key)).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Self::from_key(&key))
+    }
+
+    /// Where a KEK rotation puts the next KEK until the database is re-sealed under it.
+    pub fn next_path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".next");
+        path.with_file_name(name)
+    }
+
+    /// Makes the KEK at [`Kek::next_path`] the one at `path`: the old file is
+    /// overwritten with zeros and synced first (the old KEK is destroyed, not
+    /// archived), then replaced by a rename, and the directory synced. A crash
+    /// between the two leaves the next KEK in place for [`crate::open_server_keys`].
+    pub fn promote_next(path: &Path) -> Result<(), KekError> {
+        let io = |source| KekError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Ok(len) = std::fs::metadata(path).map(|m| m.len()) {
+            let mut old = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io)?;
+            old.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])
+                .map_err(io)?;
+            old.sync_all().map_err(io)?;
+        }
+        std::fs::rename(Self::next_path(path), path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// A fingerprint that names this KEK in records without revealing it.
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
     /// A KEK from raw key bytes.
     pub fn from_key(key: &[u8; 32]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"atlas kek fingerprint\0")
+            .chain_update(key)
+            .finalize();
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         Self {
             sealer: SecretBox::new(key),
+            fingerprint: format!("kek-{hex}"),
         }
     }
 

@@ -145,6 +145,56 @@ fn kek_path(config: &ServerConfig) -> Result<std::path::PathBuf, StartError> {
         .ok_or(StartError::KekFileRequired)
 }
 
+/// Every purpose of `server_keys`, checked at start-up.
+const KEY_PURPOSES: [&str; 5] = [
+    ACCESS_TOKEN_PURPOSE,
+    NONCE_PURPOSE,
+    receipts::SIGNING_PURPOSE,
+    server_keys::METRICS_LABEL_PURPOSE,
+    audit::AUDIT_PURPOSE,
+];
+
+/// The server keys under the KEK at `path`: every stored secret must open
+/// under it (legacy plain ones are sealed). Finishes a KEK rotation that was
+/// interrupted after the database was re-sealed (the next KEK is still beside
+/// the file), and forgets one that never reached the database.
+pub async fn open_server_keys(
+    store: Arc<dyn atlas_store::ServerKeyStore>,
+    path: &std::path::Path,
+) -> Result<ServerKeys, StartError> {
+    let next = Kek::next_path(path);
+    let current = Kek::load_or_create(path).map(|kek| ServerKeys::new(store.clone(), kek));
+    let checked = match current {
+        Ok(keys) => keys.seal_legacy(&KEY_PURPOSES).await.map(|n| (keys, n)),
+        Err(e) if next.exists() => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let (keys, sealed) = match checked {
+        Ok(done) => {
+            if next.exists() {
+                tracing::warn!(path = %next.display(), "removing the next KEK of a rotation that never reached the database");
+                std::fs::remove_file(&next).map_err(|source| kek::KekError::Io {
+                    path: next.clone(),
+                    source,
+                })?;
+            }
+            done
+        }
+        Err(server_keys::ServerKeyError::Kek(_)) if next.exists() => {
+            let keys = ServerKeys::new(store, Kek::load(&next)?);
+            let sealed = keys.seal_legacy(&KEY_PURPOSES).await?;
+            Kek::promote_next(path)?;
+            tracing::warn!(path = %path.display(), "finished an interrupted KEK rotation: the next KEK is now the KEK");
+            (keys, sealed)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if sealed > 0 {
+        tracing::warn!(sealed, "sealed server keys that were stored in plain form");
+    }
+    Ok(keys)
+}
+
 /// Opens storage, binds, and serves until stopped.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     start_with_clock(config, Arc::new(SystemClock)).await
@@ -178,20 +228,8 @@ pub async fn build(
     let public_url = public_url.trim_end_matches('/').to_owned();
 
     let stores = atlas_store::Stores::new(store);
-    let keys = ServerKeys::new(
-        stores.server_keys.clone(),
-        Kek::load_or_create(&kek_path(config)?)?,
-    );
-    let sealed = keys
-        .seal_legacy(&[
-            ACCESS_TOKEN_PURPOSE,
-            NONCE_PURPOSE,
-            receipts::SIGNING_PURPOSE,
-        ])
-        .await?;
-    if sealed > 0 {
-        tracing::warn!(sealed, "sealed server keys that were stored in plain form");
-    }
+    let kek_file = kek_path(config)?;
+    let keys = open_server_keys(stores.server_keys.clone(), &kek_file).await?;
     let now = clock.now();
     let (token_kid, token_secret) = hmac_key(&keys, ACCESS_TOKEN_PURPOSE, now).await?;
     let (_, nonce_key) = hmac_key(&keys, NONCE_PURPOSE, now).await?;
@@ -281,6 +319,7 @@ pub async fn build(
         status_page: Default::default(),
         audit: audit.clone(),
         lockdown: Default::default(),
+        kek_file,
         redis,
     });
     lockdown::refresh(&state).await;

@@ -62,6 +62,68 @@ async fn revoke_signing(state: &AppState) -> Result<RevokeKeysView, ApiError> {
     })
 }
 
+/// `encryption`: a new KEK written beside the old one, every stored secret
+/// re-sealed under it in one transaction, then the old KEK file overwritten
+/// and replaced, and every replica told to reload it. Refused, with nothing
+/// changed, where the KEK file cannot be written (a read-only Kubernetes
+/// Secret: rotate it there).
+async fn revoke_encryption(state: &AppState) -> Result<RevokeKeysView, ApiError> {
+    use crate::kek::Kek;
+    use atlas_proto::ErrorCode;
+    use axum::http::StatusCode;
+    let now = state.clock.now();
+    let path = &state.kek_file;
+    let next_path = Kek::next_path(path);
+    if next_path.exists() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::InvalidRequest,
+            "an earlier KEK rotation did not finish: restart the server to complete it, then retry",
+        ));
+    }
+    let next = Kek::create_new(&next_path).map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::InvalidRequest,
+            format!(
+                "cannot write a new KEK beside the current one ({e}); nothing changed. \
+                 Where the KEK is a read-only mount, rotate it there"
+            ),
+        )
+    })?;
+    let old = state.keys.kek().fingerprint();
+    let resealed = match state.keys.reseal_all(&next).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&next_path);
+            return Err(e.into());
+        }
+    };
+    let installed = next.fingerprint();
+    state.keys.install_kek(next);
+    // The database is sealed under the next KEK now; if this fails, a restart
+    // finishes it (open_server_keys), so say so rather than undo.
+    Kek::promote_next(path).map_err(|e| {
+        ApiError::internal(format!(
+            "secrets re-sealed, but the new KEK could not replace the old file ({e}): restart the server to finish"
+        ))
+    })?;
+    state.announce(ControlEvent::KekChanged).await;
+    Ok(RevokeKeysView {
+        kind: KeyKind::Encryption,
+        at: now.into(),
+        revoked: vec![RevokedKey {
+            purpose: "kek".into(),
+            kid: old,
+            alg: format!("XChaCha20-Poly1305, {resealed} secrets re-sealed"),
+            was: "active".into(),
+            public_jwk: None,
+        }],
+        installed: vec![installed],
+        refresh_tokens_revoked: 0,
+    })
+}
+
 /// Revokes `kind` and records what was revoked (public parts only) in the audit log.
 pub async fn revoke(
     state: &AppState,
@@ -71,6 +133,7 @@ pub async fn revoke(
 ) -> Result<RevokeKeysView, ApiError> {
     let view = match kind {
         KeyKind::Signing => revoke_signing(state).await?,
+        KeyKind::Encryption => revoke_encryption(state).await?,
     };
     tracing::warn!(token_id = %operator.token_id, kind = kind.as_str(), revoked = view.revoked.len(), "emergency key revocation");
     let detail = serde_json::json!({

@@ -36,24 +36,50 @@ impl From<ServerKeyError> for ApiError {
 /// Sealing access to `server_keys`.
 pub struct ServerKeys {
     store: Arc<dyn ServerKeyStore>,
-    kek: Kek,
+    kek: std::sync::RwLock<Arc<Kek>>,
 }
 
 impl ServerKeys {
     /// Keys in `store`, sealed under `kek`.
     pub fn new(store: Arc<dyn ServerKeyStore>, kek: Kek) -> Self {
-        Self { store, kek }
+        Self {
+            store,
+            kek: std::sync::RwLock::new(Arc::new(kek)),
+        }
+    }
+
+    /// The KEK in use.
+    pub fn kek(&self) -> Arc<Kek> {
+        self.kek.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Uses `kek` from now on (after a rotation, here or on another replica).
+    pub fn install_kek(&self, kek: Kek) {
+        *self.kek.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kek);
+    }
+
+    /// Re-seals every stored secret under `next`, in one transaction (all or
+    /// nothing); how many. Destroyed secrets stay empty.
+    pub async fn reseal_all(&self, next: &Kek) -> Result<usize, ServerKeyError> {
+        let current = self.kek();
+        let reseal = |key: &ServerKeyRecord| -> Option<Vec<u8>> {
+            let secret = match current.open(&key.purpose, &key.kid, &key.secret).ok()? {
+                Opened::Sealed(secret) | Opened::Legacy(secret) => secret,
+            };
+            Some(next.seal(&key.purpose, &key.kid, &secret))
+        };
+        Ok(self.store.reseal_server_keys(&reseal).await?)
     }
 
     fn sealed(&self, key: &ServerKeyRecord) -> ServerKeyRecord {
         ServerKeyRecord {
-            secret: self.kek.seal(&key.purpose, &key.kid, &key.secret),
+            secret: self.kek().seal(&key.purpose, &key.kid, &key.secret),
             ..key.clone()
         }
     }
 
     fn opened(&self, key: ServerKeyRecord) -> Result<ServerKeyRecord, KekError> {
-        let secret = match self.kek.open(&key.purpose, &key.kid, &key.secret)? {
+        let secret = match self.kek().open(&key.purpose, &key.kid, &key.secret)? {
             Opened::Sealed(secret) | Opened::Legacy(secret) => secret,
         };
         Ok(ServerKeyRecord { secret, ..key })
@@ -135,7 +161,7 @@ impl ServerKeys {
                     continue;
                 }
                 if let Opened::Legacy(secret) =
-                    self.kek.open(&key.purpose, &key.kid, &key.secret)?
+                    self.kek().open(&key.purpose, &key.kid, &key.secret)?
                 {
                     let row = self.sealed(&ServerKeyRecord { secret, ..key });
                     self.store

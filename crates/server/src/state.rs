@@ -180,6 +180,8 @@ pub struct Inner {
     pub audit: Arc<crate::audit::AuditLog>,
     /// The emergency lockdown as this process knows it.
     pub lockdown: crate::lockdown::Lockdown,
+    /// Where the KEK is (a rotation replaces it; other replicas reload it).
+    pub kek_file: std::path::PathBuf,
     /// Where incident changes are notified.
     pub notify_to: Vec<atlas_ops::notify::Destination>,
     /// Redis, when configured (readiness checks it).

@@ -35,6 +35,13 @@ pub trait ServerKeyStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Replaces the stored secret of key `kid` (sealing a legacy plain secret); false if there is no such key.
     async fn replace_server_key_secret(&self, kid: &str, secret: &[u8]) -> StoreResult<bool>;
+    /// Replaces every non-empty stored secret by `reseal(key)` in one
+    /// transaction (a KEK rotation); if any key cannot be re-sealed, nothing
+    /// changes. How many were re-sealed.
+    async fn reseal_server_keys(
+        &self,
+        reseal: &(dyn for<'k> Fn(&'k ServerKeyRecord) -> Option<Vec<u8>> + Send + Sync),
+    ) -> StoreResult<usize>;
     /// Emergency revocation, in one transaction: every key of `purposes` is
     /// revoked and its secret destroyed (the row keeps only its metadata),
     /// `replacements` become the active keys, and every unspent refresh token is
@@ -200,6 +207,40 @@ impl<T: Backend> ServerKeyStore for T {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn reseal_server_keys(
+        &self,
+        reseal: &(dyn for<'k> Fn(&'k ServerKeyRecord) -> Option<Vec<u8>> + Send + Sync),
+    ) -> StoreResult<usize> {
+        let mut tx = self.db().begin().await?;
+        let sql = format!(
+            "SELECT kid, purpose, alg, secret, status, created_at, retired_at, publish_until, \
+             revoked_at FROM server_keys WHERE length(secret) > 0{}",
+            tx.dialect().for_update()
+        );
+        let rows: Vec<KeyRow> = run!(
+            &mut tx,
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())),
+            fetch_all
+        )?;
+        let count = rows.len();
+        for row in rows {
+            let key = ServerKeyState::from(row).key;
+            let sealed = reseal(&key).ok_or_else(|| {
+                crate::StoreError::Corrupt(format!("server key {} does not open", key.kid))
+            })?;
+            run!(
+                &mut tx,
+                sqlx::query("UPDATE server_keys SET secret = $1 WHERE kid = $2 AND purpose = $3")
+                    .bind(sealed)
+                    .bind(&key.kid)
+                    .bind(&key.purpose),
+                execute
+            )?;
+        }
+        tx.commit().await?;
+        Ok(count)
     }
 
     async fn revoke_keys_of(

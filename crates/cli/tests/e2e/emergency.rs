@@ -446,7 +446,125 @@ async fn revoking_signing_keys_kills_tokens_and_receipts_and_clients_carry_on(h:
     assert!(entries[0]["detail"].as_str().unwrap().contains(&old_kid));
 }
 
+/// Every stored secret: (purpose, kid, sealed secret).
+async fn all_secrets(h: &Harness) -> Vec<(String, String, Vec<u8>)> {
+    let mut all = Vec::new();
+    for purpose in [
+        "access-token",
+        "dpop-nonce",
+        "receipt-signing",
+        "metrics-label",
+        "audit-log",
+    ] {
+        for (kid, secret) in h.stored_server_keys(purpose).await {
+            all.push((purpose.to_owned(), kid, secret));
+        }
+    }
+    all
+}
+
+fn kek_from_file(path: &str) -> atlas_server::kek::Kek {
+    let text = std::fs::read_to_string(path).unwrap();
+    let key: [u8; 32] = atlas_proto::b64::decode(text.trim())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    atlas_server::kek::Kek::from_key(&key)
+}
+
+/// `revoke-keys encryption`: a new KEK, every secret re-sealed, the old KEK
+/// gone (it opens nothing, its file is replaced); the server carries on and
+/// restarts. A rotation cut between the database and the file is finished
+/// at the next start; one that never reached the database is forgotten.
+async fn revoking_the_kek_reseals_every_secret_and_survives_a_crash(mut h: Harness) {
+    let url = h.url();
+    let kek = kek_of(&h);
+    let home = h.homes.path.clone();
+    let emergency = token(&h, &kek, "emergency");
+    for user in ["alice", "bob"] {
+        atlas_testing::atlas_ok(
+            &home,
+            &["--profile", user, "register", user, "--server", &url],
+        );
+    }
+    atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "before"]);
+    let old = kek_from_file(&kek);
+    let before = all_secrets(&h).await;
+    assert!(before.len() >= 5);
+
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&emergency),
+        &[
+            "emergency",
+            "revoke-keys",
+            "encryption",
+            "--yes",
+            "--server",
+            &url,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("Destroying the old KEK {}", old.fingerprint())),
+        "{out}"
+    );
+    let new = kek_from_file(&kek);
+    assert_ne!(new.fingerprint(), old.fingerprint());
+    assert!(!std::path::Path::new(&format!("{kek}.next")).exists());
+    let after = all_secrets(&h).await;
+    assert_eq!(after.len(), before.len());
+    for ((purpose, kid, was), (_, _, now)) in before.iter().zip(&after) {
+        assert_ne!(was, now, "{purpose} {kid} re-sealed");
+        assert!(
+            old.open(purpose, kid, now).is_err(),
+            "the old KEK opens nothing"
+        );
+        assert!(new.open(purpose, kid, now).is_ok());
+    }
+    // The server uses the new KEK at once, and after a restart.
+    atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "after"]);
+    h.stop().await;
+    h.start().await;
+    atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "restarted"]);
+    let inbox = atlas_testing::atlas_ok(&home, &["--profile", "bob", "inbox"]);
+    assert!(
+        inbox.contains("before") && inbox.contains("after") && inbox.contains("restarted"),
+        "{inbox}"
+    );
+
+    // A crash after the database was re-sealed and the old file zeroed, before the rename.
+    h.stop().await;
+    let store = atlas_store::open(&h.database_url()).await.unwrap();
+    let path = std::path::PathBuf::from(&kek);
+    let next_path = atlas_server::kek::Kek::next_path(&path);
+    let keys = atlas_server::open_server_keys(store.clone(), &path)
+        .await
+        .unwrap();
+    let next = atlas_server::kek::Kek::create_new(&next_path).unwrap();
+    keys.reseal_all(&next).await.unwrap();
+    std::fs::write(&path, vec![0u8; 45]).unwrap();
+    drop((keys, store));
+    h.start().await;
+    atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "recovered"]);
+    assert_eq!(
+        kek_from_file(&kek).fingerprint(),
+        next.fingerprint(),
+        "the next KEK became the KEK"
+    );
+    assert!(!next_path.exists());
+
+    // A rotation that never reached the database: its next KEK is dropped.
+    h.stop().await;
+    atlas_server::kek::Kek::create_new(&next_path).unwrap();
+    h.start().await;
+    assert!(!next_path.exists());
+    assert_eq!(kek_from_file(&kek).fingerprint(), next.fingerprint());
+    atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "still"]);
+}
+
 on_both_backends!(
     a_lockdown_closes_the_client_api_until_lifted,
-    revoking_signing_keys_kills_tokens_and_receipts_and_clients_carry_on
+    revoking_signing_keys_kills_tokens_and_receipts_and_clients_carry_on,
+    revoking_the_kek_reseals_every_secret_and_survives_a_crash
 );
