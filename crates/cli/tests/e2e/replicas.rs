@@ -11,19 +11,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The origin every replica serves behind (the runbook's API host).
-const PUBLIC: &str = "https://api.atlas.dev";
+pub(crate) const PUBLIC: &str = "https://api.atlas.dev";
 
 /// The runbook's replay-cache lines (`000`, "DPoP Token Binding Failures").
 const CHECK_JTI: &str = r#"redis-cli -h redis.atlas.svc.cluster.local GET "dpop:jti:<JTI>""#;
 const CLEAR_JTI: &str = r#"redis-cli -h redis.atlas.svc.cluster.local DEL "dpop:jti:<JTI>""#;
 
 /// The shared Redis of the tests (`.ci/run` starts one on 127.0.0.1:6379).
-fn shared_redis() -> String {
+pub(crate) fn shared_redis() -> String {
     std::env::var("ATLAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A replica on the harness's database and on `redis`, behind [`PUBLIC`].
-async fn replica(h: &Harness, redis: &str) -> RunningServer {
+pub(crate) async fn replica(h: &Harness, redis: &str) -> RunningServer {
     let mut config = h.config();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.public_url = Some(PUBLIC.into());
@@ -33,7 +33,7 @@ async fn replica(h: &Harness, redis: &str) -> RunningServer {
     atlas_server::start(config).await.unwrap()
 }
 
-fn base(replica: &RunningServer) -> String {
+pub(crate) fn base(replica: &RunningServer) -> String {
     format!("http://{}", replica.addr)
 }
 
