@@ -761,3 +761,48 @@ async fn drill_on_two_replicas() {
     r1.stop().await;
     r2.stop().await;
 }
+
+/// `atlas serve` keeps its recent log lines for the evidence: the bundle of a
+/// real server process holds the warning it logged at start.
+#[test]
+fn the_evidence_of_a_server_process_holds_its_log_lines() {
+    let data = atlas_store::testdb::TempDir::new("atlas-evidence-logs").unwrap();
+    let server = atlas_testing::serve(&data, "127.0.0.1:0", &[]);
+    let db = format!("sqlite://{}", data.path.join("atlas.db").display());
+    let (ok, token, err) = run_atlas(
+        None,
+        None,
+        &[
+            "admin",
+            "token",
+            "create",
+            "--scope",
+            "emergency",
+            "--database-url",
+            &db,
+        ],
+    );
+    assert!(ok, "{err}");
+    let dir = data.path.join("evidence");
+    let dir = dir.display().to_string();
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(token.trim()),
+        &[
+            "emergency",
+            "evidence",
+            "--evidence-dir",
+            &dir,
+            "--server",
+            &server.url,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let logs = std::fs::read_to_string(std::path::Path::new(&dir).join("logs.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(logs.lines().next().unwrap()).unwrap();
+    assert!(
+        first["timestamp"].is_string() && first["level"].is_string(),
+        "{first}"
+    );
+    assert!(logs.contains("created a new key-encryption key"), "{logs}");
+}
