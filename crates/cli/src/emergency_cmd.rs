@@ -187,10 +187,17 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
             let client = server.client()?;
             let dir = evidence_dir(dir, "evidence")?;
             let n = save_evidence(&client, &dir).await?;
-            outln!(
-                "saved {n} files and their signed MANIFEST to {} (verified)",
-                dir.display()
-            );
+            if server.json {
+                outln!(
+                    "{}",
+                    serde_json::json!({"dir": dir.display().to_string(), "files": n, "verified": true})
+                );
+            } else {
+                outln!(
+                    "saved {n} files and their signed MANIFEST to {} (verified)",
+                    dir.display()
+                );
+            }
             Ok(())
         }
         EmergencyCommand::Shutdown {

@@ -146,6 +146,32 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
             .mls_members_behind,
         0
     );
+
+    // Every step `--apply` took is in the audit log, under the operator's token.
+    let url = h.url();
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&token),
+        &["audit", "list", "--server", &url, "--json"],
+    );
+    assert!(ok, "{err}");
+    let acts: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let applied: Vec<&str> = acts.iter().map(|a| a["action"].as_str().unwrap()).collect();
+    for action in [
+        "POST /sessions/{session_id}/reset",
+        "POST /messages/{message_id}/request-resend",
+        "POST /admin/groups/{group_id}/members/{member_id}/send-update",
+    ] {
+        assert!(
+            applied.contains(&action),
+            "{action} not audited: {applied:?}"
+        );
+    }
+    assert!(
+        acts.iter()
+            .all(|a| a["actor"] != "anonymous" && a["outcome"] == "ok"),
+        "{acts:?}"
+    );
 }
 
 on_both_backends!(every_cause_is_named_and_repaired);

@@ -191,6 +191,18 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
         .unwrap();
     assert_eq!(health["status"], "locked_down");
     assert_eq!(health["lockdown"]["reason"], "drill");
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        atlas_testing::series(&metrics, "atlas_lockdown_active"),
+        1.0
+    );
     let (ok, out) = shutdown(&emergency, Some("CONFIRM SHUTDOWN"));
     assert!(!ok && out.contains("already_locked_down"), "{out}");
     let (ok, out, err) = run_atlas(
@@ -229,6 +241,19 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
         bob.call(&bob_token, "GET", "/messages", None).await.0,
         200,
         "open again"
+    );
+    let metrics = atlas_client::http_client()
+        .unwrap()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        atlas_testing::series(&metrics, "atlas_lockdown_active"),
+        0.0
     );
     let (ok, out) = lift("LIFT LOCKDOWN");
     assert!(!ok && out.contains("not_locked_down"), "{out}");

@@ -125,6 +125,18 @@ pub async fn render(state: &AppState) -> Result<String, ApiError> {
          # TYPE atlas_incidents_open gauge\n\
          atlas_incidents_open {open}"
     );
+    let locked = state.lockdown.current();
+    let _ = writeln!(
+        out,
+        "# HELP atlas_lockdown_active 1 while an emergency lockdown closes the client API (atlas emergency lift ends it).\n\
+         # TYPE atlas_lockdown_active gauge\n\
+         atlas_lockdown_active {}\n\
+         # HELP atlas_lockdown_since_seconds Unix time the lockdown in force began (0 when none).\n\
+         # TYPE atlas_lockdown_since_seconds gauge\n\
+         atlas_lockdown_since_seconds {}",
+        u8::from(locked.is_some()),
+        locked.map_or(0, |l| l.since.0.unix_timestamp())
+    );
     // Incident notifications by state: failed ones are a page nobody got.
     let counts = state.stores.incidents.notification_counts().await?;
     let _ = writeln!(
