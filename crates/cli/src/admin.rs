@@ -29,6 +29,14 @@ impl StoreArgs {
             .context("opening the server's store")
     }
 
+    /// The database URL: --database-url, or the SQLite file in --data-dir (made if missing).
+    pub(crate) fn url_or_new(&self) -> anyhow::Result<String> {
+        Ok(match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("atlas.db").display()),
+        })
+    }
+
     /// The database URL: --database-url, or the SQLite file in --data-dir (which must exist).
     pub(crate) fn url(&self) -> anyhow::Result<String> {
         Ok(match &self.database_url {

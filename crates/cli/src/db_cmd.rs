@@ -16,11 +16,26 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Apply this binary's pending migrations and exit (run it with the owner's
+    /// URL when the server runs as a role without DDL rights), then show the status.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `atlas db …`.
 pub async fn db(cmd: DbCommand) -> anyhow::Result<()> {
-    let DbCommand::Status { store, json } = cmd;
+    let (store, json) = match cmd {
+        DbCommand::Status { store, json } => (store, json),
+        DbCommand::Migrate { store, json } => {
+            atlas_store::open(&store.url_or_new()?).await?;
+            (store, json)
+        }
+    };
     let status = atlas_store::schema_status(&store.url()?).await?;
     if json {
         let applied: Vec<serde_json::Value> = status

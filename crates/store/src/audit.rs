@@ -6,6 +6,9 @@ use crate::{StoreError, StoreResult};
 use atlas_proto::audit::{AuditEntry, AuditOutcome, NewAuditEntry};
 use time::OffsetDateTime;
 
+/// Advisory lock id held by an appender (PostgreSQL).
+const AUDIT_LOCK: i64 = 0x0041_5544_4954;
+
 /// Computes the seal of an entry once its index is known.
 pub type Sealer<'a> = &'a (dyn Fn(u64) -> Vec<u8> + Send + Sync);
 
@@ -111,7 +114,10 @@ impl<T: Backend> AuditStore for T {
         let mut tx = self.db().begin().await?;
         if let Some(conn) = tx.postgres() {
             // One appender at a time across replicas; readers are not blocked.
-            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+            // An advisory lock, not LOCK TABLE: that needs UPDATE or DELETE
+            // rights, which the serving role should not have on this table.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
                 .execute(&mut *conn)
                 .await?;
         }

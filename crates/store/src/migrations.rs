@@ -272,6 +272,13 @@ pub(crate) async fn run_migrations(db: &Db) -> StoreResult<()> {
             "serving a database migrated by a newer release (a rollback): its extra tables and columns are left alone"
         );
     }
+    let recorded = status.written_by.as_deref() == Some(BINARY_VERSION)
+        && status.min_binary_version.as_deref() == Some(SCHEMA_FLOOR);
+    if status.pending.is_empty() && (future || recorded) {
+        // Nothing to do: no DDL, no migration lock, so a serving role without
+        // CREATE on the schema (README, "Audit log") starts.
+        return Ok(());
+    }
     migrator.set_ignore_missing(future);
     let done = match db {
         Db::Sqlite { writer, .. } => migrator.run(writer).await,

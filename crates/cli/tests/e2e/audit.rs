@@ -242,3 +242,84 @@ async fn acts_are_logged_checkpointed_and_tampering_is_named(mut h: Harness) {
 }
 
 on_both_backends!(acts_are_logged_checkpointed_and_tampering_is_named);
+
+/// The README's PostgreSQL set-up, verbatim: the owner migrates, the server
+/// runs as a role holding no UPDATE or DELETE on the audit tables, serves and
+/// appends; that role cannot change an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_grants_make_the_audit_log_append_only_for_the_server() {
+    let mut h = Harness::postgres().await;
+    h.stop().await;
+    let owner = h.database_url();
+    let kek = kek_of(&h);
+    let role = format!(
+        "atlas_app_{}",
+        &atlas_crypto::random_id()
+            .to_lowercase()
+            .replace(['-', '_'], "")[..10]
+    );
+    h.sql(&format!("CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
+        .await;
+    h.sql(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+    ))
+    .await;
+    h.sql(&format!(
+        "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log, audit_checkpoints FROM {role}"
+    ))
+    .await;
+    let (ok, _, err) = run_atlas(None, None, &["db", "migrate", "--database-url", &owner]);
+    assert!(ok, "{err}");
+    let (_, rest) = owner.split_once('@').unwrap();
+    let app = format!("postgres://{role}:pw@{rest}");
+
+    let mut config = h.config();
+    config.database_url = app.clone();
+    config.audit_checkpoint_interval = std::time::Duration::from_millis(200);
+    let server = atlas_server::start(config)
+        .await
+        .expect("the server starts as the app role");
+    let incidents = token(&h, &kek, "incidents");
+    let (ok, _, err) = run_atlas(
+        None,
+        Some(&incidents),
+        &[
+            "incident",
+            "declare",
+            "SEV-4",
+            "Grant check",
+            "--server",
+            &server.public_url,
+        ],
+    );
+    assert!(ok, "{err}");
+    // The app role appended it (and checkpoints it), but cannot change it.
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&app).await.unwrap();
+    let appended: (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE action = 'POST /admin/incidents'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(appended.0, 1);
+    for statement in [
+        "UPDATE audit_log SET actor = 'x'",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_checkpoints",
+        "TRUNCATE audit_log",
+    ] {
+        let refused = sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("permission denied"),
+            "{statement}: {refused}"
+        );
+    }
+    drop(conn);
+    server.stop().await;
+    h.sql(&format!("DROP OWNED BY {role}")).await;
+    h.sql(&format!("DROP ROLE {role}")).await;
+}
