@@ -276,7 +276,23 @@ pub(crate) async fn run_migrations(db: &Db) -> StoreResult<()> {
         && status.min_binary_version.as_deref() == Some(SCHEMA_FLOOR);
     if status.pending.is_empty() && (future || recorded) {
         // Nothing to do: no DDL, no migration lock, so a serving role without
-        // CREATE on the schema (README, "Audit log") starts.
+        // CREATE on the schema (README, "Audit log") starts. What sqlx's run
+        // would still check, a migration whose text changed after it ran, is
+        // checked here.
+        let applied: Vec<(i64, Vec<u8>)> = crate::db::read!(
+            db,
+            sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success"),
+            fetch_all
+        )?;
+        for (version, checksum) in applied {
+            if let Some(m) = migrator.iter().find(|m| m.version == version)
+                && *m.checksum != *checksum
+            {
+                return Err(StoreError::Database(sqlx::Error::Migrate(Box::new(
+                    sqlx::migrate::MigrateError::VersionMismatch(version),
+                ))));
+            }
+        }
         return Ok(());
     }
     migrator.set_ignore_missing(future);
