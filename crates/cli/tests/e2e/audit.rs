@@ -45,6 +45,17 @@ pub(crate) fn token(h: &Harness, kek: &str, scope: &str) -> String {
     out.trim().to_owned()
 }
 
+/// `atlas audit list --json` (newest first), optionally only actions starting with `action`.
+pub(crate) fn audit_entries(token: &str, url: &str, action: Option<&str>) -> Vec<Value> {
+    let mut args = vec!["audit", "list", "--server", url, "--json"];
+    if let Some(action) = action {
+        args.extend(["--action", action]);
+    }
+    let (ok, out, err) = run_atlas(None, Some(token), &args);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 /// `atlas audit verify` on the host: (exit ok, stdout).
 fn verify_on_host(h: &Harness, kek: &str) -> (bool, String) {
     let db = h.database_url();
@@ -97,13 +108,7 @@ async fn acts_are_logged_checkpointed_and_tampering_is_named(mut h: Harness) {
     );
     assert!(ok, "{err}");
 
-    let (ok, out, err) = run_atlas(
-        None,
-        Some(&auditor),
-        &["audit", "list", "--server", &url, "--json"],
-    );
-    assert!(ok, "{err}");
-    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let entries = audit_entries(&auditor, &url, None);
     let acts: Vec<(String, String, String)> = entries
         .iter()
         .rev()
@@ -141,14 +146,8 @@ async fn acts_are_logged_checkpointed_and_tampering_is_named(mut h: Harness) {
     // A checkpoint of all six entries is published, signed by the published key.
     let published = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
-            let view: Value = http
-                .get(format!("{url}/.well-known/atlas/audit-checkpoint"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let view: Value =
+                atlas_testing::get_json(&format!("{url}/.well-known/atlas/audit-checkpoint")).await;
             if view["checkpoint"].is_string() && view["entries"] == 6 {
                 let key = NoteVerifier::from_text(view["key"].as_str().unwrap()).unwrap();
                 let checkpoint =
@@ -168,14 +167,7 @@ async fn acts_are_logged_checkpointed_and_tampering_is_named(mut h: Harness) {
     assert!(out.contains("OK"), "{out}");
     let (ok, out) = verify_on_host(&h, &kek);
     assert!(ok, "{out}");
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = atlas_testing::metrics_text(&url).await;
     assert_eq!(series(&metrics, "atlas_audit_verified"), 1.0);
     assert_eq!(series(&metrics, "atlas_audit_checkpoint_size"), 6.0);
 
@@ -185,14 +177,7 @@ async fn acts_are_logged_checkpointed_and_tampering_is_named(mut h: Harness) {
     let (ok, out, _) = run_atlas(None, Some(&auditor), &["audit", "verify", "--server", &url]);
     assert!(!ok);
     assert!(out.contains("TAMPERED: entry 3 was edited"), "{out}");
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = atlas_testing::metrics_text(&url).await;
     assert_eq!(series(&metrics, "atlas_audit_verified"), 0.0);
     h.sql("UPDATE audit_log SET outcome = 'refused' WHERE seq = 3")
         .await;

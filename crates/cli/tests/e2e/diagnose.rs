@@ -149,13 +149,7 @@ async fn every_cause_is_named_and_repaired(h: Harness) {
 
     // Every step `--apply` took is in the audit log, under the operator's token.
     let url = h.url();
-    let (ok, out, err) = run_atlas(
-        None,
-        Some(&token),
-        &["audit", "list", "--server", &url, "--json"],
-    );
-    assert!(ok, "{err}");
-    let acts: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let acts = crate::audit::audit_entries(&token, &url, None);
     let applied: Vec<&str> = acts.iter().map(|a| a["action"].as_str().unwrap()).collect();
     for action in [
         "POST /sessions/{session_id}/reset",

@@ -181,24 +181,10 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
             .status();
         assert_eq!(status, 200, "{path} stays up");
     }
-    let health: Value = http
-        .get(format!("{url}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = atlas_testing::get_json(&format!("{url}/health")).await;
     assert_eq!(health["status"], "locked_down");
     assert_eq!(health["lockdown"]["reason"], "drill");
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = atlas_testing::metrics_text(&url).await;
     assert_eq!(
         atlas_testing::series(&metrics, "atlas_lockdown_active"),
         1.0
@@ -242,15 +228,7 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
         200,
         "open again"
     );
-    let metrics = atlas_client::http_client()
-        .unwrap()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = atlas_testing::metrics_text(&url).await;
     assert_eq!(
         atlas_testing::series(&metrics, "atlas_lockdown_active"),
         0.0
@@ -259,37 +237,9 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     assert!(!ok && out.contains("not_locked_down"), "{out}");
 
     // Every attempt is in the audit log with its outcome.
-    let (ok, out, err) = run_atlas(
-        None,
-        Some(&auditor),
-        &[
-            "audit",
-            "list",
-            "--action",
-            "POST /admin/emergency",
-            "--server",
-            &url,
-            "--json",
-        ],
-    );
-    assert!(ok, "{err}");
-    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let entries = crate::audit::audit_entries(&auditor, &url, Some("POST /admin/emergency"));
     // The token without the scope was refused at its first request, and that is recorded too.
-    let (ok, refused, err) = run_atlas(
-        None,
-        Some(&auditor),
-        &[
-            "audit",
-            "list",
-            "--action",
-            "GET /admin/emergency",
-            "--server",
-            &url,
-            "--json",
-        ],
-    );
-    assert!(ok, "{err}");
-    let refused: Vec<Value> = serde_json::from_str(&refused).unwrap();
+    let refused = crate::audit::audit_entries(&auditor, &url, Some("GET /admin/emergency"));
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["detail"], "403 insufficient_scope");
     let seen: Vec<String> = entries
@@ -400,15 +350,7 @@ async fn revoking_signing_keys_kills_tokens_and_receipts_and_clients_carry_on(h:
         !ok,
         "a receipt under a revoked key must not verify: {out}{err}"
     );
-    let jwks: Value = atlas_client::http_client()
-        .unwrap()
-        .get(format!("{url}/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = atlas_testing::get_json(&format!("{url}/.well-known/jwks.json")).await;
     assert!(
         jwks["keys"]
             .as_array()
@@ -452,21 +394,7 @@ async fn revoking_signing_keys_kills_tokens_and_receipts_and_clients_carry_on(h:
         ],
     );
 
-    let (ok, out, err) = run_atlas(
-        None,
-        Some(&auditor),
-        &[
-            "audit",
-            "list",
-            "--action",
-            "keys.revoke",
-            "--server",
-            &url,
-            "--json",
-        ],
-    );
-    assert!(ok, "{err}");
-    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let entries = crate::audit::audit_entries(&auditor, &url, Some("keys.revoke"));
     assert_eq!(entries.len(), 1);
     assert!(entries[0]["detail"].as_str().unwrap().contains(&old_kid));
 }
@@ -658,14 +586,7 @@ async fn drill_on_two_replicas() {
     }
     let http = atlas_client::http_client().unwrap();
     for url in [&u1, &u2] {
-        let health: Value = http
-            .get(format!("{url}/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health: Value = atlas_testing::get_json(&format!("{url}/health")).await;
         assert_eq!(health["status"], "locked_down", "{url}");
         assert_eq!(
             http.get(format!("{url}/status"))
@@ -766,19 +687,10 @@ async fn drill_on_two_replicas() {
     // The record of all of it verifies; a hand edit does not.
     let out = cli(&auditor, &["audit", "verify", "--server", &u2]);
     assert!(out.contains("OK"), "{out}");
-    let acts = cli(
-        &auditor,
-        &[
-            "audit",
-            "list",
-            "--action",
-            "keys.revoke",
-            "--server",
-            &u1,
-            "--json",
-        ],
+    assert_eq!(
+        crate::audit::audit_entries(&auditor, &u1, Some("keys.revoke")).len(),
+        3
     );
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&acts).unwrap().len(), 3);
     h.sql("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 1")
         .await;
     let (ok, out, _) = run_atlas(None, Some(&auditor), &["audit", "verify", "--server", &u1]);

@@ -100,15 +100,7 @@ async fn the_shutdown_script_saves_evidence_before_it_touches_the_cluster() {
         !calls.iter().any(|c| c.starts_with("scale")),
         "no scale to zero unless asked"
     );
-    let health: serde_json::Value = atlas_client::http_client()
-        .unwrap()
-        .get(format!("{url}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = atlas_testing::get_json(&format!("{url}/health")).await;
     assert_eq!(health["status"], "locked_down");
     let saved = std::fs::read_dir(&evidence)
         .unwrap()
