@@ -54,6 +54,68 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     };
     let shutdown = |token: &str, confirm: Option<&str>| shutdown_to(token, confirm, &dir("bundle"));
 
+    // Malformed bodies and queries: a clear 400, nothing changed.
+    let raw = atlas_client::http_client().unwrap();
+    for (method, path, body) in [
+        (
+            "POST",
+            "/admin/emergency/lockdown",
+            serde_json::json!({"confirm": 5}),
+        ),
+        (
+            "POST",
+            "/admin/emergency/lockdown",
+            serde_json::json!({"confirm": "CONFIRM SHUTDOWN", "reason": "x".repeat(100_000)}),
+        ),
+        (
+            "POST",
+            "/admin/emergency/lockdown",
+            serde_json::json!({"confirm": "CONFIRM SHUTDOWN", "extra": 1}),
+        ),
+        ("POST", "/admin/emergency/lift", serde_json::json!({})),
+        (
+            "POST",
+            "/admin/emergency/revoke-keys",
+            serde_json::json!({"kind": "everything"}),
+        ),
+        ("GET", "/admin/audit?limit=many", serde_json::Value::Null),
+        (
+            "GET",
+            "/admin/audit?since=yesterday",
+            serde_json::Value::Null,
+        ),
+    ] {
+        let token = if path.starts_with("/admin/audit") {
+            &auditor
+        } else {
+            &emergency
+        };
+        let request = raw
+            .request(method.parse().unwrap(), format!("{url}{path}"))
+            .bearer_auth(token);
+        let request = if body.is_null() {
+            request
+        } else {
+            request.json(&body)
+        };
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        assert!(
+            matches!(status, 400 | 413 | 422),
+            "{method} {path}: {status} {body}"
+        );
+        assert!(
+            body["error"].is_string(),
+            "{method} {path}: a stable code: {body}"
+        );
+    }
+    assert_eq!(
+        bob.call(&bob_token, "GET", "/messages", None).await.0,
+        200,
+        "nothing changed"
+    );
+
     // Refused: without the scope, with a wrong phrase, without a terminal to type it on.
     let (ok, out) = shutdown(&narrow, Some("CONFIRM SHUTDOWN"));
     assert!(!ok && out.contains("insufficient_scope"), "{out}");
@@ -257,6 +319,12 @@ async fn a_lockdown_closes_the_client_api_until_lifted(mut h: Harness) {
     assert_eq!(
         seen,
         [
+            // The malformed ones first: refused, and recorded.
+            "POST /admin/emergency/lockdown refused 400 invalid_request",
+            "POST /admin/emergency/lockdown refused 400 invalid_request",
+            "POST /admin/emergency/lockdown refused 400 invalid_request",
+            "POST /admin/emergency/lift refused 400 invalid_request",
+            "POST /admin/emergency/revoke-keys refused 400 invalid_request",
             "POST /admin/emergency/lockdown refused 400 confirmation_mismatch",
             "POST /admin/emergency/evidence ok 200",
             "POST /admin/emergency/lockdown ok 200",
