@@ -80,7 +80,16 @@ pub async fn apply(state: &Inner, event: &ControlEvent) {
         ControlEvent::KekChanged => match crate::kek::Kek::load(&state.kek_file) {
             Ok(kek) if kek.fingerprint() != state.keys.kek().fingerprint() => {
                 tracing::warn!(kek = %kek.fingerprint(), "the KEK was rotated: using the new one");
-                state.keys.install_kek(kek);
+                match state.keys.adopt_kek(kek).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        stragglers = n,
+                        "re-sealed secrets this server wrote under the old KEK during the rotation"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "secrets written under the old KEK could not be re-sealed")
+                    }
+                }
             }
             Ok(_) => {}
             // Another replica rotated a file this one does not share: its secrets

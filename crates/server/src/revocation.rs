@@ -100,7 +100,9 @@ async fn revoke_encryption(state: &AppState) -> Result<RevokeKeysView, ApiError>
         }
     };
     let installed = next.fingerprint();
-    state.keys.install_kek(next);
+    if let Err(e) = state.keys.adopt_kek(next).await {
+        tracing::error!(error = %e, "secrets written during the KEK rotation could not be re-sealed");
+    }
     // The database is sealed under the next KEK now; if this fails, a restart
     // finishes it (open_server_keys), so say so rather than undo.
     Kek::promote_next(path).map_err(|e| {

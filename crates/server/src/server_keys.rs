@@ -53,9 +53,29 @@ impl ServerKeys {
         self.kek.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Uses `kek` from now on (after a rotation, here or on another replica).
-    pub fn install_kek(&self, kek: Kek) {
-        *self.kek.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kek);
+    /// Uses `kek` from now on (after a rotation, here or on another replica),
+    /// and re-seals under it every secret still sealed under the KEK it
+    /// replaces: one this process, or a replica that had not reloaded yet,
+    /// wrote while the rotation ran. How many such stragglers there were.
+    pub async fn adopt_kek(&self, kek: Kek) -> Result<usize, ServerKeyError> {
+        let old = std::mem::replace(
+            &mut *self.kek.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(kek),
+        );
+        let new = self.kek();
+        let stragglers = std::sync::atomic::AtomicUsize::new(0);
+        let reseal = |key: &ServerKeyRecord| -> Option<Vec<u8>> {
+            if new.open(&key.purpose, &key.kid, &key.secret).is_ok() {
+                return Some(key.secret.clone());
+            }
+            let secret = match old.open(&key.purpose, &key.kid, &key.secret).ok()? {
+                Opened::Sealed(secret) | Opened::Legacy(secret) => secret,
+            };
+            stragglers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(new.seal(&key.purpose, &key.kid, &secret))
+        };
+        self.store.reseal_server_keys(&reseal).await?;
+        Ok(stragglers.into_inner())
     }
 
     /// Re-seals every stored secret under `next`, in one transaction (all or

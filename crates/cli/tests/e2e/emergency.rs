@@ -484,13 +484,16 @@ async fn all_secrets(h: &Harness) -> Vec<(String, String, Vec<u8>)> {
     all
 }
 
-fn kek_from_file(path: &str) -> atlas_server::kek::Kek {
+fn kek_bytes(path: &str) -> [u8; 32] {
     let text = std::fs::read_to_string(path).unwrap();
-    let key: [u8; 32] = atlas_proto::b64::decode(text.trim())
+    atlas_proto::b64::decode(text.trim())
         .unwrap()
         .try_into()
-        .unwrap();
-    atlas_server::kek::Kek::from_key(&key)
+        .unwrap()
+}
+
+fn kek_from_file(path: &str) -> atlas_server::kek::Kek {
+    atlas_server::kek::Kek::from_key(&kek_bytes(path))
 }
 
 /// `revoke-keys encryption`: a new KEK, every secret re-sealed, the old KEK
@@ -509,7 +512,8 @@ async fn revoking_the_kek_reseals_every_secret_and_survives_a_crash(mut h: Harne
         );
     }
     atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "before"]);
-    let old = kek_from_file(&kek);
+    let old_bytes = kek_bytes(&kek);
+    let old = atlas_server::kek::Kek::from_key(&old_bytes);
     let before = all_secrets(&h).await;
     assert!(before.len() >= 5);
 
@@ -543,6 +547,25 @@ async fn revoking_the_kek_reseals_every_secret_and_survives_a_crash(mut h: Harne
         );
         assert!(new.open(purpose, kid, now).is_ok());
     }
+    // A replica that had not reloaded yet writes a key under the old KEK;
+    // adopting the new KEK re-seals that straggler, so every key opens again.
+    let store = atlas_store::open(&h.database_url()).await.unwrap();
+    let stale = atlas_server::server_keys::ServerKeys::new(
+        store.clone(),
+        atlas_server::kek::Kek::from_key(&old_bytes),
+    );
+    let now = time::OffsetDateTime::now_utc();
+    stale
+        .rotate(&atlas_server::receipts::new_signing_key(now), now, now)
+        .await
+        .unwrap();
+    assert_eq!(stale.adopt_kek(kek_from_file(&kek)).await.unwrap(), 1);
+    for (purpose, kid, secret) in all_secrets(&h).await {
+        if !secret.is_empty() {
+            assert!(new.open(&purpose, &kid, &secret).is_ok(), "{purpose} {kid}");
+        }
+    }
+    drop((stale, store));
     // The server uses the new KEK at once, and after a restart.
     atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "after"]);
     h.stop().await;
