@@ -692,39 +692,12 @@ async fn drill_on_two_replicas() {
     // Signing keys through replica 2, the KEK through replica 1, signing again
     // through replica 2: the last is sealed under the KEK replica 2 reloaded,
     // or replica 1 could not open it below.
-    cli(
-        &emergency,
-        &[
-            "emergency",
-            "revoke-keys",
-            "signing",
-            "--yes",
-            "--server",
-            &u2,
-        ],
-    );
-    cli(
-        &emergency,
-        &[
-            "emergency",
-            "revoke-keys",
-            "encryption",
-            "--yes",
-            "--server",
-            &u1,
-        ],
-    );
-    cli(
-        &emergency,
-        &[
-            "emergency",
-            "revoke-keys",
-            "signing",
-            "--yes",
-            "--server",
-            &u2,
-        ],
-    );
+    for (kind, url) in [("signing", &u2), ("encryption", &u1), ("signing", &u2)] {
+        cli(
+            &emergency,
+            &["emergency", "revoke-keys", kind, "--yes", "--server", url],
+        );
+    }
     cli(
         &emergency,
         &[
@@ -797,25 +770,12 @@ fn the_evidence_of_a_server_process_holds_its_log_lines() {
     let data = atlas_store::testdb::TempDir::new("atlas-evidence-logs").unwrap();
     let server = atlas_testing::serve(&data, "127.0.0.1:0", &[]);
     let db = format!("sqlite://{}", data.path.join("atlas.db").display());
-    let (ok, token, err) = run_atlas(
-        None,
-        None,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--scope",
-            "emergency",
-            "--database-url",
-            &db,
-        ],
-    );
-    assert!(ok, "{err}");
+    let token = atlas_testing::operator_token(&db, "emergency");
     let dir = data.path.join("evidence");
     let dir = dir.display().to_string();
     let (ok, out, err) = run_atlas(
         None,
-        Some(token.trim()),
+        Some(&token),
         &[
             "emergency",
             "evidence",
