@@ -396,23 +396,3 @@ pub fn spawn(
         }
     });
 }
-
-/// An entry for an act of the server itself.
-pub fn server_entry(
-    now: OffsetDateTime,
-    action: &str,
-    target: &str,
-    outcome: AuditOutcome,
-    detail: String,
-) -> NewAuditEntry {
-    NewAuditEntry {
-        at: now.into(),
-        actor: "server".into(),
-        actor_label: String::new(),
-        source: String::new(),
-        action: action.into(),
-        target: target.into(),
-        outcome,
-        detail,
-    }
-}

@@ -59,21 +59,25 @@ pub fn atlas_ok(home: &std::path::Path, args: &[&str]) -> String {
 
 /// An operator token with `scope`, made with `atlas admin token create` against the server's database.
 pub fn operator_token(database_url: &str, scope: &str) -> String {
-    let (ok, token, stderr) = run_atlas(
-        None,
-        None,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--scope",
-            scope,
-            "--database-url",
-            database_url,
-        ],
-    );
+    operator_token_with(database_url, scope, &[]).0
+}
+
+/// [`operator_token`] with more arguments (`--label`, `--kek-file`, …); what it
+/// printed on stderr too (a warning when the act could not be audited).
+pub fn operator_token_with(database_url: &str, scope: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
+        "admin",
+        "token",
+        "create",
+        "--scope",
+        scope,
+        "--database-url",
+        database_url,
+    ];
+    args.extend(extra);
+    let (ok, token, stderr) = run_atlas(None, None, &args);
     assert!(ok, "{stderr}");
-    token.trim().to_owned()
+    (token.trim().to_owned(), stderr)
 }
 
 /// `atlas serve` as a child process, with everything it logs kept for the test.

@@ -22,27 +22,13 @@ pub(crate) fn kek_of(h: &Harness) -> String {
 
 /// An operator token made on the host, its creation audited.
 pub(crate) fn token(h: &Harness, kek: &str, scope: &str) -> String {
-    let db = h.database_url();
-    let (ok, out, err) = run_atlas(
-        None,
-        None,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--scope",
-            scope,
-            "--label",
-            "drill",
-            "--database-url",
-            &db,
-            "--kek-file",
-            kek,
-        ],
+    let (token, stderr) = atlas_testing::operator_token_with(
+        &h.database_url(),
+        scope,
+        &["--label", "drill", "--kek-file", kek],
     );
-    assert!(ok, "{err}");
-    assert!(!err.contains("not recorded"), "{err}");
-    out.trim().to_owned()
+    assert!(!stderr.contains("not recorded"), "{stderr}");
+    token
 }
 
 /// `atlas audit list --json` (newest first), optionally only actions starting with `action`.
