@@ -84,6 +84,9 @@ pub async fn register(profile_dir: &Path, args: RegisterArgs) -> anyhow::Result<
 /// `atlas send`.
 pub async fn send(profile_dir: &Path, args: SendArgs) -> anyhow::Result<()> {
     let client = open(profile_dir).await?;
+    // A one-shot process has no push socket: take the session resets waiting
+    // (after an identity revocation, say) before encrypting on an old session.
+    client.repair().apply_session_resets().await?;
     let sent = client
         .messages()
         .send_text(&args.user_id, &args.text)

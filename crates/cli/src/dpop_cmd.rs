@@ -67,7 +67,7 @@ pub async fn dpop(profile_dir: &Path, cmd: DpopCommand) -> anyhow::Result<()> {
             }
         }
         DpopCommand::RotateKey { json } => {
-            let mut client = open(profile_dir).await?;
+            let client = open(profile_dir).await?;
             let jkt = client.rotate_dpop_key().await?;
             if json {
                 outln!("{}", serde_json::json!({ "jkt": jkt }));

@@ -59,10 +59,19 @@ pub enum EmergencyCommand {
     /// verifying; reissue them) and replaces the access-token and DPoP nonce
     /// keys, so every token dies at once on every replica; devices sign in again
     /// by themselves with their device keys. Secrets are destroyed, never archived.
+    ///
+    /// `identity` revokes the identity keys of every device (or `--user`'s, as
+    /// after a stolen phone) and the user identity keys that certify them: the
+    /// server stops handing them out, and each device makes, certifies and
+    /// publishes new ones on its next sync or push; contacts see the identity
+    /// change. `all` is identity, then signing, then encryption.
     RevokeKeys {
         /// What to revoke.
         #[arg(value_enum)]
         kind: atlas_proto::emergency::KeyKind,
+        /// With `identity`: only this user's devices.
+        #[arg(long)]
+        user: Option<atlas_proto::UserId>,
         /// Do not ask "Continue? (yes/no)".
         #[arg(long)]
         yes: bool,
@@ -301,11 +310,23 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        EmergencyCommand::RevokeKeys { kind, yes, server } => {
+        EmergencyCommand::RevokeKeys {
+            kind,
+            user,
+            yes,
+            server,
+        } => {
+            anyhow::ensure!(
+                user.is_none() || kind == atlas_proto::emergency::KeyKind::Identity,
+                "--user applies to `identity` only: signing and encryption keys are the server's"
+            );
             if !server.json {
                 eprintln!(
-                    "{RULE}\n⚠️  EMERGENCY KEY REVOCATION\nKey Type: {}\n{RULE}",
-                    kind.as_str()
+                    "{RULE}\n⚠️  EMERGENCY KEY REVOCATION\nKey Type: {}{}\n{RULE}",
+                    kind.as_str(),
+                    user.as_ref()
+                        .map(|u| format!(" (user {u})"))
+                        .unwrap_or_default()
                 );
             }
             if !yes {
@@ -323,52 +344,17 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
                 .call_with(
                     Method::POST,
                     "/admin/emergency/revoke-keys",
-                    Some(&atlas_proto::emergency::RevokeKeysRequest { kind }),
+                    Some(&atlas_proto::emergency::RevokeKeysRequest {
+                        kind,
+                        user_id: user,
+                    }),
                 )
                 .await?;
             if server.json {
                 outln!("{}", serde_json::to_string_pretty(&view)?);
                 return Ok(());
             }
-            match kind {
-                atlas_proto::emergency::KeyKind::Signing => {
-                    outln!("[1/4] Generating new keys... {}", view.installed.join(", "));
-                    outln!(
-                        "[2/4] Revoking the old ones (secrets destroyed, public parts in the audit log)..."
-                    );
-                    for key in &view.revoked {
-                        outln!(
-                            "      {} {} ({}, was {})",
-                            key.purpose,
-                            key.kid,
-                            key.alg,
-                            key.was
-                        );
-                    }
-                    outln!("[3/4] Deploying the new keys to every replica... done");
-                    outln!(
-                        "[4/4] Ending every session: {} refresh tokens revoked, every socket closed",
-                        view.refresh_tokens_revoked
-                    );
-                }
-                atlas_proto::emergency::KeyKind::Encryption => {
-                    outln!(
-                        "[1/4] Generating a new key-encryption key... {}",
-                        view.installed.join(", ")
-                    );
-                    for key in &view.revoked {
-                        outln!(
-                            "[2/4] Re-sealing every server secret under it in one transaction... {}",
-                            key.alg
-                        );
-                        outln!(
-                            "[3/4] Destroying the old KEK {} (overwritten, not archived)... done",
-                            key.kid
-                        );
-                    }
-                    outln!("[4/4] Every replica reloads the KEK file... done");
-                }
-            }
+            print_revocation(&view);
             outln!(
                 "{RULE}\nKEY REVOCATION COMPLETE\nDevices sign in again by themselves; reissue receipts that must verify (atlas receipt --reissue)\n{RULE}"
             );
@@ -427,4 +413,79 @@ pub async fn emergency(cmd: EmergencyCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The seed's numbered steps for what a revocation did, kind by kind.
+fn print_revocation(view: &atlas_proto::emergency::RevokeKeysView) {
+    let of = |purposes: &[&str]| -> Vec<&atlas_proto::emergency::RevokedKey> {
+        view.revoked
+            .iter()
+            .filter(|k| purposes.contains(&k.purpose.as_str()))
+            .collect()
+    };
+    let identity = of(&["user-identity", "device-signing", "device-identity"]);
+    let signing = of(&["receipt-signing", "access-token", "dpop-nonce"]);
+    let kek = of(&["kek"]);
+    let (all, kind) = (view.kind == atlas_proto::emergency::KeyKind::All, view.kind);
+    if all || kind == atlas_proto::emergency::KeyKind::Identity {
+        let users = identity
+            .iter()
+            .filter(|k| k.purpose == "user-identity")
+            .count();
+        outln!(
+            "[1/4] Revoking {users} user identity keys and the keys of {} devices...",
+            view.devices_to_rekey
+        );
+        for key in &identity {
+            outln!(
+                "      {} {} ({}, was {})",
+                key.purpose,
+                key.kid,
+                key.alg,
+                key.was
+            );
+        }
+        outln!(
+            "[2/4] Their prekeys and KeyPackages are no longer handed out; their contacts' sessions are reset"
+        );
+        outln!(
+            "[3/4] Their sockets closed with rekey_required: each device re-keys on its next sync or push"
+        );
+        outln!(
+            "[4/4] Contacts see the identity change and compare safety numbers (atlas verify USER)"
+        );
+    }
+    if all || kind == atlas_proto::emergency::KeyKind::Signing {
+        outln!("[1/4] Generating new keys... done");
+        outln!("[2/4] Revoking the old ones (secrets destroyed, public parts in the audit log)...");
+        for key in &signing {
+            outln!(
+                "      {} {} ({}, was {})",
+                key.purpose,
+                key.kid,
+                key.alg,
+                key.was
+            );
+        }
+        outln!("[3/4] Deploying the new keys to every replica... done");
+        outln!(
+            "[4/4] Ending every session: {} refresh tokens revoked, every socket closed",
+            view.refresh_tokens_revoked
+        );
+    }
+    if all || kind == atlas_proto::emergency::KeyKind::Encryption {
+        outln!("[1/4] Generating a new key-encryption key... done");
+        for key in &kek {
+            outln!(
+                "[2/4] Re-sealing every server secret under it in one transaction... {}",
+                key.alg
+            );
+            outln!(
+                "[3/4] Destroying the old KEK {} (overwritten, not archived)... done",
+                key.kid
+            );
+        }
+        outln!("[4/4] Every replica reloads the KEK file... done");
+    }
+    outln!("      now in use: {}", view.installed.join(", "));
 }

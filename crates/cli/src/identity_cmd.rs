@@ -67,6 +67,10 @@ pub async fn devices(profile_dir: &Path, args: DevicesArgs) -> anyhow::Result<()
     }
     let listed = list.identity_key.as_deref().unwrap_or("");
     match &pin {
+        _ if list.identity_key.is_none() => outln!(
+            "!! {user} has no identity key: the server's operator revoked it and no device \
+             of {user} has re-keyed yet (status rekey). Nothing can be encrypted to {user} until one does."
+        ),
         Some(p) if p.identity_key != listed => outln!(
             "!! {user}'s identity key CHANGED: pinned {}, the server now lists {listed}. \
              Nothing is encrypted to the new one until you compare safety numbers \

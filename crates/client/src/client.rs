@@ -54,6 +54,8 @@ pub struct Client {
     pub(crate) acknowledged: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Serialises everything that advances Olm state.
     pub(crate) account: tokio::sync::Mutex<OlmAccount>,
+    /// Group messages a re-key read with the old MLS key, for the next group sync to return.
+    pub(crate) read_while_rekeying: std::sync::Mutex<Vec<crate::groups::GroupReceived>>,
     user_id: UserId,
     device_id: DeviceId,
 }
@@ -229,6 +231,7 @@ impl Client {
             account: tokio::sync::Mutex::new(account),
             mls: tokio::sync::Mutex::new(None),
             acknowledged: std::sync::Mutex::default(),
+            read_while_rekeying: std::sync::Mutex::default(),
             user_id: profile.user_id,
             device_id: profile.device_id,
         })
@@ -251,7 +254,7 @@ impl Client {
     /// Regenerates this device's DPoP key pair and binds a new access token to
     /// it; the old key is erased, so tokens bound to it are of no use to anyone.
     /// Returns the new key's thumbprint (`cnf.jkt`).
-    pub async fn rotate_dpop_key(&mut self) -> Result<String, ClientError> {
+    pub async fn rotate_dpop_key(&self) -> Result<String, ClientError> {
         let dpop = JwsSigner::generate_ed25519();
         self.local.put("dpop", &dpop.secret_bytes()).await?;
         let mut profile: Profile = serde_json::from_slice(
@@ -616,6 +619,14 @@ impl Client {
             match account.create_inbound_session(&curve, &ciphertext) {
                 Ok((session, plain)) => decrypted = Some((session, plain, true)),
                 Err(e) => last_error = classify(&e),
+            }
+            // Queued before a re-key: for the old account. Its one-time key is
+            // not marked used, since the old account is dropped after the drain.
+            if decrypted.is_none()
+                && let Some(mut retired) = self.retired_account().await.map_err(Transient)?
+                && let Ok((session, plain)) = retired.create_inbound_session(&curve, &ciphertext)
+            {
+                decrypted = Some((session, plain, false));
             }
         }
         let (session, plain, inbound) = decrypted.ok_or(Failed(last_error))?;

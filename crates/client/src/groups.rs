@@ -408,7 +408,7 @@ impl Client {
     }
 
     /// Rejoins by external commit from the latest GroupInfo, replacing this device's state of the group.
-    async fn rejoin(&self, name: &str) -> Result<String, ClientError> {
+    pub(crate) async fn rejoin(&self, name: &str) -> Result<String, ClientError> {
         let mut last_error = None;
         for attempt in 0..COMMIT_ATTEMPTS {
             let info: GroupInfoResponse = self
@@ -731,7 +731,13 @@ impl Groups<'_> {
 
     /// Carries out recovery steps, accepts Welcomes, then processes every followed group's log.
     pub async fn sync_all(&self) -> Result<Vec<GroupReceived>, ClientError> {
-        let (_, mut all) = self.groups().recovery().await?;
+        let mut all = std::mem::take(
+            &mut *self
+                .read_while_rekeying
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        all.extend(self.groups().recovery().await?.1);
         self.groups().accept_welcomes().await?;
         for group in self.groups().list().await? {
             all.extend(self.groups().sync(&group).await?);

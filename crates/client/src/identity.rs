@@ -279,7 +279,7 @@ impl Client {
         let user = &listed.user_id;
         let Some(key) = listed.identity_key.clone() else {
             return Err(ClientError::UntrustedKeys(format!(
-                "{user} has no identity key"
+                "{user} has no identity key (revoked by the server's operator until {user} re-keys)"
             )));
         };
         match self.pin(user).await? {

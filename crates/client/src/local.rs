@@ -352,6 +352,14 @@ impl LocalState {
         Ok(())
     }
 
+    /// Forgets the published keys (after a re-key: they were the old account's).
+    pub(crate) async fn forget_published(&self) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM published_keys")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Every remembered published key.
     pub(crate) async fn published_keys(&self) -> Result<Vec<PublishedKey>, ClientError> {
         let rows = sqlx::query(

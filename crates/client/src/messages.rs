@@ -22,15 +22,28 @@ impl Messages<'_> {
         if devices.is_empty() {
             devices = self.refresh_peer_devices(recipient).await?;
         }
-        for _attempt in 0..3 {
+        for attempt in 0..3 {
             let untrusted = self.untrusted_devices(recipient).await?;
+            let envelopes = match self.seal(&account, recipient, &devices, false, text).await {
+                // Keys that are not the ones known here: the device re-keyed
+                // (or the server lies); the device list says which, and a
+                // changed identity key stops the send there.
+                Err(ClientError::UntrustedKeys(_)) if attempt == 0 => {
+                    devices = self.refresh_peer_devices(recipient).await?;
+                    continue;
+                }
+                // No keys handed out for any device (revoked, say): ask again.
+                Ok(sealed) if sealed.is_empty() && attempt == 0 => {
+                    devices = self.refresh_peer_devices(recipient).await?;
+                    continue;
+                }
+                sealed => sealed?,
+            };
             let request = SendRequest {
                 recipient_id: recipient.clone(),
                 client_message_id: client_message_id.clone(),
                 encryption_algorithm: OLM_ALGORITHM.into(),
-                envelopes: self
-                    .seal(&account, recipient, &devices, false, text)
-                    .await?,
+                envelopes,
                 resend_of: None,
                 untrusted_devices: untrusted.into_iter().map(|u| u.device_id).collect(),
             };
@@ -161,8 +174,21 @@ impl Messages<'_> {
     }
 
     /// Applies session resets, then fetches, decrypts and acknowledges
-    /// everything waiting for this device, then answers resend requests.
+    /// everything waiting for this device, then answers resend requests. A
+    /// device whose identity keys an operator revoked re-keys first
+    /// ([`crate::Client::rekey`]); what it read doing so is returned too.
     pub async fn sync(&self) -> Result<Vec<Received>, ClientError> {
+        match self.sync_once().await {
+            Err(e) if e.code() == Some(ErrorCode::RekeyRequired) => {
+                let mut read = self.rekey().await?.drained;
+                read.extend(self.messages().sync_once().await?);
+                Ok(read)
+            }
+            done => done,
+        }
+    }
+
+    async fn sync_once(&self) -> Result<Vec<Received>, ClientError> {
         // Devices linked with this device's codes are certified here.
         match self.approve_linked_devices().await {
             Ok(certified) if !certified.is_empty() => {

@@ -4,6 +4,7 @@ use crate::client::Client;
 use crate::error::ClientError;
 use crate::groups::GroupReceived;
 use crate::inbound::Received;
+use atlas_proto::ErrorCode;
 use atlas_proto::api::PushEvent;
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -41,10 +42,22 @@ impl Client {
                 .parse()
                 .map_err(|_| ClientError::Push("bad proof header".into()))?,
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| ClientError::Push(e.to_string()))?;
-        Ok(socket)
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            // A refused upgrade carries the server's error body: keep its code.
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                match response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                {
+                    Some(body) => Err(ClientError::Api { status, body }),
+                    None => Err(ClientError::Push(format!("upgrade refused ({status})"))),
+                }
+            }
+            Err(e) => Err(ClientError::Push(e.to_string())),
+        }
     }
 
     /// Receives pushed messages until the server closes the socket (e.g. when
@@ -66,7 +79,17 @@ impl Client {
         mut on_group: Option<impl FnMut(GroupReceived)>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ClientError> {
-        let mut socket = self.push_socket().await?;
+        let mut socket = match self.push_socket().await {
+            Err(e) if e.code() == Some(ErrorCode::RekeyRequired) => {
+                self.rekey()
+                    .await?
+                    .drained
+                    .into_iter()
+                    .for_each(&mut on_message);
+                self.push_socket().await?
+            }
+            socket => socket?,
+        };
         tokio::pin!(stop);
         loop {
             let frame = tokio::select! {
@@ -80,6 +103,15 @@ impl Client {
                     return Err(ClientError::Push(
                         "this device was removed from its account (device_revoked)".into(),
                     ));
+                }
+                // Re-keyed here; the caller reconnects with the new keys.
+                Some(Ok(Message::Close(Some(close)))) if close.reason == "rekey_required" => {
+                    self.rekey()
+                        .await?
+                        .drained
+                        .into_iter()
+                        .for_each(&mut on_message);
+                    return Ok(());
                 }
                 // An expired or revoked token, a server stopping: the caller reconnects.
                 Some(Ok(Message::Close(_))) | None => return Ok(()),

@@ -26,9 +26,10 @@ struct Tokens {
 pub(crate) struct Transport {
     http: reqwest::Client,
     pub(crate) base: String,
-    dpop: JwsSigner,
-    /// A copy of the account used only to sign token requests (identity keys never change).
-    device_signer: OlmAccount,
+    /// The DPoP key; replaced when rotated or after a re-key.
+    dpop: std::sync::RwLock<Arc<JwsSigner>>,
+    /// A copy of the account used only to sign token requests (replaced after a re-key).
+    device_signer: std::sync::Mutex<OlmAccount>,
     user_id: UserId,
     device_id: DeviceId,
     tokens: tokio::sync::Mutex<Tokens>,
@@ -61,7 +62,7 @@ pub(crate) async fn refusal(response: reqwest::Response) -> ClientError {
 impl Transport {
     /// The DPoP key's algorithm.
     pub(crate) fn dpop_alg(&self) -> &'static str {
-        self.dpop.alg()
+        self.dpop_key().alg()
     }
 
     pub(crate) fn new(
@@ -76,8 +77,8 @@ impl Transport {
             clock,
             http: http_client()?,
             base: base.trim_end_matches('/').to_owned(),
-            dpop,
-            device_signer,
+            dpop: std::sync::RwLock::new(Arc::new(dpop)),
+            device_signer: std::sync::Mutex::new(device_signer),
             user_id,
             device_id,
             tokens: Default::default(),
@@ -104,7 +105,7 @@ impl Transport {
     pub(crate) fn proof_for_url(&self, method: &Method, url: &str, token: Option<&str>) -> String {
         let nonce = self.nonce.lock().unwrap_or_else(|p| p.into_inner()).clone();
         create_proof(
-            &self.dpop,
+            &self.dpop_key(),
             method.as_str(),
             url,
             self.clock.unix(),
@@ -115,13 +116,22 @@ impl Transport {
 
     /// The DPoP key's RFC 7638 thumbprint (`cnf.jkt` of the tokens bound to it).
     pub(crate) fn dpop_thumbprint(&self) -> String {
-        self.dpop.public_jwk().thumbprint()
+        self.dpop_key().public_jwk().thumbprint()
+    }
+
+    fn dpop_key(&self) -> Arc<JwsSigner> {
+        self.dpop.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Signs token requests with `account` from now on (after a re-key).
+    pub(crate) fn replace_device_signer(&self, account: OlmAccount) {
+        *self.device_signer.lock().unwrap_or_else(|p| p.into_inner()) = account;
     }
 
     /// Binds from now on to `dpop`: tokens bound to the old key are dropped
     /// (its refresh token too: a refresh keeps the old binding).
-    pub(crate) async fn replace_dpop_key(&mut self, dpop: JwsSigner) {
-        self.dpop = dpop;
+    pub(crate) async fn replace_dpop_key(&self, dpop: JwsSigner) {
+        *self.dpop.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(dpop);
         let mut tokens = self.tokens.lock().await;
         tokens.access = None;
         tokens.refresh = None;
@@ -171,10 +181,12 @@ impl Transport {
             Some(r) => r,
             None => {
                 let iat = self.clock.unix();
-                let jkt = self.dpop.public_jwk().thumbprint();
-                let grant =
-                    self.device_signer
-                        .token_grant(&self.user_id, &self.device_id, &jkt, iat);
+                let jkt = self.dpop_thumbprint();
+                let grant = self
+                    .device_signer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .token_grant(&self.user_id, &self.device_id, &jkt, iat);
                 self.request_token(grant).await?
             }
         };

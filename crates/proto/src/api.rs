@@ -57,6 +57,20 @@ pub struct RegisterRequest {
     pub link_proof: Option<String>,
 }
 
+/// `POST /devices/rekey`: a device whose identity keys an operator revoked
+/// publishes new ones, certified by a new user identity key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyRequest {
+    /// The device's new keys (same device id), self-signed.
+    pub device: DeviceKeys,
+    /// The user's new identity key: it replaces the revoked one, or, if another
+    /// device of the user re-keyed first, must equal the one it published.
+    pub identity_key: String,
+    /// The new identity key's certificate of the new device keys.
+    pub certificate: String,
+}
+
 /// A linked device waiting for an existing device of its user to certify it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingDevice {
@@ -131,7 +145,7 @@ pub struct DeviceInfo {
     /// The device's keys.
     #[serde(flatten)]
     pub keys: DeviceKeys,
-    /// `pending` (linked, not yet certified), `active` or `revoked`.
+    /// `pending` (linked, not yet certified), `active`, `rekey` (keys revoked, not yet replaced) or `revoked`.
     pub status: DeviceStatus,
     /// RFC 3339 registration time.
     pub created_at: Timestamp,
@@ -530,6 +544,10 @@ pub enum DeviceStatus {
     Active,
     /// Removed by its user or an operator.
     Revoked,
+    /// Its identity keys were revoked by an operator: it may fetch nothing and
+    /// send nothing until it publishes new ones (`POST /devices/rekey`), and its
+    /// old keys are not handed out.
+    Rekey,
 }
 
 impl DeviceStatus {
@@ -539,12 +557,13 @@ impl DeviceStatus {
             Self::Pending => "pending",
             Self::Active => "active",
             Self::Revoked => "revoked",
+            Self::Rekey => "rekey",
         }
     }
 
     /// Parses a stored status.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Pending, Self::Active, Self::Revoked]
+        [Self::Pending, Self::Active, Self::Revoked, Self::Rekey]
             .into_iter()
             .find(|s| s.as_str() == text)
     }
@@ -566,6 +585,7 @@ mod device_status_tests {
             DeviceStatus::Pending,
             DeviceStatus::Active,
             DeviceStatus::Revoked,
+            DeviceStatus::Rekey,
         ] {
             let json = serde_json::to_string(&status).unwrap();
             assert_eq!(json, format!("\"{status}\""));

@@ -73,6 +73,12 @@ pub enum KeyKind {
     /// The key-encryption key that seals the server's secrets at rest: a new
     /// KEK, every secret re-sealed in one transaction, the old KEK destroyed.
     Encryption,
+    /// The identity keys of every device (or one user's) and the user identity
+    /// keys that certify them: those devices must re-key before they may act
+    /// again, and their old keys are not handed out.
+    Identity,
+    /// Every kind above: identity, then signing, then encryption.
+    All,
 }
 
 impl KeyKind {
@@ -81,6 +87,8 @@ impl KeyKind {
         match self {
             Self::Signing => "signing",
             Self::Encryption => "encryption",
+            Self::Identity => "identity",
+            Self::All => "all",
         }
     }
 }
@@ -91,6 +99,9 @@ impl KeyKind {
 pub struct RevokeKeysRequest {
     /// What to revoke.
     pub kind: KeyKind,
+    /// With `identity` (or `all`): only this user's identity, as after a stolen phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<crate::UserId>,
 }
 
 /// One revoked key: its metadata and public part only (the secret is destroyed).
@@ -122,4 +133,7 @@ pub struct RevokeKeysView {
     pub installed: Vec<String>,
     /// Refresh tokens revoked (devices sign in again with their device keys).
     pub refresh_tokens_revoked: u64,
+    /// Devices that must re-key before they may act again (`identity`).
+    #[serde(default)]
+    pub devices_to_rekey: u64,
 }

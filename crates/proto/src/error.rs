@@ -90,6 +90,12 @@ pub enum ErrorCode {
     NotLockedDown,
     /// The typed confirmation phrase was missing or wrong.
     ConfirmationMismatch,
+    /// An operator revoked this device's identity keys: it must make new ones
+    /// and publish them with `POST /devices/rekey` (any sync of the SDK does it).
+    RekeyRequired,
+    /// The user's identity key was already replaced by another of its devices
+    /// re-keying first: link this device again with a code from that one.
+    IdentityReplaced,
     /// Too many requests from this caller.
     RateLimited,
     /// A recipient device holds the most undelivered messages it may; retry later.
@@ -145,6 +151,8 @@ impl ErrorCode {
             Self::AlreadyLockedDown => "already_locked_down",
             Self::NotLockedDown => "not_locked_down",
             Self::ConfirmationMismatch => "confirmation_mismatch",
+            Self::RekeyRequired => "rekey_required",
+            Self::IdentityReplaced => "identity_replaced",
             Self::RateLimited => "rate_limited",
             Self::QueueFull => "queue_full",
             Self::Internal => "internal",
@@ -175,6 +183,8 @@ mod tests {
             ErrorCode::InvalidDpopProof,
             ErrorCode::DeviceListMismatch,
             ErrorCode::UseDpopNonce,
+            ErrorCode::RekeyRequired,
+            ErrorCode::IdentityReplaced,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

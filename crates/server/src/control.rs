@@ -26,6 +26,10 @@ pub enum ControlEvent {
     LockdownChanged,
     /// The KEK was rotated: load it again from the KEK file.
     KekChanged,
+    /// A device's identity keys were revoked: read its standing again and close its sockets.
+    DeviceRekey(UserId, DeviceId),
+    /// Every device's identity keys were revoked: forget every standing, close every socket.
+    AllRekey,
 }
 
 impl ControlEvent {
@@ -36,6 +40,8 @@ impl ControlEvent {
             Self::TokenKeyRotated => "token_key".into(),
             Self::LockdownChanged => "lockdown".into(),
             Self::KekChanged => "kek".into(),
+            Self::AllRekey => "all_rekey".into(),
+            Self::DeviceRekey(user, device) => format!("device_rekey {user}/{device}"),
             Self::DeviceChanged(user, device) => format!("device {user}/{device}"),
             Self::DeviceRevoked(user, device) => format!("device_revoked {user}/{device}"),
         }
@@ -48,6 +54,8 @@ impl ControlEvent {
             None if text == "token_key" => Some(Self::TokenKeyRotated),
             None if text == "lockdown" => Some(Self::LockdownChanged),
             None if text == "kek" => Some(Self::KekChanged),
+            None if text == "all_rekey" => Some(Self::AllRekey),
+            Some(("device_rekey", id)) => device_of(id).map(|(u, d)| Self::DeviceRekey(u, d)),
             Some(("device", id)) => device_of(id).map(|(u, d)| Self::DeviceChanged(u, d)),
             Some(("device_revoked", id)) => device_of(id).map(|(u, d)| Self::DeviceRevoked(u, d)),
             _ => None,
@@ -71,6 +79,16 @@ pub async fn apply(state: &Inner, event: &ControlEvent) {
             state
                 .disconnects
                 .device(user, device, Reason::DeviceRevoked);
+        }
+        ControlEvent::DeviceRekey(user, device) => {
+            state.device_statuses.forget(user, device);
+            state
+                .disconnects
+                .device(user, device, Reason::RekeyRequired);
+        }
+        ControlEvent::AllRekey => {
+            state.device_statuses.forget_all();
+            state.disconnects.everyone(Reason::RekeyRequired);
         }
         ControlEvent::TokenKeyRotated => {
             crate::auth::tokens::reload_key_now(state).await;
@@ -141,6 +159,11 @@ mod tests {
             ControlEvent::TokenKeyRotated,
             ControlEvent::LockdownChanged,
             ControlEvent::KekChanged,
+            ControlEvent::AllRekey,
+            ControlEvent::DeviceRekey(
+                UserId::new("bob").unwrap(),
+                DeviceId::new("LAPTOP").unwrap(),
+            ),
             device,
             revoked,
         ] {
@@ -155,6 +178,8 @@ mod tests {
             "signing_keys now",
             "token_key alice",
             "device_revoked alice",
+            "device_rekey bob",
+            "all_rekey now",
             "device_revoked a/b c",
         ] {
             assert_eq!(ControlEvent::decode(junk), None, "{junk}");

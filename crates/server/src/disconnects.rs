@@ -18,6 +18,8 @@ pub enum Reason {
     TokensRevoked,
     /// An operator locked the server down (an emergency).
     LockedDown,
+    /// An operator revoked the device's identity keys: it must re-key.
+    RekeyRequired,
 }
 
 impl Reason {
@@ -27,6 +29,7 @@ impl Reason {
             Self::DeviceRevoked => "device_revoked",
             Self::TokensRevoked => "tokens_revoked",
             Self::LockedDown => "locked_down",
+            Self::RekeyRequired => "rekey_required",
         }
     }
 }

@@ -12,6 +12,7 @@ mod backups;
 mod db;
 mod e2ee;
 mod groups;
+mod identities;
 mod incidents;
 mod jti;
 mod key_checks;
@@ -36,6 +37,9 @@ pub use audit::{AuditFilter, AuditStore, Sealer, StoredCheckpoint};
 pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
 pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
+pub use identities::{
+    IdentityStore, RekeyOutcome, RevokedDevice, RevokedIdentities, RevokedUserIdentity,
+};
 pub use incidents::{Attempt, IncidentStore, NewNotification, NotificationRecord};
 pub use jti::JtiStore;
 pub use key_checks::{KeyCheckRecord, KeyStore, UserKeyRecord};
@@ -148,6 +152,7 @@ pub trait Store:
     + AlertStore
     + AuditStore
     + LockdownStore
+    + IdentityStore
     + Send
     + Sync
     + 'static
@@ -269,6 +274,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditStore>,
     /// The emergency lockdown.
     pub lockdown: Arc<dyn LockdownStore>,
+    /// Emergency revocation of identity keys, and re-keying.
+    pub identities: Arc<dyn IdentityStore>,
     /// The whole store, for its backend name and liveness.
     pub all: Arc<dyn Store>,
 }
@@ -295,6 +302,7 @@ impl Stores {
             alerts: store.clone(),
             audit: store.clone(),
             lockdown: store.clone(),
+            identities: store.clone(),
             all: store,
         }
     }

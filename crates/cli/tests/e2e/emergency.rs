@@ -616,8 +616,9 @@ on_both_backends!(
 /// The drill on two replicas sharing PostgreSQL and Redis: a SEV-1,
 /// shutdown with evidence (503 on both replicas, health and status up), the
 /// signing keys and the KEK revoked through different replicas, lift; clients
-/// sign in again by themselves, nothing accepted before the shutdown is lost,
-/// and the audit log verifies — until a row is edited by hand.
+/// sign in again by themselves, nothing accepted before the shutdown is lost;
+/// one user's identity revoked on one replica and re-keyed on the other; and
+/// the audit log verifies — until a row is edited by hand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_on_two_replicas() {
     use crate::replicas::{PUBLIC, base, replica, shared_redis};
@@ -748,12 +749,72 @@ async fn drill_on_two_replicas() {
     }
     assert!(queued.contains(&body["message_id"].as_str().unwrap().to_owned()));
 
+    // bob's phone is stolen: his identity is revoked through replica 1, and
+    // replica 2 refuses his device at once (the control channel), until it
+    // re-keys there; alice, on replica 1, sees a new identity key.
+    let old_identity = alice
+        .call(&alice_new, "GET", "/users/bob/devices", None)
+        .await
+        .1["identity_key"]
+        .clone();
+    cli(
+        &emergency,
+        &[
+            "emergency",
+            "revoke-keys",
+            "identity",
+            "--user",
+            "bob",
+            "--yes",
+            "--server",
+            &u1,
+        ],
+    );
+    let (status, answer) = bob.call(&bob_new, "GET", "/messages", None).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (403, Some("rekey_required"))
+    );
+    let (account, identity) = (
+        atlas_crypto::olm::OlmAccount::new(),
+        atlas_crypto::identity::UserIdentity::generate(),
+    );
+    let keys = account.device_keys(&bob.user_id, &bob.device_id);
+    let rekey = serde_json::json!({
+        "device": keys,
+        "identity_key": identity.public_key(),
+        "certificate": identity.certify(&bob.user_id, &keys),
+    });
+    let (status, answer) = bob
+        .call(&bob.token().await, "POST", "/devices/rekey", Some(rekey))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    bob.account = account;
+    bob.identity = identity;
+    assert_eq!(
+        bob.call(&bob.token().await, "GET", "/messages", None)
+            .await
+            .0,
+        200
+    );
+    let new_identity = alice
+        .call(&alice_new, "GET", "/users/bob/devices", None)
+        .await
+        .1["identity_key"]
+        .clone();
+    assert_ne!(new_identity, old_identity);
+    assert_eq!(new_identity, bob.identity.public_key().as_str());
+
     // The record of all of it verifies; a hand edit does not.
     let out = cli(&auditor, &["audit", "verify", "--server", &u2]);
     assert!(out.contains("OK"), "{out}");
     assert_eq!(
         crate::audit::audit_entries(&auditor, &u1, Some("keys.revoke")).len(),
-        3
+        4
+    );
+    assert_eq!(
+        crate::audit::audit_entries(&auditor, &u1, Some("device.rekey")).len(),
+        1
     );
     h.sql("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 1")
         .await;

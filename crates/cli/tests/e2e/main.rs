@@ -22,6 +22,7 @@ mod e2ee_health;
 mod emergency;
 mod groups;
 mod hardening;
+mod identity_revocation;
 mod incidents;
 mod indicators;
 mod k8s_scripts;

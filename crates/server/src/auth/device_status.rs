@@ -21,6 +21,8 @@ pub enum DeviceState {
     Pending,
     /// Certified and in use.
     Active,
+    /// Its identity keys were revoked: it may only publish new ones.
+    Rekey,
     /// Removed, or never registered.
     Gone,
 }
@@ -31,6 +33,7 @@ impl DeviceState {
             DeviceStatus::Active => Self::Active,
             DeviceStatus::Pending => Self::Pending,
             DeviceStatus::Revoked => Self::Gone,
+            DeviceStatus::Rekey => Self::Rekey,
         }
     }
 }
@@ -72,6 +75,11 @@ impl DeviceStatuses {
         }
         entries.insert(key, (Instant::now(), state));
         Ok(state)
+    }
+
+    /// Forgets every entry (after many devices changed status at once).
+    pub fn forget_all(&self) {
+        self.lock().clear();
     }
 
     /// Forgets a device's entry (after this process changed its status).

@@ -249,6 +249,19 @@ impl DeviceAuth {
     }
 }
 
+/// Why a device that is not active is refused.
+fn not_active(state: DeviceState) -> ApiError {
+    match state {
+        DeviceState::Rekey => ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            ErrorCode::RekeyRequired,
+            "an operator revoked this device's identity keys: make new ones and publish them \
+             with POST /devices/rekey (any sync of the SDK does it)",
+        ),
+        _ => pending_error(),
+    }
+}
+
 fn pending_error() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::FORBIDDEN,
@@ -264,7 +277,7 @@ impl FromRequestParts<AppState> for DeviceAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Self::authenticate(parts, state, true).await? {
             (auth, DeviceState::Active, _) => Ok(auth),
-            _ => Err(pending_error()),
+            (_, standing, _) => Err(not_active(standing)),
         }
     }
 }
@@ -299,15 +312,36 @@ impl FromRequestParts<AppState> for DeferredDeviceAuth {
                     proof_id: None,
                 })
             }
-            (_, _, proof_id) => {
+            (_, standing, proof_id) => {
                 proof_id.record(state).await?;
-                Err(pending_error())
+                Err(not_active(standing))
             }
         }
     }
 }
 
-/// A device that may be pending certification: only for fetching its certificate.
+/// A device whose identity keys were revoked: only for publishing new ones.
+#[derive(Debug, Clone)]
+pub struct RekeyingDeviceAuth(pub DeviceAuth);
+
+impl FromRequestParts<AppState> for RekeyingDeviceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match DeviceAuth::authenticate(parts, state, true).await? {
+            (auth, DeviceState::Rekey, _) => Ok(Self(auth)),
+            (_, DeviceState::Pending, _) => Err(pending_error()),
+            _ => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                ErrorCode::InvalidRequest,
+                "this device's keys were not revoked: there is nothing to re-key",
+            )),
+        }
+    }
+}
+
+/// A device that may be pending certification: for fetching its certificate
+/// and publishing its keys. Not one whose keys were revoked: it re-keys first.
 #[derive(Debug, Clone)]
 pub struct LinkedDeviceAuth(pub DeviceAuth);
 
@@ -315,9 +349,10 @@ impl FromRequestParts<AppState> for LinkedDeviceAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        DeviceAuth::authenticate(parts, state, true)
-            .await
-            .map(|(auth, _, _)| Self(auth))
+        match DeviceAuth::authenticate(parts, state, true).await? {
+            (_, DeviceState::Rekey, _) => Err(not_active(DeviceState::Rekey)),
+            (auth, _, _) => Ok(Self(auth)),
+        }
     }
 }
 

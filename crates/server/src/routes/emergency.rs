@@ -173,7 +173,14 @@ async fn revoke_keys(
     crate::limits::ClientAddr(source): crate::limits::ClientAddr,
     ApiJson(request): ApiJson<atlas_proto::emergency::RevokeKeysRequest>,
 ) -> Result<Json<atlas_proto::emergency::RevokeKeysView>, ApiError> {
-    let view = crate::revocation::revoke(&state, request.kind, &operator, &source).await?;
+    let view = crate::revocation::revoke(
+        &state,
+        request.kind,
+        request.user_id.as_ref(),
+        &operator,
+        &source,
+    )
+    .await?;
     let _ = tell_incidents(
         &state,
         &operator.token_id,

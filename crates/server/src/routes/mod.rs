@@ -16,6 +16,7 @@ pub mod messages;
 pub mod metrics;
 pub mod mls_admin;
 pub mod receipts;
+pub mod rekey;
 pub mod reports;
 pub mod resend;
 pub mod sessions;
@@ -47,6 +48,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(reports::router())
         .merge(users::router())
         .merge(devices::router())
+        .merge(rekey::router())
         .merge(token::router())
         .merge(keys::router())
         .merge(backups::router(max_body_bytes))

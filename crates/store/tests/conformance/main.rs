@@ -139,6 +139,7 @@ mod accounts;
 mod audit;
 mod backups;
 mod groups;
+mod identities;
 mod incidents;
 mod messages;
 mod migrations;
