@@ -77,7 +77,7 @@ impl Client {
         )?)
     }
 
-    /// Publishes the new keys; true once the server holds them.
+    /// Publishes the new keys; `Ok` once the server holds them.
     async fn publish_new_keys(
         &self,
         account: &OlmAccount,
@@ -111,6 +111,16 @@ impl Client {
                     true => Ok(()),
                     false => Err(e),
                 }
+            }
+            // Asked to re-key, yet there is nothing to re-key: another holder
+            // of this device's old keys did it first.
+            Err(e) if e.code() == Some(ErrorCode::InvalidRequest) => {
+                self.local.delete(PENDING_ACCOUNT).await?;
+                self.local.delete(PENDING_IDENTITY).await?;
+                Err(ClientError::State(format!(
+                    "this device's keys were revoked, but something else holding them re-keyed it first ({e}): \
+                     have the operator remove this device (atlas admin device revoke) and register it again"
+                )))
             }
             Err(e) => Err(e),
         }
@@ -147,6 +157,13 @@ impl Client {
             .replace_device_signer(self.copy_of(&new_account)?);
         *account = new_account;
         drop(account);
+        // The server refuses tokens granted in the second of the re-key (one
+        // may have gone to another holder of the old key): sign in after it.
+        let into_second = self.clock().now().millisecond();
+        tokio::time::sleep(std::time::Duration::from_millis(
+            1_010 - u64::from(into_second.min(1_000)),
+        ))
+        .await;
         self.rotate_dpop_key().await?;
 
         let drained = self.drain().await?;

@@ -126,6 +126,7 @@ struct DeviceRow {
     revocation: Option<String>,
     link_token_hash: Option<Vec<u8>>,
     link_proof: Option<String>,
+    tokens_after: Option<i64>,
     otk: i64,
     fb: i64,
 }
@@ -148,6 +149,7 @@ impl TryFrom<DeviceRow> for DeviceRecord {
             one_time_keys: r.otk.max(0) as u64,
             fallback_key: r.fb > 0,
             certificate: r.certificate,
+            tokens_after: r.tokens_after,
             revocation: r.revocation,
             link_token_hash: r.link_token_hash,
             link_proof: r.link_proof,
@@ -158,6 +160,7 @@ impl TryFrom<DeviceRow> for DeviceRecord {
 /// A user's devices (one, if `device_id` is given), oldest first.
 const DEVICE_ROWS: &str = "SELECT d.user_id, d.device_id, d.ed25519, d.curve25519, d.signature, \
        d.status, d.created_at, d.certificate, d.revocation, d.link_token_hash, d.link_proof, \
+       d.tokens_after, \
        (SELECT COUNT(*) FROM user_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id \
           AND k.key_type = 'one_time' AND k.status = 'active') AS otk, \
        (SELECT COUNT(*) FROM user_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id \

@@ -105,12 +105,15 @@ impl<T: Backend> IdentityStore for T {
             }
         }
         let sql = format!(
-            "UPDATE devices SET status = 'rekey' WHERE status = 'active' AND {USER_FILTER} \
+            "UPDATE devices SET status = 'rekey', tokens_after = $2 \
+             WHERE status = 'active' AND {USER_FILTER} \
              RETURNING user_id, device_id, ed25519, curve25519"
         );
         let rows: Vec<(String, String, String, String)> = run!(
             &mut tx,
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(only),
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(only)
+                .bind(now.unix_timestamp()),
             fetch_all
         )?;
         let mut out = RevokedIdentities::default();
@@ -261,12 +264,29 @@ impl<T: Backend> IdentityStore for T {
             &mut tx,
             sqlx::query(
                 "UPDATE devices SET status = 'active', ed25519 = $1, curve25519 = $2, \
-                   signature = $3, certificate = $4 WHERE user_id = $5 AND device_id = $6",
+                   signature = $3, certificate = $4, tokens_after = $7 \
+                 WHERE user_id = $5 AND device_id = $6",
             )
             .bind(&keys.ed25519)
             .bind(&keys.curve25519)
             .bind(&keys.signature)
             .bind(identity.certificate)
+            .bind(u)
+            .bind(d)
+            // Token times are whole seconds: one granted in this second, before
+            // the re-key, must die too. The device signs in from the next.
+            .bind(now.unix_timestamp() + 1),
+            execute
+        )?;
+        // Refresh tokens issued while the device waited were granted to a
+        // holder of the old key, which may not be this device: they die too.
+        run!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 \
+                 WHERE user_id = $2 AND device_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
             .bind(u)
             .bind(d),
             execute

@@ -41,6 +41,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (25, include_str!("../migrations/0025_audit.sql")),
     (26, include_str!("../migrations/0026_lockdown.sql")),
     (27, include_str!("../migrations/0027_schema_compat.sql")),
+    (28, include_str!("../migrations/0028_rekey_tokens.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -44,6 +44,9 @@ pub struct DeviceRecord {
     pub link_token_hash: Option<Vec<u8>>,
     /// For a pending device: its proof of holding the link code.
     pub link_proof: Option<String>,
+    /// Access tokens issued before this time (Unix seconds) are refused (set by
+    /// an identity revocation and by the re-key after it).
+    pub tokens_after: Option<i64>,
 }
 
 /// A new user's identity key and its certificate of the first device.

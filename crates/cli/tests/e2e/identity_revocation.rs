@@ -285,6 +285,8 @@ async fn a_revoked_device_may_only_rekey_with_keys_it_certified(h: Harness) {
         "{body}"
     );
     let mut socket = dave.push_socket(&dave_token).await;
+    // Token times are whole seconds: the revocation comes in a later one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     let (ok, out, err) = run_atlas(
         None,
@@ -313,7 +315,15 @@ async fn a_revoked_device_may_only_rekey_with_keys_it_certified(h: Harness) {
         "{closed:?}"
     );
 
-    // Everything but re-keying is refused, with a code the SDK acts on.
+    // A token captured before the revocation is dead; a new one (signed with
+    // the old device key, the only one the device has) may do nothing but
+    // re-key: everything else is refused with a code the SDK acts on.
+    let (status, answer) = dave.call(&dave_token, "GET", "/messages", None).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let dave_token = dave.token().await;
     for (method, path, body) in [
         ("GET", "/messages", None),
         (
@@ -331,8 +341,6 @@ async fn a_revoked_device_may_only_rekey_with_keys_it_certified(h: Harness) {
             "{method} {path}: {answer}"
         );
     }
-    // Signing in still works (with the old device key): it is how the device re-keys.
-    let dave_token = dave.token().await;
     let other = rekey_body(&new_account, &new_identity, "NOTMINE");
     let mut forged = good.clone();
     forged["device"]["curve25519"] = serde_json::json!(OlmAccount::new().curve25519());
@@ -368,28 +376,99 @@ async fn a_revoked_device_may_only_rekey_with_keys_it_certified(h: Harness) {
         status, 409,
         "an active device has nothing to re-key: {answer}"
     );
+    let window_token = dave.token().await;
     let (status, answer) = dave
         .call(&dave_token, "POST", "/devices/rekey", Some(good.clone()))
         .await;
     assert_eq!(status, 200, "{answer}");
-    let (status, _) = dave
-        .call(&dave_token, "POST", "/devices/rekey", Some(good))
-        .await;
-    assert_eq!(status, 409, "re-keyed once only");
-    // From now on only the new device key signs in.
+    // Whoever held the old key during the wait holds nothing now.
+    let (status, answer) = dave.call(&window_token, "GET", "/messages", None).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    // From the next second on, only the new device key signs in, and there is
+    // nothing more to re-key.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     dave.account = new_account;
     let dave_token = dave.token().await;
     assert_eq!(
         dave.call(&dave_token, "GET", "/messages", None).await.0,
         200
     );
+    let (status, _) = dave
+        .call(&dave_token, "POST", "/devices/rekey", Some(good))
+        .await;
+    assert_eq!(status, 409, "re-keyed once only");
     assert_eq!(
         erin.call(&erin_token, "GET", "/messages", None).await.0,
         200
     );
 }
 
+/// `revoke-keys all`: identity, signing and encryption in one command; both
+/// users re-key by themselves and, once they accept each other's new identity
+/// key, talk again, and what could not be authenticated is resent; three
+/// audit entries.
+async fn revoking_all_keys_rekeys_everyone_and_replaces_the_servers_keys(h: Harness) {
+    let url = h.url();
+    let home = h.homes.path.clone();
+    let kek = kek_of(&h);
+    let emergency = token(&h, &kek, "emergency");
+    let auditor = token(&h, &kek, "audit");
+    let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
+    for user in ["alice", "bob"] {
+        atlas(&["--profile", user, "register", user, "--server", &url]);
+    }
+    atlas(&["--profile", "alice", "send", "bob", "before"]);
+    let (ok, out, err) = run_atlas(
+        None,
+        Some(&emergency),
+        &["emergency", "revoke-keys", "all", "--yes", "--server", &url],
+    );
+    assert!(ok, "{err}");
+    for step in [
+        "Revoking 2 user identity keys and the keys of 2 devices",
+        "receipt-signing",
+        "Re-sealing every server secret",
+    ] {
+        assert!(out.contains(step), "{step}: {out}");
+    }
+    // alice's first message starts a session from alice's old identity key,
+    // revoked too: bob cannot authenticate it, so he asks for it again, and
+    // alice resends it under her new identity once they trust each other.
+    let first = atlas(&["--profile", "bob", "inbox"]);
+    assert!(!first.contains(": before"), "{first}");
+    atlas(&["--profile", "alice", "inbox"]);
+    let (ok, _, err) = run_atlas(
+        Some(&home),
+        None,
+        &["--profile", "alice", "send", "bob", "x"],
+    );
+    assert!(!ok && err.contains("identity key changed"), "{err}");
+    atlas(&["--profile", "alice", "verify", "bob", "--confirm"]);
+    atlas(&["--profile", "bob", "verify", "alice", "--confirm"]);
+    atlas(&["--profile", "alice", "send", "bob", "after"]);
+    atlas(&["--profile", "bob", "send", "alice", "back"]);
+    let inbox = atlas(&["--profile", "bob", "inbox"]);
+    assert!(inbox.contains(": after"), "{inbox}");
+    assert!(atlas(&["--profile", "alice", "inbox"]).contains("back"));
+    assert!(
+        atlas(&["--profile", "bob", "inbox"]).contains(": before"),
+        "resent under the new identity"
+    );
+    let targets: Vec<String> = audit_entries(&auditor, &url, Some("keys.revoke"))
+        .iter()
+        .map(|e| e["target"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    for kind in ["identity", "signing", "encryption"] {
+        assert!(targets.iter().any(|t| t == kind), "{kind}: {targets:?}");
+    }
+}
+
 on_both_backends!(
     revoking_one_users_identity_makes_the_device_rekey_and_contacts_see_it,
     a_revoked_device_may_only_rekey_with_keys_it_certified,
+    revoking_all_keys_rekeys_everyone_and_replaces_the_servers_keys,
 );

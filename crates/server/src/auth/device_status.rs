@@ -38,7 +38,17 @@ impl DeviceState {
     }
 }
 
-type Entries = HashMap<(UserId, DeviceId), (Instant, DeviceState)>;
+/// A device's state and the time before which its access tokens are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// What the device may do.
+    pub state: DeviceState,
+    /// Tokens issued before this (Unix seconds) are dead: set by an identity
+    /// revocation and by the re-key after it.
+    pub tokens_after: Option<i64>,
+}
+
+type Entries = HashMap<(UserId, DeviceId), (Instant, Standing)>;
 
 /// The cache.
 #[derive(Default)]
@@ -52,23 +62,29 @@ impl DeviceStatuses {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The device's state, from the cache or the store.
-    pub async fn state(
+    /// The device's standing, from the cache or the store.
+    pub async fn standing(
         &self,
         store: &dyn AccountStore,
         user_id: &UserId,
         device_id: &DeviceId,
-    ) -> Result<DeviceState, StoreError> {
+    ) -> Result<Standing, StoreError> {
         let key = (user_id.clone(), device_id.clone());
-        if let Some((at, state)) = self.lock().get(&key)
+        if let Some((at, standing)) = self.lock().get(&key)
             && at.elapsed() < TTL
         {
-            return Ok(*state);
+            return Ok(*standing);
         }
-        let state = store
-            .device(user_id, device_id)
-            .await?
-            .map_or(DeviceState::Gone, |d| DeviceState::of(d.status));
+        let state = store.device(user_id, device_id).await?.map_or(
+            Standing {
+                state: DeviceState::Gone,
+                tokens_after: None,
+            },
+            |d| Standing {
+                state: DeviceState::of(d.status),
+                tokens_after: d.tokens_after,
+            },
+        );
         let mut entries = self.lock();
         if entries.len() >= SWEEP_AT {
             entries.retain(|_, (at, _)| at.elapsed() < TTL);

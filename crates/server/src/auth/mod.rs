@@ -231,15 +231,26 @@ impl DeviceAuth {
         }
         let standing = state
             .device_statuses
-            .state(state.stores.accounts.as_ref(), &claims.sub, &claims.did)
+            .standing(state.stores.accounts.as_ref(), &claims.sub, &claims.did)
             .await?;
-        if standing == DeviceState::Gone {
+        if standing.state == DeviceState::Gone {
             // A removed device's tokens die with it.
             return Err(ApiError::unauthorized(
                 ErrorCode::InvalidToken,
                 "this device has been removed",
             ));
         }
+        if standing
+            .tokens_after
+            .is_some_and(|after| claims.iat < after)
+        {
+            // Captured before an identity revocation or the re-key after it.
+            return Err(ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                "issued before this device's keys were revoked or replaced: sign in again",
+            ));
+        }
+        let standing = standing.state;
         let auth = DeviceAuth {
             user_id: claims.sub,
             device_id: claims.did,

@@ -82,6 +82,7 @@ async fn identities_revoke_and_rekey(db: Db) {
         .unwrap()
         .unwrap();
     assert_eq!((d1.status.as_str(), d1.one_time_keys), ("rekey", 0));
+    assert_eq!(d1.tokens_after, Some(t.unix_timestamp()));
     assert!(
         store
             .claim_keys(&uid("bob"), &[], ClaimKind::OneTimeFirst, t)
@@ -122,6 +123,11 @@ async fn identities_revoke_and_rekey(db: Db) {
     assert_eq!(d1.status.as_str(), "active");
     assert_eq!(d1.keys.ed25519, new_keys.ed25519);
     assert_eq!(d1.certificate.as_deref(), Some("new-cert"));
+    assert_eq!(
+        d1.tokens_after,
+        Some(t.unix_timestamp() + 1),
+        "tokens of the re-key's second die too"
+    );
     assert_eq!(
         store.identity_key(&uid("bob")).await.unwrap().as_deref(),
         Some("new-identity")
