@@ -467,6 +467,80 @@ async fn revoking_all_keys_rekeys_everyone_and_replaces_the_servers_keys(h: Harn
     }
 }
 
+/// A device listening on its push socket re-keys when the server closes it
+/// with `rekey_required`, and the listener returns so the caller reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_device_rekeys_when_its_socket_is_closed() {
+    use atlas_client::Client;
+    let h = Harness::sqlite().await;
+    let url = h.url();
+    let kek = kek_of(&h);
+    let emergency = token(&h, &kek, "emergency");
+    let uid = |u: &str| atlas_proto::UserId::new(u).unwrap();
+    let alice = Client::register(&h.profile("alice"), &url, uid("alice"), None)
+        .await
+        .unwrap();
+    let bob = Client::register(&h.profile("bob"), &url, uid("bob"), None)
+        .await
+        .unwrap();
+    let old_keys = alice.devices(&uid("bob")).await.unwrap().devices[0]
+        .keys
+        .clone();
+    alice
+        .messages()
+        .send_text(&uid("bob"), "first")
+        .await
+        .unwrap();
+    bob.messages().sync().await.unwrap();
+    drop(bob);
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = {
+        let bob_dir = h.profile("bob");
+        tokio::spawn(async move {
+            let bob = Client::open(&bob_dir).await.unwrap();
+            bob.listen(move |m| tx.send(m).unwrap(), std::future::pending())
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (ok, _, err) = run_atlas(
+        None,
+        Some(&emergency),
+        &[
+            "emergency",
+            "revoke-keys",
+            "identity",
+            "--user",
+            "bob",
+            "--yes",
+            "--server",
+            &url,
+        ],
+    );
+    assert!(ok, "{err}");
+    tokio::time::timeout(std::time::Duration::from_secs(20), listener)
+        .await
+        .expect("the listener re-keys and returns")
+        .unwrap()
+        .unwrap();
+    let listed = alice.devices(&uid("bob")).await.unwrap();
+    assert_eq!(listed.devices[0].status.as_str(), "active");
+    assert_ne!(listed.devices[0].keys.ed25519, old_keys.ed25519);
+    assert!(rx.try_recv().is_err(), "nothing was queued");
+
+    alice.confirm_identity(&uid("bob")).await.unwrap();
+    alice
+        .messages()
+        .send_text(&uid("bob"), "after")
+        .await
+        .unwrap();
+    let bob = Client::open(&h.profile("bob")).await.unwrap();
+    let read = bob.messages().sync().await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].text.as_deref(), Some("after"));
+}
+
 on_both_backends!(
     revoking_one_users_identity_makes_the_device_rekey_and_contacts_see_it,
     a_revoked_device_may_only_rekey_with_keys_it_certified,
