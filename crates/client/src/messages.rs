@@ -188,6 +188,25 @@ impl Messages<'_> {
         }
     }
 
+    /// Fetches, decrypts and acknowledges everything queued for this device.
+    pub(crate) async fn read_queue(&self) -> Result<Vec<Received>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let after = self.messages().last_seq().await?;
+            let page: InboxResponse = self
+                .transport
+                .call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None)
+                .await?;
+            if page.messages.is_empty() {
+                return Ok(all);
+            }
+            all.extend(Box::pin(self.messages().process(page.messages)).await?);
+            if !page.more {
+                return Ok(all);
+            }
+        }
+    }
+
     async fn sync_once(&self) -> Result<Vec<Received>, ClientError> {
         // Devices linked with this device's codes are certified here.
         match self.approve_linked_devices().await {
@@ -199,22 +218,7 @@ impl Messages<'_> {
         }
         self.repair().apply_session_resets().await?;
         self.maintain_keys_if_due().await;
-        let mut all = Vec::new();
-        loop {
-            let after = self.messages().last_seq().await?;
-            let page: InboxResponse = self
-                .transport
-                .call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None)
-                .await?;
-            let more = page.more;
-            if page.messages.is_empty() {
-                break;
-            }
-            all.extend(Box::pin(self.messages().process(page.messages)).await?);
-            if !more {
-                break;
-            }
-        }
+        let all = self.messages().read_queue().await?;
         if let Err(e) = self.repair().answer_resends().await {
             tracing::warn!(error = %e, "resend requests not answered yet");
         }

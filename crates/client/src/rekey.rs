@@ -23,7 +23,7 @@ use atlas_crypto::jws::JwsSigner;
 use atlas_crypto::mls::MlsDevice;
 use atlas_crypto::olm::OlmAccount;
 use atlas_proto::ErrorCode;
-use atlas_proto::api::{CertificateClaim, InboxResponse, RegisterResponse, RekeyRequest};
+use atlas_proto::api::{CertificateClaim, RegisterResponse, RekeyRequest};
 use reqwest::Method;
 
 /// Local key of the new account while a re-key is under way.
@@ -166,7 +166,7 @@ impl Client {
         .await;
         self.rotate_dpop_key().await?;
 
-        let drained = self.drain().await?;
+        let drained = self.messages().read_queue().await?;
         // Every session now is of the old keys: the new one-time keys are not published yet.
         let old_sessions = self.local.all_sessions().await?;
         for (session_id, ..) in &old_sessions {
@@ -201,25 +201,6 @@ impl Client {
             }
         }
         Ok(rekeyed)
-    }
-
-    /// Reads and acknowledges everything queued for this device.
-    async fn drain(&self) -> Result<Vec<Received>, ClientError> {
-        let mut all = Vec::new();
-        loop {
-            let after = self.messages().last_seq().await?;
-            let page: InboxResponse = self
-                .transport
-                .call::<(), _>(Method::GET, "/messages", &format!("?after={after}"), None)
-                .await?;
-            if page.messages.is_empty() {
-                return Ok(all);
-            }
-            all.extend(Box::pin(self.messages().process(page.messages)).await?);
-            if !page.more {
-                return Ok(all);
-            }
-        }
     }
 
     /// The account before a re-key, while messages queued for it may remain.

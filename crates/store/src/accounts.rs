@@ -112,6 +112,26 @@ pub(crate) async fn registered_device(
     found.map(|_| ()).ok_or(StoreError::UnknownDevice)
 }
 
+/// Revokes a device's live refresh tokens.
+pub(crate) async fn revoke_refresh_tokens(
+    tx: &mut Tx,
+    user_id: &str,
+    device_id: &str,
+    now: OffsetDateTime,
+) -> StoreResult<u64> {
+    Ok(run!(
+        tx,
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 \
+             WHERE user_id = $2 AND device_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(device_id),
+        execute
+    )?)
+}
+
 /// A device row with its key stock.
 #[derive(sqlx::FromRow)]
 struct DeviceRow {
@@ -434,17 +454,7 @@ impl<T: Backend> AccountStore for T {
             .bind(device),
             execute
         )?;
-        run!(
-            &mut tx,
-            sqlx::query(
-                "UPDATE refresh_tokens SET revoked_at = $1 \
-                 WHERE user_id = $2 AND device_id = $3 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(user)
-            .bind(device),
-            execute
-        )?;
+        revoke_refresh_tokens(&mut tx, user, device, now).await?;
         tx.commit().await?;
         Ok(true)
     }

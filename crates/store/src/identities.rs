@@ -3,7 +3,7 @@
 //! KeyPackages and refresh tokens die, and the peers of its known Olm sessions
 //! are told to reset them, all in one transaction. It becomes `active` again
 //! only by publishing new keys certified by a new identity key.
-use crate::accounts::{device, user};
+use crate::accounts::{device, revoke_refresh_tokens, user};
 use crate::db::{Backend, run};
 use crate::records::NewIdentity;
 use crate::{StoreError, StoreResult};
@@ -280,17 +280,7 @@ impl<T: Backend> IdentityStore for T {
         )?;
         // Refresh tokens issued while the device waited were granted to a
         // holder of the old key, which may not be this device: they die too.
-        run!(
-            &mut tx,
-            sqlx::query(
-                "UPDATE refresh_tokens SET revoked_at = $1 \
-                 WHERE user_id = $2 AND device_id = $3 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(u)
-            .bind(d),
-            execute
-        )?;
+        revoke_refresh_tokens(&mut tx, u, d, now).await?;
         // The old account's prekeys go: the new account numbers its keys from
         // the start again, and an old row would shadow a new key of its id.
         run!(

@@ -779,12 +779,12 @@ async fn drill_on_two_replicas() {
         atlas_crypto::olm::OlmAccount::new(),
         atlas_crypto::identity::UserIdentity::generate(),
     );
-    let keys = account.device_keys(&bob.user_id, &bob.device_id);
-    let rekey = serde_json::json!({
-        "device": keys,
-        "identity_key": identity.public_key(),
-        "certificate": identity.certify(&bob.user_id, &keys),
-    });
+    let rekey = crate::identity_revocation::rekey_request(
+        &account,
+        &identity,
+        &bob.user_id,
+        &bob.device_id,
+    );
     let (status, answer) = bob
         .call(&bob.token().await, "POST", "/devices/rekey", Some(rekey))
         .await;

@@ -8,6 +8,29 @@ use crate::audit::{audit_entries, kek_of, token};
 use atlas_testing::{Harness, RawDevice, on_both_backends, run_atlas};
 use serde_json::Value;
 
+/// `atlas emergency revoke-keys ARGS --server URL` with `token`.
+pub(crate) fn revoke(token: &str, url: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["emergency", "revoke-keys"];
+    all.extend_from_slice(args);
+    all.extend(["--server", url]);
+    run_atlas(None, Some(token), &all)
+}
+
+/// The body of `POST /devices/rekey`: `account`'s keys for `user`'s `device`, certified by `identity`.
+pub(crate) fn rekey_request(
+    account: &atlas_crypto::olm::OlmAccount,
+    identity: &atlas_crypto::identity::UserIdentity,
+    user: &atlas_proto::UserId,
+    device: &atlas_proto::DeviceId,
+) -> Value {
+    let keys = account.device_keys(user, device);
+    serde_json::json!({
+        "device": keys,
+        "identity_key": identity.public_key(),
+        "certificate": identity.certify(user, &keys),
+    })
+}
+
 fn devices_of(home: &std::path::Path, profile: &str, user: &str) -> Value {
     serde_json::from_str(&atlas_testing::atlas_ok(
         home,
@@ -57,73 +80,24 @@ async fn revoking_one_users_identity_makes_the_device_rekey_and_contacts_see_it(
     let dave_token = dave.token().await;
 
     // Refused with nothing changed: --user with a server-wide kind, an unknown user, no scope.
-    let (ok, _, err) = run_atlas(
-        None,
-        Some(&emergency),
-        &[
-            "emergency",
-            "revoke-keys",
-            "signing",
-            "--user",
-            "bob",
-            "--yes",
-            "--server",
-            &url,
-        ],
-    );
+    let (ok, _, err) = revoke(&emergency, &url, &["signing", "--user", "bob", "--yes"]);
     assert!(
         !ok && err.contains("--user applies to `identity` only"),
         "{err}"
     );
-    let (ok, _, err) = run_atlas(
-        None,
-        Some(&emergency),
-        &[
-            "emergency",
-            "revoke-keys",
-            "identity",
-            "--user",
-            "ghost",
-            "--yes",
-            "--server",
-            &url,
-        ],
-    );
+    let (ok, _, err) = revoke(&emergency, &url, &["identity", "--user", "ghost", "--yes"]);
     assert!(!ok && err.contains("unknown_user"), "{err}");
-    let (ok, _, err) = run_atlas(
-        None,
-        Some(&auditor),
-        &[
-            "emergency",
-            "revoke-keys",
-            "identity",
-            "--user",
-            "bob",
-            "--yes",
-            "--server",
-            &url,
-        ],
-    );
+    let (ok, _, err) = revoke(&auditor, &url, &["identity", "--user", "bob", "--yes"]);
     assert!(!ok && err.contains("403"), "{err}");
     assert_eq!(
         devices_of(&home, "alice", "bob")["devices"][0]["status"],
         "active"
     );
 
-    let (ok, out, err) = run_atlas(
-        None,
-        Some(&emergency),
-        &[
-            "emergency",
-            "revoke-keys",
-            "identity",
-            "--user",
-            "bob",
-            "--yes",
-            "--server",
-            &url,
-            "--json",
-        ],
+    let (ok, out, err) = revoke(
+        &emergency,
+        &url,
+        &["identity", "--user", "bob", "--yes", "--json"],
     );
     assert!(ok, "{err}");
     let view: Value = serde_json::from_str(&out).unwrap();
@@ -222,20 +196,8 @@ async fn revoking_one_users_identity_makes_the_device_rekey_and_contacts_see_it(
     ]);
     assert!(atlas(&["--profile", "alice", "inbox"]).contains("bob in the group"));
 
-    // A second re-key is refused: there is nothing to re-key.
-    let (ok, _, err) = run_atlas(
-        None,
-        Some(&emergency),
-        &[
-            "emergency",
-            "revoke-keys",
-            "identity",
-            "--user",
-            "carol",
-            "--server",
-            &url,
-        ],
-    );
+    // Without --yes and without a terminal: refused before anything is asked of the server.
+    let (ok, _, err) = revoke(&emergency, &url, &["identity", "--user", "carol"]);
     assert!(!ok && err.contains("pass --yes"), "{err}");
 
     let revocations = audit_entries(&auditor, &url, Some("keys.revoke"));
@@ -262,20 +224,8 @@ async fn a_revoked_device_may_only_rekey_with_keys_it_certified(h: Harness) {
     let mut dave = RawDevice::register(&url, "dave").await;
     let erin = RawDevice::register(&url, "erin").await;
     let (dave_token, erin_token) = (dave.token().await, erin.token().await);
-    let rekey_body = |account: &OlmAccount, identity: &UserIdentity, device: &str| {
-        let keys = account.device_keys(
-            &atlas_proto::UserId::new("dave").unwrap(),
-            &atlas_proto::DeviceId::new(device).unwrap(),
-        );
-        serde_json::json!({
-            "device": keys,
-            "identity_key": identity.public_key(),
-            "certificate": identity.certify(&atlas_proto::UserId::new("dave").unwrap(), &keys),
-        })
-    };
-    let device = dave.device_id.to_string();
     let (new_account, new_identity) = (OlmAccount::new(), UserIdentity::generate());
-    let good = rekey_body(&new_account, &new_identity, &device);
+    let good = rekey_request(&new_account, &new_identity, &dave.user_id, &dave.device_id);
     let (status, body) = dave
         .call(&dave_token, "POST", "/devices/rekey", Some(good.clone()))
         .await;
@@ -288,20 +238,7 @@ async fn a_revoked_device_may_only_rekey_with_keys_it_certified(h: Harness) {
     // Token times are whole seconds: the revocation comes in a later one.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
-    let (ok, out, err) = run_atlas(
-        None,
-        Some(&emergency),
-        &[
-            "emergency",
-            "revoke-keys",
-            "identity",
-            "--user",
-            "dave",
-            "--yes",
-            "--server",
-            &url,
-        ],
-    );
+    let (ok, out, err) = revoke(&emergency, &url, &["identity", "--user", "dave", "--yes"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("[1/4] Revoking 1 user identity keys and the keys of 1 devices"),
@@ -341,7 +278,12 @@ async fn a_revoked_device_may_only_rekey_with_keys_it_certified(h: Harness) {
             "{method} {path}: {answer}"
         );
     }
-    let other = rekey_body(&new_account, &new_identity, "NOTMINE");
+    let other = rekey_request(
+        &new_account,
+        &new_identity,
+        &dave.user_id,
+        &atlas_proto::DeviceId::new("NOTMINE").unwrap(),
+    );
     let mut forged = good.clone();
     forged["device"]["curve25519"] = serde_json::json!(OlmAccount::new().curve25519());
     let mut uncertified = good.clone();
@@ -504,20 +446,7 @@ async fn a_listening_device_rekeys_when_its_socket_is_closed() {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (ok, _, err) = run_atlas(
-        None,
-        Some(&emergency),
-        &[
-            "emergency",
-            "revoke-keys",
-            "identity",
-            "--user",
-            "bob",
-            "--yes",
-            "--server",
-            &url,
-        ],
-    );
+    let (ok, _, err) = revoke(&emergency, &url, &["identity", "--user", "bob", "--yes"]);
     assert!(ok, "{err}");
     tokio::time::timeout(std::time::Duration::from_secs(20), listener)
         .await
