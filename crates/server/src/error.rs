@@ -197,7 +197,9 @@ impl From<StoreError> for ApiError {
                     "storage unavailable, retry later",
                 )
             }
-            e @ (StoreError::Corrupt(_) | StoreError::SchemaTooNew { .. }) => Self::internal(e),
+            e @ (StoreError::Corrupt(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Unsupported(_)) => Self::internal(e),
         }
     }
 }

@@ -26,6 +26,7 @@ mod prekeys;
 mod records;
 mod repair;
 mod server_keys;
+mod snapshot;
 mod sql;
 mod sqlite;
 pub mod testdb;
@@ -55,6 +56,7 @@ pub use repair::{
     SessionResetRecord,
 };
 pub use server_keys::ServerKeyStore;
+pub use snapshot::{SnapshotFacts, SnapshotStore, inspect_sqlite_file};
 pub use sqlite::{SqliteStore, set_mode, sqlite_path};
 pub use tokens::{OperatorTokenStore, RefreshTokenStore};
 
@@ -112,6 +114,9 @@ pub enum StoreError {
     /// A stored value could not be read back (corruption or a bug).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The backend cannot do this.
+    #[error("not supported on this backend: {0}")]
+    Unsupported(&'static str),
     /// The database was migrated by a newer release that this binary cannot serve.
     #[error(
         "this database needs atlas {needs} or newer (migrated by atlas {written_by}); this is atlas {this}: \
@@ -153,6 +158,7 @@ pub trait Store:
     + AuditStore
     + LockdownStore
     + IdentityStore
+    + SnapshotStore
     + Send
     + Sync
     + 'static
@@ -308,7 +314,9 @@ impl Stores {
     }
 }
 
-pub use migrations::{BINARY_VERSION, SCHEMA_FLOOR, SchemaStatus, version_key};
+pub use migrations::{
+    BINARY_VERSION, SCHEMA_FLOOR, SchemaStatus, latest_schema_version, version_key,
+};
 
 /// The schema state of the database `database_url` names, read without
 /// migrating or writing anything (`atlas db status`).

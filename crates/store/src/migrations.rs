@@ -157,6 +157,12 @@ pub const BINARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// cannot work with, and say so in the release notes.
 pub const SCHEMA_FLOOR: &str = "0.1.0";
 
+/// The highest migration this binary knows: a database (or backup) beyond it
+/// was made by a newer release.
+pub fn latest_schema_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(version, _)| *version)
+}
+
 /// `a.b.c` as numbers (anything after a `-` or `+` ignored; missing parts are 0).
 pub fn version_key(version: &str) -> (u64, u64, u64) {
     let core = version.split(['-', '+']).next().unwrap_or("");

@@ -1,0 +1,151 @@
+//! Consistent copies of the database for disaster-recovery backups, and the
+//! checks a trial restore runs on one.
+use crate::db::{Backend, Db, read};
+use crate::{StoreError, StoreResult};
+use std::path::Path;
+
+/// The snapshot part of the store.
+#[async_trait::async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Writes a consistent copy of the whole database to the new file `dest`
+    /// while the server keeps serving (SQLite: `VACUUM INTO`, one read
+    /// transaction; PostgreSQL: not by this call).
+    async fn snapshot_to(&self, dest: &Path) -> StoreResult<()>;
+    /// Problems the database finds in itself (SQLite `PRAGMA integrity_check`); empty when sound.
+    async fn integrity_problems(&self) -> StoreResult<Vec<String>>;
+    /// The highest migration applied.
+    async fn schema_version(&self) -> StoreResult<i64>;
+    /// Up to `limit` message ids picked at random, to look for after a restore.
+    async fn message_sample(&self, limit: u32) -> StoreResult<Vec<String>>;
+}
+
+#[async_trait::async_trait]
+impl<T: Backend> SnapshotStore for T {
+    async fn snapshot_to(&self, dest: &Path) -> StoreResult<()> {
+        let Db::Sqlite { reader, .. } = self.db() else {
+            return Err(StoreError::Unsupported("VACUUM INTO is SQLite's"));
+        };
+        let dest = dest
+            .to_str()
+            .ok_or(StoreError::Unsupported("a snapshot path that is not UTF-8"))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest)
+            .execute(reader)
+            .await?;
+        Ok(())
+    }
+
+    async fn integrity_problems(&self) -> StoreResult<Vec<String>> {
+        let Db::Sqlite { reader, .. } = self.db() else {
+            // PostgreSQL checks pages as it reads them; the row counts are the check.
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
+            .fetch_all(reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(line,)| line)
+            .filter(|line| line != "ok")
+            .collect())
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        let (version,): (Option<i64>,) = read!(
+            self.db(),
+            sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations WHERE success"),
+            fetch_one
+        )?;
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn message_sample(&self, limit: u32) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = read!(
+            self.db(),
+            sqlx::query_as(
+                "SELECT message_id FROM (SELECT DISTINCT message_id FROM messages) m \
+                 ORDER BY RANDOM() LIMIT $1"
+            )
+            .bind(i64::from(limit)),
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+}
+
+/// What a snapshot file holds, read without changing a byte of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFacts {
+    /// Rows per table of [`crate::COUNTED_TABLES`] (a table the snapshot lacks is absent).
+    pub row_counts: std::collections::BTreeMap<String, i64>,
+    /// The highest migration applied.
+    pub schema_version: i64,
+    /// Problems `PRAGMA integrity_check` found; empty when sound.
+    pub integrity_problems: Vec<String>,
+    /// Whether each of the given message ids is there.
+    pub missing_messages: Vec<String>,
+}
+
+/// Reads a SQLite snapshot file read-only (`immutable`: no journal, no WAL
+/// file, nothing written), checking its integrity, counting its rows and
+/// looking for `messages` by id.
+pub async fn inspect_sqlite_file(path: &Path, messages: &[String]) -> StoreResult<SnapshotFacts> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let problems: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_all(&pool)
+        .await?;
+    let mut facts = SnapshotFacts {
+        row_counts: Default::default(),
+        schema_version: 0,
+        integrity_problems: problems
+            .into_iter()
+            .map(|(line,)| line)
+            .filter(|line| line != "ok")
+            .collect(),
+        missing_messages: Vec::new(),
+    };
+    if !facts.integrity_problems.is_empty() {
+        pool.close().await;
+        return Ok(facts);
+    }
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&pool)
+            .await?;
+    for table in crate::COUNTED_TABLES {
+        if !tables.iter().any(|(t,)| t == table) {
+            continue;
+        }
+        // The names are our own constants, never input.
+        let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}");
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .fetch_one(&pool)
+            .await?;
+        facts.row_counts.insert((*table).to_owned(), n);
+    }
+    let (version,): (Option<i64>,) =
+        sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&pool)
+            .await?;
+    facts.schema_version = version.unwrap_or(0);
+    for id in messages {
+        let found: Option<(i64,)> =
+            sqlx::query_as("SELECT CAST(1 AS BIGINT) FROM messages WHERE message_id = $1 LIMIT 1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await?;
+        if found.is_none() {
+            facts.missing_messages.push(id.clone());
+        }
+    }
+    pool.close().await;
+    Ok(facts)
+}
