@@ -22,7 +22,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn atlas_store::Store>> {
+    pub(crate) async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn atlas_store::Store>> {
         let url = self.url()?;
         atlas_store::open(&url)
             .await
@@ -53,21 +53,25 @@ impl StoreArgs {
         })
     }
 
-    /// Appends a host-side act to the server's audit log. Without the KEK (a
-    /// PostgreSQL URL and no --kek-file) the act cannot be sealed: it is then
-    /// only reported on stderr, since the store alone cannot vouch for it.
-    async fn audit(
-        &self,
-        store: std::sync::Arc<dyn atlas_store::Store>,
-        entry: atlas_proto::audit::NewAuditEntry,
-    ) {
-        let kek = self.kek_file.clone().or_else(|| match &self.database_url {
+    /// The KEK file: --kek-file, or server.kek beside the SQLite database.
+    pub(crate) fn kek_path(&self) -> Option<PathBuf> {
+        self.kek_file.clone().or_else(|| match &self.database_url {
             Some(url) => {
                 atlas_store::sqlite_path(url).and_then(|db| Some(db.parent()?.join("server.kek")))
             }
             None => Some(self.data_dir.join("server.kek")),
-        });
-        let recorded = match kek {
+        })
+    }
+
+    /// Appends a host-side act to the server's audit log. Without the KEK (a
+    /// PostgreSQL URL and no --kek-file) the act cannot be sealed: it is then
+    /// only reported on stderr, since the store alone cannot vouch for it.
+    pub(crate) async fn audit(
+        &self,
+        store: std::sync::Arc<dyn atlas_store::Store>,
+        entry: atlas_proto::audit::NewAuditEntry,
+    ) {
+        let recorded = match self.kek_path() {
             Some(kek) => match atlas_server::audit::open_on_host(
                 store,
                 &kek,

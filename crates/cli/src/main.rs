@@ -9,6 +9,7 @@ mod client_cmd;
 mod db_cmd;
 mod diagnose_cmd;
 mod dpop_cmd;
+mod dr_cmd;
 mod emergency_cmd;
 mod group_cmd;
 mod identity_cmd;
@@ -92,6 +93,9 @@ enum Command {
     /// Emergency actions: lock the server down, lift the lockdown (admin API, scope emergency).
     #[command(subcommand)]
     Emergency(emergency_cmd::EmergencyCommand),
+    /// Disaster recovery: encrypted, signed backups, proven restorable (host side).
+    #[command(subcommand)]
+    Dr(dr_cmd::DrCommand),
     /// The audit log: list entries, verify its seals and signed checkpoints.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -157,6 +161,7 @@ async fn main() -> ExitCode {
         Command::Audit(cmd) => audit_cmd::audit(cmd).await,
         Command::Db(cmd) => db_cmd::db(cmd).await,
         Command::Emergency(cmd) => emergency_cmd::emergency(cmd).await,
+        Command::Dr(cmd) => dr_cmd::dr(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,8 +36,8 @@ pub struct FileEntry {
 pub struct AuditPoint {
     /// Entries.
     pub size: u64,
-    /// RFC 6962 root, base64.
-    pub root: String,
+    /// The signed checkpoint (C2SP signed note: origin, size, root).
+    pub checkpoint: String,
 }
 
 /// What a backup holds.
@@ -173,7 +173,7 @@ mod tests {
             row_counts: [("messages".to_owned(), 3)].into(),
             audit: Some(AuditPoint {
                 size: 2,
-                root: "cm9vdA==".into(),
+                checkpoint: "atlas.test/audit\n2\ncm9vdA==\n".into(),
             }),
             message_sample: vec!["m1".into()],
             recipient: "age1…".into(),

@@ -17,6 +17,7 @@ mod bad_input;
 mod cli;
 mod conversation;
 mod diagnose;
+mod dr;
 mod durability;
 mod e2ee_health;
 mod emergency;
