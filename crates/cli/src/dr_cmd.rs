@@ -68,6 +68,28 @@ pub enum DrCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Restore a backup, replacing the current data (the server must be
+    /// stopped): verified first, refused before anything changes if any check
+    /// fails; the secrets are put under this host's KEK, the database swapped
+    /// in atomically (the old one kept beside it), the restore audited.
+    Restore {
+        /// The backup's name.
+        name: String,
+        /// Where backups are kept.
+        #[arg(long, env = "ATLAS_DR_LOCATION")]
+        from: String,
+        /// The backup identity file (it opens the keys archive).
+        #[arg(long, env = "ATLAS_DR_IDENTITY")]
+        identity: PathBuf,
+        /// The audit key the manifest must be signed by.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Do not ask "This will REPLACE all current data. Continue? (yes/no)".
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// The record of a backup's last verification, kept beside it.
@@ -92,6 +114,14 @@ pub async fn dr(cmd: DrCommand) -> anyhow::Result<()> {
             key,
             json,
         } => verify(&name, &from, identity, key, json).await,
+        DrCommand::Restore {
+            name,
+            from,
+            identity,
+            key,
+            store,
+            yes,
+        } => crate::dr_restore::restore(&name, &from, &identity, key, &store, yes).await,
     }
 }
 

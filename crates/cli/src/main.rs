@@ -10,6 +10,7 @@ mod db_cmd;
 mod diagnose_cmd;
 mod dpop_cmd;
 mod dr_cmd;
+mod dr_restore;
 mod emergency_cmd;
 mod group_cmd;
 mod identity_cmd;

@@ -17,6 +17,10 @@ pub trait SnapshotStore: Send + Sync {
     async fn schema_version(&self) -> StoreResult<i64>;
     /// Up to `limit` message ids picked at random, to look for after a restore.
     async fn message_sample(&self, limit: u32) -> StoreResult<Vec<String>>;
+    /// Moves everything in SQLite's write-ahead log into the database file and
+    /// empties the log, so the file alone is the whole database (before it is
+    /// moved); a no-op on PostgreSQL.
+    async fn flush_to_file(&self) -> StoreResult<()>;
 }
 
 #[async_trait::async_trait]
@@ -57,6 +61,15 @@ impl<T: Backend> SnapshotStore for T {
             fetch_one
         )?;
         Ok(version.unwrap_or(0))
+    }
+
+    async fn flush_to_file(&self) -> StoreResult<()> {
+        if let Db::Sqlite { writer, .. } = self.db() {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(writer)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn message_sample(&self, limit: u32) -> StoreResult<Vec<String>> {

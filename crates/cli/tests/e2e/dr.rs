@@ -163,3 +163,121 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["target"], "first");
 }
+
+/// The seed's full recovery on the embedded profile: the database is
+/// destroyed, a bad backup is refused with nothing changed, the good one is
+/// restored, the server starts on it and everything acknowledged before the
+/// backup is delivered; the restore is in the audit log, which verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroyed_database_is_restored_and_serves_again() {
+    let mut h = Harness::sqlite().await;
+    let url = h.url();
+    let home = h.homes.path.clone();
+    let kek = kek_of(&h);
+    let db = h.database_url();
+    let auditor = token(&h, &kek, "audit");
+    let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
+    for user in ["alice", "bob"] {
+        atlas(&["--profile", user, "register", user, "--server", &url]);
+    }
+    for i in 0..3 {
+        atlas(&["--profile", "alice", "send", "bob", &format!("before-{i}")]);
+    }
+    let identity = home.join("backup.identity").display().to_string();
+    let recipient = atlas(&["dr", "keygen", "--output", &identity])
+        .trim()
+        .to_owned();
+    let backups = home.join("backups").display().to_string();
+    for name in ["good", "bad"] {
+        atlas(&[
+            "dr",
+            "backup",
+            "--recipient",
+            &recipient,
+            "--to",
+            &backups,
+            "--name",
+            name,
+            "--database-url",
+            &db,
+            "--kek-file",
+            &kek,
+        ]);
+    }
+    atlas(&["--profile", "alice", "send", "bob", "after-the-backup"]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(home.join("backups/bad/manifest.json")).unwrap())
+            .unwrap();
+    let data = home
+        .join("backups/bad")
+        .join(manifest["files"][0]["name"].as_str().unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&data, &bytes).unwrap();
+
+    h.stop().await;
+    // The stopped server's last connection folds the log into the file and
+    // removes it as it closes: wait for that before taking the file's bytes.
+    let file = atlas_store::sqlite_path(&db).unwrap();
+    let wal = format!("{}-wal", file.display());
+    for _ in 0..100 {
+        if !std::path::Path::new(&wal).exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before = std::fs::read(&file).unwrap();
+    let restore = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "dr",
+            "restore",
+            name,
+            "--from",
+            &backups,
+            "--identity",
+            &identity,
+            "--database-url",
+            &db,
+            "--kek-file",
+            &kek,
+        ];
+        args.extend_from_slice(extra);
+        run_atlas(None, None, &args)
+    };
+    let (ok, _, err) = restore("good", &[]);
+    assert!(!ok && err.contains("pass --yes"), "{err}");
+    let (ok, _, err) = restore("bad", &["--yes"]);
+    assert!(
+        !ok && err.contains("failed verification: nothing was changed"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == before,
+        "the current data is untouched"
+    );
+    let (ok, _, err) = restore("missing", &["--yes"]);
+    assert!(!ok && err.contains("available: bad, good"), "{err}");
+
+    // The disaster: the database is gone.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    let (ok, out, err) = restore("good", &["--yes"]);
+    assert!(ok, "{out}{err}");
+    for step in ["[1/6]", "[2/6]", "[3/6]", "[4/6]", "secrets re-sealed"] {
+        assert!(err.contains(step), "{step}: {err}");
+    }
+    h.start().await;
+    let inbox = atlas(&["--profile", "bob", "inbox"]);
+    for i in 0..3 {
+        assert!(inbox.contains(&format!("before-{i}")), "{inbox}");
+    }
+    assert!(!inbox.contains("after-the-backup"), "{inbox}");
+    atlas(&["--profile", "alice", "send", "bob", "after-the-restore"]);
+    assert!(atlas(&["--profile", "bob", "inbox"]).contains("after-the-restore"));
+    let entries = audit_entries(&auditor, &url, Some("dr.restore"));
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let (ok, out, err) = run_atlas(None, Some(&auditor), &["audit", "verify", "--server", &url]);
+    assert!(ok && out.contains("OK"), "{out}{err}");
+}
