@@ -7,6 +7,7 @@ pub mod archive;
 pub mod backup;
 pub mod location;
 pub mod manifest;
+pub mod s3;
 pub mod scratch;
 pub mod seal;
 pub mod verify;

@@ -1,5 +1,5 @@
-//! Where backups are kept: a directory (a mounted volume) or, later in this
-//! issue, an S3 bucket. Each backup is a folder `NAME/` of files; a backup
+//! Where backups are kept: a directory (a mounted volume) or an S3 bucket
+//! (`s3.rs`). Each backup is a folder `NAME/` of files; a backup
 //! is complete once its `manifest.json` is there, which is written last.
 use std::path::{Path, PathBuf};
 
@@ -64,9 +64,7 @@ fn checked(name: &str) -> Result<&str, LocationError> {
 /// The location `text` names: `s3://BUCKET/PREFIX` or a directory.
 pub fn parse(text: &str) -> Result<Box<dyn Location>, LocationError> {
     if text.starts_with("s3://") {
-        return Err(LocationError::Unsupported(
-            "S3 locations are not built yet: back up to a directory".into(),
-        ));
+        return Ok(Box::new(crate::s3::S3::parse(text)?));
     }
     if text.contains("://") {
         return Err(LocationError::Unsupported(format!(

@@ -49,6 +49,21 @@ pub fn run_atlas(
     )
 }
 
+/// [`run_atlas`] with no home or token and `env` set (an S3 endpoint, say).
+pub fn run_atlas_env(env: &[(&str, String)], args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(atlas_bin());
+    cmd.env_remove("ATLAS_ADMIN_TOKEN").args(args);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs the `atlas` binary as a client (`ATLAS_HOME` = `home`) and returns its
 /// stdout, failing the test if the command fails.
 pub fn atlas_ok(home: &std::path::Path, args: &[&str]) -> String {

@@ -17,6 +17,7 @@ mod faults;
 mod harness;
 mod observe;
 mod raw;
+mod s3;
 mod webhook;
 
 pub use cli::*;
@@ -25,6 +26,7 @@ pub use faults::*;
 pub use harness::*;
 pub use observe::*;
 pub use raw::*;
+pub use s3::*;
 pub use webhook::*;
 
 /// Declares each test once for SQLite and once for PostgreSQL.

@@ -5,6 +5,20 @@ use crate::audit::{audit_entries, kek_of, token};
 use atlas_testing::{Harness, run_atlas};
 use serde_json::Value;
 
+/// The database file of a stopped server, once its last connection has
+/// folded the log into it and removed it (they close in the background).
+async fn settled(db: &str) -> std::path::PathBuf {
+    let file = atlas_store::sqlite_path(db).unwrap();
+    let wal = format!("{}-wal", file.display());
+    for _ in 0..100 {
+        if !std::path::Path::new(&wal).exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    file
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_online_verifies_and_damage_is_refused() {
     let h = Harness::sqlite().await;
@@ -217,16 +231,7 @@ async fn a_destroyed_database_is_restored_and_serves_again() {
     std::fs::write(&data, &bytes).unwrap();
 
     h.stop().await;
-    // The stopped server's last connection folds the log into the file and
-    // removes it as it closes: wait for that before taking the file's bytes.
-    let file = atlas_store::sqlite_path(&db).unwrap();
-    let wal = format!("{}-wal", file.display());
-    for _ in 0..100 {
-        if !std::path::Path::new(&wal).exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let file = settled(&db).await;
     let before = std::fs::read(&file).unwrap();
     let restore = |name: &str, extra: &[&str]| {
         let mut args = vec![
@@ -280,4 +285,99 @@ async fn a_destroyed_database_is_restored_and_serves_again() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     let (ok, out, err) = run_atlas(None, Some(&auditor), &["audit", "verify", "--server", &url]);
     assert!(ok && out.contains("OK"), "{out}{err}");
+}
+
+/// The same recovery through a real S3-compatible server (moto's), with the
+/// usual AWS environment: backup, list, verify, and — while the store is
+/// down — a restore that fails with the current data untouched, then one
+/// that works once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_go_to_s3_and_come_back() {
+    let Some(mut s3) = atlas_testing::S3Server::start().await else {
+        return;
+    };
+    let mut h = Harness::sqlite().await;
+    let url = h.url();
+    let home = h.homes.path.clone();
+    let kek = kek_of(&h);
+    let db = h.database_url();
+    let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
+    for user in ["alice", "bob"] {
+        atlas(&["--profile", user, "register", user, "--server", &url]);
+    }
+    atlas(&["--profile", "alice", "send", "bob", "kept in s3"]);
+    let identity = home.join("backup.identity").display().to_string();
+    let recipient = atlas(&["dr", "keygen", "--output", &identity])
+        .trim()
+        .to_owned();
+    let bucket = s3.url("atlas");
+    let env = s3.env();
+    let dr = |args: &[&str]| atlas_testing::run_atlas_env(&env, args);
+    let (ok, out, err) = dr(&[
+        "dr",
+        "backup",
+        "--recipient",
+        &recipient,
+        "--to",
+        &bucket,
+        "--name",
+        "nightly",
+        "--database-url",
+        &db,
+        "--kek-file",
+        &kek,
+    ]);
+    assert!(ok && out.contains("s3://atlas-backups/atlas"), "{out}{err}");
+    let (ok, out, err) = dr(&["dr", "list", "--from", &bucket]);
+    assert!(
+        ok && out.contains("nightly") && out.contains("complete"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = dr(&[
+        "dr",
+        "verify",
+        "nightly",
+        "--from",
+        &bucket,
+        "--identity",
+        &identity,
+    ]);
+    assert!(ok && out.contains("backup verified"), "{out}{err}");
+
+    h.stop().await;
+    let restore = |env: &[(&str, String)]| {
+        atlas_testing::run_atlas_env(
+            env,
+            &[
+                "dr",
+                "restore",
+                "nightly",
+                "--from",
+                &bucket,
+                "--identity",
+                &identity,
+                "--database-url",
+                &db,
+                "--kek-file",
+                &kek,
+                "--yes",
+            ],
+        )
+    };
+    let file = settled(&db).await;
+    let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mut unreachable = env.clone();
+    unreachable[0].1 = format!("http://127.0.0.1:{}", atlas_testing::free_port());
+    let (ok, _, err) = restore(&unreachable);
+    assert!(!ok, "{err}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        before,
+        "the current data is untouched while the store is unreachable"
+    );
+    let (ok, out, err) = restore(&env);
+    assert!(ok && out.contains("restored nightly"), "{out}{err}");
+    h.start().await;
+    assert!(atlas(&["--profile", "bob", "inbox"]).contains("kept in s3"));
+    s3.kill();
 }
