@@ -64,6 +64,12 @@ pub enum DrCommand {
         /// /.well-known/atlas/audit-checkpoint); without it, the key the manifest names.
         #[arg(long)]
         key: Option<String>,
+        /// Record the result in the server's database (--data-dir or
+        /// --database-url), for the metric of the last verified backup.
+        #[arg(long)]
+        record: bool,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -112,8 +118,13 @@ pub async fn dr(cmd: DrCommand) -> anyhow::Result<()> {
             from,
             identity,
             key,
+            record,
+            store,
             json,
-        } => verify(&name, &from, identity, key, json).await,
+        } => {
+            let record = record.then_some(&store);
+            verify(&name, &from, identity, key, record, json).await
+        }
         DrCommand::Restore {
             name,
             from,
@@ -205,6 +216,16 @@ async fn backup(
     )
     .await
     .with_context(|| format!("backup {name} to {to}"))?;
+    store
+        .record_backup(
+            &location.describe(),
+            &name,
+            unix_ms(now),
+            manifest.row_counts.get("messages").copied().unwrap_or(0),
+            i64::try_from(manifest.files.iter().map(|f| f.size).sum::<u64>()).unwrap_or(i64::MAX),
+        )
+        .await
+        .context("recording the backup in the database")?;
     let detail = serde_json::json!({
         "location": to,
         "files": manifest.files,
@@ -230,6 +251,10 @@ async fn backup(
         outln!("verify it: atlas dr verify {name} --from {to} --identity FILE");
     }
     Ok(())
+}
+
+fn unix_ms(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn bytes(n: u64) -> String {
@@ -342,6 +367,7 @@ async fn verify(
     from: &str,
     identity: Option<PathBuf>,
     key: Option<String>,
+    record_in: Option<&StoreArgs>,
     json: bool,
 ) -> anyhow::Result<()> {
     let location = atlas_dr::location::parse(from)?;
@@ -383,6 +409,30 @@ async fn verify(
     std::fs::write(&path, serde_json::to_vec_pretty(&record)?)?;
     if let Err(e) = location.put(name, VERIFIED, &path).await {
         eprintln!("warning: the verification could not be recorded at {from}: {e}");
+    }
+    if let Some(store_args) = record_in {
+        let created_ms = report
+            .manifest
+            .as_ref()
+            .and_then(|m| {
+                time::OffsetDateTime::parse(
+                    &m.created_at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            })
+            .map_or(0, unix_ms);
+        let store = store_args.open().await?;
+        store
+            .record_verification(
+                &location.describe(),
+                name,
+                created_ms,
+                unix_ms(time::OffsetDateTime::now_utc()),
+                report.passed(),
+            )
+            .await
+            .context("recording the verification in the database")?;
     }
     if json {
         outln!("{}", serde_json::to_string_pretty(&record)?);

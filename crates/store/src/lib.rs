@@ -10,6 +10,7 @@ mod alerts;
 mod audit;
 mod backups;
 mod db;
+mod dr_records;
 mod e2ee;
 mod groups;
 mod identities;
@@ -36,6 +37,7 @@ pub use accounts::AccountStore;
 pub use alerts::{ALERTS_KEPT, AlertStore};
 pub use audit::{AuditFilter, AuditStore, Sealer, StoredCheckpoint};
 pub use backups::{BACKUPS_KEPT, BackupMeta, BackupStore, NewBackup};
+pub use dr_records::{DrRecordStore, DrSummary};
 pub use e2ee::{FailureCaps, NewReport, OutcomeCounts, ReportChange, ReportRecord, ReportStore};
 pub use groups::*;
 pub use identities::{
@@ -159,6 +161,7 @@ pub trait Store:
     + LockdownStore
     + IdentityStore
     + SnapshotStore
+    + DrRecordStore
     + Send
     + Sync
     + 'static
@@ -207,6 +210,7 @@ pub const COUNTED_TABLES: &[&str] = &[
     "audit_checkpoints",
     "lockdown",
     "schema_compat",
+    "dr_backups",
 ];
 
 #[async_trait::async_trait]

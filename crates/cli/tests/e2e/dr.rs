@@ -128,9 +128,21 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
                 identity,
                 "--key",
                 &key,
+                "--record",
+                "--database-url",
+                &db,
             ],
         )
     };
+    let metric = |text: &str, name: &str| atlas_testing::series(text, &format!("{name} "));
+    let metrics = atlas_testing::metrics_text(&url).await;
+    assert_eq!(metric(&metrics, "atlas_dr_backups"), 1.0);
+    assert!(metric(&metrics, "atlas_dr_last_backup_timestamp_seconds") > 0.0);
+    assert_eq!(
+        metric(&metrics, "atlas_dr_last_verified_backup_timestamp_seconds"),
+        0.0,
+        "not verified yet"
+    );
     let (ok, out, err) = verify("first", &identity_arg);
     assert!(ok, "{out}{err}");
     for line in [
@@ -146,6 +158,12 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
     let listed: Value =
         serde_json::from_str(&atlas(&["dr", "list", "--from", &backups, "--json"])).unwrap();
     assert_eq!(listed[0]["last_verified"]["passed"], true);
+    let metrics = atlas_testing::metrics_text(&url).await;
+    assert_eq!(
+        metric(&metrics, "atlas_dr_last_verified_backup_timestamp_seconds"),
+        metric(&metrics, "atlas_dr_last_backup_timestamp_seconds"),
+        "the backup verified is the newest"
+    );
 
     // A missing backup lists what exists; the wrong identity and a flipped byte fail.
     let (ok, _, err) = verify("nope", &identity_arg);
@@ -172,6 +190,12 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
     let listed: Value =
         serde_json::from_str(&atlas(&["dr", "list", "--from", &backups, "--json"])).unwrap();
     assert_eq!(listed[0]["last_verified"]["passed"], false);
+    let metrics = atlas_testing::metrics_text(&url).await;
+    assert_eq!(
+        metric(&metrics, "atlas_dr_last_verified_backup_timestamp_seconds"),
+        0.0,
+        "its last verification failed"
+    );
 
     let entries = audit_entries(&auditor, &url, Some("dr.backup"));
     assert_eq!(entries.len(), 1);

@@ -64,6 +64,34 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     ))
 }
 
+/// The disaster-recovery series: when the newest backup was taken, and the
+/// newest one whose verification passed (0 when there is none).
+fn render_dr(out: &mut String, dr: &atlas_store::DrSummary) {
+    let seconds = |ms: Option<i64>| ms.map_or(0, |ms| ms / 1000);
+    for (name, help, value) in [
+        (
+            "atlas_dr_backups",
+            "Disaster-recovery backups recorded in this database.",
+            dr.backups,
+        ),
+        (
+            "atlas_dr_last_backup_timestamp_seconds",
+            "When the newest disaster-recovery backup was taken (Unix seconds; 0 when none).",
+            seconds(dr.last_backup_ms),
+        ),
+        (
+            "atlas_dr_last_verified_backup_timestamp_seconds",
+            "When the newest backup whose atlas dr verify passed was taken (Unix seconds; 0 when none).",
+            seconds(dr.last_verified_backup_ms),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+}
+
 /// Every series `/metrics` shows, in the Prometheus text format (also the
 /// emergency evidence's metrics snapshot).
 pub async fn render(state: &AppState) -> Result<String, ApiError> {
@@ -74,6 +102,7 @@ pub async fn render(state: &AppState) -> Result<String, ApiError> {
         .audit
         .render_metrics(&mut out, state.clock.now())
         .await;
+    render_dr(&mut out, &state.stores.all.dr_summary().await?);
     let gauges: [Gauge; 3] = [
         (
             "atlas_mls_group_epoch",

@@ -138,6 +138,7 @@ macro_rules! on_both_backends {
 mod accounts;
 mod audit;
 mod backups;
+mod dr;
 mod groups;
 mod identities;
 mod incidents;
