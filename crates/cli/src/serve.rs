@@ -105,9 +105,38 @@ pub struct ServeArgs {
     /// Seconds a WebSocket may stay silent (no pong to the server's pings) before it is closed.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(3..=3600))]
     websocket_idle_timeout: u64,
+    /// Take disaster-recovery backups by itself to this location (a directory
+    /// or s3://BUCKET/PREFIX), one at start and then every --backup-every.
+    #[arg(long, env = "ATLAS_BACKUP_TO", requires = "backup_recipient")]
+    backup_to: Option<String>,
+    /// How often to back up: a number with s, m, h or d (6h).
+    #[arg(long, default_value = "6h", value_parser = parse_every)]
+    backup_every: Duration,
+    /// The age recipient the backups' keys archives are sealed to (atlas dr keygen).
+    #[arg(long, env = "ATLAS_DR_RECIPIENT")]
+    backup_recipient: Option<String>,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+}
+
+/// `30s`, `15m`, `6h`, `1d`: at least a minute.
+fn parse_every(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number with s, m, h or d (6h)"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: a number with s, m, h or d (6h)")),
+    };
+    match seconds {
+        60.. => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("{text:?}: at least a minute between backups")),
+    }
 }
 
 async fn shutdown_signal() {
@@ -166,6 +195,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.require_dpop_nonce = args.require_dpop_nonce;
     config.receipt_ttl_secs = i64::from(args.receipt_ttl_days) * 24 * 3600;
     config.kek_file = Some(kek_file);
+    if let (Some(location), Some(recipient)) = (args.backup_to, args.backup_recipient) {
+        atlas_dr::seal::check_recipient(&recipient)?;
+        atlas_dr::location::parse(&location)?;
+        config.backups = Some(atlas_server::scheduled_backups::BackupSchedule {
+            location,
+            every: args.backup_every,
+            recipient,
+        });
+    }
     config.registration = match (args.registration, args.registration_token) {
         (RegistrationMode::Open, _) => Registration::Open,
         (RegistrationMode::Closed, _) => Registration::Closed,

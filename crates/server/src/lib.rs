@@ -24,6 +24,7 @@ pub mod redis_fanout;
 pub mod redis_store;
 pub mod revocation;
 pub mod routes;
+pub mod scheduled_backups;
 pub mod server_keys;
 pub mod state;
 pub mod telemetry;
@@ -332,6 +333,9 @@ pub async fn build(
         shutdown.subscribe(),
     );
     indicators::spawn(state.clone(), config.indicator_interval);
+    if let Some(schedule) = config.backups.clone() {
+        scheduled_backups::spawn(state.clone(), schedule, shutdown.subscribe());
+    }
     notify::spawn(
         config.notify.clone(),
         stores.incidents.clone(),

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub audit_checkpoint_interval: std::time::Duration,
     /// How often the whole audit log is verified in the background.
     pub audit_verify_interval: std::time::Duration,
+    /// Scheduled disaster-recovery backups (`--backup-to`), if any.
+    pub backups: Option<crate::scheduled_backups::BackupSchedule>,
 }
 
 impl ServerConfig {
@@ -84,6 +86,7 @@ impl ServerConfig {
             indicator_interval: std::time::Duration::from_secs(60),
             audit_checkpoint_interval: std::time::Duration::from_secs(30),
             audit_verify_interval: std::time::Duration::from_secs(600),
+            backups: None,
         }
     }
 }

@@ -90,6 +90,12 @@ fn render_dr(out: &mut String, dr: &atlas_store::DrSummary) {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    let failures = crate::scheduled_backups::FAILURES.load(std::sync::atomic::Ordering::Relaxed);
+    let name = "atlas_dr_scheduled_backup_failures_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Scheduled backups (atlas serve --backup-to) that failed since start.\n# TYPE {name} counter\n{name} {failures}"
+    );
 }
 
 /// Every series `/metrics` shows, in the Prometheus text format (also the
