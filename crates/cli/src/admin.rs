@@ -22,6 +22,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The store of the SQLite database in `data_dir`, its KEK beside it.
+    pub(crate) fn for_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            database_url: None,
+            kek_file: None,
+        }
+    }
+
     pub(crate) async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn atlas_store::Store>> {
         let url = self.url()?;
         atlas_store::open(&url)

@@ -6,7 +6,6 @@
 use crate::admin::StoreArgs;
 use crate::output::outln;
 use anyhow::Context;
-use atlas_dr::verify::Outcome;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -132,7 +131,11 @@ pub async fn dr(cmd: DrCommand) -> anyhow::Result<()> {
             key,
             store,
             yes,
-        } => crate::dr_restore::restore(&name, &from, &identity, key, &store, yes).await,
+        } => {
+            let db = crate::dr_restore::restore(&name, &from, &identity, key, &store, yes).await?;
+            outln!("restored {name} into {}", db.display());
+            Ok(())
+        }
     }
 }
 
@@ -438,12 +441,12 @@ async fn verify(
         outln!("{}", serde_json::to_string_pretty(&record)?);
     } else {
         for check in &report.checks {
-            let mark = match check.outcome {
-                Outcome::Pass => "PASS",
-                Outcome::Fail => "FAIL",
-                Outcome::Skip => "SKIP",
-            };
-            outln!("{mark}  {:<20} {}", check.name, check.detail);
+            outln!(
+                "{}  {:<20} {}",
+                check.outcome.as_str(),
+                check.name,
+                check.detail
+            );
         }
         outln!(
             "{} in {:.1} s",

@@ -3,7 +3,6 @@
 //! under this host's KEK and swap the database file in atomically, keeping
 //! the one it replaces. The server must be stopped.
 use crate::admin::StoreArgs;
-use crate::output::outln;
 use anyhow::Context;
 use atlas_server::kek::Kek;
 use std::io::IsTerminal;
@@ -30,7 +29,8 @@ fn move_database(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `atlas dr restore NAME --from LOCATION --identity FILE (--data-dir DIR | --database-url URL) [--yes]`.
+/// `atlas dr restore NAME --from LOCATION --identity FILE (--data-dir DIR | --database-url URL) [--yes]`;
+/// the database file restored.
 pub async fn restore(
     name: &str,
     from: &str,
@@ -38,7 +38,7 @@ pub async fn restore(
     key: Option<String>,
     store_args: &StoreArgs,
     yes: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PathBuf> {
     let url = store_args.url_or_new()?;
     let db = atlas_store::sqlite_path(&url)
         .context("restoring into PostgreSQL is not built yet: restore into --data-dir (SQLite)")?;
@@ -91,7 +91,12 @@ pub async fn restore(
     )
     .await?;
     for check in &report.checks {
-        eprintln!("      {:?} {}: {}", check.outcome, check.name, check.detail);
+        eprintln!(
+            "      {} {}: {}",
+            check.outcome.as_str(),
+            check.name,
+            check.detail
+        );
     }
     let (Some(backup_kek), true) = (report.kek.clone(), report.passed()) else {
         let _ = std::fs::remove_file(&incoming);
@@ -101,7 +106,7 @@ pub async fn restore(
     for file in with_sidecars(&incoming) {
         let _ = std::fs::remove_file(file);
     }
-    result
+    result.map(|()| db)
 }
 
 async fn install(
@@ -172,6 +177,5 @@ async fn install(
             .map_or(String::new(), |d| d.display().to_string())
     );
     eprintln!("[6/6] Then check it: atlas verify-recovery (or atlas audit verify --data-dir DIR)");
-    outln!("restored {name} into {}", db.display());
     Ok(())
 }

@@ -28,6 +28,17 @@ pub enum Outcome {
     Skip,
 }
 
+impl Outcome {
+    /// `PASS`, `FAIL` or `SKIP`, as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "PASS",
+            Self::Fail => "FAIL",
+            Self::Skip => "SKIP",
+        }
+    }
+}
+
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {

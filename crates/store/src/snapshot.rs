@@ -162,3 +162,66 @@ pub async fn inspect_sqlite_file(path: &Path, messages: &[String]) -> StoreResul
     pool.close().await;
     Ok(facts)
 }
+
+/// Adds `count` synthetic 1:1 messages from `sender` to `recipient`'s device
+/// `device` to a SQLite database, each with its `accepted` receipt and bodies
+/// of a typical size (random, 450 characters; receipts 800): the data of
+/// `atlas bench dr`, which measures backups and restores of a large store.
+/// Not for a server's own database.
+pub async fn fill_synthetic_messages(
+    path: &Path,
+    (sender, recipient, device): (&str, &str, &str),
+    count: u64,
+) -> StoreResult<()> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    const BATCH: u64 = 100_000;
+    let mut done = 0u64;
+    while done < count {
+        let n = BATCH.min(count - done);
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n WHERE i < $2) \
+             INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, \
+               sender_device_id, encryption_algorithm, msg_type, body, seq, created_at) \
+             SELECT printf('synthetic-%010d', i), $3, $4, $5, $3, \
+               'm.olm.v1.curve25519-aes-sha2', 1, hex(randomblob(225)), i, \
+               '2026-01-01 00:00:00+00:00' FROM n",
+        )
+        .bind(i64::try_from(done + 1).unwrap_or(i64::MAX))
+        .bind(i64::try_from(done + n).unwrap_or(i64::MAX))
+        .bind(device)
+        .bind(recipient)
+        .bind(sender)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n WHERE i < $2) \
+             INSERT INTO receipts (receipt_id, message_id, receipt_type, device_id, sender_id, \
+               recipient_id, kid, jws, issued_at, expires_at, created_at) \
+             SELECT printf('synthetic-r%010d', i), printf('synthetic-%010d', i), 'accepted', '', \
+               $4, $3, 'synthetic', hex(randomblob(400)), '2026-01-01 00:00:00+00:00', \
+               '2026-02-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00' FROM n",
+        )
+        .bind(i64::try_from(done + 1).unwrap_or(i64::MAX))
+        .bind(i64::try_from(done + n).unwrap_or(i64::MAX))
+        .bind(recipient)
+        .bind(sender)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        done += n;
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 mod connections;
 mod conversation;
 mod device;
+mod dr;
 mod groups;
 mod proc_stat;
 mod report;
@@ -31,6 +32,9 @@ pub enum BenchCommand {
     Groups(groups::GroupsArgs),
     /// Idle authenticated WebSockets held open: the server's memory per 10,000.
     Connections(BenchArgs),
+    /// Recovery objectives: back up, verify and restore a scratch database of
+    /// --messages messages (no server needed).
+    Dr(dr::DrArgs),
 }
 
 /// Flags of every scenario.
@@ -107,6 +111,7 @@ pub async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Conversation(args) => conversation::run(args).await,
         BenchCommand::Groups(args) => groups::run(args).await,
         BenchCommand::Connections(args) => connections::run(args).await,
+        BenchCommand::Dr(args) => dr::run(args).await,
     }
 }
 

@@ -497,3 +497,25 @@ fn the_embedded_server_backs_itself_up() {
         "{metrics}"
     );
 }
+
+/// `atlas bench dr`: a scratch database backed up, verified and restored,
+/// with the figures an operator plans around.
+#[test]
+fn the_recovery_bench_reports_its_figures() {
+    let (ok, out, err) = run_atlas(None, None, &["bench", "dr", "--messages", "3000", "--json"]);
+    assert!(ok, "{err}");
+    let figures: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(figures["messages"], 3000);
+    let part = |k: &str| figures[k].as_f64().unwrap();
+    assert!(
+        part("backup_seconds") > 0.0
+            && part("verify_seconds") > 0.0
+            && part("restore_seconds") > 0.0
+    );
+    let sum = part("backup_seconds") + part("verify_seconds") + part("restore_seconds");
+    assert!((part("total_seconds") - sum).abs() < 1e-6);
+    assert!(
+        figures["backup_bytes"].as_u64().unwrap() > 3000 * 300,
+        "{figures}"
+    );
+}
