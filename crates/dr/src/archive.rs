@@ -28,6 +28,8 @@ pub fn pack(out: &Path, files: &[(&str, &Path)]) -> Result<(), ArchiveError> {
     let file = BufWriter::new(File::create(out)?);
     let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::fast()));
     tar.mode(tar::HeaderMode::Deterministic);
+    // Plain entries only: a reader refuses anything else, and every tar reads them.
+    tar.sparse(false);
     for (name, path) in files {
         tar.append_path_with_name(path, name)?;
     }
@@ -74,8 +76,12 @@ fn read_entries(
     let mut total = 0u64;
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            return Err(ArchiveError::Corrupt("an entry is not a plain file".into()));
+        let kind = entry.header().entry_type();
+        if kind != tar::EntryType::Regular {
+            return Err(ArchiveError::Corrupt(format!(
+                "entry {:?} is not a plain file ({kind:?})",
+                String::from_utf8_lossy(&entry.path_bytes())
+            )));
         }
         let name = entry
             .path()
@@ -95,17 +101,6 @@ fn read_entries(
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
     Ok(())
-}
-
-/// Checks an archive end to end without writing anything; returns its entries and sizes.
-pub fn check(path: &Path, max: u64) -> Result<Vec<(String, u64)>, ArchiveError> {
-    let mut out = Vec::new();
-    read_entries(BufReader::new(File::open(path)?), max, |name, r| {
-        let n = io::copy(r, &mut io::sink()).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-        out.push((name.to_owned(), n));
-        Ok(())
-    })?;
-    Ok(out)
 }
 
 /// Unpacks the entry `name` of an archive to `dest` (created, `0600`).
@@ -171,10 +166,6 @@ mod tests {
         std::fs::write(&src, &content).unwrap();
         let archive = dir.join("data.tar.gz");
         pack(&archive, &[("atlas.db", &src)]).unwrap();
-        assert_eq!(
-            check(&archive, u64::MAX).unwrap(),
-            [("atlas.db".to_owned(), content.len() as u64)]
-        );
         let out = dir.join("restored.db");
         unpack_one(&archive, "atlas.db", &out, u64::MAX).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), content);
@@ -186,15 +177,19 @@ mod tests {
             "never overwrites"
         );
         assert!(matches!(
-            check(&archive, 1000),
+            unpack_one(&archive, "atlas.db", &dir.join("small.db"), 1000),
             Err(ArchiveError::TooLarge(1000))
         ));
 
+        assert!(matches!(
+            unpack_one(&archive, "other.db", &dir.join("other.db"), u64::MAX),
+            Err(ArchiveError::Corrupt(_))
+        ));
         let bytes = std::fs::read(&archive).unwrap();
         let truncated = dir.join("truncated.tar.gz");
         std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
         assert!(matches!(
-            check(&truncated, u64::MAX),
+            unpack_one(&truncated, "atlas.db", &dir.join("t.db"), u64::MAX),
             Err(ArchiveError::Corrupt(_))
         ));
         let flipped = dir.join("flipped.tar.gz");
@@ -203,7 +198,7 @@ mod tests {
         damaged[middle] ^= 0x40;
         std::fs::write(&flipped, &damaged).unwrap();
         assert!(matches!(
-            check(&flipped, u64::MAX),
+            unpack_one(&flipped, "atlas.db", &dir.join("f.db"), u64::MAX),
             Err(ArchiveError::Corrupt(_))
         ));
         std::fs::remove_dir_all(dir).unwrap();

@@ -102,13 +102,19 @@ pub async fn backup(
     let db = scratch.path(DATABASE_FILE);
     source.store.snapshot_to(&db).await?;
     progress(Step::Snapshot(std::fs::metadata(&db)?.len()));
-    let facts = atlas_store::inspect_sqlite_file(&db, &[]).await?;
     let sample = source.store.message_sample(SAMPLE).await?;
-    let sample_facts = atlas_store::inspect_sqlite_file(&db, &sample).await?;
+    let facts = atlas_store::inspect_sqlite_file(&db, &sample).await?;
+    if !facts.integrity_problems.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "the snapshot fails its integrity check: {}",
+            facts.integrity_problems.join("; ")
+        ))
+        .into());
+    }
     // Ids picked in the live database but written after the snapshot are left out.
     let sample: Vec<String> = sample
         .into_iter()
-        .filter(|id| !sample_facts.missing_messages.contains(id))
+        .filter(|id| !facts.missing_messages.contains(id))
         .collect();
 
     let ts = stamp(now);

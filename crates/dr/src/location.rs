@@ -167,8 +167,9 @@ mod tests {
         ] {
             assert!(valid_name(good), "{good:?}");
         }
+        assert!(matches!(parse("s3://"), Err(LocationError::Unsupported(_))));
         assert!(matches!(
-            parse("s3://bucket/x"),
+            parse("s3:///prefix"),
             Err(LocationError::Unsupported(_))
         ));
         assert!(matches!(
