@@ -204,6 +204,23 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A file with holes (SQLite's `VACUUM INTO` output can have them) is
+    /// packed as a plain entry, which the reader accepts.
+    #[test]
+    fn a_sparse_file_is_packed_as_a_plain_one() {
+        let dir = temp();
+        let src = dir.join("sparse.db");
+        let file = std::fs::File::create(&src).unwrap();
+        file.set_len(8 << 20).unwrap();
+        drop(file);
+        let archive = dir.join("sparse.tar.gz");
+        pack(&archive, &[("atlas.db", &src)]).unwrap();
+        let out = dir.join("out.db");
+        unpack_one(&archive, "atlas.db", &out, u64::MAX).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), 8 << 20);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn small_archives_round_trip_in_memory_and_unsafe_names_are_refused() {
         let packed = pack_bytes(&[("server.kek", b"k"), ("notes/readme", b"r")]).unwrap();
