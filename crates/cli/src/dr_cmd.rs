@@ -97,6 +97,24 @@ pub enum DrCommand {
     },
 }
 
+/// The location `from`, once it is known to hold backup `name`; otherwise an
+/// error listing what it holds (as the seed's script does).
+pub(crate) async fn backup_at(
+    from: &str,
+    name: &str,
+) -> anyhow::Result<Box<dyn atlas_dr::location::Location>> {
+    let location = atlas_dr::location::parse(from)?;
+    let names = location.names().await?;
+    if !names.iter().any(|n| n == name) {
+        let listed = match names.is_empty() {
+            true => "none".to_owned(),
+            false => names.join(", "),
+        };
+        anyhow::bail!("no backup {name} in {from}; available: {listed}");
+    }
+    Ok(location)
+}
+
 /// The record of a backup's last verification, kept beside it.
 const VERIFIED: &str = "verified.json";
 
@@ -373,16 +391,7 @@ async fn verify(
     record_in: Option<&StoreArgs>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let location = atlas_dr::location::parse(from)?;
-    let names = location.names().await?;
-    if !names.iter().any(|n| n == name) {
-        let listed = if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        };
-        anyhow::bail!("no backup {name} in {from}; available: {listed}");
-    }
+    let location = crate::dr_cmd::backup_at(from, name).await?;
     let identity = identity
         .map(|path| {
             std::fs::read_to_string(&path)

@@ -42,16 +42,7 @@ pub async fn restore(
     let url = store_args.url_or_new()?;
     let db = atlas_store::sqlite_path(&url)
         .context("restoring into PostgreSQL is not built yet: restore into --data-dir (SQLite)")?;
-    let location = atlas_dr::location::parse(from)?;
-    let names = location.names().await?;
-    if !names.iter().any(|n| n == name) {
-        let listed = if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        };
-        anyhow::bail!("no backup {name} in {from}; available: {listed}");
-    }
+    let location = crate::dr_cmd::backup_at(from, name).await?;
     let identity = std::fs::read_to_string(identity)
         .with_context(|| format!("reading the identity {}", identity.display()))?;
     eprintln!(
