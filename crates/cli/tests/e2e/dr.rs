@@ -287,6 +287,24 @@ async fn a_destroyed_database_is_restored_and_serves_again() {
     );
     let (ok, _, err) = restore("missing", &["--yes"]);
     assert!(!ok && err.contains("available: bad, good"), "{err}");
+    let (ok, _, err) = run_atlas(
+        None,
+        None,
+        &[
+            "dr",
+            "restore",
+            "good",
+            "--from",
+            &backups,
+            "--identity",
+            "/nonexistent/identity",
+            "--database-url",
+            &db,
+            "--yes",
+        ],
+    );
+    assert!(!ok && err.contains("reading the identity"), "{err}");
+    assert!(std::fs::read(&file).unwrap() == before, "still untouched");
 
     // The disaster: the database is gone.
     for suffix in ["", "-wal", "-shm"] {
