@@ -54,6 +54,16 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// A new local file only its owner may read (a download is never written over another file).
+pub(crate) async fn new_private_file(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+}
+
 fn checked(name: &str) -> Result<&str, LocationError> {
     match valid_name(name) {
         true => Ok(name),
@@ -126,12 +136,7 @@ impl Location for Directory {
             return Err(LocationError::Missing(format!("{name}/{file}")));
         }
         let mut src = tokio::fs::File::open(&from).await?;
-        let mut dst = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .await?;
+        let mut dst = new_private_file(to).await?;
         tokio::io::copy(&mut src, &mut dst).await?;
         dst.sync_all().await?;
         Ok(())

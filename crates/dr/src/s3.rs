@@ -153,12 +153,7 @@ impl Location for S3 {
             e => failed(e),
         })?;
         let expected = got.meta.size;
-        let mut out = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .await?;
+        let mut out = crate::location::new_private_file(to).await?;
         let mut stream = got.into_stream();
         let mut received = 0u64;
         while let Some(chunk) = stream.next().await {

@@ -5,6 +5,30 @@ use crate::audit::{audit_entries, kek_of, token};
 use atlas_testing::{Harness, run_atlas};
 use serde_json::Value;
 
+/// `atlas dr backup` of the harness's database to `to` under `name`.
+fn backup_args<'a>(
+    recipient: &'a str,
+    to: &'a str,
+    name: &'a str,
+    db: &'a str,
+    kek: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "dr",
+        "backup",
+        "--recipient",
+        recipient,
+        "--to",
+        to,
+        "--name",
+        name,
+        "--database-url",
+        db,
+        "--kek-file",
+        kek,
+    ]
+}
+
 /// The database file of a stopped server, once its last connection has
 /// folded the log into it and removed it (they close in the background).
 async fn settled(db: &str) -> std::path::PathBuf {
@@ -54,20 +78,7 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
         run_atlas(
             None,
             None,
-            &[
-                "dr",
-                "backup",
-                "--recipient",
-                &recipient,
-                "--to",
-                &backups,
-                "--name",
-                name,
-                "--database-url",
-                &db,
-                "--kek-file",
-                &kek,
-            ],
+            &backup_args(&recipient, &backups, name, &db, &kek),
         )
     };
     let (ok, out, err) = dr_backup("first");
@@ -87,20 +98,7 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
     let (ok, _, err) = run_atlas(
         None,
         None,
-        &[
-            "dr",
-            "backup",
-            "--recipient",
-            "age1nope",
-            "--to",
-            &backups,
-            "--name",
-            "x",
-            "--database-url",
-            &db,
-            "--kek-file",
-            &kek,
-        ],
+        &backup_args("age1nope", &backups, "x", &db, &kek),
     );
     assert!(!ok && err.contains("not an age recipient"), "{err}");
 
@@ -227,20 +225,7 @@ async fn a_destroyed_database_is_restored_and_serves_again() {
         .to_owned();
     let backups = home.join("backups").display().to_string();
     for name in ["good", "bad"] {
-        atlas(&[
-            "dr",
-            "backup",
-            "--recipient",
-            &recipient,
-            "--to",
-            &backups,
-            "--name",
-            name,
-            "--database-url",
-            &db,
-            "--kek-file",
-            &kek,
-        ]);
+        atlas(&backup_args(&recipient, &backups, name, &db, &kek));
     }
     atlas(&["--profile", "alice", "send", "bob", "after-the-backup"]);
     let manifest: Value =
@@ -355,20 +340,7 @@ async fn backups_go_to_s3_and_come_back() {
     let bucket = s3.url("atlas");
     let env = s3.env();
     let dr = |args: &[&str]| atlas_testing::run_atlas_env(&env, args);
-    let (ok, out, err) = dr(&[
-        "dr",
-        "backup",
-        "--recipient",
-        &recipient,
-        "--to",
-        &bucket,
-        "--name",
-        "nightly",
-        "--database-url",
-        &db,
-        "--kek-file",
-        &kek,
-    ]);
+    let (ok, out, err) = dr(&backup_args(&recipient, &bucket, "nightly", &db, &kek));
     assert!(ok && out.contains("s3://atlas-backups/atlas"), "{out}{err}");
     let (ok, out, err) = dr(&["dr", "list", "--from", &bucket]);
     assert!(
