@@ -167,7 +167,7 @@ pub enum TokenCommand {
 pub struct ServerArgs {
     /// Server URL.
     #[arg(long, env = "ATLAS_SERVER")]
-    server: String,
+    pub(crate) server: String,
     /// Operator token (default: $ATLAS_ADMIN_TOKEN).
     #[arg(long, env = "ATLAS_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,

@@ -19,6 +19,7 @@ mod keys_cmd;
 mod mls_cmd;
 mod output;
 mod profile;
+mod recovery;
 mod serve;
 mod verify;
 
@@ -100,6 +101,9 @@ enum Command {
     /// The audit log: list entries, verify its seals and signed checkpoints.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// The post-recovery checklist (seed 004 §4.2) against a running server:
+    /// each line PASS, FAIL or SKIP with its evidence.
+    VerifyRecovery(Box<recovery::VerifyRecoveryArgs>),
     /// Load a running server and measure it: throughput, latency, errors, server CPU and memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -163,6 +167,7 @@ async fn main() -> ExitCode {
         Command::Db(cmd) => db_cmd::db(cmd).await,
         Command::Emergency(cmd) => emergency_cmd::emergency(cmd).await,
         Command::Dr(cmd) => dr_cmd::dr(cmd).await,
+        Command::VerifyRecovery(args) => recovery::verify_recovery(*args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -79,7 +79,7 @@ fn jwks_source(flag: Option<String>, receipt: &str) -> anyhow::Result<String> {
     ))
 }
 
-async fn load_jwks(source: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn load_jwks(source: &str) -> anyhow::Result<serde_json::Value> {
     let text = if source.starts_with("http://") || source.starts_with("https://") {
         let response = atlas_client::http_client()?
             .get(source)

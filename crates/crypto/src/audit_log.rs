@@ -261,6 +261,26 @@ pub fn verify_log(entries: &[SealedEntry], notes: &[String], verifier: &NoteVeri
     report
 }
 
+/// Whether the checkpoint `note` (say, one a backup recorded) is signed by
+/// `verifier` and describes a prefix of `entries`: its size within the log,
+/// and the tree over that many entries has its root.
+pub fn checkpoint_holds(entries: &[SealedEntry], note: &str, verifier: &NoteVerifier) -> bool {
+    let Ok(checkpoint) = Checkpoint::open(note, verifier) else {
+        return false;
+    };
+    let Ok(size) = usize::try_from(checkpoint.size) else {
+        return false;
+    };
+    let Some(prefix) = entries.get(..size) else {
+        return false;
+    };
+    let mut tree = Tree::new();
+    for entry in prefix {
+        tree.push(entry.digest);
+    }
+    tree.root() == checkpoint.root
+}
+
 /// The first entry whose seal does not hold for its position, classified.
 /// `signed_size` is the largest size a signed checkpoint vouches for.
 fn first_tamper(
@@ -385,6 +405,22 @@ mod tests {
         let report = verify_log(&entries, &notes, &signer.verifier());
         assert!(report.ok(), "{report:?}");
         assert_eq!(report.verified.unwrap().size, 9);
+    }
+
+    #[test]
+    fn a_recorded_checkpoint_holds_only_for_the_log_it_describes() {
+        let (signer, entries, notes) = log(10);
+        let verifier = signer.verifier();
+        assert!(checkpoint_holds(&entries, &notes[1], &verifier));
+        // A log cut below the checkpoint's size, or edited within it.
+        assert!(!checkpoint_holds(&entries[..5], &notes[1], &verifier));
+        let mut edited = entries.clone();
+        edited[2].digest = entry_digest(&[b"forged"]);
+        assert!(!checkpoint_holds(&edited, &notes[1], &verifier));
+        // Another key's note, and a note that is not one.
+        let other = NoteSigner::new("atlas.test/audit", &[4; 32]).unwrap();
+        assert!(!checkpoint_holds(&entries, &notes[1], &other.verifier()));
+        assert!(!checkpoint_holds(&entries, "garbage", &verifier));
     }
 
     #[test]

@@ -89,6 +89,34 @@ pub struct Inputs<'a> {
     pub pinned_signer: Option<&'a str>,
 }
 
+/// The signed manifest of backup `name` alone (signed by `pinned` when
+/// given), or why it cannot be trusted, for checks against a restored server.
+pub async fn fetch_manifest(
+    location: &dyn Location,
+    name: &str,
+    pinned: Option<&str>,
+) -> Result<Manifest, String> {
+    let mut report = Report {
+        name: name.to_owned(),
+        checks: Vec::new(),
+        kek: None,
+        manifest: None,
+    };
+    let scratch = Scratch::new().map_err(|e| e.to_string())?;
+    let inputs = Inputs {
+        identity: None,
+        pinned_signer: pinned,
+    };
+    match signed_manifest(location, name, &inputs, &scratch, &mut report).await {
+        Ok(Some(manifest)) => Ok(manifest),
+        Ok(None) => Err(report
+            .checks
+            .pop()
+            .map_or_else(|| "no manifest".into(), |c| c.detail)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Verifies backup `name`; with `restore_to`, the checked snapshot is left
 /// there (a new file) for a restore to take. Fails only when the location
 /// cannot be read; every finding is a line of the report.

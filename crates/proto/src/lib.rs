@@ -15,6 +15,7 @@ pub mod incident;
 pub mod keys;
 pub mod mls;
 pub mod receipt;
+pub mod recovery;
 pub mod repair;
 pub mod scope;
 pub mod status;

@@ -32,11 +32,13 @@ pub enum OperatorScope {
     Mls,
     /// Receipt reissue.
     Receipts,
+    /// The facts `atlas verify-recovery` checks a restored server against.
+    Recovery,
 }
 
 impl OperatorScope {
     /// Every scope, in wire order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::All,
         Self::Alerts,
         Self::Audit,
@@ -49,6 +51,7 @@ impl OperatorScope {
         Self::Messages,
         Self::Mls,
         Self::Receipts,
+        Self::Recovery,
     ];
 
     /// The scope as stored and shown.
@@ -66,6 +69,7 @@ impl OperatorScope {
             Self::Messages => "messages",
             Self::Mls => "mls",
             Self::Receipts => "receipts",
+            Self::Recovery => "recovery",
         }
     }
 

@@ -334,6 +334,16 @@ pub async fn verify_stored(
     store: &dyn AuditStore,
     verifier: &NoteVerifier,
 ) -> Result<VerifyView, StoreError> {
+    Ok(verify_stored_against(store, verifier, None).await?.0)
+}
+
+/// [`verify_stored`], and whether the signed checkpoint `note` (one a backup
+/// recorded) holds for a prefix of the stored log.
+pub async fn verify_stored_against(
+    store: &dyn AuditStore,
+    verifier: &NoteVerifier,
+    note: Option<&str>,
+) -> Result<(VerifyView, Option<bool>), StoreError> {
     let mut entries = Vec::new();
     loop {
         let page = store.audit_entries(entries.len() as u64, PAGE).await?;
@@ -353,7 +363,8 @@ pub async fn verify_stored(
         .map(|c| c.note)
         .collect();
     let report = audit_log::verify_log(&entries, &notes, verifier);
-    Ok(VerifyView {
+    let holds = note.map(|note| audit_log::checkpoint_holds(&entries, note, verifier));
+    let view = VerifyView {
         ok: report.ok(),
         entries: report.entries,
         checkpoints: report.checkpoints,
@@ -365,7 +376,8 @@ pub async fn verify_stored(
         tamper: report.tamper,
         checkpoint_problems: report.checkpoint_problems,
         key: verifier.to_text(),
-    })
+    };
+    Ok((view, holds))
 }
 
 /// Runs the checkpointer every `every`, and a full verification every `verify_every`.

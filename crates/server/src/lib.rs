@@ -18,6 +18,7 @@ pub mod listener;
 pub mod lockdown;
 pub mod mls_commit;
 pub mod notify;
+pub mod performance;
 pub mod rate_limit;
 pub mod receipts;
 pub mod redis_fanout;
@@ -284,6 +285,7 @@ pub async fn build(
             iat_window: config.iat_window,
             websocket_idle: config.timeouts.websocket_idle,
             admin_allow: config.admin_allow.clone(),
+            database_file: atlas_store::sqlite_path(&config.database_url),
         },
         tokens: AccessTokens::new(HmacJwsKey::new(token_secret), token_kid, public_url.clone()),
         keys,

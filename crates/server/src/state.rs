@@ -131,6 +131,8 @@ pub struct RuntimeConfig {
     pub websocket_idle: std::time::Duration,
     /// See [`ServerConfig::admin_allow`].
     pub admin_allow: Vec<ipnet::IpNet>,
+    /// The SQLite database file (none on PostgreSQL), for the configuration self-check.
+    pub database_file: Option<std::path::PathBuf>,
 }
 
 pub use atlas_proto::clock::{Clock, SystemClock};

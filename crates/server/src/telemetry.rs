@@ -20,6 +20,8 @@ pub struct Metrics {
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     admin_requests: Mutex<BTreeMap<(String, &'static str), u64>>,
     admin_refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// How long requests take.
+    pub latency: crate::performance::Latency,
 }
 
 /// Failed authentications counted from the start, so an alert sees the first.
@@ -47,6 +49,7 @@ impl Default for Metrics {
             auth_failures: Mutex::new(AUTH_FAILURE_REASONS.iter().map(|r| (*r, 0)).collect()),
             admin_requests: Mutex::new(BTreeMap::new()),
             admin_refused: Mutex::new([("address", 0)].into()),
+            latency: Default::default(),
         }
     }
 }

@@ -78,6 +78,8 @@ pub trait IdentityStore: Send + Sync {
         identity: &NewIdentity<'_>,
         now: OffsetDateTime,
     ) -> StoreResult<RekeyOutcome>;
+    /// Devices told to re-key that have not yet.
+    async fn devices_awaiting_rekey(&self) -> StoreResult<u64>;
 }
 
 /// One user's rows when `$1` names one, every user's when it is NULL: one
@@ -310,5 +312,14 @@ impl<T: Backend> IdentityStore for T {
         }
         tx.commit().await?;
         Ok(RekeyOutcome::Done)
+    }
+
+    async fn devices_awaiting_rekey(&self) -> StoreResult<u64> {
+        let (n,): (i64,) = crate::db::read!(
+            self.db(),
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM devices WHERE status = 'rekey'"),
+            fetch_one
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -17,6 +17,8 @@ pub trait SnapshotStore: Send + Sync {
     async fn schema_version(&self) -> StoreResult<i64>;
     /// Up to `limit` message ids picked at random, to look for after a restore.
     async fn message_sample(&self, limit: u32) -> StoreResult<Vec<String>>;
+    /// Which of `ids` no stored message has.
+    async fn missing_messages(&self, ids: &[String]) -> StoreResult<Vec<String>>;
     /// Moves everything in SQLite's write-ahead log into the database file and
     /// empties the log, so the file alone is the whole database (before it is
     /// moved); a no-op on PostgreSQL.
@@ -70,6 +72,24 @@ impl<T: Backend> SnapshotStore for T {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn missing_messages(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let mut missing = Vec::new();
+        for id in ids {
+            let found: Option<(i64,)> = read!(
+                self.db(),
+                sqlx::query_as(
+                    "SELECT CAST(1 AS BIGINT) FROM messages WHERE message_id = $1 LIMIT 1"
+                )
+                .bind(id),
+                fetch_optional
+            )?;
+            if found.is_none() {
+                missing.push(id.clone());
+            }
+        }
+        Ok(missing)
     }
 
     async fn message_sample(&self, limit: u32) -> StoreResult<Vec<String>> {

@@ -6,7 +6,7 @@ use atlas_testing::{Harness, run_atlas};
 use serde_json::Value;
 
 /// `atlas dr backup` of the harness's database to `to` under `name`.
-fn backup_args<'a>(
+pub(crate) fn backup_args<'a>(
     recipient: &'a str,
     to: &'a str,
     name: &'a str,
@@ -31,7 +31,7 @@ fn backup_args<'a>(
 
 /// The database file of a stopped server, once its last connection has
 /// folded the log into it and removed it (they close in the background).
-async fn settled(db: &str) -> std::path::PathBuf {
+pub(crate) async fn settled(db: &str) -> std::path::PathBuf {
     let file = atlas_store::sqlite_path(db).unwrap();
     let wal = format!("{}-wal", file.display());
     for _ in 0..100 {

@@ -28,6 +28,7 @@ mod incidents;
 mod indicators;
 mod k8s_scripts;
 mod receipts;
+mod recovery_drill;
 mod repair;
 mod replicas;
 mod rollback;

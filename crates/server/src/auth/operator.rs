@@ -193,7 +193,8 @@ pub mod scope {
     }
 
     markers!(
-        Alerts, Audit, Devices, Diagnose, Dpop, Emergency, Incidents, Keys, Messages, Mls, Receipts
+        Alerts, Audit, Devices, Diagnose, Dpop, Emergency, Incidents, Keys, Messages, Mls,
+        Receipts, Recovery
     );
 }
 

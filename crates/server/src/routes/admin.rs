@@ -3,7 +3,8 @@
 //! checks the token's scope before the handler runs. A new admin route is one
 //! handler with that extractor plus one line in its module's `admin_router()`.
 use super::{
-    alerts, audit, devices, diagnose, dpop_admin, emergency, incidents, mls_admin, signing_keys,
+    alerts, audit, devices, diagnose, dpop_admin, emergency, incidents, mls_admin, recovery,
+    signing_keys,
 };
 use crate::state::AppState;
 use axum::Router;
@@ -19,5 +20,6 @@ pub fn router() -> Router<AppState> {
         .merge(emergency::admin_router())
         .merge(incidents::admin_router())
         .merge(mls_admin::admin_router())
+        .merge(recovery::admin_router())
         .merge(signing_keys::admin_router())
 }

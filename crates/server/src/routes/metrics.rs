@@ -104,6 +104,8 @@ pub async fn render(state: &AppState) -> Result<String, ApiError> {
     let groups = state.stores.groups.group_epoch_health(MAX_GROUPS).await?;
     let mut out = String::new();
     state.metrics.render(&mut out);
+    state.metrics.latency.render(&mut out);
+    crate::performance::render_process(&mut out);
     state
         .audit
         .render_metrics(&mut out, state.clock.now())

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod metrics;
 pub mod mls_admin;
 pub mod receipts;
+pub mod recovery;
 pub mod rekey;
 pub mod reports;
 pub mod resend;
@@ -123,7 +124,9 @@ async fn count_request(
         "OPTIONS" => "OPTIONS",
         _ => "other",
     };
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
+    state.metrics.latency.observe(started.elapsed());
     let status = response.status().as_u16();
     state.metrics.http(method, &route, status);
     if matches!(status, 401 | 403)
