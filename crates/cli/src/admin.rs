@@ -38,6 +38,13 @@ impl StoreArgs {
             .context("opening the server's store")
     }
 
+    /// --database-url when it names a PostgreSQL database.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
     /// The database URL: --database-url, or the SQLite file in --data-dir (made if missing).
     pub(crate) fn url_or_new(&self) -> anyhow::Result<String> {
         Ok(match &self.database_url {

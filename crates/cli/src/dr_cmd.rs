@@ -64,7 +64,9 @@ pub enum DrCommand {
         #[arg(long)]
         key: Option<String>,
         /// Record the result in the server's database (--data-dir or
-        /// --database-url), for the metric of the last verified backup.
+        /// --database-url), for the metric of the last verified backup. A
+        /// PostgreSQL backup is trial-restored on the server --database-url
+        /// names, into a scratch database created and dropped there.
         #[arg(long)]
         record: bool,
         #[command(flatten)]
@@ -138,10 +140,7 @@ pub async fn dr(cmd: DrCommand) -> anyhow::Result<()> {
             record,
             store,
             json,
-        } => {
-            let record = record.then_some(&store);
-            verify(&name, &from, identity, key, record, json).await
-        }
+        } => verify(&name, &from, identity, key, &store, record, json).await,
         DrCommand::Restore {
             name,
             from,
@@ -150,8 +149,9 @@ pub async fn dr(cmd: DrCommand) -> anyhow::Result<()> {
             store,
             yes,
         } => {
-            let db = crate::dr_restore::restore(&name, &from, &identity, key, &store, yes).await?;
-            outln!("restored {name} into {}", db.display());
+            let into =
+                crate::dr_restore::restore(&name, &from, &identity, key, &store, yes).await?;
+            outln!("restored {name} into {into}");
             Ok(())
         }
     }
@@ -388,7 +388,8 @@ async fn verify(
     from: &str,
     identity: Option<PathBuf>,
     key: Option<String>,
-    record_in: Option<&StoreArgs>,
+    store_args: &StoreArgs,
+    record_result: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let location = crate::dr_cmd::backup_at(from, name).await?;
@@ -405,6 +406,7 @@ async fn verify(
         atlas_dr::verify::Inputs {
             identity: identity.as_deref(),
             pinned_signer: key.as_deref(),
+            postgres_url: store_args.postgres_url(),
         },
         None,
     )
@@ -422,7 +424,7 @@ async fn verify(
     if let Err(e) = location.put(name, VERIFIED, &path).await {
         eprintln!("warning: the verification could not be recorded at {from}: {e}");
     }
-    if let Some(store_args) = record_in {
+    if record_result {
         let created_ms = report
             .manifest
             .as_ref()

@@ -29,8 +29,16 @@ fn move_database(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where a restore goes.
+enum Target {
+    /// The SQLite file, replaced atomically.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database the URL names, replaced by a new one.
+    Postgres(String),
+}
+
 /// `atlas dr restore NAME --from LOCATION --identity FILE (--data-dir DIR | --database-url URL) [--yes]`;
-/// the database file restored.
+/// what was restored into.
 pub async fn restore(
     name: &str,
     from: &str,
@@ -38,16 +46,26 @@ pub async fn restore(
     key: Option<String>,
     store_args: &StoreArgs,
     yes: bool,
-) -> anyhow::Result<PathBuf> {
-    let url = store_args.url_or_new()?;
-    let db = atlas_store::sqlite_path(&url)
-        .context("restoring into PostgreSQL is not built yet: restore into --data-dir (SQLite)")?;
+) -> anyhow::Result<String> {
+    let target = match store_args.postgres_url() {
+        Some(url) => Target::Postgres(url.to_owned()),
+        None => Target::Sqlite(
+            atlas_store::sqlite_path(&store_args.url_or_new()?)
+                .context("not a SQLite or PostgreSQL database URL")?,
+        ),
+    };
+    let into = match &target {
+        Target::Sqlite(db) => db.display().to_string(),
+        Target::Postgres(url) => format!(
+            "PostgreSQL database {}",
+            atlas_store::pg_snapshot::database_name(url).unwrap_or_default()
+        ),
+    };
     let location = crate::dr_cmd::backup_at(from, name).await?;
     let identity = std::fs::read_to_string(identity)
         .with_context(|| format!("reading the identity {}", identity.display()))?;
     eprintln!(
-        "==========================================\nATLAS DISASTER RECOVERY\nBackup: {name}\nInto: {}\n==========================================",
-        db.display()
+        "==========================================\nATLAS DISASTER RECOVERY\nBackup: {name}\nInto: {into}\n=========================================="
     );
     if !yes {
         anyhow::ensure!(
@@ -59,15 +77,19 @@ pub async fn restore(
         std::io::stdin().read_line(&mut typed)?;
         anyhow::ensure!(typed.trim() == "yes", "not confirmed; nothing changed");
     }
-    let dir = db
-        .parent()
-        .context("the database has no directory")?
-        .to_owned();
-    std::fs::create_dir_all(&dir)?;
-    let incoming = dir.join(format!(
-        ".atlas-restoring-{}.db",
-        hex::encode(atlas_crypto::random_bytes::<6>())
-    ));
+    let scratch = atlas_dr::scratch::Scratch::new()?;
+    // A SQLite file arrives beside the database, so the swap is one rename.
+    let incoming = match &target {
+        Target::Sqlite(db) => {
+            let dir = db.parent().context("the database has no directory")?;
+            std::fs::create_dir_all(dir)?;
+            dir.join(format!(
+                ".atlas-restoring-{}.db",
+                hex::encode(atlas_crypto::random_bytes::<6>())
+            ))
+        }
+        Target::Postgres(_) => scratch.path("dump"),
+    };
     eprintln!(
         "[1/6] Downloading and verifying the backup (signature, checksums, archives, keys, trial restore)..."
     );
@@ -77,6 +99,7 @@ pub async fn restore(
         atlas_dr::verify::Inputs {
             identity: Some(&identity),
             pinned_signer: key.as_deref(),
+            postgres_url: store_args.postgres_url(),
         },
         Some(&incoming),
     )
@@ -89,67 +112,32 @@ pub async fn restore(
             check.detail
         );
     }
-    let (Some(backup_kek), true) = (report.kek.clone(), report.passed()) else {
+    let (Some(backup_kek), Some(manifest), true) =
+        (report.kek.clone(), report.manifest.clone(), report.passed())
+    else {
         let _ = std::fs::remove_file(&incoming);
         anyhow::bail!("backup {name} failed verification: nothing was changed");
     };
-    let result = install(name, from, &db, &incoming, &backup_kek, store_args).await;
-    for file in with_sidecars(&incoming) {
-        let _ = std::fs::remove_file(file);
-    }
-    result.map(|()| db)
-}
-
-async fn install(
-    name: &str,
-    from: &str,
-    db: &Path,
-    incoming: &Path,
-    backup_kek: &[u8],
-    store_args: &StoreArgs,
-) -> anyhow::Result<()> {
-    eprintln!("[2/6] Putting the server's secrets under this host's KEK...");
+    anyhow::ensure!(
+        (manifest.backend == "postgres") == matches!(target, Target::Postgres(_)),
+        "backup {name} is of {}; restore it into that kind of database",
+        manifest.backend
+    );
     let kek_path = store_args
         .kek_path()
         .context("--kek-file is needed for a PostgreSQL target")?;
-    let scratch = atlas_dr::scratch::Scratch::new()?;
-    let backup_kek_file = scratch.path("backup.kek");
-    std::fs::write(&backup_kek_file, backup_kek)?;
-    let backup_kek = Kek::load(&backup_kek_file).context("the backup's KEK")?;
-    let target_kek = match kek_path.exists() {
-        true => Some(Kek::load(&kek_path).context("this host's KEK")?),
-        false => None,
-    };
-    {
-        let store = atlas_store::open(&format!("sqlite://{}", incoming.display())).await?;
-        if let Some(target) = &target_kek {
-            let keys = atlas_server::server_keys::ServerKeys::new(store.clone(), backup_kek);
-            let n = keys.reseal_all(target).await?;
-            eprintln!("      {n} secrets re-sealed under {}", target.fingerprint());
-        } else {
-            eprintln!(
-                "      no KEK at {}: the backup's is installed there",
-                kek_path.display()
-            );
+    let result = match &target {
+        Target::Sqlite(db) => install(db, &incoming, &backup_kek, &kek_path).await,
+        Target::Postgres(url) => {
+            install_postgres(url, &incoming, &manifest, &backup_kek, &kek_path).await
         }
-        store.flush_to_file().await?;
+    };
+    for file in with_sidecars(&incoming) {
+        let _ = std::fs::remove_file(file);
     }
-    eprintln!("[3/6] Replacing the database atomically...");
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let kept = db.with_file_name(format!("atlas.db.before-restore-{stamp}"));
-    if db.exists() {
-        move_database(db, &kept)?;
-        eprintln!("      the previous database is kept as {}", kept.display());
-    }
-    std::fs::rename(incoming, db)?;
-    if target_kek.is_none() {
-        let mut file = atlas_dr::archive::private_file(&kek_path)?;
-        std::io::Write::write_all(&mut file, &std::fs::read(&backup_kek_file)?)?;
-        file.sync_all()?;
-    }
+    let (store, kept) = result?;
     eprintln!("[4/6] Recording the restore in the audit log...");
-    let store = atlas_store::open(&format!("sqlite://{}", db.display())).await?;
-    let detail = serde_json::json!({ "location": from, "kept": kept.display().to_string() });
+    let detail = serde_json::json!({ "location": from, "kept": kept });
     store_args
         .audit(
             store.clone(),
@@ -163,10 +151,113 @@ async fn install(
         .await;
     store.flush_to_file().await?;
     eprintln!(
-        "[5/6] Start the server: atlas serve --data-dir {}",
-        db.parent()
-            .map_or(String::new(), |d| d.display().to_string())
+        "[5/6] Start the server: atlas serve {}",
+        match &target {
+            Target::Sqlite(db) => format!(
+                "--data-dir {}",
+                db.parent()
+                    .map_or(String::new(), |d| d.display().to_string())
+            ),
+            Target::Postgres(_) => "--database-url URL --kek-file FILE".into(),
+        }
     );
-    eprintln!("[6/6] Then check it: atlas verify-recovery (or atlas audit verify --data-dir DIR)");
+    eprintln!(
+        "[6/6] Then check it: atlas verify-recovery --server URL --backup {name} --from {from}"
+    );
+    Ok(into)
+}
+
+/// Puts the secrets of the restored database `store` under the KEK at
+/// `kek_path`, or, if there is none, installs the backup's KEK there.
+async fn reseal(
+    store: std::sync::Arc<dyn atlas_store::Store>,
+    backup_kek: &[u8],
+    kek_path: &Path,
+) -> anyhow::Result<()> {
+    eprintln!("[2/6] Putting the server's secrets under this host's KEK...");
+    let scratch = atlas_dr::scratch::Scratch::new()?;
+    let backup_kek_file = scratch.path("backup.kek");
+    std::fs::write(&backup_kek_file, backup_kek)?;
+    let backup = Kek::load(&backup_kek_file).context("the backup's KEK")?;
+    if kek_path.exists() {
+        let target = Kek::load(kek_path).context("this host's KEK")?;
+        let keys = atlas_server::server_keys::ServerKeys::new(store, backup);
+        let n = keys.reseal_all(&target).await?;
+        eprintln!("      {n} secrets re-sealed under {}", target.fingerprint());
+    } else {
+        let mut file = atlas_dr::archive::private_file(kek_path)?;
+        std::io::Write::write_all(&mut file, backup_kek)?;
+        file.sync_all()?;
+        eprintln!(
+            "      no KEK at {}: the backup's is installed there",
+            kek_path.display()
+        );
+    }
     Ok(())
+}
+
+/// SQLite: the checked file re-sealed, then swapped in; the store, and where the old one is kept.
+async fn install(
+    db: &Path,
+    incoming: &Path,
+    backup_kek: &[u8],
+    kek_path: &Path,
+) -> anyhow::Result<(std::sync::Arc<dyn atlas_store::Store>, String)> {
+    {
+        let store = atlas_store::open(&format!("sqlite://{}", incoming.display())).await?;
+        reseal(store.clone(), backup_kek, kek_path).await?;
+        store.flush_to_file().await?;
+    }
+    eprintln!("[3/6] Replacing the database atomically...");
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let kept = db.with_file_name(format!("atlas.db.before-restore-{stamp}"));
+    if db.exists() {
+        move_database(db, &kept)?;
+        eprintln!("      the previous database is kept as {}", kept.display());
+    }
+    std::fs::rename(incoming, db)?;
+    let store = atlas_store::open(&format!("sqlite://{}", db.display())).await?;
+    Ok((store, kept.display().to_string()))
+}
+
+/// PostgreSQL: the checked dump loaded into a new database beside the
+/// target, re-sealed, then renamed into the target's place (the old one kept
+/// under another name); the store, and the old database's new name.
+async fn install_postgres(
+    url: &str,
+    dump: &Path,
+    manifest: &atlas_dr::manifest::Manifest,
+    backup_kek: &[u8],
+    kek_path: &Path,
+) -> anyhow::Result<(std::sync::Arc<dyn atlas_store::Store>, String)> {
+    use atlas_store::pg_snapshot as pg;
+    let target = pg::database_name(url).context("the database URL names no database")?;
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let incoming = format!("{target}_restoring_{stamp}");
+    let kept = format!("{target}_before_restore_{stamp}");
+    pg::create_database(url, &incoming).await?;
+    let loaded = async {
+        let incoming_url = pg::with_database(url, &incoming)?;
+        pg::load(dump, &incoming_url, &manifest.message_sample).await?;
+        let store = atlas_store::open(&incoming_url).await?;
+        reseal(store.clone(), backup_kek, kek_path).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = loaded {
+        let _ = pg::drop_database(url, &incoming).await;
+        return Err(e.context("loading the backup into a new database: nothing was changed"));
+    }
+    eprintln!("[3/6] Replacing the database (renames, the old one kept)...");
+    if pg::database_exists(url, &target).await? {
+        if let Err(e) = pg::rename_database(url, &target, &kept).await {
+            let _ = pg::drop_database(url, &incoming).await;
+            anyhow::bail!(
+                "{target} could not be set aside ({e}): stop every server using it; nothing was changed"
+            );
+        }
+        eprintln!("      the previous database is kept as {kept}");
+    }
+    pg::rename_database(url, &incoming, &target).await?;
+    Ok((atlas_store::open(url).await?, kept))
 }

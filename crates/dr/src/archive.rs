@@ -123,6 +123,25 @@ pub fn unpack_one(path: &Path, name: &str, dest: &Path, max: u64) -> Result<(), 
     }
 }
 
+/// Unpacks every entry (plain names only, no directories) into the existing
+/// directory `dir`, each file `0600`; their names.
+pub fn unpack_all(path: &Path, dir: &Path, max: u64) -> Result<Vec<String>, ArchiveError> {
+    let mut names = Vec::new();
+    read_entries(BufReader::new(File::open(path)?), max, |entry, r| {
+        if entry.contains('/') {
+            return Err(ArchiveError::Corrupt(format!(
+                "entry {entry:?} is in a directory"
+            )));
+        }
+        let mut out = private_file(&dir.join(entry))?;
+        io::copy(r, &mut out).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        out.sync_all()?;
+        names.push(entry.to_owned());
+        Ok(())
+    })?;
+    Ok(names)
+}
+
 /// Every entry of a small in-memory archive (the keys archive).
 pub fn unpack_bytes(bytes: &[u8], max: u64) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
     let mut out = Vec::new();

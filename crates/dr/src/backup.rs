@@ -6,7 +6,7 @@ use crate::manifest::{self, AuditPoint, FileEntry, Manifest, ManifestError};
 use crate::scratch::Scratch;
 use crate::seal::{self, SealError};
 use atlas_crypto::note::NoteSigner;
-use atlas_store::{Store, StoreError};
+use atlas_store::{SnapshotFacts, Store, StoreError};
 use time::OffsetDateTime;
 
 /// The data file inside the data archive.
@@ -81,6 +81,49 @@ fn stamp(at: OffsetDateTime) -> String {
     )
 }
 
+/// The files of a snapshot to pack: name in the archive, path.
+type Files = Vec<(String, std::path::PathBuf)>;
+
+/// SQLite: one file by `VACUUM INTO`, checked before it is packed.
+async fn snapshot(
+    store: &dyn Store,
+    scratch: &Scratch,
+    sample: &[String],
+) -> Result<(SnapshotFacts, Files), BackupError> {
+    let db = scratch.path(DATABASE_FILE);
+    store.snapshot_to(&db).await?;
+    let facts = atlas_store::inspect_sqlite_file(&db, sample).await?;
+    if !facts.integrity_problems.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "the snapshot fails its integrity check: {}",
+            facts.integrity_problems.join("; ")
+        ))
+        .into());
+    }
+    Ok((facts, vec![(DATABASE_FILE.to_owned(), db)]))
+}
+
+/// PostgreSQL: every table by COPY in one repeatable-read transaction.
+async fn dump(
+    store: &dyn Store,
+    scratch: &Scratch,
+    sample: &[String],
+) -> Result<(SnapshotFacts, Files), BackupError> {
+    let dir = scratch.path("postgres");
+    std::fs::create_dir(&dir)?;
+    let facts = store.dump_to(&dir, sample).await?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        files.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
+    files.sort();
+    Ok((facts, files))
+}
+
 /// Takes a backup named `name` of `source` into `location`, sealing the keys to `recipient`.
 pub async fn backup(
     source: Source<'_>,
@@ -91,26 +134,19 @@ pub async fn backup(
     progress: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Manifest, BackupError> {
     seal::check_recipient(recipient)?;
-    if source.store.backend() != "sqlite" {
-        return Err(StoreError::Unsupported(
-            "backups of PostgreSQL are not built yet (this issue's next step)",
-        )
-        .into());
-    }
     location.create(name).await?;
     let scratch = Scratch::new()?;
-    let db = scratch.path(DATABASE_FILE);
-    source.store.snapshot_to(&db).await?;
-    progress(Step::Snapshot(std::fs::metadata(&db)?.len()));
     let sample = source.store.message_sample(SAMPLE).await?;
-    let facts = atlas_store::inspect_sqlite_file(&db, &sample).await?;
-    if !facts.integrity_problems.is_empty() {
-        return Err(StoreError::Corrupt(format!(
-            "the snapshot fails its integrity check: {}",
-            facts.integrity_problems.join("; ")
-        ))
-        .into());
-    }
+    let (facts, files) = match source.store.backend() {
+        "postgres" => dump(source.store, &scratch, &sample).await?,
+        _ => snapshot(source.store, &scratch, &sample).await?,
+    };
+    progress(Step::Snapshot(
+        files
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum(),
+    ));
     // Ids picked in the live database but written after the snapshot are left out.
     let sample: Vec<String> = sample
         .into_iter()
@@ -120,10 +156,16 @@ pub async fn backup(
     let ts = stamp(now);
     let data_name = format!("atlas_{ts}_data.tar.gz");
     let data = scratch.path(&data_name);
-    let (db_in, data_out) = (db.clone(), data.clone());
-    tokio::task::spawn_blocking(move || archive::pack(&data_out, &[(DATABASE_FILE, &db_in)]))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let data_out = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let named: Vec<(&str, &std::path::Path)> = files
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect();
+        archive::pack(&data_out, &named)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     progress(Step::Packed(std::fs::metadata(&data)?.len()));
 
     let keys_name = format!("atlas_{ts}_keys.tar.gz.enc");

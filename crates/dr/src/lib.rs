@@ -10,4 +10,5 @@ pub mod manifest;
 pub mod s3;
 pub mod scratch;
 pub mod seal;
+mod trial;
 pub mod verify;

@@ -8,6 +8,7 @@ use crate::backup::{DATABASE_FILE, KEK_FILE};
 use crate::location::{Location, LocationError};
 use crate::manifest::{self, Manifest};
 use crate::scratch::{Scratch, sha256_file};
+use crate::trial;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -71,7 +72,7 @@ impl Report {
         self.checks.iter().all(|c| c.outcome != Outcome::Fail)
     }
 
-    fn add(&mut self, name: &str, outcome: Outcome, detail: impl Into<String>) -> bool {
+    pub(crate) fn add(&mut self, name: &str, outcome: Outcome, detail: impl Into<String>) -> bool {
         self.checks.push(Check {
             name: name.into(),
             outcome,
@@ -87,6 +88,9 @@ pub struct Inputs<'a> {
     pub identity: Option<&'a str>,
     /// The audit key the manifest must be signed by (C2SP verifier key).
     pub pinned_signer: Option<&'a str>,
+    /// A PostgreSQL server (any database URL on it) to trial-restore a
+    /// PostgreSQL backup into a scratch database created and dropped there.
+    pub postgres_url: Option<&'a str>,
 }
 
 /// The signed manifest of backup `name` alone (signed by `pinned` when
@@ -106,6 +110,7 @@ pub async fn fetch_manifest(
     let inputs = Inputs {
         identity: None,
         pinned_signer: pinned,
+        postgres_url: None,
     };
     match signed_manifest(location, name, &inputs, &scratch, &mut report).await {
         Ok(Some(manifest)) => Ok(manifest),
@@ -118,7 +123,8 @@ pub async fn fetch_manifest(
 }
 
 /// Verifies backup `name`; with `restore_to`, the checked snapshot is left
-/// there (a new file) for a restore to take. Fails only when the location
+/// there (a new file; for PostgreSQL a new directory of the dump) for a
+/// restore to take. Fails only when the location
 /// cannot be read; every finding is a line of the report.
 pub async fn verify(
     location: &dyn Location,
@@ -153,12 +159,26 @@ pub async fn verify(
         return Ok(report);
     };
     let data_path = scratch.path(&data.name);
-    let restored = scratch.path("restored.db");
+    let postgres = manifest.backend == "postgres";
+    let (restored, holds) = match postgres {
+        true => (scratch.path("postgres"), atlas_store::pg_snapshot::PG_INDEX),
+        false => (scratch.path("restored.db"), DATABASE_FILE),
+    };
     // One pass: every entry decompressed and checked, the snapshot written out.
     let unpacked = {
         let (path, out) = (data_path.clone(), restored.clone());
-        tokio::task::spawn_blocking(move || {
-            archive::unpack_one(&path, DATABASE_FILE, &out, MAX_DATABASE_BYTES)
+        tokio::task::spawn_blocking(move || match postgres {
+            true => {
+                std::fs::create_dir(&out)?;
+                let names = archive::unpack_all(&path, &out, MAX_DATABASE_BYTES)?;
+                match names.iter().any(|n| n == holds) {
+                    true => Ok(()),
+                    false => Err(archive::ArchiveError::Corrupt(format!(
+                        "no {holds} in the archive"
+                    ))),
+                }
+            }
+            false => archive::unpack_one(&path, DATABASE_FILE, &out, MAX_DATABASE_BYTES),
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
@@ -168,7 +188,7 @@ pub async fn verify(
             "archive integrity",
             Outcome::Pass,
             format!(
-                "{} decompresses whole, CRC matches, holds {DATABASE_FILE}",
+                "{} decompresses whole, CRC matches, holds {holds}",
                 data.name
             ),
         ),
@@ -202,9 +222,18 @@ pub async fn verify(
     ) {
         return Ok(report);
     }
-    trial_restore(&restored, &manifest, &mut report).await?;
+    match postgres {
+        true => trial::postgres(&restored, &manifest, inputs.postgres_url, &mut report).await,
+        false => trial::sqlite(&restored, &manifest, &mut report).await?,
+    }
     if let (Some(dest), true) = (restore_to, report.passed()) {
-        tokio::fs::copy(&restored, dest).await?;
+        match postgres {
+            // The checked dump directory, for a restore to load.
+            true => copy_dir(&restored, dest).await?,
+            false => {
+                tokio::fs::copy(&restored, dest).await?;
+            }
+        }
     }
     report.manifest = Some(manifest);
     Ok(report)
@@ -374,81 +403,12 @@ fn open_keys(manifest: &Manifest, inputs: &Inputs<'_>, scratch: &Scratch, report
     }
 }
 
-async fn trial_restore(
-    restored: &Path,
-    manifest: &Manifest,
-    report: &mut Report,
-) -> Result<(), LocationError> {
-    let facts = match atlas_store::inspect_sqlite_file(restored, &manifest.message_sample).await {
-        Ok(facts) => facts,
-        Err(e) => {
-            report.add(
-                "trial restore",
-                Outcome::Fail,
-                format!("the snapshot does not open: {e}"),
-            );
-            return Ok(());
-        }
-    };
-    if !facts.integrity_problems.is_empty() {
-        report.add(
-            "trial restore",
-            Outcome::Fail,
-            format!("integrity check: {}", facts.integrity_problems.join("; ")),
-        );
-        return Ok(());
+/// Copies the files of `from` into the new directory `to`.
+async fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    tokio::fs::create_dir(to).await?;
+    let mut entries = tokio::fs::read_dir(from).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        tokio::fs::copy(entry.path(), to.join(entry.file_name())).await?;
     }
-    report.add(
-        "integrity check",
-        Outcome::Pass,
-        "PRAGMA integrity_check: ok",
-    );
-    let differing: Vec<String> = manifest
-        .row_counts
-        .iter()
-        .filter(|(table, n)| facts.row_counts.get(*table) != Some(n))
-        .map(|(table, n)| {
-            format!(
-                "{table}: {} restored, {n} in the manifest",
-                facts.row_counts.get(table).copied().unwrap_or(-1)
-            )
-        })
-        .collect();
-    match differing.is_empty() && facts.schema_version == manifest.schema_version {
-        true => report.add(
-            "row counts",
-            Outcome::Pass,
-            format!(
-                "{} tables as the manifest says ({} messages)",
-                manifest.row_counts.len(),
-                manifest.row_counts.get("messages").copied().unwrap_or(0)
-            ),
-        ),
-        false => report.add(
-            "row counts",
-            Outcome::Fail,
-            format!(
-                "{} (schema {} restored, {} in the manifest)",
-                differing.join("; "),
-                facts.schema_version,
-                manifest.schema_version
-            ),
-        ),
-    };
-    match facts.missing_messages.is_empty() {
-        true => report.add(
-            "message sample",
-            Outcome::Pass,
-            format!(
-                "all {} sampled messages present",
-                manifest.message_sample.len()
-            ),
-        ),
-        false => report.add(
-            "message sample",
-            Outcome::Fail,
-            format!("missing: {}", facts.missing_messages.join(", ")),
-        ),
-    };
     Ok(())
 }

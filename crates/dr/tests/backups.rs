@@ -79,6 +79,7 @@ async fn check(w: &World, name: &str) -> Report {
         Inputs {
             identity: Some(&w.identity),
             pinned_signer: Some(&pinned),
+            postgres_url: None,
         },
         None,
     )
@@ -134,6 +135,7 @@ async fn a_backup_verifies_end_to_end() {
         Inputs {
             identity: None,
             pinned_signer: None,
+            postgres_url: None,
         },
         None,
     )
@@ -198,6 +200,7 @@ async fn damaged_backups_are_refused_with_the_reason() {
         Inputs {
             identity: Some(&other),
             pinned_signer: None,
+            postgres_url: None,
         },
         None,
     )

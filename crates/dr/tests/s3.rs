@@ -54,6 +54,7 @@ async fn backups_round_trip_through_s3() {
     let inputs = || Inputs {
         identity: Some(&identity),
         pinned_signer: Some(&pinned),
+        postgres_url: None,
     };
     let report = verify(&location, "monday", inputs(), None).await.unwrap();
     assert!(report.passed(), "{report:?}");

@@ -22,6 +22,7 @@ mod lockdown;
 mod member_actions;
 mod messages;
 mod migrations;
+pub mod pg_snapshot;
 mod postgres;
 mod prekeys;
 mod records;

@@ -58,9 +58,16 @@ pub(crate) fn for_sqlite(sql: &str) -> String {
 /// database lock while migrating (PostgreSQL), so replicas starting together
 /// migrate once.
 pub(crate) fn migrator(sqlite: bool) -> Migrator {
+    migrator_upto(sqlite, i64::MAX)
+}
+
+/// [`migrator`] with only the migrations up to `version` (a restore brings a
+/// new database to its dump's schema first).
+pub(crate) fn migrator_upto(sqlite: bool, version: i64) -> Migrator {
     Migrator::with_migrations(
         MIGRATIONS
             .iter()
+            .filter(|(v, _)| *v <= version)
             .map(|(version, sql)| {
                 let sql = if sqlite {
                     for_sqlite(sql)

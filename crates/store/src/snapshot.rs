@@ -11,6 +11,10 @@ pub trait SnapshotStore: Send + Sync {
     /// while the server keeps serving (SQLite: `VACUUM INTO`, one read
     /// transaction; PostgreSQL: not by this call).
     async fn snapshot_to(&self, dest: &Path) -> StoreResult<()>;
+    /// Copies every table into the empty directory `dir` as one consistent
+    /// snapshot while the server keeps serving (PostgreSQL; see
+    /// [`crate::pg_snapshot`]); what it holds, with which of `sample` it lacks.
+    async fn dump_to(&self, dir: &Path, sample: &[String]) -> StoreResult<SnapshotFacts>;
     /// Problems the database finds in itself (SQLite `PRAGMA integrity_check`); empty when sound.
     async fn integrity_problems(&self) -> StoreResult<Vec<String>>;
     /// The highest migration applied.
@@ -39,6 +43,13 @@ impl<T: Backend> SnapshotStore for T {
             .execute(reader)
             .await?;
         Ok(())
+    }
+
+    async fn dump_to(&self, dir: &Path, sample: &[String]) -> StoreResult<SnapshotFacts> {
+        let Db::Postgres(pool) = self.db() else {
+            return Err(StoreError::Unsupported("COPY dumps are PostgreSQL's"));
+        };
+        crate::pg_snapshot::dump(pool, dir, sample).await
     }
 
     async fn integrity_problems(&self) -> StoreResult<Vec<String>> {

@@ -87,6 +87,7 @@ pub async fn run(args: DrArgs) -> anyhow::Result<()> {
         atlas_dr::verify::Inputs {
             identity: Some(&identity),
             pinned_signer: None,
+            postgres_url: None,
         },
         None,
     )
