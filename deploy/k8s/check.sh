@@ -10,6 +10,7 @@ yamllint -c ../../.yamllint.yml --strict .
 # The emergency half (seed 004 §3): the policy validates, the scripts parse
 # (and pass shellcheck where it is installed).
 kubernetes-validate --strict --quiet -k 1.32.0 emergency/networkpolicy-deny-all.yaml
+kubernetes-validate --strict --quiet -k 1.32.0 dr/restore-job.yaml
 for script in emergency/emergency-shutdown.sh emergency-rollback.sh; do
   bash -n "$script"
   if command -v shellcheck > /dev/null; then shellcheck "$script"; fi
@@ -39,6 +40,12 @@ if sys.argv[2] == "scaled":
         assert "secretKeyRef" in env[var]["valueFrom"], var
     kinds = {x["kind"] for x in docs}
     assert {"PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy", "Service", "ConfigMap"} <= kinds, kinds
+    # Seed 004 §4: scheduled backups, verified, by the atlas commands.
+    cron = [x for x in docs if x["kind"] == "CronJob"]
+    assert len(cron) == 1 and cron[0]["metadata"]["name"] == "atlas-backup", cron
+    pod = cron[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["args"][:2] == ["dr", "backup"]
+    assert pod["containers"][0]["args"][:2] == ["dr", "verify"] and "--record" in pod["containers"][0]["args"]
 print(f"{sys.argv[2]}: {len(docs)} resources, the runbooks' selectors fit")
 PY
 done
