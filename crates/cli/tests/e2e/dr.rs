@@ -29,6 +29,25 @@ pub(crate) fn backup_args<'a>(
     ]
 }
 
+/// The backup identity `backup.identity` in `home`: its path and recipient.
+pub(crate) fn keygen(home: &std::path::Path) -> (String, String) {
+    let identity = home.join("backup.identity").display().to_string();
+    let recipient = atlas_testing::atlas_ok(home, &["dr", "keygen", "--output", &identity])
+        .trim()
+        .to_owned();
+    (identity, recipient)
+}
+
+/// Registers the profiles `alice` and `bob` with the server at `url`.
+pub(crate) fn alice_and_bob(home: &std::path::Path, url: &str) {
+    for user in ["alice", "bob"] {
+        atlas_testing::atlas_ok(
+            home,
+            &["--profile", user, "register", user, "--server", url],
+        );
+    }
+}
+
 /// The database file of a stopped server, once its last connection has
 /// folded the log into it and removed it (they close in the background).
 pub(crate) async fn settled(db: &str) -> std::path::PathBuf {
@@ -52,9 +71,7 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
     let db = h.database_url();
     let auditor = token(&h, &kek, "audit");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    for user in ["alice", "bob"] {
-        atlas(&["--profile", user, "register", user, "--server", &url]);
-    }
+    alice_and_bob(&home, &url);
     for i in 0..3 {
         atlas(&["--profile", "alice", "send", "bob", &format!("m{i}")]);
     }
@@ -213,16 +230,11 @@ async fn a_destroyed_database_is_restored_and_serves_again() {
     let db = h.database_url();
     let auditor = token(&h, &kek, "audit");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    for user in ["alice", "bob"] {
-        atlas(&["--profile", user, "register", user, "--server", &url]);
-    }
+    alice_and_bob(&home, &url);
     for i in 0..3 {
         atlas(&["--profile", "alice", "send", "bob", &format!("before-{i}")]);
     }
-    let identity = home.join("backup.identity").display().to_string();
-    let recipient = atlas(&["dr", "keygen", "--output", &identity])
-        .trim()
-        .to_owned();
+    let (identity, recipient) = keygen(&home);
     let backups = home.join("backups").display().to_string();
     for name in ["good", "bad"] {
         atlas(&backup_args(&recipient, &backups, name, &db, &kek));
@@ -329,14 +341,9 @@ async fn backups_go_to_s3_and_come_back() {
     let kek = kek_of(&h);
     let db = h.database_url();
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    for user in ["alice", "bob"] {
-        atlas(&["--profile", user, "register", user, "--server", &url]);
-    }
+    alice_and_bob(&home, &url);
     atlas(&["--profile", "alice", "send", "bob", "kept in s3"]);
-    let identity = home.join("backup.identity").display().to_string();
-    let recipient = atlas(&["dr", "keygen", "--output", &identity])
-        .trim()
-        .to_owned();
+    let (identity, recipient) = keygen(&home);
     let bucket = s3.url("atlas");
     let env = s3.env();
     let dr = |args: &[&str]| atlas_testing::run_atlas_env(&env, args);
@@ -524,16 +531,11 @@ async fn a_postgres_backup_is_verified_and_restored() {
     let db = h.database_url();
     let auditor = token(&h, &kek, "audit");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    for user in ["alice", "bob"] {
-        atlas(&["--profile", user, "register", user, "--server", &url]);
-    }
+    alice_and_bob(&home, &url);
     for i in 0..3 {
         atlas(&["--profile", "alice", "send", "bob", &format!("before-{i}")]);
     }
-    let identity = home.join("backup.identity").display().to_string();
-    let recipient = atlas(&["dr", "keygen", "--output", &identity])
-        .trim()
-        .to_owned();
+    let (identity, recipient) = keygen(&home);
     let backups = home.join("backups").display().to_string();
     let out = atlas(&backup_args(&recipient, &backups, "pg", &db, &kek));
     assert!(out.contains("backup pg complete"), "{out}");

@@ -5,7 +5,7 @@
 //! recipient with a receipt that verifies. The checklist also fails when it
 //! should: an admin act after the backup is flagged.
 use crate::audit::{kek_of, token};
-use crate::dr::{backup_args, settled};
+use crate::dr::{alice_and_bob, backup_args, keygen, settled};
 use atlas_testing::Harness;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,9 +23,7 @@ async fn the_recovery_drill_passes_every_line_of_the_checklist() {
     let db = h.database_url();
     let operator = token(&h, &kek, "all");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    for user in ["alice", "bob"] {
-        atlas(&["--profile", user, "register", user, "--server", &url]);
-    }
+    alice_and_bob(&home, &url);
     atlas(&["--profile", "alice", "group", "create", "drill"]);
     atlas(&["--profile", "alice", "group", "add", "drill", "bob"]);
     atlas(&[
@@ -75,10 +73,7 @@ async fn the_recovery_drill_passes_every_line_of_the_checklist() {
     while accepted.lock().unwrap().len() < 3 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let identity = home.join("backup.identity").display().to_string();
-    let recipient = atlas(&["dr", "keygen", "--output", &identity])
-        .trim()
-        .to_owned();
+    let (identity, recipient) = keygen(&home);
     let bucket = s3.url("atlas");
     let backup_started = Instant::now();
     let (ok, out, err) =
