@@ -26,8 +26,8 @@ pub struct VerifyRecoveryArgs {
     /// The backup that was restored: its signed manifest is what the data is checked against.
     #[arg(long, requires = "from")]
     backup: Option<String>,
-    /// Where that backup is: a directory or s3://BUCKET/PREFIX.
-    #[arg(long, requires = "backup", env = "ATLAS_DR_LOCATION")]
+    /// Where that backup is: a directory or s3://BUCKET/PREFIX (used with --backup).
+    #[arg(long, env = "ATLAS_DR_LOCATION")]
     from: Option<String>,
     /// Registration token for the probe users, when the server asks for one.
     #[arg(long, env = "ATLAS_REGISTRATION_TOKEN", hide_env_values = true)]
