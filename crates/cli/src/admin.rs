@@ -31,6 +31,15 @@ impl StoreArgs {
         }
     }
 
+    /// The store at `database_url`, its KEK at `kek_file`.
+    pub(crate) fn for_database(database_url: String, kek_file: PathBuf) -> Self {
+        Self {
+            data_dir: PathBuf::new(),
+            database_url: Some(database_url),
+            kek_file: Some(kek_file),
+        }
+    }
+
     pub(crate) async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn atlas_store::Store>> {
         let url = self.url()?;
         atlas_store::open(&url)

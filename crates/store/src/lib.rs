@@ -59,7 +59,10 @@ pub use repair::{
     SessionResetRecord,
 };
 pub use server_keys::ServerKeyStore;
-pub use snapshot::{SnapshotFacts, SnapshotStore, fill_synthetic_messages, inspect_sqlite_file};
+pub use snapshot::{
+    SnapshotFacts, SnapshotStore, fill_synthetic_messages, fill_synthetic_messages_postgres,
+    inspect_sqlite_file,
+};
 pub use sqlite::{SqliteStore, set_mode, sqlite_path};
 pub use tokens::{OperatorTokenStore, RefreshTokenStore};
 

@@ -13,8 +13,8 @@ use crate::snapshot::SnapshotFacts;
 use crate::{StoreError, StoreResult};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Executor};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Executor};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
@@ -32,6 +32,13 @@ pub struct PgIndex {
     pub tables: Vec<(String, i64)>,
     /// Every sequence's last value.
     pub sequences: Vec<(String, i64)>,
+}
+
+/// Connection options for `url`, without sqlx's slow-statement warnings:
+/// creating a database or copying a table is slow by nature.
+fn options(url: &str) -> StoreResult<PgConnectOptions> {
+    use std::str::FromStr;
+    Ok(PgConnectOptions::from_str(url)?.disable_statement_logging())
 }
 
 /// A local file's failure, as the store reports failures.
@@ -215,7 +222,7 @@ pub fn database_name(url: &str) -> Option<String> {
 /// Runs `sql` (database-level DDL) on the server of `url`, connected to its
 /// maintenance database `postgres`.
 async fn on_server(url: &str, sql: &str) -> StoreResult<()> {
-    let mut conn = PgConnection::connect(&with_database(url, "postgres")?).await?;
+    let mut conn = options(&with_database(url, "postgres")?)?.connect().await?;
     conn.execute(sqlx::AssertSqlSafe(sql)).await?;
     conn.close().await?;
     Ok(())
@@ -237,13 +244,23 @@ pub async fn drop_database(url: &str, name: &str) -> StoreResult<()> {
 
 /// Whether the database `name` exists on the server of `url`.
 pub async fn database_exists(url: &str, name: &str) -> StoreResult<bool> {
-    let mut conn = PgConnection::connect(&with_database(url, "postgres")?).await?;
+    let mut conn = options(&with_database(url, "postgres")?)?.connect().await?;
     let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(name)
         .fetch_optional(&mut conn)
         .await?;
     conn.close().await?;
     Ok(found.is_some())
+}
+
+/// The bytes the database `url` takes on disk (`pg_database_size`).
+pub async fn database_size(url: &str) -> StoreResult<u64> {
+    let mut conn = options(url)?.connect().await?;
+    let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// Renames database `from` to `to` (no one may be connected to it).
@@ -267,7 +284,10 @@ pub async fn load(dir: &Path, url: &str, sample: &[String]) -> StoreResult<Snaps
             "a dump from a newer schema than this binary serves",
         ));
     }
-    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options(url)?)
+        .await?;
     crate::migrations::migrator_upto(false, index.schema_version)
         .run(&pool)
         .await

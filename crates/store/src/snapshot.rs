@@ -256,3 +256,66 @@ pub async fn fill_synthetic_messages(
     pool.close().await;
     Ok(())
 }
+
+/// [`fill_synthetic_messages`] for a PostgreSQL database `url` (bodies of
+/// random hex from `md5(random())`, as long as SQLite's).
+pub async fn fill_synthetic_messages_postgres(
+    url: &str,
+    (sender, recipient, device): (&str, &str, &str),
+    count: u64,
+) -> StoreResult<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    let random_hex = |chars: usize| {
+        let parts = vec!["md5(random()::text)"; chars.div_ceil(32)].join(" || ");
+        format!("substr({parts}, 1, {chars})")
+    };
+    let messages = format!(
+        "INSERT INTO messages (message_id, recipient_device_id, recipient_id, sender_id, \
+           sender_device_id, encryption_algorithm, msg_type, body, seq, created_at) \
+         SELECT 'synthetic-' || lpad(i::text, 10, '0'), $3, $4, $5, $3, \
+           'm.olm.v1.curve25519-aes-sha2', 1, {}, i, '2026-01-01 00:00:00+00:00' \
+         FROM generate_series($1::bigint, $2::bigint) AS i",
+        random_hex(450)
+    );
+    let receipts = format!(
+        "INSERT INTO receipts (receipt_id, message_id, receipt_type, device_id, sender_id, \
+           recipient_id, kid, jws, issued_at, expires_at, created_at) \
+         SELECT 'synthetic-r' || lpad(i::text, 10, '0'), 'synthetic-' || lpad(i::text, 10, '0'), \
+           'accepted', '', $4, $3, 'synthetic', {}, '2026-01-01 00:00:00+00:00', \
+           '2026-02-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00' \
+         FROM generate_series($1::bigint, $2::bigint) AS i",
+        random_hex(800)
+    );
+    const BATCH: u64 = 100_000;
+    let mut done = 0u64;
+    while done < count {
+        let n = BATCH.min(count - done);
+        let (first, last) = (
+            i64::try_from(done + 1).unwrap_or(i64::MAX),
+            i64::try_from(done + n).unwrap_or(i64::MAX),
+        );
+        let mut tx = pool.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(messages.as_str()))
+            .bind(first)
+            .bind(last)
+            .bind(device)
+            .bind(recipient)
+            .bind(sender)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(receipts.as_str()))
+            .bind(first)
+            .bind(last)
+            .bind(recipient)
+            .bind(sender)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        done += n;
+    }
+    pool.close().await;
+    Ok(())
+}

@@ -14,20 +14,63 @@ pub struct DrArgs {
     /// Messages in the scratch database (each with its receipt).
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
+    /// Measure PostgreSQL instead: any database URL on the server to use;
+    /// scratch databases are created there and dropped afterwards.
+    #[arg(long)]
+    database_url: Option<String>,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
 }
 
-/// Runs it.
+/// The scratch databases of a PostgreSQL run: the source and the restored one.
+fn postgres_names(tag: &str) -> [String; 2] {
+    [
+        format!("atlas_bench_dr_{tag}"),
+        format!("atlas_bench_dr_{tag}_restored"),
+    ]
+}
+
+/// Runs it; a PostgreSQL run drops its scratch databases whatever happens.
 pub async fn run(args: DrArgs) -> anyhow::Result<()> {
     let scratch = atlas_dr::scratch::Scratch::new()?;
+    let tag = hex::encode(atlas_crypto::random_bytes::<4>());
+    let result = measure(&args, &scratch, &tag).await;
+    if let Some(url) = &args.database_url {
+        for name in postgres_names(&tag) {
+            let _ = atlas_store::pg_snapshot::drop_database(url, &name).await;
+        }
+    }
+    result
+}
+
+async fn measure(
+    args: &DrArgs,
+    scratch: &atlas_dr::scratch::Scratch,
+    tag: &str,
+) -> anyhow::Result<()> {
     let source_dir = scratch.path("source");
     std::fs::create_dir_all(&source_dir)?;
-    let db = source_dir.join("atlas.db");
     let kek_path = source_dir.join("server.kek");
     atlas_server::kek::Kek::create_new(&kek_path).context("creating a KEK")?;
-    let store = atlas_store::open(&format!("sqlite://{}", db.display())).await?;
+    let [source_db, restored_db] = postgres_names(tag);
+    let (source_url, target) = match &args.database_url {
+        Some(url) => {
+            atlas_store::pg_snapshot::create_database(url, &source_db).await?;
+            (
+                atlas_store::pg_snapshot::with_database(url, &source_db)?,
+                crate::admin::StoreArgs::for_database(
+                    atlas_store::pg_snapshot::with_database(url, &restored_db)?,
+                    scratch.path("restored.kek"),
+                ),
+            )
+        }
+        None => (
+            format!("sqlite://{}", source_dir.join("atlas.db").display()),
+            crate::admin::StoreArgs::for_data_dir(scratch.path("restored")),
+        ),
+    };
+    let store = atlas_store::open(&source_url).await?;
     let now = time::OffsetDateTime::now_utc();
     for user in ["alice", "bob"] {
         let keys = atlas_crypto::olm::OlmAccount::new().device_keys(
@@ -46,14 +89,22 @@ pub async fn run(args: DrArgs) -> anyhow::Result<()> {
     }
     store.flush_to_file().await?;
     let started = Instant::now();
-    atlas_store::fill_synthetic_messages(&db, ("alice", "bob", "D1"), args.messages).await?;
+    let people = ("alice", "bob", "D1");
+    match atlas_store::sqlite_path(&source_url) {
+        Some(db) => atlas_store::fill_synthetic_messages(&db, people, args.messages).await?,
+        None => {
+            atlas_store::fill_synthetic_messages_postgres(&source_url, people, args.messages)
+                .await?
+        }
+    }
     let filled = started.elapsed();
+    let database_bytes = database_bytes(&source_url).await?;
     if !args.json {
         eprintln!(
             "filled {} messages and receipts in {:.1} s ({:.0} MiB)",
             args.messages,
             filled.as_secs_f64(),
-            std::fs::metadata(&db)?.len() as f64 / f64::from(1u32 << 20)
+            database_bytes as f64 / f64::from(1u32 << 20)
         );
     }
 
@@ -87,7 +138,7 @@ pub async fn run(args: DrArgs) -> anyhow::Result<()> {
         atlas_dr::verify::Inputs {
             identity: Some(&identity),
             pinned_signer: None,
-            postgres_url: None,
+            postgres_url: args.database_url.as_deref(),
         },
         None,
     )
@@ -101,7 +152,6 @@ pub async fn run(args: DrArgs) -> anyhow::Result<()> {
 
     let identity_file = scratch.path("identity");
     std::fs::write(&identity_file, &identity)?;
-    let target = crate::admin::StoreArgs::for_data_dir(scratch.path("restored"));
     let started = Instant::now();
     crate::dr_restore::restore(
         "bench",
@@ -115,20 +165,22 @@ pub async fn run(args: DrArgs) -> anyhow::Result<()> {
     let restore = started.elapsed();
     let total = backup + verify + restore;
     let figures = serde_json::json!({
+        "backend": store.backend(),
         "messages": args.messages,
         "backup_seconds": backup.as_secs_f64(),
         "verify_seconds": verify.as_secs_f64(),
         "restore_seconds": restore.as_secs_f64(),
         "total_seconds": total.as_secs_f64(),
         "backup_bytes": size,
-        "database_bytes": std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0),
+        "database_bytes": database_bytes,
     });
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
         outln!(
-            "{} messages: backup {:.1} s, verify {:.1} s, restore {:.1} s (it verifies again): {:.1} s in all; backup {:.0} MiB",
+            "{} messages on {}: backup {:.1} s, verify {:.1} s, restore {:.1} s (it verifies again): {:.1} s in all; backup {:.0} MiB",
             args.messages,
+            store.backend(),
             backup.as_secs_f64(),
             verify.as_secs_f64(),
             restore.as_secs_f64(),
@@ -137,4 +189,12 @@ pub async fn run(args: DrArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The size of the source database: the SQLite file, or PostgreSQL's own count.
+async fn database_bytes(url: &str) -> anyhow::Result<u64> {
+    if let Some(db) = atlas_store::sqlite_path(url) {
+        return Ok(std::fs::metadata(db)?.len());
+    }
+    Ok(atlas_store::pg_snapshot::database_size(url).await?)
 }

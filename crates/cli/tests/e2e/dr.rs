@@ -499,22 +499,31 @@ fn the_embedded_server_backs_itself_up() {
 /// with the figures an operator plans around.
 #[test]
 fn the_recovery_bench_reports_its_figures() {
-    let (ok, out, err) = run_atlas(None, None, &["bench", "dr", "--messages", "3000", "--json"]);
-    assert!(ok, "{err}");
-    let figures: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(figures["messages"], 3000);
-    let part = |k: &str| figures[k].as_f64().unwrap();
-    assert!(
-        part("backup_seconds") > 0.0
-            && part("verify_seconds") > 0.0
-            && part("restore_seconds") > 0.0
-    );
-    let sum = part("backup_seconds") + part("verify_seconds") + part("restore_seconds");
-    assert!((part("total_seconds") - sum).abs() < 1e-6);
-    assert!(
-        figures["backup_bytes"].as_u64().unwrap() > 3000 * 300,
-        "{figures}"
-    );
+    let admin = atlas_store::testdb::postgres_admin_url();
+    for (backend, extra) in [
+        ("sqlite", vec![]),
+        ("postgres", vec!["--database-url", &admin]),
+    ] {
+        let mut args = vec!["bench", "dr", "--messages", "3000", "--json"];
+        args.extend(extra);
+        let (ok, out, err) = run_atlas(None, None, &args);
+        assert!(ok, "{err}");
+        let figures: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(figures["messages"], 3000);
+        assert_eq!(figures["backend"], backend);
+        let part = |k: &str| figures[k].as_f64().unwrap();
+        assert!(
+            part("backup_seconds") > 0.0
+                && part("verify_seconds") > 0.0
+                && part("restore_seconds") > 0.0
+        );
+        let sum = part("backup_seconds") + part("verify_seconds") + part("restore_seconds");
+        assert!((part("total_seconds") - sum).abs() < 1e-6);
+        assert!(
+            figures["backup_bytes"].as_u64().unwrap() > 3000 * 300,
+            "{figures}"
+        );
+    }
 }
 
 /// PostgreSQL: a backup taken by COPY in one repeatable-read snapshot while
