@@ -228,8 +228,13 @@ pub async fn verify(
     }
     if let (Some(dest), true) = (restore_to, report.passed()) {
         match postgres {
-            // The checked dump directory, for a restore to load.
-            true => copy_dir(&restored, dest).await?,
+            // The checked dump directory, for a restore to load: moved
+            // when it can be (one filesystem), else copied.
+            true => {
+                if tokio::fs::rename(&restored, dest).await.is_err() {
+                    copy_dir(&restored, dest).await?;
+                }
+            }
             false => {
                 tokio::fs::copy(&restored, dest).await?;
             }

@@ -159,9 +159,13 @@ async fn dump_in(
         sequences: Vec::new(),
     };
     for table in tables_in_order(conn).await? {
-        let mut file = tokio::fs::File::create(dir.join(table_file(&table)))
-            .await
-            .map_err(io)?;
+        // PostgreSQL sends a message per row: buffered, each is not a write.
+        let mut file = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::create(dir.join(table_file(&table)))
+                .await
+                .map_err(io)?,
+        );
         let mut rows = 0i64;
         {
             let mut stream = conn
@@ -172,7 +176,8 @@ async fn dump_in(
                 file.write_all(&chunk).await.map_err(io)?;
             }
         }
-        file.sync_all().await.map_err(io)?;
+        file.flush().await.map_err(io)?;
+        file.get_ref().sync_all().await.map_err(io)?;
         index.tables.push((table, rows));
     }
     let sequences: Vec<(String, Option<i64>)> = sqlx::query_as(

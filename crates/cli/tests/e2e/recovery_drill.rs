@@ -12,11 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_recovery_drill_passes_every_line_of_the_checklist() {
+async fn the_recovery_drill_passes_every_line_of_the_checklist_on_sqlite() {
+    drill(Harness::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovery_drill_passes_every_line_of_the_checklist_on_postgres() {
+    drill(Harness::postgres().await).await;
+}
+
+async fn drill(mut h: Harness) {
     let Some(mut s3) = atlas_testing::S3Server::start().await else {
         return;
     };
-    let mut h = Harness::sqlite().await;
     let url = h.url();
     let home = h.homes.path.clone();
     let kek = kek_of(&h);
@@ -99,15 +107,28 @@ async fn the_recovery_drill_passes_every_line_of_the_checklist() {
             &bucket,
             "--identity",
             &identity,
+            "--database-url",
+            &db,
         ],
     );
     assert!(ok && out.contains("backup verified"), "{out}{err}");
+    assert!(
+        !out.contains("SKIP"),
+        "a trial restore on either backend: {out}"
+    );
 
-    // The disaster.
+    // The disaster: the database is gone.
     h.stop().await;
-    let file = settled(&db).await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    match atlas_store::pg_snapshot::database_name(&db).filter(|_| db.starts_with("postgres")) {
+        Some(name) => atlas_store::pg_snapshot::drop_database(&db, &name)
+            .await
+            .unwrap(),
+        None => {
+            let file = settled(&db).await;
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
     }
     let (ok, out, err) = atlas_testing::run_atlas_env(
         &env,
