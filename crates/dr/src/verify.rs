@@ -227,17 +227,20 @@ pub async fn verify(
         false => trial::sqlite(&restored, &manifest, &mut report).await?,
     }
     if let (Some(dest), true) = (restore_to, report.passed()) {
-        match postgres {
+        let handed = match postgres {
             // The checked dump directory, for a restore to load: moved
             // when it can be (one filesystem), else copied.
-            true => {
-                if tokio::fs::rename(&restored, dest).await.is_err() {
-                    copy_dir(&restored, dest).await?;
-                }
-            }
-            false => {
-                tokio::fs::copy(&restored, dest).await?;
-            }
+            true => match tokio::fs::rename(&restored, dest).await {
+                Ok(()) => Ok(()),
+                Err(_) => copy_dir(&restored, dest).await,
+            },
+            false => tokio::fs::copy(&restored, dest).await.map(drop),
+        };
+        // A copy that failed part way (a full disk) is not left behind.
+        if let Err(e) = handed {
+            let _ = tokio::fs::remove_file(dest).await;
+            let _ = tokio::fs::remove_dir_all(dest).await;
+            return Err(e.into());
         }
     }
     report.manifest = Some(manifest);

@@ -631,3 +631,75 @@ async fn a_postgres_backup_is_verified_and_restored() {
         .await
         .unwrap();
 }
+
+/// Runs `script` (sh) in a private mount namespace, where it may mount a
+/// small tmpfs: a full disk without touching the machine's. `$ATLAS` is the
+/// binary. (exit ok, stdout, stderr)
+fn in_mount_namespace(script: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", script])
+        .env("ATLAS", atlas_testing::atlas_bin())
+        .env_remove("ATLAS_ADMIN_TOKEN")
+        .output()
+        .expect("unshare (util-linux) runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A full disk: a backup to it and a restore onto it fail with the
+/// system's reason, and the data already there is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_backup_and_restore_with_the_data_untouched() {
+    let (can, _, why) = in_mount_namespace("mount -t tmpfs -o size=4k tmpfs /mnt");
+    if !can {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs unshare -rm and tmpfs: {why}"
+        );
+        eprintln!("skipped: no private mount namespace here ({why})");
+        return;
+    }
+    let mut h = Harness::sqlite().await;
+    let url = h.url();
+    let home = h.homes.path.clone();
+    let kek = kek_of(&h);
+    let db = h.database_url();
+    alice_and_bob(&home, &url);
+    atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "kept"]);
+    let (identity, recipient) = keygen(&home);
+    let full = home.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let full = full.display().to_string();
+    let (ok, _, err) = in_mount_namespace(&format!(
+        "mount -t tmpfs -o size=8k tmpfs {full} && \
+         \"$ATLAS\" dr backup --recipient {recipient} --to {full}/backups --name nightly \
+           --database-url {db} --kek-file {kek}"
+    ));
+    assert!(!ok && err.contains("No space left on device"), "{err}");
+    // The server never noticed.
+    assert!(atlas_testing::atlas_ok(&home, &["--profile", "bob", "inbox"]).contains("kept"));
+
+    let backups = home.join("backups").display().to_string();
+    atlas_testing::atlas_ok(&home, &backup_args(&recipient, &backups, "good", &db, &kek));
+    h.stop().await;
+    let file = settled(&db).await;
+    let size = std::fs::metadata(&file).unwrap().len();
+    // Room for the current database and its KEK, not for a second copy.
+    let (ok, out, err) = in_mount_namespace(&format!(
+        "mount -t tmpfs -o size={} tmpfs {full} && cp {} {full}/atlas.db && cp {kek} {full}/server.kek && \
+         \"$ATLAS\" dr restore good --from {backups} --identity {identity} --data-dir {full} --yes; \
+         rc=$?; cmp {} {full}/atlas.db && echo UNTOUCHED; ls -a {full}; exit $rc",
+        size + 64 * 1024,
+        file.display(),
+        file.display()
+    ));
+    assert!(!ok && err.contains("No space left on device"), "{out}{err}");
+    assert!(out.contains("UNTOUCHED"), "{out}");
+    assert!(
+        !out.contains(".atlas-restoring"),
+        "the partial copy is removed: {out}"
+    );
+}
