@@ -54,6 +54,15 @@ async fn drill(mut h: Harness) {
     let (ok, out, err) = check(&["--save-baseline", &baseline]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("[SKIP] message history intact"), "{out}");
+    // The tests share the machine: a p95 over some forty requests moves by a
+    // bucket or two with the load of the other tests, so the drill allows a
+    // quarter of a second (production baselines count millions of requests).
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&baseline).unwrap()).unwrap();
+    assert!(saved["p95_seconds"].as_f64().unwrap() > 0.0, "{saved}");
+    let p95 = saved["p95_seconds"].as_f64().unwrap().max(0.25);
+    saved["p95_seconds"] = p95.into();
+    std::fs::write(&baseline, saved.to_string()).unwrap();
 
     // Load: alice keeps sending; each send is kept with when it was accepted.
     let accepted: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
