@@ -96,6 +96,14 @@ pub enum ErrorCode {
     /// The user's identity key was already replaced by another of its devices
     /// re-keying first: link this device again with a code from that one.
     IdentityReplaced,
+    /// The user id is under a prefix the server keeps (`atlas-probe-`, for
+    /// `atlas verify-recovery`), and no operator reserved it.
+    ReservedUserId,
+    /// The recovery probe shares a conversation with someone who is not a
+    /// probe, so erasing it would touch their data: it is left alone.
+    ProbeNotIsolated,
+    /// As many recovery probes as may be are reserved: erase stale ones first.
+    TooManyProbes,
     /// Too many requests from this caller.
     RateLimited,
     /// A recipient device holds the most undelivered messages it may; retry later.
@@ -153,6 +161,9 @@ impl ErrorCode {
             Self::ConfirmationMismatch => "confirmation_mismatch",
             Self::RekeyRequired => "rekey_required",
             Self::IdentityReplaced => "identity_replaced",
+            Self::ReservedUserId => "reserved_user_id",
+            Self::ProbeNotIsolated => "probe_not_isolated",
+            Self::TooManyProbes => "too_many_probes",
             Self::RateLimited => "rate_limited",
             Self::QueueFull => "queue_full",
             Self::Internal => "internal",
@@ -185,6 +196,9 @@ mod tests {
             ErrorCode::UseDpopNonce,
             ErrorCode::RekeyRequired,
             ErrorCode::IdentityReplaced,
+            ErrorCode::ReservedUserId,
+            ErrorCode::ProbeNotIsolated,
+            ErrorCode::TooManyProbes,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -75,3 +75,42 @@ pub struct RecoveryFacts {
     /// The configuration self-check.
     pub config: Vec<ConfigCheck>,
 }
+
+/// `POST /admin/recovery/probes`: user ids reserved for `atlas verify-recovery`'s
+/// throwaway users (they register like anyone, then are erased).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReservation {
+    /// The reserved ids, `atlas-probe-<random>-a` and `-b`.
+    pub user_ids: Vec<crate::UserId>,
+}
+
+/// A reserved probe, in `GET /admin/recovery/probes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservedProbe {
+    /// Its user id.
+    pub user_id: crate::UserId,
+    /// When it was reserved.
+    pub reserved_at: Timestamp,
+    /// The operator token that reserved it.
+    pub reserved_by: String,
+}
+
+/// `GET /admin/recovery/probes`: the reserved probes, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeList {
+    /// The probes.
+    pub probes: Vec<ReservedProbe>,
+}
+
+/// `DELETE /admin/recovery/probes/{user_id}`: what erasing a probe removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeErasure {
+    /// The probe.
+    pub user_id: crate::UserId,
+    /// Its devices, now gone.
+    pub devices: u64,
+    /// Groups erased with it (all their members were probes).
+    pub groups: u64,
+    /// Rows deleted, all tables together.
+    pub rows: u64,
+}

@@ -185,6 +185,24 @@ impl From<StoreError> for ApiError {
                     ),
                 )
             },
+            StoreError::NotAProbe => Self::new(
+                S::NOT_FOUND,
+                C::UnknownUser,
+                "no reserved recovery probe has this user id",
+            ),
+            StoreError::ProbeNotIsolated(why) => Self::new(
+                S::CONFLICT,
+                C::ProbeNotIsolated,
+                format!("the probe is left alone, erasing it would touch others' data: {why}"),
+            ),
+            StoreError::TooManyProbes(most) => Self::new(
+                S::TOO_MANY_REQUESTS,
+                C::TooManyProbes,
+                format!(
+                    "{most} recovery probes are reserved already: erase them \
+                     (GET /admin/recovery/probes lists them)"
+                ),
+            ),
             StoreError::Replay => Self::unauthorized(
                 C::InvalidDpopProof,
                 "Invalid DPoP proof: jti was already used (replay)",

@@ -25,6 +25,7 @@ mod migrations;
 pub mod pg_snapshot;
 mod postgres;
 mod prekeys;
+mod probes;
 mod records;
 mod repair;
 mod server_keys;
@@ -53,6 +54,7 @@ pub use member_actions::{MemberAction, MemberActionStore};
 pub use messages::MessageStore;
 pub use postgres::PostgresStore;
 pub use prekeys::PrekeyStore;
+pub use probes::{ErasedProbe, MAX_PROBES, PROBE_PREFIX, ProbeStore, ReservedProbe};
 pub use records::*;
 pub use repair::{
     MessageCopy, RepairStore, ResendOutcome, ResendRequestRecord, SessionParties,
@@ -123,6 +125,15 @@ pub enum StoreError {
     /// The backend cannot do this.
     #[error("not supported on this backend: {0}")]
     Unsupported(&'static str),
+    /// The user is not a reserved recovery probe.
+    #[error("not a recovery probe")]
+    NotAProbe,
+    /// As many probes as may be are reserved already.
+    #[error("{0} recovery probes are reserved already")]
+    TooManyProbes(usize),
+    /// The probe shares a conversation with someone who is not a probe.
+    #[error("the probe is not isolated: {0}")]
+    ProbeNotIsolated(String),
     /// The database was migrated by a newer release that this binary cannot serve.
     #[error(
         "this database needs atlas {needs} or newer (migrated by atlas {written_by}); this is atlas {this}: \
@@ -166,6 +177,7 @@ pub trait Store:
     + IdentityStore
     + SnapshotStore
     + DrRecordStore
+    + ProbeStore
     + Send
     + Sync
     + 'static
@@ -215,6 +227,7 @@ pub const COUNTED_TABLES: &[&str] = &[
     "lockdown",
     "schema_compat",
     "dr_backups",
+    "recovery_probes",
 ];
 
 #[async_trait::async_trait]
@@ -290,6 +303,8 @@ pub struct Stores {
     pub lockdown: Arc<dyn LockdownStore>,
     /// Emergency revocation of identity keys, and re-keying.
     pub identities: Arc<dyn IdentityStore>,
+    /// Recovery probes.
+    pub probes: Arc<dyn ProbeStore>,
     /// The whole store, for its backend name and liveness.
     pub all: Arc<dyn Store>,
 }
@@ -317,6 +332,7 @@ impl Stores {
             audit: store.clone(),
             lockdown: store.clone(),
             identities: store.clone(),
+            probes: store.clone(),
             all: store,
         }
     }

@@ -43,6 +43,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (27, include_str!("../migrations/0027_schema_compat.sql")),
     (28, include_str!("../migrations/0028_rekey_tokens.sql")),
     (29, include_str!("../migrations/0029_dr_backups.sql")),
+    (30, include_str!("../migrations/0030_recovery_probes.sql")),
 ];
 
 /// The same migration with SQLite's types.

@@ -13,12 +13,15 @@ use reqwest::Method;
 /// Refused logins since the backup past which they count as a burst (the
 /// server logs 60 a minute one by one; an attack is well past that).
 const AUTH_FAILURE_BURST: usize = 60;
-/// Acts the recovery itself makes: on the host, and this check's own read.
-const RECOVERY_ACTS: [&str; 4] = [
+/// Acts the recovery itself makes: on the host, and this check's own (reading
+/// facts, reserving and erasing probes, perhaps in an earlier run).
+const RECOVERY_ACTS: [&str; 6] = [
     "dr.backup",
     "dr.restore",
     "operator_token.create",
     "POST /admin/recovery/facts",
+    "POST /admin/recovery/probes",
+    "DELETE /admin/recovery/probes/{user_id}",
 ];
 
 /// The audit entries since the backup (read before the probes act), or why not.
@@ -270,8 +273,6 @@ fn outage(list: &mut Checklist, since: Option<&Timestamp>, entries: &[AuditEntry
                 && write
                 && e.entry.actor != "server"
                 && !RECOVERY_ACTS.contains(&e.entry.action.as_str())
-                // An earlier run's removal of its probe devices.
-                && !e.entry.target.contains("/atlas-probe-")
         })
         .map(|e| {
             format!(

@@ -29,9 +29,6 @@ pub struct VerifyRecoveryArgs {
     /// Where that backup is: a directory or s3://BUCKET/PREFIX (used with --backup).
     #[arg(long, env = "ATLAS_DR_LOCATION")]
     from: Option<String>,
-    /// Registration token for the probe users, when the server asks for one.
-    #[arg(long, env = "ATLAS_REGISTRATION_TOKEN", hide_env_values = true)]
-    registration_token: Option<String>,
     /// Performance figures saved with --save-baseline before the incident.
     #[arg(long)]
     baseline: Option<PathBuf>,
@@ -149,15 +146,7 @@ pub async fn verify_recovery(args: VerifyRecoveryArgs) -> anyhow::Result<()> {
 
     let jwks = crate::verify::load_jwks(&format!("{server}/.well-known/jwks.json")).await;
     let timeout = std::time::Duration::from_secs(args.probe_timeout);
-    probes::run(
-        &mut list,
-        &server,
-        &client,
-        args.registration_token.clone(),
-        jwks.as_ref().ok(),
-        timeout,
-    )
-    .await;
+    probes::run(&mut list, &server, &client, jwks.as_ref().ok(), timeout).await;
     data::integrity(&mut list, manifest.as_ref(), &facts, jwks.as_ref().ok());
     data::security(&mut list, &facts, since.as_ref(), audit_entries);
     let metrics_url = args

@@ -1,12 +1,14 @@
 //! The core-function lines: two throwaway probe users register, message each
 //! other 1:1 (delivered over the push socket) and in an MLS group, and check
-//! the signed receipt against the server's JWKS; their devices are removed
-//! afterwards through the admin API.
+//! the signed receipt against the server's JWKS. The server reserves their
+//! ids (they register whatever the registration mode) and erases them, with
+//! everything stored about them, afterwards.
 use super::{CORE, Checklist};
 use atlas_client::Client;
 use atlas_client::operator::OperatorClient;
 use atlas_dr::verify::Outcome;
 use atlas_proto::UserId;
+use atlas_proto::recovery::{ProbeErasure, ProbeList, ProbeReservation};
 use reqwest::Method;
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,6 @@ pub(super) async fn run(
     list: &mut Checklist,
     server: &str,
     admin: &OperatorClient,
-    registration_token: Option<String>,
     jwks: Option<&serde_json::Value>,
     timeout: Duration,
 ) {
@@ -43,20 +44,21 @@ pub(super) async fn run(
             return;
         }
     };
-    let tag = atlas_crypto::random_id()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(10)
-        .collect::<String>()
-        .to_ascii_lowercase();
+    let stale = erase_stale(admin).await;
+    let reserve = admin.call::<ProbeReservation>(Method::POST, "/admin/recovery/probes");
+    let reserved = match within(timeout, "reserving probe user ids", reserve).await {
+        Ok(r) => r.user_ids,
+        Err(why) => {
+            list.add(CORE, "users can authenticate", Outcome::Fail, why);
+            Vec::new()
+        }
+    };
     let mut probes = Vec::new();
-    for who in ["a", "b"] {
+    for (n, user) in reserved.iter().enumerate() {
         let register = async {
-            let user =
-                UserId::new(format!("atlas-probe-{tag}-{who}")).map_err(|e| e.to_string())?;
-            let profile = dir.path(who);
+            let profile = dir.path(&n.to_string());
             std::fs::create_dir_all(&profile).map_err(|e| e.to_string())?;
-            Client::register_with(&profile, server, user, None, registration_token.clone())
+            Client::register_with(&profile, server, user.clone(), None, None)
                 .await
                 .map_err(|e| e.to_string())
         };
@@ -80,7 +82,7 @@ pub(super) async fn run(
             ),
         );
         direct(list, alice, bob, jwks, timeout).await;
-        group(list, alice, bob, &tag, timeout).await;
+        group(list, alice, bob, timeout).await;
     } else {
         for name in [
             "messages sent and received (1:1)",
@@ -91,7 +93,38 @@ pub(super) async fn run(
             list.add(CORE, name, Outcome::Skip, "no probe users");
         }
     }
-    cleanup(list, admin, &probes).await;
+    cleanup(list, admin, &reserved, stale).await;
+}
+
+/// A probe erased, or why not.
+type Erasure = Result<ProbeErasure, String>;
+
+/// Probes reserved more than [`STALE`] ago are an interrupted run's: erased
+/// first, so they never pile up to the server's limit.
+const STALE: time::Duration = time::Duration::hours(1);
+
+async fn erase(admin: &OperatorClient, user: &UserId) -> Erasure {
+    let path = format!("/admin/recovery/probes/{user}");
+    admin
+        .call::<ProbeErasure>(Method::DELETE, &path)
+        .await
+        .map_err(|e| format!("{user}: {e}"))
+}
+
+async fn erase_stale(admin: &OperatorClient) -> Vec<Erasure> {
+    let listed = match admin
+        .call::<ProbeList>(Method::GET, "/admin/recovery/probes")
+        .await
+    {
+        Ok(l) => l.probes,
+        Err(e) => return vec![Err(format!("listing reserved probes: {e}"))],
+    };
+    let cutoff = time::OffsetDateTime::now_utc() - STALE;
+    let mut erased = Vec::new();
+    for probe in listed.iter().filter(|p| p.reserved_at.0 < cutoff) {
+        erased.push(erase(admin, &probe.user_id).await);
+    }
+    erased
 }
 
 async fn health(list: &mut Checklist, server: &str) {
@@ -241,8 +274,9 @@ async fn direct(
 }
 
 /// Alice makes a group, adds Bob, sends; Bob joins from the Welcome and reads it.
-async fn group(list: &mut Checklist, alice: &Client, bob: &Client, tag: &str, timeout: Duration) {
-    let name = format!("atlas-probe-{tag}");
+async fn group(list: &mut Checklist, alice: &Client, bob: &Client, timeout: Duration) {
+    // The group is named after its creator: probe names are unique.
+    let name = alice.user_id().to_string();
     let text = format!("verify-recovery group probe {}", atlas_crypto::random_id());
     let steps = async {
         let created = alice
@@ -294,32 +328,47 @@ async fn group(list: &mut Checklist, alice: &Client, bob: &Client, tag: &str, ti
     }
 }
 
-/// Removes the probe devices (their keys, tokens and queues), as an
-/// operator removes a stolen device.
-async fn cleanup(list: &mut Checklist, admin: &OperatorClient, probes: &[Client]) {
-    let mut problems = Vec::new();
-    for probe in probes {
-        let path = format!(
-            "/admin/devices/{}/{}/revoke",
-            probe.user_id(),
-            probe.device_id()
-        );
-        if let Err(e) = admin.call::<serde_json::Value>(Method::POST, &path).await {
-            problems.push(format!("{}: {e}", probe.user_id()));
-        }
-    }
-    if probes.is_empty() {
+/// Erases the probe users (reserved ones that never registered too), as
+/// though they never were: their devices, keys, messages, receipts and group.
+async fn cleanup(
+    list: &mut Checklist,
+    admin: &OperatorClient,
+    probes: &[UserId],
+    stale: Vec<Erasure>,
+) {
+    if probes.is_empty() && stale.is_empty() {
         return;
     }
+    let mut ours = Vec::new();
+    for user in probes {
+        ours.push(erase(admin, user).await);
+    }
+    let problems: Vec<&str> = ours
+        .iter()
+        .chain(&stale)
+        .filter_map(|e| e.as_ref().err().map(String::as_str))
+        .collect();
+    let erased: Vec<&ProbeErasure> = ours.iter().filter_map(|e| e.as_ref().ok()).collect();
+    let stale_erased = stale.iter().filter(|e| e.is_ok()).count();
     list.check(
         CORE,
         "probe users cleaned up",
         problems.is_empty(),
         if problems.is_empty() {
-            format!("{} probe devices removed", probes.len())
+            let mut detail = format!(
+                "{} probe users erased: {} devices, {} group, {} rows",
+                erased.len(),
+                erased.iter().map(|e| e.devices).sum::<u64>(),
+                erased.iter().map(|e| e.groups).sum::<u64>(),
+                erased.iter().map(|e| e.rows).sum::<u64>()
+            );
+            if stale_erased > 0 {
+                detail.push_str(&format!("; and {stale_erased} left by an interrupted run"));
+            }
+            detail
         } else {
             format!(
-                "remove by hand (atlas device remove, token scope devices): {}",
+                "erase by hand (DELETE /admin/recovery/probes/USER, scope recovery): {}",
                 problems.join("; ")
             )
         },

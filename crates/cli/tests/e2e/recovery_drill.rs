@@ -210,8 +210,26 @@ async fn drill(mut h: Harness) {
         &["keys", "rotate-signing", "--server", &url],
     );
     assert!(ok, "{err}");
+    let rows_before = row_counts(&url, &operator).await;
     let (ok, out, _) = check(&["--backup", "drill", "--from", &bucket, "--json"]);
     assert!(!ok);
+    // Its probe users came and went without a trace.
+    let rows_after = row_counts(&url, &operator).await;
+    for table in [
+        "users",
+        "devices",
+        "user_keys",
+        "messages",
+        "receipts",
+        "refresh_tokens",
+        "mls_key_packages",
+        "mls_groups",
+        "mls_group_members",
+        "mls_messages",
+        "recovery_probes",
+    ] {
+        assert_eq!(rows_before[table], rows_after[table], "{table}");
+    }
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["passed"], false);
     let flagged = report["checks"]
@@ -229,6 +247,224 @@ async fn drill(mut h: Harness) {
         "{flagged}"
     );
     s3.kill();
+}
+
+/// Rows per table, as `POST /admin/recovery/facts` counts them.
+async fn row_counts(url: &str, token: &str) -> serde_json::Value {
+    let facts: serde_json::Value = atlas_client::http_client()
+        .unwrap()
+        .post(format!("{url}/admin/recovery/facts"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    facts["row_counts"].clone()
+}
+
+/// Probe names register only when reserved, and only a reserved probe that
+/// kept to probes is erased: never a real user, nor a probe that talked to one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
+    let h = Harness::sqlite().await;
+    let url = h.url();
+    let home = h.homes.path.clone();
+    let kek = kek_of(&h);
+    let recovery = token(&h, &kek, "recovery");
+    let narrow = token(&h, &kek, "devices");
+    let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
+    let register = |profile: &str, user: &str| {
+        atlas_testing::run_atlas(
+            Some(&home),
+            None,
+            &["--profile", profile, "register", user, "--server", &url],
+        )
+    };
+    alice_and_bob(&home, &url);
+
+    let (ok, out, err) = register("squatter", "atlas-probe-mine-a");
+    assert!(!ok, "{out}");
+    assert!(err.contains("reserved_user_id"), "{err}");
+
+    let http = atlas_client::http_client().unwrap();
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        http.request(method, format!("{url}/admin/recovery{path}"))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.unwrap())
+    };
+    let (status, body) = answer(
+        call(reqwest::Method::POST, "/probes", &narrow)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    let (status, reserved) = answer(
+        call(reqwest::Method::POST, "/probes", &recovery)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{reserved}");
+    let probes: Vec<String> = serde_json::from_value(reserved["user_ids"].clone()).unwrap();
+    assert_eq!(probes.len(), 2);
+    assert!(
+        probes.iter().all(|p| p.starts_with("atlas-probe-")),
+        "{probes:?}"
+    );
+
+    // A real user is never erased, whatever its name.
+    let erase = |user: &str| {
+        call(
+            reqwest::Method::DELETE,
+            &format!("/probes/{user}"),
+            &recovery,
+        )
+    };
+    let (status, body) = answer(erase("alice").await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_user")),
+        "{body}"
+    );
+    let (status, _) = answer(erase("..%2F..").await.unwrap()).await;
+    assert_eq!(status, 400);
+
+    // One probe shares a group with bob, the other messages him: both stay.
+    register("probe-a", &probes[0]).0.then_some(()).unwrap();
+    register("probe-b", &probes[1]).0.then_some(()).unwrap();
+    atlas(&["--profile", "probe-a", "group", "create", "mixed"]);
+    atlas(&["--profile", "probe-a", "group", "add", "mixed", "bob"]);
+    atlas(&["--profile", "probe-b", "send", "bob", "hello from a probe"]);
+    for (probe, why) in [
+        (&probes[0], "group mixed"),
+        (&probes[1], "messages with bob"),
+    ] {
+        let (status, body) = answer(erase(probe).await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (409, Some("probe_not_isolated")),
+            "{body}"
+        );
+        assert!(
+            body["error_description"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+    }
+    assert!(atlas(&["--profile", "bob", "inbox"]).contains("hello from a probe"));
+
+    // A probe alone goes (here one that never registered), and its name is
+    // nobody's again.
+    let (_, fresh) = answer(
+        call(reqwest::Method::POST, "/probes", &recovery)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let fresh = fresh["user_ids"][0].as_str().unwrap().to_owned();
+    let (status, body) = answer(erase(&fresh).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["devices"].as_u64(), body["rows"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(answer(erase(&fresh).await.unwrap()).await.0, 404);
+    let (ok, _, err) = register("late", &fresh);
+    assert!(!ok && err.contains("reserved_user_id"), "{err}");
+
+    // Reservations stop at the limit of 16 (the two probes that talked to
+    // bob and the fresh pair's second count).
+    let mut reserved = 3;
+    loop {
+        let (status, body) = answer(
+            call(reqwest::Method::POST, "/probes", &recovery)
+                .await
+                .unwrap(),
+        )
+        .await;
+        if status == 429 {
+            assert_eq!(body["error"], "too_many_probes", "{body}");
+            break;
+        }
+        assert_eq!(status, 201, "{body}");
+        reserved += 2;
+        assert!(reserved <= 16, "past the limit");
+    }
+    let (_, listed) = answer(
+        call(reqwest::Method::GET, "/probes", &recovery)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(reserved + 2 > 16, "refused at {reserved}");
+    assert_eq!(
+        listed["probes"].as_array().unwrap().len(),
+        reserved,
+        "{listed}"
+    );
+
+    // An interrupted run's probes (reserved over an hour ago) are erased by
+    // the next run before it reserves its own; those that talked to bob stay.
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(&h.database_url())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE recovery_probes SET reserved_at = $1")
+        .bind(time::OffsetDateTime::now_utc() - time::Duration::hours(2))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (ok, out, err) = atlas_testing::run_atlas(
+        None,
+        Some(&recovery),
+        &["verify-recovery", "--server", &url, "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let line = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        line("users can authenticate")["outcome"],
+        "PASS",
+        "{out}{err}"
+    );
+    let cleaned = line("probe users cleaned up");
+    assert_eq!(cleaned["outcome"], "FAIL", "{cleaned}");
+    let detail = cleaned["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&probes[0]) && detail.contains("probe_not_isolated"),
+        "{detail}"
+    );
+    assert!(!ok);
+    let (_, listed) = answer(
+        call(reqwest::Method::GET, "/probes", &recovery)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let left: Vec<&str> = listed["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [probes[0].as_str(), probes[1].as_str()], "{listed}");
 }
 
 /// `POST /admin/recovery/facts` refuses callers without the scope and bad

@@ -1,19 +1,23 @@
-//! `POST /admin/recovery/facts` (scope `recovery`): what `atlas
-//! verify-recovery` checks a restored server against its backup's manifest —
-//! row counts, sampled messages and their receipts, the audit log against the
-//! manifest's checkpoint, devices still to re-key, open incidents, and a
-//! self-check of the configuration.
+//! The routes of `atlas verify-recovery` (scope `recovery`):
+//! `POST /admin/recovery/facts`, what it checks a restored server against its
+//! backup's manifest — row counts, sampled messages and their receipts, the
+//! audit log against the manifest's checkpoint, devices still to re-key, open
+//! incidents, and a self-check of the configuration; and
+//! `/admin/recovery/probes`, its throwaway users, reserved and then erased.
 use crate::auth::operator::{Admin, scope};
+use crate::control::ControlEvent;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
-use atlas_proto::ErrorCode;
 use atlas_proto::recovery::{
-    AuditFacts, ConfigCheck, FactsRequest, MAX_RECEIPTS, MAX_SAMPLE, RecoveryFacts, SampleReceipt,
+    AuditFacts, ConfigCheck, FactsRequest, MAX_RECEIPTS, MAX_SAMPLE, ProbeErasure, ProbeList,
+    ProbeReservation, RecoveryFacts, ReservedProbe, SampleReceipt,
 };
+use atlas_proto::{ErrorCode, UserId};
+use atlas_store::PROBE_PREFIX;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use std::path::Path;
 
@@ -164,7 +168,77 @@ fn private_file(name: &str, path: Option<&Path>) -> ConfigCheck {
     }
 }
 
-/// The admin route.
+/// `POST /admin/recovery/probes`: reserves two probe user ids (random, under
+/// [`PROBE_PREFIX`]), which then register without the registration token.
+async fn reserve_probes(
+    State(state): State<AppState>,
+    operator: Admin<scope::Recovery>,
+) -> Result<(StatusCode, Json<ProbeReservation>), ApiError> {
+    let tag: String = atlas_crypto::random_id()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(10)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let user_ids = ["a", "b"]
+        .iter()
+        .map(|who| UserId::new(format!("{PROBE_PREFIX}{tag}-{who}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    state
+        .stores
+        .probes
+        .reserve_probes(&user_ids, &operator.token_id, state.clock.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(ProbeReservation { user_ids })))
+}
+
+/// `GET /admin/recovery/probes`: the reserved probes, oldest first (a run
+/// that was interrupted leaves its own).
+async fn list_probes(
+    State(state): State<AppState>,
+    _operator: Admin<scope::Recovery>,
+) -> Result<Json<ProbeList>, ApiError> {
+    let probes = state
+        .stores
+        .probes
+        .reserved_probes()
+        .await?
+        .into_iter()
+        .map(|p| ReservedProbe {
+            user_id: p.user_id,
+            reserved_at: p.reserved_at.into(),
+            reserved_by: p.reserved_by,
+        })
+        .collect();
+    Ok(Json(ProbeList { probes }))
+}
+
+/// `DELETE /admin/recovery/probes/{user_id}`: erases a reserved probe and
+/// everything stored about it; its devices' sockets and tokens die at once.
+async fn erase_probe(
+    State(state): State<AppState>,
+    _operator: Admin<scope::Recovery>,
+    ApiPath(user_id): ApiPath<UserId>,
+) -> Result<Json<ProbeErasure>, ApiError> {
+    let erased = state.stores.probes.erase_probe(&user_id).await?;
+    for device in &erased.devices {
+        state
+            .announce(ControlEvent::DeviceRevoked(user_id.clone(), device.clone()))
+            .await;
+    }
+    Ok(Json(ProbeErasure {
+        user_id,
+        devices: erased.devices.len() as u64,
+        groups: erased.groups,
+        rows: erased.rows,
+    }))
+}
+
+/// The admin routes.
 pub fn admin_router() -> Router<AppState> {
-    Router::new().route("/recovery/facts", post(facts))
+    Router::new()
+        .route("/recovery/facts", post(facts))
+        .route("/recovery/probes", post(reserve_probes).get(list_probes))
+        .route("/recovery/probes/{user_id}", delete(erase_probe))
 }

@@ -11,7 +11,7 @@ use atlas_proto::api::{
     DeviceInfo, DeviceListResponse, LinkTokenResponse, RegisterRequest, RegisterResponse,
 };
 use atlas_proto::{ErrorCode, UserId};
-use atlas_store::NewIdentity;
+use atlas_store::{NewIdentity, PROBE_PREFIX};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -63,7 +63,17 @@ pub async fn register(
         "registrations from this address",
     )
     .await?;
-    if req.link_token.is_none() {
+    // A reserved probe registers as any user, whatever the registration mode:
+    // an operator asked for it. Unreserved, its prefix is nobody's.
+    let probe = req.user_id.as_str().starts_with(PROBE_PREFIX);
+    if probe && !state.stores.probes.is_reserved_probe(&req.user_id).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::ReservedUserId,
+            format!("user ids starting with {PROBE_PREFIX} are kept for recovery probes"),
+        ));
+    }
+    if req.link_token.is_none() && !probe {
         allowed_to_register(&state.registration, req.registration_token.as_deref())?;
     }
     atlas_crypto::device::verify_device_keys(&req.user_id, &req.device).map_err(|e| {

@@ -145,6 +145,7 @@ mod incidents;
 mod messages;
 mod migrations;
 mod prekeys;
+mod probes;
 mod repair;
 mod reports;
 mod runbook;
