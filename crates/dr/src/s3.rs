@@ -2,13 +2,15 @@
 //! `object_store` crate: any S3-compatible server, with the usual AWS
 //! environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL` for a store other than AWS's). Large files go up in
-//! parts and come down as a stream, so neither is held in memory.
+//! parts and come down as a stream, so neither is held in memory. A request
+//! that fails, or a download that breaks off, is retried (a download resumes
+//! where it stopped) up to `ATLAS_S3_MAX_RETRIES` times, 10 unless set.
 use crate::location::{Location, LocationError, valid_name};
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{ObjectStore, RetryConfig, WriteMultipart};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +32,20 @@ fn failed(e: object_store::Error) -> LocationError {
     }
 }
 
+/// object_store's retries, with `ATLAS_S3_MAX_RETRIES` (a scheduled job may
+/// rather fail fast and page than back off for minutes).
+fn retry_config() -> Result<RetryConfig, LocationError> {
+    let mut config = RetryConfig::default();
+    if let Ok(value) = std::env::var("ATLAS_S3_MAX_RETRIES") {
+        config.max_retries = value.parse().map_err(|_| {
+            LocationError::Unsupported(format!(
+                "ATLAS_S3_MAX_RETRIES={value} is not a number of retries"
+            ))
+        })?;
+    }
+    Ok(config)
+}
+
 impl S3 {
     /// `s3://BUCKET[/PREFIX]`, configured from the environment.
     pub fn parse(url: &str) -> Result<Self, LocationError> {
@@ -49,7 +65,9 @@ impl S3 {
         }
         // The HTTP client speaks TLS with the process's rustls provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry_config()?);
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             builder = builder
                 .with_allow_http(endpoint.starts_with("http://"))
@@ -157,7 +175,12 @@ impl Location for S3 {
         let mut stream = got.into_stream();
         let mut received = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(failed)?;
+            let chunk = chunk.map_err(|e| {
+                LocationError::Io(std::io::Error::other(format!(
+                    "{name}/{file}: the download broke off at {received} of {expected} bytes \
+                     (retries included): {e}"
+                )))
+            })?;
             received += chunk.len() as u64;
             out.write_all(&chunk).await?;
         }

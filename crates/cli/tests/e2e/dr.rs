@@ -396,6 +396,32 @@ async fn backups_go_to_s3_and_come_back() {
         before,
         "the current data is untouched while the store is unreachable"
     );
+    // A store whose downloads break off: for good, the restore fails with the
+    // data untouched; now and then, each download resumes where it stopped.
+    let through = |proxy: &atlas_testing::CuttingProxy, retries: &str| {
+        let mut env = env.clone();
+        env[0].1 = proxy.endpoint.clone();
+        env.push(("ATLAS_S3_MAX_RETRIES", retries.into()));
+        env
+    };
+    let broken =
+        atlas_testing::CuttingProxy::start(&s3.endpoint, "_data.tar.gz", usize::MAX, 1500).await;
+    let (ok, out, err) = restore(&through(&broken, "2"));
+    assert!(!ok, "{out}{err}");
+    assert_eq!(broken.cut(), 3, "the download and its two retries");
+    assert!(
+        out.contains("_data.tar.gz") || err.contains("_data.tar.gz"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        before,
+        "the current data is untouched after a broken download"
+    );
+    let flaky = atlas_testing::CuttingProxy::start(&s3.endpoint, "_data.tar.gz", 2, 1500).await;
+    let (ok, out, err) = restore(&through(&flaky, "3"));
+    assert!(ok && out.contains("restored nightly"), "{out}{err}");
+    assert_eq!((flaky.cut(), flaky.cuts_left()), (2, 0));
     let (ok, out, err) = restore(&env);
     assert!(ok && out.contains("restored nightly"), "{out}{err}");
     h.start().await;
