@@ -415,15 +415,10 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
 
     // An interrupted run's probes (reserved over an hour ago) are erased by
     // the next run before it reserves its own; those that talked to bob stay.
-    use sqlx::Connection;
-    let mut db = sqlx::SqliteConnection::connect(&h.database_url())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE recovery_probes SET reserved_at = $1")
-        .bind(time::OffsetDateTime::now_utc() - time::Duration::hours(2))
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let aged = h
+        .sql("UPDATE recovery_probes SET reserved_at = '2026-01-01T00:00:00Z'")
+        .await;
+    assert_eq!(aged, reserved as u64);
     let (ok, out, err) = atlas_testing::run_atlas(
         None,
         Some(&recovery),
