@@ -77,18 +77,24 @@ pub async fn restore(
         std::io::stdin().read_line(&mut typed)?;
         anyhow::ensure!(typed.trim() == "yes", "not confirmed; nothing changed");
     }
-    let scratch = atlas_dr::scratch::Scratch::new()?;
-    // A SQLite file arrives beside the database, so the swap is one rename.
+    // A SQLite file arrives beside the database, so the swap is one rename; a
+    // PostgreSQL backup's trial restore is kept as a new database beside the
+    // target, to be renamed in (it is loaded once).
     let incoming = match &target {
         Target::Sqlite(db) => {
             let dir = db.parent().context("the database has no directory")?;
             std::fs::create_dir_all(dir)?;
-            dir.join(format!(
+            Incoming::File(dir.join(format!(
                 ".atlas-restoring-{}.db",
                 hex::encode(atlas_crypto::random_bytes::<6>())
-            ))
+            )))
         }
-        Target::Postgres(_) => scratch.path("dump"),
+        Target::Postgres(url) => Incoming::Database(format!(
+            "{}_restoring_{}",
+            atlas_store::pg_snapshot::database_name(url)
+                .context("the database URL names no database")?,
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        )),
     };
     eprintln!(
         "[1/6] Downloading and verifying the backup (signature, checksums, archives, keys, trial restore)..."
@@ -101,7 +107,7 @@ pub async fn restore(
             pinned_signer: key.as_deref(),
             postgres_url: store_args.postgres_url(),
         },
-        Some(&incoming),
+        Some(incoming.hand_over()),
     )
     .await?;
     for check in &report.checks {
@@ -112,30 +118,51 @@ pub async fn restore(
             check.detail
         );
     }
-    let (Some(backup_kek), Some(manifest), true) =
-        (report.kek.clone(), report.manifest.clone(), report.passed())
-    else {
-        let _ = std::fs::remove_file(&incoming);
-        anyhow::bail!("backup {name} failed verification: nothing was changed");
-    };
-    anyhow::ensure!(
-        (manifest.backend == "postgres") == matches!(target, Target::Postgres(_)),
-        "backup {name} is of {}; restore it into that kind of database",
-        manifest.backend
-    );
-    let kek_path = store_args
-        .kek_path()
-        .context("--kek-file is needed for a PostgreSQL target")?;
-    let result = match &target {
-        Target::Sqlite(db) => install(db, &incoming, &backup_kek, &kek_path).await,
-        Target::Postgres(url) => {
-            install_postgres(url, &incoming, &manifest, &backup_kek, &kek_path).await
+    let installed = async {
+        let (Some(backup_kek), Some(manifest), true) =
+            (report.kek.clone(), report.manifest.clone(), report.passed())
+        else {
+            anyhow::bail!("backup {name} failed verification: nothing was changed");
+        };
+        anyhow::ensure!(
+            (manifest.backend == "postgres") == matches!(target, Target::Postgres(_)),
+            "backup {name} is of {}; restore it into that kind of database",
+            manifest.backend
+        );
+        let kek_path = store_args
+            .kek_path()
+            .context("--kek-file is needed for a PostgreSQL target")?;
+        match (&target, &incoming) {
+            (Target::Sqlite(db), Incoming::File(file)) => {
+                install(db, file, &backup_kek, &kek_path).await
+            }
+            (Target::Postgres(url), Incoming::Database(new)) => {
+                install_postgres(url, new, &backup_kek, &kek_path).await
+            }
+            // The incoming copy is made for the target.
+            _ => anyhow::bail!("internal error: the incoming copy does not match the target"),
         }
-    };
-    for file in with_sidecars(&incoming) {
-        let _ = std::fs::remove_file(file);
     }
-    let (store, kept) = result?;
+    .await;
+    // Whatever is left of the incoming copy goes (after a swap, nothing is).
+    match &incoming {
+        Incoming::File(file) => {
+            for file in with_sidecars(file) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        Incoming::Database(new) => {
+            if installed.is_err()
+                && let Target::Postgres(url) = &target
+                && atlas_store::pg_snapshot::database_exists(url, new)
+                    .await
+                    .unwrap_or(false)
+            {
+                let _ = atlas_store::pg_snapshot::drop_database(url, new).await;
+            }
+        }
+    }
+    let (store, kept) = installed?;
     eprintln!("[4/6] Recording the restore in the audit log...");
     let detail = serde_json::json!({ "location": from, "kept": kept });
     store_args
@@ -196,6 +223,23 @@ async fn reseal(
     Ok(())
 }
 
+/// Where the checked copy waits until it is swapped in.
+enum Incoming {
+    /// A SQLite file beside the target.
+    File(PathBuf),
+    /// A new PostgreSQL database beside the target.
+    Database(String),
+}
+
+impl Incoming {
+    fn hand_over(&self) -> atlas_dr::verify::HandOver<'_> {
+        match self {
+            Self::File(file) => atlas_dr::verify::HandOver::SqliteFile(file),
+            Self::Database(db) => atlas_dr::verify::HandOver::PostgresDatabase(db),
+        }
+    }
+}
+
 /// SQLite: the checked file re-sealed, then swapped in; the store, and where the old one is kept.
 async fn install(
     db: &Path,
@@ -220,44 +264,37 @@ async fn install(
     Ok((store, kept.display().to_string()))
 }
 
-/// PostgreSQL: the checked dump loaded into a new database beside the
-/// target, re-sealed, then renamed into the target's place (the old one kept
-/// under another name); the store, and the old database's new name.
+/// PostgreSQL: the checked trial restore `incoming` (a database beside the
+/// target) re-sealed, then renamed into the target's place (the old one kept
+/// under another name); the store, and the old database's new name. On an
+/// error the caller drops `incoming`.
 async fn install_postgres(
     url: &str,
-    dump: &Path,
-    manifest: &atlas_dr::manifest::Manifest,
+    incoming: &str,
     backup_kek: &[u8],
     kek_path: &Path,
 ) -> anyhow::Result<(std::sync::Arc<dyn atlas_store::Store>, String)> {
     use atlas_store::pg_snapshot as pg;
     let target = pg::database_name(url).context("the database URL names no database")?;
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let incoming = format!("{target}_restoring_{stamp}");
-    let kept = format!("{target}_before_restore_{stamp}");
-    pg::create_database(url, &incoming).await?;
-    let loaded = async {
-        let incoming_url = pg::with_database(url, &incoming)?;
-        pg::load(dump, &incoming_url, &manifest.message_sample).await?;
-        let store = atlas_store::open(&incoming_url).await?;
-        reseal(store.clone(), backup_kek, kek_path).await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = loaded {
-        let _ = pg::drop_database(url, &incoming).await;
-        return Err(e.context("loading the backup into a new database: nothing was changed"));
+    let kept = format!(
+        "{target}_before_restore_{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    );
+    {
+        let store = atlas_store::open(&pg::with_database(url, incoming)?).await?;
+        reseal(store, backup_kek, kek_path)
+            .await
+            .context("re-sealing the restored secrets: nothing was changed")?;
     }
     eprintln!("[3/6] Replacing the database (renames, the old one kept)...");
     if pg::database_exists(url, &target).await? {
-        if let Err(e) = pg::rename_database(url, &target, &kept).await {
-            let _ = pg::drop_database(url, &incoming).await;
-            anyhow::bail!(
+        pg::rename_database(url, &target, &kept).await.map_err(|e| {
+            anyhow::anyhow!(
                 "{target} could not be set aside ({e}): stop every server using it; nothing was changed"
-            );
-        }
+            )
+        })?;
         eprintln!("      the previous database is kept as {kept}");
     }
-    pg::rename_database(url, &incoming, &target).await?;
+    pg::rename_database(url, incoming, &target).await?;
     Ok((atlas_store::open(url).await?, kept))
 }

@@ -42,11 +42,13 @@ pub(crate) async fn sqlite(
 }
 
 /// Loads the PostgreSQL dump in `dir` into a scratch database on the server
-/// of `server` (created, then dropped whatever happens).
+/// of `server` (created, then dropped), or into the new database `keep`,
+/// which stays when every check passed (a restore then renames it in).
 pub(crate) async fn postgres(
     dir: &Path,
     manifest: &Manifest,
     server: Option<&str>,
+    keep: Option<&str>,
     report: &mut Report,
 ) {
     let Some(server) = server else {
@@ -57,17 +59,29 @@ pub(crate) async fn postgres(
         );
         return;
     };
-    let scratch = format!(
-        "atlas_dr_verify_{}",
-        hex::encode(atlas_crypto::random_bytes::<6>())
+    let scratch = keep.map_or_else(
+        || {
+            format!(
+                "atlas_dr_verify_{}",
+                hex::encode(atlas_crypto::random_bytes::<6>())
+            )
+        },
+        str::to_owned,
     );
+    // A database this did not create is never dropped.
+    if let Err(e) = atlas_store::pg_snapshot::create_database(server, &scratch).await {
+        report.add(
+            "trial restore",
+            Outcome::Fail,
+            format!("creating database {scratch}: {e}"),
+        );
+        return;
+    }
     let loaded = async {
-        atlas_store::pg_snapshot::create_database(server, &scratch).await?;
         let url = atlas_store::pg_snapshot::with_database(server, &scratch)?;
         atlas_store::pg_snapshot::load(dir, &url, &manifest.message_sample).await
     }
     .await;
-    let dropped = atlas_store::pg_snapshot::drop_database(server, &scratch).await;
     match loaded {
         Ok(facts) => {
             report.add(
@@ -87,7 +101,10 @@ pub(crate) async fn postgres(
             );
         }
     }
-    if let Err(e) = dropped {
+    if keep.is_some() && report.passed() {
+        return;
+    }
+    if let Err(e) = atlas_store::pg_snapshot::drop_database(server, &scratch).await {
         report.add(
             "scratch database",
             Outcome::Fail,

@@ -122,15 +122,25 @@ pub async fn fetch_manifest(
     }
 }
 
-/// Verifies backup `name`; with `restore_to`, the checked snapshot is left
-/// there (a new file; for PostgreSQL a new directory of the dump) for a
-/// restore to take. Fails only when the location
-/// cannot be read; every finding is a line of the report.
+/// Where a backup that verified is left for a restore to take.
+#[derive(Debug, Clone, Copy)]
+pub enum HandOver<'a> {
+    /// A SQLite backup's checked file, at this new path.
+    SqliteFile(&'a Path),
+    /// A PostgreSQL backup's trial restore, kept as this new database on the
+    /// server of [`Inputs::postgres_url`] (so a restore loads it once).
+    PostgresDatabase(&'a str),
+}
+
+/// Verifies backup `name`; with `hand_over`, what was checked is kept for a
+/// restore (only when every check passed, and only the kind that matches the
+/// backup). Fails only when the location cannot be read; every finding is a
+/// line of the report.
 pub async fn verify(
     location: &dyn Location,
     name: &str,
     inputs: Inputs<'_>,
-    restore_to: Option<&Path>,
+    hand_over: Option<HandOver<'_>>,
 ) -> Result<Report, LocationError> {
     let mut report = Report {
         name: name.to_owned(),
@@ -222,25 +232,20 @@ pub async fn verify(
     ) {
         return Ok(report);
     }
-    match postgres {
-        true => trial::postgres(&restored, &manifest, inputs.postgres_url, &mut report).await,
-        false => trial::sqlite(&restored, &manifest, &mut report).await?,
-    }
-    if let (Some(dest), true) = (restore_to, report.passed()) {
-        let handed = match postgres {
-            // The checked dump directory, for a restore to load: moved
-            // when it can be (one filesystem), else copied.
-            true => match tokio::fs::rename(&restored, dest).await {
-                Ok(()) => Ok(()),
-                Err(_) => copy_dir(&restored, dest).await,
-            },
-            false => tokio::fs::copy(&restored, dest).await.map(drop),
+    if postgres {
+        let keep = match hand_over {
+            Some(HandOver::PostgresDatabase(db)) => Some(db),
+            _ => None,
         };
-        // A copy that failed part way (a full disk) is not left behind.
-        if let Err(e) = handed {
-            let _ = tokio::fs::remove_file(dest).await;
-            let _ = tokio::fs::remove_dir_all(dest).await;
-            return Err(e.into());
+        trial::postgres(&restored, &manifest, inputs.postgres_url, keep, &mut report).await;
+    } else {
+        trial::sqlite(&restored, &manifest, &mut report).await?;
+        if let (Some(HandOver::SqliteFile(dest)), true) = (hand_over, report.passed()) {
+            // A copy that failed part way (a full disk) is not left behind.
+            if let Err(e) = tokio::fs::copy(&restored, dest).await {
+                let _ = tokio::fs::remove_file(dest).await;
+                return Err(e.into());
+            }
         }
     }
     report.manifest = Some(manifest);
@@ -409,14 +414,4 @@ fn open_keys(manifest: &Manifest, inputs: &Inputs<'_>, scratch: &Scratch, report
             report.add("keys archive", Outcome::Fail, e);
         }
     }
-}
-
-/// Copies the files of `from` into the new directory `to`.
-async fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    tokio::fs::create_dir(to).await?;
-    let mut entries = tokio::fs::read_dir(from).await?;
-    while let Some(entry) = entries.next_entry().await? {
-        tokio::fs::copy(entry.path(), to.join(entry.file_name())).await?;
-    }
-    Ok(())
 }

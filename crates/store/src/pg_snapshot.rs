@@ -268,7 +268,9 @@ pub async fn database_size(url: &str) -> StoreResult<u64> {
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
-/// Renames database `from` to `to` (no one may be connected to it).
+/// Renames database `from` to `to` (no one may be connected to it: PostgreSQL
+/// waits five seconds for sessions to end, so a pool just dropped is no
+/// obstacle, and a server still using it is refused).
 pub async fn rename_database(url: &str, from: &str, to: &str) -> StoreResult<()> {
     on_server(
         url,

@@ -178,7 +178,7 @@ async fn measure(
         outln!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
         outln!(
-            "{} messages on {}: backup {:.1} s, verify {:.1} s, restore {:.1} s (it verifies again): {:.1} s in all; backup {:.0} MiB",
+            "{} messages on {}: backup {:.1} s, verify {:.1} s, restore {:.1} s (verifying again; PostgreSQL loads once): {:.1} s in all; backup {:.0} MiB",
             args.messages,
             store.backend(),
             backup.as_secs_f64(),

@@ -625,6 +625,18 @@ async fn a_postgres_backup_is_verified_and_restored() {
     // The server still holds the database: refused, nothing changed.
     let (ok, _, err) = restore();
     assert!(!ok && err.contains("stop every server"), "{err}");
+    // Its trial restore, kept to be renamed in, is gone again.
+    let incoming = err
+        .split_whitespace()
+        .find(|w| w.contains("_restoring_"))
+        .unwrap()
+        .trim_end_matches(',');
+    assert!(
+        !atlas_store::pg_snapshot::database_exists(&db, incoming)
+            .await
+            .unwrap(),
+        "{incoming} is left behind"
+    );
     let counts = atlas_store::open(&db)
         .await
         .unwrap()
@@ -638,6 +650,10 @@ async fn a_postgres_backup_is_verified_and_restored() {
     assert!(
         ok && out.contains("restored pg into PostgreSQL database"),
         "{out}{err}"
+    );
+    assert!(
+        err.contains("_restoring_") && !err.contains("atlas_dr_verify_"),
+        "the trial restore is the database renamed in (loaded once): {err}"
     );
     let kept = err
         .lines()
