@@ -218,3 +218,23 @@ pub async fn wait_until_answered(answered: &std::sync::Mutex<Vec<String>>, count
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// An operator's request (`Authorization: Bearer token`) to `url`, with a
+/// JSON body if given: the status and the JSON answer (`Null` when none).
+pub async fn operator_request(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = atlas_client::http_client()
+        .expect("an HTTP client")
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}

@@ -251,17 +251,15 @@ async fn drill(mut h: Harness) {
 
 /// Rows per table, as `POST /admin/recovery/facts` counts them.
 async fn row_counts(url: &str, token: &str) -> serde_json::Value {
-    let facts: serde_json::Value = atlas_client::http_client()
-        .unwrap()
-        .post(format!("{url}/admin/recovery/facts"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let facts_url = format!("{url}/admin/recovery/facts");
+    let (status, facts) = atlas_testing::operator_request(
+        reqwest::Method::POST,
+        &facts_url,
+        token,
+        Some(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{facts}");
     facts["row_counts"].clone()
 }
 
@@ -289,32 +287,17 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
     assert!(!ok, "{out}");
     assert!(err.contains("reserved_user_id"), "{err}");
 
-    let http = atlas_client::http_client().unwrap();
     let call = |method: reqwest::Method, path: &str, token: &str| {
-        http.request(method, format!("{url}/admin/recovery{path}"))
-            .bearer_auth(token.to_owned())
-            .send()
+        let to = format!("{url}/admin/recovery{path}");
+        let token = token.to_owned();
+        async move { atlas_testing::operator_request(method, &to, &token, None).await }
     };
-    let answer = |r: reqwest::Response| async move {
-        let status = r.status().as_u16();
-        (status, r.json::<serde_json::Value>().await.unwrap())
-    };
-    let (status, body) = answer(
-        call(reqwest::Method::POST, "/probes", &narrow)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(reqwest::Method::POST, "/probes", &narrow).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (403, Some("insufficient_scope"))
     );
-    let (status, reserved) = answer(
-        call(reqwest::Method::POST, "/probes", &recovery)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, reserved) = call(reqwest::Method::POST, "/probes", &recovery).await;
     assert_eq!(status, 201, "{reserved}");
     let probes: Vec<String> = serde_json::from_value(reserved["user_ids"].clone()).unwrap();
     assert_eq!(probes.len(), 2);
@@ -331,13 +314,13 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
             &recovery,
         )
     };
-    let (status, body) = answer(erase("alice").await.unwrap()).await;
+    let (status, body) = erase("alice").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (404, Some("unknown_user")),
         "{body}"
     );
-    let (status, _) = answer(erase("..%2F..").await.unwrap()).await;
+    let (status, _) = erase("..%2F..").await;
     assert_eq!(status, 400);
 
     // One probe shares a group with bob, the other messages him: both stay.
@@ -350,7 +333,7 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
         (&probes[0], "group mixed"),
         (&probes[1], "messages with bob"),
     ] {
-        let (status, body) = answer(erase(probe).await.unwrap()).await;
+        let (status, body) = erase(probe).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (409, Some("probe_not_isolated")),
@@ -365,20 +348,15 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
 
     // A probe alone goes (here one that never registered), and its name is
     // nobody's again.
-    let (_, fresh) = answer(
-        call(reqwest::Method::POST, "/probes", &recovery)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, fresh) = call(reqwest::Method::POST, "/probes", &recovery).await;
     let fresh = fresh["user_ids"][0].as_str().unwrap().to_owned();
-    let (status, body) = answer(erase(&fresh).await.unwrap()).await;
+    let (status, body) = erase(&fresh).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["devices"].as_u64(), body["rows"].as_u64()),
         (Some(0), Some(1))
     );
-    assert_eq!(answer(erase(&fresh).await.unwrap()).await.0, 404);
+    assert_eq!(erase(&fresh).await.0, 404);
     let (ok, _, err) = register("late", &fresh);
     assert!(!ok && err.contains("reserved_user_id"), "{err}");
 
@@ -386,12 +364,7 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
     // bob and the fresh pair's second count).
     let mut reserved = 3;
     loop {
-        let (status, body) = answer(
-            call(reqwest::Method::POST, "/probes", &recovery)
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = call(reqwest::Method::POST, "/probes", &recovery).await;
         if status == 429 {
             assert_eq!(body["error"], "too_many_probes", "{body}");
             break;
@@ -400,12 +373,7 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
         reserved += 2;
         assert!(reserved <= 16, "past the limit");
     }
-    let (_, listed) = answer(
-        call(reqwest::Method::GET, "/probes", &recovery)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, listed) = call(reqwest::Method::GET, "/probes", &recovery).await;
     assert!(reserved + 2 > 16, "refused at {reserved}");
     assert_eq!(
         listed["probes"].as_array().unwrap().len(),
@@ -447,12 +415,7 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
         "{detail}"
     );
     assert!(!ok);
-    let (_, listed) = answer(
-        call(reqwest::Method::GET, "/probes", &recovery)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, listed) = call(reqwest::Method::GET, "/probes", &recovery).await;
     let left: Vec<&str> = listed["probes"]
         .as_array()
         .unwrap()
