@@ -151,12 +151,11 @@ pub async fn restore(
                 let _ = std::fs::remove_file(file);
             }
         }
+        // Only a database the verification made and handed over is dropped.
         Incoming::Database(new) => {
             if installed.is_err()
+                && report.handed_over
                 && let Target::Postgres(url) = &target
-                && atlas_store::pg_snapshot::database_exists(url, new)
-                    .await
-                    .unwrap_or(false)
             {
                 let _ = atlas_store::pg_snapshot::drop_database(url, new).await;
             }

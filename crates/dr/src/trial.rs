@@ -43,21 +43,22 @@ pub(crate) async fn sqlite(
 
 /// Loads the PostgreSQL dump in `dir` into a scratch database on the server
 /// of `server` (created, then dropped), or into the new database `keep`,
-/// which stays when every check passed (a restore then renames it in).
+/// which stays when every check passed (a restore then renames it in);
+/// whether it stayed.
 pub(crate) async fn postgres(
     dir: &Path,
     manifest: &Manifest,
     server: Option<&str>,
     keep: Option<&str>,
     report: &mut Report,
-) {
+) -> bool {
     let Some(server) = server else {
         report.add(
             "trial restore",
             Outcome::Skip,
             "a PostgreSQL backup: give --database-url (any database on a PostgreSQL server) to restore it into a scratch database there",
         );
-        return;
+        return false;
     };
     let scratch = keep.map_or_else(
         || {
@@ -75,7 +76,7 @@ pub(crate) async fn postgres(
             Outcome::Fail,
             format!("creating database {scratch}: {e}"),
         );
-        return;
+        return false;
     }
     let loaded = async {
         let url = atlas_store::pg_snapshot::with_database(server, &scratch)?;
@@ -102,7 +103,7 @@ pub(crate) async fn postgres(
         }
     }
     if keep.is_some() && report.passed() {
-        return;
+        return true;
     }
     if let Err(e) = atlas_store::pg_snapshot::drop_database(server, &scratch).await {
         report.add(
@@ -111,6 +112,7 @@ pub(crate) async fn postgres(
             format!("{scratch} was not dropped: {e}"),
         );
     }
+    false
 }
 
 /// Row counts, schema and sampled messages of the restored copy against the manifest.

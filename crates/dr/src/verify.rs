@@ -64,6 +64,10 @@ pub struct Report {
     /// The manifest, when it verified.
     #[serde(skip)]
     pub manifest: Option<Manifest>,
+    /// Whether what was checked was left as the [`HandOver`] asked (the
+    /// taker then owns it: a file to move, a database to rename or drop).
+    #[serde(skip)]
+    pub handed_over: bool,
 }
 
 impl Report {
@@ -105,6 +109,7 @@ pub async fn fetch_manifest(
         checks: Vec::new(),
         kek: None,
         manifest: None,
+        handed_over: false,
     };
     let scratch = Scratch::new().map_err(|e| e.to_string())?;
     let inputs = Inputs {
@@ -147,6 +152,7 @@ pub async fn verify(
         checks: Vec::new(),
         kek: None,
         manifest: None,
+        handed_over: false,
     };
     let scratch = Scratch::new()?;
     let Some(manifest) = signed_manifest(location, name, &inputs, &scratch, &mut report).await?
@@ -237,7 +243,8 @@ pub async fn verify(
             Some(HandOver::PostgresDatabase(db)) => Some(db),
             _ => None,
         };
-        trial::postgres(&restored, &manifest, inputs.postgres_url, keep, &mut report).await;
+        report.handed_over =
+            trial::postgres(&restored, &manifest, inputs.postgres_url, keep, &mut report).await;
     } else {
         trial::sqlite(&restored, &manifest, &mut report).await?;
         if let (Some(HandOver::SqliteFile(dest)), true) = (hand_over, report.passed()) {
@@ -246,6 +253,7 @@ pub async fn verify(
                 let _ = tokio::fs::remove_file(dest).await;
                 return Err(e.into());
             }
+            report.handed_over = true;
         }
     }
     report.manifest = Some(manifest);
