@@ -39,12 +39,38 @@ pub(crate) fn keygen(home: &std::path::Path) -> (String, String) {
 }
 
 /// Registers the profiles `alice` and `bob` with the server at `url`.
-pub(crate) fn alice_and_bob(home: &std::path::Path, url: &str) {
+/// A server with alice and bob registered, and what the dr commands take.
+pub(crate) struct Site {
+    /// The server.
+    pub(crate) h: Harness,
+    /// Its URL.
+    pub(crate) url: String,
+    /// The CLI home with the profiles `alice` and `bob`.
+    pub(crate) home: std::path::PathBuf,
+    /// Its KEK file.
+    pub(crate) kek: String,
+    /// Its database URL.
+    pub(crate) db: String,
+}
+
+/// [`Site`] on `h`.
+pub(crate) fn site(h: Harness) -> Site {
+    let url = h.url();
+    let home = h.homes.path.clone();
+    let kek = kek_of(&h);
+    let db = h.database_url();
     for user in ["alice", "bob"] {
         atlas_testing::atlas_ok(
-            home,
-            &["--profile", user, "register", user, "--server", url],
+            &home,
+            &["--profile", user, "register", user, "--server", &url],
         );
+    }
+    Site {
+        h,
+        url,
+        home,
+        kek,
+        db,
     }
 }
 
@@ -64,14 +90,15 @@ pub(crate) async fn settled(db: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_online_verifies_and_damage_is_refused() {
-    let h = Harness::sqlite().await;
-    let url = h.url();
-    let home = h.homes.path.clone();
-    let kek = kek_of(&h);
-    let db = h.database_url();
+    let Site {
+        h,
+        url,
+        home,
+        kek,
+        db,
+    } = site(Harness::sqlite().await);
     let auditor = token(&h, &kek, "audit");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    alice_and_bob(&home, &url);
     for i in 0..3 {
         atlas(&["--profile", "alice", "send", "bob", &format!("m{i}")]);
     }
@@ -223,14 +250,15 @@ async fn a_backup_taken_online_verifies_and_damage_is_refused() {
 /// backup is delivered; the restore is in the audit log, which verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_database_is_restored_and_serves_again() {
-    let mut h = Harness::sqlite().await;
-    let url = h.url();
-    let home = h.homes.path.clone();
-    let kek = kek_of(&h);
-    let db = h.database_url();
+    let Site {
+        mut h,
+        url,
+        home,
+        kek,
+        db,
+    } = site(Harness::sqlite().await);
     let auditor = token(&h, &kek, "audit");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    alice_and_bob(&home, &url);
     for i in 0..3 {
         atlas(&["--profile", "alice", "send", "bob", &format!("before-{i}")]);
     }
@@ -335,13 +363,14 @@ async fn backups_go_to_s3_and_come_back() {
     let Some(mut s3) = atlas_testing::S3Server::start().await else {
         return;
     };
-    let mut h = Harness::sqlite().await;
-    let url = h.url();
-    let home = h.homes.path.clone();
-    let kek = kek_of(&h);
-    let db = h.database_url();
+    let Site {
+        mut h,
+        url: _,
+        home,
+        kek,
+        db,
+    } = site(Harness::sqlite().await);
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    alice_and_bob(&home, &url);
     atlas(&["--profile", "alice", "send", "bob", "kept in s3"]);
     let (identity, recipient) = keygen(&home);
     let bucket = s3.url("atlas");
@@ -559,14 +588,15 @@ fn the_recovery_bench_reports_its_figures() {
 /// still holds the database is refused with nothing changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_backup_is_verified_and_restored() {
-    let mut h = Harness::postgres().await;
-    let url = h.url();
-    let home = h.homes.path.clone();
-    let kek = kek_of(&h);
-    let db = h.database_url();
+    let Site {
+        mut h,
+        url,
+        home,
+        kek,
+        db,
+    } = site(Harness::postgres().await);
     let auditor = token(&h, &kek, "audit");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    alice_and_bob(&home, &url);
     for i in 0..3 {
         atlas(&["--profile", "alice", "send", "bob", &format!("before-{i}")]);
     }
@@ -704,12 +734,13 @@ async fn a_full_disk_fails_backup_and_restore_with_the_data_untouched() {
         eprintln!("skipped: no private mount namespace here ({why})");
         return;
     }
-    let mut h = Harness::sqlite().await;
-    let url = h.url();
-    let home = h.homes.path.clone();
-    let kek = kek_of(&h);
-    let db = h.database_url();
-    alice_and_bob(&home, &url);
+    let Site {
+        mut h,
+        url: _,
+        home,
+        kek,
+        db,
+    } = site(Harness::sqlite().await);
     atlas_testing::atlas_ok(&home, &["--profile", "alice", "send", "bob", "kept"]);
     let (identity, recipient) = keygen(&home);
     let full = home.join("full");

@@ -5,7 +5,7 @@
 //! recipient with a receipt that verifies. The checklist also fails when it
 //! should: an admin act after the backup is flagged.
 use crate::audit::{kek_of, token};
-use crate::dr::{alice_and_bob, backup_args, keygen, settled};
+use crate::dr::{Site, backup_args, keygen, settled, site};
 use atlas_testing::Harness;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,17 +21,19 @@ async fn the_recovery_drill_passes_every_line_of_the_checklist_on_postgres() {
     drill(Harness::postgres().await).await;
 }
 
-async fn drill(mut h: Harness) {
+async fn drill(h: Harness) {
     let Some(mut s3) = atlas_testing::S3Server::start().await else {
         return;
     };
-    let url = h.url();
-    let home = h.homes.path.clone();
-    let kek = kek_of(&h);
-    let db = h.database_url();
+    let Site {
+        mut h,
+        url,
+        home,
+        kek,
+        db,
+    } = site(h);
     let operator = token(&h, &kek, "all");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
-    alice_and_bob(&home, &url);
     atlas(&["--profile", "alice", "group", "create", "drill"]);
     atlas(&["--profile", "alice", "group", "add", "drill", "bob"]);
     atlas(&[
@@ -267,10 +269,9 @@ async fn row_counts(url: &str, token: &str) -> serde_json::Value {
 /// kept to probes is erased: never a real user, nor a probe that talked to one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
-    let h = Harness::sqlite().await;
-    let url = h.url();
-    let home = h.homes.path.clone();
-    let kek = kek_of(&h);
+    let Site {
+        h, url, home, kek, ..
+    } = site(Harness::sqlite().await);
     let recovery = token(&h, &kek, "recovery");
     let narrow = token(&h, &kek, "devices");
     let atlas = |args: &[&str]| atlas_testing::atlas_ok(&home, args);
@@ -281,7 +282,6 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
             &["--profile", profile, "register", user, "--server", &url],
         )
     };
-    alice_and_bob(&home, &url);
 
     let (ok, out, err) = register("squatter", "atlas-probe-mine-a");
     assert!(!ok, "{out}");
@@ -292,11 +292,21 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
         let token = token.to_owned();
         async move { atlas_testing::operator_request(method, &to, &token, None).await }
     };
-    let (status, body) = call(reqwest::Method::POST, "/probes", &narrow).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("insufficient_scope"))
-    );
+    // Without a token, or without the scope `recovery`, nothing happens.
+    for (method, path) in [
+        (reqwest::Method::POST, "/probes"),
+        (reqwest::Method::GET, "/probes"),
+        (reqwest::Method::DELETE, "/probes/alice"),
+    ] {
+        let (status, _) = call(method.clone(), path, "").await;
+        assert_eq!(status, 401, "{method} {path}");
+        let (status, body) = call(method.clone(), path, &narrow).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("insufficient_scope")),
+            "{method} {path}"
+        );
+    }
     let (status, reserved) = call(reqwest::Method::POST, "/probes", &recovery).await;
     assert_eq!(status, 201, "{reserved}");
     let probes: Vec<String> = serde_json::from_value(reserved["user_ids"].clone()).unwrap();
@@ -320,8 +330,17 @@ async fn only_reserved_probes_register_and_only_isolated_ones_are_erased() {
         (404, Some("unknown_user")),
         "{body}"
     );
-    let (status, _) = erase("..%2F..").await;
-    assert_eq!(status, 400);
+    for malformed in [
+        "..%2F..".to_owned(),
+        format!("atlas-probe-{}", "x".repeat(300)),
+    ] {
+        let (status, body) = erase(&malformed).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
 
     // One probe shares a group with bob, the other messages him: both stay.
     register("probe-a", &probes[0]).0.then_some(()).unwrap();
